@@ -1,0 +1,2 @@
+pub mod term_model;
+fn main() {}

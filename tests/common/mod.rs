@@ -1,0 +1,438 @@
+//! Helpers shared by the test binaries: a private tmux server as the real terminal,
+//! unique temporary directories, and a reader of `capture-pane -e` output that is
+//! independent of crterm's own model.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A name no other test (in this run or a parallel one) uses.
+pub fn unique(prefix: &str) -> String {
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{prefix}-{}-{n}-{nanos:x}", std::process::id())
+}
+
+/// A temporary directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(prefix: &str) -> TempDir {
+        let p = std::env::temp_dir().join(unique(prefix));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A tmux server of its own (own socket, no config file), killed on drop.
+pub struct Tmux {
+    pub socket: String,
+    /// Run tmux (and so everything in its panes) as this user, via runuser.
+    pub user: Option<String>,
+    pub env: Vec<(String, String)>,
+}
+
+impl Tmux {
+    pub fn new() -> Tmux {
+        Tmux {
+            socket: unique("crterm-t"),
+            user: None,
+            env: Vec::new(),
+        }
+    }
+
+    pub fn as_user(user: &str, env: Vec<(String, String)>) -> Tmux {
+        Tmux {
+            socket: unique("crterm-t"),
+            user: Some(user.to_string()),
+            env,
+        }
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Output {
+        let mut c = match &self.user {
+            Some(u) => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", u, "--", "env"]);
+                for (k, v) in &self.env {
+                    c.arg(format!("{k}={v}"));
+                }
+                c.arg("tmux");
+                c
+            }
+            None => {
+                let mut c = Command::new("tmux");
+                c.envs(self.env.iter().map(|(k, v)| (k, v)));
+                c
+            }
+        };
+        c.args(["-L", &self.socket, "-f", "/dev/null"]);
+        c.args(args);
+        c.env_remove("TMUX");
+        c.output().expect("run tmux")
+    }
+
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.cmd(args);
+        assert!(
+            out.status.success(),
+            "tmux {:?} failed: {}",
+            args,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Start a session (window 0) running `shell_cmd` in a pane of the given size.
+    pub fn start(&self, session: &str, cols: u16, lines: u16, shell_cmd: &str) {
+        self.ok(&[
+            "new-session",
+            "-d",
+            "-s",
+            session,
+            "-x",
+            &cols.to_string(),
+            "-y",
+            &lines.to_string(),
+            shell_cmd,
+        ]);
+        // Keep the pane after its program exits so its last screen and status can be read.
+        self.ok(&["set-option", "-t", session, "remain-on-exit", "on"]);
+        self.ok(&["set-option", "-t", session, "status", "off"]);
+    }
+
+    pub fn send_keys(&self, target: &str, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", target];
+        args.extend_from_slice(keys);
+        self.ok(&args);
+    }
+
+    /// Type literal text.
+    pub fn type_text(&self, target: &str, text: &str) {
+        self.ok(&["send-keys", "-t", target, "-l", text]);
+    }
+
+    pub fn capture(&self, target: &str) -> String {
+        self.ok(&["capture-pane", "-p", "-e", "-N", "-t", target])
+    }
+
+    pub fn capture_plain(&self, target: &str) -> String {
+        self.ok(&["capture-pane", "-p", "-t", target])
+    }
+
+    pub fn display(&self, target: &str, format: &str) -> String {
+        self.ok(&["display-message", "-p", "-t", target, format])
+            .trim_end_matches('\n')
+            .to_string()
+    }
+
+    /// Wait until the plain screen contains `needle`.
+    pub fn wait_text(&self, target: &str, needle: &str, timeout: Duration) -> String {
+        let start = Instant::now();
+        loop {
+            let last = self.capture_plain(target);
+            if last.contains(needle) {
+                return last;
+            }
+            if start.elapsed() > timeout {
+                panic!("timed out waiting for {needle:?} in pane {target}; screen:\n{last}");
+            }
+            std::thread::sleep(Duration::from_millis(30));
+        }
+    }
+
+    /// Wait until the pane's screen (with attributes) stops changing.
+    pub fn settle(&self, target: &str) -> String {
+        let mut prev = self.capture(target);
+        let mut stable = 0;
+        for _ in 0..200 {
+            std::thread::sleep(Duration::from_millis(40));
+            let now = self.capture(target);
+            if now == prev {
+                stable += 1;
+                if stable >= 3 {
+                    return now;
+                }
+            } else {
+                stable = 0;
+                prev = now;
+            }
+        }
+        prev
+    }
+
+    pub fn pane_dead_status(&self, target: &str) -> Option<i32> {
+        let s = self.display(target, "#{pane_dead} #{pane_dead_status}");
+        let mut it = s.split_whitespace();
+        if it.next() == Some("1") {
+            it.next().and_then(|v| v.parse().ok())
+        } else {
+            None
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.cmd(&["kill-server"]);
+    }
+}
+
+/// One cell as tmux reports it: the glyph (with combining marks) and its SGR state as a
+/// canonical string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CapCell {
+    pub text: String,
+    pub sgr: String,
+}
+
+/// Read `capture-pane -p -e -N` output into rows of cells. Wide characters become one
+/// cell (tmux prints them once). Trailing default blanks are dropped.
+pub fn parse_capture(s: &str) -> Vec<Vec<CapCell>> {
+    let mut rows = Vec::new();
+    // tmux's shift state carries over line ends.
+    let mut shifted = false;
+    for line in s.split('\n') {
+        let mut state = SgrState::default();
+        let mut cells: Vec<CapCell> = Vec::new();
+        let mut chars = line.chars().peekable();
+        while let Some(c) = chars.next() {
+            // tmux writes line-drawing cells as SO, the ASCII letter, SI.
+            if c == '\x0e' || c == '\x0f' {
+                shifted = c == '\x0e';
+                continue;
+            }
+            let c = if shifted { dec_graphics(c) } else { c };
+            if c == '\x1b' {
+                if chars.peek() == Some(&'[') {
+                    chars.next();
+                    let mut params = String::new();
+                    let mut fin = ' ';
+                    for c in chars.by_ref() {
+                        if c.is_ascii_alphabetic() || c == '@' || c == '~' {
+                            fin = c;
+                            break;
+                        }
+                        params.push(c);
+                    }
+                    if fin == 'm' {
+                        state.apply(&params);
+                    }
+                } else {
+                    // ESC ( 0 and friends: charset switches tmux may emit
+                    chars.next();
+                    chars.next();
+                }
+                continue;
+            }
+            if unicode_width::UnicodeWidthChar::width(c) == Some(0) && !cells.is_empty() {
+                cells.last_mut().unwrap().text.push(c);
+                continue;
+            }
+            cells.push(CapCell {
+                text: c.to_string(),
+                sgr: state.canonical(),
+            });
+        }
+        trim_cells(&mut cells);
+        rows.push(cells);
+    }
+    rows
+}
+
+/// The DEC special graphics set (VT100 line drawing) for the letters programs use.
+fn dec_graphics(c: char) -> char {
+    const FROM: &str = "`abcdefghijklmnopqrstuvwxyz{|}~_";
+    const TO: &str = "◆▒␉␌␍␊°±␤␋┘┐┌└┼⎺⎻─⎼⎽├┤┴┬│≤≥π≠£· ";
+    FROM.chars()
+        .position(|f| f == c)
+        .and_then(|i| TO.chars().nth(i))
+        .unwrap_or(c)
+}
+
+pub fn trim_cells(cells: &mut Vec<CapCell>) {
+    // tmux leaves erased cells at the end of a line out of a capture even when they
+    // have a background colour, so trailing blanks compare by their glyph alone.
+    while cells.last().is_some_and(|c| {
+        c.text == " "
+            && c.sgr
+                .split(' ')
+                .all(|a| a.is_empty() || a.starts_with("bg="))
+    }) {
+        cells.pop();
+    }
+}
+
+#[derive(Default, Clone)]
+pub struct SgrState {
+    pub attrs: std::collections::BTreeSet<String>,
+    pub fg: Option<String>,
+    pub bg: Option<String>,
+}
+
+impl SgrState {
+    pub fn apply(&mut self, params: &str) {
+        let parts: Vec<&str> = if params.is_empty() {
+            vec!["0"]
+        } else {
+            params.split(';').collect()
+        };
+        let mut i = 0;
+        while i < parts.len() {
+            let p = parts[i];
+            let n: i64 = p.split(':').next().unwrap().parse().unwrap_or(0);
+            match n {
+                0 => *self = SgrState::default(),
+                1 => self.add("bold"),
+                2 => self.add("dim"),
+                3 => self.add("italic"),
+                4 => {
+                    for u in ["ul", "ul2", "ul3", "ul4", "ul5"] {
+                        self.attrs.remove(u);
+                    }
+                    match p.split(':').nth(1) {
+                        Some("0") => {}
+                        Some("2") => self.add("ul2"),
+                        Some("3") => self.add("ul3"),
+                        Some("4") => self.add("ul4"),
+                        Some("5") => self.add("ul5"),
+                        _ => self.add("ul"),
+                    }
+                }
+                5 | 6 => self.add("blink"),
+                7 => self.add("reverse"),
+                8 => self.add("hidden"),
+                9 => self.add("strike"),
+                21 => self.add("ul2"),
+                22 => {
+                    self.attrs.remove("bold");
+                    self.attrs.remove("dim");
+                }
+                23 => {
+                    self.attrs.remove("italic");
+                }
+                24 => {
+                    for u in ["ul", "ul2", "ul3", "ul4", "ul5"] {
+                        self.attrs.remove(u);
+                    }
+                }
+                25 => {
+                    self.attrs.remove("blink");
+                }
+                27 => {
+                    self.attrs.remove("reverse");
+                }
+                28 => {
+                    self.attrs.remove("hidden");
+                }
+                29 => {
+                    self.attrs.remove("strike");
+                }
+                30..=37 => self.fg = Some(format!("n{}", n - 30)),
+                90..=97 => self.fg = Some(format!("n{}", n - 90 + 8)),
+                40..=47 => self.bg = Some(format!("n{}", n - 40)),
+                100..=107 => self.bg = Some(format!("n{}", n - 100 + 8)),
+                39 => self.fg = None,
+                49 => self.bg = None,
+                38 | 48 | 58 => {
+                    let (col, used) = ext_color(&parts[i..]);
+                    i += used;
+                    if n == 38 {
+                        self.fg = col;
+                    } else if n == 48 {
+                        self.bg = col;
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+    }
+
+    fn add(&mut self, a: &str) {
+        self.attrs.insert(a.to_string());
+    }
+
+    pub fn canonical(&self) -> String {
+        let mut s = String::new();
+        for a in &self.attrs {
+            s.push_str(a);
+            s.push(' ');
+        }
+        if let Some(f) = &self.fg {
+            s.push_str(&format!("fg={f} "));
+        }
+        if let Some(b) = &self.bg {
+            s.push_str(&format!("bg={b} "));
+        }
+        s.trim_end().to_string()
+    }
+}
+
+/// Parse `38;5;N`, `38;2;R;G;B` or their colon forms; returns the colour and how many
+/// `;`-separated parts were used.
+fn ext_color(parts: &[&str]) -> (Option<String>, usize) {
+    let first = parts[0];
+    if first.contains(':') {
+        let sub: Vec<&str> = first.split(':').collect();
+        return match sub.get(1) {
+            Some(&"5") => (Some(format!("i{}", sub.get(2).unwrap_or(&"0"))), 1),
+            Some(&"2") => {
+                let nums: Vec<&str> = sub[2..].iter().copied().filter(|s| !s.is_empty()).collect();
+                let nums = if nums.len() > 3 {
+                    &nums[nums.len() - 3..]
+                } else {
+                    &nums[..]
+                };
+                (Some(format!("rgb{}", nums.join(","))), 1)
+            }
+            _ => (None, 1),
+        };
+    }
+    match parts.get(1) {
+        Some(&"5") => (
+            Some(format!("i{}", parts.get(2).unwrap_or(&"0"))),
+            3.min(parts.len()),
+        ),
+        Some(&"2") => (
+            Some(format!(
+                "rgb{},{},{}",
+                parts.get(2).unwrap_or(&"0"),
+                parts.get(3).unwrap_or(&"0"),
+                parts.get(4).unwrap_or(&"0")
+            )),
+            5.min(parts.len()),
+        ),
+        _ => (None, 1),
+    }
+}

@@ -1,0 +1,163 @@
+//! Feeding the same bytes to tmux (a real terminal) and to crterm's model.
+
+use crate::common::{CapCell, TempDir, Tmux, parse_capture, trim_cells};
+use crterm::term_model::{Attrs, Color, MouseEncoding, MouseTracking, Term, model_of};
+use std::time::Duration;
+
+pub fn color_name(c: Color) -> Option<String> {
+    match c {
+        Color::Default => None,
+        Color::Named(n) => Some(format!("n{n}")),
+        Color::Indexed(i) => Some(format!("i{i}")),
+        Color::Rgb(r, g, b) => Some(format!("rgb{r},{g},{b}")),
+    }
+}
+
+/// The model's visible screen in the shape `parse_capture` gives tmux's.
+pub fn model_cells(term: &Term) -> Vec<Vec<CapCell>> {
+    let mut rows = Vec::new();
+    for line in 0..term.lines {
+        let row = term.grid().row(line);
+        let mut cells = Vec::new();
+        for col in 0..term.cols {
+            let cell = row.cell(col);
+            if cell.is_spacer() {
+                continue;
+            }
+            let mut text = cell.ch.to_string();
+            if let Some(m) = row.combining_at(col) {
+                text.push_str(m);
+            }
+            let a = cell.attrs;
+            let mut names: Vec<&str> = Vec::new();
+            for (bit, name) in [
+                (Attrs::BOLD, "bold"),
+                (Attrs::DIM, "dim"),
+                (Attrs::ITALIC, "italic"),
+                (Attrs::UNDERLINE, "ul"),
+                (Attrs::DOUBLE_UNDERLINE, "ul2"),
+                (Attrs::CURLY_UNDERLINE, "ul3"),
+                (Attrs::DOTTED_UNDERLINE, "ul4"),
+                (Attrs::DASHED_UNDERLINE, "ul5"),
+                (Attrs::BLINK, "blink"),
+                (Attrs::REVERSE, "reverse"),
+                (Attrs::HIDDEN, "hidden"),
+                (Attrs::STRIKE, "strike"),
+            ] {
+                if a.has(bit) {
+                    names.push(name);
+                }
+            }
+            names.sort();
+            let mut sgr = String::new();
+            for n in names {
+                sgr.push_str(n);
+                sgr.push(' ');
+            }
+            if let Some(f) = color_name(cell.fg) {
+                sgr.push_str(&format!("fg={f} "));
+            }
+            if let Some(b) = color_name(cell.bg) {
+                sgr.push_str(&format!("bg={b} "));
+            }
+            cells.push(CapCell {
+                text,
+                sgr: sgr.trim_end().to_string(),
+            });
+        }
+        trim_cells(&mut cells);
+        rows.push(cells);
+    }
+    rows
+}
+
+/// The modes and cursor tmux reports, in a comparable line.
+const STATE_FORMAT: &str = "cursor=#{cursor_x},#{cursor_y} alt=#{alternate_on} \
+    show=#{cursor_flag} insert=#{insert_flag} ckm=#{keypad_cursor_flag} kp=#{keypad_flag} \
+    wrap=#{wrap_flag} origin=#{origin_flag} mouse=#{mouse_standard_flag}#{mouse_button_flag}#{mouse_all_flag} \
+    sgr=#{mouse_sgr_flag} utf8=#{mouse_utf8_flag} region=#{scroll_region_upper},#{scroll_region_lower}";
+
+pub fn model_state(t: &Term) -> String {
+    let m = &t.modes;
+    let b = |x: bool| u8::from(x);
+    // tmux keeps the pending-wrap column one past the last, as the model does.
+    format!(
+        "cursor={},{} alt={} show={} insert={} ckm={} kp={} wrap={} origin={} mouse={}{}{} sgr={} utf8={} region={},{}",
+        t.cursor.col,
+        t.cursor.line,
+        b(t.alt_active),
+        b(m.cursor_visible),
+        b(m.insert),
+        b(m.cursor_keys_app),
+        b(m.keypad_app),
+        b(m.autowrap),
+        b(m.origin),
+        b(m.mouse_tracking == MouseTracking::Normal),
+        b(m.mouse_tracking == MouseTracking::ButtonMotion),
+        b(m.mouse_tracking == MouseTracking::AnyMotion),
+        b(m.mouse_encoding == MouseEncoding::Sgr),
+        b(m.mouse_encoding == MouseEncoding::Utf8),
+        t.scroll_top,
+        t.scroll_bottom,
+    )
+}
+
+/// What tmux shows after reading `bytes`: its screen cells and its state line.
+pub fn tmux_view(cols: u16, lines: u16, bytes: &[u8]) -> (Vec<Vec<CapCell>>, String, String) {
+    let dir = TempDir::new("crterm-oracle");
+    let file = dir.path().join("bytes");
+    let done = dir.path().join("done");
+    std::fs::write(&file, bytes).unwrap();
+    let tmux = Tmux::new();
+    let cmd = format!(
+        "stty raw -echo; cat {}; touch {}; exec sleep 100000",
+        file.display(),
+        done.display()
+    );
+    tmux.start("o", cols, lines, &cmd);
+    crate::common::wait_for("the bytes to be written", Duration::from_secs(20), || {
+        done.exists().then_some(())
+    });
+    let cap = tmux.settle("o");
+    let state = tmux.display("o", STATE_FORMAT);
+    let title = tmux.display("o", "#{pane_title}");
+    let mut rows = parse_capture(&cap);
+    rows.truncate(lines as usize);
+    (rows, state, title)
+}
+
+fn diff_rows(a: &[Vec<CapCell>], b: &[Vec<CapCell>]) -> Option<String> {
+    for (i, (ra, rb)) in a.iter().zip(b.iter()).enumerate() {
+        if ra != rb {
+            let col = ra
+                .iter()
+                .zip(rb.iter())
+                .position(|(x, y)| x != y)
+                .unwrap_or(ra.len().min(rb.len()));
+            let text = |r: &[CapCell]| r.iter().map(|c| c.text.as_str()).collect::<String>();
+            return Some(format!(
+                "row {i} differs at cell {col}:\n tmux:  {:?}\n model: {:?}\n tmux cell:  {:?}\n model cell: {:?}",
+                text(ra),
+                text(rb),
+                ra.get(col),
+                rb.get(col)
+            ));
+        }
+    }
+    None
+}
+
+/// Assert that the model shows what tmux shows for `bytes`; returns the model.
+pub fn assert_matches_tmux(name: &str, cols: u16, lines: u16, bytes: &[u8]) -> Term {
+    let (tmux_rows, tmux_state, tmux_title) = tmux_view(cols, lines, bytes);
+    let term = model_of(cols as usize, lines as usize, bytes);
+    let model_rows = model_cells(&term);
+    if let Some(d) = diff_rows(&tmux_rows, &model_rows) {
+        panic!("{name}: model and tmux differ\n{d}");
+    }
+    assert_eq!(tmux_state, model_state(&term), "{name}: cursor and modes");
+    if !term.title.is_empty() {
+        assert_eq!(tmux_title, term.title, "{name}: title");
+    }
+    term
+}

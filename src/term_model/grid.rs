@@ -46,7 +46,9 @@ impl Row {
                 s.push(mark);
             }
         } else {
-            self.combining.push((col as u16, mark.to_string()));
+            // Kept sorted by column: one state, one representation.
+            let at = self.combining.partition_point(|(c, _)| (*c as usize) < col);
+            self.combining.insert(at, (col as u16, mark.to_string()));
         }
     }
 

@@ -7,7 +7,7 @@
 //! outer terminal's own history gets the session's history too.
 
 use super::cell::{Attrs, Cell, Color, Pen};
-use super::grid::Row;
+use super::grid::{Grid, Row};
 use super::{Charset, MouseEncoding, MouseTracking, SavedCursor, Term, default_tabs};
 use std::fmt::Write;
 
@@ -36,7 +36,7 @@ impl Painter {
     /// Write one row's cells from column 0; `full` writes every column (needed where the
     /// row wraps into the next one), else up to the last cell that is not a default blank,
     /// but at least `min` cells.
-    fn row(&mut self, row: &Row, cols: usize, full: bool, min: usize) {
+    fn row(&mut self, row: &Row, cols: usize, full: bool, min: usize) -> usize {
         let len = if full {
             cols
         } else {
@@ -61,6 +61,20 @@ impl Painter {
             }
             self.cell(&cell, row.combining_at(col));
         }
+        len
+    }
+
+    /// Write the last glyph of a row again (the whole wide character if it ends there),
+    /// which leaves the cursor in the pending-wrap state.
+    fn rewrite_last_glyph(&mut self, screen_line: usize, row: &Row) {
+        let last = row.cells.len().saturating_sub(1);
+        let start = if last > 0 && row.cell(last).is_spacer() && row.cell(last - 1).is_wide() {
+            last - 1
+        } else {
+            last
+        };
+        self.goto(screen_line, start);
+        self.cell(&row.cell(start), row.combining_at(start));
     }
 
     fn cell(&mut self, cell: &Cell, marks: Option<&str>) {
@@ -164,7 +178,7 @@ impl Term {
         if self.alt_active {
             match self.alt_saved {
                 Some(saved) => {
-                    self.place_saved(&mut p, &saved);
+                    self.place_saved(&mut p, &self.primary, &saved);
                     p.esc("\x1b[?1049h");
                     p.esc(&designate(&[Charset::Ascii; 4], 0));
                     p.esc("\x1b[?6l");
@@ -176,7 +190,7 @@ impl Term {
             self.paint_sequential(&mut p, &rows, false);
         } else if let Some(saved) = self.alt_saved {
             // Saved by ?1049h, then left with ?47l: the save is still pending.
-            self.place_saved(&mut p, &saved);
+            self.place_saved(&mut p, &self.primary, &saved);
             p.esc("\x1b[?1049h\x1b[?47l");
             p.esc(&designate(&[Charset::Ascii; 4], 0));
             p.esc("\x1b[?6l");
@@ -195,6 +209,14 @@ impl Term {
         if !self.title.is_empty() || !self.title_stack.is_empty() {
             let _ = write!(p.out, "\x1b]2;{}\x1b\\", clean_title(&self.title));
         }
+        // DECSC's state is placed while the region is still the whole screen, so that a
+        // cursor saved outside the region (the region changed later) is reachable.
+        if let Some(saved) = self.saved {
+            self.place_saved(&mut p, self.grid(), &saved);
+            p.esc("\x1b7");
+            p.esc(&designate(&[Charset::Ascii; 4], 0));
+            p.esc("\x1b[?6l");
+        }
         if self.scroll_top != 0 || self.scroll_bottom != self.lines - 1 {
             let _ = write!(
                 p.out,
@@ -203,18 +225,18 @@ impl Term {
                 self.scroll_bottom + 1
             );
         }
-        if let Some(saved) = self.saved {
-            self.place_saved(&mut p, &saved);
-            p.esc("\x1b7");
-            p.esc(&designate(&[Charset::Ascii; 4], 0));
-            p.esc("\x1b[?6l");
-        }
 
         // The cursor, in the origin mode it lives in, and its pending wrap.
         if self.modes.origin {
             p.esc("\x1b[?6h");
         }
-        self.place_cursor(&mut p, self.cursor.line, self.cursor.col, self.modes.origin);
+        self.place_cursor(
+            &mut p,
+            self.grid(),
+            self.cursor.line,
+            self.cursor.col,
+            self.modes.origin,
+        );
         p.set_pen(self.pen);
         if self.pen == Pen::default() {
             p.esc("\x1b[0m");
@@ -274,22 +296,30 @@ impl Term {
             let prev_wrapped = i > 0 && rows[i - 1].wrapped;
             if i > 0 && !prev_wrapped {
                 if scroll {
+                    // A line feed that scrolls fills the new row with the pen's background.
+                    p.set_pen(Pen::default());
                     p.esc("\r\n");
                 } else {
                     p.goto(i - first_visible, 0);
                 }
             }
-            p.row(row, cols, row.wrapped, usize::from(prev_wrapped));
+            let written = p.row(row, cols, row.wrapped, usize::from(prev_wrapped));
+            // Likewise the wrap into this row may have scrolled in a row filled with the
+            // first cell's background: erase what the row does not cover.
+            if prev_wrapped && written < cols && row.cell(0).bg != Color::Default {
+                p.set_pen(Pen::default());
+                p.esc("\x1b[K");
+            }
         }
         // A wrapped last row has no next row to wrap into: make it wrap in place, with the
-        // region shrunk so the wrap does not scroll, then put its first cell back.
+        // region shrunk so the wrap does not scroll, then put its first cell back. (On a
+        // screen of one or two lines no such region exists and the flag is lost.)
         if let Some(last) = rows.last()
             && last.wrapped
-            && self.lines > 1
+            && self.lines > 2
         {
             let _ = write!(p.out, "\x1b[1;{}r", self.lines - 1);
-            p.goto(self.lines - 1, cols - 1);
-            p.cell(&last.cell(cols - 1), last.combining_at(cols - 1));
+            p.rewrite_last_glyph(self.lines - 1, last);
             p.set_pen(Pen::default());
             p.out.push(' ');
             p.goto(self.lines - 1, 0);
@@ -299,8 +329,10 @@ impl Term {
     }
 
     /// Move to a cursor position; a pending wrap (`col == cols`) is made by writing the
-    /// last cell of that line again.
-    fn place_cursor(&self, p: &mut Painter, line: usize, col: usize, origin: bool) {
+    /// last cell of that line again. With `origin`, lines count from the region's top; a
+    /// cursor outside the region in origin mode (only DECRC puts it there) cannot be
+    /// addressed and lands on the region's nearest line.
+    fn place_cursor(&self, p: &mut Painter, grid: &Grid, line: usize, col: usize, origin: bool) {
         let line = line.min(self.lines - 1);
         let screen_line = |l: usize| {
             if origin {
@@ -310,26 +342,19 @@ impl Term {
             }
         };
         if col >= self.cols {
-            let row = self.grid().row(line);
-            let last = self.cols - 1;
-            let start = if row.cell(last).is_spacer() && last > 0 && row.cell(last - 1).is_wide() {
-                last - 1
-            } else {
-                last
-            };
-            p.goto(screen_line(line), start);
-            p.cell(&row.cell(start), row.combining_at(start));
+            p.rewrite_last_glyph(screen_line(line), grid.row(line));
         } else {
             p.goto(screen_line(line), col);
         }
     }
 
-    /// Put the terminal into the state a saved cursor holds (for ESC 7 or ?1049h).
-    fn place_saved(&self, p: &mut Painter, saved: &SavedCursor) {
+    /// Put the terminal into the state a saved cursor holds (for ESC 7 or ?1049h). Called
+    /// while the region is the whole screen, so positions are absolute either way.
+    fn place_saved(&self, p: &mut Painter, grid: &Grid, saved: &SavedCursor) {
         if saved.origin {
             p.esc("\x1b[?6h");
         }
-        self.place_cursor(p, saved.cursor.line, saved.cursor.col, saved.origin);
+        self.place_cursor(p, grid, saved.cursor.line, saved.cursor.col, false);
         p.set_pen(saved.pen);
         p.esc(&designate(&saved.charsets, saved.active_charset));
     }

@@ -156,6 +156,16 @@ impl Term {
     /// scrollback, both screens, cursor and saved cursors, scrolling region, tab stops,
     /// charsets, SGR pen, every mode and the title.
     pub fn repaint(&self) -> Vec<u8> {
+        self.repaint_with(true)
+    }
+
+    /// Like `repaint`, without the scrollback: for redrawing a terminal that already
+    /// holds the history (after an overlay), so it is not appended twice.
+    pub fn repaint_screen(&self) -> Vec<u8> {
+        self.repaint_with(false)
+    }
+
+    fn repaint_with(&self, history: bool) -> Vec<u8> {
         let mut p = Painter {
             out: String::with_capacity(self.cols * self.lines * 2),
             pen: Pen::default(),
@@ -167,10 +177,15 @@ impl Term {
 
         // The primary screen: history, then the visible rows, written top to bottom so
         // that the history scrolls off into the terminal's own scrollback.
+        let history_rows = if history {
+            self.primary.history.len()
+        } else {
+            0
+        };
         let primary: Vec<&Row> = self
             .primary
             .history
-            .iter()
+            .range(self.primary.history.len() - history_rows..)
             .chain(self.primary.rows.iter())
             .collect();
         self.paint_sequential(&mut p, &primary, true);

@@ -1,0 +1,315 @@
+//! The command line: clap structs in, plain calls out. No clap type leaves this module.
+
+use crate::config;
+use crate::pty_proxy::protocol::{FrameReader, ToClient, ToDaemon};
+use crate::pty_proxy::{client, daemon, paths};
+use crate::sys::{self, WinSize};
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use std::io::{BufRead, Read, Write};
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+#[derive(Parser)]
+#[command(
+    name = "crterm",
+    version,
+    about = "Checkpoint and resume interactive terminal sessions"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Start a session running CMD (default: $SHELL) and attach to it.
+    Start {
+        /// Session name (default: the command's name and a number).
+        #[arg(long)]
+        name: Option<String>,
+        /// Where checkpoints of this session go (default: $XDG_DATA_HOME/crterm/NAME.img).
+        #[arg(long)]
+        image: Option<PathBuf>,
+        /// Prefix key, as C-x (default: C-\, or `prefix` in ~/.config/crterm/config.toml).
+        #[arg(long)]
+        prefix: Option<String>,
+        /// The command and its arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
+    /// Attach this terminal to a running session.
+    Attach {
+        name: String,
+        #[arg(long)]
+        prefix: Option<String>,
+    },
+    /// List running sessions.
+    Ls,
+    /// Checkpoint a running session (needs the checkpoint engine).
+    Checkpoint {
+        name: String,
+        /// Image file to write.
+        #[arg(short = 'o')]
+        output: Option<PathBuf>,
+        /// End the session after the checkpoint.
+        #[arg(long)]
+        exit: bool,
+    },
+    /// The session daemon (started by `crterm start`).
+    #[command(name = "__daemon", hide = true)]
+    Daemon {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        socket: PathBuf,
+        #[arg(long)]
+        image: PathBuf,
+        #[arg(long)]
+        cols: u16,
+        #[arg(long)]
+        rows: u16,
+        #[arg(long)]
+        history: usize,
+        #[arg(long)]
+        ready_fd: i32,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        command: Vec<String>,
+    },
+}
+
+/// Run the parsed command line; returns the process exit status.
+pub fn run(cli: Cli) -> Result<i32> {
+    match cli.command {
+        Cmd::Start {
+            name,
+            image,
+            prefix,
+            command,
+        } => start(name, image, prefix, command),
+        Cmd::Attach { name, prefix } => {
+            let config = config::load()?;
+            let prefix = resolve_prefix(prefix, &config)?;
+            paths::check_name(&name)?;
+            let dir = paths::runtime_dir()?;
+            client::attach(&paths::socket_path(&dir, &name), &name, prefix)
+        }
+        Cmd::Ls => list(),
+        Cmd::Checkpoint { name, .. } => checkpoint(&name),
+        Cmd::Daemon {
+            name,
+            socket,
+            image,
+            cols,
+            rows,
+            history,
+            ready_fd,
+            command,
+        } => Ok(daemon::run(daemon::DaemonConfig {
+            name,
+            socket,
+            image,
+            argv: command,
+            size: WinSize { cols, rows },
+            history_lines: history,
+            ready_fd,
+        })),
+    }
+}
+
+fn resolve_prefix(flag: Option<String>, config: &config::Config) -> Result<u8> {
+    match flag {
+        Some(p) => config::parse_key(&p).context("--prefix"),
+        None => Ok(config.prefix),
+    }
+}
+
+fn default_image(name: &str) -> Result<PathBuf> {
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .context("neither XDG_DATA_HOME nor HOME is set: give --image")?;
+    Ok(base.join("crterm").join(format!("{name}.img")))
+}
+
+fn start(
+    name: Option<String>,
+    image: Option<PathBuf>,
+    prefix: Option<String>,
+    command: Vec<String>,
+) -> Result<i32> {
+    let config = config::load()?;
+    let prefix = resolve_prefix(prefix, &config)?;
+    let size = client::terminal_size()?;
+    let dir = paths::runtime_dir()?;
+    let argv = if command.is_empty() {
+        vec![std::env::var("SHELL").unwrap_or_else(|_| "/bin/sh".into())]
+    } else {
+        command
+    };
+    let name = match name {
+        Some(n) => {
+            paths::check_name(&n)?;
+            n
+        }
+        None => paths::default_name(&dir, &argv[0]),
+    };
+    let socket = paths::socket_path(&dir, &name);
+    if socket.exists() {
+        if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+            bail!("a session named {name} is already running");
+        }
+        // Left by a daemon that died without cleaning up.
+        std::fs::remove_file(&socket)
+            .with_context(|| format!("cannot remove stale socket {}", socket.display()))?;
+    }
+    let image = match image {
+        Some(i) => i,
+        None => default_image(&name)?,
+    };
+    spawn_daemon(&name, &socket, &image, size, config.history_lines, &argv)?;
+    client::attach(&socket, &name, prefix)
+}
+
+/// Start the daemon in its own session, detached from this terminal, and wait until it
+/// says the session runs (or why not).
+fn spawn_daemon(
+    name: &str,
+    socket: &std::path::Path,
+    image: &std::path::Path,
+    size: WinSize,
+    history: usize,
+    argv: &[String],
+) -> Result<()> {
+    let (ready_r, ready_w) = sys::pipe()?;
+    sys::set_cloexec(ready_w.as_fd(), false)?;
+    let exe = std::env::current_exe().context("cannot find crterm's own executable")?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("__daemon")
+        .arg("--name")
+        .arg(name)
+        .arg("--socket")
+        .arg(socket)
+        .arg("--image")
+        .arg(image)
+        .arg("--cols")
+        .arg(size.cols.to_string())
+        .arg("--rows")
+        .arg(size.rows.to_string())
+        .arg("--history")
+        .arg(history.to_string())
+        .arg("--ready-fd")
+        .arg(ready_w.as_raw_fd().to_string())
+        .arg("--")
+        .args(argv)
+        .env("CRTERM_SESSION", name)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: setsid is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().context("cannot start the session daemon")?;
+    drop(ready_w);
+    // One line: "ok", or "err <reason>". EOF without one: the daemon died.
+    let mut answer = String::new();
+    let _ = std::io::BufReader::new(std::fs::File::from(ready_r)).read_line(&mut answer);
+    let answer = answer.trim_end_matches('\n');
+    if answer == "ok" {
+        return Ok(());
+    }
+    let _ = child.wait();
+    match answer.strip_prefix("err ") {
+        Some(reason) => bail!("{reason}"),
+        None => bail!("the session daemon failed to start"),
+    }
+}
+
+/// Ask a daemon one question (`Info`, `Checkpoint`) and return its first answer.
+fn ask(name: &str, msg: ToDaemon) -> Result<ToClient> {
+    let dir = paths::runtime_dir()?;
+    let mut stream = client::connect(&paths::socket_path(&dir, name), name)?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+    stream.write_all(&msg.encode())?;
+    let mut reader = FrameReader::default();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some((kind, payload)) = reader.next_frame()? {
+            return Ok(ToClient::decode(kind, &payload)?);
+        }
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            bail!("session {name} closed the connection");
+        }
+        reader.push(&buf[..n]);
+    }
+}
+
+fn list() -> Result<i32> {
+    let dir = paths::runtime_dir()?;
+    let mut rows = Vec::new();
+    for name in paths::session_names(&dir)? {
+        let socket = paths::socket_path(&dir, &name);
+        match ask(&name, ToDaemon::Info) {
+            Ok(ToClient::Info(info)) => rows.push(info),
+            Ok(_) => {}
+            Err(_) => {
+                // No daemon behind it: a stale socket from a crashed daemon.
+                if std::os::unix::net::UnixStream::connect(&socket).is_err() {
+                    let _ = std::fs::remove_file(&socket);
+                }
+            }
+        }
+    }
+    if rows.is_empty() {
+        println!("no sessions");
+        return Ok(0);
+    }
+    println!(
+        "{:<20} {:>8}  {:<19}  {:<8}  COMMAND",
+        "NAME", "PID", "STARTED", "ATTACHED"
+    );
+    for r in rows {
+        println!(
+            "{:<20} {:>8}  {:<19}  {:<8}  {}",
+            r.name,
+            r.daemon_pid,
+            format_time(r.started_unix),
+            if r.attached { "yes" } else { "no" },
+            r.command
+        );
+    }
+    Ok(0)
+}
+
+/// Local time as `YYYY-MM-DD HH:MM:SS`.
+fn format_time(unix: u64) -> String {
+    let t = unix as libc::time_t;
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: localtime_r writes only into `tm`.
+    unsafe { libc::localtime_r(&t, &mut tm) };
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+        tm.tm_year + 1900,
+        tm.tm_mon + 1,
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec
+    )
+}
+
+fn checkpoint(name: &str) -> Result<i32> {
+    paths::check_name(name)?;
+    match ask(name, ToDaemon::Checkpoint { exit: false })? {
+        ToClient::Notice(text) | ToClient::Refused(text) => bail!("{text}"),
+        _ => bail!("unexpected answer from session {name}"),
+    }
+}

@@ -1,0 +1,282 @@
+//! The client: the user's terminal in raw mode, relayed to a session daemon, with the
+//! prefix key's commands. Whatever happens (exit, error, SIGTERM, SIGHUP, panic) the
+//! user's terminal gets its settings back.
+
+use super::protocol::{FrameReader, ToClient, ToDaemon};
+use crate::config::key_name;
+use crate::sys::{self, PollFd, PollFdExt, Termios, WinSize};
+use anyhow::{Context, Result, bail};
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The user's terminal settings from before raw mode, for the panic hook.
+static SAVED_TERMIOS: OnceLock<Termios> = OnceLock::new();
+
+/// Bytes that take a terminal out of any mode a session may have left it in, for when
+/// the daemon cannot tell us which (the client is being killed).
+const RESET_MODES: &str = "\x1b[?1049l\x1b[r\x1b[0m\x1b[4l\x1b[?7h\x1b[?1l\x1b>\x1b[?25h\
+    \x1b[?1000l\x1b[?1002l\x1b[?1003l\x1b[?1006l\x1b[?1005l\x1b[?1015l\x1b[?1004l\x1b[?2004l\
+    \x1b[0 q\x1b(B\x0f";
+
+fn stdin() -> BorrowedFd<'static> {
+    // SAFETY: fd 0 stays open for the life of the process.
+    unsafe { BorrowedFd::borrow_raw(0) }
+}
+
+fn stdout() -> BorrowedFd<'static> {
+    // SAFETY: fd 1 stays open for the life of the process.
+    unsafe { BorrowedFd::borrow_raw(1) }
+}
+
+/// The terminal crterm runs in: stdin must be one.
+pub fn terminal_size() -> Result<WinSize> {
+    if !sys::isatty(stdin()) {
+        bail!("standard input is not a terminal: crterm needs one to run a session in");
+    }
+    let size = sys::get_winsize(stdin()).context("cannot read the terminal's size")?;
+    Ok(if size.cols == 0 || size.rows == 0 {
+        WinSize { cols: 80, rows: 24 }
+    } else {
+        size
+    })
+}
+
+/// Puts the terminal in raw mode and back, also from a panic.
+struct RawMode {
+    saved: Termios,
+}
+
+impl RawMode {
+    fn enter() -> Result<RawMode> {
+        let saved = sys::get_termios(stdin()).context("cannot read the terminal's settings")?;
+        let _ = SAVED_TERMIOS.set(saved);
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if let Some(t) = SAVED_TERMIOS.get() {
+                let _ = sys::write_all(stdout(), RESET_MODES.as_bytes());
+                let _ = sys::set_termios(stdin(), t);
+            }
+            previous(info);
+        }));
+        sys::set_termios(stdin(), &sys::make_raw(&saved))
+            .context("cannot put the terminal in raw mode")?;
+        Ok(RawMode { saved })
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        let _ = sys::set_termios(stdin(), &self.saved);
+    }
+}
+
+pub fn connect(socket: &Path, name: &str) -> Result<UnixStream> {
+    let stream = UnixStream::connect(socket).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+            anyhow::anyhow!("no session named {name}")
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            anyhow::anyhow!("session {name} belongs to another user")
+        }
+        _ => anyhow::anyhow!("cannot reach session {name}: {e}"),
+    })?;
+    let cred = sys::peer_cred(stream.as_fd())?;
+    if cred.uid != sys::geteuid() {
+        bail!(
+            "session {name} is served by another user (uid {}): refusing it",
+            cred.uid
+        );
+    }
+    Ok(stream)
+}
+
+enum Outcome {
+    Exited(i32),
+    Detached(String),
+}
+
+/// Attach this terminal to the session behind `socket` until it ends or detaches.
+/// Returns the exit status crterm should exit with.
+pub fn attach(socket: &Path, name: &str, prefix: u8) -> Result<i32> {
+    let size = terminal_size()?;
+    let mut stream = connect(socket, name)?;
+    stream.write_all(
+        &ToDaemon::Attach {
+            cols: size.cols,
+            rows: size.rows,
+        }
+        .encode(),
+    )?;
+    let signals = sys::signalfd(&[
+        libc::SIGWINCH,
+        libc::SIGTERM,
+        libc::SIGHUP,
+        libc::SIGINT,
+        libc::SIGQUIT,
+    ])?;
+    let raw = RawMode::enter()?;
+    let outcome = relay(&mut stream, signals.as_fd(), prefix);
+    drop(raw);
+    match outcome? {
+        Outcome::Exited(code) => Ok(code),
+        Outcome::Detached(reason) => {
+            println!("[{reason} from session {name}]");
+            Ok(0)
+        }
+    }
+}
+
+fn relay(stream: &mut UnixStream, signals: BorrowedFd, prefix: u8) -> Result<Outcome> {
+    let mut reader = FrameReader::default();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut prefix_pending = false;
+    // A notice or help box is over the screen until this moment (or the next key).
+    let mut overlay_until: Option<Instant> = None;
+    let mut help_shown = false;
+    loop {
+        let timeout = overlay_until.map_or(-1, |t| {
+            t.saturating_duration_since(Instant::now()).as_millis() as i32
+        });
+        let mut fds = [
+            PollFd::new(0, libc::POLLIN),
+            PollFd::new(stream.as_raw_fd(), libc::POLLIN),
+            PollFd::new(signals.as_raw_fd(), libc::POLLIN),
+        ];
+        sys::poll(&mut fds, timeout)?;
+        if let Some(t) = overlay_until
+            && Instant::now() >= t
+        {
+            overlay_until = None;
+            stream.write_all(&ToDaemon::Redraw.encode())?;
+        }
+        if fds[2].has(libc::POLLIN) {
+            for sig in sys::read_signals(signals) {
+                if sig == libc::SIGWINCH {
+                    if let Ok(s) = sys::get_winsize(stdin()) {
+                        stream.write_all(
+                            &ToDaemon::Resize {
+                                cols: s.cols,
+                                rows: s.rows,
+                            }
+                            .encode(),
+                        )?;
+                    }
+                } else {
+                    // Killed: the session runs on; leave the terminal as we found it.
+                    let _ = sys::write_all(stdout(), RESET_MODES.as_bytes());
+                    return Ok(Outcome::Exited(128 + sig));
+                }
+            }
+        }
+        if fds[1].has(libc::POLLIN | libc::POLLHUP | libc::POLLERR) {
+            let n = stream.read(&mut buf).unwrap_or(0);
+            if n == 0 {
+                let _ = sys::write_all(stdout(), RESET_MODES.as_bytes());
+                bail!("lost the connection to the session daemon");
+            }
+            reader.push(&buf[..n]);
+            while let Some((kind, payload)) = reader.next_frame()? {
+                match ToClient::decode(kind, &payload)? {
+                    ToClient::Output(bytes) => sys::write_all(stdout(), &bytes)?,
+                    ToClient::Notice(text) => {
+                        show_notice(&text)?;
+                        overlay_until = Some(Instant::now() + Duration::from_secs(3));
+                    }
+                    ToClient::Exit(code) => return Ok(Outcome::Exited(code)),
+                    ToClient::Detached(reason) => return Ok(Outcome::Detached(reason)),
+                    ToClient::Refused(reason) => bail!("{reason}"),
+                    ToClient::Info(_) => {}
+                }
+            }
+        }
+        if fds[0].has(libc::POLLIN | libc::POLLHUP) {
+            let n = sys::read(stdin(), &mut buf)?;
+            if n == 0 {
+                // The terminal is gone: detach and let the session run on.
+                stream.write_all(&ToDaemon::Detach.encode())?;
+                continue;
+            }
+            if help_shown || overlay_until.is_some() {
+                help_shown = false;
+                overlay_until = None;
+                stream.write_all(&ToDaemon::Redraw.encode())?;
+            }
+            let mut input = Vec::with_capacity(n);
+            for &b in &buf[..n] {
+                if prefix_pending {
+                    prefix_pending = false;
+                    let command = match b {
+                        b'd' => Some(ToDaemon::Checkpoint { exit: true }),
+                        b'c' => Some(ToDaemon::Checkpoint { exit: false }),
+                        b'x' => Some(ToDaemon::Detach),
+                        b'?' => {
+                            show_help(prefix)?;
+                            help_shown = true;
+                            None
+                        }
+                        _ if b == prefix => {
+                            input.push(prefix);
+                            None
+                        }
+                        _ => None,
+                    };
+                    if let Some(cmd) = command {
+                        flush_input(stream, &mut input)?;
+                        stream.write_all(&cmd.encode())?;
+                    }
+                } else if b == prefix {
+                    prefix_pending = true;
+                } else {
+                    input.push(b);
+                }
+            }
+            flush_input(stream, &mut input)?;
+        }
+    }
+}
+
+fn flush_input(stream: &mut UnixStream, input: &mut Vec<u8>) -> Result<()> {
+    if !input.is_empty() {
+        stream.write_all(&ToDaemon::Input(std::mem::take(input)).encode())?;
+    }
+    Ok(())
+}
+
+/// A one-line notice on the bottom row, over the session's screen (redrawn after).
+fn show_notice(text: &str) -> Result<()> {
+    let rows = sys::get_winsize(stdin()).map_or(24, |s| s.rows);
+    let s = format!("\x1b7\x1b[{rows};1H\x1b[0;7m crterm: {text} \x1b[0m\x1b[K\x1b8");
+    sys::write_all(stdout(), s.as_bytes())?;
+    Ok(())
+}
+
+fn show_help(prefix: u8) -> Result<()> {
+    let key = key_name(prefix);
+    let lines = [
+        "crterm keys, after the prefix".to_string(),
+        String::new(),
+        format!("  {key} d   checkpoint, then end the session"),
+        format!("  {key} c   checkpoint and go on"),
+        format!("  {key} x   detach (the session runs on)"),
+        format!("  {key} {key} send {key} itself"),
+        format!("  {key} ?   this help"),
+        String::new(),
+        "any key closes this".to_string(),
+    ];
+    let size = sys::get_winsize(stdin()).unwrap_or(WinSize { cols: 80, rows: 24 });
+    let width = 46usize.min(size.cols as usize);
+    let top = (size.rows as usize).saturating_sub(lines.len()) / 2 + 1;
+    let left = (size.cols as usize).saturating_sub(width) / 2 + 1;
+    let mut s = String::from("\x1b7\x1b[0;7m");
+    for (i, line) in lines.iter().enumerate() {
+        let text: String = line.chars().take(width).collect();
+        s.push_str(&format!("\x1b[{};{}H{:<width$}", top + i, left, text));
+    }
+    s.push_str("\x1b[0m\x1b8");
+    sys::write_all(stdout(), s.as_bytes())?;
+    Ok(())
+}

@@ -1,0 +1,412 @@
+//! The session daemon: one per session, started detached from the user's terminal by
+//! `crterm start`. It owns the pty master and the terminal model, serves clients on the
+//! control socket, and ends (removing its socket) when the session's command ends.
+//!
+//! One poll loop, no timers: an idle session costs no CPU.
+
+use super::protocol::{FrameReader, SessionInfo, ToClient, ToDaemon};
+use super::world::{self, World};
+use crate::sys::{self, PollFd, PollFdExt, WinSize};
+use crate::term_model::{Term, TermParser};
+use anyhow::{Context, Result};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+
+pub struct DaemonConfig {
+    pub name: String,
+    pub socket: PathBuf,
+    /// Where checkpoints of this session are to be written.
+    pub image: PathBuf,
+    pub argv: Vec<String>,
+    pub size: WinSize,
+    pub history_lines: usize,
+    /// Where to report "ok" or "err <reason>" to the starting client.
+    pub ready_fd: RawFd,
+}
+
+/// Stop reading the program's output while this much is waiting for a slow client: the
+/// program then blocks on its terminal, as it would on a slow real one.
+const CLIENT_BACKLOG_LIMIT: usize = 4 << 20;
+
+struct Conn {
+    stream: UnixStream,
+    reader: FrameReader,
+    out: Vec<u8>,
+    attached: bool,
+    /// Close once `out` is flushed.
+    closing: bool,
+}
+
+impl Conn {
+    fn send(&mut self, msg: &ToClient) {
+        self.out.extend_from_slice(&msg.encode());
+    }
+}
+
+struct Daemon {
+    name: String,
+    command: String,
+    image: PathBuf,
+    started_unix: u64,
+    listener: UnixListener,
+    socket: PathBuf,
+    world: World,
+    parser: TermParser,
+    master_open: bool,
+    /// Typed input not yet taken by the pty.
+    to_master: Vec<u8>,
+    conns: Vec<Conn>,
+    signals: OwnedFd,
+    uid: u32,
+}
+
+/// Run the daemon; returns the exit status of the session's command.
+pub fn run(cfg: DaemonConfig) -> i32 {
+    // SAFETY: the fd was handed to us by the starting client for this purpose only.
+    let ready = unsafe { OwnedFd::from_raw_fd(cfg.ready_fd) };
+    let _ = sys::set_cloexec(ready.as_fd(), true);
+    let socket = cfg.socket.clone();
+    match setup(cfg) {
+        Ok(mut d) => {
+            let _ = sys::write_all(ready.as_fd(), b"ok\n");
+            drop(ready);
+            let code = d.serve();
+            let _ = std::fs::remove_file(&socket);
+            code
+        }
+        Err(e) => {
+            let reason = format!("{e:#}").replace('\n', " ");
+            let _ = sys::write_all(ready.as_fd(), format!("err {reason}\n").as_bytes());
+            1
+        }
+    }
+}
+
+fn setup(cfg: DaemonConfig) -> Result<Daemon> {
+    let listener = UnixListener::bind(&cfg.socket).map_err(|e| {
+        if e.kind() == io::ErrorKind::AddrInUse {
+            anyhow::anyhow!("a session named {} is already running", cfg.name)
+        } else {
+            anyhow::anyhow!("cannot listen on {}: {e}", cfg.socket.display())
+        }
+    })?;
+    let socket_path = cfg.socket.clone();
+    let cleanup = scopeguard(&socket_path);
+    std::fs::set_permissions(&cfg.socket, std::fs::Permissions::from_mode(0o600))
+        .context("socket permissions")?;
+    listener.set_nonblocking(true)?;
+    // SAFETY (for world::spawn): nothing has started a thread in this process.
+    let world = world::spawn(&cfg.argv, cfg.size)?;
+    sys::set_nonblocking(world.master.as_fd(), true)?;
+    let signals = sys::signalfd(&[libc::SIGCHLD, libc::SIGTERM, libc::SIGHUP, libc::SIGINT])?;
+    cleanup.defuse();
+    let term = Term::with_history(
+        cfg.size.cols as usize,
+        cfg.size.rows as usize,
+        cfg.history_lines,
+    );
+    Ok(Daemon {
+        name: cfg.name,
+        command: cfg.argv.join(" "),
+        image: cfg.image,
+        started_unix: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        listener,
+        socket: cfg.socket,
+        world,
+        parser: TermParser::new(term),
+        master_open: true,
+        to_master: Vec::new(),
+        conns: Vec::new(),
+        signals,
+        uid: sys::geteuid(),
+    })
+}
+
+/// Removes the socket file unless defused (setup failed after binding).
+struct SocketGuard<'a>(&'a std::path::Path, std::cell::Cell<bool>);
+fn scopeguard(p: &std::path::Path) -> SocketGuard<'_> {
+    SocketGuard(p, std::cell::Cell::new(true))
+}
+impl SocketGuard<'_> {
+    fn defuse(&self) {
+        self.1.set(false);
+    }
+}
+impl Drop for SocketGuard<'_> {
+    fn drop(&mut self) {
+        if self.1.get() {
+            let _ = std::fs::remove_file(self.0);
+        }
+    }
+}
+
+impl Daemon {
+    fn serve(&mut self) -> i32 {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let backlog = self
+                .conns
+                .iter()
+                .filter(|c| c.attached)
+                .map(|c| c.out.len())
+                .sum::<usize>();
+            let mut fds = vec![
+                PollFd::new(self.listener.as_raw_fd(), libc::POLLIN),
+                PollFd::new(self.signals.as_raw_fd(), libc::POLLIN),
+            ];
+            let mut master_events = 0;
+            if self.master_open && backlog < CLIENT_BACKLOG_LIMIT {
+                master_events |= libc::POLLIN;
+            }
+            if self.master_open && !self.to_master.is_empty() {
+                master_events |= libc::POLLOUT;
+            }
+            fds.push(PollFd::new(
+                if master_events != 0 {
+                    self.world.master.as_raw_fd()
+                } else {
+                    -1
+                },
+                master_events,
+            ));
+            for c in &self.conns {
+                let mut ev = libc::POLLIN;
+                if !c.out.is_empty() {
+                    ev |= libc::POLLOUT;
+                }
+                fds.push(PollFd::new(c.stream.as_raw_fd(), ev));
+            }
+            if sys::poll(&mut fds, -1).is_err() {
+                continue;
+            }
+            if fds[1].has(libc::POLLIN) {
+                for sig in sys::read_signals(self.signals.as_fd()) {
+                    if sig != libc::SIGCHLD {
+                        let _ = sys::kill(self.world.init_pid, libc::SIGKILL);
+                    }
+                }
+                if let Ok(Some((_, status))) = sys::wait(self.world.init_pid, false) {
+                    return self.finish(status.code(), &mut buf);
+                }
+            }
+            let master = fds[2];
+            if master.has(libc::POLLIN | libc::POLLHUP | libc::POLLERR) {
+                self.read_master(&mut buf);
+            }
+            if master.has(libc::POLLOUT) {
+                self.write_master();
+            }
+            for (i, pfd) in fds[3..].iter().enumerate() {
+                if pfd.revents != 0 {
+                    self.service_conn(i, pfd, &mut buf);
+                }
+            }
+            self.conns.retain(|c| !(c.closing && c.out.is_empty()));
+            if fds[0].has(libc::POLLIN) {
+                self.accept();
+            }
+        }
+    }
+
+    fn read_master(&mut self, buf: &mut [u8]) {
+        match sys::read(self.world.master.as_fd(), buf) {
+            Ok(0) => self.master_open = false,
+            Ok(n) => self.output(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            // EIO: no process holds the pty's slave any more; the session is ending.
+            Err(_) => self.master_open = false,
+        }
+    }
+
+    fn output(&mut self, bytes: &[u8]) {
+        self.parser.advance(bytes);
+        if let Some(c) = self.conns.iter_mut().find(|c| c.attached) {
+            c.send(&ToClient::Output(bytes.to_vec()));
+        }
+    }
+
+    fn write_master(&mut self) {
+        match sys::write(self.world.master.as_fd(), &self.to_master) {
+            Ok(n) => {
+                self.to_master.drain(..n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(_) => self.to_master.clear(),
+        }
+    }
+
+    fn accept(&mut self) {
+        while let Ok((stream, _)) = self.listener.accept() {
+            let _ = stream.set_nonblocking(true);
+            let mut conn = Conn {
+                stream,
+                reader: FrameReader::default(),
+                out: Vec::new(),
+                attached: false,
+                closing: false,
+            };
+            match sys::peer_cred(conn.stream.as_fd()) {
+                Ok(cred) if cred.uid == self.uid => {}
+                _ => {
+                    conn.send(&ToClient::Refused(format!(
+                        "session {} belongs to another user",
+                        self.name
+                    )));
+                    conn.closing = true;
+                }
+            }
+            self.conns.push(conn);
+        }
+    }
+
+    fn service_conn(&mut self, i: usize, pfd: &PollFd, buf: &mut [u8]) {
+        if pfd.has(libc::POLLOUT) {
+            let c = &mut self.conns[i];
+            match c.stream.write(&c.out) {
+                Ok(n) => {
+                    c.out.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => {
+                    c.out.clear();
+                    c.closing = true;
+                }
+            }
+        }
+        if !pfd.has(libc::POLLIN | libc::POLLHUP | libc::POLLERR) {
+            return;
+        }
+        let n = match self.conns[i].stream.read(buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(_) => 0,
+        };
+        if n == 0 {
+            let c = &mut self.conns[i];
+            c.out.clear();
+            c.closing = true;
+            c.attached = false;
+            return;
+        }
+        if self.conns[i].closing {
+            return;
+        }
+        self.conns[i].reader.push(&buf[..n]);
+        loop {
+            let frame = match self.conns[i].reader.next_frame() {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(_) => {
+                    self.conns[i].closing = true;
+                    break;
+                }
+            };
+            match ToDaemon::decode(frame.0, &frame.1) {
+                Ok(msg) => self.handle(i, msg),
+                Err(_) => {
+                    self.conns[i].closing = true;
+                    break;
+                }
+            }
+        }
+    }
+
+    fn resize(&mut self, cols: u16, rows: u16) {
+        if cols == 0 || rows == 0 {
+            return;
+        }
+        let size = WinSize { cols, rows };
+        let _ = sys::set_winsize(self.world.master.as_fd(), size);
+        self.parser.term.resize(cols as usize, rows as usize);
+    }
+
+    fn handle(&mut self, i: usize, msg: ToDaemon) {
+        match msg {
+            ToDaemon::Attach { cols, rows } => {
+                for (j, other) in self.conns.iter_mut().enumerate() {
+                    if j != i && other.attached {
+                        other.send(&ToClient::Output(self.parser.term.leave_sequence()));
+                        other.send(&ToClient::Detached("attached from another terminal".into()));
+                        other.attached = false;
+                        other.closing = true;
+                    }
+                }
+                self.resize(cols, rows);
+                let repaint = self.parser.term.repaint();
+                let c = &mut self.conns[i];
+                c.attached = true;
+                c.send(&ToClient::Output(repaint));
+            }
+            ToDaemon::Input(bytes) => {
+                if self.conns[i].attached {
+                    self.to_master.extend_from_slice(&bytes);
+                    self.write_master();
+                }
+            }
+            ToDaemon::Resize { cols, rows } => {
+                if self.conns[i].attached {
+                    self.resize(cols, rows);
+                }
+            }
+            ToDaemon::Detach => {
+                let leave = self.parser.term.leave_sequence();
+                let c = &mut self.conns[i];
+                c.send(&ToClient::Output(leave));
+                c.send(&ToClient::Detached("detached".into()));
+                c.attached = false;
+                c.closing = true;
+            }
+            ToDaemon::Checkpoint { .. } => {
+                let text = format!(
+                    "checkpointing is not available yet (this build has no checkpoint engine); nothing was written to {}",
+                    self.image.display()
+                );
+                self.conns[i].send(&ToClient::Notice(text));
+            }
+            ToDaemon::Redraw => {
+                let screen = self.parser.term.repaint_screen();
+                self.conns[i].send(&ToClient::Output(screen));
+            }
+            ToDaemon::Info => {
+                let info = SessionInfo {
+                    name: self.name.clone(),
+                    command: self.command.clone(),
+                    daemon_pid: sys::getpid(),
+                    started_unix: self.started_unix,
+                    attached: self.conns.iter().any(|c| c.attached),
+                };
+                let c = &mut self.conns[i];
+                c.send(&ToClient::Info(info));
+                c.closing = true;
+            }
+        }
+    }
+
+    /// The session's command ended with `code`: pass on what it wrote last, tell the
+    /// attached client, and go.
+    fn finish(&mut self, code: i32, buf: &mut [u8]) -> i32 {
+        while self.master_open {
+            match sys::read(self.world.master.as_fd(), buf) {
+                Ok(n) if n > 0 => self.output(&buf[..n]),
+                _ => break,
+            }
+        }
+        let _ = std::fs::remove_file(&self.socket);
+        for c in &mut self.conns {
+            if c.attached {
+                c.send(&ToClient::Exit(code));
+            }
+            let _ = c.stream.set_nonblocking(false);
+            let _ = c
+                .stream
+                .set_write_timeout(Some(std::time::Duration::from_secs(5)));
+            let _ = c.stream.write_all(&c.out);
+        }
+        code
+    }
+}

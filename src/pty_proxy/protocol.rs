@@ -1,0 +1,234 @@
+//! Messages between a client and a session daemon over the control socket.
+//!
+//! A frame is one type byte, a little-endian u32 payload length, and the payload. Frames
+//! are small except `Output`/`Input`, whose payloads are raw terminal bytes.
+
+use std::io;
+
+pub const MAX_FRAME: usize = 1 << 20;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToDaemon {
+    /// Attach with the client's terminal size; the daemon answers with a repaint.
+    Attach {
+        cols: u16,
+        rows: u16,
+    },
+    Input(Vec<u8>),
+    Resize {
+        cols: u16,
+        rows: u16,
+    },
+    Detach,
+    Checkpoint {
+        exit: bool,
+    },
+    Redraw,
+    /// For `crterm ls`: answered with `Info`, then the connection closes.
+    Info,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToClient {
+    Output(Vec<u8>),
+    /// A one-line notice for the user (shown over the screen briefly).
+    Notice(String),
+    /// The session ended; the client exits with this status.
+    Exit(i32),
+    /// The client is detached (by its own request, or because another client attached).
+    Detached(String),
+    Info(SessionInfo),
+    /// The daemon will not serve this client, and says why.
+    Refused(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    pub name: String,
+    pub command: String,
+    pub daemon_pid: i32,
+    pub started_unix: u64,
+    pub attached: bool,
+}
+
+fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(5 + payload.len());
+    v.push(kind);
+    v.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    v.extend_from_slice(payload);
+    v
+}
+
+fn size_payload(cols: u16, rows: u16) -> [u8; 4] {
+    let c = cols.to_le_bytes();
+    let r = rows.to_le_bytes();
+    [c[0], c[1], r[0], r[1]]
+}
+
+fn bad(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, format!("bad {what} message"))
+}
+
+fn size_of(p: &[u8]) -> io::Result<(u16, u16)> {
+    if p.len() != 4 {
+        return Err(bad("size"));
+    }
+    Ok((
+        u16::from_le_bytes([p[0], p[1]]),
+        u16::from_le_bytes([p[2], p[3]]),
+    ))
+}
+
+fn text(p: &[u8]) -> String {
+    String::from_utf8_lossy(p).into_owned()
+}
+
+impl ToDaemon {
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            ToDaemon::Attach { cols, rows } => frame(1, &size_payload(*cols, *rows)),
+            ToDaemon::Input(b) => frame(2, b),
+            ToDaemon::Resize { cols, rows } => frame(3, &size_payload(*cols, *rows)),
+            ToDaemon::Detach => frame(4, &[]),
+            ToDaemon::Checkpoint { exit } => frame(5, &[u8::from(*exit)]),
+            ToDaemon::Redraw => frame(6, &[]),
+            ToDaemon::Info => frame(7, &[]),
+        }
+    }
+
+    pub fn decode(kind: u8, p: &[u8]) -> io::Result<ToDaemon> {
+        Ok(match kind {
+            1 => {
+                let (cols, rows) = size_of(p)?;
+                ToDaemon::Attach { cols, rows }
+            }
+            2 => ToDaemon::Input(p.to_vec()),
+            3 => {
+                let (cols, rows) = size_of(p)?;
+                ToDaemon::Resize { cols, rows }
+            }
+            4 => ToDaemon::Detach,
+            5 => ToDaemon::Checkpoint {
+                exit: p.first() == Some(&1),
+            },
+            6 => ToDaemon::Redraw,
+            7 => ToDaemon::Info,
+            _ => return Err(bad("unknown")),
+        })
+    }
+}
+
+impl ToClient {
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            ToClient::Output(b) => frame(101, b),
+            ToClient::Notice(s) => frame(102, s.as_bytes()),
+            ToClient::Exit(code) => frame(103, &code.to_le_bytes()),
+            ToClient::Detached(s) => frame(104, s.as_bytes()),
+            ToClient::Info(i) => frame(
+                105,
+                format!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    i.name,
+                    i.daemon_pid,
+                    i.started_unix,
+                    u8::from(i.attached),
+                    i.command.replace(['\t', '\n'], " ")
+                )
+                .as_bytes(),
+            ),
+            ToClient::Refused(s) => frame(106, s.as_bytes()),
+        }
+    }
+
+    pub fn decode(kind: u8, p: &[u8]) -> io::Result<ToClient> {
+        Ok(match kind {
+            101 => ToClient::Output(p.to_vec()),
+            102 => ToClient::Notice(text(p)),
+            103 => ToClient::Exit(i32::from_le_bytes(p.try_into().map_err(|_| bad("exit"))?)),
+            104 => ToClient::Detached(text(p)),
+            105 => {
+                let t = text(p);
+                let f: Vec<&str> = t.splitn(5, '\t').collect();
+                if f.len() != 5 {
+                    return Err(bad("info"));
+                }
+                ToClient::Info(SessionInfo {
+                    name: f[0].to_string(),
+                    daemon_pid: f[1].parse().map_err(|_| bad("info"))?,
+                    started_unix: f[2].parse().map_err(|_| bad("info"))?,
+                    attached: f[3] == "1",
+                    command: f[4].to_string(),
+                })
+            }
+            106 => ToClient::Refused(text(p)),
+            _ => return Err(bad("unknown")),
+        })
+    }
+}
+
+/// Collects bytes from a stream and cuts them into frames.
+#[derive(Default)]
+pub struct FrameReader {
+    buf: Vec<u8>,
+}
+
+impl FrameReader {
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// The next whole frame as (kind, payload), if one has arrived.
+    pub fn next_frame(&mut self) -> io::Result<Option<(u8, Vec<u8>)>> {
+        if self.buf.len() < 5 {
+            return Ok(None);
+        }
+        let len = u32::from_le_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
+        if len > MAX_FRAME {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "frame too large",
+            ));
+        }
+        if self.buf.len() < 5 + len {
+            return Ok(None);
+        }
+        let kind = self.buf[0];
+        let payload = self.buf[5..5 + len].to_vec();
+        self.buf.drain(..5 + len);
+        Ok(Some((kind, payload)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_split_anywhere() {
+        let msgs = vec![
+            ToClient::Output(b"hello\x1b[0m".to_vec()),
+            ToClient::Notice("n".into()),
+            ToClient::Exit(-3),
+            ToClient::Info(SessionInfo {
+                name: "a".into(),
+                command: "vim x".into(),
+                daemon_pid: 7,
+                started_unix: 9,
+                attached: true,
+            }),
+        ];
+        let bytes: Vec<u8> = msgs.iter().flat_map(|m| m.encode()).collect();
+        for split in 0..bytes.len() {
+            let mut r = FrameReader::default();
+            let mut got = Vec::new();
+            for chunk in [&bytes[..split], &bytes[split..]] {
+                r.push(chunk);
+                while let Some((k, p)) = r.next_frame().unwrap() {
+                    got.push(ToClient::decode(k, &p).unwrap());
+                }
+            }
+            assert_eq!(got, msgs);
+        }
+    }
+}

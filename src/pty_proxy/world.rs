@@ -1,0 +1,251 @@
+//! The session's world: its own pid and mount namespaces (and a user namespace for a user
+//! without privileges), a private devpts instance, and crterm's init as pid 1.
+//!
+//! The daemon clones the init straight into the new namespaces. The init mounts a fresh
+//! devpts (so every pty of the session is numbered from 0 inside it), opens the session's
+//! pty there, hands the master to the daemon over a SOCK_SEQPACKET pair, starts the
+//! command as a session leader with the pty as its controlling terminal, and then reaps
+//! orphans until the command ends. When pid 1 exits the kernel ends everything left in the
+//! namespace, so a session never leaves processes behind. Later the same init is the
+//! in-namespace agent that recreates processes with exact pids on restore.
+
+use crate::sys::{self, Forked, WinSize};
+use anyhow::{Context, Result, anyhow, bail};
+use std::ffi::CString;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+
+pub struct World {
+    /// The init's pid as the daemon sees it.
+    pub init_pid: i32,
+    /// The master side of the session's pty.
+    pub master: OwnedFd,
+    /// The daemon's end of the control channel to the init.
+    pub control: OwnedFd,
+}
+
+/// Start `argv` in a new world with a pty of `size`. Errors say what failed: a mount, the
+/// pty, or running the command (`cannot run 'x': No such file or directory`).
+///
+/// Must be called while the process is single-threaded (it forks).
+pub fn spawn(argv: &[String], size: WinSize) -> Result<World> {
+    if argv.is_empty() {
+        bail!("no command to run");
+    }
+    let c_argv: Vec<CString> = argv
+        .iter()
+        .map(|a| sys::cstring(a))
+        .collect::<std::io::Result<_>>()
+        .context("command line")?;
+    let unprivileged = sys::geteuid() != 0;
+    let (uid, gid) = (sys::geteuid(), sys::getegid());
+    let (control, control_child) = sys::seqpacket_pair().context("socketpair")?;
+    let (sync_r, sync_w) = sys::pipe().context("pipe")?;
+    let mut flags = libc::CLONE_NEWPID | libc::CLONE_NEWNS;
+    if unprivileged {
+        flags |= libc::CLONE_NEWUSER;
+    }
+    // SAFETY: the daemon is single-threaded when it builds the world.
+    match unsafe { sys::fork_into(flags) }.context("cannot create the session's namespaces")? {
+        Forked::Child => {
+            drop(control);
+            drop(sync_w);
+            // Wait until the parent has written our uid/gid maps (EOF or one byte).
+            let mut b = [0u8; 1];
+            let _ = sys::read(sync_r.as_fd(), &mut b);
+            drop(sync_r);
+            // The init holds nothing of the daemon's but its control channel (fork keeps
+            // close-on-exec descriptors: the daemon's listener, the client's ready pipe).
+            let control = match sys::move_fd(control_child, 3) {
+                Ok(c) => c,
+                Err(_) => sys::exit_now(127),
+            };
+            sys::close_fds_from(4);
+            init_main(control, &c_argv, size)
+        }
+        Forked::Parent(pid) => {
+            drop(control_child);
+            drop(sync_r);
+            let kill_child = |e: anyhow::Error| {
+                let _ = sys::kill(pid, libc::SIGKILL);
+                let _ = sys::wait(pid, true);
+                e
+            };
+            if unprivileged {
+                write_id_maps(pid, uid, gid).map_err(kill_child)?;
+            }
+            drop(sync_w);
+            let mut buf = [0u8; 512];
+            let (n, master) = sys::recv_with_fd(control.as_fd(), &mut buf)
+                .map_err(|e| kill_child(anyhow!("the session's init did not answer: {e}")))?;
+            let answer = String::from_utf8_lossy(&buf[..n]).into_owned();
+            match (answer.strip_prefix("ok"), master) {
+                (Some(_), Some(master)) => Ok(World {
+                    init_pid: pid,
+                    master,
+                    control,
+                }),
+                _ => {
+                    let msg = answer.strip_prefix("err ").unwrap_or(&answer).to_string();
+                    Err(kill_child(anyhow!(if msg.is_empty() {
+                        "the session's init failed".to_string()
+                    } else {
+                        msg
+                    })))
+                }
+            }
+        }
+    }
+}
+
+fn write_id_maps(pid: i32, uid: u32, gid: u32) -> Result<()> {
+    let w = |file: &str, text: String| {
+        std::fs::write(format!("/proc/{pid}/{file}"), text)
+            .with_context(|| format!("cannot write /proc/{pid}/{file} for the user namespace"))
+    };
+    w("setgroups", "deny".into())?;
+    w("uid_map", format!("{uid} {uid} 1\n"))?;
+    w("gid_map", format!("{gid} {gid} 1\n"))?;
+    Ok(())
+}
+
+/// pid 1 of the session. Never returns.
+fn init_main(control: OwnedFd, argv: &[CString], size: WinSize) -> ! {
+    let fail = |msg: String| -> ! {
+        let _ = sys::write(control.as_fd(), format!("err {msg}").as_bytes());
+        sys::exit_now(127)
+    };
+    let _ = sys::prctl_set_pdeathsig(libc::SIGKILL);
+    sys::prctl_set_name(c"crterm-init");
+    if let Err(e) = private_mounts() {
+        fail(format!("{e:#}"));
+    }
+    let (master, n) = match sys::open_pty_master() {
+        Ok(m) => m,
+        Err(e) => fail(format!("cannot open a pty in the session's devpts: {e}")),
+    };
+    let _ = sys::set_winsize(master.as_fd(), size);
+    let slave_path = CString::new(format!("/dev/pts/{n}")).expect("no NUL");
+    let (exec_r, exec_w) = match sys::pipe() {
+        Ok(p) => p,
+        Err(e) => fail(format!("pipe: {e}")),
+    };
+    // SAFETY: this process is single-threaded (a fresh clone of the daemon).
+    let child = match unsafe { sys::fork() } {
+        Ok(Forked::Child) => {
+            drop(exec_r);
+            let err = exec_command(&slave_path, argv, &exec_w);
+            let code = err.raw_os_error().unwrap_or(libc::EIO);
+            let _ = sys::write(exec_w.as_fd(), &code.to_le_bytes());
+            sys::exit_now(127)
+        }
+        Ok(Forked::Parent(pid)) => pid,
+        Err(e) => fail(format!("fork: {e}")),
+    };
+    drop(exec_w);
+    let mut code = [0u8; 4];
+    let mut got = 0;
+    while got < 4 {
+        match sys::read(exec_r.as_fd(), &mut code[got..]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+    }
+    if got == 4 {
+        let err = std::io::Error::from_raw_os_error(i32::from_le_bytes(code));
+        let name = argv[0].to_string_lossy();
+        fail(format!("cannot run '{name}': {err}"));
+    }
+    if let Err(e) = sys::send_with_fd(control.as_fd(), b"ok", master.as_fd()) {
+        fail(format!("cannot hand the pty to the daemon: {e}"));
+    }
+    drop(master);
+    reap_until(child)
+}
+
+/// Make this mount namespace's mounts private, then give it its own devpts (and /dev/ptmx
+/// leading there) and, where the kernel allows it, a /proc showing the session's pids.
+fn private_mounts() -> Result<()> {
+    sys::mount(
+        c"none",
+        c"/",
+        None,
+        (libc::MS_REC | libc::MS_PRIVATE) as libc::c_ulong,
+        None,
+    )
+    .context("cannot make the session's mounts private")?;
+    sys::mount(
+        c"devpts",
+        c"/dev/pts",
+        Some(c"devpts"),
+        (libc::MS_NOSUID | libc::MS_NOEXEC) as libc::c_ulong,
+        Some(c"newinstance,ptmxmode=0666,mode=0620"),
+    )
+    .context("cannot mount a private devpts on /dev/pts")?;
+    sys::mount(
+        c"/dev/pts/ptmx",
+        c"/dev/ptmx",
+        None,
+        libc::MS_BIND as libc::c_ulong,
+        None,
+    )
+    .context("cannot bind /dev/pts/ptmx over /dev/ptmx")?;
+    // A /proc for the new pid namespace; where the kernel refuses (a /proc with parts
+    // masked by a container runtime), the host's /proc stays and ps shows host pids.
+    let _ = sys::mount(
+        c"proc",
+        c"/proc",
+        Some(c"proc"),
+        (libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC) as libc::c_ulong,
+        None,
+    );
+    Ok(())
+}
+
+/// In the command's process: become a session leader on the pty and exec. Returns only
+/// the error that stopped it.
+fn exec_command(slave_path: &CString, argv: &[CString], keep: &OwnedFd) -> std::io::Error {
+    sys::reset_signals();
+    if let Err(e) = sys::setsid() {
+        return e;
+    }
+    let slave = match sys::open(slave_path, libc::O_RDWR) {
+        Ok(s) => s,
+        Err(e) => return e,
+    };
+    if let Err(e) = sys::set_controlling_tty(slave.as_fd()) {
+        return e;
+    }
+    for fd in 0..3 {
+        if let Err(e) = sys::dup2(slave.as_raw_fd(), fd) {
+            return e;
+        }
+    }
+    // The exec-error pipe is close-on-exec; everything else above 2 goes now.
+    let keep_fd = keep.as_raw_fd();
+    let moved = 3;
+    if keep_fd != moved {
+        let _ = sys::dup2(keep_fd, moved);
+    }
+    let _ = sys::set_cloexec(unsafe { std::os::fd::BorrowedFd::borrow_raw(moved) }, true);
+    sys::close_fds_from(moved + 1);
+    let err = sys::execvp(argv);
+    // Report through fd 3, where the pipe now is.
+    let code = err.raw_os_error().unwrap_or(libc::EIO);
+    let _ = sys::write(
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(moved) },
+        &code.to_le_bytes(),
+    );
+    sys::exit_now(127)
+}
+
+/// Reap every child (orphans of the session end up here) until the command itself ends,
+/// then exit with its status, which ends the whole namespace.
+fn reap_until(command: i32) -> ! {
+    loop {
+        match sys::wait(-1, true) {
+            Ok(Some((pid, status))) if pid == command => sys::exit_now(status.code()),
+            Ok(_) => {}
+            Err(_) => sys::exit_now(1),
+        }
+    }
+}

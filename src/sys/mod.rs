@@ -1,0 +1,522 @@
+//! The one place with raw system calls. Everything else calls these safe wrappers.
+//!
+//! Each wrapper returns `io::Result` carrying the kernel's errno, so callers can say which
+//! call failed on what.
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+fn check_retry(mut f: impl FnMut() -> libc::c_int) -> io::Result<libc::c_int> {
+    loop {
+        let r = f();
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        return Ok(r);
+    }
+}
+
+pub fn cstring(s: &str) -> io::Result<CString> {
+    CString::new(s).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL byte in string"))
+}
+
+// ---- terminals ------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WinSize {
+    pub cols: u16,
+    pub rows: u16,
+}
+
+pub fn isatty(fd: BorrowedFd) -> bool {
+    unsafe { libc::isatty(fd.as_raw_fd()) == 1 }
+}
+
+pub fn get_winsize(fd: BorrowedFd) -> io::Result<WinSize> {
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) })?;
+    Ok(WinSize {
+        cols: ws.ws_col,
+        rows: ws.ws_row,
+    })
+}
+
+pub fn set_winsize(fd: BorrowedFd, size: WinSize) -> io::Result<()> {
+    let ws = libc::winsize {
+        ws_row: size.rows,
+        ws_col: size.cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &ws) })?;
+    Ok(())
+}
+
+pub type Termios = libc::termios;
+
+pub fn get_termios(fd: BorrowedFd) -> io::Result<Termios> {
+    let mut t: libc::termios = unsafe { std::mem::zeroed() };
+    check(unsafe { libc::tcgetattr(fd.as_raw_fd(), &mut t) })?;
+    Ok(t)
+}
+
+pub fn set_termios(fd: BorrowedFd, t: &Termios) -> io::Result<()> {
+    check_retry(|| unsafe { libc::tcsetattr(fd.as_raw_fd(), libc::TCSADRAIN, t) })?;
+    Ok(())
+}
+
+pub fn make_raw(t: &Termios) -> Termios {
+    let mut raw = *t;
+    unsafe { libc::cfmakeraw(&mut raw) };
+    raw
+}
+
+/// Open a new pty master in the devpts instance mounted at /dev/pts (through /dev/ptmx),
+/// unlock it, and return it with its number.
+pub fn open_pty_master() -> io::Result<(OwnedFd, u32)> {
+    let fd = check(unsafe {
+        libc::open(
+            c"/dev/ptmx".as_ptr(),
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        )
+    })?;
+    let master = unsafe { OwnedFd::from_raw_fd(fd) };
+    let unlock: libc::c_int = 0;
+    check(unsafe { libc::ioctl(fd, libc::TIOCSPTLCK, &unlock) })?;
+    let mut n: libc::c_uint = 0;
+    check(unsafe { libc::ioctl(fd, libc::TIOCGPTN, &mut n) })?;
+    Ok((master, n))
+}
+
+pub fn set_controlling_tty(fd: BorrowedFd) -> io::Result<()> {
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSCTTY, 0) })?;
+    Ok(())
+}
+
+// ---- files and descriptors ------------------------------------------------------------
+
+pub fn open(path: &CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
+    let fd = check_retry(|| unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC, 0o600) })?;
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+pub fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    check(unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    })?;
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+pub fn set_nonblocking(fd: BorrowedFd, on: bool) -> io::Result<()> {
+    let flags = check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) })?;
+    let flags = if on {
+        flags | libc::O_NONBLOCK
+    } else {
+        flags & !libc::O_NONBLOCK
+    };
+    check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags) })?;
+    Ok(())
+}
+
+pub fn set_cloexec(fd: BorrowedFd, on: bool) -> io::Result<()> {
+    let flags = if on { libc::FD_CLOEXEC } else { 0 };
+    check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, flags) })?;
+    Ok(())
+}
+
+pub fn read(fd: BorrowedFd, buf: &mut [u8]) -> io::Result<usize> {
+    let n = check_retry(|| unsafe {
+        libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) as libc::c_int
+    })?;
+    Ok(n as usize)
+}
+
+pub fn write(fd: BorrowedFd, buf: &[u8]) -> io::Result<usize> {
+    let n = check_retry(|| unsafe {
+        libc::write(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len()) as libc::c_int
+    })?;
+    Ok(n as usize)
+}
+
+pub fn write_all(fd: BorrowedFd, mut buf: &[u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        match write(fd, buf) {
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                poll(&mut [PollFd::new(fd.as_raw_fd(), libc::POLLOUT)], -1)?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Move a descriptor to number `to` (close-on-exec), closing the old number.
+pub fn move_fd(fd: OwnedFd, to: RawFd) -> io::Result<OwnedFd> {
+    if fd.as_raw_fd() == to {
+        return Ok(fd);
+    }
+    check_retry(|| unsafe { libc::dup3(fd.as_raw_fd(), to, libc::O_CLOEXEC) })?;
+    drop(fd);
+    Ok(unsafe { OwnedFd::from_raw_fd(to) })
+}
+
+pub fn dup2(from: RawFd, to: RawFd) -> io::Result<()> {
+    check_retry(|| unsafe { libc::dup2(from, to) })?;
+    Ok(())
+}
+
+// ---- unix sockets ---------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy)]
+pub struct PeerCred {
+    pub pid: i32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+pub fn peer_cred(fd: BorrowedFd) -> io::Result<PeerCred> {
+    let mut cred: libc::ucred = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    check(unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    })?;
+    Ok(PeerCred {
+        pid: cred.pid,
+        uid: cred.uid,
+        gid: cred.gid,
+    })
+}
+
+/// Send bytes with one file descriptor attached (SCM_RIGHTS).
+pub fn send_with_fd(sock: BorrowedFd, data: &[u8], fd: BorrowedFd) -> io::Result<()> {
+    let mut iov = libc::iovec {
+        iov_base: data.as_ptr() as *mut _,
+        iov_len: data.len(),
+    };
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
+    let mut cbuf = vec![0u8; space];
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr().cast();
+    msg.msg_controllen = space;
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), fd.as_raw_fd());
+    }
+    check_retry(|| unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) as i32 })?;
+    Ok(())
+}
+
+/// Receive one message and the file descriptor attached to it, if any.
+pub fn recv_with_fd(sock: BorrowedFd, buf: &mut [u8]) -> io::Result<(usize, Option<OwnedFd>)> {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
+    let mut cbuf = vec![0u8; space];
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr().cast();
+    msg.msg_controllen = space;
+    let n = check_retry(|| unsafe {
+        libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) as i32
+    })?;
+    let mut fd = None;
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        if !cmsg.is_null()
+            && (*cmsg).cmsg_level == libc::SOL_SOCKET
+            && (*cmsg).cmsg_type == libc::SCM_RIGHTS
+        {
+            let raw = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>());
+            fd = Some(OwnedFd::from_raw_fd(raw));
+        }
+    }
+    Ok((n as usize, fd))
+}
+
+// ---- poll and signals -----------------------------------------------------------------
+
+pub type PollFd = libc::pollfd;
+
+pub trait PollFdExt {
+    fn new(fd: RawFd, events: libc::c_short) -> Self;
+    fn has(&self, events: libc::c_short) -> bool;
+}
+
+impl PollFdExt for PollFd {
+    fn new(fd: RawFd, events: libc::c_short) -> Self {
+        libc::pollfd {
+            fd,
+            events,
+            revents: 0,
+        }
+    }
+    fn has(&self, events: libc::c_short) -> bool {
+        self.revents & events != 0
+    }
+}
+
+/// poll(2); EINTR is reported as zero ready descriptors.
+pub fn poll(fds: &mut [PollFd], timeout_ms: i32) -> io::Result<usize> {
+    let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::Interrupted {
+            return Ok(0);
+        }
+        return Err(e);
+    }
+    Ok(r as usize)
+}
+
+/// Block `signals` for this thread and return a signalfd that reports them.
+pub fn signalfd(signals: &[libc::c_int]) -> io::Result<OwnedFd> {
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in signals {
+            libc::sigaddset(&mut set, *s);
+        }
+        check(libc::pthread_sigmask(
+            libc::SIG_BLOCK,
+            &set,
+            std::ptr::null_mut(),
+        ))?;
+        let fd = check(libc::signalfd(
+            -1,
+            &set,
+            libc::SFD_CLOEXEC | libc::SFD_NONBLOCK,
+        ))?;
+        Ok(OwnedFd::from_raw_fd(fd))
+    }
+}
+
+/// Read all pending signals from a signalfd.
+pub fn read_signals(fd: BorrowedFd) -> Vec<libc::c_int> {
+    let mut out = Vec::new();
+    loop {
+        let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
+        let n = unsafe {
+            libc::read(
+                fd.as_raw_fd(),
+                (&mut info as *mut libc::signalfd_siginfo).cast(),
+                std::mem::size_of::<libc::signalfd_siginfo>(),
+            )
+        };
+        if n <= 0 {
+            return out;
+        }
+        out.push(info.ssi_signo as libc::c_int);
+    }
+}
+
+/// Unblock every signal and restore default dispositions (for a child about to exec).
+pub fn reset_signals() {
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+        for s in 1..libc::SIGRTMIN() {
+            if s != libc::SIGKILL && s != libc::SIGSTOP {
+                libc::signal(s, libc::SIG_DFL);
+            }
+        }
+    }
+}
+
+pub fn ignore_signal(sig: libc::c_int) {
+    unsafe {
+        libc::signal(sig, libc::SIG_IGN);
+    }
+}
+
+pub fn kill(pid: i32, sig: libc::c_int) -> io::Result<()> {
+    check(unsafe { libc::kill(pid, sig) })?;
+    Ok(())
+}
+
+// ---- processes and namespaces ---------------------------------------------------------
+
+pub enum Forked {
+    Parent(i32),
+    Child,
+}
+
+/// clone(2) with fork semantics (no new stack) and the given namespace flags.
+///
+/// # Safety
+/// The caller must be single-threaded; the child may only use what survives a fork.
+pub unsafe fn fork_into(flags: libc::c_int) -> io::Result<Forked> {
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (flags | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(if r == 0 {
+        Forked::Child
+    } else {
+        Forked::Parent(r as i32)
+    })
+}
+
+/// # Safety
+/// As for `fork_into`.
+pub unsafe fn fork() -> io::Result<Forked> {
+    unsafe { fork_into(0) }
+}
+
+pub fn setsid() -> io::Result<()> {
+    check(unsafe { libc::setsid() })?;
+    Ok(())
+}
+
+pub fn exit_now(code: i32) -> ! {
+    unsafe { libc::_exit(code) }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitStatus {
+    Exited(i32),
+    Signaled(i32),
+}
+
+impl WaitStatus {
+    /// The shell's convention: the exit code, or 128 + the signal number.
+    pub fn code(self) -> i32 {
+        match self {
+            WaitStatus::Exited(c) => c,
+            WaitStatus::Signaled(s) => 128 + s,
+        }
+    }
+}
+
+/// waitpid with WNOHANG when `block` is false. Ok(None): nothing to reap now.
+pub fn wait(pid: i32, block: bool) -> io::Result<Option<(i32, WaitStatus)>> {
+    let mut status = 0;
+    let flags = if block { 0 } else { libc::WNOHANG };
+    let r = check_retry(|| unsafe { libc::waitpid(pid, &mut status, flags) })?;
+    if r == 0 {
+        return Ok(None);
+    }
+    let ws = if libc::WIFEXITED(status) {
+        WaitStatus::Exited(libc::WEXITSTATUS(status))
+    } else if libc::WIFSIGNALED(status) {
+        WaitStatus::Signaled(libc::WTERMSIG(status))
+    } else {
+        return Ok(None);
+    };
+    Ok(Some((r, ws)))
+}
+
+pub fn prctl_set_pdeathsig(sig: libc::c_int) -> io::Result<()> {
+    check(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) })?;
+    Ok(())
+}
+
+pub fn prctl_set_name(name: &CStr) {
+    unsafe {
+        libc::prctl(libc::PR_SET_NAME, name.as_ptr() as libc::c_ulong, 0, 0, 0);
+    }
+}
+
+pub fn getpid() -> i32 {
+    unsafe { libc::getpid() }
+}
+
+pub fn geteuid() -> u32 {
+    unsafe { libc::geteuid() }
+}
+
+pub fn getegid() -> u32 {
+    unsafe { libc::getegid() }
+}
+
+pub fn mount(
+    source: &CStr,
+    target: &CStr,
+    fstype: Option<&CStr>,
+    flags: libc::c_ulong,
+    data: Option<&CStr>,
+) -> io::Result<()> {
+    check(unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            fstype.map_or(std::ptr::null(), |f| f.as_ptr()),
+            flags,
+            data.map_or(std::ptr::null(), |d| d.as_ptr().cast()),
+        )
+    })?;
+    Ok(())
+}
+
+/// execvp: returns only on failure.
+pub fn execvp(argv: &[CString]) -> io::Error {
+    let mut ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    ptrs.push(std::ptr::null());
+    unsafe { libc::execvp(ptrs[0], ptrs.as_ptr()) };
+    io::Error::last_os_error()
+}
+
+/// Close every descriptor from `from` up (close_range, Linux 5.9+).
+pub fn close_fds_from(from: RawFd) {
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            from as libc::c_uint,
+            libc::c_uint::MAX,
+            0u32,
+        );
+    }
+}
+
+pub fn getppid() -> i32 {
+    unsafe { libc::getppid() }
+}

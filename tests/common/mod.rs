@@ -112,7 +112,9 @@ impl Tmux {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// Start a session (window 0) running `shell_cmd` in a pane of the given size.
+    /// Start a session (window 0) running `shell_cmd` in a pane of the given size. The
+    /// pane stays after its program exits (its last screen and status can be read); the
+    /// option is set in the same tmux command, before the program can exit.
     pub fn start(&self, session: &str, cols: u16, lines: u16, shell_cmd: &str) {
         self.ok(&[
             "new-session",
@@ -124,10 +126,19 @@ impl Tmux {
             "-y",
             &lines.to_string(),
             shell_cmd,
+            ";",
+            "set-option",
+            "-t",
+            session,
+            "remain-on-exit",
+            "on",
+            ";",
+            "set-option",
+            "-t",
+            session,
+            "status",
+            "off",
         ]);
-        // Keep the pane after its program exits so its last screen and status can be read.
-        self.ok(&["set-option", "-t", session, "remain-on-exit", "on"]);
-        self.ok(&["set-option", "-t", session, "status", "off"]);
     }
 
     pub fn send_keys(&self, target: &str, keys: &[&str]) {
@@ -435,4 +446,266 @@ fn ext_color(parts: &[&str]) -> (Option<String>, usize) {
         ),
         _ => (None, 1),
     }
+}
+
+// ---- crterm under test ------------------------------------------------------------------
+
+pub const TEST_USER: &str = "crterm-test";
+pub const OTHER_USER: &str = "crterm-test2";
+
+pub fn is_root() -> bool {
+    unsafe { libc::geteuid() == 0 }
+}
+
+static USERADD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Make sure an ordinary user exists for the unprivileged tests (needs root).
+pub fn ensure_user(name: &str) {
+    let _g = USERADD.lock().unwrap();
+    let exists = Command::new("id")
+        .args(["-u", name])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !exists {
+        assert!(
+            is_root(),
+            "user {name} is missing and only root can create it"
+        );
+        let out = Command::new("useradd")
+            .args(["-m", "-s", "/bin/bash", name])
+            .output()
+            .expect("run useradd");
+        assert!(
+            out.status.success() || out.status.code() == Some(9),
+            "useradd {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+pub fn user_ids(name: &str) -> (u32, u32) {
+    let id = |flag: &str| -> u32 {
+        let o = Command::new("id").args([flag, name]).output().unwrap();
+        String::from_utf8_lossy(&o.stdout).trim().parse().unwrap()
+    };
+    (id("-u"), id("-g"))
+}
+
+/// One test's world: a user (an ordinary one when the tests run as root), a private
+/// runtime and config directory, a copy of crterm that user can run, and a tmux server
+/// of that user as the outer terminal. Dropping it ends every session it started.
+pub struct Env {
+    pub user: Option<String>,
+    pub dir: TempDir,
+    pub bin: PathBuf,
+    pub runtime: PathBuf,
+    pub tmux: Tmux,
+}
+
+impl Env {
+    /// As the unprivileged test user when running as root, else as ourselves.
+    pub fn unprivileged() -> Env {
+        if is_root() {
+            Env::as_user(Some(TEST_USER))
+        } else {
+            Env::as_user(None)
+        }
+    }
+
+    /// As root: the path without a user namespace. Only when the tests run as root.
+    pub fn root() -> Env {
+        assert!(is_root(), "this test needs root");
+        Env::as_user(None)
+    }
+
+    pub fn as_user(user: Option<&str>) -> Env {
+        if let Some(u) = user {
+            ensure_user(u);
+        }
+        let dir = TempDir::new("crterm-env");
+        let bin_dir = dir.path().join("bin");
+        let runtime = dir.path().join("run");
+        for d in [
+            &bin_dir,
+            &runtime,
+            &dir.path().join("config"),
+            &dir.path().join("data"),
+        ] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        let bin = bin_dir.join("crterm");
+        std::fs::copy(env!("CARGO_BIN_EXE_crterm"), &bin).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&runtime, std::fs::Permissions::from_mode(0o700)).unwrap();
+        if let Some(u) = user {
+            let out = Command::new("chown")
+                .args(["-R", &format!("{u}:{u}")])
+                .arg(dir.path())
+                .output()
+                .unwrap();
+            assert!(out.status.success());
+        }
+        let env = vec![
+            ("XDG_RUNTIME_DIR".to_string(), runtime.display().to_string()),
+            (
+                "XDG_CONFIG_HOME".to_string(),
+                dir.path().join("config").display().to_string(),
+            ),
+            (
+                "XDG_DATA_HOME".to_string(),
+                dir.path().join("data").display().to_string(),
+            ),
+            ("SHELL".to_string(), "/bin/bash".to_string()),
+            (
+                "PATH".to_string(),
+                "/usr/local/bin:/usr/bin:/bin".to_string(),
+            ),
+            ("TERM".to_string(), "screen".to_string()),
+        ];
+        let tmux = match user {
+            Some(u) => Tmux::as_user(u, env),
+            None => Tmux {
+                socket: unique("crterm-t"),
+                user: None,
+                env,
+            },
+        };
+        Env {
+            user: user.map(str::to_string),
+            dir,
+            bin,
+            runtime,
+            tmux,
+        }
+    }
+
+    pub fn crterm_cmd(&self) -> String {
+        self.bin.display().to_string()
+    }
+
+    /// Run crterm without a terminal, as this env's user, with its environment.
+    pub fn crterm(&self, args: &[&str]) -> Output {
+        self.run(&[&[self.bin.to_str().unwrap()][..], args].concat(), None)
+    }
+
+    /// Run a command as this env's user with its environment; `stdin` is a file or null.
+    pub fn run(&self, argv: &[&str], stdin: Option<&Path>) -> Output {
+        let mut c = match &self.user {
+            Some(u) => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", u, "--", "env"]);
+                for (k, v) in &self.tmux.env {
+                    c.arg(format!("{k}={v}"));
+                }
+                c.args(argv);
+                c
+            }
+            None => {
+                let mut c = Command::new(argv[0]);
+                c.args(&argv[1..]);
+                c.envs(self.tmux.env.iter().map(|(k, v)| (k, v)));
+                c
+            }
+        };
+        c.stdin(match stdin {
+            Some(p) => std::process::Stdio::from(std::fs::File::open(p).unwrap()),
+            None => std::process::Stdio::null(),
+        });
+        c.output().expect("run command")
+    }
+
+    /// A tmux pane (its own tmux session) running `cmd` through sh.
+    pub fn pane(&self, target: &str, cmd: &str) {
+        self.tmux.start(target, 100, 30, cmd);
+    }
+
+    /// Live sessions as (name, daemon pid), from `crterm ls`.
+    pub fn sessions(&self) -> Vec<(String, i32)> {
+        let out = self.crterm(&["ls"]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .skip(1)
+            .filter_map(|l| {
+                let mut f = l.split_whitespace();
+                Some((f.next()?.to_string(), f.next()?.parse().ok()?))
+            })
+            .collect()
+    }
+
+    pub fn daemon_pid(&self, name: &str) -> i32 {
+        wait_for(
+            &format!("session {name} to be listed"),
+            Duration::from_secs(10),
+            || {
+                self.sessions()
+                    .into_iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, p)| p)
+            },
+        )
+    }
+
+    /// Type the prefix key (C-\ unless configured otherwise) and then `key`.
+    pub fn prefix(&self, target: &str, key: &str) {
+        self.tmux.ok(&["send-keys", "-t", target, "-H", "1c"]);
+        self.tmux.type_text(target, key);
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        // End every session this test started; the daemons kill their namespaces.
+        for (_, pid) in self.sessions() {
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            let _ = wait_gone(pid, Duration::from_secs(5));
+        }
+    }
+}
+
+/// A process is gone when it does not exist or is a zombie.
+pub fn process_gone(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(s) => s
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state == "Z" || state == "X"),
+    }
+}
+
+pub fn wait_gone(pid: i32, timeout: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if process_gone(pid) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// Children of a process (from /proc/PID/task/*/children).
+pub fn children(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in tasks.flatten() {
+            if let Ok(s) = std::fs::read_to_string(t.path().join("children")) {
+                out.extend(s.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
+            }
+        }
+    }
+    out
+}
+
+/// A process and all its descendants.
+pub fn process_tree(pid: i32) -> Vec<i32> {
+    let mut all = vec![pid];
+    let mut i = 0;
+    while i < all.len() {
+        let kids = children(all[i]);
+        all.extend(kids);
+        i += 1;
+    }
+    all
 }

@@ -1,4 +1,321 @@
-//! End-to-end tests: real programs under `crterm start` in a tmux pane.
+//! End-to-end tests: real programs under `crterm start` in a tmux pane, typed at with
+//! send-keys and read with capture-pane. Unless a test says otherwise it runs as an
+//! ordinary user (created when the tests run as root), so the unprivileged path (user
+//! namespace) is the one tested; `vim_as_root` covers the other.
 
 #[path = "../common/mod.rs"]
 mod common;
+
+use common::*;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(20);
+
+fn vim_round(env: &Env) {
+    let file = env.dir.path().join("notes.txt");
+    let cmd = format!(
+        "{} start --name ed -- vim -u NONE -N -i NONE -c 'set number' {}; echo CRTERM_EXIT=$?; sleep 600",
+        env.crterm_cmd(),
+        file.display()
+    );
+    env.pane("p", &cmd);
+    env.tmux.wait_text("p", "notes.txt", T);
+    env.tmux.type_text("p", "ihello from crterm");
+    env.tmux.send_keys("p", &["Escape"]);
+    env.tmux.type_text("p", ":split");
+    env.tmux.send_keys("p", &["Enter"]);
+    env.tmux.wait_text("p", "  1 hello from crterm", T);
+    env.tmux.type_text("p", ":wqa");
+    env.tmux.send_keys("p", &["Enter"]);
+    env.tmux.wait_text("p", "CRTERM_EXIT=0", T);
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "hello from crterm\n"
+    );
+    assert!(env.sessions().is_empty(), "the session ended with vim");
+}
+
+#[test]
+fn vim_edits_and_saves_a_file() {
+    vim_round(&Env::unprivileged());
+}
+
+#[test]
+fn vim_as_root() {
+    if !is_root() {
+        // Root's path (no user namespace) can only be taken by root.
+        eprintln!("vim_as_root: not running as root; the unprivileged path is tested instead");
+        return vim_round(&Env::unprivileged());
+    }
+    vim_round(&Env::root());
+}
+
+#[test]
+fn resize_of_the_pane_reaches_the_program() {
+    let env = Env::unprivileged();
+    env.pane(
+        "p",
+        &format!("{} start --name rs -- bash --norc", env.crterm_cmd()),
+    );
+    env.tmux.wait_text("p", "$", T);
+    env.tmux.type_text("p", "stty size");
+    env.tmux.send_keys("p", &["Enter"]);
+    env.tmux.wait_text("p", "30 100", T);
+    env.tmux
+        .ok(&["resize-window", "-t", "p", "-x", "70", "-y", "20"]);
+    std::thread::sleep(Duration::from_millis(300));
+    env.tmux.type_text("p", "clear; stty size");
+    env.tmux.send_keys("p", &["Enter"]);
+    env.tmux.wait_text("p", "20 70", T);
+    // A full-screen program redraws to fit: vim's ruler on the new last line.
+    env.tmux
+        .type_text("p", "vim -u NONE -N -i NONE -c 'set ruler'");
+    env.tmux.send_keys("p", &["Enter"]);
+    env.tmux.wait_text("p", "0,0-1", T);
+    env.tmux
+        .ok(&["resize-window", "-t", "p", "-x", "90", "-y", "25"]);
+    let screen = wait_for("vim to redraw at 90x25", T, || {
+        let s = env.tmux.capture_plain("p");
+        let last = s.lines().nth(24).unwrap_or("").to_string();
+        last.contains("0,0-1").then_some(s)
+    });
+    assert!(screen.lines().count() >= 25);
+    env.tmux.type_text("p", ":q");
+    env.tmux.send_keys("p", &["Enter"]);
+}
+
+#[test]
+fn detach_then_attach_from_another_pane_repaints_and_typing_goes_on() {
+    let env = Env::unprivileged();
+    env.pane(
+        "one",
+        &format!(
+            "{} start --name dt -- bash --norc; echo CLIENT_EXIT=$?; sleep 600",
+            env.crterm_cmd()
+        ),
+    );
+    env.tmux.wait_text("one", "$", T);
+    env.tmux
+        .type_text("one", "printf '\\033[1;31mred marker\\033[0m\\n'");
+    env.tmux.send_keys("one", &["Enter"]);
+    env.tmux.wait_text("one", "red marker\n", T);
+    let before = parse_capture(&env.tmux.settle("one"));
+    env.prefix("one", "x");
+    env.tmux.wait_text("one", "[detached from session dt]", T);
+    env.tmux.wait_text("one", "CLIENT_EXIT=0", T);
+    assert_eq!(env.sessions().len(), 1, "the session runs on");
+
+    env.pane("two", &format!("{} attach dt", env.crterm_cmd()));
+    env.tmux.wait_text("two", "red marker", T);
+    let after = parse_capture(&env.tmux.settle("two"));
+    // The same screen (text and colours), line for line.
+    let rows = |r: &Vec<Vec<CapCell>>| r.iter().take(10).cloned().collect::<Vec<_>>();
+    assert_eq!(rows(&before), rows(&after));
+    env.tmux.type_text("two", "echo typed after attach");
+    env.tmux.send_keys("two", &["Enter"]);
+    env.tmux.wait_text("two", "\ntyped after attach", T);
+    env.tmux.type_text("two", "exit 0");
+    env.tmux.send_keys("two", &["Enter"]);
+}
+
+#[test]
+fn another_user_can_neither_see_nor_attach() {
+    if !is_root() {
+        eprintln!("another_user_can_neither_see_nor_attach: needs root to act as two users");
+        return;
+    }
+    let owner = Env::as_user(Some(TEST_USER));
+    owner.pane(
+        "p",
+        &format!("{} start --name mine -- bash --norc", owner.crterm_cmd()),
+    );
+    owner.tmux.wait_text("p", "$", T);
+    owner.daemon_pid("mine");
+
+    // Another user with their own runtime directory sees nothing of it.
+    let other = Env::as_user(Some(OTHER_USER));
+    let ls = other.crterm(&["ls"]);
+    assert_eq!(String::from_utf8_lossy(&ls.stdout).trim(), "no sessions");
+
+    // Pointed at the owner's directory, the other user is refused before any connection.
+    let runtime = owner.runtime.display().to_string();
+    let out = other.run(
+        &[
+            "env",
+            &format!("XDG_RUNTIME_DIR={runtime}"),
+            other.bin.to_str().unwrap(),
+            "attach",
+            "mine",
+        ],
+        None,
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("crterm: ") && err.lines().count() == 1,
+        "{err}"
+    );
+
+    // Root can reach the socket file, but the daemon checks its peer and refuses.
+    use std::io::{Read, Write};
+    let sock = owner.runtime.join("crterm").join("mine.sock");
+    let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    // The daemon may refuse and close before this arrives.
+    let _ = s.write_all(&[1, 4, 0, 0, 0, 80, 0, 24, 0]);
+    let mut reply = Vec::new();
+    s.set_read_timeout(Some(T)).unwrap();
+    let _ = s.read_to_end(&mut reply);
+    assert_eq!(reply.first(), Some(&106), "a refusal, never a session");
+    assert!(String::from_utf8_lossy(&reply).contains("belongs to another user"));
+    owner.tmux.type_text("p", "exit");
+    owner.tmux.send_keys("p", &["Enter"]);
+}
+
+#[test]
+fn start_false_exits_1() {
+    let env = Env::unprivileged();
+    env.pane("p", &format!("{} start -- false", env.crterm_cmd()));
+    let code = wait_for("crterm to exit", T, || env.tmux.pane_dead_status("p"));
+    assert_eq!(code, 1);
+    assert!(env.sessions().is_empty());
+}
+
+#[test]
+fn killing_the_client_leaves_the_session_running() {
+    let env = Env::unprivileged();
+    env.pane(
+        "p",
+        &format!("{} start --name kc -- bash --norc", env.crterm_cmd()),
+    );
+    env.tmux.wait_text("p", "$", T);
+    env.tmux.type_text("p", "echo still here");
+    env.tmux.send_keys("p", &["Enter"]);
+    env.tmux.wait_text("p", "\nstill here", T);
+    let client: i32 = env.tmux.display("p", "#{pane_pid}").parse().unwrap();
+    unsafe { libc::kill(client, libc::SIGTERM) };
+    let code = wait_for("the client to exit", T, || env.tmux.pane_dead_status("p"));
+    assert_eq!(code, 128 + libc::SIGTERM);
+    let daemon = env.daemon_pid("kc");
+    assert!(!process_gone(daemon));
+    env.pane("q", &format!("{} attach kc", env.crterm_cmd()));
+    env.tmux.wait_text("q", "still here", T);
+    env.tmux.type_text("q", "exit");
+    env.tmux.send_keys("q", &["Enter"]);
+}
+
+#[test]
+fn killing_the_command_ends_the_daemon_and_leaves_nothing() {
+    let env = Env::unprivileged();
+    env.pane(
+        "p",
+        &format!(
+            "{} start --name kd -- sleep 1000; echo CLIENT_EXIT=$?; sleep 600",
+            env.crterm_cmd()
+        ),
+    );
+    let daemon = env.daemon_pid("kd");
+    let tree = wait_for("init and command to appear", T, || {
+        let t = process_tree(daemon);
+        (t.len() >= 3).then_some(t)
+    });
+    let command = *tree.last().unwrap();
+    unsafe { libc::kill(command, libc::SIGKILL) };
+    env.tmux
+        .wait_text("p", &format!("CLIENT_EXIT={}", 128 + libc::SIGKILL), T);
+    for pid in tree {
+        assert!(
+            wait_gone(pid, T),
+            "process {pid} of the session is left behind"
+        );
+    }
+    assert!(env.sessions().is_empty());
+    let sockets: Vec<_> = std::fs::read_dir(env.runtime.join("crterm"))
+        .unwrap()
+        .collect();
+    assert!(sockets.is_empty(), "socket left behind: {sockets:?}");
+}
+
+#[test]
+fn job_control_ctrl_z_fg_ctrl_c() {
+    let env = Env::unprivileged();
+    env.pane(
+        "p",
+        &format!("{} start --name jc -- bash --norc", env.crterm_cmd()),
+    );
+    env.tmux.wait_text("p", "$", T);
+    env.tmux.type_text("p", "sleep 500");
+    env.tmux.send_keys("p", &["Enter"]);
+    std::thread::sleep(Duration::from_millis(300));
+    env.tmux.send_keys("p", &["C-z"]);
+    env.tmux.wait_text("p", "Stopped", T);
+    env.tmux.type_text("p", "fg");
+    env.tmux.send_keys("p", &["Enter"]);
+    std::thread::sleep(Duration::from_millis(300));
+    env.tmux.send_keys("p", &["C-c"]);
+    env.tmux.type_text("p", "echo rc=$?");
+    env.tmux.send_keys("p", &["Enter"]);
+    env.tmux.wait_text("p", "rc=130", T);
+    env.tmux.type_text("p", "exit");
+    env.tmux.send_keys("p", &["Enter"]);
+}
+
+#[test]
+fn prefix_keys_literal_help_and_checkpoint_notice() {
+    let env = Env::unprivileged();
+    env.pane(
+        "p",
+        &format!("{} start --name pk -- bash --norc", env.crterm_cmd()),
+    );
+    env.tmux.wait_text("p", "$", T);
+    // No quit character, so the literal C-\ reaches cat instead of killing it.
+    env.tmux.type_text("p", "stty quit undef; cat -v");
+    env.tmux.send_keys("p", &["Enter"]);
+    std::thread::sleep(Duration::from_millis(200));
+    // Prefix twice sends one literal prefix.
+    env.prefix("p", "");
+    env.tmux.ok(&["send-keys", "-t", "p", "-H", "1c"]);
+    env.tmux.send_keys("p", &["Enter"]);
+    env.tmux.wait_text("p", "^\\", T);
+    env.tmux.send_keys("p", &["C-d"]);
+    env.prefix("p", "?");
+    env.tmux.wait_text("p", "detach (the session runs on)", T);
+    env.tmux.type_text("p", " ");
+    wait_for("the help box to go", T, || {
+        (!env.tmux.capture_plain("p").contains("detach (the session")).then_some(())
+    });
+    env.prefix("p", "c");
+    env.tmux
+        .wait_text("p", "checkpointing is not available yet", T);
+    env.prefix("p", "d");
+    env.tmux
+        .wait_text("p", "checkpointing is not available yet", T);
+    assert_eq!(
+        env.sessions().len(),
+        1,
+        "a failed checkpoint leaves the session running"
+    );
+    env.tmux.type_text("p", "exit");
+    env.tmux.send_keys("p", &["Enter"]);
+}
+
+#[test]
+fn configured_prefix_key() {
+    let env = Env::unprivileged();
+    std::fs::create_dir_all(env.dir.path().join("config/crterm")).unwrap();
+    std::fs::write(
+        env.dir.path().join("config/crterm/config.toml"),
+        "prefix = \"C-b\"\n",
+    )
+    .unwrap();
+    env.pane(
+        "p",
+        &format!(
+            "{} start --name cp -- bash --norc; echo CLIENT_EXIT=$?; sleep 600",
+            env.crterm_cmd()
+        ),
+    );
+    env.tmux.wait_text("p", "$", T);
+    env.tmux.send_keys("p", &["C-b"]);
+    env.tmux.type_text("p", "x");
+    env.tmux.wait_text("p", "[detached from session cp]", T);
+}

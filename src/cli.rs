@@ -143,6 +143,9 @@ fn start(
 ) -> Result<i32> {
     let config = config::load()?;
     let prefix = resolve_prefix(prefix, &config)?;
+    if let Some(n) = &name {
+        paths::check_name(n)?;
+    }
     let size = client::terminal_size()?;
     let dir = paths::runtime_dir()?;
     let argv = if command.is_empty() {
@@ -151,10 +154,7 @@ fn start(
         command
     };
     let name = match name {
-        Some(n) => {
-            paths::check_name(&n)?;
-            n
-        }
+        Some(n) => n,
         None => paths::default_name(&dir, &argv[0]),
     };
     let socket = paths::socket_path(&dir, &name);

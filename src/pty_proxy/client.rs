@@ -102,8 +102,8 @@ enum Outcome {
 /// Attach this terminal to the session behind `socket` until it ends or detaches.
 /// Returns the exit status crterm should exit with.
 pub fn attach(socket: &Path, name: &str, prefix: u8) -> Result<i32> {
-    let size = terminal_size()?;
     let mut stream = connect(socket, name)?;
+    let size = terminal_size()?;
     stream.write_all(
         &ToDaemon::Attach {
             cols: size.cols,

@@ -1,6 +1,7 @@
 //! The one integration-test binary: the terminal model against tmux, repaint round trips,
 //! and crterm's command line.
 
+mod cli;
 #[path = "../common/mod.rs"]
 mod common;
 mod model;

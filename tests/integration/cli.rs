@@ -1,0 +1,160 @@
+//! Bad input gets one clear line on stderr, a non-zero exit, and leaves no socket or
+//! process behind.
+
+use crate::common::*;
+use std::process::Output;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(20);
+
+fn one_error_line(out: &Output) -> String {
+    assert!(
+        !out.status.success(),
+        "expected failure, got {:?}",
+        out.status
+    );
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(err.lines().count(), 1, "one line on stderr: {err:?}");
+    assert!(err.starts_with("crterm: "), "{err:?}");
+    err
+}
+
+fn no_sockets(env: &Env) {
+    let dir = env.runtime.join("crterm");
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        left.is_empty(),
+        "left behind in {}: {left:?}",
+        dir.display()
+    );
+}
+
+#[test]
+fn command_that_does_not_exist() {
+    let env = Env::unprivileged();
+    env.pane(
+        "p",
+        &format!(
+            "{} start -- no-such-command-xyz; echo EXIT=$?; sleep 600",
+            env.crterm_cmd()
+        ),
+    );
+    let screen = env.tmux.wait_text("p", "EXIT=", T);
+    assert!(
+        screen.contains("crterm: cannot run 'no-such-command-xyz': No such file or directory"),
+        "{screen}"
+    );
+    assert!(screen.contains("EXIT=1"), "{screen}");
+    no_sockets(&env);
+}
+
+#[test]
+fn not_a_terminal() {
+    let env = Env::unprivileged();
+    let err = one_error_line(&env.crterm(&["start", "vim"]));
+    assert!(err.contains("standard input is not a terminal"), "{err}");
+    no_sockets(&env);
+}
+
+#[test]
+fn config_file_with_errors() {
+    let env = Env::unprivileged();
+    let cfg = env.dir.path().join("config/crterm");
+    std::fs::create_dir_all(&cfg).unwrap();
+    std::fs::write(cfg.join("config.toml"), "prefix = \"C-\\\\\"\nprefx = 1\n").unwrap();
+    let err = one_error_line(&env.crterm(&["start", "true"]));
+    assert!(
+        err.contains("config.toml: line 2") && err.contains("prefx"),
+        "{err}"
+    );
+    std::fs::write(cfg.join("config.toml"), "prefix = \"Q\"\n").unwrap();
+    let err = one_error_line(&env.crterm(&["start", "true"]));
+    assert!(
+        err.contains("prefix") && err.contains("control key"),
+        "{err}"
+    );
+    no_sockets(&env);
+}
+
+#[test]
+fn bad_names_and_unknown_sessions() {
+    let env = Env::unprivileged();
+    let err = one_error_line(&env.crterm(&["start", "--name", "../x", "true"]));
+    assert!(err.contains("invalid session name"), "{err}");
+    let err = one_error_line(&env.crterm(&["attach", "nosuch"]));
+    assert!(err.contains("no session named nosuch"), "{err}");
+    let err = one_error_line(&env.crterm(&["checkpoint", "nosuch"]));
+    assert!(err.contains("no session named nosuch"), "{err}");
+    let out = env.crterm(&["ls"]);
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "no sessions");
+}
+
+#[test]
+fn name_already_in_use() {
+    let env = Env::unprivileged();
+    env.pane(
+        "a",
+        &format!("{} start --name dup -- bash --norc", env.crterm_cmd()),
+    );
+    env.daemon_pid("dup");
+    env.pane(
+        "b",
+        &format!(
+            "{} start --name dup -- true; echo EXIT=$?; sleep 600",
+            env.crterm_cmd()
+        ),
+    );
+    let screen = env.tmux.wait_text("b", "EXIT=", T);
+    assert!(
+        screen.contains("crterm: a session named dup is already running"),
+        "{screen}"
+    );
+    assert!(screen.contains("EXIT=1"));
+    assert_eq!(env.sessions().len(), 1);
+    // And checkpointing it says plainly that it cannot be done yet.
+    let err = one_error_line(&env.crterm(&["checkpoint", "dup"]));
+    assert!(err.contains("checkpointing is not available yet"), "{err}");
+}
+
+#[test]
+fn stale_socket_from_a_crashed_daemon_is_replaced() {
+    let env = Env::unprivileged();
+    assert!(env.crterm(&["ls"]).status.success()); // creates the private directory
+    let sock = env.runtime.join("crterm/stale.sock");
+    drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+    if let Some(u) = &env.user {
+        let (uid, gid) = user_ids(u);
+        std::os::unix::fs::chown(&sock, Some(uid), Some(gid)).unwrap();
+    }
+    // ls does not list it, and cleans it up.
+    assert_eq!(
+        String::from_utf8_lossy(&env.crterm(&["ls"]).stdout).trim(),
+        "no sessions"
+    );
+    assert!(!sock.exists());
+    drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+    if let Some(u) = &env.user {
+        let (uid, gid) = user_ids(u);
+        std::os::unix::fs::chown(&sock, Some(uid), Some(gid)).unwrap();
+    }
+    env.pane(
+        "p",
+        &format!("{} start --name stale -- bash --norc", env.crterm_cmd()),
+    );
+    env.tmux.wait_text("p", "$", T);
+    env.daemon_pid("stale");
+}
+
+#[test]
+fn runtime_directory_must_be_private() {
+    let env = Env::unprivileged();
+    assert!(env.crterm(&["ls"]).status.success());
+    let dir = env.runtime.join("crterm");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let err = one_error_line(&env.crterm(&["ls"]));
+    assert!(err.contains("is not private"), "{err}");
+}

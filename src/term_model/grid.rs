@@ -61,7 +61,7 @@ impl Row {
     }
 
     /// Shift the combining marks of columns >= `from` by `delta`, dropping those that leave
-    /// `0..cols`.
+    /// `0..cols`. (Marks of the columns a shift overwrites are cleared by the caller.)
     pub fn shift_combining(&mut self, from: usize, delta: isize, cols: usize) {
         if self.combining.is_empty() {
             return;
@@ -72,7 +72,7 @@ impl Row {
                 return true;
             }
             let moved = col as isize + delta;
-            if moved < from as isize || moved >= cols as isize {
+            if moved < 0 || moved >= cols as isize {
                 return false;
             }
             *c = moved as u16;

@@ -76,8 +76,14 @@ impl Term {
         }
     }
 
-    fn in_region(&self) -> bool {
-        self.cursor.line >= self.scroll_top && self.cursor.line <= self.scroll_bottom
+    /// The last line IL and DL move: the region's bottom with the cursor inside the
+    /// region; outside it, the screen's (tmux; xterm ignores IL and DL there).
+    fn lines_bottom(&self) -> usize {
+        if self.cursor.line >= self.scroll_top && self.cursor.line <= self.scroll_bottom {
+            self.scroll_bottom
+        } else {
+            self.lines - 1
+        }
     }
 
     fn scroll_region_up(&mut self, n: usize) {
@@ -142,11 +148,14 @@ impl Term {
         (top, bottom)
     }
 
+    /// ?47/?1047 (`save_cursor` false) and ?1049 (true). Leaving with ?1049l restores the
+    /// cursor saved by the last ?1049h even when the primary screen is already showing,
+    /// and the save is kept (xterm and tmux both behave so).
     fn set_alt_screen(&mut self, on: bool, save_cursor: bool) {
-        if on == self.alt_active {
-            return;
-        }
         if on {
+            if self.alt_active {
+                return;
+            }
             if save_cursor {
                 self.alt_saved = Some(self.save_cursor());
             }
@@ -154,14 +163,17 @@ impl Term {
             let (cols, lines) = (self.cols, self.lines);
             self.alternate = super::Grid::new(cols, lines, 0);
         } else {
+            if save_cursor && let Some(saved) = self.alt_saved {
+                self.restore_cursor(saved);
+            }
+            if !self.alt_active {
+                return;
+            }
             // The alternate screen is cleared when entered, so what it held is gone for
             // good once it is left: drop it now so equal-looking states compare equal.
             self.alt_active = false;
             let (cols, lines) = (self.cols, self.lines);
             self.alternate = super::Grid::new(cols, lines, 0);
-            if save_cursor && let Some(saved) = self.alt_saved.take() {
-                self.restore_cursor(saved);
-            }
         }
     }
 
@@ -441,10 +453,6 @@ impl Handler for Term {
         }
     }
 
-    fn substitute(&mut self) {
-        self.put_char('?');
-    }
-
     fn newline(&mut self) {
         self.do_linefeed(false);
         self.cursor.col = 0;
@@ -464,25 +472,18 @@ impl Handler for Term {
     }
 
     fn insert_blank_lines(&mut self, n: usize) {
-        if !self.in_region() {
-            return;
-        }
-        let (line, bottom, cols) = (self.cursor.line, self.scroll_bottom, self.cols);
+        let (line, bottom, cols) = (self.cursor.line, self.lines_bottom(), self.cols);
         let pen = self.erase_pen();
+        // The cursor stays where it is (tmux; xterm returns it to the first column).
         self.grid_mut()
             .scroll_down(line, bottom, n.max(1), cols, pen);
-        self.cursor.col = 0;
     }
 
     fn delete_lines(&mut self, n: usize) {
-        if !self.in_region() {
-            return;
-        }
-        let (line, bottom, cols) = (self.cursor.line, self.scroll_bottom, self.cols);
+        let (line, bottom, cols) = (self.cursor.line, self.lines_bottom(), self.cols);
         let pen = self.erase_pen();
         self.grid_mut()
             .scroll_up(line, bottom, n.max(1), cols, pen, false);
-        self.cursor.col = 0;
     }
 
     fn erase_chars(&mut self, n: usize) {
@@ -571,13 +572,22 @@ impl Handler for Term {
         self.tabs = default_tabs(self.cols);
     }
 
+    /// RIS: modes, pen, charsets, tabs, region and DECSC state back to their defaults,
+    /// the current screen cleared, cursor home. As in tmux, the screen in use stays in use
+    /// (a later ?1049l still brings the primary back), and title and scrollback stay.
     fn reset_state(&mut self) {
-        let (cols, lines, history) = (self.cols, self.lines, self.primary.history_limit);
-        let mut fresh = Term::with_history(cols, lines, history);
-        // RIS keeps the scrollback (as tmux and xterm do) but not the screen.
-        fresh.primary.history = std::mem::take(&mut self.primary.history);
-        fresh.title = std::mem::take(&mut self.title);
-        *self = fresh;
+        self.modes = super::Modes::default();
+        self.pen = Pen::default();
+        self.charsets = [Charset::Ascii; 4];
+        self.active_charset = 0;
+        self.saved = None;
+        self.cursor_style = 0;
+        self.tabs = default_tabs(self.cols);
+        self.scroll_top = 0;
+        self.scroll_bottom = self.lines - 1;
+        let lines = self.lines;
+        self.erase_lines(0, lines);
+        self.cursor = Cursor::default();
     }
 
     fn reverse_index(&mut self) {
@@ -619,7 +629,12 @@ impl Handler for Term {
             Attr::Reverse => a.set(Attrs::REVERSE, true),
             Attr::Hidden => a.set(Attrs::HIDDEN, true),
             Attr::Strike => a.set(Attrs::STRIKE, true),
-            Attr::CancelBold => a.set(Attrs::BOLD, false),
+            // vte reports SGR 21 (and only 21) as CancelBold; ECMA-48, xterm and tmux
+            // take 21 as "doubly underlined".
+            Attr::CancelBold => {
+                a.set(Attrs::ANY_UNDERLINE, false);
+                a.set(Attrs::DOUBLE_UNDERLINE, true)
+            }
             Attr::CancelBoldDim => a.set(Attrs::BOLD | Attrs::DIM, false),
             Attr::CancelItalic => a.set(Attrs::ITALIC, false),
             Attr::CancelUnderline => a.set(Attrs::ANY_UNDERLINE, false),

@@ -286,6 +286,7 @@ pub fn row_text(row: &Row) -> String {
 /// reads, and a sequence cut there is at worst one lost escape.
 pub struct TermParser {
     processor: vte::ansi::Processor<handler::NoSyncBuffering>,
+    strings: ScreenTitleFilter,
     pub term: Term,
 }
 
@@ -293,12 +294,105 @@ impl TermParser {
     pub fn new(term: Term) -> TermParser {
         TermParser {
             processor: vte::ansi::Processor::new(),
+            strings: ScreenTitleFilter::default(),
             term,
         }
     }
 
     pub fn advance(&mut self, bytes: &[u8]) {
-        self.processor.advance(&mut self.term, bytes);
+        let TermParser {
+            processor,
+            strings,
+            term,
+        } = self;
+        strings.filter(bytes, |part| processor.advance(term, part));
+    }
+}
+
+/// screen's window-title string, `ESC k title ST`, which programs send when TERM
+/// is screen or tmux. vte does not know it and would print the title; screen and tmux
+/// swallow it, and so does the model.
+#[derive(Default)]
+struct ScreenTitleFilter {
+    state: TitleState,
+}
+
+#[derive(Default, Clone, Copy, PartialEq, Eq)]
+enum TitleState {
+    #[default]
+    Ground,
+    /// An ESC ended the last chunk: whether a `k` follows is not known yet.
+    Escape,
+    Title,
+    TitleEscape,
+}
+
+impl ScreenTitleFilter {
+    /// Call `out` with the parts of `bytes` that are not title strings.
+    fn filter(&mut self, mut bytes: &[u8], mut out: impl FnMut(&[u8])) {
+        while !bytes.is_empty() {
+            match self.state {
+                TitleState::Ground => {
+                    // Fast path: text without `ESC k` goes to the parser whole.
+                    let mut from = 0;
+                    loop {
+                        match memchr::memchr(0x1b, &bytes[from..]) {
+                            None => {
+                                out(bytes);
+                                return;
+                            }
+                            Some(i) => {
+                                let at = from + i;
+                                match bytes.get(at + 1) {
+                                    Some(b'k') => {
+                                        if at > 0 {
+                                            out(&bytes[..at]);
+                                        }
+                                        self.state = TitleState::Title;
+                                        bytes = &bytes[at + 2..];
+                                        break;
+                                    }
+                                    Some(_) => from = at + 1,
+                                    None => {
+                                        if at > 0 {
+                                            out(&bytes[..at]);
+                                        }
+                                        self.state = TitleState::Escape;
+                                        return;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                TitleState::Escape => {
+                    if bytes[0] == b'k' {
+                        self.state = TitleState::Title;
+                        bytes = &bytes[1..];
+                    } else {
+                        self.state = TitleState::Ground;
+                        out(b"\x1b");
+                    }
+                }
+                TitleState::Title => match memchr::memchr(0x1b, bytes) {
+                    None => return,
+                    Some(i) => {
+                        self.state = TitleState::TitleEscape;
+                        bytes = &bytes[i + 1..];
+                    }
+                },
+                TitleState::TitleEscape => {
+                    // ESC \ ends the string; an ESC starting anything else ends it too and
+                    // is parsed as itself. BEL does not end it (as in tmux).
+                    self.state = TitleState::Ground;
+                    if bytes[0] == b'\\' {
+                        bytes = &bytes[1..];
+                    } else {
+                        out(b"\x1b");
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -230,10 +230,10 @@ pub struct CapCell {
 /// cell (tmux prints them once). Trailing default blanks are dropped.
 pub fn parse_capture(s: &str) -> Vec<Vec<CapCell>> {
     let mut rows = Vec::new();
-    // tmux's shift state carries over line ends.
+    // tmux's SGR and shift state carry over line ends: each line only says what changed.
     let mut shifted = false;
+    let mut state = SgrState::default();
     for line in s.split('\n') {
-        let mut state = SgrState::default();
         let mut cells: Vec<CapCell> = Vec::new();
         let mut chars = line.chars().peekable();
         while let Some(c) = chars.next() {

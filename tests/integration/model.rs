@@ -147,6 +147,14 @@ pub fn generated_streams() -> Vec<(&'static str, String)> {
             ),
         ),
         (
+            "screen's window title string is swallowed",
+            "before\x1bkwindow title\x1b\\after\r\n\x1bkbel does not end\x07x\x1b\\\x1b[1mbold".to_string(),
+        ),
+        (
+            "delete chars keeps combining marks that move left",
+            "abcde\u{301}fg\x1b[1G\x1b[2P\x1b[3G\x1b[2@".to_string(),
+        ),
+        (
             "insert and delete lines",
             format!(
                 "{}{}\x1b[3L{}\x1b[2M",
@@ -282,4 +290,17 @@ fn model_never_panics_on_hostile_counts() {
     p.advance("日本x\u{301}".as_bytes());
     p.term.resize(300, 100);
     p.advance(b"\x1b[?1049h\x1b[?1049h\x1b[?47l\x1b[?1049l");
+}
+
+#[test]
+fn screen_title_string_split_anywhere() {
+    let whole = "ab\x1bktitle\x1b\\cd\x1bkt2\x07x\x1b\\e\x1b[1mf\x1b";
+    let expect = model_of(20, 3, b"abcde\x1b[1mf");
+    let bytes = whole.as_bytes();
+    for cut in 0..=bytes.len() {
+        let mut p = TermParser::new(Term::new(20, 3));
+        p.advance(&bytes[..cut]);
+        p.advance(&bytes[cut..]);
+        assert_eq!(term_diff(&expect, &p.term), None, "cut at {cut}");
+    }
 }

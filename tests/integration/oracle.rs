@@ -161,3 +161,62 @@ pub fn assert_matches_tmux(name: &str, cols: u16, lines: u16, bytes: &[u8]) -> T
     }
     term
 }
+
+/// The shortest prefix of `bytes` on which the model and tmux differ (for investigating a
+/// failing stream: `CRTERM_BISECT=file cargo test --test integration bisect_stream`).
+pub fn first_divergence(cols: u16, lines: u16, bytes: &[u8]) -> Option<usize> {
+    let differs = |n: usize| {
+        let b = &bytes[..n];
+        std::panic::catch_unwind(|| {
+            assert_matches_tmux("bisect", cols, lines, b);
+        })
+        .is_err()
+    };
+    if !differs(bytes.len()) {
+        return None;
+    }
+    // Later bytes can hide an earlier difference, so scan forward in steps before
+    // bisecting inside the first step that differs.
+    let step = 64;
+    let mut good = 0;
+    let mut bad = bytes.len();
+    let mut at = step;
+    while at < bytes.len() {
+        if differs(at) {
+            bad = at;
+            break;
+        }
+        good = at;
+        at += step;
+    }
+    while bad - good > 1 {
+        let mid = (good + bad) / 2;
+        if differs(mid) {
+            bad = mid;
+        } else {
+            good = mid;
+        }
+    }
+    Some(bad)
+}
+
+#[test]
+fn bisect_stream() {
+    // A tool, not a check: runs only when asked to.
+    let Some(file) = std::env::var_os("CRTERM_BISECT") else {
+        return;
+    };
+    let size: Vec<u16> = std::env::var("CRTERM_BISECT_SIZE")
+        .unwrap_or_else(|_| "100x30".into())
+        .split('x')
+        .map(|v| v.parse().unwrap())
+        .collect();
+    let bytes = std::fs::read(file).unwrap();
+    if let Some(n) = first_divergence(size[0], size[1], &bytes) {
+        let from = n.saturating_sub(120);
+        panic!(
+            "first divergence after {n} bytes; the bytes before it:\n{}",
+            String::from_utf8_lossy(&bytes[from..n]).escape_debug()
+        );
+    }
+}

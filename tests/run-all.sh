@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh Debian 12 machine with a Rust toolchain.
+#
+# As root it installs what the tests drive (tmux, vim, screen, emacs-nox, python3, htop,
+# less) and creates the ordinary users the unprivileged tests run as; as another user it
+# checks that those are present. Then it builds, lints and runs every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+programs=(tmux vim screen emacs python3 htop less script runuser useradd ps)
+packages=(tmux vim screen emacs-nox python3 htop less util-linux passwd procps)
+
+missing=()
+for p in "${programs[@]}"; do
+    command -v "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ]; then
+        echo "run-all: installing ${packages[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+    else
+        echo "run-all: missing ${missing[*]}; as root run: apt-get install ${packages[*]}" >&2
+        exit 1
+    fi
+fi
+
+if [ "$(id -u)" = 0 ]; then
+    for u in crterm-test crterm-test2; do
+        id -u "$u" >/dev/null 2>&1 || useradd -m -s /bin/bash "$u"
+    done
+fi
+
+if [ "$(cat /proc/sys/user/max_user_namespaces 2>/dev/null || echo 0)" = 0 ]; then
+    echo "run-all: user namespaces are disabled (user.max_user_namespaces = 0)" >&2
+    exit 1
+fi
+
+cargo fmt --all -- --check
+cargo clippy --all-targets --quiet -- -D warnings
+cargo test --all-targets

@@ -132,7 +132,7 @@ pub fn attach(socket: &Path, name: &str, prefix: u8) -> Result<i32> {
 
 fn relay(stream: &mut UnixStream, signals: BorrowedFd, prefix: u8) -> Result<Outcome> {
     let mut reader = FrameReader::default();
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = vec![0u8; 256 * 1024];
     let mut prefix_pending = false;
     // A notice or help box is over the screen until this moment (or the next key).
     let mut overlay_until: Option<Instant> = None;

@@ -4,7 +4,7 @@
 //!
 //! One poll loop, no timers: an idle session costs no CPU.
 
-use super::protocol::{FrameReader, SessionInfo, ToClient, ToDaemon};
+use super::protocol::{self, FrameReader, SessionInfo, ToClient, ToDaemon};
 use super::world::{self, World};
 use crate::sys::{self, PollFd, PollFdExt, WinSize};
 use crate::term_model::{Term, TermParser};
@@ -147,7 +147,7 @@ impl Drop for SocketGuard<'_> {
 
 impl Daemon {
     fn serve(&mut self) -> i32 {
-        let mut buf = vec![0u8; 64 * 1024];
+        let mut buf = vec![0u8; 256 * 1024];
         loop {
             let backlog = self
                 .conns
@@ -213,20 +213,35 @@ impl Daemon {
         }
     }
 
+    /// Read what the session wrote, up to `buf`'s size per wakeup: a pty hands out a few
+    /// KiB per read, and one frame per read would cost the daemon and the client a poll and
+    /// a write each time.
     fn read_master(&mut self, buf: &mut [u8]) {
-        match sys::read(self.world.master.as_fd(), buf) {
-            Ok(0) => self.master_open = false,
-            Ok(n) => self.output(&buf[..n]),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            // EIO: no process holds the pty's slave any more; the session is ending.
-            Err(_) => self.master_open = false,
+        let mut filled = 0;
+        while filled < buf.len() {
+            match sys::read(self.world.master.as_fd(), &mut buf[filled..]) {
+                Ok(0) => {
+                    self.master_open = false;
+                    break;
+                }
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                // EIO: no process holds the pty's slave any more; the session is ending.
+                Err(_) => {
+                    self.master_open = false;
+                    break;
+                }
+            }
+        }
+        if filled > 0 {
+            self.output(&buf[..filled]);
         }
     }
 
     fn output(&mut self, bytes: &[u8]) {
         self.parser.advance(bytes);
         if let Some(c) = self.conns.iter_mut().find(|c| c.attached) {
-            c.send(&ToClient::Output(bytes.to_vec()));
+            protocol::push_output(&mut c.out, bytes);
         }
     }
 

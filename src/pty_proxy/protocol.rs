@@ -51,6 +51,15 @@ pub struct SessionInfo {
     pub attached: bool,
 }
 
+/// Append an `Output` frame straight into a send buffer (the hot path: no copy of the
+/// terminal bytes but this one).
+pub fn push_output(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.reserve(5 + bytes.len());
+    out.push(101);
+    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    out.extend_from_slice(bytes);
+}
+
 fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
     let mut v = Vec::with_capacity(5 + payload.len());
     v.push(kind);

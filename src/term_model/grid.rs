@@ -80,20 +80,33 @@ impl Row {
         });
     }
 
-    /// Drop trailing default blanks (rows in the scrollback keep only what they hold).
-    pub fn trim(&mut self) {
+    /// Copy into `into` without trailing default blanks (rows in the scrollback keep only
+    /// what they hold), reusing its allocation.
+    pub fn copy_trimmed_into(&self, into: &mut Row) {
+        into.cells.clear();
+        into.cells.extend_from_slice(&self.cells[..self.used_len()]);
+        into.combining.clone_from(&self.combining);
+        into.wrapped = self.wrapped;
+    }
+
+    fn used_len(&self) -> usize {
         let keep = self
             .cells
             .iter()
             .rposition(|c| !c.is_default_blank())
             .map_or(0, |p| p + 1);
-        let keep = keep.max(
+        keep.max(
             self.combining
                 .iter()
                 .map(|(c, _)| *c as usize + 1)
                 .max()
                 .unwrap_or(0),
-        );
+        )
+    }
+
+    /// Drop trailing default blanks (rows in the scrollback keep only what they hold).
+    pub fn trim(&mut self) {
+        let keep = self.used_len();
         self.cells.truncate(keep);
         self.cells.shrink_to_fit();
     }
@@ -159,13 +172,15 @@ impl Grid {
                 self.rows.remove(top).expect("row in region")
             };
             if to_history && self.history_limit > 0 {
+                // Once the history is full, the row it drops lends its allocation to the
+                // row it takes: no allocation per scrolled line. The screen row itself is
+                // reused below.
                 let mut kept = if self.history.len() >= self.history_limit {
-                    self.history.pop_front().expect("history not empty")
+                    self.history.pop_front().expect("history is full")
                 } else {
                     Row::new(0, Pen::default())
                 };
-                std::mem::swap(&mut kept, &mut row);
-                kept.trim();
+                row.copy_trimmed_into(&mut kept);
                 self.history.push_back(kept);
             }
             row.reset(cols, pen);

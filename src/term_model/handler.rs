@@ -355,6 +355,27 @@ impl Handler for Term {
 
     #[inline]
     fn input(&mut self, c: char) {
+        // Fast path for the common case: printable ASCII in the ASCII charset, replacing a
+        // narrow cell that is not the last of the line, no insert mode.
+        if (' '..'\u{7f}').contains(&c)
+            && self.charsets[self.active_charset as usize] == Charset::Ascii
+            && !self.modes.insert
+            && self.cursor.col + 1 < self.cols
+        {
+            let (line, col, pen) = (self.cursor.line, self.cursor.col, self.pen);
+            let row = self.grid_mut().row_mut(line);
+            let cell = &mut row.cells[col];
+            if cell.attrs.0 & (Attrs::WIDE | Attrs::WIDE_SPACER) == 0 && row.combining.is_empty() {
+                *cell = Cell {
+                    ch: c,
+                    fg: pen.fg,
+                    bg: pen.bg,
+                    attrs: pen.attrs,
+                };
+                self.cursor.col = col + 1;
+                return;
+            }
+        }
         self.put_char(c);
     }
 

@@ -193,7 +193,14 @@ fn killing_the_client_leaves_the_session_running() {
     env.tmux.wait_text("p", "\nstill here", T);
     let client: i32 = env.tmux.display("p", "#{pane_pid}").parse().unwrap();
     unsafe { libc::kill(client, libc::SIGTERM) };
-    let code = wait_for("the client to exit", T, || env.tmux.pane_dead_status("p"));
+    let code = wait_for(
+        &format!(
+            "the client {client} to exit ({:?})",
+            std::fs::read_to_string(format!("/proc/{client}/stat"))
+        ),
+        T,
+        || env.tmux.pane_dead_status("p"),
+    );
     assert_eq!(code, 128 + libc::SIGTERM);
     let daemon = env.daemon_pid("kc");
     assert!(!process_gone(daemon));

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# crterm's benchmark: prints one table. Needs tmux and python3 (tests/run-all.sh installs
+# them). Nothing here is a pass/fail test; the goals from the issue are printed beside the
+# figures.
+#
+#   bench/run.sh            # the whole run, about a minute
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release --quiet --bins --examples
+CRTERM="$PWD/target/release/crterm"
+work=$(mktemp -d /tmp/crterm-bench.XXXXXX)
+sock="crterm-bench-$$"
+export XDG_RUNTIME_DIR="$work/run" XDG_CONFIG_HOME="$work/config" XDG_DATA_HOME="$work/data"
+mkdir -p "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"
+cleanup() {
+    for pid in $("$CRTERM" ls 2>/dev/null | awk 'NR>1 {print $2}'); do kill "$pid" 2>/dev/null || true; done
+    tmux -L "$sock" kill-server 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+tm() { tmux -L "$sock" -f /dev/null "$@"; }
+wait_file() { for _ in $(seq 1 1200); do [ -s "$1" ] && return 0; sleep 0.1; done; echo "bench: timed out waiting for $1" >&2; exit 1; }
+
+rows=()
+row() { rows+=("$(printf '%-44s %14s   %s' "$1" "$2" "$3")"); }
+
+# 1. The terminal model's parse throughput.
+while IFS=$'\t' read -r name mb rate; do
+    row "model parse: $name" "$rate MB/s" "goal >= 100 MB/s on plain text"
+done < <(target/release/examples/parse_throughput 100)
+
+# 2. cat of a 200 MB text file in a tmux pane, directly and under crterm.
+# 81-byte lines, 200 MB.
+seq -f "%-60g the quick brown fox" 1 2469136 > "$work/big.txt"
+size_mb=$(( $(stat -c %s "$work/big.txt") / 1000000 ))
+cat_cmd="s=\$(date +%s%N); cat $work/big.txt; e=\$(date +%s%N); echo \$(( (e - s) / 1000000 )) >"
+tm new-session -d -s direct -x 100 -y 30 "bash -c '$cat_cmd $work/direct.ms'; sleep 600"
+wait_file "$work/direct.ms"
+tm new-session -d -s under -x 100 -y 30 "$CRTERM start --name bench-cat -- bash -c '$cat_cmd $work/under.ms'; sleep 600"
+wait_file "$work/under.ms"
+direct_ms=$(cat "$work/direct.ms"); under_ms=$(cat "$work/under.ms")
+direct_rate=$(( size_mb * 1000 / direct_ms )); under_rate=$(( size_mb * 1000 / under_ms ))
+row "cat ${size_mb} MB in tmux, direct" "$direct_rate MB/s" "${direct_ms} ms"
+row "cat ${size_mb} MB in tmux, under crterm" "$under_rate MB/s" "${under_ms} ms"
+row "  throughput ratio (crterm / direct)" "$(awk "BEGIN {printf \"%.2f\", $direct_ms / $under_ms}")" "goal >= 0.9"
+
+# 3. Keystroke echo latency through a pty: a program echoes each byte it reads.
+echo_prog="stty raw -echo; echo READY; exec cat"
+read -r d_med d_p95 < <(python3 bench/latency.py 2000 sh -c "$echo_prog")
+read -r c_med c_p95 < <(python3 bench/latency.py 2000 "$CRTERM" start --name bench-lat -- sh -c "$echo_prog")
+for pid in $("$CRTERM" ls | awk '$1 == "bench-lat" {print $2}'); do kill "$pid"; done
+row "keystroke echo, direct (median / p95)" "$d_med / $d_p95 us" ""
+row "keystroke echo, under crterm (median / p95)" "$c_med / $c_p95 us" "added median $((c_med - d_med)) us; goal < 1000 us"
+
+# 4. Idle: CPU used over 5 s and resident memory of client, daemon and init.
+tm new-session -d -s idle -x 100 -y 30 "$CRTERM start --name bench-idle -- sleep 100000"
+for _ in $(seq 1 100); do "$CRTERM" ls | grep -q bench-idle && break; sleep 0.1; done
+daemon=$("$CRTERM" ls | awk '$1 == "bench-idle" {print $2}')
+client=$(tm display -p -t idle '#{pane_pid}')
+init=$(cat /proc/"$daemon"/task/*/children | awk '{print $1}')
+ticks() { awk '{print $14 + $15}' /proc/"$1"/stat; }
+rss() { awk '/VmRSS/ {print $2}' /proc/"$1"/status; }
+sleep 1
+before=$(( $(ticks "$daemon") + $(ticks "$client") + $(ticks "$init") ))
+sleep 5
+after=$(( $(ticks "$daemon") + $(ticks "$client") + $(ticks "$init") ))
+row "idle CPU over 5 s (client+daemon+init)" "$(( (after - before) * 10 )) ms" "goal: none (no polling)"
+row "resident memory, idle: daemon" "$(rss "$daemon") KiB" "goal < 10 MB plus scrollback"
+row "resident memory, idle: client" "$(rss "$client") KiB" ""
+row "resident memory, idle: init" "$(rss "$init") KiB" ""
+# The same daemon with its 10 000-line scrollback filled.
+tm send-keys -t idle C-c
+tm new-session -d -s full -x 100 -y 30 "$CRTERM start --name bench-full -- bash --norc"
+for _ in $(seq 1 100); do "$CRTERM" ls | grep -q bench-full && break; sleep 0.1; done
+tm send-keys -t full "seq -f '%-90g' 1 20000; echo DONE-FILL" Enter
+for _ in $(seq 1 300); do tm capture-pane -p -t full | grep -q '^DONE-FILL' && break; sleep 0.1; done
+daemon_full=$("$CRTERM" ls | awk '$1 == "bench-full" {print $2}')
+row "resident memory, daemon, 10000 lines kept" "$(rss "$daemon_full") KiB" "100 columns of scrollback"
+
+echo
+printf '%-44s %14s   %s\n' "crterm benchmark ($(nproc) cores, $(uname -r))" "figure" "note"
+printf '%s\n' "${rows[@]}"

@@ -326,3 +326,94 @@ fn configured_prefix_key() {
     env.tmux.type_text("p", "x");
     env.tmux.wait_text("p", "[detached from session cp]", T);
 }
+
+#[test]
+fn the_users_terminal_is_put_back_on_detach_and_on_sigterm() {
+    let env = Env::unprivileged();
+    let d = env.dir.path().display();
+    // The pane records its tty settings before and after crterm.
+    let wrap = |name: &str, inner: &str| {
+        format!(
+            "stty -a > {d}/{name}.before; {inner}; stty -a > {d}/{name}.after; \
+             cmp -s {d}/{name}.before {d}/{name}.after && echo STTY-SAME-{name} || echo STTY-DIFF-{name}; sleep 600"
+        )
+    };
+    env.pane(
+        "p",
+        &wrap(
+            "detach",
+            &format!("{} start --name tp -- bash --norc", env.crterm_cmd()),
+        ),
+    );
+    env.tmux.wait_text("p", "$", T);
+    // The session puts the terminal in the alternate screen with mouse and paste modes.
+    env.tmux.type_text(
+        "p",
+        "printf '\\033[?1049h\\033[?1002h\\033[?2004h\\033[?1h\\033[?25lALT'",
+    );
+    env.tmux.send_keys("p", &["Enter"]);
+    env.tmux.wait_text("p", "ALT", T);
+    assert_eq!(
+        env.tmux
+            .display("p", "#{alternate_on}#{mouse_any_flag}#{keypad_cursor_flag}"),
+        "111"
+    );
+    env.prefix("p", "x");
+    env.tmux.wait_text("p", "STTY-SAME-detach", T);
+    assert_eq!(
+        env.tmux.display(
+            "p",
+            "#{alternate_on}#{mouse_any_flag}#{keypad_cursor_flag}#{cursor_flag}"
+        ),
+        "0001",
+        "detach takes the terminal out of the session's modes"
+    );
+
+    env.pane(
+        "q",
+        &wrap("term", &format!("{} attach tp", env.crterm_cmd())),
+    );
+    env.tmux.wait_text("q", "ALT", T);
+    assert_eq!(
+        env.tmux.display("q", "#{alternate_on}#{mouse_any_flag}"),
+        "11",
+        "attach repaints the modes"
+    );
+    let client: i32 = env.tmux.display("q", "#{pane_pid}").parse().unwrap();
+    let client = wait_for("the attach client", T, || {
+        children(client).into_iter().find(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "crterm")
+        })
+    });
+    unsafe { libc::kill(client, libc::SIGTERM) };
+    env.tmux.wait_text("q", "STTY-SAME-term", T);
+    assert_eq!(
+        env.tmux
+            .display("q", "#{alternate_on}#{mouse_any_flag}#{cursor_flag}"),
+        "001"
+    );
+    assert_eq!(env.sessions().len(), 1, "the session outlives its client");
+}
+
+#[test]
+fn bracketed_paste_reaches_the_program() {
+    let env = Env::unprivileged();
+    env.pane(
+        "p",
+        &format!("{} start --name bp -- bash --norc", env.crterm_cmd()),
+    );
+    env.tmux.wait_text("p", "$", T);
+    env.tmux
+        .type_text("p", "printf '\\033[?2004h'; stty quit undef; cat -v");
+    env.tmux.send_keys("p", &["Enter"]);
+    std::thread::sleep(Duration::from_millis(300));
+    env.tmux
+        .ok(&["set-buffer", "-b", "crterm-paste", "pasted text"]);
+    env.tmux
+        .ok(&["paste-buffer", "-p", "-b", "crterm-paste", "-t", "p"]);
+    env.tmux.send_keys("p", &["Enter"]);
+    env.tmux.wait_text("p", "^[[200~pasted text^[[201~", T);
+    env.tmux.send_keys("p", &["C-d"]);
+    env.tmux.type_text("p", "exit");
+    env.tmux.send_keys("p", &["Enter"]);
+}

@@ -98,10 +98,14 @@ fn setup(cfg: DaemonConfig) -> Result<Daemon> {
     std::fs::set_permissions(&cfg.socket, std::fs::Permissions::from_mode(0o600))
         .context("socket permissions")?;
     listener.set_nonblocking(true)?;
-    // SAFETY (for world::spawn): nothing has started a thread in this process.
+    // Block SIGCHLD (and the rest) before the init exists: a command that ends at once
+    // would otherwise send its SIGCHLD while it is still discarded, and the daemon would
+    // never learn that the session is over. The init and the command unblock what they
+    // need.
+    let signals = sys::signalfd(&[libc::SIGCHLD, libc::SIGTERM, libc::SIGHUP, libc::SIGINT])?;
+    // world::spawn forks: nothing has started a thread in this process.
     let world = world::spawn(&cfg.argv, cfg.size)?;
     sys::set_nonblocking(world.master.as_fd(), true)?;
-    let signals = sys::signalfd(&[libc::SIGCHLD, libc::SIGTERM, libc::SIGHUP, libc::SIGINT])?;
     cleanup.defuse();
     let term = Term::with_history(
         cfg.size.cols as usize,

@@ -200,27 +200,6 @@ impl Tmux {
         }
         prev
     }
-
-    /// The exit status of a pane's program once it is dead (128 + the signal when a signal
-    /// ended it, as a shell reports it).
-    pub fn pane_dead_status(&self, target: &str) -> Option<i32> {
-        let s = self.display(
-            target,
-            "#{pane_dead}:#{pane_dead_status}:#{pane_dead_signal}",
-        );
-        let f: Vec<&str> = s.split(':').collect();
-        if f.first() != Some(&"1") {
-            return None;
-        }
-        match (
-            f.get(1).and_then(|v| v.parse().ok()),
-            f.get(2).and_then(|v| v.parse::<i32>().ok()),
-        ) {
-            (Some(code), _) => Some(code),
-            (None, Some(sig)) => Some(128 + sig),
-            _ => Some(-1),
-        }
-    }
 }
 
 impl Drop for Tmux {

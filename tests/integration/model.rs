@@ -304,3 +304,15 @@ fn screen_title_string_split_anywhere() {
         assert_eq!(term_diff(&expect, &p.term), None, "cut at {cut}");
     }
 }
+
+#[test]
+fn model_survives_serialization() {
+    // postcard is the image format's codec (docs/ARCHITECTURE.md); the model goes into
+    // images whole, scrollback, saved cursors and modes included.
+    for (name, stream) in generated_streams() {
+        let term = model_of(80, 24, stream.as_bytes());
+        let bytes = postcard::to_allocvec(&term).unwrap();
+        let back: Term = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(term_diff(&term, &back), None, "{name}");
+    }
+}

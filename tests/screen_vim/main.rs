@@ -430,3 +430,34 @@ fn bracketed_paste_reaches_the_program() {
     env.tmux.type_text("p", "exit");
     env.tmux.send_keys("p", &["Enter"]);
 }
+
+#[test]
+fn the_session_has_its_own_pids_and_ptys_and_the_hosts_files() {
+    let env = Env::unprivileged();
+    let marker = env.dir.path().join("host-file");
+    std::fs::write(&marker, "seen from inside\n").unwrap();
+    env.pane(
+        "p",
+        &format!("{} start --name ns -- bash --norc", env.crterm_cmd()),
+    );
+    env.tmux.wait_text("p", "$", T);
+    env.tmux.type_text(
+        "p",
+        &format!(
+            "echo \"pid=$$ init=$(cat /proc/1/comm) tty=$(tty) uid=$(id -u)\"; cat {}",
+            marker.display()
+        ),
+    );
+    env.tmux.send_keys("p", &["Enter"]);
+    let screen = env.tmux.wait_text("p", "seen from inside", T);
+    let uid = env
+        .user
+        .as_deref()
+        .map_or(unsafe { libc::geteuid() }, |u| user_ids(u).0);
+    assert!(
+        screen.contains(&format!("pid=2 init=crterm-init tty=/dev/pts/0 uid={uid}")),
+        "{screen}"
+    );
+    env.tmux.type_text("p", "exit");
+    env.tmux.send_keys("p", &["Enter"]);
+}

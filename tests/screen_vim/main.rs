@@ -406,6 +406,22 @@ fn the_users_terminal_is_put_back_on_detach_and_on_sigterm() {
         "001"
     );
     assert_eq!(env.sessions().len(), 1, "the session outlives its client");
+
+    // SIGHUP (the terminal going away) is handled the same way.
+    env.pane(
+        "r",
+        &wrap("hup", &format!("{} attach tp", env.crterm_cmd())),
+    );
+    env.tmux.wait_text("r", "ALT", T);
+    let client = crterm_child(&env, "r");
+    unsafe { libc::kill(client, libc::SIGHUP) };
+    env.tmux.wait_text("r", "STTY-SAME-hup", T);
+    assert_eq!(
+        env.tmux
+            .display("r", "#{alternate_on}#{mouse_any_flag}#{cursor_flag}"),
+        "001"
+    );
+    assert_eq!(env.sessions().len(), 1, "the session outlives its client");
 }
 
 #[test]

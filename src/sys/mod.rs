@@ -219,19 +219,37 @@ pub fn peer_cred(fd: BorrowedFd) -> io::Result<PeerCred> {
     })
 }
 
+/// Room for one descriptor in a control message, and a msghdr over `iov` and it.
+struct FdMessage {
+    cbuf: Vec<u8>,
+}
+
+impl FdMessage {
+    fn new() -> FdMessage {
+        let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
+        FdMessage {
+            cbuf: vec![0u8; space],
+        }
+    }
+
+    fn header(&mut self, iov: &mut libc::iovec) -> libc::msghdr {
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = self.cbuf.as_mut_ptr().cast();
+        msg.msg_controllen = self.cbuf.len();
+        msg
+    }
+}
+
 /// Send bytes with one file descriptor attached (SCM_RIGHTS).
 pub fn send_with_fd(sock: BorrowedFd, data: &[u8], fd: BorrowedFd) -> io::Result<()> {
     let mut iov = libc::iovec {
         iov_base: data.as_ptr() as *mut _,
         iov_len: data.len(),
     };
-    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
-    let mut cbuf = vec![0u8; space];
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = cbuf.as_mut_ptr().cast();
-    msg.msg_controllen = space;
+    let mut control = FdMessage::new();
+    let msg = control.header(&mut iov);
     unsafe {
         let cmsg = libc::CMSG_FIRSTHDR(&msg);
         (*cmsg).cmsg_level = libc::SOL_SOCKET;
@@ -249,13 +267,8 @@ pub fn recv_with_fd(sock: BorrowedFd, buf: &mut [u8]) -> io::Result<(usize, Opti
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),
     };
-    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
-    let mut cbuf = vec![0u8; space];
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = cbuf.as_mut_ptr().cast();
-    msg.msg_controllen = space;
+    let mut control = FdMessage::new();
+    let mut msg = control.header(&mut iov);
     let n = check_retry(|| unsafe {
         libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) as i32
     })?;

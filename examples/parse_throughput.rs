@@ -4,12 +4,13 @@
 use crterm::term_model::{Term, TermParser};
 use std::time::Instant;
 
+/// Lines as a pty delivers them (onlcr turns "\n" into "\r\n").
 fn plain(len: usize) -> Vec<u8> {
     let mut v = Vec::with_capacity(len + 100);
     let mut i = 0u64;
     while v.len() < len {
         v.extend_from_slice(
-            format!("{i:>8} the quick brown fox jumps over the lazy dog 0123456789\n").as_bytes(),
+            format!("{i:>8} the quick brown fox jumps over the lazy dog 0123456789\r\n").as_bytes(),
         );
         i += 1;
     }
@@ -47,11 +48,15 @@ fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(100usize);
+    let only = std::env::args().nth(2);
     for (name, data) in [
         ("plain text", plain(mb << 20)),
         ("ls --color style", colored(mb << 20)),
         ("full-screen editor style", fullscreen(mb << 20)),
     ] {
+        if only.as_deref().is_some_and(|o| !name.starts_with(o)) {
+            continue;
+        }
         let mut p = TermParser::new(Term::new(100, 30));
         let start = Instant::now();
         for chunk in data.chunks(64 * 1024) {

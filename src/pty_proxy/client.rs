@@ -3,7 +3,6 @@
 //! user's terminal gets its settings back.
 
 use super::protocol::{FrameReader, ToClient, ToDaemon};
-use crate::config::key_name;
 use crate::sys::{self, PollFd, PollFdExt, Termios, WinSize};
 use anyhow::{Context, Result, bail};
 use std::io::{Read, Write};
@@ -104,10 +103,17 @@ enum Outcome {
 pub fn attach(socket: &Path, name: &str, prefix: u8) -> Result<i32> {
     let mut stream = connect(socket, name)?;
     let size = terminal_size()?;
+    // The daemon writes to our terminal itself when it can open it (see daemon.rs).
+    let tty = std::fs::read_link("/proc/self/fd/1")
+        .ok()
+        .filter(|_| sys::isatty(stdout()))
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
     stream.write_all(
         &ToDaemon::Attach {
             cols: size.cols,
             rows: size.rows,
+            tty,
         }
         .encode(),
     )?;
@@ -166,8 +172,11 @@ fn relay(stream: &mut UnixStream, signals: BorrowedFd, prefix: u8) -> Result<Out
                         )?;
                     }
                 } else {
-                    // Killed: the session runs on; leave the terminal as we found it.
-                    let _ = sys::write_all(stdout(), RESET_MODES.as_bytes());
+                    // Killed: the session runs on. Detach, so that the daemon (which
+                    // writes to the terminal) takes it out of the session's modes.
+                    if !detach_before_exit(stream, &mut reader) {
+                        let _ = sys::write_all(stdout(), RESET_MODES.as_bytes());
+                    }
                     return Ok(Outcome::Exited(128 + sig));
                 }
             }
@@ -182,8 +191,8 @@ fn relay(stream: &mut UnixStream, signals: BorrowedFd, prefix: u8) -> Result<Out
             while let Some((kind, payload)) = reader.next_frame()? {
                 match ToClient::decode(kind, &payload)? {
                     ToClient::Output(bytes) => sys::write_all(stdout(), &bytes)?,
-                    ToClient::Notice(text) => {
-                        show_notice(&text)?;
+                    ToClient::Notice(_) => {
+                        // The daemon drew it; take it away again in a moment.
                         overlay_until = Some(Instant::now() + Duration::from_secs(3));
                     }
                     ToClient::Exit(code) => return Ok(Outcome::Exited(code)),
@@ -214,9 +223,8 @@ fn relay(stream: &mut UnixStream, signals: BorrowedFd, prefix: u8) -> Result<Out
                         b'c' => Some(ToDaemon::Checkpoint { exit: false }),
                         b'x' => Some(ToDaemon::Detach),
                         b'?' => {
-                            show_help(prefix)?;
                             help_shown = true;
-                            None
+                            Some(ToDaemon::Help { prefix })
                         }
                         _ if b == prefix => {
                             input.push(prefix);
@@ -246,37 +254,32 @@ fn flush_input(stream: &mut UnixStream, input: &mut Vec<u8>) -> Result<()> {
     Ok(())
 }
 
-/// A one-line notice on the bottom row, over the session's screen (redrawn after).
-fn show_notice(text: &str) -> Result<()> {
-    let rows = sys::get_winsize(stdin()).map_or(24, |s| s.rows);
-    let s = format!("\x1b7\x1b[{rows};1H\x1b[0;7m crterm: {text} \x1b[0m\x1b[K\x1b8");
-    sys::write_all(stdout(), s.as_bytes())?;
-    Ok(())
-}
-
-fn show_help(prefix: u8) -> Result<()> {
-    let key = key_name(prefix);
-    let lines = [
-        "crterm keys, after the prefix".to_string(),
-        String::new(),
-        format!("  {key} d   checkpoint, then end the session"),
-        format!("  {key} c   checkpoint and go on"),
-        format!("  {key} x   detach (the session runs on)"),
-        format!("  {key} {key} send {key} itself"),
-        format!("  {key} ?   this help"),
-        String::new(),
-        "any key closes this".to_string(),
-    ];
-    let size = sys::get_winsize(stdin()).unwrap_or(WinSize { cols: 80, rows: 24 });
-    let width = 46usize.min(size.cols as usize);
-    let top = (size.rows as usize).saturating_sub(lines.len()) / 2 + 1;
-    let left = (size.cols as usize).saturating_sub(width) / 2 + 1;
-    let mut s = String::from("\x1b7\x1b[0;7m");
-    for (i, line) in lines.iter().enumerate() {
-        let text: String = line.chars().take(width).collect();
-        s.push_str(&format!("\x1b[{};{}H{:<width$}", top + i, left, text));
+/// Ask the daemon to detach us and wait (briefly) until it has; false when it did not
+/// answer in time.
+fn detach_before_exit(stream: &mut UnixStream, reader: &mut FrameReader) -> bool {
+    if stream.write_all(&ToDaemon::Detach.encode()).is_err() {
+        return false;
     }
-    s.push_str("\x1b[0m\x1b8");
-    sys::write_all(stdout(), s.as_bytes())?;
-    Ok(())
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut buf = [0u8; 64 * 1024];
+    loop {
+        loop {
+            match reader.next_frame() {
+                Ok(Some((kind, payload))) => match ToClient::decode(kind, &payload) {
+                    Ok(ToClient::Output(bytes)) => {
+                        let _ = sys::write_all(stdout(), &bytes);
+                    }
+                    Ok(ToClient::Detached(_)) => return true,
+                    Ok(_) => {}
+                    Err(_) => return false,
+                },
+                Ok(None) => break,
+                Err(_) => return false,
+            }
+        }
+        match stream.read(&mut buf) {
+            Ok(n) if n > 0 => reader.push(&buf[..n]),
+            _ => return false,
+        }
+    }
 }

@@ -3,8 +3,16 @@
 //! control socket, and ends (removing its socket) when the session's command ends.
 //!
 //! One poll loop, no timers: an idle session costs no CPU.
+//!
+//! The daemon is the only writer to the attached user's terminal: it opens the terminal
+//! the client names (a file description of its own, non-blocking, so the user's shell
+//! keeps its flags) and writes the session's output, repaints and overlays straight to it,
+//! as tmux's server does. A client whose terminal cannot be opened gets the same bytes as
+//! Output frames and writes them itself.
 
-use super::protocol::{self, FrameReader, SessionInfo, ToClient, ToDaemon};
+use super::overlay;
+use super::protocol::{self, ByteQueue, FrameReader, SessionInfo, ToClient, ToDaemon};
+use super::terminal_writer::TerminalWriter;
 use super::world::{self, World};
 use crate::sys::{self, PollFd, PollFdExt, WinSize};
 use crate::term_model::{Term, TermParser};
@@ -27,22 +35,55 @@ pub struct DaemonConfig {
     pub ready_fd: RawFd,
 }
 
-/// Stop reading the program's output while this much is waiting for a slow client: the
+/// Stop reading the program's output while this much is waiting for a slow terminal: the
 /// program then blocks on its terminal, as it would on a slow real one.
-const CLIENT_BACKLOG_LIMIT: usize = 4 << 20;
+const CLIENT_BACKLOG_LIMIT: usize = 1 << 20;
+
+/// How long a detach or the session's end waits for a slow terminal to take the last bytes.
+const FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 struct Conn {
     stream: UnixStream,
     reader: FrameReader,
-    out: Vec<u8>,
+    /// Frames for the client.
+    out: ByteQueue,
+    /// The client's terminal, written by the daemon (None: through the client).
+    tty: Option<TerminalWriter>,
     attached: bool,
-    /// Close once `out` is flushed.
+    /// Close once everything queued is written.
     closing: bool,
 }
 
 impl Conn {
     fn send(&mut self, msg: &ToClient) {
-        self.out.extend_from_slice(&msg.encode());
+        self.out.push(&msg.encode());
+    }
+
+    /// Bytes for the user's terminal: straight to it, or through the client.
+    fn write_terminal(&mut self, bytes: &[u8]) {
+        match &self.tty {
+            Some(t) => t.write(bytes),
+            None => protocol::push_output(self.out.buffer(), bytes),
+        }
+    }
+
+    fn backlog(&self) -> usize {
+        self.out.len() + self.tty.as_ref().map_or(0, TerminalWriter::queued)
+    }
+
+    /// Let what is queued for the terminal reach it (a detach or the end of the session
+    /// must not leave the last screen half drawn), then let the terminal go.
+    fn release_terminal(&mut self) {
+        if let Some(t) = self.tty.take() {
+            t.flush(FLUSH_LIMIT);
+        }
+    }
+
+    /// The client or its terminal went away.
+    fn drop_terminal(&mut self) {
+        self.tty = None;
+        self.attached = false;
+        self.closing = true;
     }
 }
 
@@ -157,7 +198,7 @@ impl Daemon {
                 .conns
                 .iter()
                 .filter(|c| c.attached)
-                .map(|c| c.out.len())
+                .map(Conn::backlog)
                 .sum::<usize>();
             let mut fds = vec![
                 PollFd::new(self.listener.as_raw_fd(), libc::POLLIN),
@@ -178,12 +219,15 @@ impl Daemon {
                 },
                 master_events,
             ));
+            // Two entries per connection: its socket and its terminal writer's wakeups.
             for c in &self.conns {
                 let mut ev = libc::POLLIN;
                 if !c.out.is_empty() {
                     ev |= libc::POLLOUT;
                 }
                 fds.push(PollFd::new(c.stream.as_raw_fd(), ev));
+                let wake = c.tty.as_ref().map_or(-1, TerminalWriter::wake_fd);
+                fds.push(PollFd::new(wake, libc::POLLIN));
             }
             if sys::poll(&mut fds, -1).is_err() {
                 continue;
@@ -205,9 +249,18 @@ impl Daemon {
             if master.has(libc::POLLOUT) {
                 self.write_master();
             }
-            for (i, pfd) in fds[3..].iter().enumerate() {
-                if pfd.revents != 0 {
-                    self.service_conn(i, pfd, &mut buf);
+            for i in 0..self.conns.len() {
+                let (sock, wake) = (fds[3 + 2 * i], fds[4 + 2 * i]);
+                if wake.has(libc::POLLIN)
+                    && let Some(t) = &self.conns[i].tty
+                {
+                    t.drain_wakeups();
+                    if t.failed() {
+                        self.conns[i].drop_terminal();
+                    }
+                }
+                if sock.revents != 0 {
+                    self.service_conn(i, &sock, &mut buf);
                 }
             }
             self.conns.retain(|c| !(c.closing && c.out.is_empty()));
@@ -217,9 +270,6 @@ impl Daemon {
         }
     }
 
-    /// Read what the session wrote, up to `buf`'s size per wakeup: a pty hands out a few
-    /// KiB per read, and one frame per read would cost the daemon and the client a poll and
-    /// a write each time.
     fn read_master(&mut self, buf: &mut [u8]) {
         let mut filled = 0;
         while filled < buf.len() {
@@ -245,7 +295,7 @@ impl Daemon {
     fn output(&mut self, bytes: &[u8]) {
         self.parser.advance(bytes);
         if let Some(c) = self.conns.iter_mut().find(|c| c.attached) {
-            protocol::push_output(&mut c.out, bytes);
+            c.write_terminal(bytes);
         }
     }
 
@@ -265,7 +315,8 @@ impl Daemon {
             let mut conn = Conn {
                 stream,
                 reader: FrameReader::default(),
-                out: Vec::new(),
+                out: ByteQueue::default(),
+                tty: None,
                 attached: false,
                 closing: false,
             };
@@ -286,10 +337,8 @@ impl Daemon {
     fn service_conn(&mut self, i: usize, pfd: &PollFd, buf: &mut [u8]) {
         if pfd.has(libc::POLLOUT) {
             let c = &mut self.conns[i];
-            match c.stream.write(&c.out) {
-                Ok(n) => {
-                    c.out.drain(..n);
-                }
+            match c.stream.write(c.out.pending()) {
+                Ok(n) => c.out.consume(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(_) => {
                     c.out.clear();
@@ -306,10 +355,10 @@ impl Daemon {
             Err(_) => 0,
         };
         if n == 0 {
+            // The client is gone: stop writing to its terminal too.
             let c = &mut self.conns[i];
             c.out.clear();
-            c.closing = true;
-            c.attached = false;
+            c.drop_terminal();
             return;
         }
         if self.conns[i].closing {
@@ -346,10 +395,12 @@ impl Daemon {
 
     fn handle(&mut self, i: usize, msg: ToDaemon) {
         match msg {
-            ToDaemon::Attach { cols, rows } => {
+            ToDaemon::Attach { cols, rows, tty } => {
+                let leave = self.parser.term.leave_sequence();
                 for (j, other) in self.conns.iter_mut().enumerate() {
                     if j != i && other.attached {
-                        other.send(&ToClient::Output(self.parser.term.leave_sequence()));
+                        other.write_terminal(&leave);
+                        other.release_terminal();
                         other.send(&ToClient::Detached("attached from another terminal".into()));
                         other.attached = false;
                         other.closing = true;
@@ -358,8 +409,9 @@ impl Daemon {
                 self.resize(cols, rows);
                 let repaint = self.parser.term.repaint();
                 let c = &mut self.conns[i];
+                c.tty = TerminalWriter::open(&tty);
                 c.attached = true;
-                c.send(&ToClient::Output(repaint));
+                c.write_terminal(&repaint);
             }
             ToDaemon::Input(bytes) => {
                 if self.conns[i].attached {
@@ -375,7 +427,8 @@ impl Daemon {
             ToDaemon::Detach => {
                 let leave = self.parser.term.leave_sequence();
                 let c = &mut self.conns[i];
-                c.send(&ToClient::Output(leave));
+                c.write_terminal(&leave);
+                c.release_terminal();
                 c.send(&ToClient::Detached("detached".into()));
                 c.attached = false;
                 c.closing = true;
@@ -385,11 +438,26 @@ impl Daemon {
                     "checkpointing is not available yet (this build has no checkpoint engine); nothing was written to {}",
                     self.image.display()
                 );
-                self.conns[i].send(&ToClient::Notice(text));
+                let lines = self.parser.term.lines;
+                let c = &mut self.conns[i];
+                if c.attached {
+                    c.write_terminal(&overlay::notice(&text, lines));
+                }
+                c.send(&ToClient::Notice(text));
+            }
+            ToDaemon::Help { prefix } => {
+                let (cols, lines) = (self.parser.term.cols, self.parser.term.lines);
+                let c = &mut self.conns[i];
+                if c.attached {
+                    c.write_terminal(&overlay::help(prefix, cols, lines));
+                }
             }
             ToDaemon::Redraw => {
                 let screen = self.parser.term.repaint_screen();
-                self.conns[i].send(&ToClient::Output(screen));
+                let c = &mut self.conns[i];
+                if c.attached {
+                    c.write_terminal(&screen);
+                }
             }
             ToDaemon::Info => {
                 let info = SessionInfo {
@@ -417,6 +485,7 @@ impl Daemon {
         }
         let _ = std::fs::remove_file(&self.socket);
         for c in &mut self.conns {
+            c.release_terminal();
             if c.attached {
                 c.send(&ToClient::Exit(code));
             }
@@ -424,7 +493,7 @@ impl Daemon {
             let _ = c
                 .stream
                 .set_write_timeout(Some(std::time::Duration::from_secs(5)));
-            let _ = c.stream.write_all(&c.out);
+            let _ = c.stream.write_all(c.out.pending());
         }
         code
     }

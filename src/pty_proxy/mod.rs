@@ -4,6 +4,8 @@
 
 pub mod client;
 pub mod daemon;
+pub mod overlay;
 pub mod paths;
 pub mod protocol;
+pub mod terminal_writer;
 pub mod world;

@@ -5,14 +5,16 @@
 
 use std::io;
 
-pub const MAX_FRAME: usize = 1 << 20;
+pub const MAX_FRAME: usize = 4 << 20;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ToDaemon {
-    /// Attach with the client's terminal size; the daemon answers with a repaint.
+    /// Attach with the client's terminal size and the path of its terminal (empty when it
+    /// has none the daemon could open); the daemon answers with a repaint.
     Attach {
         cols: u16,
         rows: u16,
+        tty: String,
     },
     Input(Vec<u8>),
     Resize {
@@ -24,6 +26,10 @@ pub enum ToDaemon {
         exit: bool,
     },
     Redraw,
+    /// Show the help box for this prefix key.
+    Help {
+        prefix: u8,
+    },
     /// For `crterm ls`: answered with `Info`, then the connection closes.
     Info,
 }
@@ -31,7 +37,8 @@ pub enum ToDaemon {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ToClient {
     Output(Vec<u8>),
-    /// A one-line notice for the user (shown over the screen briefly).
+    /// A one-line notice for the user (the daemon draws it over the screen; the client
+    /// asks for a redraw a moment later).
     Notice(String),
     /// The session ended; the client exits with this status.
     Exit(i32),
@@ -95,21 +102,33 @@ fn text(p: &[u8]) -> String {
 impl ToDaemon {
     pub fn encode(&self) -> Vec<u8> {
         match self {
-            ToDaemon::Attach { cols, rows } => frame(1, &size_payload(*cols, *rows)),
+            ToDaemon::Attach { cols, rows, tty } => {
+                let mut p = size_payload(*cols, *rows).to_vec();
+                p.extend_from_slice(tty.as_bytes());
+                frame(1, &p)
+            }
             ToDaemon::Input(b) => frame(2, b),
             ToDaemon::Resize { cols, rows } => frame(3, &size_payload(*cols, *rows)),
             ToDaemon::Detach => frame(4, &[]),
             ToDaemon::Checkpoint { exit } => frame(5, &[u8::from(*exit)]),
             ToDaemon::Redraw => frame(6, &[]),
             ToDaemon::Info => frame(7, &[]),
+            ToDaemon::Help { prefix } => frame(8, &[*prefix]),
         }
     }
 
     pub fn decode(kind: u8, p: &[u8]) -> io::Result<ToDaemon> {
         Ok(match kind {
             1 => {
-                let (cols, rows) = size_of(p)?;
-                ToDaemon::Attach { cols, rows }
+                if p.len() < 4 {
+                    return Err(bad("attach"));
+                }
+                let (cols, rows) = size_of(&p[..4])?;
+                ToDaemon::Attach {
+                    cols,
+                    rows,
+                    tty: text(&p[4..]),
+                }
             }
             2 => ToDaemon::Input(p.to_vec()),
             3 => {
@@ -122,6 +141,9 @@ impl ToDaemon {
             },
             6 => ToDaemon::Redraw,
             7 => ToDaemon::Info,
+            8 => ToDaemon::Help {
+                prefix: *p.first().ok_or_else(|| bad("help"))?,
+            },
             _ => return Err(bad("unknown")),
         })
     }
@@ -176,35 +198,83 @@ impl ToClient {
     }
 }
 
-/// Collects bytes from a stream and cuts them into frames.
+/// Bytes waiting to be sent or parsed, consumed from the front without moving the rest
+/// each time (it is compacted only when the consumed part is the larger one).
 #[derive(Default)]
-pub struct FrameReader {
+pub struct ByteQueue {
     buf: Vec<u8>,
+    start: usize,
 }
 
-impl FrameReader {
+impl ByteQueue {
+    pub fn pending(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
+    pub fn len(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     pub fn push(&mut self, bytes: &[u8]) {
         self.buf.extend_from_slice(bytes);
     }
 
+    /// For writing a frame in place.
+    pub fn buffer(&mut self) -> &mut Vec<u8> {
+        &mut self.buf
+    }
+
+    pub fn consume(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.buf.len());
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        } else if self.start > self.buf.len() / 2 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.buf.clear();
+        self.start = 0;
+    }
+}
+
+/// Collects bytes from a stream and cuts them into frames.
+#[derive(Default)]
+pub struct FrameReader {
+    queue: ByteQueue,
+}
+
+impl FrameReader {
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.queue.push(bytes);
+    }
+
     /// The next whole frame as (kind, payload), if one has arrived.
     pub fn next_frame(&mut self) -> io::Result<Option<(u8, Vec<u8>)>> {
-        if self.buf.len() < 5 {
+        let b = self.queue.pending();
+        if b.len() < 5 {
             return Ok(None);
         }
-        let len = u32::from_le_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
+        let len = u32::from_le_bytes([b[1], b[2], b[3], b[4]]) as usize;
         if len > MAX_FRAME {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 "frame too large",
             ));
         }
-        if self.buf.len() < 5 + len {
+        if b.len() < 5 + len {
             return Ok(None);
         }
-        let kind = self.buf[0];
-        let payload = self.buf[5..5 + len].to_vec();
-        self.buf.drain(..5 + len);
+        let kind = b[0];
+        let payload = b[5..5 + len].to_vec();
+        self.queue.consume(5 + len);
         Ok(Some((kind, payload)))
     }
 }

@@ -80,16 +80,17 @@ impl Row {
         });
     }
 
-    /// Copy into `into` without trailing default blanks (rows in the scrollback keep only
-    /// what they hold), reusing its allocation.
-    pub fn copy_trimmed_into(&self, into: &mut Row) {
+    /// Copy the first `used` cells (see `used_len`) into `into`, reusing its allocation.
+    pub fn copy_trimmed_into(&self, into: &mut Row, used: usize) {
         into.cells.clear();
-        into.cells.extend_from_slice(&self.cells[..self.used_len()]);
+        into.cells.extend_from_slice(&self.cells[..used]);
         into.combining.clone_from(&self.combining);
         into.wrapped = self.wrapped;
     }
 
-    fn used_len(&self) -> usize {
+    /// How many cells matter: up to the last one that is not a default blank (or carries a
+    /// combining mark).
+    pub fn used_len(&self) -> usize {
         let keep = self
             .cells
             .iter()
@@ -172,16 +173,25 @@ impl Grid {
                 self.rows.remove(top).expect("row in region")
             };
             if to_history && self.history_limit > 0 {
-                // Once the history is full, the row it drops lends its allocation to the
-                // row it takes: no allocation per scrolled line. The screen row itself is
-                // reused below.
-                let mut kept = if self.history.len() >= self.history_limit {
-                    self.history.pop_front().expect("history is full")
+                let dropped = if self.history.len() >= self.history_limit {
+                    self.history.pop_front()
                 } else {
-                    Row::new(0, Pen::default())
+                    None
                 };
-                row.copy_trimmed_into(&mut kept);
-                self.history.push_back(kept);
+                let used = row.used_len();
+                if used * 2 >= row.cells.capacity() {
+                    // Mostly full: the row itself goes into the history, and the row the
+                    // history dropped (or a new one) becomes the blank screen row.
+                    row.cells.truncate(used);
+                    let spare = dropped.unwrap_or_else(|| Row::new(0, Pen::default()));
+                    self.history.push_back(std::mem::replace(&mut row, spare));
+                } else {
+                    // Mostly blank: keep an exact copy, so the history holds at most twice
+                    // what its rows use.
+                    let mut kept = dropped.unwrap_or_else(|| Row::new(0, Pen::default()));
+                    row.copy_trimmed_into(&mut kept, used);
+                    self.history.push_back(kept);
+                }
             }
             row.reset(cols, pen);
             if whole {

@@ -1,0 +1,36 @@
+//! What crterm itself draws over the session's screen: a one-line notice and the help box.
+//! The daemon writes them (it is the only writer to the user's terminal, so nothing
+//! interleaves with the session's output); a redraw from the model removes them.
+
+use crate::config::key_name;
+
+/// A one-line notice on the bottom row, in reverse video; the cursor stays where it was.
+pub fn notice(text: &str, rows: usize) -> Vec<u8> {
+    format!("\x1b7\x1b[{rows};1H\x1b[0;7m crterm: {text} \x1b[0m\x1b[K\x1b8").into_bytes()
+}
+
+/// The prefix key's commands, in a box in the middle of the screen.
+pub fn help(prefix: u8, cols: usize, rows: usize) -> Vec<u8> {
+    let key = key_name(prefix);
+    let lines = [
+        "crterm keys, after the prefix".to_string(),
+        String::new(),
+        format!("  {key} d   checkpoint, then end the session"),
+        format!("  {key} c   checkpoint and go on"),
+        format!("  {key} x   detach (the session runs on)"),
+        format!("  {key} {key} send {key} itself"),
+        format!("  {key} ?   this help"),
+        String::new(),
+        "any key closes this".to_string(),
+    ];
+    let width = 46usize.min(cols);
+    let top = rows.saturating_sub(lines.len()) / 2 + 1;
+    let left = cols.saturating_sub(width) / 2 + 1;
+    let mut s = String::from("\x1b7\x1b[0;7m");
+    for (i, line) in lines.iter().enumerate() {
+        let text: String = line.chars().take(width).collect();
+        s.push_str(&format!("\x1b[{};{}H{:<width$}", top + i, left, text));
+    }
+    s.push_str("\x1b[0m\x1b8");
+    s.into_bytes()
+}

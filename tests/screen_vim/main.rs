@@ -477,3 +477,40 @@ fn the_session_has_its_own_pids_and_ptys_and_the_hosts_files() {
     env.tmux.type_text("p", "exit");
     env.tmux.send_keys("p", &["Enter"]);
 }
+
+#[test]
+fn a_terminal_the_daemon_cannot_open_is_served_through_the_client() {
+    if !is_root() {
+        eprintln!("needs root: the terminal must belong to another user than crterm");
+        return;
+    }
+    // The pane (and its terminal) belongs to root; crterm runs as the ordinary user, whose
+    // daemon cannot open root's terminal and so sends output through the client.
+    let env = Env::as_user(Some(TEST_USER));
+    let tmux = Tmux::new();
+    let mut cmd = String::from("runuser -u crterm-test -- env");
+    for (k, v) in &env.tmux.env {
+        cmd.push_str(&format!(" {k}={v}"));
+    }
+    cmd.push_str(&format!(
+        " {} start --name fb -- bash --norc; echo EXIT=$?; sleep 600",
+        env.crterm_cmd()
+    ));
+    tmux.start("p", 100, 30, &cmd);
+    tmux.wait_text("p", "$", T);
+    tmux.type_text(
+        "p",
+        "printf '\\033[1;32mgreen\\033[0m through the client\\n'",
+    );
+    tmux.send_keys("p", &["Enter"]);
+    tmux.wait_text("p", "\ngreen through the client", T);
+    tmux.ok(&["send-keys", "-t", "p", "-H", "1c"]);
+    tmux.type_text("p", "?");
+    tmux.wait_text("p", "detach (the session runs on)", T);
+    tmux.type_text("p", " ");
+    tmux.ok(&["send-keys", "-t", "p", "-H", "1c"]);
+    tmux.type_text("p", "x");
+    tmux.wait_text("p", "[detached from session fb]", T);
+    tmux.wait_text("p", "EXIT=0", T);
+    assert_eq!(env.sessions().len(), 1);
+}

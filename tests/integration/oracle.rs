@@ -15,9 +15,14 @@ pub fn color_name(c: Color) -> Option<String> {
 
 /// The model's visible screen in the shape `parse_capture` gives tmux's.
 pub fn model_cells(term: &Term) -> Vec<Vec<CapCell>> {
+    grid_cells(term, term.grid())
+}
+
+/// One screen of the model (visible or not) in the shape `parse_capture` gives tmux's.
+pub fn grid_cells(term: &Term, grid: &crterm::term_model::Grid) -> Vec<Vec<CapCell>> {
     let mut rows = Vec::new();
     for line in 0..term.lines {
-        let row = term.grid().row(line);
+        let row = grid.row(line);
         let mut cells = Vec::new();
         for col in 0..term.cols {
             let cell = row.cell(col);
@@ -102,8 +107,17 @@ pub fn model_state(t: &Term) -> String {
     )
 }
 
+/// What tmux holds after reading `bytes`.
+pub struct TmuxView {
+    pub screen: Vec<Vec<CapCell>>,
+    /// The primary screen kept under the alternate screen, when that is showing.
+    pub saved_primary: Option<Vec<Vec<CapCell>>>,
+    pub state: String,
+    pub title: String,
+}
+
 /// What tmux shows after reading `bytes`: its screen cells and its state line.
-pub fn tmux_view(cols: u16, lines: u16, bytes: &[u8]) -> (Vec<Vec<CapCell>>, String, String) {
+pub fn tmux_view(cols: u16, lines: u16, bytes: &[u8]) -> TmuxView {
     let dir = TempDir::new("crterm-oracle");
     let file = dir.path().join("bytes");
     let done = dir.path().join("done");
@@ -121,9 +135,20 @@ pub fn tmux_view(cols: u16, lines: u16, bytes: &[u8]) -> (Vec<Vec<CapCell>>, Str
     let cap = tmux.settle("o");
     let state = tmux.display("o", STATE_FORMAT);
     let title = tmux.display("o", "#{pane_title}");
-    let mut rows = parse_capture(&cap);
-    rows.truncate(lines as usize);
-    (rows, state, title)
+    let mut screen = parse_capture(&cap);
+    screen.truncate(lines as usize);
+    let saved_primary = (tmux.display("o", "#{alternate_on}") == "1").then(|| {
+        let cap = tmux.ok(&["capture-pane", "-p", "-e", "-N", "-a", "-t", "o"]);
+        let mut rows = parse_capture(&cap);
+        rows.truncate(lines as usize);
+        rows
+    });
+    TmuxView {
+        screen,
+        saved_primary,
+        state,
+        title,
+    }
 }
 
 fn diff_rows(a: &[Vec<CapCell>], b: &[Vec<CapCell>]) -> Option<String> {
@@ -149,15 +174,20 @@ fn diff_rows(a: &[Vec<CapCell>], b: &[Vec<CapCell>]) -> Option<String> {
 
 /// Assert that the model shows what tmux shows for `bytes`; returns the model.
 pub fn assert_matches_tmux(name: &str, cols: u16, lines: u16, bytes: &[u8]) -> Term {
-    let (tmux_rows, tmux_state, tmux_title) = tmux_view(cols, lines, bytes);
+    let view = tmux_view(cols, lines, bytes);
     let term = model_of(cols as usize, lines as usize, bytes);
     let model_rows = model_cells(&term);
-    if let Some(d) = diff_rows(&tmux_rows, &model_rows) {
+    if let Some(d) = diff_rows(&view.screen, &model_rows) {
         panic!("{name}: model and tmux differ\n{d}");
     }
-    assert_eq!(tmux_state, model_state(&term), "{name}: cursor and modes");
+    if let Some(saved) = &view.saved_primary {
+        if let Some(d) = diff_rows(saved, &grid_cells(&term, &term.primary)) {
+            panic!("{name}: the primary screen under the alternate one differs\n{d}");
+        }
+    }
+    assert_eq!(view.state, model_state(&term), "{name}: cursor and modes");
     if !term.title.is_empty() {
-        assert_eq!(tmux_title, term.title, "{name}: title");
+        assert_eq!(view.title, term.title, "{name}: title");
     }
     term
 }

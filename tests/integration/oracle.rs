@@ -180,10 +180,10 @@ pub fn assert_matches_tmux(name: &str, cols: u16, lines: u16, bytes: &[u8]) -> T
     if let Some(d) = diff_rows(&view.screen, &model_rows) {
         panic!("{name}: model and tmux differ\n{d}");
     }
-    if let Some(saved) = &view.saved_primary {
-        if let Some(d) = diff_rows(saved, &grid_cells(&term, &term.primary)) {
-            panic!("{name}: the primary screen under the alternate one differs\n{d}");
-        }
+    if let Some(saved) = &view.saved_primary
+        && let Some(d) = diff_rows(saved, &grid_cells(&term, &term.primary))
+    {
+        panic!("{name}: the primary screen under the alternate one differs\n{d}");
     }
     assert_eq!(view.state, model_state(&term), "{name}: cursor and modes");
     if !term.title.is_empty() {

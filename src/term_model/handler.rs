@@ -358,7 +358,7 @@ impl Handler for Term {
         // Fast path for the common case: printable ASCII in the ASCII charset, replacing a
         // narrow cell that is not the last of the line, no insert mode.
         if (' '..'\u{7f}').contains(&c)
-            && self.charsets[self.active_charset as usize] == Charset::Ascii
+            && self.charsets[(self.active_charset & 3) as usize] == Charset::Ascii
             && !self.modes.insert
             && self.cursor.col + 1 < self.cols
         {

@@ -1,11 +1,12 @@
 //! crterm: checkpoint and resume interactive terminal sessions.
 //!
 //! `term_model` is the terminal model; `pty_proxy` runs sessions (client, daemon,
-//! namespaces, init); `sys` holds the raw system calls behind safe wrappers; `cli` turns
-//! the command line into actions.
+//! namespaces, init); `image` is the checkpoint file format; `sys` holds the raw system
+//! calls behind safe wrappers; `cli` turns the command line into actions.
 
 pub mod cli;
 pub mod config;
+pub mod image;
 pub mod pty_proxy;
 pub mod sys;
 pub mod term_model;

@@ -4,6 +4,7 @@
 mod cli;
 #[path = "../common/mod.rs"]
 mod common;
+mod image;
 mod model;
 mod model_props;
 mod oracle;

@@ -1,0 +1,613 @@
+//! The image file: one file per checkpoint, versioned, checked, never trusted.
+//!
+//! Layout (all integers little-endian):
+//!
+//! ```text
+//! header    "CRTERMIM"  major u16  minor u16  info_len u32  info_crc u32  reserved u32
+//!           info (postcard ImageInfo: creator, kernel, machine, CPU features, time)
+//! section*  "SECT"  kind u32  codec u32  crc u32  stored_len u64  raw_len u64
+//!           stored bytes (crc32 of them in the header)
+//! end       a section of kind END whose data is the table of all sections (postcard)
+//! footer    table_offset u64  "CRTMEND\0"
+//! ```
+//!
+//! Every section says what follows it, so an image reads front to back from a pipe (resume
+//! from stdin, issue 5); the table at the end gives random access to a file. Metadata is
+//! postcard, zstd-compressed as a whole (`Codec::Zstd`); page data is `Codec::Chunks`: a run
+//! of independently compressed chunks, each with its own small header and checksum, so a bad
+//! chunk is found where it is and chunks can be decompressed in parallel.
+//!
+//! Reading checks every length against a limit before allocating, every checksum before
+//! decoding, and every reserved field for zero: a truncated, corrupt or hostile image gives
+//! an `ImageError` and nothing else.
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::path::Path;
+
+pub const MAGIC: &[u8; 8] = b"CRTERMIM";
+pub const FOOTER_MAGIC: &[u8; 8] = b"CRTMEND\0";
+pub const FORMAT_MAJOR: u16 = 1;
+pub const FORMAT_MINOR: u16 = 0;
+
+/// Limits a reader holds an image to before it allocates anything.
+pub const MAX_INFO: u32 = 1 << 20;
+pub const MAX_META: u64 = 1 << 30;
+pub const MAX_SECTION: u64 = 1 << 40;
+pub const MAX_CHUNK: u32 = 64 << 20;
+pub const MAX_SECTIONS: usize = 1 << 20;
+
+/// Uncompressed size of one page-data chunk written by `ChunkWriter`.
+pub const CHUNK_SIZE: usize = 4 << 20;
+
+const SECTION_MAGIC: &[u8; 4] = b"SECT";
+const CHUNK_MAGIC: &[u8; 4] = b"CHNK";
+const ZSTD_LEVEL: i32 = 1;
+
+/// What a section holds. Kinds a reader does not know are kept and ignored (a newer minor
+/// version may add some).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct SectionKind(pub u32);
+
+impl SectionKind {
+    pub const END: SectionKind = SectionKind(0);
+    pub const TERM_MODEL: SectionKind = SectionKind(1);
+    pub const SESSION: SectionKind = SectionKind(2);
+    pub const PAGES: SectionKind = SectionKind(3);
+
+    pub fn name(self) -> String {
+        match self.0 {
+            0 => "end".into(),
+            1 => "terminal model".into(),
+            2 => "session".into(),
+            3 => "memory pages".into(),
+            n => format!("kind {n}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Codec {
+    Raw,
+    Zstd,
+    Chunks,
+}
+
+impl Codec {
+    fn to_u32(self) -> u32 {
+        match self {
+            Codec::Raw => 0,
+            Codec::Zstd => 1,
+            Codec::Chunks => 2,
+        }
+    }
+    fn from_u32(v: u32) -> Option<Codec> {
+        match v {
+            0 => Some(Codec::Raw),
+            1 => Some(Codec::Zstd),
+            2 => Some(Codec::Chunks),
+            _ => None,
+        }
+    }
+}
+
+/// Where and on what an image was made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageInfo {
+    pub creator: String,
+    pub kernel: String,
+    pub machine: String,
+    pub cpu_features: Vec<String>,
+    pub created_unix: u64,
+}
+
+impl ImageInfo {
+    /// This crterm on this machine, now.
+    pub fn here() -> ImageInfo {
+        ImageInfo {
+            creator: format!("crterm {}", env!("CARGO_PKG_VERSION")),
+            kernel: uname_field(|u| &u.release),
+            machine: uname_field(|u| &u.machine),
+            cpu_features: cpu_features(),
+            created_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        }
+    }
+}
+
+fn uname_field(f: impl Fn(&libc::utsname) -> &[libc::c_char; 65]) -> String {
+    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: uname fills the struct it is given.
+    if unsafe { libc::uname(&mut u) } != 0 {
+        return String::new();
+    }
+    let field = f(&u);
+    let bytes: Vec<u8> = field
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8)
+        .collect();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// The CPU's feature flags, as /proc/cpuinfo names them.
+fn cpu_features() -> Vec<String> {
+    let text = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let mut flags: Vec<String> = text
+        .lines()
+        .find(|l| l.starts_with("flags"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, f)| f.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default();
+    flags.sort();
+    flags
+}
+
+/// One entry of the table at the end.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableEntry {
+    pub kind: SectionKind,
+    pub codec: Codec,
+    pub offset: u64,
+    pub stored_len: u64,
+    pub raw_len: u64,
+    pub crc: u32,
+}
+
+#[derive(Debug)]
+pub enum ImageError {
+    NotAnImage,
+    Version { major: u16, minor: u16 },
+    Truncated(String),
+    Corrupt(String),
+    TooLarge { what: String, len: u64, limit: u64 },
+    Missing(SectionKind),
+    Io(io::Error),
+}
+
+impl fmt::Display for ImageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ImageError::NotAnImage => write!(f, "not a crterm image (no crterm header)"),
+            ImageError::Version { major, minor } => write!(
+                f,
+                "image format {major}.{minor} is not one this crterm reads (it reads {FORMAT_MAJOR}.x)"
+            ),
+            ImageError::Truncated(what) => write!(f, "the image is cut short: {what}"),
+            ImageError::Corrupt(what) => write!(f, "the image is damaged: {what}"),
+            ImageError::TooLarge { what, len, limit } => {
+                write!(
+                    f,
+                    "the image is damaged: {what} claims {len} bytes (at most {limit})"
+                )
+            }
+            ImageError::Missing(kind) => write!(f, "the image has no {} section", kind.name()),
+            ImageError::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for ImageError {}
+
+impl From<io::Error> for ImageError {
+    fn from(e: io::Error) -> Self {
+        ImageError::Io(e)
+    }
+}
+
+fn crc(bytes: &[u8]) -> u32 {
+    crc32fast::hash(bytes)
+}
+
+// ---- writing ---------------------------------------------------------------------------
+
+/// Writes an image to any byte sink, front to back (no seeking).
+pub struct ImageWriter<W: Write> {
+    out: W,
+    offset: u64,
+    table: Vec<TableEntry>,
+}
+
+impl<W: Write> ImageWriter<W> {
+    pub fn new(mut out: W, info: &ImageInfo) -> io::Result<ImageWriter<W>> {
+        let info = postcard::to_allocvec(info).map_err(io::Error::other)?;
+        let mut header = Vec::with_capacity(24 + info.len());
+        header.extend_from_slice(MAGIC);
+        header.extend_from_slice(&FORMAT_MAJOR.to_le_bytes());
+        header.extend_from_slice(&FORMAT_MINOR.to_le_bytes());
+        header.extend_from_slice(&(info.len() as u32).to_le_bytes());
+        header.extend_from_slice(&crc(&info).to_le_bytes());
+        header.extend_from_slice(&0u32.to_le_bytes());
+        header.extend_from_slice(&info);
+        out.write_all(&header)?;
+        Ok(ImageWriter {
+            out,
+            offset: header.len() as u64,
+            table: Vec::new(),
+        })
+    }
+
+    fn section(
+        &mut self,
+        kind: SectionKind,
+        codec: Codec,
+        stored: &[u8],
+        raw_len: u64,
+    ) -> io::Result<()> {
+        let c = crc(stored);
+        let mut h = [0u8; 32];
+        h[..4].copy_from_slice(SECTION_MAGIC);
+        h[4..8].copy_from_slice(&kind.0.to_le_bytes());
+        h[8..12].copy_from_slice(&codec.to_u32().to_le_bytes());
+        h[12..16].copy_from_slice(&c.to_le_bytes());
+        h[16..24].copy_from_slice(&(stored.len() as u64).to_le_bytes());
+        h[24..32].copy_from_slice(&raw_len.to_le_bytes());
+        self.out.write_all(&h)?;
+        self.out.write_all(stored)?;
+        self.table.push(TableEntry {
+            kind,
+            codec,
+            offset: self.offset,
+            stored_len: stored.len() as u64,
+            raw_len,
+            crc: c,
+        });
+        self.offset += 32 + stored.len() as u64;
+        Ok(())
+    }
+
+    /// A metadata section: postcard, compressed.
+    pub fn meta<T: Serialize>(&mut self, kind: SectionKind, value: &T) -> io::Result<()> {
+        let raw = postcard::to_allocvec(value).map_err(io::Error::other)?;
+        let stored = zstd::bulk::compress(&raw, ZSTD_LEVEL)?;
+        self.section(kind, Codec::Zstd, &stored, raw.len() as u64)
+    }
+
+    /// A section of bulk data (memory pages) in independent compressed chunks.
+    pub fn chunks(&mut self, kind: SectionKind, data: &[u8]) -> io::Result<()> {
+        let mut stored = Vec::new();
+        for chunk in data.chunks(CHUNK_SIZE) {
+            let packed = zstd::bulk::compress(chunk, ZSTD_LEVEL)?;
+            // A chunk that does not compress is kept as it is (flag in the high bit).
+            let (body, compressed) = if packed.len() < chunk.len() {
+                (&packed[..], true)
+            } else {
+                (chunk, false)
+            };
+            stored.extend_from_slice(CHUNK_MAGIC);
+            stored.extend_from_slice(&(chunk.len() as u32).to_le_bytes());
+            let flag = if compressed { 0 } else { 1u32 << 31 };
+            stored.extend_from_slice(&(body.len() as u32 | flag).to_le_bytes());
+            stored.extend_from_slice(&crc(body).to_le_bytes());
+            stored.extend_from_slice(body);
+        }
+        self.section(kind, Codec::Chunks, &stored, data.len() as u64)
+    }
+
+    /// Write the table and the footer; returns the sink.
+    pub fn finish(mut self) -> io::Result<W> {
+        let table = postcard::to_allocvec(&self.table).map_err(io::Error::other)?;
+        let table_offset = self.offset;
+        self.section(SectionKind::END, Codec::Raw, &table, table.len() as u64)?;
+        self.out.write_all(&table_offset.to_le_bytes())?;
+        self.out.write_all(FOOTER_MAGIC)?;
+        self.out.flush()?;
+        Ok(self.out)
+    }
+}
+
+/// Write an image file so that a crash, a full disk or an error in `fill` never leaves a
+/// half image at `path` nor harms the image that was there: a temporary file next to it
+/// (mode 0600, it holds the session's memory), fsync, rename, fsync of the directory.
+pub fn write_file<E: From<io::Error>>(
+    path: &Path,
+    info: &ImageInfo,
+    fill: impl FnOnce(&mut ImageWriter<io::BufWriter<std::fs::File>>) -> Result<(), E>,
+) -> Result<(), E> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    let result = (|| -> Result<(), E> {
+        let mut w = ImageWriter::new(io::BufWriter::with_capacity(1 << 20, file), info)?;
+        fill(&mut w)?;
+        let file = w.finish()?.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        Ok(())
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    if let Err(e) = std::fs::rename(&tmp, path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e.into());
+    }
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+// ---- reading ---------------------------------------------------------------------------
+
+/// One section as stored (checksum verified).
+#[derive(Debug, Clone)]
+pub struct Section {
+    pub kind: SectionKind,
+    pub codec: Codec,
+    pub raw_len: u64,
+    pub stored: Vec<u8>,
+}
+
+/// A whole image read and checked.
+#[derive(Debug)]
+pub struct Image {
+    pub format: (u16, u16),
+    pub info: ImageInfo,
+    pub sections: Vec<Section>,
+}
+
+/// Read exactly `len` bytes, growing the buffer only as bytes arrive (a hostile length
+/// meets the end of the input, not an allocation of that size).
+fn read_len(r: &mut impl Read, len: u64, what: &str) -> Result<Vec<u8>, ImageError> {
+    let mut buf = Vec::with_capacity(len.min(1 << 20) as usize);
+    let got = r.take(len).read_to_end(&mut buf)?;
+    if (got as u64) < len {
+        return Err(ImageError::Truncated(format!(
+            "{what} needs {len} bytes, only {got} follow"
+        )));
+    }
+    Ok(buf)
+}
+
+fn read_array<const N: usize>(r: &mut impl Read, what: &str) -> Result<[u8; N], ImageError> {
+    let v = read_len(r, N as u64, what)?;
+    Ok(v.try_into().expect("length checked"))
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("in bounds"))
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("in bounds"))
+}
+
+/// Read an image front to back (a file or a pipe) and check all of it.
+pub fn read(r: &mut impl Read) -> Result<Image, ImageError> {
+    let mut head = [0u8; 24];
+    let mut got = 0;
+    while got < head.len() {
+        match r.read(&mut head[got..])? {
+            0 => break,
+            n => got += n,
+        }
+    }
+    if got < 8 || &head[..8] != MAGIC {
+        return Err(ImageError::NotAnImage);
+    }
+    if got < 24 {
+        return Err(ImageError::Truncated("the header".into()));
+    }
+    let major = u16::from_le_bytes([head[8], head[9]]);
+    let minor = u16::from_le_bytes([head[10], head[11]]);
+    if major != FORMAT_MAJOR {
+        return Err(ImageError::Version { major, minor });
+    }
+    let info_len = u32_at(&head, 12);
+    if info_len > MAX_INFO {
+        return Err(ImageError::TooLarge {
+            what: "the header's information".into(),
+            len: info_len as u64,
+            limit: MAX_INFO as u64,
+        });
+    }
+    if u32_at(&head, 20) != 0 {
+        return Err(ImageError::Corrupt(
+            "reserved header field is not zero".into(),
+        ));
+    }
+    let info_bytes = read_len(r, info_len as u64, "the header's information")?;
+    if crc(&info_bytes) != u32_at(&head, 16) {
+        return Err(ImageError::Corrupt(
+            "checksum of the header's information".into(),
+        ));
+    }
+    let info: ImageInfo = postcard::from_bytes(&info_bytes)
+        .map_err(|e| ImageError::Corrupt(format!("the header's information: {e}")))?;
+
+    let mut offset = 24 + info_len as u64;
+    let mut sections = Vec::new();
+    let mut table: Option<Vec<TableEntry>> = None;
+    let mut table_offset = 0;
+    while table.is_none() {
+        if sections.len() >= MAX_SECTIONS {
+            return Err(ImageError::Corrupt("too many sections".into()));
+        }
+        let h: [u8; 32] = read_array(r, "a section header")?;
+        if &h[..4] != SECTION_MAGIC {
+            return Err(ImageError::Corrupt(format!(
+                "no section header at byte {offset}"
+            )));
+        }
+        let kind = SectionKind(u32_at(&h, 4));
+        let what = format!("section '{}' at byte {offset}", kind.name());
+        let codec = Codec::from_u32(u32_at(&h, 8))
+            .ok_or_else(|| ImageError::Corrupt(format!("{what}: unknown codec")))?;
+        let stored_len = u64_at(&h, 16);
+        let raw_len = u64_at(&h, 24);
+        for (len, label) in [(stored_len, "stored"), (raw_len, "decoded")] {
+            if len > MAX_SECTION {
+                return Err(ImageError::TooLarge {
+                    what: format!("{what} ({label})"),
+                    len,
+                    limit: MAX_SECTION,
+                });
+            }
+        }
+        let stored = read_len(r, stored_len, &what)?;
+        if crc(&stored) != u32_at(&h, 12) {
+            return Err(ImageError::Corrupt(format!("{what}: checksum mismatch")));
+        }
+        if kind == SectionKind::END {
+            if codec != Codec::Raw || raw_len != stored_len {
+                return Err(ImageError::Corrupt("the section table's header".into()));
+            }
+            table_offset = offset;
+            let t: Vec<TableEntry> = postcard::from_bytes(&stored)
+                .map_err(|e| ImageError::Corrupt(format!("the section table: {e}")))?;
+            table = Some(t);
+        } else {
+            sections.push(Section {
+                kind,
+                codec,
+                raw_len,
+                stored,
+            });
+        }
+        offset += 32 + stored_len;
+    }
+    let footer: [u8; 16] = read_array(r, "the footer")?;
+    let table = table.expect("loop ends with the table");
+    if &footer[8..] != FOOTER_MAGIC || u64_at(&footer, 0) != table_offset {
+        return Err(ImageError::Corrupt("the footer".into()));
+    }
+    // The table must describe exactly the sections read.
+    let consistent = table.len() == sections.len()
+        && table.iter().zip(&sections).all(|(t, s)| {
+            t.kind == s.kind
+                && t.codec == s.codec
+                && t.stored_len == s.stored.len() as u64
+                && t.raw_len == s.raw_len
+        });
+    if !consistent {
+        return Err(ImageError::Corrupt(
+            "the section table does not match the sections".into(),
+        ));
+    }
+    Ok(Image {
+        format: (major, minor),
+        info,
+        sections,
+    })
+}
+
+/// Read and check an image file.
+pub fn read_file(path: &Path) -> Result<Image, ImageError> {
+    let f = std::fs::File::open(path)?;
+    read(&mut io::BufReader::with_capacity(1 << 20, f))
+}
+
+impl Image {
+    pub fn section(&self, kind: SectionKind) -> Result<&Section, ImageError> {
+        self.sections
+            .iter()
+            .find(|s| s.kind == kind)
+            .ok_or(ImageError::Missing(kind))
+    }
+
+    /// Decode a metadata section.
+    pub fn meta<T: DeserializeOwned>(&self, kind: SectionKind) -> Result<T, ImageError> {
+        let s = self.section(kind)?;
+        let what = format!("section '{}'", kind.name());
+        if s.codec != Codec::Zstd {
+            return Err(ImageError::Corrupt(format!(
+                "{what}: not a metadata section"
+            )));
+        }
+        if s.raw_len > MAX_META {
+            return Err(ImageError::TooLarge {
+                what,
+                len: s.raw_len,
+                limit: MAX_META,
+            });
+        }
+        let raw = zstd::bulk::decompress(&s.stored, s.raw_len as usize)
+            .map_err(|e| ImageError::Corrupt(format!("{what}: {e}")))?;
+        if raw.len() as u64 != s.raw_len {
+            return Err(ImageError::Corrupt(format!("{what}: wrong decoded length")));
+        }
+        postcard::from_bytes(&raw).map_err(|e| ImageError::Corrupt(format!("{what}: {e}")))
+    }
+
+    /// Decode a chunked section, calling `each` with every chunk in order.
+    pub fn chunks(
+        &self,
+        kind: SectionKind,
+        mut each: impl FnMut(&[u8]) -> Result<(), ImageError>,
+    ) -> Result<(), ImageError> {
+        let s = self.section(kind)?;
+        let what = format!("section '{}'", kind.name());
+        if s.codec != Codec::Chunks {
+            return Err(ImageError::Corrupt(format!(
+                "{what}: not a chunked section"
+            )));
+        }
+        let b = &s.stored;
+        let (mut at, mut total, mut index) = (0usize, 0u64, 0usize);
+        while at < b.len() {
+            if b.len() - at < 16 || &b[at..at + 4] != CHUNK_MAGIC {
+                return Err(ImageError::Corrupt(format!("{what}: chunk {index} header")));
+            }
+            let raw_len = u32_at(b, at + 4);
+            let body_word = u32_at(b, at + 8);
+            let (body_len, plain) = (body_word & !(1 << 31), body_word & (1 << 31) != 0);
+            let want = u32_at(b, at + 12);
+            if raw_len > MAX_CHUNK || body_len > MAX_CHUNK {
+                return Err(ImageError::TooLarge {
+                    what: format!("{what} chunk {index}"),
+                    len: raw_len.max(body_len) as u64,
+                    limit: MAX_CHUNK as u64,
+                });
+            }
+            let body = b
+                .get(at + 16..at + 16 + body_len as usize)
+                .ok_or_else(|| ImageError::Corrupt(format!("{what}: chunk {index} is cut")))?;
+            if crc(body) != want {
+                return Err(ImageError::Corrupt(format!(
+                    "{what}: chunk {index} checksum mismatch"
+                )));
+            }
+            if plain {
+                if body_len != raw_len {
+                    return Err(ImageError::Corrupt(format!("{what}: chunk {index} length")));
+                }
+                each(body)?;
+            } else {
+                let raw = zstd::bulk::decompress(body, raw_len as usize)
+                    .map_err(|e| ImageError::Corrupt(format!("{what}: chunk {index}: {e}")))?;
+                if raw.len() != raw_len as usize {
+                    return Err(ImageError::Corrupt(format!("{what}: chunk {index} length")));
+                }
+                each(&raw)?;
+            }
+            total += raw_len as u64;
+            at += 16 + body_len as usize;
+            index += 1;
+        }
+        if total != s.raw_len {
+            return Err(ImageError::Corrupt(format!(
+                "{what}: chunks hold {total} bytes, the section says {}",
+                s.raw_len
+            )));
+        }
+        Ok(())
+    }
+}

@@ -4,6 +4,7 @@
 //! namespaces, init); `image` is the checkpoint file format; `sys` holds the raw system
 //! calls behind safe wrappers; `cli` turns the command line into actions.
 
+pub mod ckpt;
 pub mod cli;
 pub mod config;
 pub mod image;

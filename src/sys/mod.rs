@@ -533,3 +533,49 @@ pub fn close_fds_from(from: RawFd) {
 pub fn getppid() -> i32 {
     unsafe { libc::getppid() }
 }
+
+// ---- ptrace ---------------------------------------------------------------------------
+
+/// PTRACE_SEIZE: trace a thread without stopping it.
+pub fn ptrace_seize(tid: i32) -> io::Result<()> {
+    check(unsafe { libc::ptrace(libc::PTRACE_SEIZE, tid, 0usize, 0usize) as libc::c_int })?;
+    Ok(())
+}
+
+/// PTRACE_INTERRUPT: stop a seized thread (it reports PTRACE_EVENT_STOP).
+pub fn ptrace_interrupt(tid: i32) -> io::Result<()> {
+    check(unsafe { libc::ptrace(libc::PTRACE_INTERRUPT, tid, 0usize, 0usize) as libc::c_int })?;
+    Ok(())
+}
+
+/// PTRACE_DETACH, delivering `sig` (0: none) as the thread goes on.
+pub fn ptrace_detach(tid: i32, sig: i32) -> io::Result<()> {
+    check(unsafe { libc::ptrace(libc::PTRACE_DETACH, tid, 0usize, sig as usize) as libc::c_int })?;
+    Ok(())
+}
+
+/// How a traced thread stopped, as waitpid reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TraceStop {
+    /// PTRACE_EVENT_STOP: our interrupt, or a group stop (job control) while seized.
+    Event,
+    /// About to receive this signal; it must be passed on when detaching.
+    Signal(i32),
+    /// The thread is gone.
+    Exited,
+}
+
+/// Wait for a traced thread to stop (`__WALL`: threads too).
+pub fn wait_traced(tid: i32) -> io::Result<TraceStop> {
+    let mut status = 0;
+    check_retry(|| unsafe { libc::waitpid(tid, &mut status, libc::__WALL) })?;
+    Ok(if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
+        TraceStop::Exited
+    } else if libc::WIFSTOPPED(status) && (status >> 16) == libc::PTRACE_EVENT_STOP {
+        TraceStop::Event
+    } else if libc::WIFSTOPPED(status) {
+        TraceStop::Signal(libc::WSTOPSIG(status))
+    } else {
+        TraceStop::Event
+    })
+}

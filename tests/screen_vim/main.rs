@@ -514,3 +514,117 @@ fn a_terminal_the_daemon_cannot_open_is_served_through_the_client() {
     tmux.wait_text("p", "EXIT=0", T);
     assert_eq!(env.sessions().len(), 1);
 }
+
+/// The session's processes (below its init) and their TracerPid.
+fn session_tracers(env: &Env, name: &str) -> Vec<(i32, i32)> {
+    let daemon = env.daemon_pid(name);
+    let init = children(daemon)[0];
+    process_tree(init)
+        .into_iter()
+        .skip(1)
+        .filter_map(|p| {
+            let status = std::fs::read_to_string(format!("/proc/{p}/status")).ok()?;
+            let tracer = status
+                .lines()
+                .find_map(|l| l.strip_prefix("TracerPid:"))?
+                .trim()
+                .parse()
+                .ok()?;
+            Some((p, tracer))
+        })
+        .collect()
+}
+
+#[test]
+fn a_checkpoint_freezes_the_whole_session_and_lets_it_go_on() {
+    let env = Env::unprivileged();
+    let counter = env.dir.path().join("count");
+    env.pane(
+        "p",
+        &format!("{} start --name fr -- bash --norc", env.crterm_cmd()),
+    );
+    env.tmux.wait_text("p", "$", T);
+    // Four threads counting into a file, and a job stopped with Ctrl-Z.
+    env.tmux.type_text(
+        "p",
+        &format!(
+            "python3 -c 'import threading,time\nn=[0]\ndef w():\n    while True:\n        n[0]+=1; time.sleep(0.001)\n[threading.Thread(target=w,daemon=True).start() for i in range(4)]\nwhile True:\n    open(\"{}\",\"w\").write(str(n[0])); time.sleep(0.05)' &",
+            counter.display()
+        ),
+    );
+    env.tmux.send_keys("p", &["Enter"]);
+    env.tmux.type_text("p", "sleep 1000");
+    env.tmux.send_keys("p", &["Enter"]);
+    std::thread::sleep(Duration::from_millis(300));
+    env.tmux.send_keys("p", &["C-z"]);
+    env.tmux.wait_text("p", "Stopped", T);
+    wait_for("the counter", T, || {
+        std::fs::read_to_string(&counter)
+            .ok()
+            .filter(|s| !s.is_empty())
+    });
+
+    let out = env.crterm(&["checkpoint", "fr"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("froze 3 processes (7 threads)") && err.contains("let them go on"),
+        "{err}"
+    );
+    // Nothing stays traced, the counter goes on, the stopped job stays stopped.
+    assert!(session_tracers(&env, "fr").iter().all(|(_, t)| *t == 0));
+    let read = || -> u64 {
+        std::fs::read_to_string(&counter)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap_or(0)
+    };
+    let before = read();
+    wait_for("the counter to go on", T, || {
+        (read() > before).then_some(())
+    });
+    env.tmux.type_text("p", "jobs");
+    env.tmux.send_keys("p", &["Enter"]);
+    env.tmux
+        .wait_text("p", "Stopped                 sleep 1000", T);
+    // The prefix key runs the same path.
+    env.prefix("p", "c");
+    env.tmux.wait_text("p", "froze 3 processes", T);
+    env.tmux.type_text("p", "kill %1 %2; exit");
+    env.tmux.send_keys("p", &["Enter"]);
+}
+
+#[test]
+fn a_checkpoint_refuses_a_traced_process_and_names_it() {
+    let env = Env::unprivileged();
+    env.pane(
+        "p",
+        &format!("{} start --name tr -- bash --norc", env.crterm_cmd()),
+    );
+    env.tmux.wait_text("p", "$", T);
+    env.tmux.type_text(
+        "p",
+        "strace -o /dev/null sleep 1000 & sleep 0.3; echo STARTED",
+    );
+    env.tmux.send_keys("p", &["Enter"]);
+    env.tmux.wait_text("p", "\nSTARTED", T);
+    let out = env.crterm(&["checkpoint", "tr"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("checkpoint failed: process")
+            && err.contains("(sleep) is being traced by process")
+            && err.contains("the session goes on unchanged"),
+        "{err}"
+    );
+    // Only strace's own tracing remains; the shell runs on.
+    let tracers = session_tracers(&env, "tr");
+    let daemon = env.daemon_pid("tr");
+    assert!(tracers.iter().all(|(_, t)| *t != daemon), "{tracers:?}");
+    env.tmux.type_text("p", "echo still running");
+    env.tmux.send_keys("p", &["Enter"]);
+    env.tmux.wait_text("p", "\nstill running", T);
+    env.tmux.type_text("p", "kill %1; exit");
+    env.tmux.send_keys("p", &["Enter"]);
+}

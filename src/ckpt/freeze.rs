@@ -1,0 +1,237 @@
+//! Freezing a session: every thread of every process below the session's init is seized
+//! with ptrace and interrupted, so nothing in the session runs while its state is read.
+//!
+//! Processes and threads may appear while the freeze goes on (a fork, a new thread), so the
+//! tree is scanned again after each round until a round finds nothing new. A thread that
+//! another tracer holds (strace, gdb) cannot be seized: the freeze then fails naming the
+//! process, after thawing what it had frozen. Dropping a `Frozen` thaws everything, so an
+//! error anywhere in a checkpoint leaves the session running as before; a signal that
+//! arrived during the freeze is handed on at the thaw, and a job stopped with Ctrl-Z stays
+//! stopped.
+//!
+//! ptrace is per thread: the thread that froze must be the one that thaws.
+
+use crate::sys::{self, TraceStop};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::{Duration, Instant};
+
+#[derive(Debug)]
+pub enum FreezeError {
+    /// Another program traces a process of the session.
+    Traced { pid: i32, comm: String, tracer: i32 },
+    /// The kernel refused to seize a thread for another reason.
+    Seize {
+        pid: i32,
+        tid: i32,
+        comm: String,
+        err: std::io::Error,
+    },
+    /// The session kept creating tasks faster than they could be frozen.
+    Unsettled,
+}
+
+impl fmt::Display for FreezeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FreezeError::Traced { pid, comm, tracer } => write!(
+                f,
+                "process {pid} ({comm}) is being traced by process {tracer} (a debugger or strace); end that first"
+            ),
+            FreezeError::Seize {
+                pid,
+                tid,
+                comm,
+                err,
+            } => {
+                write!(
+                    f,
+                    "cannot stop thread {tid} of process {pid} ({comm}): {err}"
+                )
+            }
+            FreezeError::Unsettled => write!(
+                f,
+                "the session kept starting new processes while it was being stopped"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for FreezeError {}
+
+/// A frozen thread and what to hand on when it is thawed.
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    pid: i32,
+    pending_signal: i32,
+}
+
+/// A frozen session. Dropping it thaws the session.
+pub struct Frozen {
+    threads: BTreeMap<i32, Held>,
+    pub took: Duration,
+}
+
+impl Frozen {
+    pub fn processes(&self) -> usize {
+        self.threads
+            .values()
+            .map(|h| h.pid)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+    }
+
+    pub fn threads(&self) -> usize {
+        self.threads.len()
+    }
+
+    /// Threads by process: (pid, tids), in pid order.
+    pub fn tasks(&self) -> Vec<(i32, Vec<i32>)> {
+        let mut out: Vec<(i32, Vec<i32>)> = Vec::new();
+        for (&tid, h) in &self.threads {
+            match out.iter_mut().find(|(p, _)| *p == h.pid) {
+                Some((_, tids)) => tids.push(tid),
+                None => out.push((h.pid, vec![tid])),
+            }
+        }
+        out.sort();
+        out
+    }
+
+    pub fn thaw(mut self) {
+        self.release();
+    }
+
+    fn release(&mut self) {
+        for (tid, held) in std::mem::take(&mut self.threads) {
+            let _ = sys::ptrace_detach(tid, held.pending_signal);
+        }
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+fn comm(pid: i32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|s| s.trim_end().to_string())
+        .unwrap_or_else(|_| "?".into())
+}
+
+fn tracer_of(tid: i32) -> i32 {
+    std::fs::read_to_string(format!("/proc/{tid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("TracerPid:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Every process below `root` (not `root` itself) with its threads.
+fn session_tasks(root: i32) -> Vec<(i32, Vec<i32>)> {
+    let mut procs = Vec::new();
+    let mut stack = vec![root];
+    while let Some(pid) = stack.pop() {
+        let mut threads = Vec::new();
+        if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+            for t in dir.flatten() {
+                let Some(tid) = t.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+                    continue;
+                };
+                threads.push(tid);
+                if let Ok(kids) = std::fs::read_to_string(t.path().join("children")) {
+                    stack.extend(
+                        kids.split_whitespace()
+                            .filter_map(|k| k.parse::<i32>().ok()),
+                    );
+                }
+            }
+        }
+        if pid != root && !threads.is_empty() {
+            threads.sort();
+            procs.push((pid, threads));
+        }
+    }
+    procs
+}
+
+/// Freeze every process below `root` (the session's init, which itself runs on: it owns
+/// nothing of the session's state and must keep reaping).
+pub fn freeze(root: i32) -> Result<Frozen, FreezeError> {
+    let start = Instant::now();
+    let mut frozen = Frozen {
+        threads: BTreeMap::new(),
+        took: Duration::ZERO,
+    };
+    for _round in 0..64 {
+        let mut new = 0;
+        for (pid, tids) in session_tasks(root) {
+            for tid in tids {
+                if frozen.threads.contains_key(&tid) {
+                    continue;
+                }
+                match sys::ptrace_seize(tid) {
+                    Ok(()) => {}
+                    // Gone in the meantime: the next scan will not see it.
+                    Err(e) if e.raw_os_error() == Some(libc::ESRCH) => continue,
+                    Err(e) => {
+                        let tracer = tracer_of(tid);
+                        return Err(if tracer != 0 {
+                            FreezeError::Traced {
+                                pid,
+                                comm: comm(pid),
+                                tracer,
+                            }
+                        } else {
+                            FreezeError::Seize {
+                                pid,
+                                tid,
+                                comm: comm(pid),
+                                err: e,
+                            }
+                        });
+                        // `frozen` is dropped here: what was stopped runs again.
+                    }
+                }
+                new += 1;
+                if sys::ptrace_interrupt(tid).is_err() {
+                    let _ = sys::ptrace_detach(tid, 0);
+                    continue;
+                }
+                match sys::wait_traced(tid) {
+                    Ok(TraceStop::Event) => {
+                        frozen.threads.insert(
+                            tid,
+                            Held {
+                                pid,
+                                pending_signal: 0,
+                            },
+                        );
+                    }
+                    Ok(TraceStop::Signal(sig)) => {
+                        // Stopped on its way to a signal: keep it stopped, hand the signal
+                        // on at the thaw.
+                        frozen.threads.insert(
+                            tid,
+                            Held {
+                                pid,
+                                pending_signal: sig,
+                            },
+                        );
+                    }
+                    Ok(TraceStop::Exited) | Err(_) => {}
+                }
+            }
+        }
+        if new == 0 {
+            frozen.took = start.elapsed();
+            return Ok(frozen);
+        }
+    }
+    Err(FreezeError::Unsettled)
+}

@@ -12,10 +12,12 @@
 //! ```
 //!
 //! Every section says what follows it, so an image reads front to back from a pipe (resume
-//! from stdin, issue 5); the table at the end gives random access to a file. Metadata is
-//! postcard, zstd-compressed as a whole (`Codec::Zstd`); page data is `Codec::Chunks`: a run
-//! of independently compressed chunks, each with its own small header and checksum, so a bad
-//! chunk is found where it is and chunks can be decompressed in parallel.
+//! from stdin, issue 5) and is written front to back without holding more than one chunk
+//! (a writer never seeks); the table at the end gives random access to a file. Metadata is
+//! postcard, zstd-compressed per section; page data is a run of sections of one kind, each
+//! one chunk of at most `CHUNK_SIZE` bytes compressed on its own (or stored as it is when it
+//! does not compress), so a bad chunk is found where it is and chunks can be decompressed
+//! in parallel.
 //!
 //! Reading checks every length against a limit before allocating, every checksum before
 //! decoding, and every reserved field for zero: a truncated, corrupt or hostile image gives
@@ -34,15 +36,13 @@ pub const FORMAT_MINOR: u16 = 0;
 /// Limits a reader holds an image to before it allocates anything.
 pub const MAX_INFO: u32 = 1 << 20;
 pub const MAX_META: u64 = 1 << 30;
-pub const MAX_SECTION: u64 = 1 << 40;
-pub const MAX_CHUNK: u32 = 64 << 20;
+pub const MAX_SECTION: u64 = 1 << 30;
 pub const MAX_SECTIONS: usize = 1 << 20;
 
-/// Uncompressed size of one page-data chunk written by `ChunkWriter`.
+/// Uncompressed size of one page-data chunk.
 pub const CHUNK_SIZE: usize = 4 << 20;
 
 const SECTION_MAGIC: &[u8; 4] = b"SECT";
-const CHUNK_MAGIC: &[u8; 4] = b"CHNK";
 const ZSTD_LEVEL: i32 = 1;
 
 /// What a section holds. Kinds a reader does not know are kept and ignored (a newer minor
@@ -71,7 +71,6 @@ impl SectionKind {
 pub enum Codec {
     Raw,
     Zstd,
-    Chunks,
 }
 
 impl Codec {
@@ -79,14 +78,12 @@ impl Codec {
         match self {
             Codec::Raw => 0,
             Codec::Zstd => 1,
-            Codec::Chunks => 2,
         }
     }
     fn from_u32(v: u32) -> Option<Codec> {
         match v {
             0 => Some(Codec::Raw),
             1 => Some(Codec::Zstd),
-            2 => Some(Codec::Chunks),
             _ => None,
         }
     }
@@ -265,25 +262,19 @@ impl<W: Write> ImageWriter<W> {
         self.section(kind, Codec::Zstd, &stored, raw.len() as u64)
     }
 
-    /// A section of bulk data (memory pages) in independent compressed chunks.
+    /// Bulk data (memory pages): one section per chunk of at most `CHUNK_SIZE` bytes,
+    /// compressed on its own, or stored as it is when it does not compress. Call as often
+    /// as data arrives; readers get the chunks of a kind back in order.
     pub fn chunks(&mut self, kind: SectionKind, data: &[u8]) -> io::Result<()> {
-        let mut stored = Vec::new();
         for chunk in data.chunks(CHUNK_SIZE) {
             let packed = zstd::bulk::compress(chunk, ZSTD_LEVEL)?;
-            // A chunk that does not compress is kept as it is (flag in the high bit).
-            let (body, compressed) = if packed.len() < chunk.len() {
-                (&packed[..], true)
+            if packed.len() < chunk.len() {
+                self.section(kind, Codec::Zstd, &packed, chunk.len() as u64)?;
             } else {
-                (chunk, false)
-            };
-            stored.extend_from_slice(CHUNK_MAGIC);
-            stored.extend_from_slice(&(chunk.len() as u32).to_le_bytes());
-            let flag = if compressed { 0 } else { 1u32 << 31 };
-            stored.extend_from_slice(&(body.len() as u32 | flag).to_le_bytes());
-            stored.extend_from_slice(&crc(body).to_le_bytes());
-            stored.extend_from_slice(body);
+                self.section(kind, Codec::Raw, chunk, chunk.len() as u64)?;
+            }
         }
-        self.section(kind, Codec::Chunks, &stored, data.len() as u64)
+        Ok(())
     }
 
     /// Write the table and the footer; returns the sink.
@@ -547,66 +538,38 @@ impl Image {
         postcard::from_bytes(&raw).map_err(|e| ImageError::Corrupt(format!("{what}: {e}")))
     }
 
-    /// Decode a chunked section, calling `each` with every chunk in order.
+    /// Decode every section of `kind` in order (the chunks of bulk data), calling `each`
+    /// with each decoded chunk.
     pub fn chunks(
         &self,
         kind: SectionKind,
         mut each: impl FnMut(&[u8]) -> Result<(), ImageError>,
     ) -> Result<(), ImageError> {
-        let s = self.section(kind)?;
-        let what = format!("section '{}'", kind.name());
-        if s.codec != Codec::Chunks {
-            return Err(ImageError::Corrupt(format!(
-                "{what}: not a chunked section"
-            )));
-        }
-        let b = &s.stored;
-        let (mut at, mut total, mut index) = (0usize, 0u64, 0usize);
-        while at < b.len() {
-            if b.len() - at < 16 || &b[at..at + 4] != CHUNK_MAGIC {
-                return Err(ImageError::Corrupt(format!("{what}: chunk {index} header")));
-            }
-            let raw_len = u32_at(b, at + 4);
-            let body_word = u32_at(b, at + 8);
-            let (body_len, plain) = (body_word & !(1 << 31), body_word & (1 << 31) != 0);
-            let want = u32_at(b, at + 12);
-            if raw_len > MAX_CHUNK || body_len > MAX_CHUNK {
+        for (index, s) in self.sections.iter().filter(|s| s.kind == kind).enumerate() {
+            let what = format!("section '{}' chunk {index}", kind.name());
+            if s.raw_len > CHUNK_SIZE as u64 {
                 return Err(ImageError::TooLarge {
-                    what: format!("{what} chunk {index}"),
-                    len: raw_len.max(body_len) as u64,
-                    limit: MAX_CHUNK as u64,
+                    what,
+                    len: s.raw_len,
+                    limit: CHUNK_SIZE as u64,
                 });
             }
-            let body = b
-                .get(at + 16..at + 16 + body_len as usize)
-                .ok_or_else(|| ImageError::Corrupt(format!("{what}: chunk {index} is cut")))?;
-            if crc(body) != want {
-                return Err(ImageError::Corrupt(format!(
-                    "{what}: chunk {index} checksum mismatch"
-                )));
-            }
-            if plain {
-                if body_len != raw_len {
-                    return Err(ImageError::Corrupt(format!("{what}: chunk {index} length")));
+            match s.codec {
+                Codec::Raw => {
+                    if s.stored.len() as u64 != s.raw_len {
+                        return Err(ImageError::Corrupt(format!("{what}: length")));
+                    }
+                    each(&s.stored)?;
                 }
-                each(body)?;
-            } else {
-                let raw = zstd::bulk::decompress(body, raw_len as usize)
-                    .map_err(|e| ImageError::Corrupt(format!("{what}: chunk {index}: {e}")))?;
-                if raw.len() != raw_len as usize {
-                    return Err(ImageError::Corrupt(format!("{what}: chunk {index} length")));
+                Codec::Zstd => {
+                    let raw = zstd::bulk::decompress(&s.stored, s.raw_len as usize)
+                        .map_err(|e| ImageError::Corrupt(format!("{what}: {e}")))?;
+                    if raw.len() as u64 != s.raw_len {
+                        return Err(ImageError::Corrupt(format!("{what}: length")));
+                    }
+                    each(&raw)?;
                 }
-                each(&raw)?;
             }
-            total += raw_len as u64;
-            at += 16 + body_len as usize;
-            index += 1;
-        }
-        if total != s.raw_len {
-            return Err(ImageError::Corrupt(format!(
-                "{what}: chunks hold {total} bytes, the section says {}",
-                s.raw_len
-            )));
         }
         Ok(())
     }

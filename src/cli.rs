@@ -58,6 +58,13 @@ enum Cmd {
         #[arg(long)]
         exit: bool,
     },
+    /// Show what an image holds: where it was made, its processes, the saved screen.
+    Info {
+        file: PathBuf,
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// The session daemon (started by `crterm start`).
     #[command(name = "__daemon", hide = true)]
     Daemon {
@@ -97,7 +104,8 @@ pub fn run(cli: Cli) -> Result<i32> {
             client::attach(&paths::socket_path(&dir, &name), &name, prefix)
         }
         Cmd::Ls => list(),
-        Cmd::Checkpoint { name, .. } => checkpoint(&name),
+        Cmd::Info { file, json } => crate::info::show(&file, json),
+        Cmd::Checkpoint { name, output, exit } => checkpoint(&name, output, exit),
         Cmd::Daemon {
             name,
             socket,
@@ -233,10 +241,10 @@ fn spawn_daemon(
 }
 
 /// Ask a daemon one question (`Info`, `Checkpoint`) and return its first answer.
-fn ask(name: &str, msg: ToDaemon) -> Result<ToClient> {
+fn ask(name: &str, msg: ToDaemon, timeout_secs: u64) -> Result<ToClient> {
     let dir = paths::runtime_dir()?;
     let mut stream = client::connect(&paths::socket_path(&dir, name), name)?;
-    stream.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(timeout_secs)))?;
     stream.write_all(&msg.encode())?;
     let mut reader = FrameReader::default();
     let mut buf = [0u8; 4096];
@@ -257,7 +265,7 @@ fn list() -> Result<i32> {
     let mut rows = Vec::new();
     for name in paths::session_names(&dir)? {
         let socket = paths::socket_path(&dir, &name);
-        match ask(&name, ToDaemon::Info) {
+        match ask(&name, ToDaemon::Info, 5) {
             Ok(ToClient::Info(info)) => rows.push(info),
             Ok(_) => {}
             Err(_) => {
@@ -306,10 +314,27 @@ fn format_time(unix: u64) -> String {
     )
 }
 
-fn checkpoint(name: &str) -> Result<i32> {
+fn checkpoint(name: &str, output: Option<PathBuf>, exit: bool) -> Result<i32> {
     paths::check_name(name)?;
-    match ask(name, ToDaemon::Checkpoint { exit: false })? {
-        ToClient::Notice(text) | ToClient::Refused(text) => bail!("{text}"),
+    // The daemon has another working directory: send it an absolute path.
+    let path = match output {
+        Some(p) if p.as_os_str() == "-" => {
+            bail!("writing an image to standard output is not supported yet")
+        }
+        Some(p) if p.is_relative() => std::env::current_dir()?.join(p),
+        Some(p) => p,
+        None => PathBuf::new(),
+    };
+    let msg = ToDaemon::Checkpoint {
+        exit,
+        path: path.display().to_string(),
+    };
+    match ask(name, msg, 600)? {
+        ToClient::Checkpointed { ok: true, text } => {
+            println!("{text}");
+            Ok(0)
+        }
+        ToClient::Checkpointed { ok: false, text } | ToClient::Refused(text) => bail!("{text}"),
         _ => bail!("unexpected answer from session {name}"),
     }
 }

@@ -8,6 +8,7 @@ pub mod ckpt;
 pub mod cli;
 pub mod config;
 pub mod image;
+pub mod info;
 pub mod pty_proxy;
 pub mod sys;
 pub mod term_model;

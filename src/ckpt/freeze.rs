@@ -64,6 +64,8 @@ impl std::error::Error for FreezeError {}
 struct Held {
     pid: i32,
     pending_signal: i32,
+    /// Stopped by job control (Ctrl-Z) before we seized it.
+    job_stopped: bool,
 }
 
 /// A frozen session. Dropping it thaws the session.
@@ -98,6 +100,12 @@ impl Frozen {
         out
     }
 
+    /// Whether job control had stopped the process (Ctrl-Z) before the freeze. Once
+    /// seized, such a process reads as "tracing stop" like every other.
+    pub fn job_stopped(&self, pid: i32) -> bool {
+        self.threads.values().any(|h| h.pid == pid && h.job_stopped)
+    }
+
     pub fn thaw(mut self) {
         self.release();
     }
@@ -113,6 +121,17 @@ impl Drop for Frozen {
     fn drop(&mut self) {
         self.release();
     }
+}
+
+/// The one-letter state of a thread (`R`, `S`, `T` ...), from /proc.
+fn state(tid: i32) -> char {
+    std::fs::read_to_string(format!("/proc/{tid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .and_then(|(_, r)| r.trim_start().chars().next())
+        })
+        .unwrap_or('?')
 }
 
 fn comm(pid: i32) -> String {
@@ -175,6 +194,7 @@ pub fn freeze(root: i32) -> Result<Frozen, FreezeError> {
                 if frozen.threads.contains_key(&tid) {
                     continue;
                 }
+                let job_stopped = state(tid) == 'T';
                 match sys::ptrace_seize(tid) {
                     Ok(()) => {}
                     // Gone in the meantime: the next scan will not see it.
@@ -210,6 +230,7 @@ pub fn freeze(root: i32) -> Result<Frozen, FreezeError> {
                             Held {
                                 pid,
                                 pending_signal: 0,
+                                job_stopped,
                             },
                         );
                     }
@@ -221,6 +242,7 @@ pub fn freeze(root: i32) -> Result<Frozen, FreezeError> {
                             Held {
                                 pid,
                                 pending_signal: sig,
+                                job_stopped,
                             },
                         );
                     }

@@ -1,4 +1,6 @@
-//! The checkpoint engine. What exists so far: freezing every thread of a session and
-//! thawing it again (`freeze`). Reading the frozen state into an image comes next.
+//! The checkpoint engine: freezing every thread of a session and thawing it again
+//! (`freeze`), and reading the frozen state into an image (`dump`). Restoring from an image
+//! is not built yet.
 
+pub mod dump;
 pub mod freeze;

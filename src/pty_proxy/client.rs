@@ -191,7 +191,7 @@ fn relay(stream: &mut UnixStream, signals: BorrowedFd, prefix: u8) -> Result<Out
             while let Some((kind, payload)) = reader.next_frame()? {
                 match ToClient::decode(kind, &payload)? {
                     ToClient::Output(bytes) => sys::write_all(stdout(), &bytes)?,
-                    ToClient::Notice(_) => {
+                    ToClient::Notice(_) | ToClient::Checkpointed { .. } => {
                         // The daemon drew it; take it away again in a moment.
                         overlay_until = Some(Instant::now() + Duration::from_secs(3));
                     }
@@ -219,8 +219,14 @@ fn relay(stream: &mut UnixStream, signals: BorrowedFd, prefix: u8) -> Result<Out
                 if prefix_pending {
                     prefix_pending = false;
                     let command = match b {
-                        b'd' => Some(ToDaemon::Checkpoint { exit: true }),
-                        b'c' => Some(ToDaemon::Checkpoint { exit: false }),
+                        b'd' => Some(ToDaemon::Checkpoint {
+                            exit: true,
+                            path: String::new(),
+                        }),
+                        b'c' => Some(ToDaemon::Checkpoint {
+                            exit: false,
+                            path: String::new(),
+                        }),
                         b'x' => Some(ToDaemon::Detach),
                         b'?' => {
                             help_shown = true;

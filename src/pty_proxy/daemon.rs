@@ -19,7 +19,7 @@ use crate::term_model::{Term, TermParser};
 use anyhow::{Context, Result};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 
@@ -433,28 +433,17 @@ impl Daemon {
                 c.attached = false;
                 c.closing = true;
             }
-            ToDaemon::Checkpoint { .. } => {
-                // The engine's first stage runs for real: the whole session is frozen and
-                // let go again. Writing its state is not built yet.
-                let text = match crate::ckpt::freeze::freeze(self.world.init_pid) {
-                    Ok(frozen) => {
-                        let (procs, threads, took) =
-                            (frozen.processes(), frozen.threads(), frozen.took);
-                        frozen.thaw();
-                        format!(
-                            "checkpointing is not available yet: froze {procs} processes ({threads} threads) in {:.1} ms and let them go on; saving their state is not built, nothing was written to {}",
-                            took.as_secs_f64() * 1000.0,
-                            self.image.display()
-                        )
-                    }
-                    Err(e) => format!("checkpoint failed: {e}; the session goes on unchanged"),
-                };
-                let lines = self.parser.term.lines;
+            ToDaemon::Checkpoint { exit, path } => {
+                let (ok, mut text) = self.checkpoint(&path);
+                if exit && ok {
+                    text.push_str(", so the session goes on");
+                }
+                let (cols, lines) = (self.parser.term.cols, self.parser.term.lines);
                 let c = &mut self.conns[i];
                 if c.attached {
-                    c.write_terminal(&overlay::notice(&text, lines));
+                    c.write_terminal(&overlay::notice(&text, cols, lines));
                 }
-                c.send(&ToClient::Notice(text));
+                c.send(&ToClient::Checkpointed { ok, text });
             }
             ToDaemon::Help { prefix } => {
                 let (cols, lines) = (self.parser.term.cols, self.parser.term.lines);
@@ -482,6 +471,66 @@ impl Daemon {
                 c.send(&ToClient::Info(info));
                 c.closing = true;
             }
+        }
+    }
+
+    /// Freeze the session, write its image, let it go on. Returns whether an image was
+    /// written, and one line saying what happened.
+    fn checkpoint(&mut self, path: &str) -> (bool, String) {
+        let path = if path.is_empty() {
+            self.image.clone()
+        } else {
+            PathBuf::from(path)
+        };
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+            && let Err(e) = std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+        {
+            return (
+                false,
+                format!("checkpoint failed: cannot create {}: {e}", dir.display()),
+            );
+        }
+        let start = std::time::Instant::now();
+        let frozen = match crate::ckpt::freeze::freeze(self.world.init_pid) {
+            Ok(f) => f,
+            Err(e) => {
+                return (
+                    false,
+                    format!("checkpoint failed: {e}; the session goes on unchanged"),
+                );
+            }
+        };
+        let (name, command, term) = (&self.name, &self.command, &self.parser.term);
+        let mut summary = None;
+        let written = crate::image::write_file(&path, &crate::image::ImageInfo::here(), |w| {
+            summary = Some(crate::ckpt::dump::dump(w, &frozen, name, command, term)?);
+            Ok::<(), io::Error>(())
+        });
+        drop(frozen);
+        let frozen_ms = start.elapsed().as_secs_f64() * 1000.0;
+        match (written, summary) {
+            (Ok(()), Some(s)) => (
+                true,
+                format!(
+                    "wrote {}: {} processes, {} threads, {:.1} MiB, frozen {frozen_ms:.0} ms; resume is not built yet",
+                    path.display(),
+                    s.processes,
+                    s.threads,
+                    s.memory_bytes as f64 / (1 << 20) as f64
+                ),
+            ),
+            (Err(e), _) => (
+                false,
+                format!(
+                    "checkpoint failed writing {}: {e}; the session goes on unchanged, any earlier image is untouched",
+                    path.display()
+                ),
+            ),
+            (Ok(()), None) => (false, "checkpoint failed: nothing was dumped".into()),
         }
     }
 

@@ -4,9 +4,22 @@
 
 use crate::config::key_name;
 
-/// A one-line notice on the bottom row, in reverse video; the cursor stays where it was.
-pub fn notice(text: &str, rows: usize) -> Vec<u8> {
-    format!("\x1b7\x1b[{rows};1H\x1b[0;7m crterm: {text} \x1b[0m\x1b[K\x1b8").into_bytes()
+/// A one-line notice on the bottom row, in reverse video, cut to the width (a wrap on the
+/// last row would scroll the screen); the cursor stays where it was.
+pub fn notice(text: &str, cols: usize, rows: usize) -> Vec<u8> {
+    let mut line = format!(" crterm: {text} ");
+    let mut width = 0;
+    let cut = line
+        .char_indices()
+        .find(|(_, c)| {
+            width += unicode_width::UnicodeWidthChar::width(*c).unwrap_or(0);
+            width > cols.saturating_sub(1)
+        })
+        .map(|(i, _)| i);
+    if let Some(i) = cut {
+        line.truncate(i);
+    }
+    format!("\x1b7\x1b[{rows};1H\x1b[0;7m{line}\x1b[0m\x1b[K\x1b8").into_bytes()
 }
 
 /// The prefix key's commands, in a box in the middle of the screen.

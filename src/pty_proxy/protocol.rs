@@ -22,8 +22,10 @@ pub enum ToDaemon {
         rows: u16,
     },
     Detach,
+    /// Write an image to `path` (empty: the session's image path).
     Checkpoint {
         exit: bool,
+        path: String,
     },
     Redraw,
     /// Show the help box for this prefix key.
@@ -47,6 +49,11 @@ pub enum ToClient {
     Info(SessionInfo),
     /// The daemon will not serve this client, and says why.
     Refused(String),
+    /// How a checkpoint went, in one line.
+    Checkpointed {
+        ok: bool,
+        text: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,7 +117,11 @@ impl ToDaemon {
             ToDaemon::Input(b) => frame(2, b),
             ToDaemon::Resize { cols, rows } => frame(3, &size_payload(*cols, *rows)),
             ToDaemon::Detach => frame(4, &[]),
-            ToDaemon::Checkpoint { exit } => frame(5, &[u8::from(*exit)]),
+            ToDaemon::Checkpoint { exit, path } => {
+                let mut p = vec![u8::from(*exit)];
+                p.extend_from_slice(path.as_bytes());
+                frame(5, &p)
+            }
             ToDaemon::Redraw => frame(6, &[]),
             ToDaemon::Info => frame(7, &[]),
             ToDaemon::Help { prefix } => frame(8, &[*prefix]),
@@ -138,6 +149,7 @@ impl ToDaemon {
             4 => ToDaemon::Detach,
             5 => ToDaemon::Checkpoint {
                 exit: p.first() == Some(&1),
+                path: text(p.get(1..).unwrap_or_default()),
             },
             6 => ToDaemon::Redraw,
             7 => ToDaemon::Info,
@@ -169,6 +181,11 @@ impl ToClient {
                 .as_bytes(),
             ),
             ToClient::Refused(s) => frame(106, s.as_bytes()),
+            ToClient::Checkpointed { ok, text } => {
+                let mut p = vec![u8::from(*ok)];
+                p.extend_from_slice(text.as_bytes());
+                frame(107, &p)
+            }
         }
     }
 
@@ -193,6 +210,10 @@ impl ToClient {
                 })
             }
             106 => ToClient::Refused(text(p)),
+            107 => ToClient::Checkpointed {
+                ok: p.first() == Some(&1),
+                text: text(p.get(1..).unwrap_or_default()),
+            },
             _ => return Err(bad("unknown")),
         })
     }

@@ -579,3 +579,53 @@ pub fn wait_traced(tid: i32) -> io::Result<TraceStop> {
         TraceStop::Event
     })
 }
+
+/// The general registers of a stopped traced thread (x86_64 `user_regs_struct`, 27 words).
+pub fn ptrace_getregs(tid: i32) -> io::Result<[u64; 27]> {
+    let mut regs: libc::user_regs_struct = unsafe { std::mem::zeroed() };
+    check(unsafe {
+        libc::ptrace(
+            libc::PTRACE_GETREGS,
+            tid,
+            0usize,
+            &mut regs as *mut _ as usize,
+        ) as libc::c_int
+    })?;
+    const _: () = assert!(std::mem::size_of::<libc::user_regs_struct>() == 27 * 8);
+    // SAFETY: user_regs_struct is 27 u64 words on x86_64 (checked above).
+    Ok(unsafe { std::mem::transmute::<libc::user_regs_struct, [u64; 27]>(regs) })
+}
+
+/// Copy `len` bytes at `addr` in process `pid` into `buf` (process_vm_readv); returns how
+/// many bytes were read (fewer at an unreadable page).
+pub fn read_process_memory(pid: i32, addr: u64, buf: &mut [u8]) -> io::Result<usize> {
+    let local = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: addr as usize as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    let n = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
+/// pread(2).
+pub fn pread(fd: BorrowedFd, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let n = unsafe {
+        libc::pread(
+            fd.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            offset as libc::off_t,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}

@@ -114,9 +114,47 @@ fn name_already_in_use() {
     );
     assert!(screen.contains("EXIT=1"));
     assert_eq!(env.sessions().len(), 1);
-    // And checkpointing it says plainly that it cannot be done yet.
-    let err = one_error_line(&env.crterm(&["checkpoint", "dup"]));
-    assert!(err.contains("checkpointing is not available yet"), "{err}");
+    // Writing an image to standard output is for later.
+    let err = one_error_line(&env.crterm(&["checkpoint", "dup", "-o", "-"]));
+    assert!(
+        err.contains("standard output is not supported yet"),
+        "{err}"
+    );
+}
+
+#[test]
+fn info_on_bad_images() {
+    let env = Env::unprivileged();
+    let d = env.dir.path();
+    std::fs::write(d.join("text.img"), "hello\n").unwrap();
+    let err = one_error_line(&env.crterm(&["info", d.join("text.img").to_str().unwrap()]));
+    assert!(err.contains("text.img: not a crterm image"), "{err}");
+    let err = one_error_line(&env.crterm(&["info", d.join("missing.img").to_str().unwrap()]));
+    assert!(err.contains("missing.img: No such file"), "{err}");
+    // The golden image, cut short and damaged.
+    let golden = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/golden/term-model-v1.img"
+    ))
+    .unwrap();
+    std::fs::write(d.join("cut.img"), &golden[..golden.len() / 2]).unwrap();
+    let err = one_error_line(&env.crterm(&["info", d.join("cut.img").to_str().unwrap()]));
+    assert!(err.contains("cut.img: the image is"), "{err}");
+    let mut bad = golden.clone();
+    let at = bad.len() / 3;
+    bad[at] ^= 0xff;
+    std::fs::write(d.join("bad.img"), &bad).unwrap();
+    let err = one_error_line(&env.crterm(&["info", d.join("bad.img").to_str().unwrap()]));
+    assert!(err.contains("bad.img: the image is damaged"), "{err}");
+    // A good one is shown.
+    std::fs::write(d.join("good.img"), &golden).unwrap();
+    let out = env.crterm(&["info", d.join("good.img").to_str().unwrap()]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("(alternate screen)") && text.contains("|    alt"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -309,15 +309,14 @@ fn prefix_keys_literal_help_and_checkpoint_notice() {
         (!env.tmux.capture_plain("p").contains("detach (the session")).then_some(())
     });
     env.prefix("p", "c");
-    env.tmux
-        .wait_text("p", "checkpointing is not available yet", T);
+    env.tmux.wait_text("p", "crterm: wrote ", T);
     env.prefix("p", "d");
-    env.tmux
-        .wait_text("p", "checkpointing is not available yet", T);
+    // The notice is cut to the pane's width; its start names the image.
+    env.tmux.wait_text("p", "crterm: wrote ", T);
     assert_eq!(
         env.sessions().len(),
         1,
-        "a failed checkpoint leaves the session running"
+        "without resume, checkpoint-and-end keeps the session"
     );
     env.tmux.type_text("p", "exit");
     env.tmux.send_keys("p", &["Enter"]);
@@ -564,13 +563,15 @@ fn a_checkpoint_freezes_the_whole_session_and_lets_it_go_on() {
             .filter(|s| !s.is_empty())
     });
 
-    let out = env.crterm(&["checkpoint", "fr"]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let image = env.dir.path().join("fr.img");
+    let out = env.crterm(&["checkpoint", "fr", "-o", image.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&out.stdout);
     assert!(
-        err.contains("froze 3 processes (7 threads)") && err.contains("let them go on"),
-        "{err}"
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
+    assert!(said.contains("3 processes, 7 threads"), "{said}");
     // Nothing stays traced, the counter goes on, the stopped job stays stopped.
     assert!(session_tracers(&env, "fr").iter().all(|(_, t)| *t == 0));
     let read = || -> u64 {
@@ -590,7 +591,7 @@ fn a_checkpoint_freezes_the_whole_session_and_lets_it_go_on() {
         .wait_text("p", "Stopped                 sleep 1000", T);
     // The prefix key runs the same path.
     env.prefix("p", "c");
-    env.tmux.wait_text("p", "froze 3 processes", T);
+    env.tmux.wait_text("p", "3 processes, 7 threads", T);
     env.tmux.type_text("p", "kill %1 %2; exit");
     env.tmux.send_keys("p", &["Enter"]);
 }
@@ -626,5 +627,129 @@ fn a_checkpoint_refuses_a_traced_process_and_names_it() {
     env.tmux.send_keys("p", &["Enter"]);
     env.tmux.wait_text("p", "\nstill running", T);
     env.tmux.type_text("p", "kill %1; exit");
+    env.tmux.send_keys("p", &["Enter"]);
+}
+
+#[test]
+fn a_checkpoint_writes_an_image_that_info_reads() {
+    let env = Env::unprivileged();
+    env.pane(
+        "p",
+        &format!("{} start --name im -- bash --norc", env.crterm_cmd()),
+    );
+    env.tmux.wait_text("p", "$", T);
+    // A process whose memory holds a marker, a job stopped with Ctrl-Z, a line on screen.
+    env.tmux.type_text(
+        "p",
+        "python3 -c 'import time; m = b\"CRTERM-MARKER-\" * 100000; time.sleep(1000)' &",
+    );
+    env.tmux.send_keys("p", &["Enter"]);
+    env.tmux.type_text("p", "vim -u NONE -N -i NONE");
+    env.tmux.send_keys("p", &["Enter"]);
+    std::thread::sleep(Duration::from_millis(400));
+    env.tmux.send_keys("p", &["C-z"]);
+    env.tmux.wait_text("p", "Stopped", T);
+    env.tmux.type_text("p", "echo on the screen");
+    env.tmux.send_keys("p", &["Enter"]);
+    env.tmux.wait_text("p", "\non the screen", T);
+    std::thread::sleep(Duration::from_millis(300));
+
+    let image = env.dir.path().join("im.img");
+    let out = env.crterm(&["checkpoint", "im", "-o", image.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.starts_with(&format!("wrote {}: 3 processes", image.display())),
+        "{said}"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&image).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    let out = env.crterm(&["info", image.to_str().unwrap(), "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let info = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "\"comm\": \"bash\"",
+        "\"comm\": \"python3\"",
+        "\"comm\": \"vim\"",
+        "\"stopped\": true",
+        "on the screen",
+        "\"name\": \"im\"",
+    ] {
+        assert!(info.contains(needle), "{needle} not in {info}");
+    }
+    // The marker is in the saved memory.
+    let img = crterm::image::read_file(&image).unwrap();
+    let mut found = false;
+    img.chunks(crterm::image::SectionKind::PAGES, |c| {
+        found |= c.windows(28).any(|w| w == b"CRTERM-MARKER-CRTERM-MARKER-");
+        Ok(())
+    })
+    .unwrap();
+    assert!(found, "the python process's memory is not in the image");
+    // The human form names the processes and draws the screen.
+    let out = env.crterm(&["info", image.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("stopped  vim") && text.contains("$ echo on the screen"),
+        "{text}"
+    );
+
+    // And the session goes on.
+    env.tmux.type_text("p", "echo after the checkpoint");
+    env.tmux.send_keys("p", &["Enter"]);
+    env.tmux.wait_text("p", "\nafter the checkpoint", T);
+    env.tmux.type_text("p", "kill %1 %2; exit");
+    env.tmux.send_keys("p", &["Enter"]);
+}
+
+#[test]
+fn a_failed_image_write_leaves_the_session_and_the_old_image() {
+    let env = Env::unprivileged();
+    env.pane(
+        "p",
+        &format!("{} start --name fw -- bash --norc", env.crterm_cmd()),
+    );
+    env.tmux.wait_text("p", "$", T);
+    // The default image: under XDG_DATA_HOME, private.
+    env.prefix("p", "c");
+    env.tmux.wait_text("p", "crterm: wrote ", T);
+    let default = env.dir.path().join("data/crterm/fw.img");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&default), 0o600);
+    assert_eq!(mode(default.parent().unwrap()), 0o700);
+    let before = std::fs::read(&default).unwrap();
+    // A target that cannot be written: its directory is a file.
+    let blocker = env.dir.path().join("not-a-dir");
+    std::fs::write(&blocker, "").unwrap();
+    let out = env.crterm(&[
+        "checkpoint",
+        "fw",
+        "-o",
+        blocker.join("x.img").to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("crterm: checkpoint failed") && err.lines().count() == 1,
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&default).unwrap(), before);
+    env.tmux.type_text("p", "echo still fine");
+    env.tmux.send_keys("p", &["Enter"]);
+    env.tmux.wait_text("p", "\nstill fine", T);
+    env.tmux.type_text("p", "exit");
     env.tmux.send_keys("p", &["Enter"]);
 }

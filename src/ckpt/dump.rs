@@ -1,0 +1,294 @@
+//! Reading a frozen session into an image: the process tree with the ids the session sees,
+//! each thread's registers and signal mask, mappings, file descriptors and the present
+//! pages of memory, plus the terminal model.
+//!
+//! What is saved is not yet everything a restore needs (FPU/XSTATE, signal handlers, rseq,
+//! pipes' queued bytes, the pty's state and more follow with the restore work), and memory
+//! comes from the running kernel as it is: pages not present (never touched, or swapped
+//! out) are skipped; `[vvar]`, `[vdso]` and `[vsyscall]` are never copied (the kernel
+//! provides them again).
+
+use super::freeze::Frozen;
+use crate::image::{ImageWriter, SectionKind};
+use crate::sys;
+use serde::{Deserialize, Serialize};
+use std::io::{self, Write};
+use std::os::fd::AsFd;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    pub name: String,
+    pub command: String,
+    pub processes: Vec<ProcessRecord>,
+    /// Where each run of saved memory belongs, in the order of the page chunks.
+    pub page_runs: Vec<PageRun>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessRecord {
+    /// Ids as the session sees them (its own pid namespace).
+    pub pid: i32,
+    pub ppid: i32,
+    pub pgid: i32,
+    pub sid: i32,
+    pub comm: String,
+    pub cmdline: Vec<String>,
+    pub exe: String,
+    pub cwd: String,
+    /// Stopped by job control (Ctrl-Z).
+    pub stopped: bool,
+    pub threads: Vec<ThreadRecord>,
+    pub maps: Vec<MapRecord>,
+    pub fds: Vec<FdRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThreadRecord {
+    pub tid: i32,
+    /// x86_64 `user_regs_struct`.
+    pub regs: Vec<u64>,
+    pub blocked_signals: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MapRecord {
+    pub start: u64,
+    pub end: u64,
+    pub perms: String,
+    pub offset: u64,
+    pub path: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FdRecord {
+    pub fd: i32,
+    pub target: String,
+    pub flags: u32,
+    pub pos: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageRun {
+    pub pid: i32,
+    pub addr: u64,
+    pub len: u64,
+}
+
+impl SessionRecord {
+    pub fn memory_bytes(&self) -> u64 {
+        self.page_runs.iter().map(|r| r.len).sum()
+    }
+
+    pub fn threads(&self) -> usize {
+        self.processes.iter().map(|p| p.threads.len()).sum()
+    }
+}
+
+const PAGE: u64 = 4096;
+
+fn read(path: String) -> io::Result<String> {
+    std::fs::read_to_string(path)
+}
+
+/// The last value of a `/proc/PID/status` line such as `NSpid:\t812\t3` (the innermost
+/// namespace's view).
+fn status_last(status: &str, key: &str) -> Option<i32> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
+}
+
+fn status_hex(status: &str, key: &str) -> u64 {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0)
+}
+
+fn link(path: String) -> String {
+    std::fs::read_link(path)
+        .map(|p| p.display().to_string())
+        .unwrap_or_default()
+}
+
+fn process_record(pid: i32, tids: &[i32], job_stopped: bool) -> io::Result<ProcessRecord> {
+    let status = read(format!("/proc/{pid}/status"))?;
+    let ns_pid = status_last(&status, "NSpid:").unwrap_or(pid);
+    // The parent's id as the session sees it.
+    let host_ppid = status_last(&status, "PPid:").unwrap_or(0);
+    let ppid = read(format!("/proc/{host_ppid}/status"))
+        .ok()
+        .and_then(|s| status_last(&s, "NSpid:"))
+        .unwrap_or(0);
+    let cmdline = read(format!("/proc/{pid}/cmdline"))
+        .unwrap_or_default()
+        .split('\0')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
+    let mut threads = Vec::new();
+    for &tid in tids {
+        let tstatus = read(format!("/proc/{pid}/task/{tid}/status")).unwrap_or_default();
+        threads.push(ThreadRecord {
+            tid: status_last(&tstatus, "NSpid:").unwrap_or(tid),
+            regs: sys::ptrace_getregs(tid)?.to_vec(),
+            blocked_signals: status_hex(&tstatus, "SigBlk:"),
+        });
+    }
+    let maps = read(format!("/proc/{pid}/maps"))?
+        .lines()
+        .filter_map(parse_map)
+        .collect();
+    let mut fds = Vec::new();
+    if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
+        for e in dir.flatten() {
+            let Some(fd) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+                continue;
+            };
+            let info = read(format!("/proc/{pid}/fdinfo/{fd}")).unwrap_or_default();
+            let field = |k: &str| {
+                info.lines()
+                    .find_map(|l| l.strip_prefix(k))
+                    .map(|v| v.trim().to_string())
+                    .unwrap_or_default()
+            };
+            fds.push(FdRecord {
+                fd,
+                target: link(format!("/proc/{pid}/fd/{fd}")),
+                flags: u32::from_str_radix(&field("flags:"), 8).unwrap_or(0),
+                pos: field("pos:").parse().unwrap_or(0),
+            });
+        }
+    }
+    fds.sort_by_key(|f| f.fd);
+    Ok(ProcessRecord {
+        pid: ns_pid,
+        ppid,
+        pgid: status_last(&status, "NSpgid:").unwrap_or(0),
+        sid: status_last(&status, "NSsid:").unwrap_or(0),
+        comm: read(format!("/proc/{pid}/comm"))
+            .unwrap_or_default()
+            .trim_end()
+            .to_string(),
+        cmdline,
+        exe: link(format!("/proc/{pid}/exe")),
+        cwd: link(format!("/proc/{pid}/cwd")),
+        stopped: job_stopped,
+        threads,
+        maps,
+        fds,
+    })
+}
+
+fn parse_map(line: &str) -> Option<MapRecord> {
+    let mut f = line.split_whitespace();
+    let range = f.next()?;
+    let perms = f.next()?.to_string();
+    let offset = u64::from_str_radix(f.next()?, 16).ok()?;
+    let _dev = f.next()?;
+    let _inode = f.next()?;
+    let path = f.collect::<Vec<_>>().join(" ");
+    let (s, e) = range.split_once('-')?;
+    Some(MapRecord {
+        start: u64::from_str_radix(s, 16).ok()?,
+        end: u64::from_str_radix(e, 16).ok()?,
+        perms,
+        offset,
+        path,
+    })
+}
+
+/// Present pages of a mapping, as runs of (address, length), from /proc/PID/pagemap.
+fn present_runs(pagemap: &std::fs::File, map: &MapRecord) -> Vec<(u64, u64)> {
+    let mut runs: Vec<(u64, u64)> = Vec::new();
+    let pages = (map.end - map.start) / PAGE;
+    let mut buf = vec![0u8; 8 * 512];
+    let mut page = 0;
+    while page < pages {
+        let n = (pages - page).min(512) as usize;
+        let off = (map.start / PAGE + page) * 8;
+        let got = sys::pread(pagemap.as_fd(), &mut buf[..n * 8], off).unwrap_or(0) / 8;
+        if got == 0 {
+            break;
+        }
+        for i in 0..got {
+            let entry = u64::from_le_bytes(buf[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+            // Bit 63: present; bit 62: swapped out (its content is still the process's).
+            if entry & (3 << 62) != 0 {
+                let addr = map.start + (page + i as u64) * PAGE;
+                match runs.last_mut() {
+                    Some((a, l)) if *a + *l == addr => *l += PAGE,
+                    _ => runs.push((addr, PAGE)),
+                }
+            }
+        }
+        page += got as u64;
+    }
+    runs
+}
+
+/// What a dump wrote.
+pub struct DumpSummary {
+    pub processes: usize,
+    pub threads: usize,
+    pub memory_bytes: u64,
+}
+
+/// Read the frozen session into `w`: the terminal model, the pages (streamed as they are
+/// read), then the session record.
+pub fn dump<W: Write>(
+    w: &mut ImageWriter<W>,
+    frozen: &Frozen,
+    name: &str,
+    command: &str,
+    term: &crate::term_model::Term,
+) -> io::Result<DumpSummary> {
+    w.meta(SectionKind::TERM_MODEL, term)?;
+    let mut record = SessionRecord {
+        name: name.to_string(),
+        command: command.to_string(),
+        processes: Vec::new(),
+        page_runs: Vec::new(),
+    };
+    let mut buf = vec![0u8; crate::image::CHUNK_SIZE];
+    for (pid, tids) in frozen.tasks() {
+        let proc_record = process_record(pid, &tids, frozen.job_stopped(pid))?;
+        let pagemap = std::fs::File::open(format!("/proc/{pid}/pagemap"))?;
+        for map in &proc_record.maps {
+            let special = matches!(
+                map.path.as_str(),
+                "[vvar]" | "[vvar_vclock]" | "[vdso]" | "[vsyscall]"
+            );
+            if special || !map.perms.starts_with('r') {
+                continue;
+            }
+            for (addr, len) in present_runs(&pagemap, map) {
+                let mut at = 0;
+                while at < len {
+                    let n = (len - at).min(buf.len() as u64) as usize;
+                    let got = sys::read_process_memory(pid, addr + at, &mut buf[..n])?;
+                    if got == 0 {
+                        break;
+                    }
+                    w.chunks(SectionKind::PAGES, &buf[..got])?;
+                    record.page_runs.push(PageRun {
+                        pid: proc_record.pid,
+                        addr: addr + at,
+                        len: got as u64,
+                    });
+                    at += got as u64;
+                }
+            }
+        }
+        record.processes.push(proc_record);
+    }
+    w.meta(SectionKind::SESSION, &record)?;
+    Ok(DumpSummary {
+        processes: record.processes.len(),
+        threads: record.threads(),
+        memory_bytes: record.memory_bytes(),
+    })
+}

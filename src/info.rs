@@ -1,0 +1,174 @@
+//! `crterm info IMAGE`: what an image holds, for people (a table and the saved screen) or
+//! for programs (`--json`).
+
+use crate::ckpt::dump::SessionRecord;
+use crate::image::{self, ImageError, SectionKind};
+use crate::term_model::{Term, row_text};
+use anyhow::{Result, anyhow};
+use serde::Serialize;
+use std::path::Path;
+
+#[derive(Serialize)]
+struct InfoJson {
+    path: String,
+    format: String,
+    bytes: u64,
+    creator: String,
+    kernel: String,
+    machine: String,
+    created_unix: u64,
+    session: Option<SessionJson>,
+    screen: ScreenJson,
+}
+
+#[derive(Serialize)]
+struct SessionJson {
+    name: String,
+    command: String,
+    memory_bytes: u64,
+    processes: Vec<ProcessJson>,
+}
+
+#[derive(Serialize)]
+struct ProcessJson {
+    pid: i32,
+    ppid: i32,
+    pgid: i32,
+    sid: i32,
+    comm: String,
+    cmdline: Vec<String>,
+    threads: usize,
+    memory_bytes: u64,
+    stopped: bool,
+    fds: usize,
+}
+
+#[derive(Serialize)]
+struct ScreenJson {
+    cols: usize,
+    lines: usize,
+    alternate: bool,
+    title: String,
+    text: Vec<String>,
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
+}
+
+pub fn show(path: &Path, json: bool) -> Result<i32> {
+    let named = |e: ImageError| anyhow!("{}: {e}", path.display());
+    let img = image::read_file(path).map_err(named)?;
+    let term: Term = img.meta(SectionKind::TERM_MODEL).map_err(named)?;
+    let session: Option<SessionRecord> = match img.meta(SectionKind::SESSION) {
+        Ok(s) => Some(s),
+        Err(ImageError::Missing(_)) => None,
+        Err(e) => return Err(named(e)),
+    };
+    let bytes = std::fs::metadata(path).map_or(0, |m| m.len());
+    let screen = ScreenJson {
+        cols: term.cols,
+        lines: term.lines,
+        alternate: term.alt_active,
+        title: term.title.clone(),
+        text: (0..term.lines)
+            .map(|l| row_text(term.grid().row(l)))
+            .collect(),
+    };
+    let session_json = session.as_ref().map(|s| SessionJson {
+        name: s.name.clone(),
+        command: s.command.clone(),
+        memory_bytes: s.memory_bytes(),
+        processes: s
+            .processes
+            .iter()
+            .map(|p| ProcessJson {
+                pid: p.pid,
+                ppid: p.ppid,
+                pgid: p.pgid,
+                sid: p.sid,
+                comm: p.comm.clone(),
+                cmdline: p.cmdline.clone(),
+                threads: p.threads.len(),
+                memory_bytes: s
+                    .page_runs
+                    .iter()
+                    .filter(|r| r.pid == p.pid)
+                    .map(|r| r.len)
+                    .sum(),
+                stopped: p.stopped,
+                fds: p.fds.len(),
+            })
+            .collect(),
+    });
+    let info = InfoJson {
+        path: path.display().to_string(),
+        format: format!("{}.{}", img.format.0, img.format.1),
+        bytes,
+        creator: img.info.creator.clone(),
+        kernel: img.info.kernel.clone(),
+        machine: img.info.machine.clone(),
+        created_unix: img.info.created_unix,
+        session: session_json,
+        screen,
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&info)?);
+        return Ok(0);
+    }
+    println!(
+        "image      {} (format {}, {})",
+        info.path,
+        info.format,
+        mib(bytes)
+    );
+    println!(
+        "made by    {} on Linux {} ({})",
+        info.creator, info.kernel, info.machine
+    );
+    if let Some(s) = &info.session {
+        println!("session    {}: {}", s.name, s.command);
+        println!(
+            "processes  {}, memory {}",
+            s.processes.len(),
+            mib(s.memory_bytes)
+        );
+        println!(
+            "  {:>5} {:>5} {:>5} {:>5} {:>4} {:>10}  {:<8} COMMAND",
+            "PID", "PPID", "PGID", "SID", "THR", "MEMORY", "STATE"
+        );
+        for p in &s.processes {
+            println!(
+                "  {:>5} {:>5} {:>5} {:>5} {:>4} {:>10}  {:<8} {}",
+                p.pid,
+                p.ppid,
+                p.pgid,
+                p.sid,
+                p.threads,
+                mib(p.memory_bytes),
+                if p.stopped { "stopped" } else { "running" },
+                p.cmdline.join(" ")
+            );
+        }
+    }
+    let s = &info.screen;
+    println!(
+        "screen     {}x{}{}",
+        s.cols,
+        s.lines,
+        if s.alternate {
+            " (alternate screen)"
+        } else {
+            ""
+        }
+    );
+    let width = s.cols.min(200);
+    println!("+{}+", "-".repeat(width));
+    for line in &s.text {
+        let shown: String = line.chars().take(width).collect();
+        let pad = width.saturating_sub(unicode_width::UnicodeWidthStr::width(shown.as_str()));
+        println!("|{shown}{}|", " ".repeat(pad));
+    }
+    println!("+{}+", "-".repeat(width));
+    Ok(0)
+}

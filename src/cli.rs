@@ -65,6 +65,18 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// The dump process (started by the daemon for a checkpoint).
+    #[command(name = "__dump", hide = true)]
+    Dump {
+        #[arg(long)]
+        root: i32,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        command: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// The session daemon (started by `crterm start`).
     #[command(name = "__daemon", hide = true)]
     Daemon {
@@ -105,6 +117,21 @@ pub fn run(cli: Cli) -> Result<i32> {
         }
         Cmd::Ls => list(),
         Cmd::Info { file, json } => crate::info::show(&file, json),
+        Cmd::Dump {
+            root,
+            name,
+            command,
+            out,
+        } => {
+            let line = crate::ckpt::dumper::run(&crate::ckpt::dumper::DumpRequest {
+                root,
+                name: &name,
+                command: &command,
+                out: &out,
+            });
+            println!("{line}");
+            Ok(0)
+        }
         Cmd::Checkpoint { name, output, exit } => checkpoint(&name, output, exit),
         Cmd::Daemon {
             name,

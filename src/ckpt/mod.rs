@@ -3,4 +3,5 @@
 //! is not built yet.
 
 pub mod dump;
+pub mod dumper;
 pub mod freeze;

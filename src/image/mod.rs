@@ -289,6 +289,17 @@ impl<W: Write> ImageWriter<W> {
     }
 }
 
+/// The temporary file that process `pid` writes while making the image at `path` (so that
+/// whoever started a writer that died can remove what it left).
+pub fn temp_path(path: &Path, pid: u32) -> Option<std::path::PathBuf> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path.file_name()?;
+    Some(dir.join(format!(".{}.tmp-{pid}", name.to_string_lossy())))
+}
+
 /// Write an image file so that a crash, a full disk or an error in `fill` never leaves a
 /// half image at `path` nor harms the image that was there: a temporary file next to it
 /// (mode 0600, it holds the session's memory), fsync, rename, fsync of the directory.
@@ -305,11 +316,9 @@ pub fn write_file<E: From<io::Error>>(
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
+    let tmp = temp_path(path, std::process::id())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
+    let _ = name;
     let file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)

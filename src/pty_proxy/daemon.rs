@@ -43,6 +43,7 @@ const CLIENT_BACKLOG_LIMIT: usize = 1 << 20;
 const FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 struct Conn {
+    id: u64,
     stream: UnixStream,
     reader: FrameReader,
     /// Frames for the client.
@@ -100,8 +101,21 @@ struct Daemon {
     /// Typed input not yet taken by the pty.
     to_master: Vec<u8>,
     conns: Vec<Conn>,
+    next_conn: u64,
     signals: OwnedFd,
     uid: u32,
+    /// The checkpoint under way, if any.
+    dump: Option<PendingDump>,
+}
+
+/// A dump process at work for a client's checkpoint request.
+struct PendingDump {
+    child: std::process::Child,
+    output: std::process::ChildStdout,
+    said: Vec<u8>,
+    conn: u64,
+    path: PathBuf,
+    exit: bool,
 }
 
 /// Run the daemon; returns the exit status of the session's command.
@@ -167,8 +181,10 @@ fn setup(cfg: DaemonConfig) -> Result<Daemon> {
         master_open: true,
         to_master: Vec::new(),
         conns: Vec::new(),
+        next_conn: 0,
         signals,
         uid: sys::geteuid(),
+        dump: None,
     })
 }
 
@@ -219,6 +235,10 @@ impl Daemon {
                 },
                 master_events,
             ));
+            fds.push(PollFd::new(
+                self.dump.as_ref().map_or(-1, |d| d.output.as_raw_fd()),
+                libc::POLLIN,
+            ));
             // Two entries per connection: its socket and its terminal writer's wakeups.
             for c in &self.conns {
                 let mut ev = libc::POLLIN;
@@ -249,8 +269,11 @@ impl Daemon {
             if master.has(libc::POLLOUT) {
                 self.write_master();
             }
+            if fds[3].has(libc::POLLIN | libc::POLLHUP | libc::POLLERR) {
+                self.read_dump_output();
+            }
             for i in 0..self.conns.len() {
-                let (sock, wake) = (fds[3 + 2 * i], fds[4 + 2 * i]);
+                let (sock, wake) = (fds[4 + 2 * i], fds[5 + 2 * i]);
                 if wake.has(libc::POLLIN)
                     && let Some(t) = &self.conns[i].tty
                 {
@@ -312,7 +335,9 @@ impl Daemon {
     fn accept(&mut self) {
         while let Ok((stream, _)) = self.listener.accept() {
             let _ = stream.set_nonblocking(true);
+            self.next_conn += 1;
             let mut conn = Conn {
+                id: self.next_conn,
                 stream,
                 reader: FrameReader::default(),
                 out: ByteQueue::default(),
@@ -434,16 +459,10 @@ impl Daemon {
                 c.closing = true;
             }
             ToDaemon::Checkpoint { exit, path } => {
-                let (ok, mut text) = self.checkpoint(&path);
-                if exit && ok {
-                    text.push_str(", so the session goes on");
+                let conn = self.conns[i].id;
+                if let Err(text) = self.start_dump(conn, &path, exit) {
+                    self.checkpoint_done(conn, false, text, exit);
                 }
-                let (cols, lines) = (self.parser.term.cols, self.parser.term.lines);
-                let c = &mut self.conns[i];
-                if c.attached {
-                    c.write_terminal(&overlay::notice(&text, cols, lines));
-                }
-                c.send(&ToClient::Checkpointed { ok, text });
             }
             ToDaemon::Help { prefix } => {
                 let (cols, lines) = (self.parser.term.cols, self.parser.term.lines);
@@ -474,9 +493,11 @@ impl Daemon {
         }
     }
 
-    /// Freeze the session, write its image, let it go on. Returns whether an image was
-    /// written, and one line saying what happened.
-    fn checkpoint(&mut self, path: &str) -> (bool, String) {
+    /// Start a dump process for a checkpoint into `path` (empty: the session's image).
+    fn start_dump(&mut self, conn: u64, path: &str, exit: bool) -> Result<(), String> {
+        if self.dump.is_some() {
+            return Err("a checkpoint of this session is already under way".into());
+        }
         let path = if path.is_empty() {
             self.image.clone()
         } else {
@@ -489,48 +510,98 @@ impl Daemon {
                 .mode(0o700)
                 .create(dir)
         {
-            return (
-                false,
-                format!("checkpoint failed: cannot create {}: {e}", dir.display()),
-            );
+            return Err(format!(
+                "checkpoint failed: cannot create {}: {e}",
+                dir.display()
+            ));
         }
-        let start = std::time::Instant::now();
-        let frozen = match crate::ckpt::freeze::freeze(self.world.init_pid) {
-            Ok(f) => f,
-            Err(e) => {
-                return (
-                    false,
-                    format!("checkpoint failed: {e}; the session goes on unchanged"),
-                );
-            }
-        };
-        let (name, command, term) = (&self.name, &self.command, &self.parser.term);
-        let mut summary = None;
-        let written = crate::image::write_file(&path, &crate::image::ImageInfo::here(), |w| {
-            summary = Some(crate::ckpt::dump::dump(w, &frozen, name, command, term)?);
-            Ok::<(), io::Error>(())
+        let model = postcard::to_allocvec(&self.parser.term)
+            .map_err(|e| format!("checkpoint failed: {e}"))?;
+        // /proc/self/exe: the very binary running, even if it was replaced on disk since.
+        let mut child = std::process::Command::new("/proc/self/exe")
+            .arg("__dump")
+            .arg("--root")
+            .arg(self.world.init_pid.to_string())
+            .arg("--name")
+            .arg(&self.name)
+            .arg("--command")
+            .arg(&self.command)
+            .arg("--out")
+            .arg(&path)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| format!("checkpoint failed: cannot start the dump process: {e}"))?;
+        let mut stdin = child.stdin.take().expect("piped");
+        // The model can be megabytes: hand it over without stopping the event loop.
+        std::thread::spawn(move || {
+            let _ = stdin.write_all(&model);
         });
-        drop(frozen);
-        let frozen_ms = start.elapsed().as_secs_f64() * 1000.0;
-        match (written, summary) {
-            (Ok(()), Some(s)) => (
-                true,
-                format!(
-                    "wrote {}: {} processes, {} threads, {:.1} MiB, frozen {frozen_ms:.0} ms; resume is not built yet",
-                    path.display(),
-                    s.processes,
-                    s.threads,
-                    s.memory_bytes as f64 / (1 << 20) as f64
-                ),
-            ),
-            (Err(e), _) => (
+        let output = child.stdout.take().expect("piped");
+        let _ = sys::set_nonblocking(output.as_fd(), true);
+        self.dump = Some(PendingDump {
+            child,
+            output,
+            said: Vec::new(),
+            conn,
+            path,
+            exit,
+        });
+        Ok(())
+    }
+
+    /// The dump process wrote or ended: once it has ended, answer the client.
+    fn read_dump_output(&mut self) {
+        let Some(d) = self.dump.as_mut() else {
+            return;
+        };
+        let mut buf = [0u8; 4096];
+        loop {
+            match d.output.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => d.said.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(_) => break,
+            }
+        }
+        let mut d = self.dump.take().expect("checked");
+        let status = d.child.wait();
+        let said = String::from_utf8_lossy(&d.said).trim_end().to_string();
+        let (ok, text) = if let Some(t) = said.strip_prefix("ok ") {
+            (true, t.to_string())
+        } else if let Some(t) = said.strip_prefix("err ") {
+            (false, t.to_string())
+        } else {
+            // It died midway: its tracees were let go by the kernel; what it had written
+            // is removed here.
+            if let Some(tmp) = crate::image::temp_path(&d.path, d.child.id()) {
+                let _ = std::fs::remove_file(tmp);
+            }
+            let how = match status {
+                Ok(s) => s.to_string(),
+                Err(e) => e.to_string(),
+            };
+            (
                 false,
                 format!(
-                    "checkpoint failed writing {}: {e}; the session goes on unchanged, any earlier image is untouched",
-                    path.display()
+                    "checkpoint failed: the dump process died ({how}); the session goes on unchanged, any earlier image is untouched"
                 ),
-            ),
-            (Ok(()), None) => (false, "checkpoint failed: nothing was dumped".into()),
+            )
+        };
+        self.checkpoint_done(d.conn, ok, text, d.exit);
+    }
+
+    fn checkpoint_done(&mut self, conn: u64, ok: bool, mut text: String, exit: bool) {
+        if exit && ok {
+            text.push_str(", so the session goes on");
+        }
+        let (cols, lines) = (self.parser.term.cols, self.parser.term.lines);
+        if let Some(c) = self.conns.iter_mut().find(|c| c.id == conn) {
+            if c.attached {
+                c.write_terminal(&overlay::notice(&text, cols, lines));
+            }
+            c.send(&ToClient::Checkpointed { ok, text });
         }
     }
 
@@ -544,6 +615,14 @@ impl Daemon {
             }
         }
         let _ = std::fs::remove_file(&self.socket);
+        // A checkpoint of a session that has ended is of no use: stop it and its litter.
+        if let Some(mut d) = self.dump.take() {
+            let _ = d.child.kill();
+            let _ = d.child.wait();
+            if let Some(tmp) = crate::image::temp_path(&d.path, d.child.id()) {
+                let _ = std::fs::remove_file(tmp);
+            }
+        }
         for c in &mut self.conns {
             c.release_terminal();
             if c.attached {

@@ -753,3 +753,92 @@ fn a_failed_image_write_leaves_the_session_and_the_old_image() {
     env.tmux.type_text("p", "exit");
     env.tmux.send_keys("p", &["Enter"]);
 }
+
+#[test]
+fn killing_the_dump_midway_harms_neither_the_session_nor_the_old_image() {
+    let env = Env::unprivileged();
+    env.pane(
+        "p",
+        &format!("{} start --name kd2 -- bash --norc", env.crterm_cmd()),
+    );
+    env.tmux.wait_text("p", "$", T);
+    let image = env.dir.path().join("kd2.img");
+    let first = env.crterm(&["checkpoint", "kd2", "-o", image.to_str().unwrap()]);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let before = std::fs::read(&image).unwrap();
+
+    // 300 MiB that does not compress: the next dump takes a while.
+    env.tmux.type_text(
+        "p",
+        "python3 -c 'import os,time; b = os.urandom(300 << 20); print(\"FILL\" \"ED\", flush=True); time.sleep(1000)' &",
+    );
+    env.tmux.send_keys("p", &["Enter"]);
+    env.tmux.wait_text("p", "FILLED", Duration::from_secs(60));
+    let daemon = env.daemon_pid("kd2");
+    let checkpoint = {
+        let out = image.to_str().unwrap().to_string();
+        let cmd = env.crterm_cmd();
+        let envv = env.tmux.env.clone();
+        let user = env.user.clone();
+        std::thread::spawn(move || {
+            let mut c = match &user {
+                Some(u) => {
+                    let mut c = std::process::Command::new("runuser");
+                    c.args(["-u", u, "--", "env"]);
+                    for (k, v) in &envv {
+                        c.arg(format!("{k}={v}"));
+                    }
+                    c.arg(&cmd);
+                    c
+                }
+                None => {
+                    let mut c = std::process::Command::new(&cmd);
+                    c.envs(envv.iter().map(|(k, v)| (k, v)));
+                    c
+                }
+            };
+            c.args(["checkpoint", "kd2", "-o", &out]).output().unwrap()
+        })
+    };
+    let dumper = wait_for("the dump process", T, || {
+        children(daemon).into_iter().find(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| c.contains("__dump"))
+        })
+    });
+    // Kill it once it is well into writing the image.
+    let tmp = crterm::image::temp_path(&image, dumper as u32).unwrap();
+    wait_for("the dump to be under way", T, || {
+        std::fs::metadata(&tmp)
+            .ok()
+            .filter(|m| m.len() > 10 << 20)
+            .map(|_| ())
+    });
+    unsafe { libc::kill(dumper, libc::SIGKILL) };
+    let out = checkpoint.join().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("the dump process died"), "{err}");
+
+    // The earlier image is as it was, nothing half-written is left, nothing stays traced.
+    assert_eq!(std::fs::read(&image).unwrap(), before);
+    let litter: Vec<_> = std::fs::read_dir(env.dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp-"))
+        .collect();
+    assert!(litter.is_empty(), "{litter:?}");
+    let tracers = session_tracers(&env, "kd2");
+    assert!(tracers.iter().all(|(_, t)| *t == 0), "{tracers:?}");
+    env.tmux.type_text("p", "jobs; echo session alive");
+    env.tmux.send_keys("p", &["Enter"]);
+    env.tmux.wait_text("p", "\nsession alive", T);
+    assert!(env.tmux.capture_plain("p").contains("Running"));
+    env.tmux.type_text("p", "kill %1; exit");
+    env.tmux.send_keys("p", &["Enter"]);
+}

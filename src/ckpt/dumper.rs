@@ -1,0 +1,65 @@
+//! The dump process: `crterm __dump`, started by the daemon for each checkpoint.
+//!
+//! The dump runs in a process of its own so that its death, even by SIGKILL midway, cannot
+//! take the daemon or the session with it: when a tracer dies the kernel detaches its
+//! tracees and they run on (a job stopped with Ctrl-Z stays stopped), and the daemon, which
+//! watches the dumper's output, reports the failure and removes the half-written file.
+//!
+//! Protocol: the daemon writes the terminal model (postcard) to the dumper's stdin and
+//! closes it; the dumper freezes the session, writes the image, thaws, and prints one line,
+//! `ok <what it wrote>` or `err <why not>`.
+
+use super::{dump, freeze};
+use crate::image::{self, ImageInfo};
+use crate::term_model::Term;
+use std::io::{self, Read};
+use std::path::Path;
+use std::time::Instant;
+
+pub struct DumpRequest<'a> {
+    pub root: i32,
+    pub name: &'a str,
+    pub command: &'a str,
+    pub out: &'a Path,
+}
+
+/// Run in `crterm __dump`: returns the line to print.
+pub fn run(req: &DumpRequest) -> String {
+    match dump_session(req) {
+        Ok(text) => format!("ok {text}"),
+        Err(text) => format!("err {text}"),
+    }
+}
+
+fn dump_session(req: &DumpRequest) -> Result<String, String> {
+    let mut model = Vec::new();
+    io::stdin()
+        .read_to_end(&mut model)
+        .map_err(|e| format!("checkpoint failed: no terminal model from the daemon: {e}"))?;
+    let term: Term = postcard::from_bytes(&model)
+        .map_err(|e| format!("checkpoint failed: bad terminal model from the daemon: {e}"))?;
+    let start = Instant::now();
+    let frozen = freeze::freeze(req.root)
+        .map_err(|e| format!("checkpoint failed: {e}; the session goes on unchanged"))?;
+    let mut summary = None;
+    let written = image::write_file(req.out, &ImageInfo::here(), |w| {
+        summary = Some(dump::dump(w, &frozen, req.name, req.command, &term)?);
+        Ok::<(), io::Error>(())
+    });
+    drop(frozen);
+    let frozen_ms = start.elapsed().as_secs_f64() * 1000.0;
+    match (written, summary) {
+        (Ok(()), Some(s)) => Ok(format!(
+            "wrote {}: {} processes, {} threads, {:.1} MiB, frozen {frozen_ms:.0} ms; resume is not built yet",
+            req.out.display(),
+            s.processes,
+            s.threads,
+            s.memory_bytes as f64 / (1 << 20) as f64
+        )),
+        (Err(e), _) => Err(format!(
+            "checkpoint failed writing {}: {e}; the session goes on unchanged, any earlier image is untouched",
+            req.out.display()
+        )),
+        (Ok(()), None) => Err("checkpoint failed: nothing was dumped".into()),
+    }
+}

@@ -84,6 +84,32 @@ for _ in $(seq 1 300); do tm capture-pane -p -t full | grep -q '^DONE-FILL' && b
 daemon_full=$("$CRTERM" ls | awk '$1 == "bench-full" {print $2}')
 row "resident memory, daemon, 10000 lines kept" "$(rss "$daemon_full") KiB" "100 columns of scrollback"
 
+# 5. Checkpoint (freeze, dump, write; resume is not built yet): wall time, frozen time and
+#    image size for a few sessions. The session is brought into its state by keys typed
+#    into its pane; "ready" is a line its program prints.
+ckpt_row() { # label session-name ready-text
+    local label=$1 name=$2 ready=$3 out ms frozen size
+    for _ in $(seq 1 300); do tm capture-pane -p -t "$name" | grep -q "$ready" && break; sleep 0.1; done
+    sleep 0.5
+    local s e
+    s=$(date +%s%N)
+    out=$("$CRTERM" checkpoint "$name" -o "$work/$name.img")
+    e=$(date +%s%N)
+    ms=$(( (e - s) / 1000000 ))
+    frozen=$(sed -n 's/.*frozen \([0-9]*\) ms.*/\1/p' <<<"$out")
+    size=$(( $(stat -c %s "$work/$name.img") / 1024 ))
+    row "checkpoint: $label" "$ms ms" "frozen ${frozen} ms, image ${size} KiB"
+}
+tm new-session -d -s ck-vim -x 100 -y 30 "$CRTERM start --name ck-vim -- vim -u NONE -N -i NONE $work/notes.txt"
+tm send-keys -t ck-vim "ihello from the benchmark" Escape
+ckpt_row "vim" ck-vim "hello from the benchmark"
+tm new-session -d -s ck-py -x 100 -y 30 "$CRTERM start --name ck-py -- bash --norc"
+tm send-keys -t ck-py "python3 -q" Enter
+tm send-keys -t ck-py "import json, os; d = {str(i): i for i in range(100000)}; print('RE' 'ADY')" Enter
+ckpt_row "bash + python REPL" ck-py "^READY"
+tm new-session -d -s ck-256 -x 100 -y 30 "$CRTERM start --name ck-256 -- python3 -c 'import os,time; a = os.urandom(128 << 20); b = b\"pattern \" * (16 << 20); print(\"RE\" \"ADY\", flush=True); time.sleep(100000)'"
+ckpt_row "256 MiB (half random, half pattern)" ck-256 "^READY"
+
 echo
 printf '%-44s %14s   %s\n' "crterm benchmark ($(nproc) cores, $(uname -r))" "figure" "note"
 printf '%s\n' "${rows[@]}"

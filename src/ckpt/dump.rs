@@ -237,15 +237,82 @@ pub struct DumpSummary {
     pub memory_bytes: u64,
 }
 
-/// Read the frozen session into `w`: the terminal model, the pages (streamed as they are
-/// read), then the session record.
+/// Page data held in memory until the session is thawed, as 4 MiB buffers.
+struct PageBuffer {
+    full: Vec<Vec<u8>>,
+    current: Vec<u8>,
+    held: usize,
+    budget: usize,
+}
+
+impl PageBuffer {
+    fn push<W: Write>(&mut self, w: &mut ImageWriter<W>, mut bytes: &[u8]) -> io::Result<()> {
+        while !bytes.is_empty() {
+            let room = crate::image::CHUNK_SIZE - self.current.len();
+            let n = room.min(bytes.len());
+            self.current.extend_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+            if self.current.len() == crate::image::CHUNK_SIZE {
+                let full = std::mem::replace(
+                    &mut self.current,
+                    Vec::with_capacity(crate::image::CHUNK_SIZE),
+                );
+                self.held += full.len();
+                self.full.push(full);
+                // Over budget: write out now, while frozen, rather than hold it all.
+                if self.held > self.budget {
+                    self.flush(w)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn flush<W: Write>(&mut self, w: &mut ImageWriter<W>) -> io::Result<()> {
+        for chunk in self.full.drain(..) {
+            w.chunks(SectionKind::PAGES, &chunk)?;
+        }
+        self.held = 0;
+        Ok(())
+    }
+}
+
+/// A dump whose reading is done (the session may be thawed) and whose writing is not.
+pub struct Dumped {
+    record: SessionRecord,
+    pages: PageBuffer,
+}
+
+impl Dumped {
+    /// Write what is still held: the remaining pages, then the session record.
+    pub fn finish<W: Write>(mut self, w: &mut ImageWriter<W>) -> io::Result<DumpSummary> {
+        self.pages.flush(w)?;
+        let last = std::mem::take(&mut self.pages.current);
+        w.chunks(SectionKind::PAGES, &last)?;
+        w.meta(SectionKind::SESSION, &self.record)?;
+        Ok(DumpSummary {
+            processes: self.record.processes.len(),
+            threads: self.record.threads(),
+            memory_bytes: self.record.memory_bytes(),
+        })
+    }
+}
+
+/// Read the frozen session: the terminal model goes into `w` at once, the processes'
+/// records and pages are held in memory (up to `budget` bytes of pages; beyond it pages
+/// are written as they come) so that the session can be thawed before the slow part,
+/// compressing and writing, happens in `Dumped::finish`.
+///
+/// The page data is one stream, the runs of `page_runs` one after another, cut into
+/// chunks of `CHUNK_SIZE`.
 pub fn dump<W: Write>(
     w: &mut ImageWriter<W>,
     frozen: &Frozen,
     name: &str,
     command: &str,
     term: &crate::term_model::Term,
-) -> io::Result<DumpSummary> {
+    budget: usize,
+) -> io::Result<Dumped> {
     w.meta(SectionKind::TERM_MODEL, term)?;
     let mut record = SessionRecord {
         name: name.to_string(),
@@ -253,7 +320,13 @@ pub fn dump<W: Write>(
         processes: Vec::new(),
         page_runs: Vec::new(),
     };
-    let mut buf = vec![0u8; crate::image::CHUNK_SIZE];
+    let mut pages = PageBuffer {
+        full: Vec::new(),
+        current: Vec::with_capacity(crate::image::CHUNK_SIZE),
+        held: 0,
+        budget,
+    };
+    let mut buf = vec![0u8; 1 << 20];
     for (pid, tids) in frozen.tasks() {
         let proc_record = process_record(pid, &tids, frozen.job_stopped(pid))?;
         let pagemap = std::fs::File::open(format!("/proc/{pid}/pagemap"))?;
@@ -273,22 +346,22 @@ pub fn dump<W: Write>(
                     if got == 0 {
                         break;
                     }
-                    w.chunks(SectionKind::PAGES, &buf[..got])?;
-                    record.page_runs.push(PageRun {
-                        pid: proc_record.pid,
-                        addr: addr + at,
-                        len: got as u64,
-                    });
+                    pages.push(w, &buf[..got])?;
+                    match record.page_runs.last_mut() {
+                        Some(r) if r.pid == proc_record.pid && r.addr + r.len == addr + at => {
+                            r.len += got as u64
+                        }
+                        _ => record.page_runs.push(PageRun {
+                            pid: proc_record.pid,
+                            addr: addr + at,
+                            len: got as u64,
+                        }),
+                    }
                     at += got as u64;
                 }
             }
         }
         record.processes.push(proc_record);
     }
-    w.meta(SectionKind::SESSION, &record)?;
-    Ok(DumpSummary {
-        processes: record.processes.len(),
-        threads: record.threads(),
-        memory_bytes: record.memory_bytes(),
-    })
+    Ok(Dumped { record, pages })
 }

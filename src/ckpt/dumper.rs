@@ -6,8 +6,10 @@
 //! watches the dumper's output, reports the failure and removes the half-written file.
 //!
 //! Protocol: the daemon writes the terminal model (postcard) to the dumper's stdin and
-//! closes it; the dumper freezes the session, writes the image, thaws, and prints one line,
-//! `ok <what it wrote>` or `err <why not>`.
+//! closes it; the dumper freezes the session, reads its state (pages into memory, up to a
+//! budget), thaws it, writes the image, and prints one line, `ok <what it wrote>` or
+//! `err <why not>`. The session is stopped only while its state is read, not while it is
+//! compressed and written.
 
 use super::{dump, freeze};
 use crate::image::{self, ImageInfo};
@@ -15,6 +17,10 @@ use crate::term_model::Term;
 use std::io::{self, Read};
 use std::path::Path;
 use std::time::Instant;
+
+/// Pages held in memory while the session is frozen; beyond this they are written at once
+/// (the session then stays frozen longer, but the dump process stays this small).
+const PAGE_BUDGET: usize = 512 << 20;
 
 pub struct DumpRequest<'a> {
     pub root: i32,
@@ -42,12 +48,30 @@ fn dump_session(req: &DumpRequest) -> Result<String, String> {
     let frozen = freeze::freeze(req.root)
         .map_err(|e| format!("checkpoint failed: {e}; the session goes on unchanged"))?;
     let mut summary = None;
+    let mut frozen = Some(frozen);
+    let mut frozen_ms = 0.0;
     let written = image::write_file(req.out, &ImageInfo::here(), |w| {
-        summary = Some(dump::dump(w, &frozen, req.name, req.command, &term)?);
+        let dumped = dump::dump(
+            w,
+            frozen.as_ref().expect("frozen"),
+            req.name,
+            req.command,
+            &term,
+            PAGE_BUDGET,
+        )?;
+        // Everything is read: let the session go on while the image is written.
+        if let Some(f) = frozen.take() {
+            f.thaw();
+        }
+        frozen_ms = start.elapsed().as_secs_f64() * 1000.0;
+        summary = Some(dumped.finish(w)?);
         Ok::<(), io::Error>(())
     });
+    // On an error before the thaw, dropping `frozen` thaws.
     drop(frozen);
-    let frozen_ms = start.elapsed().as_secs_f64() * 1000.0;
+    if frozen_ms == 0.0 {
+        frozen_ms = start.elapsed().as_secs_f64() * 1000.0;
+    }
     match (written, summary) {
         (Ok(()), Some(s)) => Ok(format!(
             "wrote {}: {} processes, {} threads, {:.1} MiB, frozen {frozen_ms:.0} ms; resume is not built yet",

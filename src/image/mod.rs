@@ -267,6 +267,25 @@ impl<W: Write> ImageWriter<W> {
     /// as data arrives; readers get the chunks of a kind back in order.
     pub fn chunks(&mut self, kind: SectionKind, data: &[u8]) -> io::Result<()> {
         for chunk in data.chunks(CHUNK_SIZE) {
+            // Random data (keys, compressed files, encrypted pages) does not compress: four
+            // samples across the chunk say so without spending the time on all of it (any
+            // sample that compresses, and the whole chunk is tried).
+            const SAMPLE: usize = 16 << 10;
+            if chunk.len() >= 8 * SAMPLE {
+                let mut incompressible = true;
+                for k in 0..4 {
+                    let at = chunk.len() / 4 * k;
+                    let sample = zstd::bulk::compress(&chunk[at..at + SAMPLE], ZSTD_LEVEL)?;
+                    if sample.len() < SAMPLE * 97 / 100 {
+                        incompressible = false;
+                        break;
+                    }
+                }
+                if incompressible {
+                    self.section(kind, Codec::Raw, chunk, chunk.len() as u64)?;
+                    continue;
+                }
+            }
             let packed = zstd::bulk::compress(chunk, ZSTD_LEVEL)?;
             if packed.len() < chunk.len() {
                 self.section(kind, Codec::Zstd, &packed, chunk.len() as u64)?;

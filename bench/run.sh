@@ -87,18 +87,19 @@ row "resident memory, daemon, 10000 lines kept" "$(rss "$daemon_full") KiB" "100
 # 5. Checkpoint (freeze, dump, write; resume is not built yet): wall time, frozen time and
 #    image size for a few sessions. The session is brought into its state by keys typed
 #    into its pane; "ready" is a line its program prints.
-ckpt_row() { # label session-name ready-text
-    local label=$1 name=$2 ready=$3 out ms frozen size
+ckpt_row() { # label session-name ready-text; median of three checkpoints
+    local label=$1 name=$2 ready=$3 out walls=() frozens=() s e
     for _ in $(seq 1 300); do tm capture-pane -p -t "$name" | grep -q "$ready" && break; sleep 0.1; done
     sleep 0.5
-    local s e
-    s=$(date +%s%N)
-    out=$("$CRTERM" checkpoint "$name" -o "$work/$name.img")
-    e=$(date +%s%N)
-    ms=$(( (e - s) / 1000000 ))
-    frozen=$(sed -n 's/.*frozen \([0-9]*\) ms.*/\1/p' <<<"$out")
-    size=$(( $(stat -c %s "$work/$name.img") / 1024 ))
-    row "checkpoint: $label" "$ms ms" "frozen ${frozen} ms, image ${size} KiB"
+    for _ in 1 2 3; do
+        s=$(date +%s%N)
+        out=$("$CRTERM" checkpoint "$name" -o "$work/$name.img")
+        e=$(date +%s%N)
+        walls+=("$(( (e - s) / 1000000 ))")
+        frozens+=("$(sed -n 's/.*frozen \([0-9]*\) ms.*/\1/p' <<<"$out")")
+    done
+    local size=$(( $(stat -c %s "$work/$name.img") / 1024 ))
+    row "checkpoint: $label" "$(median3 "${walls[@]}") ms" "frozen $(median3 "${frozens[@]}") ms, image ${size} KiB (medians of 3)"
 }
 tm new-session -d -s ck-vim -x 100 -y 30 "$CRTERM start --name ck-vim -- vim -u NONE -N -i NONE $work/notes.txt"
 tm send-keys -t ck-vim "ihello from the benchmark" Escape

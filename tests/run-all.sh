@@ -2,13 +2,13 @@
 # The whole test suite, from a fresh Debian 12 machine with a Rust toolchain.
 #
 # As root it installs what the tests drive (tmux, vim, screen, emacs-nox, python3, htop,
-# less) and creates the ordinary users the unprivileged tests run as; as another user it
+# less, strace) and creates the ordinary users the unprivileged tests run as; as another user it
 # checks that those are present. Then it builds, lints and runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-programs=(tmux vim screen emacs python3 htop less script runuser useradd ps)
-packages=(tmux vim screen emacs-nox python3 htop less util-linux passwd procps)
+programs=(tmux vim screen emacs python3 htop less strace script runuser useradd ps cmp)
+packages=(tmux vim screen emacs-nox python3 htop less strace bsdutils util-linux passwd procps diffutils)
 
 missing=()
 for p in "${programs[@]}"; do

@@ -2,8 +2,8 @@
 //! each thread's registers and signal mask, mappings, file descriptors and the present
 //! pages of memory, plus the terminal model.
 //!
-//! What is saved is not yet everything a restore needs (FPU/XSTATE, signal handlers, rseq,
-//! pipes' queued bytes, the pty's state and more follow with the restore work), and memory
+//! What is saved is not yet everything a restore needs (signal handlers, timers, pipes'
+//! queued bytes, the pty's state and more follow with the restore work), and memory
 //! comes from the running kernel as it is: pages not present (never touched, or swapped
 //! out) are skipped; `[vvar]`, `[vdso]` and `[vsyscall]` are never copied (the kernel
 //! provides them again).
@@ -37,6 +37,11 @@ pub struct ProcessRecord {
     pub cwd: String,
     /// Stopped by job control (Ctrl-Z).
     pub stopped: bool,
+    /// Signals pending for the whole process, ignored, and caught (the handlers themselves
+    /// can only be read from inside the process: that comes with restore).
+    pub shared_pending_signals: u64,
+    pub ignored_signals: u64,
+    pub caught_signals: u64,
     pub threads: Vec<ThreadRecord>,
     pub maps: Vec<MapRecord>,
     pub fds: Vec<FdRecord>,
@@ -47,7 +52,13 @@ pub struct ThreadRecord {
     pub tid: i32,
     /// x86_64 `user_regs_struct`.
     pub regs: Vec<u64>,
+    /// The XSAVE area (x87, SSE, AVX, AVX-512 ...) in this CPU's layout.
+    pub xstate: Vec<u8>,
+    /// rseq registration: (area, length, signature, flags).
+    pub rseq: Option<(u64, u32, u32, u32)>,
     pub blocked_signals: u64,
+    /// Signals pending for this thread alone.
+    pub pending_signals: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -135,7 +146,10 @@ fn process_record(pid: i32, tids: &[i32], job_stopped: bool) -> io::Result<Proce
         threads.push(ThreadRecord {
             tid: status_last(&tstatus, "NSpid:").unwrap_or(tid),
             regs: sys::ptrace_getregs(tid)?.to_vec(),
+            xstate: sys::ptrace_get_xstate(tid)?,
+            rseq: sys::ptrace_get_rseq(tid).unwrap_or(None),
             blocked_signals: status_hex(&tstatus, "SigBlk:"),
+            pending_signals: status_hex(&tstatus, "SigPnd:"),
         });
     }
     let maps = read(format!("/proc/{pid}/maps"))?
@@ -177,6 +191,9 @@ fn process_record(pid: i32, tids: &[i32], job_stopped: bool) -> io::Result<Proce
         exe: link(format!("/proc/{pid}/exe")),
         cwd: link(format!("/proc/{pid}/cwd")),
         stopped: job_stopped,
+        shared_pending_signals: status_hex(&status, "ShdPnd:"),
+        ignored_signals: status_hex(&status, "SigIgn:"),
+        caught_signals: status_hex(&status, "SigCgt:"),
         threads,
         maps,
         fds,

@@ -629,3 +629,55 @@ pub fn pread(fd: BorrowedFd, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     }
     Ok(n as usize)
 }
+
+const NT_X86_XSTATE: usize = 0x202;
+const PTRACE_GET_RSEQ_CONFIGURATION: libc::c_uint = 0x420f;
+
+/// The extended register state (x87, SSE, AVX, AVX-512 ...) of a stopped traced thread, in
+/// the XSAVE layout of this CPU.
+pub fn ptrace_get_xstate(tid: i32) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; 16 << 10];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    check(unsafe {
+        libc::ptrace(
+            libc::PTRACE_GETREGSET,
+            tid,
+            NT_X86_XSTATE,
+            &mut iov as *mut libc::iovec as usize,
+        ) as libc::c_int
+    })?;
+    buf.truncate(iov.iov_len);
+    Ok(buf)
+}
+
+/// A thread's rseq registration: (area address, length, signature, flags); None when it
+/// has none.
+pub fn ptrace_get_rseq(tid: i32) -> io::Result<Option<(u64, u32, u32, u32)>> {
+    #[repr(C)]
+    #[derive(Default)]
+    struct RseqConfiguration {
+        rseq_abi_pointer: u64,
+        rseq_abi_size: u32,
+        signature: u32,
+        flags: u32,
+        pad: u32,
+    }
+    let mut conf = RseqConfiguration::default();
+    check(unsafe {
+        libc::ptrace(
+            PTRACE_GET_RSEQ_CONFIGURATION,
+            tid,
+            std::mem::size_of::<RseqConfiguration>(),
+            &mut conf as *mut RseqConfiguration as usize,
+        ) as libc::c_int
+    })?;
+    Ok((conf.rseq_abi_pointer != 0).then_some((
+        conf.rseq_abi_pointer,
+        conf.rseq_abi_size,
+        conf.signature,
+        conf.flags,
+    )))
+}

@@ -698,6 +698,36 @@ fn a_checkpoint_writes_an_image_that_info_reads() {
     })
     .unwrap();
     assert!(found, "the python process's memory is not in the image");
+    // Every thread's full register state, and what restore needs of signals and rseq.
+    let session: crterm::ckpt::dump::SessionRecord =
+        img.meta(crterm::image::SectionKind::SESSION).unwrap();
+    for p in &session.processes {
+        for t in &p.threads {
+            assert_eq!(t.regs.len(), 27);
+            assert!(
+                t.xstate.len() >= 576,
+                "{} xstate {} bytes",
+                p.comm,
+                t.xstate.len()
+            );
+        }
+    }
+    let python = session
+        .processes
+        .iter()
+        .find(|p| p.comm == "python3")
+        .unwrap();
+    assert!(
+        python.threads[0].rseq.is_some(),
+        "glibc registers rseq per thread"
+    );
+    let bash = session.processes.iter().find(|p| p.comm == "bash").unwrap();
+    assert!(
+        bash.caught_signals & (1 << (libc::SIGCHLD - 1)) != 0,
+        "bash catches SIGCHLD"
+    );
+    assert_eq!((bash.pid, bash.ppid, bash.sid), (2, 1, 2));
+    assert!(python.ppid == 2 && python.pgid == python.pid && python.sid == 2);
     // The human form names the processes and draws the screen.
     let out = env.crterm(&["info", image.to_str().unwrap()]);
     let text = String::from_utf8_lossy(&out.stdout);

@@ -111,6 +111,19 @@ ckpt_row "bash + python REPL" ck-py "^READY"
 tm new-session -d -s ck-256 -x 100 -y 30 "$CRTERM start --name ck-256 -- python3 -c 'import os,time; a = os.urandom(128 << 20); b = b\"pattern \" * (16 << 20); print(\"RE\" \"ADY\", flush=True); time.sleep(100000)'"
 ckpt_row "256 MiB (half random, half pattern)" ck-256 "^READY"
 
+# 6. Programs at full speed between checkpoints: a shell loop and a fork+exec loop, run
+#    directly and inside a crterm session (its namespaces).
+loops='s=$(date +%s%N); i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done; m=$(date +%s%N); for i in $(seq 1 1500); do /bin/true; done; e=$(date +%s%N); echo $(( (m - s) / 1000000 )) $(( (e - m) / 1000000 ))'
+tm new-session -d -s loops-direct -x 100 -y 30 "bash -c '$loops' > $work/loops-direct; sleep 600"
+wait_file "$work/loops-direct"
+tm new-session -d -s loops-under -x 100 -y 30 "$CRTERM start --name bench-loops -- bash -c '$loops > $work/loops-under'; sleep 600"
+wait_file "$work/loops-under"
+read -r shell_d fork_d < "$work/loops-direct"
+read -r shell_u fork_u < "$work/loops-under"
+row "shell loop (300 000 rounds): direct / crterm" "$shell_d / $shell_u ms" "DMTCP's wrappers: 3x here"
+row "fork+exec loop (1 500 /bin/true): direct / crterm" "$fork_d / $fork_u ms" "DMTCP's wrappers: 15x here"
+row "memory bandwidth (memcpy), for scale" "$(target/release/examples/memory_bandwidth) MB/s" ""
+
 echo
 printf '%-44s %14s   %s\n' "crterm benchmark ($(nproc) cores, $(uname -r))" "figure" "note"
 printf '%s\n' "${rows[@]}"

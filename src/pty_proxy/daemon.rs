@@ -5,10 +5,10 @@
 //! One poll loop, no timers: an idle session costs no CPU.
 //!
 //! The daemon is the only writer to the attached user's terminal: it opens the terminal
-//! the client names (a file description of its own, non-blocking, so the user's shell
-//! keeps its flags) and writes the session's output, repaints and overlays straight to it,
-//! as tmux's server does. A client whose terminal cannot be opened gets the same bytes as
-//! Output frames and writes them itself.
+//! the client names (a file description of its own, so the user's shell keeps its flags)
+//! and writes the session's output, repaints and overlays to it from a writer thread
+//! (`terminal_writer`), as tmux's server writes to its clients' terminals. A client whose
+//! terminal cannot be opened gets the same bytes as Output frames and writes them itself.
 
 use super::overlay;
 use super::protocol::{self, ByteQueue, FrameReader, SessionInfo, ToClient, ToDaemon};

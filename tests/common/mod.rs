@@ -581,7 +581,17 @@ impl Env {
 
     /// Run a command as this env's user with its environment; `stdin` is a file or null.
     pub fn run(&self, argv: &[&str], stdin: Option<&Path>) -> Output {
-        let mut c = match &self.user {
+        let mut c = self.command(argv);
+        c.stdin(match stdin {
+            Some(p) => std::process::Stdio::from(std::fs::File::open(p).unwrap()),
+            None => std::process::Stdio::null(),
+        });
+        c.output().expect("run command")
+    }
+
+    /// A command that runs as this env's user with its environment.
+    pub fn command(&self, argv: &[&str]) -> Command {
+        match &self.user {
             Some(u) => {
                 let mut c = Command::new("runuser");
                 c.args(["-u", u, "--", "env"]);
@@ -597,12 +607,7 @@ impl Env {
                 c.envs(self.tmux.env.iter().map(|(k, v)| (k, v)));
                 c
             }
-        };
-        c.stdin(match stdin {
-            Some(p) => std::process::Stdio::from(std::fs::File::open(p).unwrap()),
-            None => std::process::Stdio::null(),
-        });
-        c.output().expect("run command")
+        }
     }
 
     /// A tmux pane (its own tmux session) running `cmd` through sh.

@@ -809,31 +809,14 @@ fn killing_the_dump_midway_harms_neither_the_session_nor_the_old_image() {
     env.tmux.send_keys("p", &["Enter"]);
     env.tmux.wait_text("p", "FILLED", Duration::from_secs(60));
     let daemon = env.daemon_pid("kd2");
-    let checkpoint = {
-        let out = image.to_str().unwrap().to_string();
-        let cmd = env.crterm_cmd();
-        let envv = env.tmux.env.clone();
-        let user = env.user.clone();
-        std::thread::spawn(move || {
-            let mut c = match &user {
-                Some(u) => {
-                    let mut c = std::process::Command::new("runuser");
-                    c.args(["-u", u, "--", "env"]);
-                    for (k, v) in &envv {
-                        c.arg(format!("{k}={v}"));
-                    }
-                    c.arg(&cmd);
-                    c
-                }
-                None => {
-                    let mut c = std::process::Command::new(&cmd);
-                    c.envs(envv.iter().map(|(k, v)| (k, v)));
-                    c
-                }
-            };
-            c.args(["checkpoint", "kd2", "-o", &out]).output().unwrap()
-        })
-    };
+    let mut checkpoint = env.command(&[
+        &env.crterm_cmd(),
+        "checkpoint",
+        "kd2",
+        "-o",
+        image.to_str().unwrap(),
+    ]);
+    let checkpoint = std::thread::spawn(move || checkpoint.output().unwrap());
     let dumper = wait_for("the dump process", T, || {
         children(daemon).into_iter().find(|p| {
             std::fs::read_to_string(format!("/proc/{p}/cmdline"))

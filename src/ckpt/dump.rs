@@ -76,6 +76,68 @@ pub struct FdRecord {
     pub target: String,
     pub flags: u32,
     pub pos: u64,
+    pub kind: FdKind,
+    /// For regular files and directories: what identifies the file, so that a resume can
+    /// tell whether it changed.
+    pub identity: Option<FileIdentity>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FdKind {
+    File,
+    Directory,
+    CharDevice,
+    Pipe,
+    Socket,
+    /// eventfd, timerfd, signalfd, epoll, inotify ... (the target names which).
+    Anon,
+    Other,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileIdentity {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime_ns: i128,
+}
+
+fn fd_kind_and_identity(link: &str, path: &str) -> (FdKind, Option<FileIdentity>) {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    if link.starts_with("pipe:") {
+        return (FdKind::Pipe, None);
+    }
+    if link.starts_with("socket:") {
+        return (FdKind::Socket, None);
+    }
+    if link.starts_with("anon_inode:") {
+        return (FdKind::Anon, None);
+    }
+    // Through the magic link: the very file the process holds, even if renamed or deleted.
+    let Ok(m) = std::fs::metadata(path) else {
+        return (FdKind::Other, None);
+    };
+    let ft = m.file_type();
+    let kind = if ft.is_file() {
+        FdKind::File
+    } else if ft.is_dir() {
+        FdKind::Directory
+    } else if ft.is_char_device() {
+        FdKind::CharDevice
+    } else if ft.is_fifo() {
+        FdKind::Pipe
+    } else if ft.is_socket() {
+        FdKind::Socket
+    } else {
+        FdKind::Other
+    };
+    let identity = matches!(kind, FdKind::File | FdKind::Directory).then(|| FileIdentity {
+        dev: m.dev(),
+        ino: m.ino(),
+        size: m.size(),
+        mtime_ns: m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
+    });
+    (kind, identity)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -169,11 +231,16 @@ fn process_record(pid: i32, tids: &[i32], job_stopped: bool) -> io::Result<Proce
                     .map(|v| v.trim().to_string())
                     .unwrap_or_default()
             };
+            let fd_path = format!("/proc/{pid}/fd/{fd}");
+            let target = link(fd_path.clone());
+            let (kind, identity) = fd_kind_and_identity(&target, &fd_path);
             fds.push(FdRecord {
                 fd,
-                target: link(format!("/proc/{pid}/fd/{fd}")),
+                target,
                 flags: u32::from_str_radix(&field("flags:"), 8).unwrap_or(0),
                 pos: field("pos:").parse().unwrap_or(0),
+                kind,
+                identity,
             });
         }
     }

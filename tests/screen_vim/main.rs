@@ -638,7 +638,10 @@ fn a_checkpoint_writes_an_image_that_info_reads() {
         &format!("{} start --name im -- bash --norc", env.crterm_cmd()),
     );
     env.tmux.wait_text("p", "$", T);
-    // A process whose memory holds a marker, a job stopped with Ctrl-Z, a line on screen.
+    // A file the shell holds open, a process whose memory holds a marker, a job stopped
+    // with Ctrl-Z, a line on screen.
+    env.tmux.type_text("p", "exec 7</etc/hostname");
+    env.tmux.send_keys("p", &["Enter"]);
     env.tmux.type_text(
         "p",
         "python3 -c 'import time; m = b\"CRTERM-MARKER-\" * 100000; time.sleep(1000)' &",
@@ -727,6 +730,22 @@ fn a_checkpoint_writes_an_image_that_info_reads() {
         "bash catches SIGCHLD"
     );
     assert_eq!((bash.pid, bash.ppid, bash.sid), (2, 1, 2));
+    // The shell's terminal and the identity of regular files it holds.
+    use crterm::ckpt::dump::FdKind;
+    let tty = bash.fds.iter().find(|f| f.fd == 0).unwrap();
+    assert_eq!(
+        (tty.kind, tty.target.as_str()),
+        (FdKind::CharDevice, "/dev/pts/0")
+    );
+    let held = bash.fds.iter().find(|f| f.fd == 7).unwrap();
+    assert_eq!(
+        (held.kind, held.target.as_str()),
+        (FdKind::File, "/etc/hostname")
+    );
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata("/etc/hostname").unwrap();
+    let id = held.identity.as_ref().unwrap();
+    assert_eq!((id.ino, id.size), (meta.ino(), meta.size()));
     assert!(python.ppid == 2 && python.pgid == python.pid && python.sid == 2);
     // The human form names the processes and draws the screen.
     let out = env.crterm(&["info", image.to_str().unwrap()]);

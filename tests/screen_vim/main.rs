@@ -874,3 +874,38 @@ fn killing_the_dump_midway_harms_neither_the_session_nor_the_old_image() {
     env.tmux.type_text("p", "kill %1; exit");
     env.tmux.send_keys("p", &["Enter"]);
 }
+
+#[test]
+fn a_daemon_killed_outright_takes_its_session_and_gives_the_terminal_back() {
+    let env = Env::unprivileged();
+    let d = env.dir.path().display();
+    env.pane(
+        "p",
+        &format!(
+            "stty -a > {d}/before; {} start --name dk -- bash --norc; echo EXIT=$?; stty -a > {d}/after; \
+             cmp -s {d}/before {d}/after && echo STTY-SAME; sleep 600",
+            env.crterm_cmd()
+        ),
+    );
+    env.tmux.wait_text("p", "$", T);
+    env.tmux
+        .type_text("p", "printf '\\033[?1049h\\033[?1000hALT'; sleep 1000");
+    env.tmux.send_keys("p", &["Enter"]);
+    env.tmux.wait_text("p", "ALT", T);
+    let daemon = env.daemon_pid("dk");
+    let tree = process_tree(daemon);
+    unsafe { libc::kill(daemon, libc::SIGKILL) };
+    let screen = env.tmux.wait_text("p", "STTY-SAME", T);
+    assert!(
+        screen.contains("crterm: lost the connection to the session daemon")
+            && screen.contains("EXIT=1"),
+        "{screen}"
+    );
+    assert_eq!(
+        env.tmux.display("p", "#{alternate_on}#{mouse_any_flag}"),
+        "00"
+    );
+    for pid in tree {
+        assert!(wait_gone(pid, T), "process {pid} outlived its daemon");
+    }
+}

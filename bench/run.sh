@@ -92,6 +92,8 @@ ckpt_row() { # label session-name ready-text; median of three checkpoints
     for _ in $(seq 1 300); do tm capture-pane -p -t "$name" | grep -q "$ready" && break; sleep 0.1; done
     sleep 0.5
     for _ in 1 2 3; do
+        # The previous image's writeback must not slow this one down.
+        rm -f "$work/$name.img"; sync
         s=$(date +%s%N)
         out=$("$CRTERM" checkpoint "$name" -o "$work/$name.img")
         e=$(date +%s%N)

@@ -27,6 +27,15 @@ struct SessionJson {
     command: String,
     memory_bytes: u64,
     processes: Vec<ProcessJson>,
+    files: Vec<FileJson>,
+    files_not_carried: Vec<(String, String)>,
+}
+
+#[derive(Serialize)]
+struct FileJson {
+    sha256: String,
+    size: u64,
+    paths: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -100,6 +109,16 @@ pub fn show(path: &Path, json: bool) -> Result<i32> {
                 fds: p.fds.len(),
             })
             .collect(),
+        files: s
+            .files
+            .iter()
+            .map(|f| FileJson {
+                sha256: f.sha256.clone(),
+                size: f.size,
+                paths: f.copies.iter().map(|c| c.path.clone()).collect(),
+            })
+            .collect(),
+        files_not_carried: s.files_not_carried.clone(),
     });
     let info = InfoJson {
         path: path.display().to_string(),
@@ -132,6 +151,16 @@ pub fn show(path: &Path, json: bool) -> Result<i32> {
             "processes  {}, memory {}",
             s.processes.len(),
             mib(s.memory_bytes)
+        );
+        println!(
+            "files      {} mapped files carried ({}){}",
+            s.files.len(),
+            mib(s.files.iter().map(|f| f.size).sum()),
+            if s.files_not_carried.is_empty() {
+                String::new()
+            } else {
+                format!(", {} not carried", s.files_not_carried.len())
+            }
         );
         println!(
             "  {:>5} {:>5} {:>5} {:>5} {:>4} {:>10}  {:<8} COMMAND",

@@ -22,6 +22,10 @@ pub struct SessionRecord {
     pub processes: Vec<ProcessRecord>,
     /// Where each run of saved memory belongs, in the order of the page chunks.
     pub page_runs: Vec<PageRun>,
+    /// Mapped files' contents, deduplicated, in the order of the FILES chunks.
+    pub files: Vec<CarriedFile>,
+    /// Mapped files that could not be carried, and why.
+    pub files_not_carried: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,6 +72,27 @@ pub struct MapRecord {
     pub perms: String,
     pub offset: u64,
     pub path: String,
+    /// The mapped file's device (major, minor) and inode; 0 for anonymous memory.
+    pub dev: (u32, u32),
+    pub inode: u64,
+}
+
+/// The content of a file the session maps, carried in the image once however many
+/// processes and mappings use it (its bytes are in the FILES chunks, in record order).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CarriedFile {
+    pub sha256: String,
+    pub size: u64,
+    /// Every (path, device, inode, mtime) of the session that has this content.
+    pub copies: Vec<FileCopy>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileCopy {
+    pub path: String,
+    pub dev: (u32, u32),
+    pub inode: u64,
+    pub mtime_ns: i128,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -272,8 +297,8 @@ fn parse_map(line: &str) -> Option<MapRecord> {
     let range = f.next()?;
     let perms = f.next()?.to_string();
     let offset = u64::from_str_radix(f.next()?, 16).ok()?;
-    let _dev = f.next()?;
-    let _inode = f.next()?;
+    let (major, minor) = f.next()?.split_once(':')?;
+    let inode = f.next()?.parse().ok()?;
     let path = f.collect::<Vec<_>>().join(" ");
     let (s, e) = range.split_once('-')?;
     Some(MapRecord {
@@ -282,6 +307,11 @@ fn parse_map(line: &str) -> Option<MapRecord> {
         perms,
         offset,
         path,
+        dev: (
+            u32::from_str_radix(major, 16).ok()?,
+            u32::from_str_radix(minor, 16).ok()?,
+        ),
+        inode,
     })
 }
 
@@ -353,9 +383,9 @@ impl PageBuffer {
     }
 
     fn flush<W: Write>(&mut self, w: &mut ImageWriter<W>) -> io::Result<()> {
-        for chunk in self.full.drain(..) {
-            w.chunks(SectionKind::PAGES, &chunk)?;
-        }
+        let pieces: Vec<&[u8]> = self.full.iter().map(Vec::as_slice).collect();
+        w.chunks_parallel(SectionKind::PAGES, &pieces)?;
+        self.full.clear();
         self.held = 0;
         Ok(())
     }
@@ -368,11 +398,15 @@ pub struct Dumped {
 }
 
 impl Dumped {
-    /// Write what is still held: the remaining pages, then the session record.
+    /// Write what is still held: the remaining pages, the mapped files' contents, then the
+    /// session record. (The session may run meanwhile: files are read after the thaw.)
     pub fn finish<W: Write>(mut self, w: &mut ImageWriter<W>) -> io::Result<DumpSummary> {
-        self.pages.flush(w)?;
         let last = std::mem::take(&mut self.pages.current);
-        w.chunks(SectionKind::PAGES, &last)?;
+        if !last.is_empty() {
+            self.pages.full.push(last);
+        }
+        self.pages.flush(w)?;
+        carry_files(w, &mut self.record)?;
         w.meta(SectionKind::SESSION, &self.record)?;
         Ok(DumpSummary {
             processes: self.record.processes.len(),
@@ -380,6 +414,101 @@ impl Dumped {
             memory_bytes: self.record.memory_bytes(),
         })
     }
+}
+
+/// Put the content of every file the session maps into the FILES chunks, once per content:
+/// the same inode mapped many times is read once, and equal contents under other inodes
+/// (found by SHA-256) are stored once.
+fn carry_files<W: Write>(w: &mut ImageWriter<W>, record: &mut SessionRecord) -> io::Result<()> {
+    use sha2::{Digest, Sha256};
+    use std::collections::HashMap;
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+    let mut by_inode: HashMap<((u32, u32), u64), Option<usize>> = HashMap::new();
+    let mut by_hash: HashMap<String, usize> = HashMap::new();
+    let maps: Vec<MapRecord> = record
+        .processes
+        .iter()
+        .flat_map(|p| p.maps.iter().cloned())
+        .filter(|m| m.inode != 0 && m.path.starts_with('/'))
+        .collect();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut contents: Vec<Vec<u8>> = Vec::new();
+    for m in maps {
+        let key = (m.dev, m.inode);
+        if by_inode.contains_key(&key) {
+            continue;
+        }
+        let not_carried = |record: &mut SessionRecord, why: &str| {
+            if !record.files_not_carried.iter().any(|(p, _)| *p == m.path) {
+                record
+                    .files_not_carried
+                    .push((m.path.clone(), why.to_string()));
+            }
+        };
+        let Ok(mut file) = std::fs::File::open(&m.path) else {
+            not_carried(record, "gone");
+            by_inode.insert(key, None);
+            continue;
+        };
+        let meta = file.metadata()?;
+        let same_file =
+            meta.ino() == m.inode && (libc::major(meta.dev()), libc::minor(meta.dev())) == m.dev;
+        if !same_file || !meta.is_file() {
+            not_carried(record, "replaced since it was mapped");
+            by_inode.insert(key, None);
+            continue;
+        }
+        let mut hasher = Sha256::new();
+        loop {
+            let n = file.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        let sha256: String = hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let copy = FileCopy {
+            path: m.path.clone(),
+            dev: m.dev,
+            inode: m.inode,
+            mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
+        };
+        if let Some(&i) = by_hash.get(&sha256) {
+            record.files[i].copies.push(copy);
+            by_inode.insert(key, Some(i));
+            continue;
+        }
+        // A new content: keep it (read again from the page cache, where hashing just put
+        // it); all are compressed together below.
+        let mut content = Vec::with_capacity(meta.size() as usize);
+        std::fs::File::open(&m.path)?.read_to_end(&mut content)?;
+        let size = content.len() as u64;
+        contents.push(content);
+        if size != meta.size() {
+            return Err(io::Error::other(format!(
+                "{} changed while it was being saved",
+                m.path
+            )));
+        }
+        by_hash.insert(sha256.clone(), record.files.len());
+        by_inode.insert(key, Some(record.files.len()));
+        record.files.push(CarriedFile {
+            sha256,
+            size,
+            copies: vec![copy],
+        });
+    }
+    // Each file starts a chunk of its own (so one file can be read back alone).
+    let pieces: Vec<&[u8]> = contents
+        .iter()
+        .flat_map(|c| c.chunks(crate::image::CHUNK_SIZE))
+        .collect();
+    w.chunks_parallel(SectionKind::FILES, &pieces)
 }
 
 /// Read the frozen session: the terminal model goes into `w` at once, the processes'
@@ -403,6 +532,8 @@ pub fn dump<W: Write>(
         command: command.to_string(),
         processes: Vec::new(),
         page_runs: Vec::new(),
+        files: Vec::new(),
+        files_not_carried: Vec::new(),
     };
     let mut pages = PageBuffer {
         full: Vec::new(),

@@ -55,6 +55,7 @@ impl SectionKind {
     pub const TERM_MODEL: SectionKind = SectionKind(1);
     pub const SESSION: SectionKind = SectionKind(2);
     pub const PAGES: SectionKind = SectionKind(3);
+    pub const FILES: SectionKind = SectionKind(4);
 
     pub fn name(self) -> String {
         match self.0 {
@@ -62,6 +63,7 @@ impl SectionKind {
             1 => "terminal model".into(),
             2 => "session".into(),
             3 => "memory pages".into(),
+            4 => "file contents".into(),
             n => format!("kind {n}"),
         }
     }
@@ -267,30 +269,40 @@ impl<W: Write> ImageWriter<W> {
     /// as data arrives; readers get the chunks of a kind back in order.
     pub fn chunks(&mut self, kind: SectionKind, data: &[u8]) -> io::Result<()> {
         for chunk in data.chunks(CHUNK_SIZE) {
-            // Random data (keys, compressed files, encrypted pages) does not compress: four
-            // samples across the chunk say so without spending the time on all of it (any
-            // sample that compresses, and the whole chunk is tried).
-            const SAMPLE: usize = 16 << 10;
-            if chunk.len() >= 8 * SAMPLE {
-                let mut incompressible = true;
-                for k in 0..4 {
-                    let at = chunk.len() / 4 * k;
-                    let sample = zstd::bulk::compress(&chunk[at..at + SAMPLE], ZSTD_LEVEL)?;
-                    if sample.len() < SAMPLE * 97 / 100 {
-                        incompressible = false;
-                        break;
-                    }
-                }
-                if incompressible {
-                    self.section(kind, Codec::Raw, chunk, chunk.len() as u64)?;
-                    continue;
-                }
+            match pack(chunk)? {
+                Some(packed) => self.section(kind, Codec::Zstd, &packed, chunk.len() as u64)?,
+                None => self.section(kind, Codec::Raw, chunk, chunk.len() as u64)?,
             }
-            let packed = zstd::bulk::compress(chunk, ZSTD_LEVEL)?;
-            if packed.len() < chunk.len() {
-                self.section(kind, Codec::Zstd, &packed, chunk.len() as u64)?;
-            } else {
-                self.section(kind, Codec::Raw, chunk, chunk.len() as u64)?;
+        }
+        Ok(())
+    }
+
+    /// Like `chunks` for many pieces at once (each at most `CHUNK_SIZE`), compressed on all
+    /// CPUs and written in order.
+    pub fn chunks_parallel(&mut self, kind: SectionKind, pieces: &[&[u8]]) -> io::Result<()> {
+        let workers = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(8);
+        type Packed = Option<io::Result<Option<Vec<u8>>>>;
+        let mut packed: Vec<Packed> = (0..pieces.len()).map(|_| None).collect();
+        std::thread::scope(|scope| {
+            let mut slots: Vec<Vec<(usize, &mut Packed)>> =
+                (0..workers).map(|_| Vec::new()).collect();
+            for (i, slot) in packed.iter_mut().enumerate() {
+                slots[i % workers].push((i, slot));
+            }
+            for mine in slots {
+                scope.spawn(move || {
+                    for (i, slot) in mine {
+                        *slot = Some(pack(pieces[i]));
+                    }
+                });
+            }
+        });
+        for (piece, result) in pieces.iter().zip(packed) {
+            match result.expect("every piece packed")? {
+                Some(p) => self.section(kind, Codec::Zstd, &p, piece.len() as u64)?,
+                None => self.section(kind, Codec::Raw, piece, piece.len() as u64)?,
             }
         }
         Ok(())
@@ -317,6 +329,30 @@ pub fn temp_path(path: &Path, pid: u32) -> Option<std::path::PathBuf> {
         .unwrap_or(Path::new("."));
     let name = path.file_name()?;
     Some(dir.join(format!(".{}.tmp-{pid}", name.to_string_lossy())))
+}
+
+/// Compress one chunk, or keep it as it is when it does not compress. Random data (keys,
+/// compressed files, encrypted pages) is recognised from four samples across the chunk
+/// without spending the time on all of it.
+/// None: store the chunk as it is.
+fn pack(chunk: &[u8]) -> io::Result<Option<Vec<u8>>> {
+    const SAMPLE: usize = 16 << 10;
+    if chunk.len() >= 8 * SAMPLE {
+        let mut incompressible = true;
+        for k in 0..4 {
+            let at = chunk.len() / 4 * k;
+            let sample = zstd::bulk::compress(&chunk[at..at + SAMPLE], ZSTD_LEVEL)?;
+            if sample.len() < SAMPLE * 97 / 100 {
+                incompressible = false;
+                break;
+            }
+        }
+        if incompressible {
+            return Ok(None);
+        }
+    }
+    let packed = zstd::bulk::compress(chunk, ZSTD_LEVEL)?;
+    Ok((packed.len() < chunk.len()).then_some(packed))
 }
 
 /// Write an image file so that a crash, a full disk or an error in `fill` never leaves a

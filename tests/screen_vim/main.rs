@@ -737,6 +737,34 @@ fn a_checkpoint_writes_an_image_that_info_reads() {
         (tty.kind, tty.target.as_str()),
         (FdKind::CharDevice, "/dev/pts/0")
     );
+    // Mapped files are carried once each: libc, mapped by all three processes, once.
+    let libc_copies: Vec<_> = session
+        .files
+        .iter()
+        .filter(|f| f.copies.iter().any(|c| c.path.ends_with("/libc.so.6")))
+        .collect();
+    assert_eq!(libc_copies.len(), 1, "{libc_copies:?}");
+    let libc_path = &libc_copies[0].copies[0].path;
+    use sha2::Digest;
+    let real: String = sha2::Sha256::digest(std::fs::read(libc_path).unwrap())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(libc_copies[0].sha256, real);
+    let mut carried = 0u64;
+    img.chunks(crterm::image::SectionKind::FILES, |c| {
+        carried += c.len() as u64;
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(carried, session.files.iter().map(|f| f.size).sum::<u64>());
+    assert!(
+        session
+            .files
+            .iter()
+            .any(|f| f.copies[0].path.ends_with("python3.11")
+                || f.copies[0].path.contains("python3"))
+    );
     let held = bash.fds.iter().find(|f| f.fd == 7).unwrap();
     assert_eq!(
         (held.kind, held.target.as_str()),

@@ -49,6 +49,7 @@ struct ProcessJson {
     threads: usize,
     memory_bytes: u64,
     stopped: bool,
+    zombie: Option<i32>,
     fds: usize,
 }
 
@@ -106,6 +107,7 @@ pub fn show(path: &Path, json: bool) -> Result<i32> {
                     .map(|r| r.len)
                     .sum(),
                 stopped: p.stopped,
+                zombie: p.zombie,
                 fds: p.fds.len(),
             })
             .collect(),
@@ -175,7 +177,13 @@ pub fn show(path: &Path, json: bool) -> Result<i32> {
                 p.sid,
                 p.threads,
                 mib(p.memory_bytes),
-                if p.stopped { "stopped" } else { "running" },
+                if p.zombie.is_some() {
+                    "zombie"
+                } else if p.stopped {
+                    "stopped"
+                } else {
+                    "running"
+                },
                 p.cmdline.join(" ")
             );
         }

@@ -41,6 +41,9 @@ pub struct ProcessRecord {
     pub cwd: String,
     /// Stopped by job control (Ctrl-Z).
     pub stopped: bool,
+    /// Exited and not yet reaped by its parent: the exit status it waits to hand over
+    /// (as waitpid reports it). A zombie has no threads, memory or files.
+    pub zombie: Option<i32>,
     /// Signals pending for the whole process, ignored, and caught (the handlers themselves
     /// can only be read from inside the process: that comes with restore).
     pub shared_pending_signals: u64,
@@ -283,12 +286,49 @@ fn process_record(pid: i32, tids: &[i32], job_stopped: bool) -> io::Result<Proce
         exe: link(format!("/proc/{pid}/exe")),
         cwd: link(format!("/proc/{pid}/cwd")),
         stopped: job_stopped,
+        zombie: None,
         shared_pending_signals: status_hex(&status, "ShdPnd:"),
         ignored_signals: status_hex(&status, "SigIgn:"),
         caught_signals: status_hex(&status, "SigCgt:"),
         threads,
         maps,
         fds,
+    })
+}
+
+/// A zombie: its ids and the exit status it holds (`/proc/PID/stat` field 52).
+fn zombie_record(pid: i32) -> io::Result<ProcessRecord> {
+    let status = read(format!("/proc/{pid}/status"))?;
+    let stat = read(format!("/proc/{pid}/stat"))?;
+    let exit_code = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(49))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let host_ppid = status_last(&status, "PPid:").unwrap_or(0);
+    Ok(ProcessRecord {
+        pid: status_last(&status, "NSpid:").unwrap_or(pid),
+        ppid: read(format!("/proc/{host_ppid}/status"))
+            .ok()
+            .and_then(|s| status_last(&s, "NSpid:"))
+            .unwrap_or(0),
+        pgid: status_last(&status, "NSpgid:").unwrap_or(0),
+        sid: status_last(&status, "NSsid:").unwrap_or(0),
+        comm: read(format!("/proc/{pid}/comm"))
+            .unwrap_or_default()
+            .trim_end()
+            .to_string(),
+        cmdline: Vec::new(),
+        exe: String::new(),
+        cwd: String::new(),
+        stopped: false,
+        zombie: Some(exit_code),
+        shared_pending_signals: 0,
+        ignored_signals: 0,
+        caught_signals: 0,
+        threads: Vec::new(),
+        maps: Vec::new(),
+        fds: Vec::new(),
     })
 }
 
@@ -542,6 +582,11 @@ pub fn dump<W: Write>(
         budget,
     };
     let mut buf = vec![0u8; 1 << 20];
+    for &pid in frozen.zombies() {
+        if let Ok(z) = zombie_record(pid) {
+            record.processes.push(z);
+        }
+    }
     for (pid, tids) in frozen.tasks() {
         let proc_record = process_record(pid, &tids, frozen.job_stopped(pid))?;
         let pagemap = std::fs::File::open(format!("/proc/{pid}/pagemap"))?;

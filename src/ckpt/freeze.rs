@@ -71,10 +71,17 @@ struct Held {
 /// A frozen session. Dropping it thaws the session.
 pub struct Frozen {
     threads: BTreeMap<i32, Held>,
+    /// Processes that have exited and wait for their parent to reap them: nothing to
+    /// stop, their exit status is all they hold.
+    zombies: Vec<i32>,
     pub took: Duration,
 }
 
 impl Frozen {
+    pub fn zombies(&self) -> &[i32] {
+        &self.zombies
+    }
+
     pub fn processes(&self) -> usize {
         self.threads
             .values()
@@ -185,6 +192,7 @@ pub fn freeze(root: i32) -> Result<Frozen, FreezeError> {
     let start = Instant::now();
     let mut frozen = Frozen {
         threads: BTreeMap::new(),
+        zombies: Vec::new(),
         took: Duration::ZERO,
     };
     for _round in 0..64 {
@@ -194,7 +202,16 @@ pub fn freeze(root: i32) -> Result<Frozen, FreezeError> {
                 if frozen.threads.contains_key(&tid) {
                     continue;
                 }
-                let job_stopped = state(tid) == 'T';
+                let st = state(tid);
+                if st == 'Z' {
+                    // Exited, not yet reaped: it cannot be seized, and need not be.
+                    if tid == pid && !frozen.zombies.contains(&pid) {
+                        frozen.zombies.push(pid);
+                        new += 1;
+                    }
+                    continue;
+                }
+                let job_stopped = st == 'T';
                 match sys::ptrace_seize(tid) {
                     Ok(()) => {}
                     // Gone in the meantime: the next scan will not see it.

@@ -937,3 +937,56 @@ fn a_daemon_killed_outright_takes_its_session_and_gives_the_terminal_back() {
         assert!(wait_gone(pid, T), "process {pid} outlived its daemon");
     }
 }
+
+#[test]
+fn a_zombie_in_the_session_is_recorded_not_a_failure() {
+    let env = Env::unprivileged();
+    env.pane(
+        "p",
+        &format!("{} start --name zo -- bash --norc", env.crterm_cmd()),
+    );
+    env.tmux.wait_text("p", "$", T);
+    // A child that exits with 3 and is never reaped by its parent.
+    env.tmux.type_text(
+        "p",
+        "python3 -c 'import os,time; os.fork() or os._exit(3); time.sleep(1000)' &",
+    );
+    env.tmux.send_keys("p", &["Enter"]);
+    let daemon = env.daemon_pid("zo");
+    wait_for("the zombie", T, || {
+        process_tree(daemon).into_iter().find(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|s| {
+                s.rsplit_once(')')
+                    .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+            })
+        })
+    });
+    let image = env.dir.path().join("zo.img");
+    let out = env.crterm(&["checkpoint", "zo", "-o", image.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let img = crterm::image::read_file(&image).unwrap();
+    let session: crterm::ckpt::dump::SessionRecord =
+        img.meta(crterm::image::SectionKind::SESSION).unwrap();
+    let zombie = session
+        .processes
+        .iter()
+        .find(|p| p.zombie.is_some())
+        .unwrap();
+    assert_eq!(
+        zombie.zombie,
+        Some(3 << 8),
+        "the exit status waitpid will report"
+    );
+    let parent = session
+        .processes
+        .iter()
+        .find(|p| p.comm == "python3" && p.zombie.is_none())
+        .unwrap();
+    assert_eq!(zombie.ppid, parent.pid);
+    env.tmux.type_text("p", "kill %1; exit");
+    env.tmux.send_keys("p", &["Enter"]);
+}

@@ -68,7 +68,9 @@ fn mib(bytes: u64) -> String {
 
 pub fn show(path: &Path, json: bool) -> Result<i32> {
     let named = |e: ImageError| anyhow!("{}: {e}", path.display());
-    let img = image::read_file(path).map_err(named)?;
+    // Page data and file contents are checked but not kept: an image can be gigabytes.
+    let img = image::read_file_with(path, |k| k != SectionKind::PAGES && k != SectionKind::FILES)
+        .map_err(named)?;
     let term: Term = img.meta(SectionKind::TERM_MODEL).map_err(named)?;
     let session: Option<SessionRecord> = match img.meta(SectionKind::SESSION) {
         Ok(s) => Some(s),

@@ -402,12 +402,14 @@ pub fn write_file<E: From<io::Error>>(
 
 // ---- reading ---------------------------------------------------------------------------
 
-/// One section as stored (checksum verified).
+/// One section as stored (checksum verified). `stored` is empty for sections the reader
+/// was asked not to keep (`read_with`); `stored_len` is always the length on disk.
 #[derive(Debug, Clone)]
 pub struct Section {
     pub kind: SectionKind,
     pub codec: Codec,
     pub raw_len: u64,
+    pub stored_len: u64,
     pub stored: Vec<u8>,
 }
 
@@ -447,6 +449,35 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 
 /// Read an image front to back (a file or a pipe) and check all of it.
 pub fn read(r: &mut impl Read) -> Result<Image, ImageError> {
+    read_with(r, |_| true)
+}
+
+/// Read the bytes of a section without keeping them, checking their CRC on the way.
+fn skim_len(r: &mut impl Read, len: u64, what: &str) -> Result<u32, ImageError> {
+    let mut hasher = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; (1 << 20).min(len as usize).max(1)];
+    let mut left = len;
+    while left > 0 {
+        let want = left.min(buf.len() as u64) as usize;
+        let n = r.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(ImageError::Truncated(format!(
+                "{what} needs {len} bytes, only {} follow",
+                len - left
+            )));
+        }
+        hasher.update(&buf[..n]);
+        left -= n as u64;
+    }
+    Ok(hasher.finalize())
+}
+
+/// Like `read`, but sections for which `keep` is false are only checked, not kept in
+/// memory (for `crterm info` on an image of gigabytes).
+pub fn read_with(
+    r: &mut impl Read,
+    keep: impl Fn(SectionKind) -> bool,
+) -> Result<Image, ImageError> {
     let mut head = [0u8; 24];
     let mut got = 0;
     while got < head.len() {
@@ -517,8 +548,15 @@ pub fn read(r: &mut impl Read) -> Result<Image, ImageError> {
                 });
             }
         }
-        let stored = read_len(r, stored_len, &what)?;
-        if crc(&stored) != u32_at(&h, 12) {
+        let kept = kind == SectionKind::END || keep(kind);
+        let (stored, sum) = if kept {
+            let stored = read_len(r, stored_len, &what)?;
+            let sum = crc(&stored);
+            (stored, sum)
+        } else {
+            (Vec::new(), skim_len(r, stored_len, &what)?)
+        };
+        if sum != u32_at(&h, 12) {
             return Err(ImageError::Corrupt(format!("{what}: checksum mismatch")));
         }
         if kind == SectionKind::END {
@@ -534,6 +572,7 @@ pub fn read(r: &mut impl Read) -> Result<Image, ImageError> {
                 kind,
                 codec,
                 raw_len,
+                stored_len,
                 stored,
             });
         }
@@ -549,7 +588,7 @@ pub fn read(r: &mut impl Read) -> Result<Image, ImageError> {
         && table.iter().zip(&sections).all(|(t, s)| {
             t.kind == s.kind
                 && t.codec == s.codec
-                && t.stored_len == s.stored.len() as u64
+                && t.stored_len == s.stored_len
                 && t.raw_len == s.raw_len
         });
     if !consistent {
@@ -566,8 +605,16 @@ pub fn read(r: &mut impl Read) -> Result<Image, ImageError> {
 
 /// Read and check an image file.
 pub fn read_file(path: &Path) -> Result<Image, ImageError> {
+    read_file_with(path, |_| true)
+}
+
+/// Read and check an image file, keeping only the sections `keep` wants.
+pub fn read_file_with(
+    path: &Path,
+    keep: impl Fn(SectionKind) -> bool,
+) -> Result<Image, ImageError> {
     let f = std::fs::File::open(path)?;
-    read(&mut io::BufReader::with_capacity(1 << 20, f))
+    read_with(&mut io::BufReader::with_capacity(1 << 20, f), keep)
 }
 
 impl Image {
@@ -582,6 +629,9 @@ impl Image {
     pub fn meta<T: DeserializeOwned>(&self, kind: SectionKind) -> Result<T, ImageError> {
         let s = self.section(kind)?;
         let what = format!("section '{}'", kind.name());
+        if s.stored.len() as u64 != s.stored_len {
+            return Err(ImageError::Missing(kind));
+        }
         if s.codec != Codec::Zstd {
             return Err(ImageError::Corrupt(format!(
                 "{what}: not a metadata section"
@@ -611,6 +661,9 @@ impl Image {
     ) -> Result<(), ImageError> {
         for (index, s) in self.sections.iter().filter(|s| s.kind == kind).enumerate() {
             let what = format!("section '{}' chunk {index}", kind.name());
+            if s.stored.len() as u64 != s.stored_len {
+                return Err(ImageError::Missing(kind));
+            }
             if s.raw_len > CHUNK_SIZE as u64 {
                 return Err(ImageError::TooLarge {
                     what,

@@ -215,3 +215,31 @@ fn golden_image_still_reads() {
     assert!(crterm::term_model::row_text(term.primary.row(0)).starts_with("golden image"));
     assert_eq!(pages_of(&img), sample_pages(64 << 10));
 }
+
+#[test]
+fn sections_can_be_checked_without_being_kept() {
+    let pages = sample_pages(9 << 20);
+    let bytes = write_sample(&pages);
+    let skip_pages = |k: SectionKind| k != SectionKind::PAGES;
+    let img = image::read_with(&mut &bytes[..], skip_pages).unwrap();
+    assert_eq!(
+        img.meta::<Term>(SectionKind::TERM_MODEL).unwrap(),
+        sample_term()
+    );
+    assert!(
+        img.sections
+            .iter()
+            .filter(|s| s.kind == SectionKind::PAGES)
+            .all(|s| s.stored.is_empty())
+    );
+    assert!(matches!(
+        img.chunks(SectionKind::PAGES, |_| Ok(())),
+        Err(ImageError::Missing(_))
+    ));
+    // A damaged page is still found, though the pages are not kept.
+    let mut bad = bytes.clone();
+    let at = bad.len() / 2;
+    bad[at] ^= 0x55;
+    let e = image::read_with(&mut &bad[..], skip_pages).unwrap_err();
+    assert!(matches!(e, ImageError::Corrupt(_)), "{e}");
+}

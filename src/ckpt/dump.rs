@@ -108,6 +108,12 @@ pub struct FdRecord {
     /// For regular files and directories: what identifies the file, so that a resume can
     /// tell whether it changed.
     pub identity: Option<FileIdentity>,
+    /// The kernel's own description (/proc/PID/fdinfo/FD): an eventfd's count, a timerfd's
+    /// clock and settings, a signalfd's mask, an epoll set's registrations, inotify
+    /// watches. Kept whole; restore reads what it needs.
+    pub fdinfo: String,
+    /// Bytes queued in a pipe, read without consuming them.
+    pub queued: Vec<u8>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -262,6 +268,11 @@ fn process_record(pid: i32, tids: &[i32], job_stopped: bool) -> io::Result<Proce
             let fd_path = format!("/proc/{pid}/fd/{fd}");
             let target = link(fd_path.clone());
             let (kind, identity) = fd_kind_and_identity(&target, &fd_path);
+            let queued = if kind == FdKind::Pipe {
+                sys::peek_pipe(pid, fd).unwrap_or_default()
+            } else {
+                Vec::new()
+            };
             fds.push(FdRecord {
                 fd,
                 target,
@@ -269,6 +280,8 @@ fn process_record(pid: i32, tids: &[i32], job_stopped: bool) -> io::Result<Proce
                 pos: field("pos:").parse().unwrap_or(0),
                 kind,
                 identity,
+                fdinfo: info.clone(),
+                queued,
             });
         }
     }

@@ -681,3 +681,43 @@ pub fn ptrace_get_rseq(tid: i32) -> io::Result<Option<(u64, u32, u32, u32)>> {
         conf.flags,
     )))
 }
+
+/// The bytes queued in a pipe that process `pid` holds as `fd`, without consuming them:
+/// the pipe is opened again for reading through /proc (a reader of the same queue, whichever
+/// end the process holds), and tee(2) duplicates the queue into a pipe of our own.
+pub fn peek_pipe(pid: i32, fd: i32) -> io::Result<Vec<u8>> {
+    let path = cstring(&format!("/proc/{pid}/fd/{fd}"))?;
+    let theirs = open(&path, libc::O_RDONLY | libc::O_NONBLOCK)?;
+    let (r, w) = pipe()?;
+    // Room for a full pipe.
+    let size = unsafe { libc::fcntl(theirs.as_raw_fd(), libc::F_GETPIPE_SZ) };
+    if size > 0 {
+        unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, size) };
+    }
+    let n = unsafe {
+        libc::tee(
+            theirs.as_raw_fd(),
+            w.as_raw_fd(),
+            usize::MAX >> 1,
+            libc::SPLICE_F_NONBLOCK,
+        )
+    };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        // An empty pipe: nothing queued.
+        if e.kind() == io::ErrorKind::WouldBlock {
+            return Ok(Vec::new());
+        }
+        return Err(e);
+    }
+    drop(w);
+    let mut out = Vec::with_capacity(n as usize);
+    let mut buf = [0u8; 65536];
+    loop {
+        match read(unsafe { BorrowedFd::borrow_raw(r.as_raw_fd()) }, &mut buf)? {
+            0 => break,
+            k => out.extend_from_slice(&buf[..k]),
+        }
+    }
+    Ok(out)
+}

@@ -990,3 +990,67 @@ fn a_zombie_in_the_session_is_recorded_not_a_failure() {
     env.tmux.type_text("p", "kill %1; exit");
     env.tmux.send_keys("p", &["Enter"]);
 }
+
+#[test]
+fn pipes_queued_bytes_and_fdinfo_are_saved_without_consuming_them() {
+    let env = Env::unprivileged();
+    env.pane(
+        "p",
+        &format!("{} start --name pq -- bash --norc", env.crterm_cmd()),
+    );
+    env.tmux.wait_text("p", "$", T);
+    // 60 000 bytes waiting in a pipe whose reader sleeps; an eventfd holding 42.
+    env.tmux.type_text(
+        "p",
+        "python3 -c 'import os,time; os.write(1, b\"Q\" * 60000); e = os.eventfd(42); os.write(2, b\"WRIT\" b\"TEN\\n\"); time.sleep(1000)' | (sleep 1000; cat > /dev/null) &",
+    );
+    env.tmux.send_keys("p", &["Enter"]);
+    env.tmux.wait_text("p", "WRITTEN", T);
+    let session = |n: &str| -> crterm::ckpt::dump::SessionRecord {
+        let image = env.dir.path().join(n);
+        let out = env.crterm(&["checkpoint", "pq", "-o", image.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        crterm::image::read_file(&image)
+            .unwrap()
+            .meta(crterm::image::SectionKind::SESSION)
+            .unwrap()
+    };
+    for round in ["one.img", "two.img"] {
+        let s = session(round);
+        let python = s.processes.iter().find(|p| p.comm == "python3").unwrap();
+        let writer = python.fds.iter().find(|f| f.fd == 1).unwrap();
+        assert_eq!(
+            writer.queued,
+            vec![b'Q'; 60000],
+            "{round}: the writer's end"
+        );
+        let sleeper = s.processes.iter().find(|p| p.comm == "sleep").unwrap();
+        let reader = sleeper.fds.iter().find(|f| f.fd == 0).unwrap();
+        assert_eq!(reader.queued.len(), 60000, "{round}: the reader's end");
+        let eventfd = python
+            .fds
+            .iter()
+            .find(|f| f.target.contains("eventfd"))
+            .unwrap();
+        assert!(
+            eventfd.fdinfo.contains("eventfd-count:"),
+            "{}",
+            eventfd.fdinfo
+        );
+        assert!(
+            eventfd
+                .fdinfo
+                .lines()
+                .any(|l| l.starts_with("eventfd-count:")
+                    && u64::from_str_radix(l.split_whitespace().nth(1).unwrap(), 16) == Ok(42)),
+            "{}",
+            eventfd.fdinfo
+        );
+    }
+    env.tmux.type_text("p", "kill %1; exit");
+    env.tmux.send_keys("p", &["Enter"]);
+}

@@ -64,6 +64,21 @@ impl Recorder {
     }
 }
 
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        // End the recorded program even if it has not acted on its quit key yet: script
+        // would otherwise wait for it on its own pty after tmux is gone.
+        let out = self
+            .tmux
+            .cmd(&["display-message", "-p", "-t", "r", "#{pane_pid}"]);
+        if let Ok(pid) = String::from_utf8_lossy(&out.stdout).trim().parse::<i32>() {
+            for p in crate::common::process_tree(pid).into_iter().rev() {
+                unsafe { libc::kill(p, libc::SIGKILL) };
+            }
+        }
+    }
+}
+
 fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }

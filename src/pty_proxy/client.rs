@@ -191,7 +191,7 @@ fn relay(stream: &mut UnixStream, signals: BorrowedFd, prefix: u8) -> Result<Out
             while let Some((kind, payload)) = reader.next_frame()? {
                 match ToClient::decode(kind, &payload)? {
                     ToClient::Output(bytes) => sys::write_all(stdout(), &bytes)?,
-                    ToClient::Notice(_) | ToClient::Checkpointed { .. } => {
+                    ToClient::Checkpointed { .. } => {
                         // The daemon drew it; take it away again in a moment.
                         overlay_until = Some(Instant::now() + Duration::from_secs(3));
                     }

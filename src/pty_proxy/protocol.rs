@@ -39,9 +39,6 @@ pub enum ToDaemon {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ToClient {
     Output(Vec<u8>),
-    /// A one-line notice for the user (the daemon draws it over the screen; the client
-    /// asks for a redraw a moment later).
-    Notice(String),
     /// The session ended; the client exits with this status.
     Exit(i32),
     /// The client is detached (by its own request, or because another client attached).
@@ -165,7 +162,6 @@ impl ToClient {
     pub fn encode(&self) -> Vec<u8> {
         match self {
             ToClient::Output(b) => frame(101, b),
-            ToClient::Notice(s) => frame(102, s.as_bytes()),
             ToClient::Exit(code) => frame(103, &code.to_le_bytes()),
             ToClient::Detached(s) => frame(104, s.as_bytes()),
             ToClient::Info(i) => frame(
@@ -192,7 +188,6 @@ impl ToClient {
     pub fn decode(kind: u8, p: &[u8]) -> io::Result<ToClient> {
         Ok(match kind {
             101 => ToClient::Output(p.to_vec()),
-            102 => ToClient::Notice(text(p)),
             103 => ToClient::Exit(i32::from_le_bytes(p.try_into().map_err(|_| bad("exit"))?)),
             104 => ToClient::Detached(text(p)),
             105 => {
@@ -308,7 +303,10 @@ mod tests {
     fn frames_round_trip_split_anywhere() {
         let msgs = vec![
             ToClient::Output(b"hello\x1b[0m".to_vec()),
-            ToClient::Notice("n".into()),
+            ToClient::Checkpointed {
+                ok: true,
+                text: "wrote x".into(),
+            },
             ToClient::Exit(-3),
             ToClient::Info(SessionInfo {
                 name: "a".into(),

@@ -376,12 +376,6 @@ pub fn reset_signals() {
     }
 }
 
-pub fn ignore_signal(sig: libc::c_int) {
-    unsafe {
-        libc::signal(sig, libc::SIG_IGN);
-    }
-}
-
 pub fn kill(pid: i32, sig: libc::c_int) -> io::Result<()> {
     check(unsafe { libc::kill(pid, sig) })?;
     Ok(())
@@ -528,10 +522,6 @@ pub fn close_fds_from(from: RawFd) {
             0u32,
         );
     }
-}
-
-pub fn getppid() -> i32 {
-    unsafe { libc::getppid() }
 }
 
 // ---- ptrace ---------------------------------------------------------------------------

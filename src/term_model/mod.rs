@@ -208,20 +208,6 @@ impl Term {
         (self.cursor.line, self.cursor.col.min(self.cols - 1))
     }
 
-    pub fn wrap_pending(&self) -> bool {
-        self.cursor.col >= self.cols
-    }
-
-    /// The visible screen as plain text, one line per row, trailing blanks removed.
-    pub fn screen_text(&self) -> String {
-        let mut out = String::new();
-        for line in 0..self.lines {
-            out.push_str(&row_text(self.grid().row(line)));
-            out.push('\n');
-        }
-        out
-    }
-
     /// Change the size of both screens. Text is not reflowed; the cursor stays on its line
     /// of text where that line remains on screen.
     pub fn resize(&mut self, cols: usize, lines: usize) {

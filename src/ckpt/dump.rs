@@ -114,6 +114,15 @@ pub struct FdRecord {
     pub fdinfo: String,
     /// Bytes queued in a pipe, read without consuming them.
     pub queued: Vec<u8>,
+    /// For a terminal: its settings (the kernel's termios, as bytes) and window size.
+    pub tty: Option<TtyRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TtyRecord {
+    pub termios: Vec<u8>,
+    pub cols: u16,
+    pub rows: u16,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -273,9 +282,21 @@ fn process_record(pid: i32, tids: &[i32], job_stopped: bool) -> io::Result<Proce
             } else {
                 Vec::new()
             };
+            let tty = if kind == FdKind::CharDevice && target.starts_with("/dev/pts/") {
+                sys::peek_tty(pid, fd)
+                    .ok()
+                    .map(|(termios, size)| TtyRecord {
+                        termios,
+                        cols: size.cols,
+                        rows: size.rows,
+                    })
+            } else {
+                None
+            };
             fds.push(FdRecord {
                 fd,
                 target,
+                tty,
                 flags: u32::from_str_radix(&field("flags:"), 8).unwrap_or(0),
                 pos: field("pos:").parse().unwrap_or(0),
                 kind,

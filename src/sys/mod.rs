@@ -5,7 +5,7 @@
 
 use std::ffi::{CStr, CString};
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
     if ret < 0 {
@@ -710,4 +710,22 @@ pub fn peek_pipe(pid: i32, fd: i32) -> io::Result<Vec<u8>> {
         }
     }
     Ok(out)
+}
+
+/// The settings and window size of a terminal that process `pid` holds as `fd`, read
+/// through a descriptor of our own (opened without becoming its controlling terminal).
+pub fn peek_tty(pid: i32, fd: i32) -> io::Result<(Vec<u8>, WinSize)> {
+    let path = cstring(&format!("/proc/{pid}/fd/{fd}"))?;
+    let tty = open(&path, libc::O_RDONLY | libc::O_NOCTTY | libc::O_NONBLOCK)?;
+    let t = get_termios(tty.as_fd())?;
+    let size = get_winsize(tty.as_fd())?;
+    // SAFETY: termios is plain data; its bytes are what TCSETS takes back.
+    let bytes = unsafe {
+        std::slice::from_raw_parts(
+            (&t as *const Termios).cast::<u8>(),
+            std::mem::size_of::<Termios>(),
+        )
+    }
+    .to_vec();
+    Ok((bytes, size))
 }

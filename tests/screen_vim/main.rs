@@ -737,6 +737,9 @@ fn a_checkpoint_writes_an_image_that_info_reads() {
         (tty.kind, tty.target.as_str()),
         (FdKind::CharDevice, "/dev/pts/0")
     );
+    let state = tty.tty.as_ref().expect("the terminal's state");
+    assert_eq!((state.cols, state.rows), (100, 30));
+    assert_eq!(state.termios.len(), std::mem::size_of::<libc::termios>());
     // Mapped files are carried once each: libc, mapped by all three processes, once.
     let libc_copies: Vec<_> = session
         .files

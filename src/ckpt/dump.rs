@@ -230,15 +230,39 @@ fn link(path: String) -> String {
         .unwrap_or_default()
 }
 
+/// What every record holds, a zombie's too: the ids as the session sees them and the
+/// name; everything else empty.
+fn base_record(pid: i32, status: &str) -> ProcessRecord {
+    // The parent's id as the session sees it.
+    let host_ppid = status_last(status, "PPid:").unwrap_or(0);
+    ProcessRecord {
+        pid: status_last(status, "NSpid:").unwrap_or(pid),
+        ppid: read(format!("/proc/{host_ppid}/status"))
+            .ok()
+            .and_then(|s| status_last(&s, "NSpid:"))
+            .unwrap_or(0),
+        pgid: status_last(status, "NSpgid:").unwrap_or(0),
+        sid: status_last(status, "NSsid:").unwrap_or(0),
+        comm: read(format!("/proc/{pid}/comm"))
+            .unwrap_or_default()
+            .trim_end()
+            .to_string(),
+        cmdline: Vec::new(),
+        exe: String::new(),
+        cwd: String::new(),
+        stopped: false,
+        zombie: None,
+        shared_pending_signals: 0,
+        ignored_signals: 0,
+        caught_signals: 0,
+        threads: Vec::new(),
+        maps: Vec::new(),
+        fds: Vec::new(),
+    }
+}
+
 fn process_record(pid: i32, tids: &[i32], job_stopped: bool) -> io::Result<ProcessRecord> {
     let status = read(format!("/proc/{pid}/status"))?;
-    let ns_pid = status_last(&status, "NSpid:").unwrap_or(pid);
-    // The parent's id as the session sees it.
-    let host_ppid = status_last(&status, "PPid:").unwrap_or(0);
-    let ppid = read(format!("/proc/{host_ppid}/status"))
-        .ok()
-        .and_then(|s| status_last(&s, "NSpid:"))
-        .unwrap_or(0);
     let cmdline = read(format!("/proc/{pid}/cmdline"))
         .unwrap_or_default()
         .split('\0')
@@ -308,25 +332,17 @@ fn process_record(pid: i32, tids: &[i32], job_stopped: bool) -> io::Result<Proce
     }
     fds.sort_by_key(|f| f.fd);
     Ok(ProcessRecord {
-        pid: ns_pid,
-        ppid,
-        pgid: status_last(&status, "NSpgid:").unwrap_or(0),
-        sid: status_last(&status, "NSsid:").unwrap_or(0),
-        comm: read(format!("/proc/{pid}/comm"))
-            .unwrap_or_default()
-            .trim_end()
-            .to_string(),
         cmdline,
         exe: link(format!("/proc/{pid}/exe")),
         cwd: link(format!("/proc/{pid}/cwd")),
         stopped: job_stopped,
-        zombie: None,
         shared_pending_signals: status_hex(&status, "ShdPnd:"),
         ignored_signals: status_hex(&status, "SigIgn:"),
         caught_signals: status_hex(&status, "SigCgt:"),
         threads,
         maps,
         fds,
+        ..base_record(pid, &status)
     })
 }
 
@@ -339,30 +355,9 @@ fn zombie_record(pid: i32) -> io::Result<ProcessRecord> {
         .and_then(|(_, rest)| rest.split_whitespace().nth(49))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
-    let host_ppid = status_last(&status, "PPid:").unwrap_or(0);
     Ok(ProcessRecord {
-        pid: status_last(&status, "NSpid:").unwrap_or(pid),
-        ppid: read(format!("/proc/{host_ppid}/status"))
-            .ok()
-            .and_then(|s| status_last(&s, "NSpid:"))
-            .unwrap_or(0),
-        pgid: status_last(&status, "NSpgid:").unwrap_or(0),
-        sid: status_last(&status, "NSsid:").unwrap_or(0),
-        comm: read(format!("/proc/{pid}/comm"))
-            .unwrap_or_default()
-            .trim_end()
-            .to_string(),
-        cmdline: Vec::new(),
-        exe: String::new(),
-        cwd: String::new(),
-        stopped: false,
         zombie: Some(exit_code),
-        shared_pending_signals: 0,
-        ignored_signals: 0,
-        caught_signals: 0,
-        threads: Vec::new(),
-        maps: Vec::new(),
-        fds: Vec::new(),
+        ..base_record(pid, &status)
     })
 }
 

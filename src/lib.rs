@@ -9,6 +9,8 @@ pub mod cli;
 pub mod config;
 pub mod image;
 pub mod info;
+pub mod inject;
 pub mod pty_proxy;
+pub mod restore;
 pub mod sys;
 pub mod term_model;

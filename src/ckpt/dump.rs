@@ -44,14 +44,50 @@ pub struct ProcessRecord {
     /// Exited and not yet reaped by its parent: the exit status it waits to hand over
     /// (as waitpid reports it). A zombie has no threads, memory or files.
     pub zombie: Option<i32>,
-    /// Signals pending for the whole process, ignored, and caught (the handlers themselves
-    /// can only be read from inside the process: that comes with restore).
+    /// Signals pending for the whole process, ignored, and caught.
     pub shared_pending_signals: u64,
     pub ignored_signals: u64,
     pub caught_signals: u64,
+    /// The kernel's sigaction per signal 1..=64: (handler, flags, restorer, mask).
+    pub sigactions: Vec<[u64; 4]>,
+    /// ITIMER_REAL, ITIMER_VIRTUAL, ITIMER_PROF: (interval s, µs, value s, µs).
+    pub itimers: Vec<[u64; 4]>,
+    pub mm: MmRecord,
+    pub root: String,
+    pub umask: u32,
+    pub personality: u64,
+    /// (soft, hard) per resource, RLIMIT_CPU .. RLIMIT_RTTIME.
+    pub rlimits: Vec<(u64, u64)>,
+    /// Capability sets: inheritable, permitted, effective, bounding, ambient.
+    pub caps: [u64; 5],
+    /// Real, effective, saved and filesystem user and group ids.
+    pub uids: [u32; 4],
+    pub gids: [u32; 4],
+    /// The controlling terminal (its device number; 0: none) and, when there is one, its
+    /// foreground process group as the session sees it.
+    pub ctty: u32,
+    pub fg_pgid: i32,
     pub threads: Vec<ThreadRecord>,
     pub maps: Vec<MapRecord>,
     pub fds: Vec<FdRecord>,
+}
+
+/// The memory layout the kernel keeps per process (what PR_SET_MM_MAP sets again).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MmRecord {
+    pub start_code: u64,
+    pub end_code: u64,
+    pub start_data: u64,
+    pub end_data: u64,
+    pub start_brk: u64,
+    pub brk: u64,
+    pub start_stack: u64,
+    pub arg_start: u64,
+    pub arg_end: u64,
+    pub env_start: u64,
+    pub env_end: u64,
+    /// The auxiliary vector as the process got it (pairs of words).
+    pub auxv: Vec<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,6 +102,10 @@ pub struct ThreadRecord {
     pub blocked_signals: u64,
     /// Signals pending for this thread alone.
     pub pending_signals: u64,
+    /// The address the kernel clears (and wakes) when the thread ends.
+    pub clear_child_tid: u64,
+    /// The alternate signal stack: (sp, flags, size).
+    pub altstack: [u64; 3],
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,6 +141,9 @@ pub struct FileCopy {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FdRecord {
     pub fd: i32,
+    /// Which open file description this is, numbered across the session: descriptors with
+    /// the same number share one (after fork or dup), and with it the offset and flags.
+    pub desc: u32,
     pub target: String,
     pub flags: u32,
     pub pos: u64,
@@ -112,8 +155,9 @@ pub struct FdRecord {
     /// clock and settings, a signalfd's mask, an epoll set's registrations, inotify
     /// watches. Kept whole; restore reads what it needs.
     pub fdinfo: String,
-    /// Bytes queued in a pipe, read without consuming them.
+    /// Bytes queued in a pipe, read without consuming them, and the pipe's capacity.
     pub queued: Vec<u8>,
+    pub pipe_size: u32,
     /// For a terminal: its settings (the kernel's termios, as bytes) and window size.
     pub tty: Option<TtyRecord>,
 }
@@ -255,14 +299,118 @@ fn base_record(pid: i32, status: &str) -> ProcessRecord {
         shared_pending_signals: 0,
         ignored_signals: 0,
         caught_signals: 0,
+        sigactions: Vec::new(),
+        itimers: Vec::new(),
+        mm: MmRecord::default(),
+        root: String::new(),
+        umask: 0o022,
+        personality: 0,
+        rlimits: Vec::new(),
+        caps: [0; 5],
+        uids: [0; 4],
+        gids: [0; 4],
+        ctty: 0,
+        fg_pgid: 0,
         threads: Vec::new(),
         maps: Vec::new(),
         fds: Vec::new(),
     }
 }
 
+/// The fields of `/proc/PID/stat` after the command name (field 3 is index 0).
+fn stat_fields(pid: i32) -> io::Result<Vec<u64>> {
+    let stat = read(format!("/proc/{pid}/stat"))?;
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .ok_or_else(|| io::Error::other(format!("unreadable /proc/{pid}/stat")))?;
+    Ok(rest
+        .split_whitespace()
+        .map(|f| f.parse::<i64>().map_or(0, |v| v as u64))
+        .collect())
+}
+
+fn status_words<const N: usize>(status: &str, key: &str, hex: bool) -> [u64; N] {
+    let mut out = [0u64; N];
+    if let Some(v) = status.lines().find_map(|l| l.strip_prefix(key)) {
+        for (o, f) in out.iter_mut().zip(v.split_whitespace()) {
+            *o = if hex {
+                u64::from_str_radix(f, 16).unwrap_or(0)
+            } else {
+                f.parse().unwrap_or(0)
+            };
+        }
+    }
+    out
+}
+
+/// The memory layout fields of /proc/PID/stat (fields 26-28, 45-51) and the auxv.
+fn mm_record(pid: i32, stat: &[u64]) -> MmRecord {
+    let f = |n: usize| stat.get(n - 3).copied().unwrap_or(0);
+    let auxv = std::fs::read(format!("/proc/{pid}/auxv"))
+        .unwrap_or_default()
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+        .collect();
+    MmRecord {
+        start_code: f(26),
+        end_code: f(27),
+        start_stack: f(28),
+        start_data: f(45),
+        end_data: f(46),
+        start_brk: f(47),
+        brk: 0,
+        arg_start: f(48),
+        arg_end: f(49),
+        env_start: f(50),
+        env_end: f(51),
+        auxv,
+    }
+}
+
+/// Where a mapping's content comes from, for saving and for restoring it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MapKind {
+    /// Private memory of the process: every present page is saved.
+    Anon,
+    /// A private mapping of a file: pages still the file's are not saved (the file, or its
+    /// copy in the image, gives them back); pages the process changed are.
+    PrivateFile,
+    /// A shared mapping of a file: the file holds the content.
+    SharedFile,
+    /// Shared memory with no file behind it (or a deleted one): pages saved.
+    SharedAnon,
+    /// `[vvar]`, `[vdso]`, `[vsyscall]`: the kernel provides them.
+    Kernel,
+}
+
+impl MapRecord {
+    pub fn kind(&self) -> MapKind {
+        if matches!(
+            self.path.as_str(),
+            "[vvar]" | "[vvar_vclock]" | "[vdso]" | "[vsyscall]"
+        ) {
+            return MapKind::Kernel;
+        }
+        let shared = self.perms.as_bytes().get(3) == Some(&b's');
+        let file =
+            self.inode != 0 && self.path.starts_with('/') && !self.path.ends_with(" (deleted)");
+        match (shared, file) {
+            (false, false) => MapKind::Anon,
+            (false, true) => MapKind::PrivateFile,
+            (true, true) => MapKind::SharedFile,
+            (true, false) => MapKind::SharedAnon,
+        }
+    }
+
+    pub fn executable(&self) -> bool {
+        self.perms.as_bytes().get(2) == Some(&b'x')
+    }
+}
+
 fn process_record(pid: i32, tids: &[i32], job_stopped: bool) -> io::Result<ProcessRecord> {
     let status = read(format!("/proc/{pid}/status"))?;
+    let stat = stat_fields(pid)?;
     let cmdline = read(format!("/proc/{pid}/cmdline"))
         .unwrap_or_default()
         .split('\0')
@@ -279,12 +427,31 @@ fn process_record(pid: i32, tids: &[i32], job_stopped: bool) -> io::Result<Proce
             rseq: sys::ptrace_get_rseq(tid).unwrap_or(None),
             blocked_signals: status_hex(&tstatus, "SigBlk:"),
             pending_signals: status_hex(&tstatus, "SigPnd:"),
+            clear_child_tid: 0,
+            altstack: [0, libc::SS_DISABLE as u64, 0],
         });
     }
-    let maps = read(format!("/proc/{pid}/maps"))?
+    let maps: Vec<MapRecord> = read(format!("/proc/{pid}/maps"))?
         .lines()
         .filter_map(parse_map)
         .collect();
+    // What only the process can tell, by injected calls (after the registers are read).
+    let exec_maps: Vec<(u64, u64, bool, String)> = maps
+        .iter()
+        .map(|m| (m.start, m.end, m.executable(), m.path.clone()))
+        .collect();
+    let inside = super::inside::read_inside(pid, tids, &exec_maps)
+        .map_err(|e| io::Error::other(format!("reading process {pid}'s signal handlers: {e}")))?;
+    for (t, (ctid, ss)) in threads.iter_mut().zip(&inside.threads) {
+        t.clear_child_tid = *ctid;
+        t.altstack = *ss;
+    }
+    let mut mm = mm_record(pid, &stat);
+    mm.brk = inside.brk;
+    let mut rlimits = Vec::new();
+    for res in 0..16 {
+        rlimits.push(sys::trace::get_rlimit(pid, res)?);
+    }
     let mut fds = Vec::new();
     if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
         for e in dir.flatten() {
@@ -301,10 +468,10 @@ fn process_record(pid: i32, tids: &[i32], job_stopped: bool) -> io::Result<Proce
             let fd_path = format!("/proc/{pid}/fd/{fd}");
             let target = link(fd_path.clone());
             let (kind, identity) = fd_kind_and_identity(&target, &fd_path);
-            let queued = if kind == FdKind::Pipe {
+            let (queued, pipe_size) = if kind == FdKind::Pipe {
                 sys::peek_pipe(pid, fd).unwrap_or_default()
             } else {
-                Vec::new()
+                (Vec::new(), 0)
             };
             let tty = if kind == FdKind::CharDevice && target.starts_with("/dev/pts/") {
                 sys::peek_tty(pid, fd)
@@ -319,6 +486,7 @@ fn process_record(pid: i32, tids: &[i32], job_stopped: bool) -> io::Result<Proce
             };
             fds.push(FdRecord {
                 fd,
+                desc: 0,
                 target,
                 tty,
                 flags: u32::from_str_radix(&field("flags:"), 8).unwrap_or(0),
@@ -327,18 +495,47 @@ fn process_record(pid: i32, tids: &[i32], job_stopped: bool) -> io::Result<Proce
                 identity,
                 fdinfo: info.clone(),
                 queued,
+                pipe_size,
             });
         }
     }
     fds.sort_by_key(|f| f.fd);
+    let [cap_inh] = status_words::<1>(&status, "CapInh:", true);
+    let [cap_prm] = status_words::<1>(&status, "CapPrm:", true);
+    let [cap_eff] = status_words::<1>(&status, "CapEff:", true);
+    let [cap_bnd] = status_words::<1>(&status, "CapBnd:", true);
+    let [cap_amb] = status_words::<1>(&status, "CapAmb:", true);
+    let uids = status_words::<4>(&status, "Uid:", false).map(|v| v as u32);
+    let gids = status_words::<4>(&status, "Gid:", false).map(|v| v as u32);
+    let personality = read(format!("/proc/{pid}/personality"))
+        .ok()
+        .and_then(|p| u64::from_str_radix(p.trim(), 16).ok())
+        .unwrap_or(0);
     Ok(ProcessRecord {
         cmdline,
         exe: link(format!("/proc/{pid}/exe")),
         cwd: link(format!("/proc/{pid}/cwd")),
+        root: link(format!("/proc/{pid}/root")),
         stopped: job_stopped,
         shared_pending_signals: status_hex(&status, "ShdPnd:"),
         ignored_signals: status_hex(&status, "SigIgn:"),
         caught_signals: status_hex(&status, "SigCgt:"),
+        sigactions: inside.sigactions,
+        itimers: inside.itimers,
+        mm,
+        umask: status
+            .lines()
+            .find_map(|l| l.strip_prefix("Umask:"))
+            .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+            .unwrap_or(0o022),
+        personality,
+        rlimits,
+        caps: [cap_inh, cap_prm, cap_eff, cap_bnd, cap_amb],
+        uids,
+        gids,
+        // Field 7; the foreground group (field 8) is a host id, translated by the caller.
+        ctty: stat.get(4).copied().unwrap_or(0) as u32,
+        fg_pgid: stat.get(5).copied().unwrap_or(0) as i64 as i32,
         threads,
         maps,
         fds,
@@ -384,8 +581,9 @@ fn parse_map(line: &str) -> Option<MapRecord> {
     })
 }
 
-/// Present pages of a mapping, as runs of (address, length), from /proc/PID/pagemap.
-fn present_runs(pagemap: &std::fs::File, map: &MapRecord) -> Vec<(u64, u64)> {
+/// Present pages of a mapping, as runs of (address, length), from /proc/PID/pagemap;
+/// with `changed_only`, only pages that are the process's own (not the file's).
+fn present_runs(pagemap: &std::fs::File, map: &MapRecord, changed_only: bool) -> Vec<(u64, u64)> {
     let mut runs: Vec<(u64, u64)> = Vec::new();
     let pages = (map.end - map.start) / PAGE;
     let mut buf = vec![0u8; 8 * 512];
@@ -400,7 +598,9 @@ fn present_runs(pagemap: &std::fs::File, map: &MapRecord) -> Vec<(u64, u64)> {
         for i in 0..got {
             let entry = u64::from_le_bytes(buf[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
             // Bit 63: present; bit 62: swapped out (its content is still the process's).
-            if entry & (3 << 62) != 0 {
+            // Bit 61: a page of the file (or shared memory), not one the process wrote.
+            let own = !changed_only || entry & (1 << 61) == 0;
+            if entry & (3 << 62) != 0 && own {
                 let addr = map.start + (page + i as u64) * PAGE;
                 match runs.last_mut() {
                     Some((a, l)) if *a + *l == addr => *l += PAGE,
@@ -411,6 +611,38 @@ fn present_runs(pagemap: &std::fs::File, map: &MapRecord) -> Vec<(u64, u64)> {
         page += got as u64;
     }
     runs
+}
+
+/// Number the open file descriptions: descriptors of the session that are one
+/// description (kcmp says so) get the same `desc`. `hosts[i]` is the host pid of
+/// `record.processes[i]` among the non-zombies (zombies come first and hold no files).
+fn number_descriptions(record: &mut SessionRecord, hosts: &[i32]) -> io::Result<()> {
+    let live: Vec<usize> = (0..record.processes.len())
+        .filter(|&i| record.processes[i].zombie.is_none())
+        .collect();
+    // (host pid, fd, target) of the first holder of each description.
+    let mut firsts: Vec<(i32, i32, String)> = Vec::new();
+    for (&pi, &host) in live.iter().zip(hosts) {
+        for f in &mut record.processes[pi].fds {
+            let mut found = None;
+            for (d, (hp, hfd, target)) in firsts.iter().enumerate() {
+                if *target == f.target
+                    && sys::trace::same_file_description(*hp, *hfd, host, f.fd).unwrap_or(false)
+                {
+                    found = Some(d);
+                    break;
+                }
+            }
+            f.desc = match found {
+                Some(d) => d as u32,
+                None => {
+                    firsts.push((host, f.fd, f.target.clone()));
+                    (firsts.len() - 1) as u32
+                }
+            };
+        }
+    }
+    Ok(())
 }
 
 /// What a dump wrote.
@@ -616,18 +848,32 @@ pub fn dump<W: Write>(
             record.processes.push(z);
         }
     }
-    for (pid, tids) in frozen.tasks() {
-        let proc_record = process_record(pid, &tids, frozen.job_stopped(pid))?;
+    let tasks = frozen.tasks();
+    // Host pid -> the session's pid, for ids the kernel gives in the host's numbers.
+    let mut host_to_ns = std::collections::HashMap::new();
+    for (pid, _) in &tasks {
+        if let Ok(st) = read(format!("/proc/{pid}/status")) {
+            if let Some(ns) = status_last(&st, "NSpid:") {
+                host_to_ns.insert(*pid, ns);
+            }
+        }
+    }
+    let mut hosts = Vec::new();
+    for (pid, tids) in tasks {
+        let mut proc_record = process_record(pid, &tids, frozen.job_stopped(pid))?;
+        proc_record.fg_pgid = if proc_record.fg_pgid > 0 {
+            host_to_ns.get(&proc_record.fg_pgid).copied().unwrap_or(0)
+        } else {
+            0
+        };
         let pagemap = std::fs::File::open(format!("/proc/{pid}/pagemap"))?;
         for map in &proc_record.maps {
-            let special = matches!(
-                map.path.as_str(),
-                "[vvar]" | "[vvar_vclock]" | "[vdso]" | "[vsyscall]"
-            );
-            if special || !map.perms.starts_with('r') {
+            let kind = map.kind();
+            if matches!(kind, MapKind::Kernel | MapKind::SharedFile) || !map.perms.starts_with('r')
+            {
                 continue;
             }
-            for (addr, len) in present_runs(&pagemap, map) {
+            for (addr, len) in present_runs(&pagemap, map, kind == MapKind::PrivateFile) {
                 let mut at = 0;
                 while at < len {
                     let n = (len - at).min(buf.len() as u64) as usize;
@@ -650,7 +896,9 @@ pub fn dump<W: Write>(
                 }
             }
         }
+        hosts.push(pid);
         record.processes.push(proc_record);
     }
+    number_descriptions(&mut record, &hosts)?;
     Ok(Dumped { record, pages })
 }

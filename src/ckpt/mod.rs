@@ -5,3 +5,4 @@
 pub mod dump;
 pub mod dumper;
 pub mod freeze;
+pub mod inside;

@@ -7,6 +7,8 @@ use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
+pub mod trace;
+
 fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
     if ret < 0 {
         Err(io::Error::last_os_error())
@@ -675,12 +677,14 @@ pub fn ptrace_get_rseq(tid: i32) -> io::Result<Option<(u64, u32, u32, u32)>> {
 /// The bytes queued in a pipe that process `pid` holds as `fd`, without consuming them:
 /// the pipe is opened again for reading through /proc (a reader of the same queue, whichever
 /// end the process holds), and tee(2) duplicates the queue into a pipe of our own.
-pub fn peek_pipe(pid: i32, fd: i32) -> io::Result<Vec<u8>> {
+/// Returns the bytes and the pipe's capacity.
+pub fn peek_pipe(pid: i32, fd: i32) -> io::Result<(Vec<u8>, u32)> {
     let path = cstring(&format!("/proc/{pid}/fd/{fd}"))?;
     let theirs = open(&path, libc::O_RDONLY | libc::O_NONBLOCK)?;
     let (r, w) = pipe()?;
     // Room for a full pipe.
     let size = unsafe { libc::fcntl(theirs.as_raw_fd(), libc::F_GETPIPE_SZ) };
+    let capacity = size.max(0) as u32;
     if size > 0 {
         unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, size) };
     }
@@ -696,7 +700,7 @@ pub fn peek_pipe(pid: i32, fd: i32) -> io::Result<Vec<u8>> {
         let e = io::Error::last_os_error();
         // An empty pipe: nothing queued.
         if e.kind() == io::ErrorKind::WouldBlock {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), capacity));
         }
         return Err(e);
     }
@@ -709,7 +713,7 @@ pub fn peek_pipe(pid: i32, fd: i32) -> io::Result<Vec<u8>> {
             k => out.extend_from_slice(&buf[..k]),
         }
     }
-    Ok(out)
+    Ok((out, capacity))
 }
 
 /// The settings and window size of a terminal that process `pid` holds as `fd`, read

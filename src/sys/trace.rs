@@ -1,0 +1,349 @@
+//! Raw calls for driving other processes: ptrace beyond seize/interrupt/detach, writing
+//! their memory, comparing their descriptors, and creating processes with exact pids.
+
+use super::{check, check_retry};
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+/// x86_64 `user_regs_struct` as 27 words, with the indices the engine uses.
+pub type Regs = [u64; 27];
+pub const R10: usize = 7;
+pub const R9: usize = 8;
+pub const R8: usize = 9;
+pub const RAX: usize = 10;
+pub const RDX: usize = 12;
+pub const RSI: usize = 13;
+pub const RDI: usize = 14;
+pub const ORIG_RAX: usize = 15;
+pub const RIP: usize = 16;
+pub const RSP: usize = 19;
+
+pub fn ptrace_setregs(tid: i32, regs: &Regs) -> io::Result<()> {
+    check(unsafe {
+        libc::ptrace(libc::PTRACE_SETREGS, tid, 0usize, regs.as_ptr() as usize) as libc::c_int
+    })?;
+    Ok(())
+}
+
+const NT_X86_XSTATE: usize = 0x202;
+
+/// Put back an XSAVE area read with `ptrace_get_xstate` (same CPU layout).
+pub fn ptrace_set_xstate(tid: i32, xstate: &[u8]) -> io::Result<()> {
+    let mut iov = libc::iovec {
+        iov_base: xstate.as_ptr() as *mut libc::c_void,
+        iov_len: xstate.len(),
+    };
+    check(unsafe {
+        libc::ptrace(
+            libc::PTRACE_SETREGSET,
+            tid,
+            NT_X86_XSTATE,
+            &mut iov as *mut libc::iovec as usize,
+        ) as libc::c_int
+    })?;
+    Ok(())
+}
+
+pub fn ptrace_setoptions(tid: i32, options: libc::c_int) -> io::Result<()> {
+    check(unsafe {
+        libc::ptrace(libc::PTRACE_SETOPTIONS, tid, 0usize, options as usize) as libc::c_int
+    })?;
+    Ok(())
+}
+
+/// Resume until the next system call entry or exit (PTRACE_SYSCALL), delivering `sig`.
+pub fn ptrace_syscall(tid: i32, sig: i32) -> io::Result<()> {
+    check(unsafe { libc::ptrace(libc::PTRACE_SYSCALL, tid, 0usize, sig as usize) as libc::c_int })?;
+    Ok(())
+}
+
+/// The blocked-signal mask of a stopped traced thread.
+pub fn ptrace_get_sigmask(tid: i32) -> io::Result<u64> {
+    let mut mask = 0u64;
+    check(unsafe {
+        libc::ptrace(
+            libc::PTRACE_GETSIGMASK,
+            tid,
+            8usize,
+            &mut mask as *mut u64 as usize,
+        ) as libc::c_int
+    })?;
+    Ok(mask)
+}
+
+pub fn ptrace_set_sigmask(tid: i32, mask: u64) -> io::Result<()> {
+    check(unsafe {
+        libc::ptrace(
+            libc::PTRACE_SETSIGMASK,
+            tid,
+            8usize,
+            &mask as *const u64 as usize,
+        ) as libc::c_int
+    })?;
+    Ok(())
+}
+
+/// Where a thread in a syscall stop is: 1 entry, 2 exit, 3 seccomp (PTRACE_GET_SYSCALL_INFO).
+pub fn ptrace_syscall_op(tid: i32) -> io::Result<u8> {
+    let mut info = [0u8; 88];
+    check(unsafe {
+        libc::ptrace(
+            0x420e, // PTRACE_GET_SYSCALL_INFO
+            tid,
+            info.len(),
+            info.as_mut_ptr() as usize,
+        ) as libc::c_int
+    })?;
+    Ok(info[0])
+}
+
+/// waitpid(tid, __WALL) returning the raw status.
+pub fn wait_raw(tid: i32) -> io::Result<i32> {
+    let mut status = 0;
+    check_retry(|| unsafe { libc::waitpid(tid, &mut status, libc::__WALL) })?;
+    Ok(status)
+}
+
+/// Copy `buf` to `addr` in process `pid` (process_vm_writev); the whole of it or an error.
+pub fn write_process_memory(pid: i32, addr: u64, buf: &[u8]) -> io::Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        let local = libc::iovec {
+            iov_base: buf[done..].as_ptr() as *mut libc::c_void,
+            iov_len: buf.len() - done,
+        };
+        let remote = libc::iovec {
+            iov_base: (addr as usize + done) as *mut libc::c_void,
+            iov_len: buf.len() - done,
+        };
+        let n = unsafe { libc::process_vm_writev(pid, &local, 1, &remote, 1, 0) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if n == 0 {
+            return Err(io::Error::other(format!(
+                "short write into process {pid} at {:#x}",
+                addr as usize + done
+            )));
+        }
+        done += n as usize;
+    }
+    Ok(())
+}
+
+/// Whether two descriptors (of the same or two processes) are one open file description.
+pub fn same_file_description(pid1: i32, fd1: i32, pid2: i32, fd2: i32) -> io::Result<bool> {
+    const KCMP_FILE: libc::c_long = 0;
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_kcmp,
+            pid1 as libc::c_long,
+            pid2 as libc::c_long,
+            KCMP_FILE,
+            fd1 as libc::c_long,
+            fd2 as libc::c_long,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(r == 0)
+}
+
+/// A copy of another process's descriptor (pidfd_getfd).
+pub fn copy_fd_of(pid: i32, fd: i32) -> io::Result<OwnedFd> {
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if pidfd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as i32) };
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(unsafe { OwnedFd::from_raw_fd(r as i32) })
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// A child process with exactly `pid` in this pid namespace, fork-like; in the child it
+/// returns 0.
+///
+/// # Safety
+/// As for `fork_into`: the child must only use raw system calls.
+pub unsafe fn fork_with_pid(pid: i32) -> io::Result<i32> {
+    let tid = [pid];
+    let args = CloneArgs {
+        exit_signal: libc::SIGCHLD as u64,
+        set_tid: tid.as_ptr() as u64,
+        set_tid_size: 1,
+        ..Default::default()
+    };
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(r as i32)
+}
+
+/// Sleep forever with raw system calls only (a fresh clone waiting to be seized).
+pub fn pause_forever() -> ! {
+    loop {
+        unsafe { libc::syscall(libc::SYS_pause) };
+    }
+}
+
+/// A pipe with O_CLOEXEC and the given extra flags.
+pub fn pipe_with(flags: libc::c_int) -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    check(unsafe { libc::pipe2(fds.as_mut_ptr(), flags | libc::O_CLOEXEC) })?;
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+pub fn set_pipe_size(fd: BorrowedFd, size: i32) -> io::Result<()> {
+    check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, size) })?;
+    Ok(())
+}
+
+pub fn get_pipe_size(fd: BorrowedFd) -> io::Result<i32> {
+    check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETPIPE_SZ) })
+}
+
+pub fn set_status_flags(fd: BorrowedFd, flags: libc::c_int) -> io::Result<()> {
+    check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags) })?;
+    Ok(())
+}
+
+pub fn lseek(fd: BorrowedFd, pos: u64) -> io::Result<()> {
+    let r = unsafe { libc::lseek(fd.as_raw_fd(), pos as libc::off_t, libc::SEEK_SET) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+pub fn eventfd(count: u64, flags: libc::c_int) -> io::Result<OwnedFd> {
+    let fd = check(unsafe { libc::eventfd(0, flags | libc::EFD_CLOEXEC) })?;
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    if count > 0 {
+        super::write_all(
+            unsafe { BorrowedFd::borrow_raw(fd.as_raw_fd()) },
+            &count.to_ne_bytes(),
+        )?;
+    }
+    Ok(fd)
+}
+
+/// A timerfd on `clock` armed with `value` left and `interval` (nanoseconds; 0: disarmed).
+pub fn timerfd(
+    clock: i32,
+    flags: libc::c_int,
+    value_ns: u64,
+    interval_ns: u64,
+) -> io::Result<OwnedFd> {
+    let fd = check(unsafe { libc::timerfd_create(clock, flags | libc::TFD_CLOEXEC) })?;
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let ts = |ns: u64| libc::timespec {
+        tv_sec: (ns / 1_000_000_000) as libc::time_t,
+        tv_nsec: (ns % 1_000_000_000) as libc::c_long,
+    };
+    let spec = libc::itimerspec {
+        it_interval: ts(interval_ns),
+        // A timer due now (or overdue) must still fire: 1 ns rather than "disarm".
+        it_value: ts(if value_ns == 0 && interval_ns > 0 {
+            1
+        } else {
+            value_ns
+        }),
+    };
+    check(unsafe { libc::timerfd_settime(fd.as_raw_fd(), 0, &spec, std::ptr::null_mut()) })?;
+    Ok(fd)
+}
+
+pub fn signalfd_for(mask: u64, flags: libc::c_int) -> io::Result<OwnedFd> {
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_signalfd4,
+            -1,
+            &mask as *const u64,
+            8usize,
+            flags | libc::SFD_CLOEXEC,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(unsafe { OwnedFd::from_raw_fd(r as i32) })
+}
+
+pub fn epoll_create() -> io::Result<OwnedFd> {
+    let fd = check(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// A memfd holding `content` (for a mapped file that is gone or changed).
+pub fn memfd_with(name: &std::ffi::CStr, content: &[u8]) -> io::Result<OwnedFd> {
+    let fd = check(unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) })?;
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    super::write_all(unsafe { BorrowedFd::borrow_raw(fd.as_raw_fd()) }, content)?;
+    Ok(fd)
+}
+
+/// (soft, hard) limits of process `pid` for `resource`.
+pub fn get_rlimit(pid: i32, resource: u32) -> io::Result<(u64, u64)> {
+    let mut old = libc::rlimit64 {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    check(unsafe {
+        libc::prlimit64(
+            pid,
+            resource as libc::__rlimit_resource_t,
+            std::ptr::null(),
+            &mut old,
+        )
+    })?;
+    Ok((old.rlim_cur, old.rlim_max))
+}
+
+pub fn set_rlimit(pid: i32, resource: u32, limits: (u64, u64)) -> io::Result<()> {
+    let new = libc::rlimit64 {
+        rlim_cur: limits.0,
+        rlim_max: limits.1,
+    };
+    check(unsafe {
+        libc::prlimit64(
+            pid,
+            resource as libc::__rlimit_resource_t,
+            &new,
+            std::ptr::null_mut(),
+        )
+    })?;
+    Ok(())
+}
+
+/// Make `fd` the controlling terminal's foreground process group `pgid`.
+pub fn set_foreground(fd: BorrowedFd, pgid: i32) -> io::Result<()> {
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSPGRP, &pgid) })?;
+    Ok(())
+}

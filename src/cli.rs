@@ -58,6 +58,19 @@ enum Cmd {
         #[arg(long)]
         exit: bool,
     },
+    /// Bring a checkpointed session back in this terminal.
+    Resume {
+        /// The image (`crterm checkpoint` prints its path).
+        file: PathBuf,
+        /// Session name (default: the image's file name, made unique).
+        #[arg(long)]
+        name: Option<String>,
+        /// Go on even where files the session wrote have changed since the checkpoint.
+        #[arg(long)]
+        force: bool,
+        #[arg(long)]
+        prefix: Option<String>,
+    },
     /// Show what an image holds: where it was made, its processes, the saved screen.
     Info {
         file: PathBuf,
@@ -94,7 +107,11 @@ enum Cmd {
         history: usize,
         #[arg(long)]
         ready_fd: i32,
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        #[arg(long)]
+        resume: Option<PathBuf>,
+        #[arg(long)]
+        force: bool,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
     },
 }
@@ -116,6 +133,12 @@ pub fn run(cli: Cli) -> Result<i32> {
             client::attach(&paths::socket_path(&dir, &name), &name, prefix)
         }
         Cmd::Ls => list(),
+        Cmd::Resume {
+            file,
+            name,
+            force,
+            prefix,
+        } => resume(file, name, force, prefix),
         Cmd::Info { file, json } => crate::info::show(&file, json),
         Cmd::Dump {
             root,
@@ -141,8 +164,14 @@ pub fn run(cli: Cli) -> Result<i32> {
             rows,
             history,
             ready_fd,
+            resume,
+            force,
             command,
         } => Ok(daemon::run(daemon::DaemonConfig {
+            resume: resume
+                .is_some()
+                .then_some(crate::restore::Options { force }),
+            resume_from: resume,
             name,
             socket,
             image,
@@ -205,20 +234,118 @@ fn start(
         Some(i) => i,
         None => default_image(&name)?,
     };
-    spawn_daemon(&name, &socket, &image, size, config.history_lines, &argv)?;
+    let how = DaemonStart {
+        name: &name,
+        socket: &socket,
+        image: &image,
+        size,
+        history: config.history_lines,
+        argv: &argv,
+        resume: None,
+        force: false,
+    };
+    spawn_daemon(&how)?;
     client::attach(&socket, &name, prefix)
+}
+
+fn resume(file: PathBuf, name: Option<String>, force: bool, prefix: Option<String>) -> Result<i32> {
+    let config = config::load()?;
+    let prefix = resolve_prefix(prefix, &config)?;
+    if let Some(n) = &name {
+        paths::check_name(n)?;
+    }
+    let file = if file.is_relative() {
+        std::env::current_dir()?.join(file)
+    } else {
+        file
+    };
+    // One clear line for a file that is not there, before anything starts.
+    std::fs::metadata(&file).with_context(|| format!("cannot resume {}", file.display()))?;
+    let size = client::terminal_size()?;
+    let dir = paths::runtime_dir()?;
+    let name = match name {
+        Some(n) => n,
+        None => {
+            let stem: String = file
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default()
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                        c
+                    } else {
+                        '-'
+                    }
+                })
+                .collect();
+            let stem = if stem.is_empty() {
+                "resumed".to_string()
+            } else {
+                stem
+            };
+            let free = |n: &str| {
+                !paths::socket_path(&dir, n).exists()
+                    || std::os::unix::net::UnixStream::connect(paths::socket_path(&dir, n)).is_err()
+            };
+            if free(&stem) {
+                stem
+            } else {
+                (2..)
+                    .map(|i| format!("{stem}-{i}"))
+                    .find(|n| free(n))
+                    .expect("a free name")
+            }
+        }
+    };
+    let socket = paths::socket_path(&dir, &name);
+    if socket.exists() {
+        if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+            bail!("a session named {name} is already running");
+        }
+        std::fs::remove_file(&socket)
+            .with_context(|| format!("cannot remove stale socket {}", socket.display()))?;
+    }
+    let how = DaemonStart {
+        name: &name,
+        socket: &socket,
+        // Later checkpoints go back to the image it came from.
+        image: &file,
+        size,
+        history: config.history_lines,
+        argv: &[],
+        resume: Some(&file),
+        force,
+    };
+    spawn_daemon(&how)?;
+    client::attach(&socket, &name, prefix)
+}
+
+/// How to start a session daemon.
+struct DaemonStart<'a> {
+    name: &'a str,
+    socket: &'a std::path::Path,
+    image: &'a std::path::Path,
+    size: WinSize,
+    history: usize,
+    argv: &'a [String],
+    resume: Option<&'a std::path::Path>,
+    force: bool,
 }
 
 /// Start the daemon in its own session, detached from this terminal, and wait until it
 /// says the session runs (or why not).
-fn spawn_daemon(
-    name: &str,
-    socket: &std::path::Path,
-    image: &std::path::Path,
-    size: WinSize,
-    history: usize,
-    argv: &[String],
-) -> Result<()> {
+fn spawn_daemon(how: &DaemonStart) -> Result<()> {
+    let DaemonStart {
+        name,
+        socket,
+        image,
+        size,
+        history,
+        argv,
+        resume,
+        force,
+    } = *how;
     let (ready_r, ready_w) = sys::pipe()?;
     sys::set_cloexec(ready_w.as_fd(), false)?;
     let exe = std::env::current_exe().context("cannot find crterm's own executable")?;
@@ -237,8 +364,14 @@ fn spawn_daemon(
         .arg("--history")
         .arg(history.to_string())
         .arg("--ready-fd")
-        .arg(ready_w.as_raw_fd().to_string())
-        .arg("--")
+        .arg(ready_w.as_raw_fd().to_string());
+    if let Some(path) = resume {
+        cmd.arg("--resume").arg(path);
+    }
+    if force {
+        cmd.arg("--force");
+    }
+    cmd.arg("--")
         .args(argv)
         .env("CRTERM_SESSION", name)
         .stdin(Stdio::null())

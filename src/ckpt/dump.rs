@@ -852,10 +852,10 @@ pub fn dump<W: Write>(
     // Host pid -> the session's pid, for ids the kernel gives in the host's numbers.
     let mut host_to_ns = std::collections::HashMap::new();
     for (pid, _) in &tasks {
-        if let Ok(st) = read(format!("/proc/{pid}/status")) {
-            if let Some(ns) = status_last(&st, "NSpid:") {
-                host_to_ns.insert(*pid, ns);
-            }
+        if let Ok(st) = read(format!("/proc/{pid}/status"))
+            && let Some(ns) = status_last(&st, "NSpid:")
+        {
+            host_to_ns.insert(*pid, ns);
         }
     }
     let mut hosts = Vec::new();

@@ -74,7 +74,7 @@ fn dump_session(req: &DumpRequest) -> Result<String, String> {
     }
     match (written, summary) {
         (Ok(()), Some(s)) => Ok(format!(
-            "wrote {}: {} processes, {} threads, {:.1} MiB, frozen {frozen_ms:.0} ms; resume is not built yet",
+            "wrote {}: {} processes, {} threads, {:.1} MiB, frozen {frozen_ms:.0} ms",
             req.out.display(),
             s.processes,
             s.threads,

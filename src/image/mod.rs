@@ -652,6 +652,19 @@ impl Image {
         postcard::from_bytes(&raw).map_err(|e| ImageError::Corrupt(format!("{what}: {e}")))
     }
 
+    /// Decode the `index`th chunk of `kind`.
+    pub fn chunk(&self, kind: SectionKind, index: usize) -> Result<Vec<u8>, ImageError> {
+        let s = self
+            .sections
+            .iter()
+            .filter(|s| s.kind == kind)
+            .nth(index)
+            .ok_or_else(|| {
+                ImageError::Corrupt(format!("section '{}' has no chunk {index}", kind.name()))
+            })?;
+        decode_chunk(s, &format!("section '{}' chunk {index}", kind.name()))
+    }
+
     /// Decode every section of `kind` in order (the chunks of bulk data), calling `each`
     /// with each decoded chunk.
     pub fn chunks(
@@ -661,33 +674,31 @@ impl Image {
     ) -> Result<(), ImageError> {
         for (index, s) in self.sections.iter().filter(|s| s.kind == kind).enumerate() {
             let what = format!("section '{}' chunk {index}", kind.name());
-            if s.stored.len() as u64 != s.stored_len {
-                return Err(ImageError::Missing(kind));
-            }
-            if s.raw_len > CHUNK_SIZE as u64 {
-                return Err(ImageError::TooLarge {
-                    what,
-                    len: s.raw_len,
-                    limit: CHUNK_SIZE as u64,
-                });
-            }
-            match s.codec {
-                Codec::Raw => {
-                    if s.stored.len() as u64 != s.raw_len {
-                        return Err(ImageError::Corrupt(format!("{what}: length")));
-                    }
-                    each(&s.stored)?;
-                }
-                Codec::Zstd => {
-                    let raw = zstd::bulk::decompress(&s.stored, s.raw_len as usize)
-                        .map_err(|e| ImageError::Corrupt(format!("{what}: {e}")))?;
-                    if raw.len() as u64 != s.raw_len {
-                        return Err(ImageError::Corrupt(format!("{what}: length")));
-                    }
-                    each(&raw)?;
-                }
-            }
+            each(&decode_chunk(s, &what)?)?;
         }
         Ok(())
     }
+}
+
+/// A bulk data chunk, checked and decoded.
+fn decode_chunk(s: &Section, what: &str) -> Result<Vec<u8>, ImageError> {
+    if s.stored.len() as u64 != s.stored_len {
+        return Err(ImageError::Missing(s.kind));
+    }
+    if s.raw_len > CHUNK_SIZE as u64 {
+        return Err(ImageError::TooLarge {
+            what: what.to_string(),
+            len: s.raw_len,
+            limit: CHUNK_SIZE as u64,
+        });
+    }
+    let raw = match s.codec {
+        Codec::Raw => s.stored.clone(),
+        Codec::Zstd => zstd::bulk::decompress(&s.stored, s.raw_len as usize)
+            .map_err(|e| ImageError::Corrupt(format!("{what}: {e}")))?,
+    };
+    if raw.len() as u64 != s.raw_len {
+        return Err(ImageError::Corrupt(format!("{what}: length")));
+    }
+    Ok(raw)
 }

@@ -130,7 +130,16 @@ pub fn attach(socket: &Path, name: &str, prefix: u8) -> Result<i32> {
     match outcome? {
         Outcome::Exited(code) => Ok(code),
         Outcome::Detached(reason) => {
-            println!("[{reason} from session {name}]");
+            // The first line is what happened; more lines (after a checkpoint) say what
+            // to do next.
+            let mut lines = reason.lines();
+            println!(
+                "[{} from session {name}]",
+                lines.next().unwrap_or("detached")
+            );
+            for l in lines {
+                println!("{l}");
+            }
             Ok(0)
         }
     }

@@ -33,6 +33,9 @@ pub struct DaemonConfig {
     pub history_lines: usize,
     /// Where to report "ok" or "err <reason>" to the starting client.
     pub ready_fd: RawFd,
+    /// Resume the session in this image instead of starting `argv`.
+    pub resume: Option<crate::restore::Options>,
+    pub resume_from: Option<PathBuf>,
 }
 
 /// Stop reading the program's output while this much is waiting for a slow terminal: the
@@ -106,6 +109,9 @@ struct Daemon {
     uid: u32,
     /// The checkpoint under way, if any.
     dump: Option<PendingDump>,
+    /// A resumed session: at the first attach the programs are made to redraw (SIGWINCH
+    /// by a change of size, even when the size is the same).
+    redraw_on_attach: bool,
 }
 
 /// A dump process at work for a client's checkpoint request.
@@ -158,18 +164,36 @@ fn setup(cfg: DaemonConfig) -> Result<Daemon> {
     // never learn that the session is over. The init and the command unblock what they
     // need.
     let signals = sys::signalfd(&[libc::SIGCHLD, libc::SIGTERM, libc::SIGHUP, libc::SIGINT])?;
-    // world::spawn forks: nothing has started a thread in this process.
-    let world = world::spawn(&cfg.argv, cfg.size)?;
+    // world::spawn and world::resume fork: nothing has started a thread in this process.
+    let (world, term, command) = match (&cfg.resume_from, &cfg.resume) {
+        (Some(path), Some(opts)) => {
+            let image = crate::image::read_file(path)
+                .map_err(|e| anyhow::anyhow!("cannot resume {}: {e}", path.display()))?;
+            let term: Term = image
+                .meta(crate::image::SectionKind::TERM_MODEL)
+                .map_err(|e| anyhow::anyhow!("cannot resume {}: {e}", path.display()))?;
+            let record: crate::ckpt::dump::SessionRecord = image
+                .meta(crate::image::SectionKind::SESSION)
+                .map_err(|e| anyhow::anyhow!("cannot resume {}: {e}", path.display()))?;
+            let world = world::resume(&record, &image, opts)?;
+            (world, term, record.command)
+        }
+        _ => {
+            let world = world::spawn(&cfg.argv, cfg.size)?;
+            let term = Term::with_history(
+                cfg.size.cols as usize,
+                cfg.size.rows as usize,
+                cfg.history_lines,
+            );
+            (world, term, cfg.argv.join(" "))
+        }
+    };
     sys::set_nonblocking(world.master.as_fd(), true)?;
     cleanup.defuse();
-    let term = Term::with_history(
-        cfg.size.cols as usize,
-        cfg.size.rows as usize,
-        cfg.history_lines,
-    );
     Ok(Daemon {
+        redraw_on_attach: cfg.resume.is_some(),
         name: cfg.name,
-        command: cfg.argv.join(" "),
+        command,
         image: cfg.image,
         started_unix: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -409,6 +433,21 @@ impl Daemon {
         }
     }
 
+    /// Make the pty's size change, so the foreground programs get SIGWINCH and redraw,
+    /// when it already is `cols` x `rows`.
+    fn wiggle(&mut self, cols: u16, rows: u16) {
+        let now = sys::get_winsize(self.world.master.as_fd()).ok();
+        if now == Some(WinSize { cols, rows }) && cols > 0 && rows > 1 {
+            let _ = sys::set_winsize(
+                self.world.master.as_fd(),
+                WinSize {
+                    cols,
+                    rows: rows - 1,
+                },
+            );
+        }
+    }
+
     fn resize(&mut self, cols: u16, rows: u16) {
         if cols == 0 || rows == 0 {
             return;
@@ -431,12 +470,20 @@ impl Daemon {
                         other.closing = true;
                     }
                 }
+                if std::mem::take(&mut self.redraw_on_attach) {
+                    self.wiggle(cols, rows);
+                }
                 self.resize(cols, rows);
                 let repaint = self.parser.term.repaint();
                 let c = &mut self.conns[i];
                 c.tty = TerminalWriter::open(&tty);
                 c.attached = true;
                 c.write_terminal(&repaint);
+                if !self.world.warnings.is_empty() {
+                    let text = format!("resumed; {}", self.world.warnings.join("; "));
+                    let (cols, lines) = (self.parser.term.cols, self.parser.term.lines);
+                    c.write_terminal(&overlay::notice(&text, cols, lines));
+                }
             }
             ToDaemon::Input(bytes) => {
                 if self.conns[i].attached {
@@ -461,7 +508,7 @@ impl Daemon {
             ToDaemon::Checkpoint { exit, path } => {
                 let conn = self.conns[i].id;
                 if let Err(text) = self.start_dump(conn, &path, exit) {
-                    self.checkpoint_done(conn, false, text, exit);
+                    self.checkpoint_done(conn, false, text, exit, None);
                 }
             }
             ToDaemon::Help { prefix } => {
@@ -589,12 +636,41 @@ impl Daemon {
                 ),
             )
         };
-        self.checkpoint_done(d.conn, ok, text, d.exit);
+        self.checkpoint_done(d.conn, ok, text, d.exit, Some(d.path.clone()));
     }
 
-    fn checkpoint_done(&mut self, conn: u64, ok: bool, mut text: String, exit: bool) {
+    fn checkpoint_done(
+        &mut self,
+        conn: u64,
+        ok: bool,
+        mut text: String,
+        exit: bool,
+        path: Option<PathBuf>,
+    ) {
         if exit && ok {
-            text.push_str(", so the session goes on");
+            // The image is written: end the session, telling every attached client how to
+            // bring it back.
+            let path = path.unwrap_or_else(|| self.image.clone());
+            let how = format!(
+                "checkpointed to {p}\nresume with: crterm resume {p}",
+                p = path.display()
+            );
+            let leave = self.parser.term.leave_sequence();
+            for c in &mut self.conns {
+                if c.attached {
+                    c.write_terminal(&leave);
+                    c.release_terminal();
+                    c.send(&ToClient::Detached(how.clone()));
+                    c.attached = false;
+                    c.closing = true;
+                }
+            }
+            text.push_str("; the session has ended");
+            if let Some(c) = self.conns.iter_mut().find(|c| c.id == conn) {
+                c.send(&ToClient::Checkpointed { ok, text });
+            }
+            let _ = sys::kill(self.world.init_pid, libc::SIGKILL);
+            return;
         }
         let (cols, lines) = (self.parser.term.cols, self.parser.term.lines);
         if let Some(c) = self.conns.iter_mut().find(|c| c.id == conn) {

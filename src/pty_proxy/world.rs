@@ -9,6 +9,9 @@
 //! namespace, so a session never leaves processes behind. Later the same init is the
 //! in-namespace agent that recreates processes with exact pids on restore.
 
+use crate::ckpt::dump::SessionRecord;
+use crate::image::Image;
+use crate::restore;
 use crate::sys::{self, Forked, WinSize};
 use anyhow::{Context, Result, anyhow, bail};
 use std::ffi::CString;
@@ -21,6 +24,8 @@ pub struct World {
     pub master: OwnedFd,
     /// The daemon's end of the control channel to the init.
     pub control: OwnedFd,
+    /// What a resume could not put back exactly (one line each).
+    pub warnings: Vec<String>,
 }
 
 /// Start `argv` in a new world with a pty of `size`. Errors say what failed: a mount, the
@@ -36,6 +41,26 @@ pub fn spawn(argv: &[String], size: WinSize) -> Result<World> {
         .map(|a| sys::cstring(a))
         .collect::<std::io::Result<_>>()
         .context("command line")?;
+    build(|control| init_main(control, &c_argv, size))
+}
+
+/// Bring the session in `record` (pages and files in `image`) back in a new world. The
+/// init inherits the image already in memory (a fork shares it without a copy).
+///
+/// Must be called while the process is single-threaded (it forks).
+pub fn resume(record: &SessionRecord, image: &Image, opts: &restore::Options) -> Result<World> {
+    // The init's copies of restored processes must not carry the image along.
+    for s in &image.sections {
+        if s.stored.len() > 1 << 20 {
+            sys::trace::dont_fork(&s.stored);
+        }
+    }
+    build(|control| init_resume(control, record, image, opts))
+}
+
+/// Clone the init into new namespaces; it runs `init` and answers "ok" with the session's
+/// pty master, or "err <why>".
+fn build(init: impl FnOnce(OwnedFd) -> std::convert::Infallible) -> Result<World> {
     let unprivileged = sys::geteuid() != 0;
     let (uid, gid) = (sys::geteuid(), sys::getegid());
     let (control, control_child) = sys::seqpacket_pair().context("socketpair")?;
@@ -60,7 +85,9 @@ pub fn spawn(argv: &[String], size: WinSize) -> Result<World> {
                 Err(_) => sys::exit_now(127),
             };
             sys::close_fds_from(4);
-            init_main(control, &c_argv, size)
+            // The init never returns (its result type has no values).
+            #[allow(unreachable_code)]
+            match init(control) {}
         }
         Forked::Parent(pid) => {
             drop(control_child);
@@ -74,15 +101,20 @@ pub fn spawn(argv: &[String], size: WinSize) -> Result<World> {
                 write_id_maps(pid, uid, gid).map_err(kill_child)?;
             }
             drop(sync_w);
-            let mut buf = [0u8; 512];
+            let mut buf = vec![0u8; 1 << 16];
             let (n, master) = sys::recv_with_fd(control.as_fd(), &mut buf)
                 .map_err(|e| kill_child(anyhow!("the session's init did not answer: {e}")))?;
             let answer = String::from_utf8_lossy(&buf[..n]).into_owned();
             match (answer.strip_prefix("ok"), master) {
-                (Some(_), Some(master)) => Ok(World {
+                (Some(rest), Some(master)) => Ok(World {
                     init_pid: pid,
                     master,
                     control,
+                    warnings: rest
+                        .lines()
+                        .filter(|l| !l.is_empty())
+                        .map(String::from)
+                        .collect(),
                 }),
                 _ => {
                     let msg = answer.strip_prefix("err ").unwrap_or(&answer).to_string();
@@ -160,6 +192,53 @@ fn init_main(control: OwnedFd, argv: &[CString], size: WinSize) -> ! {
     }
     drop(master);
     reap_until(child)
+}
+
+/// pid 1 of a resumed session: restore it, hand the pty to the daemon, then reap like
+/// the init of a started session. Never returns; on failure it exits, and the kernel ends
+/// everything it had made (they are all in its pid namespace).
+fn init_resume(
+    control: OwnedFd,
+    record: &SessionRecord,
+    image: &Image,
+    opts: &restore::Options,
+) -> ! {
+    let fail = |msg: String| -> ! {
+        let _ = sys::write(control.as_fd(), format!("err {msg}").as_bytes());
+        sys::exit_now(127)
+    };
+    let _ = sys::prctl_set_pdeathsig(libc::SIGKILL);
+    sys::prctl_set_name(c"crterm-init");
+    if let Err(e) = private_mounts() {
+        fail(format!("{e:#}"));
+    }
+    let restored = match restore::restore(record, image, opts) {
+        Ok(r) => r,
+        Err(e) => fail(format!("resume failed: {e:#}")),
+    };
+    let Some(master) = restored.masters.get(&0) else {
+        fail("resume failed: no pty for the session".into())
+    };
+    let mut answer = String::from("ok");
+    for w in &restored.warnings {
+        answer.push('\n');
+        answer.push_str(w);
+    }
+    if let Err(e) = sys::send_with_fd(control.as_fd(), answer.as_bytes(), master.as_fd()) {
+        fail(format!("cannot hand the pty to the daemon: {e}"));
+    }
+    drop(restored);
+    // The session's command: the first process the init made (the lowest pid whose
+    // parent was the init).
+    let pids: std::collections::BTreeSet<i32> = record.processes.iter().map(|p| p.pid).collect();
+    let command = record
+        .processes
+        .iter()
+        .filter(|p| !pids.contains(&p.ppid) && p.zombie.is_none())
+        .map(|p| p.pid)
+        .min()
+        .unwrap_or(2);
+    reap_until(command)
 }
 
 /// Make this mount namespace's mounts private, then give it its own devpts (and /dev/ptmx

@@ -1,1 +1,407 @@
-//! Restoring a session from an image.
+//! Restoring a session from an image, run by the session's init (pid 1 of a fresh pid
+//! namespace) in `crterm resume`.
+//!
+//! Every restored process starts as a copy of the init: the init clones the processes
+//! whose parent was pid 1 with their exact pids (clone3 `set_tid`), and each of those is
+//! made to clone its own children the same way, by injected calls, so parents, sessions and
+//! process groups come out as they were. The init then traces them all and reshapes each
+//! one from outside (`crate::inject`): its descriptors arrive over a unix socket every copy
+//! inherits, its memory is unmapped and mapped again at the recorded addresses and filled
+//! with process_vm_writev, its signal handlers, timers, threads (clone3 again, with their
+//! tids), registers and masks are set, and the last injected call removes the trampoline
+//! page the calls ran from. Then all threads are let go together.
+//!
+//! Order (`restore`): ptys → trampoline → processes, sessions, groups, terminals
+//! (`tree`) → descriptors (`files`) → memory (`memory`) → per-process state and threads →
+//! registers → detach. Any error ends the init, and with it (pid 1 of the namespace)
+//! everything it created.
+
+mod files;
+mod memory;
+mod tree;
+
+use crate::ckpt::dump::{ProcessRecord, SessionRecord};
+use crate::image::Image;
+use crate::inject::{Injector, nr};
+use crate::sys::{self, trace as t};
+use anyhow::{Context, Result, anyhow, bail};
+use std::collections::BTreeMap;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+/// The trampoline: a page with `syscall; int3`, then scratch pages for the calls' data.
+const TRAMPOLINE_PAGES: u64 = 4;
+const PAGE: u64 = 4096;
+/// The highest user address on x86_64 with 4-level page tables.
+const TASK_SIZE: u64 = 0x7fff_ffff_f000;
+
+/// What the caller decides about a resume.
+pub struct Options {
+    /// Go on where files the session wrote have changed since the checkpoint.
+    pub force: bool,
+}
+
+/// The result: the masters of the session's ptys by number (0 is the session's own).
+pub struct Restored {
+    pub masters: BTreeMap<u32, OwnedFd>,
+    /// Things that could not be put back exactly, for the user to know.
+    pub warnings: Vec<String>,
+}
+
+/// A process being restored: its record and an injector on its main thread.
+struct Proc<'a> {
+    rec: &'a ProcessRecord,
+    inj: Injector,
+    /// Its threads as created so far (the main thread first).
+    tids: Vec<i32>,
+}
+
+struct Restorer<'a> {
+    record: &'a SessionRecord,
+    image: &'a Image,
+    opts: &'a Options,
+    /// Start of the trampoline, the same in every process.
+    tramp: u64,
+    /// The init's end of the socket descriptors travel over, and the number every process
+    /// holds the other end at while it is restored.
+    xfer: OwnedFd,
+    xfer_fd: i32,
+    procs: BTreeMap<i32, Proc<'a>>,
+    masters: BTreeMap<u32, OwnedFd>,
+    warnings: Vec<String>,
+}
+
+/// Restore the session in `record` (with its pages and files in `image`).
+pub fn restore(record: &SessionRecord, image: &Image, opts: &Options) -> Result<Restored> {
+    check_supported(record)?;
+    let masters = files::open_ptys(record)?;
+    let tramp = trampoline_address(record)?;
+    map_trampoline(tramp)?;
+    let (xfer, xfer_child) = sys::dgram_pair().context("socketpair")?;
+    let xfer_fd = files::free_fd_number(record);
+    let mut r = Restorer {
+        record,
+        image,
+        opts,
+        tramp,
+        xfer,
+        xfer_fd,
+        procs: BTreeMap::new(),
+        masters,
+        warnings: Vec::new(),
+    };
+    r.create_tree(xfer_child.as_raw_fd())?;
+    drop(xfer_child);
+    r.install_files()?;
+    r.restore_memory()?;
+    r.restore_state()?;
+    r.finish()?;
+    Ok(Restored {
+        masters: r.masters,
+        warnings: r.warnings,
+    })
+}
+
+/// Refuse early what this version cannot bring back, naming it.
+fn check_supported(record: &SessionRecord) -> Result<()> {
+    let me = sys::geteuid();
+    for p in &record.processes {
+        if p.zombie.is_none() && p.threads.is_empty() {
+            bail!("process {} ({}) has no threads in the image", p.pid, p.comm);
+        }
+        if p.zombie.is_none() && p.uids[1] != me && me != 0 {
+            bail!(
+                "process {} ({}) ran as user {}; only a session of one's own user can be resumed",
+                p.pid,
+                p.comm,
+                p.uids[1]
+            );
+        }
+        if p.pid <= 1 {
+            bail!("the image holds a process with pid {}", p.pid);
+        }
+        for th in &p.threads {
+            if th.regs.len() != 27 {
+                bail!(
+                    "thread {} of process {}: bad registers in the image",
+                    th.tid,
+                    p.pid
+                );
+            }
+        }
+        if p.zombie.is_none() && p.threads.first().map(|t| t.tid) != Some(p.pid) {
+            bail!(
+                "process {} ({}): its main thread has ended while others run; not supported",
+                p.pid,
+                p.comm
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A run of pages free in every process of the image and in this one.
+fn trampoline_address(record: &SessionRecord) -> Result<u64> {
+    let len = TRAMPOLINE_PAGES * PAGE;
+    let mine = own_maps();
+    let busy = |a: u64| {
+        let clash = |s: u64, e: u64| a < e + (1 << 20) && s < a + len + (1 << 20);
+        record
+            .processes
+            .iter()
+            .flat_map(|p| &p.maps)
+            .any(|m| clash(m.start, m.end))
+            || mine.iter().any(|&(s, e)| clash(s, e))
+    };
+    let mut a = 1u64 << 24;
+    while a < 1 << 46 {
+        if !busy(a) {
+            return Ok(a);
+        }
+        a <<= 1;
+    }
+    bail!("no free address for the restore trampoline")
+}
+
+fn own_maps() -> Vec<(u64, u64)> {
+    std::fs::read_to_string("/proc/self/maps")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let (s, e) = l.split_whitespace().next()?.split_once('-')?;
+            Some((
+                u64::from_str_radix(s, 16).ok()?,
+                u64::from_str_radix(e, 16).ok()?,
+            ))
+        })
+        .collect()
+}
+
+fn map_trampoline(at: u64) -> Result<()> {
+    let code = [0x0f, 0x05, 0xcc, 0xcc];
+    t::map_code_page(at, TRAMPOLINE_PAGES * PAGE, &code)
+        .context("cannot map the restore trampoline")
+}
+
+impl<'a> Restorer<'a> {
+    fn scratch(&self) -> u64 {
+        self.tramp + PAGE
+    }
+
+    fn proc(&self, pid: i32) -> &Proc<'a> {
+        &self.procs[&pid]
+    }
+
+    /// Write `bytes` into process `pid`'s scratch at `off`; returns the address.
+    fn put(&self, pid: i32, off: u64, bytes: &[u8]) -> Result<u64> {
+        let at = self.scratch() + off;
+        t::write_process_memory(pid, at, bytes)
+            .with_context(|| format!("writing the scratch page of process {pid}"))?;
+        Ok(at)
+    }
+
+    /// A NUL-terminated path in the scratch (at its upper part).
+    fn put_path(&self, pid: i32, path: &str) -> Result<u64> {
+        let mut b = path.as_bytes().to_vec();
+        b.push(0);
+        if b.len() as u64 > 2 * PAGE {
+            bail!("path too long: {path}");
+        }
+        self.put(pid, PAGE, &b)
+    }
+
+    fn call(&self, pid: i32, what: &'static str, number: i64, args: &[u64]) -> Result<u64> {
+        let p = self.proc(pid);
+        p.inj
+            .call(what, number, args)
+            .map_err(|e| anyhow!("process {} ({}): {e}", pid, p.rec.comm))
+    }
+
+    /// Per-process state that needs the restored memory: signal handlers, timers, umask,
+    /// personality, cwd, limits, the mm fields, and the threads.
+    fn restore_state(&mut self) -> Result<()> {
+        let pids: Vec<i32> = self.procs.keys().copied().collect();
+        for pid in pids {
+            let rec = self.proc(pid).rec;
+            for sig in crate::ckpt::inside::handled_signals() {
+                let act = rec
+                    .sigactions
+                    .get(sig as usize - 1)
+                    .copied()
+                    .unwrap_or([0; 4]);
+                let bytes: Vec<u8> = act.iter().flat_map(|w| w.to_le_bytes()).collect();
+                let at = self.put(pid, 0, &bytes)?;
+                self.call(pid, "rt_sigaction", nr::RT_SIGACTION, &[sig, at, 0, 8])?;
+            }
+            for (which, it) in rec.itimers.iter().enumerate().take(3) {
+                if it.iter().any(|&w| w != 0) {
+                    let bytes: Vec<u8> = it.iter().flat_map(|w| w.to_le_bytes()).collect();
+                    let at = self.put(pid, 0, &bytes)?;
+                    self.call(pid, "setitimer", nr::SETITIMER, &[which as u64, at, 0])?;
+                }
+            }
+            self.call(pid, "umask", nr::UMASK, &[rec.umask as u64])?;
+            if rec.personality != 0 {
+                self.call(pid, "personality", nr::PERSONALITY, &[rec.personality])?;
+            }
+            if !rec.cwd.is_empty() {
+                let at = self.put_path(pid, &rec.cwd)?;
+                if self.call(pid, "chdir", 80, &[at]).is_err() {
+                    self.warnings.push(format!(
+                        "process {pid} ({}): its working directory {} is gone; it is in / now",
+                        rec.comm, rec.cwd
+                    ));
+                }
+            }
+            for (res, &lim) in rec.rlimits.iter().enumerate() {
+                if t::get_rlimit(pid, res as u32).ok() != Some(lim)
+                    && t::set_rlimit(pid, res as u32, lim).is_err()
+                {
+                    self.warnings.push(format!(
+                        "process {pid} ({}): resource limit {res} could not be set back",
+                        rec.comm
+                    ));
+                }
+            }
+            self.restore_mm(pid)?;
+            self.restore_threads(pid)?;
+        }
+        Ok(())
+    }
+
+    /// Per thread: clear-child-tid, rseq and the alternate signal stack; threads other
+    /// than the main one are created here, with their tids.
+    fn restore_threads(&mut self, pid: i32) -> Result<()> {
+        let rec = self.proc(pid).rec;
+        let main = &rec.threads[0];
+        self.call(
+            pid,
+            "set_tid_address",
+            nr::SET_TID_ADDRESS,
+            &[main.clear_child_tid],
+        )?;
+        self.thread_extras(pid, pid, main)?;
+        for th in &rec.threads[1..] {
+            const CLONE_THREAD_FLAGS: u64 = (libc::CLONE_VM
+                | libc::CLONE_FS
+                | libc::CLONE_FILES
+                | libc::CLONE_SIGHAND
+                | libc::CLONE_THREAD
+                | libc::CLONE_SYSVSEM) as u64;
+            let mut flags = CLONE_THREAD_FLAGS;
+            if th.clear_child_tid != 0 {
+                flags |= libc::CLONE_CHILD_CLEARTID as u64;
+            }
+            let tid_at = self.put(pid, 256, &th.tid.to_le_bytes())?;
+            let args: [u64; 11] = [flags, 0, th.clear_child_tid, 0, 0, 0, 0, 0, tid_at, 1, 0];
+            let bytes: Vec<u8> = args.iter().flat_map(|w| w.to_le_bytes()).collect();
+            let at = self.put(pid, 0, &bytes)?;
+            let got = self.call(pid, "clone3 (thread)", nr::CLONE3, &[at, 88])? as i32;
+            if got != th.tid {
+                bail!("thread {} of process {pid} came back as {got}", th.tid);
+            }
+            tree::wait_new_task(got)?;
+            self.procs.get_mut(&pid).expect("exists").tids.push(got);
+            self.thread_extras(pid, got, th)?;
+        }
+        Ok(())
+    }
+
+    fn thread_extras(
+        &self,
+        pid: i32,
+        tid: i32,
+        th: &crate::ckpt::dump::ThreadRecord,
+    ) -> Result<()> {
+        let inj = Injector::new(tid, self.tramp, 0)?;
+        let fail = |e: crate::inject::CallError| anyhow!("thread {tid} of process {pid}: {e}");
+        if let Some((addr, len, sig, _)) = th.rseq {
+            inj.call("rseq", nr::RSEQ, &[addr, len as u64, 0, sig as u64])
+                .map_err(fail)?;
+        }
+        if th.altstack[1] & libc::SS_DISABLE as u64 == 0 && th.altstack[0] != 0 {
+            let bytes: Vec<u8> = th.altstack.iter().flat_map(|w| w.to_le_bytes()).collect();
+            let at = self.put(pid, 128, &bytes)?;
+            inj.call("sigaltstack", nr::SIGALTSTACK, &[at, 0])
+                .map_err(fail)?;
+        }
+        Ok(())
+    }
+
+    /// The last step: capabilities as they were, registers, masks, pending signals; the
+    /// trampoline goes with the last injected call of each process; then every thread is
+    /// let go at once.
+    fn finish(&mut self) -> Result<()> {
+        for (&pid, p) in &self.procs {
+            let rec = p.rec;
+            // Close the transfer socket, drop the capabilities a copy of the init has and
+            // the program had not.
+            let x = self.xfer_fd as u64;
+            p.inj
+                .call("close", nr::CLOSE, &[x])
+                .map_err(|e| anyhow!("process {pid}: {e}"))?;
+            let header: [u32; 2] = [0x2008_0522, 0];
+            let c = rec.caps;
+            let data: [u32; 6] = [
+                c[2] as u32,
+                c[1] as u32,
+                c[0] as u32,
+                (c[2] >> 32) as u32,
+                (c[1] >> 32) as u32,
+                (c[0] >> 32) as u32,
+            ];
+            let hb: Vec<u8> = header.iter().flat_map(|w| w.to_le_bytes()).collect();
+            let db: Vec<u8> = data.iter().flat_map(|w| w.to_le_bytes()).collect();
+            let h = self.put(pid, 0, &hb)?;
+            let d = self.put(pid, 64, &db)?;
+            p.inj
+                .call("capset", nr::CAPSET, &[h, d])
+                .map_err(|e| anyhow!("process {pid}: {e}"))?;
+            for (th, &tid) in rec.threads.iter().zip(&p.tids).skip(1) {
+                set_final(tid, th)?;
+            }
+            // The trampoline goes last; the main thread's registers are set at that call's
+            // exit stop, so nothing of the removed page runs again.
+            p.inj
+                .raw(nr::MUNMAP, &[self.tramp, TRAMPOLINE_PAGES * PAGE])
+                .with_context(|| format!("process {pid}: removing the trampoline"))?;
+            set_final(pid, &rec.threads[0])?;
+        }
+        // Pending signals, then let everything go.
+        for (&pid, p) in &self.procs {
+            for sig in 1..=64 {
+                let bit = 1u64 << (sig - 1);
+                if p.rec.shared_pending_signals & bit != 0 {
+                    let _ = sys::kill(pid, sig);
+                }
+                for (th, &tid) in p.rec.threads.iter().zip(&p.tids) {
+                    if th.pending_signals & bit != 0 {
+                        let _ = sys::tgkill(pid, tid, sig);
+                    }
+                }
+            }
+            if p.rec.stopped {
+                let _ = sys::kill(pid, libc::SIGSTOP);
+            }
+        }
+        for p in self.procs.values() {
+            for &tid in &p.tids {
+                sys::ptrace_detach(tid, 0).with_context(|| format!("letting thread {tid} go"))?;
+            }
+        }
+        self.procs.clear();
+        Ok(())
+    }
+}
+
+/// A thread's saved registers (a call it was in is re-issued), XSAVE state and mask.
+fn set_final(tid: i32, th: &crate::ckpt::dump::ThreadRecord) -> Result<()> {
+    let mut regs: t::Regs = [0; 27];
+    regs.copy_from_slice(&th.regs);
+    let regs = crate::inject::restart_regs(regs, false);
+    t::ptrace_set_xstate(tid, &th.xstate)
+        .with_context(|| format!("thread {tid}: setting the FPU/AVX state"))?;
+    t::ptrace_setregs(tid, &regs).with_context(|| format!("thread {tid}: setting registers"))?;
+    t::ptrace_set_sigmask(tid, th.blocked_signals)
+        .with_context(|| format!("thread {tid}: setting the signal mask"))?;
+    Ok(())
+}

@@ -342,8 +342,59 @@ pub fn set_rlimit(pid: i32, resource: u32, limits: (u64, u64)) -> io::Result<()>
     Ok(())
 }
 
-/// Make `fd` the controlling terminal's foreground process group `pgid`.
-pub fn set_foreground(fd: BorrowedFd, pgid: i32) -> io::Result<()> {
-    check(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSPGRP, &pgid) })?;
+/// A pair of connected unix datagram sockets (close-on-exec).
+pub fn dgram_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    check(unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    })?;
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Map `len` bytes at exactly `at` in this process (failing if anything is there): the
+/// first page executable and holding `code`, the rest read-write.
+pub fn map_code_page(at: u64, len: u64, code: &[u8]) -> io::Result<()> {
+    let p = unsafe {
+        libc::mmap(
+            at as usize as *mut libc::c_void,
+            len as usize,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    if p as u64 != at {
+        unsafe { libc::munmap(p, len as usize) };
+        return Err(io::Error::other("the kernel placed the mapping elsewhere"));
+    }
+    // SAFETY: the mapping was just made, writable, and is at least a page long.
+    unsafe { std::ptr::copy_nonoverlapping(code.as_ptr(), p.cast::<u8>(), code.len().min(4096)) };
+    check(unsafe { libc::mprotect(p, 4096, libc::PROT_READ | libc::PROT_EXEC) })?;
     Ok(())
+}
+
+pub fn tgkill(pid: i32, tid: i32, sig: i32) -> io::Result<()> {
+    let r = unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, sig) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Keep `buf` (or the whole pages inside it) out of children made by fork.
+pub fn dont_fork(buf: &[u8]) {
+    let start = (buf.as_ptr() as usize).div_ceil(4096) * 4096;
+    let end = (buf.as_ptr() as usize + buf.len()) / 4096 * 4096;
+    if end > start {
+        unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTFORK) };
+    }
 }

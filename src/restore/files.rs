@@ -1,0 +1,408 @@
+//! Descriptors on restore: the init opens or creates each open file description once
+//! (files at their offsets, pipes refilled with their queued bytes, eventfds, timerfds,
+//! signalfds, epoll sets, the session's ptys) and sends it to every process that held it,
+//! over the datagram socket all restored processes inherit; an injected `recvmsg` takes it
+//! and `dup3` puts it at its number. Descriptions shared before stay shared, offsets too.
+
+use super::{PAGE, Restorer};
+use crate::ckpt::dump::{FdKind, FdRecord, ProcessRecord, SessionRecord};
+use crate::inject::nr;
+use crate::sys::{self, trace as t};
+use anyhow::{Context, Result, anyhow, bail};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::rc::Rc;
+
+/// The pty number a `/proc/PID/stat` tty_nr names, if it is a devpts slave.
+pub fn pts_number(tty_nr: u32) -> Option<u32> {
+    let major = (tty_nr >> 8) & 0xfff;
+    let minor = (tty_nr & 0xff) | ((tty_nr >> 12) & 0xfff00);
+    (136..144)
+        .contains(&major)
+        .then(|| (major - 136) * 256 + minor)
+}
+
+fn pts_of_path(path: &str) -> Option<u32> {
+    path.strip_prefix("/dev/pts/")?.parse().ok()
+}
+
+/// Open the session's ptys in its fresh devpts, in order, until every number the image
+/// uses exists; set their saved settings and sizes. Returns the masters by number.
+pub fn open_ptys(record: &SessionRecord) -> Result<BTreeMap<u32, OwnedFd>> {
+    let mut wanted: BTreeMap<u32, Option<&crate::ckpt::dump::TtyRecord>> = BTreeMap::new();
+    wanted.insert(0, None);
+    for p in &record.processes {
+        if let Some(n) = pts_number(p.ctty) {
+            wanted.entry(n).or_insert(None);
+        }
+        for f in &p.fds {
+            if let Some(n) = pts_of_path(&f.target) {
+                let e = wanted.entry(n).or_insert(None);
+                if e.is_none() {
+                    *e = f.tty.as_ref();
+                }
+            }
+        }
+    }
+    let last = *wanted.keys().last().expect("0 is there");
+    if last > 255 {
+        bail!("the image uses pty {last}; at most 256 ptys are restored");
+    }
+    let mut masters = BTreeMap::new();
+    let mut spare = Vec::new();
+    loop {
+        let (m, n) = sys::open_pty_master().context("cannot open a pty in the session's devpts")?;
+        if wanted.contains_key(&n) {
+            masters.insert(n, m);
+        } else {
+            spare.push(m);
+        }
+        if n >= last {
+            break;
+        }
+    }
+    drop(spare);
+    for (n, tty) in wanted {
+        let Some(tty) = tty else { continue };
+        let path = sys::cstring(&format!("/dev/pts/{n}"))?;
+        let slave = sys::open(&path, libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC)
+            .with_context(|| format!("opening /dev/pts/{n}"))?;
+        if tty.termios.len() == std::mem::size_of::<sys::Termios>() {
+            // SAFETY: the bytes were read from a termios of this very layout.
+            let t: sys::Termios =
+                unsafe { std::ptr::read_unaligned(tty.termios.as_ptr().cast::<sys::Termios>()) };
+            let _ = sys::set_termios(slave.as_fd(), &t);
+        }
+        let _ = sys::set_winsize(
+            masters[&n].as_fd(),
+            sys::WinSize {
+                cols: tty.cols,
+                rows: tty.rows,
+            },
+        );
+    }
+    Ok(masters)
+}
+
+/// A descriptor number no process of the image uses (≥ 3): the transfer socket's.
+pub fn free_fd_number(record: &SessionRecord) -> i32 {
+    let used: BTreeSet<i32> = record
+        .processes
+        .iter()
+        .flat_map(|p| p.fds.iter().map(|f| f.fd))
+        .collect();
+    (3..).find(|n| !used.contains(n)).expect("a free number")
+}
+
+fn field<'a>(info: &'a str, key: &str) -> Option<&'a str> {
+    info.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .map(str::trim)
+}
+
+/// `(a, b)` as fdinfo prints timer values.
+fn pair(v: &str) -> Option<(u64, u64)> {
+    let v = v.trim().strip_prefix('(')?.strip_suffix(')')?;
+    let (a, b) = v.split_once(',')?;
+    Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
+}
+
+const STATUS_FLAGS: i32 = libc::O_APPEND | libc::O_NONBLOCK | libc::O_ASYNC | libc::O_NOATIME;
+
+pub(super) struct Descriptions {
+    by_desc: HashMap<u32, Rc<OwnedFd>>,
+    /// Anonymous pipes by inode: (read end, write end).
+    pipes: HashMap<String, (Rc<OwnedFd>, Rc<OwnedFd>)>,
+}
+
+impl Descriptions {
+    pub fn new() -> Descriptions {
+        Descriptions {
+            by_desc: HashMap::new(),
+            pipes: HashMap::new(),
+        }
+    }
+}
+
+impl Restorer<'_> {
+    /// Give every process its descriptors, then its epoll sets their registrations.
+    pub(super) fn install_files(&mut self) -> Result<()> {
+        let mut descs = Descriptions::new();
+        let pids: Vec<i32> = self.procs.keys().copied().collect();
+        for &pid in &pids {
+            let rec = self.proc(pid).rec;
+            for f in &rec.fds {
+                let what = || format!("process {pid} ({}) fd {} ({})", rec.comm, f.fd, f.target);
+                match self.description(&mut descs, rec, f).with_context(what)? {
+                    Some(fd) => self
+                        .transfer(pid, fd.as_fd(), f.fd, cloexec(f))
+                        .with_context(what)?,
+                    None => self.open_inside(pid, f).with_context(what)?,
+                }
+            }
+        }
+        for &pid in &pids {
+            let rec = self.proc(pid).rec;
+            for f in rec
+                .fds
+                .iter()
+                .filter(|f| f.target == "anon_inode:[eventpoll]")
+            {
+                self.register_epoll(pid, f)
+                    .with_context(|| format!("process {pid} ({}) epoll fd {}", rec.comm, f.fd))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The init's descriptor for `f`'s open file description (made once, shared by all
+    /// its holders), or None for what the process must open itself (`/dev/tty`).
+    fn description(
+        &self,
+        descs: &mut Descriptions,
+        rec: &ProcessRecord,
+        f: &FdRecord,
+    ) -> Result<Option<Rc<OwnedFd>>> {
+        if let Some(d) = descs.by_desc.get(&f.desc) {
+            return Ok(Some(d.clone()));
+        }
+        let access = f.flags as i32 & libc::O_ACCMODE;
+        let made: OwnedFd = match f.kind {
+            FdKind::File | FdKind::Directory => self.open_file(rec, f)?,
+            FdKind::CharDevice if f.target == "/dev/tty" => return Ok(None),
+            FdKind::CharDevice if f.target == "/dev/ptmx" || f.target == "/dev/pts/ptmx" => {
+                bail!("the master side of a pty (as screen and tmux hold) is not supported yet")
+            }
+            FdKind::CharDevice => {
+                let flags = (f.flags as i32 & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL))
+                    | libc::O_NOCTTY
+                    | libc::O_CLOEXEC;
+                sys::open(&sys::cstring(&f.target)?, flags)
+                    .with_context(|| format!("cannot open {}", f.target))?
+            }
+            FdKind::Pipe if f.target.starts_with("pipe:") => {
+                let (r, w) = match descs.pipes.get(&f.target) {
+                    Some(p) => p.clone(),
+                    None => {
+                        let (r, w) = t::pipe_with(0)?;
+                        if f.pipe_size > 0 {
+                            let _ = t::set_pipe_size(w.as_fd(), f.pipe_size as i32);
+                        }
+                        sys::write_all(w.as_fd(), &f.queued)
+                            .context("refilling the pipe with its queued bytes")?;
+                        let p = (Rc::new(r), Rc::new(w));
+                        descs.pipes.insert(f.target.clone(), p.clone());
+                        p
+                    }
+                };
+                // Each end is one description; its status flags are set on it.
+                let end = if access == libc::O_WRONLY { w } else { r };
+                t::set_status_flags(end.as_fd(), f.flags as i32 & STATUS_FLAGS)?;
+                descs.by_desc.insert(f.desc, end.clone());
+                return Ok(Some(end));
+            }
+            FdKind::Pipe => bail!("named pipes (FIFOs) are not supported yet"),
+            FdKind::Socket => bail!("sockets are not supported yet"),
+            FdKind::Anon => self.anon(f)?,
+            FdKind::Other => bail!("a file of a kind crterm cannot restore"),
+        };
+        if !matches!(f.kind, FdKind::CharDevice) {
+            let _ = t::set_status_flags(made.as_fd(), f.flags as i32 & STATUS_FLAGS);
+        }
+        let made = Rc::new(made);
+        descs.by_desc.insert(f.desc, made.clone());
+        Ok(Some(made))
+    }
+
+    /// A regular file or directory, at its offset, after the identity check.
+    fn open_file(&self, rec: &ProcessRecord, f: &FdRecord) -> Result<OwnedFd> {
+        use std::os::unix::fs::MetadataExt;
+        if f.target.ends_with(" (deleted)") {
+            bail!("a file deleted while open is not supported yet");
+        }
+        let access = f.flags as i32 & libc::O_ACCMODE;
+        let writes = access != libc::O_RDONLY;
+        let meta =
+            std::fs::metadata(&f.target).map_err(|e| anyhow!("{} is gone: {e}", f.target))?;
+        if let Some(id) = &f.identity
+            && f.kind == FdKind::File
+        {
+            let mtime = meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128;
+            let same = meta.size() == id.size && mtime == id.mtime_ns;
+            let only_grew = !writes && meta.size() >= id.size;
+            if !same && !only_grew && !self.opts.force {
+                bail!(
+                    "{} changed since the checkpoint ({} bytes then, {} now) and process {} ({}) {} it; resume with --force to go on anyway",
+                    f.target,
+                    id.size,
+                    meta.size(),
+                    rec.pid,
+                    rec.comm,
+                    if writes { "writes" } else { "reads" }
+                );
+            }
+        }
+        let mut flags = f.flags as i32 & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL);
+        flags |= libc::O_CLOEXEC | libc::O_NOCTTY;
+        let fd = sys::open(&sys::cstring(&f.target)?, flags)
+            .with_context(|| format!("cannot open {}", f.target))?;
+        if f.pos > 0 {
+            t::lseek(fd.as_fd(), f.pos).context("seeking to the saved offset")?;
+        }
+        Ok(fd)
+    }
+
+    /// eventfd, timerfd, signalfd, epoll: made from what fdinfo said.
+    fn anon(&self, f: &FdRecord) -> Result<OwnedFd> {
+        let nonblock = f.flags as i32 & libc::O_NONBLOCK;
+        let info = f.fdinfo.as_str();
+        match f.target.as_str() {
+            "anon_inode:[eventfd]" => {
+                let count = field(info, "eventfd-count:")
+                    .and_then(|v| u64::from_str_radix(v, 16).ok())
+                    .unwrap_or(0);
+                let sem = if field(info, "eventfd-semaphore:") == Some("1") {
+                    libc::EFD_SEMAPHORE
+                } else {
+                    0
+                };
+                Ok(t::eventfd(count, nonblock | sem)?)
+            }
+            "anon_inode:[timerfd]" => {
+                let clock: i32 = field(info, "clockid:")
+                    .and_then(|v| v.parse().ok())
+                    .ok_or_else(|| anyhow!("timerfd without a clock"))?;
+                let (vs, vn) = field(info, "it_value:").and_then(pair).unwrap_or((0, 0));
+                let (is, inn) = field(info, "it_interval:").and_then(pair).unwrap_or((0, 0));
+                Ok(t::timerfd(
+                    clock,
+                    nonblock,
+                    vs * 1_000_000_000 + vn,
+                    is * 1_000_000_000 + inn,
+                )?)
+            }
+            "anon_inode:[signalfd]" => {
+                let mask = field(info, "sigmask:")
+                    .and_then(|v| u64::from_str_radix(v, 16).ok())
+                    .unwrap_or(0);
+                Ok(t::signalfd_for(mask, nonblock)?)
+            }
+            "anon_inode:[eventpoll]" => Ok(t::epoll_create()?),
+            other => bail!("{other} is not supported yet"),
+        }
+    }
+
+    /// Send `fd` to process `pid` and put it at number `want`.
+    pub(super) fn transfer(
+        &self,
+        pid: i32,
+        fd: BorrowedFd,
+        want: i32,
+        cloexec: bool,
+    ) -> Result<()> {
+        let got = self.receive(pid, fd)?;
+        self.place(pid, got, want, cloexec)
+    }
+
+    /// Send `fd` to process `pid`; the number it got there.
+    pub(super) fn receive(&self, pid: i32, fd: BorrowedFd) -> Result<i32> {
+        sys::send_with_fd(self.xfer.as_fd(), b"f", fd).context("sending a descriptor")?;
+        let base = self.scratch() + 3 * PAGE - 512;
+        let (iov, buf, control) = (base + 64, base + 128, base + 192);
+        let mut msg = [0u64; 7];
+        msg[2] = iov;
+        msg[3] = 1;
+        msg[4] = control;
+        msg[5] = 24;
+        let mut bytes: Vec<u8> = msg.iter().flat_map(|w| w.to_le_bytes()).collect();
+        bytes.resize(64, 0);
+        bytes.extend_from_slice(&buf.to_le_bytes());
+        bytes.extend_from_slice(&8u64.to_le_bytes());
+        t::write_process_memory(pid, base, &bytes)?;
+        t::write_process_memory(pid, control, &[0u8; 24])?;
+        self.call(pid, "recvmsg", nr::RECVMSG, &[self.xfer_fd as u64, base, 0])?;
+        let mut got = [0u8; 4];
+        sys::read_process_memory(pid, control + 16, &mut got)?;
+        Ok(i32::from_le_bytes(got))
+    }
+
+    /// Move descriptor `got` of process `pid` to `want`.
+    pub(super) fn place(&self, pid: i32, got: i32, want: i32, cloexec: bool) -> Result<()> {
+        if got != want {
+            let flags = if cloexec { libc::O_CLOEXEC as u64 } else { 0 };
+            self.call(pid, "dup3", nr::DUP3, &[got as u64, want as u64, flags])?;
+            self.call(pid, "close", nr::CLOSE, &[got as u64])?;
+        } else if cloexec {
+            self.call(pid, "fcntl", 72, &[got as u64, libc::F_SETFD as u64, 1])?;
+        }
+        Ok(())
+    }
+
+    /// `/dev/tty`: opened by the process itself, which has its controlling terminal.
+    fn open_inside(&self, pid: i32, f: &FdRecord) -> Result<()> {
+        let at = self.put_path(pid, &f.target)?;
+        let flags = (f.flags as i32 & !(libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC)) as u64;
+        let got = self.call(pid, "open", nr::OPEN, &[at, flags, 0])? as i32;
+        self.place(pid, got, f.fd, cloexec(f))
+    }
+
+    /// Add the epoll set's registrations again, from the process itself (a registration is
+    /// keyed by the number the process gave its target).
+    fn register_epoll(&self, pid: i32, f: &FdRecord) -> Result<()> {
+        for line in f.fdinfo.lines().filter(|l| l.starts_with("tfd:")) {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let get = |key: &str| {
+                words
+                    .iter()
+                    .position(|w| *w == key)
+                    .and_then(|i| words.get(i + 1))
+                    .copied()
+            };
+            let tfd: u64 = get("tfd:")
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| anyhow!("unreadable registration: {line}"))?;
+            let events = get("events:")
+                .and_then(|v| u32::from_str_radix(v, 16).ok())
+                .unwrap_or(0);
+            let data = get("data:")
+                .and_then(|v| u64::from_str_radix(v, 16).ok())
+                .unwrap_or(0);
+            let mut ev = events.to_le_bytes().to_vec();
+            ev.extend_from_slice(&data.to_le_bytes());
+            let at = self.put(pid, 0, &ev)?;
+            const EPOLL_CTL_ADD: u64 = 1;
+            self.call(
+                pid,
+                "epoll_ctl",
+                nr::EPOLL_CTL,
+                &[f.fd as u64, EPOLL_CTL_ADD, tfd, at],
+            )?;
+        }
+        Ok(())
+    }
+}
+
+fn cloexec(f: &FdRecord) -> bool {
+    f.flags as i32 & libc::O_CLOEXEC != 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pts_numbers_from_tty_nr() {
+        assert_eq!(pts_number(136 << 8), Some(0));
+        assert_eq!(pts_number((136 << 8) | 5), Some(5));
+        assert_eq!(pts_number((137 << 8) | 1), Some(257));
+        assert_eq!(pts_number((4 << 8) | 1), None);
+        assert_eq!(pts_number(0), None);
+    }
+
+    #[test]
+    fn timer_pairs() {
+        assert_eq!(pair("(1, 500)"), Some((1, 500)));
+        assert_eq!(pair(" (0, 0)"), Some((0, 0)));
+        assert_eq!(pair("nonsense"), None);
+    }
+}

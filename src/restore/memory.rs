@@ -1,0 +1,454 @@
+//! Memory on restore: each process's address space is emptied (all but the trampoline),
+//! the vDSO is placed where it was, every mapping is made again at its address (files
+//! mapped from the file when it is the same one, else from its copy in the image), the
+//! saved pages are written in, protections are set, and the kernel's mm fields (brk,
+//! arguments, environment, auxv, exe) are put back with PR_SET_MM_MAP.
+
+use super::{PAGE, Restorer, TASK_SIZE, TRAMPOLINE_PAGES};
+use crate::ckpt::dump::{MapKind, MapRecord};
+use crate::image::SectionKind;
+use crate::inject::nr;
+use crate::sys::{self, trace as t};
+use anyhow::{Context, Result, anyhow, bail};
+use std::collections::HashMap;
+use std::os::fd::{AsFd, OwnedFd};
+use std::rc::Rc;
+
+fn prot_of(perms: &str) -> u64 {
+    let b = perms.as_bytes();
+    let mut p = 0;
+    if b.first() == Some(&b'r') {
+        p |= libc::PROT_READ;
+    }
+    if b.get(1) == Some(&b'w') {
+        p |= libc::PROT_WRITE;
+    }
+    if b.get(2) == Some(&b'x') {
+        p |= libc::PROT_EXEC;
+    }
+    p as u64
+}
+
+/// The kernel's special mappings ([vvar], [vvar_vclock], [vdso]) as (name, size), in
+/// address order.
+fn kernel_layout<'m>(maps: impl Iterator<Item = (&'m str, u64, u64)>) -> Vec<(String, u64, u64)> {
+    let mut v: Vec<(String, u64, u64)> = maps
+        .filter(|(n, _, _)| matches!(*n, "[vvar]" | "[vvar_vclock]" | "[vdso]"))
+        .map(|(n, s, e)| (n.to_string(), s, e))
+        .collect();
+    v.sort_by_key(|m| m.1);
+    v
+}
+
+fn own_kernel_layout() -> Vec<(String, u64)> {
+    let text = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+    let maps: Vec<(String, u64, u64)> = text
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (s, e) = f.next()?.split_once('-')?;
+            let name = f.nth(4).unwrap_or("").to_string();
+            Some((
+                name,
+                u64::from_str_radix(s, 16).ok()?,
+                u64::from_str_radix(e, 16).ok()?,
+            ))
+        })
+        .collect();
+    kernel_layout(maps.iter().map(|(n, s, e)| (n.as_str(), *s, *e)))
+        .into_iter()
+        .map(|(n, s, e)| (n, e - s))
+        .collect()
+}
+
+/// Where each mapped file's content comes from, opened once for all processes.
+pub(super) struct MappedFiles {
+    by_inode: HashMap<((u32, u32), u64, bool), Rc<OwnedFd>>,
+}
+
+impl Restorer<'_> {
+    pub(super) fn restore_memory(&mut self) -> Result<()> {
+        let here = own_kernel_layout();
+        let mut files = MappedFiles {
+            by_inode: HashMap::new(),
+        };
+        let pids: Vec<i32> = self.procs.keys().copied().collect();
+        for &pid in &pids {
+            let rec = self.proc(pid).rec;
+            let theirs: Vec<(String, u64)> =
+                kernel_layout(rec.maps.iter().map(|m| (m.path.as_str(), m.start, m.end)))
+                    .into_iter()
+                    .map(|(n, s, e)| (n, e - s))
+                    .collect();
+            if !theirs.is_empty() && theirs != here {
+                bail!(
+                    "the image was made on a kernel with another vDSO layout ({theirs:?}, here {here:?}); resuming on another kernel is not supported yet"
+                );
+            }
+            self.empty_address_space(pid)?;
+            self.map_regions(pid, &mut files)?;
+        }
+        drop(files);
+        self.write_pages()?;
+        for &pid in &pids {
+            self.protect(pid)?;
+        }
+        Ok(())
+    }
+
+    /// Undo what the copy of the init has: its rseq registration and alternate stack, and
+    /// every mapping but the trampoline; then the vDSO at its recorded address.
+    fn empty_address_space(&self, pid: i32) -> Result<()> {
+        if let Some((addr, len, sig, _)) = sys::ptrace_get_rseq(pid)? {
+            self.call(
+                pid,
+                "rseq (unregister)",
+                nr::RSEQ,
+                &[addr, len as u64, 1, sig as u64],
+            )?;
+        }
+        let ss: Vec<u8> = [0u64, libc::SS_DISABLE as u64, 0]
+            .iter()
+            .flat_map(|w| w.to_le_bytes())
+            .collect();
+        let at = self.put(pid, 0, &ss)?;
+        self.call(pid, "sigaltstack", nr::SIGALTSTACK, &[at, 0])?;
+        let end = self.tramp + TRAMPOLINE_PAGES * PAGE;
+        self.call(pid, "munmap", nr::MUNMAP, &[0, self.tramp])?;
+        self.call(pid, "munmap", nr::MUNMAP, &[end, TASK_SIZE - end])?;
+        let rec = self.proc(pid).rec;
+        if let Some(vvar) = rec
+            .maps
+            .iter()
+            .filter(|m| matches!(m.path.as_str(), "[vvar]" | "[vvar_vclock]" | "[vdso]"))
+            .map(|m| m.start)
+            .min()
+        {
+            const ARCH_MAP_VDSO_64: u64 = 0x2003;
+            self.call(
+                pid,
+                "arch_prctl(ARCH_MAP_VDSO_64)",
+                nr::ARCH_PRCTL,
+                &[ARCH_MAP_VDSO_64, vvar],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Every mapping at its address, writable for now (protections come after the pages).
+    fn map_regions(&self, pid: i32, files: &mut MappedFiles) -> Result<()> {
+        let rec = self.proc(pid).rec;
+        let mut in_process: HashMap<((u32, u32), u64, bool), i32> = HashMap::new();
+        for m in &rec.maps {
+            let kind = m.kind();
+            if kind == MapKind::Kernel {
+                continue;
+            }
+            if m.start % PAGE != 0 || m.end % PAGE != 0 || m.end <= m.start || m.end > TASK_SIZE {
+                bail!("process {pid}: a mapping with bad bounds in the image");
+            }
+            let len = m.end - m.start;
+            let readable = m.perms.starts_with('r');
+            let mut prot = if readable {
+                (libc::PROT_READ | libc::PROT_WRITE) as u64
+            } else {
+                libc::PROT_NONE as u64
+            };
+            let fixed = libc::MAP_FIXED as u64;
+            let (flags, fd, offset) = match kind {
+                MapKind::Anon | MapKind::SharedAnon => {
+                    let mut f = libc::MAP_ANONYMOUS as u64 | fixed;
+                    f |= if kind == MapKind::Anon {
+                        libc::MAP_PRIVATE
+                    } else {
+                        libc::MAP_SHARED
+                    } as u64;
+                    if m.path == "[stack]" {
+                        f |= libc::MAP_GROWSDOWN as u64;
+                    }
+                    (f, u64::MAX, 0)
+                }
+                MapKind::PrivateFile | MapKind::SharedFile => {
+                    let shared = kind == MapKind::SharedFile;
+                    let writable = shared && m.perms.as_bytes().get(1) == Some(&b'w');
+                    if shared {
+                        // Its pages are the file's: map with the final protection.
+                        prot = prot_of(&m.perms);
+                    }
+                    let key = (m.dev, m.inode, writable);
+                    let fd = match in_process.get(&key) {
+                        Some(&fd) => fd,
+                        None => {
+                            let src = self.file_source(files, m, writable)?;
+                            let fd = self.receive(pid, src.as_fd())?;
+                            in_process.insert(key, fd);
+                            fd
+                        }
+                    };
+                    let f = if shared {
+                        libc::MAP_SHARED
+                    } else {
+                        libc::MAP_PRIVATE
+                    } as u64
+                        | fixed;
+                    (f, fd as u64, m.offset)
+                }
+                MapKind::Kernel => unreachable!(),
+            };
+            let got = self
+                .call(
+                    pid,
+                    "mmap",
+                    nr::MMAP,
+                    &[m.start, len, prot, flags, fd, offset],
+                )
+                .with_context(|| format!("mapping {:#x}-{:#x} {}", m.start, m.end, m.path))?;
+            if got != m.start {
+                bail!("process {pid}: {:#x} was mapped at {got:#x}", m.start);
+            }
+        }
+        for fd in in_process.into_values() {
+            self.call(pid, "close", nr::CLOSE, &[fd as u64])?;
+        }
+        Ok(())
+    }
+
+    /// The file a mapping maps: the very file when it is still there unchanged, else its
+    /// content from the image.
+    fn file_source(
+        &self,
+        files: &mut MappedFiles,
+        m: &MapRecord,
+        writable: bool,
+    ) -> Result<Rc<OwnedFd>> {
+        use std::os::unix::fs::MetadataExt;
+        let key = (m.dev, m.inode, writable);
+        if let Some(fd) = files.by_inode.get(&key) {
+            return Ok(fd.clone());
+        }
+        let carried = self.record.files.iter().enumerate().find(|(_, f)| {
+            f.copies
+                .iter()
+                .any(|c| c.dev == m.dev && c.inode == m.inode)
+        });
+        let unchanged = |meta: &std::fs::Metadata| -> bool {
+            let dev = (libc::major(meta.dev()), libc::minor(meta.dev()));
+            let mtime = meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128;
+            match carried {
+                Some((_, f)) => {
+                    f.copies
+                        .iter()
+                        .any(|c| c.path == m.path && meta.size() == f.size && mtime == c.mtime_ns)
+                        || (dev == m.dev && meta.ino() == m.inode && meta.size() == f.size)
+                }
+                None => dev == m.dev && meta.ino() == m.inode,
+            }
+        };
+        let fd = match std::fs::metadata(&m.path) {
+            Ok(meta) if meta.is_file() && unchanged(&meta) => {
+                let flags = if writable {
+                    libc::O_RDWR
+                } else {
+                    libc::O_RDONLY
+                } | libc::O_CLOEXEC;
+                sys::open(&sys::cstring(&m.path)?, flags)
+                    .with_context(|| format!("cannot open mapped file {}", m.path))?
+            }
+            _ => {
+                if writable {
+                    bail!(
+                        "{} is shared writable memory of the session and has changed or gone since the checkpoint",
+                        m.path
+                    );
+                }
+                let (index, f) = carried.ok_or_else(|| {
+                    anyhow!(
+                        "{} is gone or changed, and the image holds no copy of it",
+                        m.path
+                    )
+                })?;
+                let content = self.carried_content(index)?;
+                if content.len() as u64 != f.size {
+                    bail!("the image's copy of {} is damaged", m.path);
+                }
+                let name = sys::cstring(&format!(
+                    "crterm:{}",
+                    m.path.rsplit('/').next().unwrap_or("file")
+                ))?;
+                t::memfd_with(&name, &content)?
+            }
+        };
+        let fd = Rc::new(fd);
+        files.by_inode.insert(key, fd.clone());
+        Ok(fd)
+    }
+
+    /// The content of carried file `index`: its FILES chunks (each file starts a chunk).
+    fn carried_content(&self, index: usize) -> Result<Vec<u8>> {
+        let chunk = crate::image::CHUNK_SIZE as u64;
+        let first: u64 = self.record.files[..index]
+            .iter()
+            .map(|f| f.size.div_ceil(chunk))
+            .sum();
+        let count = self.record.files[index].size.div_ceil(chunk);
+        let mut out = Vec::new();
+        for i in first..first + count {
+            out.extend_from_slice(&self.image.chunk(SectionKind::FILES, i as usize)?);
+        }
+        Ok(out)
+    }
+
+    /// The saved pages, in the order of the image's page runs.
+    fn write_pages(&self) -> Result<()> {
+        let runs = &self.record.page_runs;
+        for r in runs {
+            let p = self.procs.get(&r.pid).ok_or_else(|| {
+                anyhow!(
+                    "the image has pages of process {}, which it does not hold",
+                    r.pid
+                )
+            })?;
+            // A run may span adjacent mappings: walk them.
+            let mut at = r.addr;
+            let end = r.addr.saturating_add(r.len);
+            while at < end {
+                match p
+                    .rec
+                    .maps
+                    .iter()
+                    .find(|m| m.kind() != MapKind::Kernel && m.start <= at && at < m.end)
+                {
+                    Some(m) => at = m.end,
+                    None => break,
+                }
+            }
+            let inside = at >= end;
+            if !inside || r.len == 0 {
+                bail!(
+                    "the image has pages of process {} outside its mappings",
+                    r.pid
+                );
+            }
+        }
+        let mut next = 0;
+        let mut done = 0u64;
+        self.image.chunks(SectionKind::PAGES, |mut data| {
+            while !data.is_empty() {
+                let Some(r) = runs.get(next) else {
+                    return Err(crate::image::ImageError::Corrupt(
+                        "more page data than page runs".into(),
+                    ));
+                };
+                let n = ((r.len - done) as usize).min(data.len());
+                t::write_process_memory(r.pid, r.addr + done, &data[..n]).map_err(|e| {
+                    crate::image::ImageError::Corrupt(format!(
+                        "writing the memory of process {} at {:#x}: {e}",
+                        r.pid,
+                        r.addr + done
+                    ))
+                })?;
+                data = &data[n..];
+                done += n as u64;
+                if done == r.len {
+                    next += 1;
+                    done = 0;
+                }
+            }
+            Ok(())
+        })?;
+        if next != runs.len() {
+            bail!("the image's page data ends early");
+        }
+        Ok(())
+    }
+
+    fn protect(&self, pid: i32) -> Result<()> {
+        for m in &self.proc(pid).rec.maps {
+            let kind = m.kind();
+            if matches!(kind, MapKind::Kernel | MapKind::SharedFile) || !m.perms.starts_with('r') {
+                continue;
+            }
+            let prot = prot_of(&m.perms);
+            if prot != (libc::PROT_READ | libc::PROT_WRITE) as u64 {
+                self.call(
+                    pid,
+                    "mprotect",
+                    nr::MPROTECT,
+                    &[m.start, m.end - m.start, prot],
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// brk, arguments, environment, auxv and the exe link (PR_SET_MM_MAP).
+    pub(super) fn restore_mm(&mut self, pid: i32) -> Result<()> {
+        let rec = self.proc(pid).rec;
+        let mm = &rec.mm;
+        let auxv: Vec<u8> = mm.auxv.iter().flat_map(|w| w.to_le_bytes()).collect();
+        if auxv.len() > 1024 {
+            bail!("process {pid}: auxv too long in the image");
+        }
+        let auxv_at = self.put(pid, 512, &auxv)?;
+        let exe = rec.exe.trim_end_matches(" (deleted)");
+        let exe_fd = if exe == rec.exe && !exe.is_empty() {
+            match sys::open(&sys::cstring(exe)?, libc::O_RDONLY | libc::O_CLOEXEC) {
+                Ok(fd) => Some(self.receive(pid, fd.as_fd())?),
+                Err(_) => None,
+            }
+        } else {
+            None
+        };
+        let map = |exe_fd: Option<i32>| -> Vec<u8> {
+            let words = [
+                mm.start_code,
+                mm.end_code,
+                mm.start_data,
+                mm.end_data,
+                mm.start_brk,
+                mm.brk,
+                mm.start_stack,
+                mm.arg_start,
+                mm.arg_end,
+                mm.env_start,
+                mm.env_end,
+                auxv_at,
+            ];
+            let mut b: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+            b.extend_from_slice(&(auxv.len() as u32).to_le_bytes());
+            b.extend_from_slice(&(exe_fd.map_or(u32::MAX, |f| f as u32)).to_le_bytes());
+            b
+        };
+        const PR_SET_MM: u64 = 35;
+        const PR_SET_MM_MAP: u64 = 14;
+        let at = self.put(pid, 0, &map(exe_fd))?;
+        if self
+            .call(
+                pid,
+                "prctl(PR_SET_MM_MAP)",
+                nr::PRCTL,
+                &[PR_SET_MM, PR_SET_MM_MAP, at, 104, 0],
+            )
+            .is_err()
+        {
+            // Without the exe link (a kernel or privilege that refuses it), the rest.
+            let at = self.put(pid, 0, &map(None))?;
+            self.call(
+                pid,
+                "prctl(PR_SET_MM_MAP)",
+                nr::PRCTL,
+                &[PR_SET_MM, PR_SET_MM_MAP, at, 104, 0],
+            )?;
+            if exe_fd.is_some() {
+                self.warnings.push(format!(
+                    "process {pid} ({}): /proc/{pid}/exe could not be set back to {exe}",
+                    rec.comm
+                ));
+            }
+        }
+        if let Some(fd) = exe_fd {
+            self.call(pid, "close", nr::CLOSE, &[fd as u64])?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,254 @@
+//! The process tree on restore: every process with its pid, under its parent, in its
+//! session and process group, with its controlling terminal and the terminal's
+//! foreground group; zombies made to exit with their status.
+
+use super::{Proc, Restorer, files::pts_number};
+use crate::ckpt::dump::ProcessRecord;
+use crate::inject::{Injector, nr};
+use crate::sys::{self, trace as t};
+use anyhow::{Context, Result, anyhow, bail};
+
+const TRACE_CHILDREN: i32 = libc::PTRACE_O_TRACEFORK | libc::PTRACE_O_TRACECLONE;
+
+/// Wait for the first stop of a task the kernel attached to us (a traced process's child
+/// or thread), or of one we interrupted.
+pub fn wait_new_task(tid: i32) -> Result<()> {
+    let status = t::wait_raw(tid).with_context(|| format!("waiting for task {tid}"))?;
+    if !libc::WIFSTOPPED(status) {
+        bail!("task {tid} ended as it was being created");
+    }
+    Ok(())
+}
+
+impl<'a> Restorer<'a> {
+    /// Create every process of the image. `xfer_child` is the number the transfer socket
+    /// has in this process (and so in each fresh copy).
+    pub(super) fn create_tree(&mut self, xfer_child: i32) -> Result<()> {
+        let record = self.record;
+        let pids: std::collections::BTreeSet<i32> =
+            record.processes.iter().map(|p| p.pid).collect();
+        // Parents before children: those whose parent is not in the image (the init's own
+        // children) first, each followed by its descendants.
+        let mut order: Vec<&ProcessRecord> = Vec::new();
+        let mut stack: Vec<&ProcessRecord> = record
+            .processes
+            .iter()
+            .filter(|p| !pids.contains(&p.ppid) && p.zombie.is_none())
+            .rev()
+            .collect();
+        while let Some(p) = stack.pop() {
+            order.push(p);
+            let mut kids: Vec<&ProcessRecord> = record
+                .processes
+                .iter()
+                .filter(|c| c.ppid == p.pid)
+                .collect();
+            kids.sort_by_key(|c| std::cmp::Reverse(c.pid));
+            stack.extend(kids);
+        }
+        let zombies: Vec<&ProcessRecord> = order
+            .iter()
+            .filter(|p| p.zombie.is_some())
+            .copied()
+            .collect();
+        for rec in order.iter().filter(|p| p.zombie.is_none()) {
+            if pids.contains(&rec.ppid) {
+                self.fork_in_parent(rec)?;
+            } else {
+                self.fork_here(rec, xfer_child)?;
+            }
+            self.join_session(rec)?;
+        }
+        self.set_groups()?;
+        self.set_foreground()?;
+        for z in zombies {
+            self.make_zombie(z)?;
+        }
+        Ok(())
+    }
+
+    /// A child of the init: cloned here with its pid, seized, and stripped of what it has
+    /// of the init's (descriptors but the transfer socket).
+    fn fork_here(&mut self, rec: &'a ProcessRecord, xfer_child: i32) -> Result<()> {
+        // SAFETY: the child runs only raw system calls until it is seized.
+        let pid = match unsafe { t::fork_with_pid(rec.pid) } {
+            Ok(0) => t::pause_forever(),
+            Ok(pid) => pid,
+            Err(e) => bail!("cannot create process {} ({}): {e}", rec.pid, rec.comm),
+        };
+        sys::ptrace_seize(pid).with_context(|| format!("tracing new process {pid}"))?;
+        sys::ptrace_interrupt(pid)?;
+        wait_new_task(pid)?;
+        self.adopt(rec, pid)?;
+        let x = self.xfer_fd as u64;
+        if xfer_child != self.xfer_fd {
+            self.call(pid, "dup3", nr::DUP3, &[xfer_child as u64, x, 0])?;
+        }
+        self.call(pid, "close_range", nr::CLOSE_RANGE, &[0, x - 1, 0])?;
+        self.call(
+            pid,
+            "close_range",
+            nr::CLOSE_RANGE,
+            &[x + 1, u32::MAX as u64, 0],
+        )?;
+        Ok(())
+    }
+
+    /// A child of a restored process: its parent clones it, by an injected clone3.
+    fn fork_in_parent(&mut self, rec: &'a ProcessRecord) -> Result<()> {
+        let pid = self.clone_child(rec)?;
+        self.adopt(rec, pid)
+    }
+
+    fn clone_child(&self, rec: &ProcessRecord) -> Result<i32> {
+        let tid_at = self.put(rec.ppid, 256, &rec.pid.to_le_bytes())?;
+        let args: [u64; 11] = [0, 0, 0, 0, libc::SIGCHLD as u64, 0, 0, 0, tid_at, 1, 0];
+        let bytes: Vec<u8> = args.iter().flat_map(|w| w.to_le_bytes()).collect();
+        let at = self.put(rec.ppid, 0, &bytes)?;
+        let pid = self
+            .call(rec.ppid, "clone3", nr::CLONE3, &[at, 88])
+            .with_context(|| format!("creating process {} ({})", rec.pid, rec.comm))?
+            as i32;
+        if pid != rec.pid {
+            bail!("process {} came back as {pid}", rec.pid);
+        }
+        wait_new_task(pid)?;
+        Ok(pid)
+    }
+
+    /// Take a fresh, stopped copy under control: an injector on it, all signals blocked.
+    fn adopt(&mut self, rec: &'a ProcessRecord, pid: i32) -> Result<()> {
+        let inj = Injector::new(pid, self.tramp, TRACE_CHILDREN)?;
+        t::ptrace_set_sigmask(pid, !0)?;
+        self.procs.insert(
+            pid,
+            Proc {
+                rec,
+                inj,
+                tids: vec![pid],
+            },
+        );
+        Ok(())
+    }
+
+    /// A session leader starts its session, and takes its controlling terminal now, so the
+    /// processes it clones next are in both.
+    fn join_session(&self, rec: &ProcessRecord) -> Result<()> {
+        let pid = rec.pid;
+        if rec.sid == pid {
+            self.call(pid, "setsid", nr::SETSID, &[])?;
+            if let Some(n) = pts_number(rec.ctty) {
+                let at = self.put_path(pid, &format!("/dev/pts/{n}"))?;
+                let flags = (libc::O_RDWR | libc::O_NOCTTY) as u64;
+                let fd = self.call(pid, "open", nr::OPEN, &[at, flags, 0])?;
+                self.call(
+                    pid,
+                    "ioctl(TIOCSCTTY)",
+                    nr::IOCTL,
+                    &[fd, libc::TIOCSCTTY, 0],
+                )?;
+                self.call(pid, "close", nr::CLOSE, &[fd])?;
+            } else if rec.ctty != 0 {
+                bail!(
+                    "process {pid} ({}) has a controlling terminal that is not a pty of the session",
+                    rec.comm
+                );
+            }
+        } else {
+            let sid = self.call(pid, "getsid", 124, &[0])? as i32;
+            if sid != rec.sid {
+                bail!(
+                    "process {pid} ({}) is in session {} whose leader is not its ancestor; not supported yet",
+                    rec.comm,
+                    rec.sid
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Process groups: leaders first, then their members.
+    fn set_groups(&self) -> Result<()> {
+        let mut recs: Vec<&ProcessRecord> = self.procs.values().map(|p| p.rec).collect();
+        recs.sort_by_key(|r| (r.pgid != r.pid, r.pid));
+        for rec in recs {
+            let now = self.call(rec.pid, "getpgid", 121, &[0])? as i32;
+            if now == rec.pgid {
+                continue;
+            }
+            self.call(rec.pid, "setpgid", nr::SETPGID, &[0, rec.pgid as u64])
+                .with_context(|| format!("joining process group {}", rec.pgid))?;
+        }
+        Ok(())
+    }
+
+    /// Each terminal's foreground group, set from its session's leader.
+    fn set_foreground(&self) -> Result<()> {
+        for p in self.procs.values() {
+            let rec = p.rec;
+            let Some(n) = pts_number(rec.ctty) else {
+                continue;
+            };
+            if rec.sid != rec.pid || rec.fg_pgid <= 0 {
+                continue;
+            }
+            let pid = rec.pid;
+            let at = self.put_path(pid, &format!("/dev/pts/{n}"))?;
+            let flags = (libc::O_RDWR | libc::O_NOCTTY) as u64;
+            let fd = self.call(pid, "open", nr::OPEN, &[at, flags, 0])?;
+            let pg = self.put(pid, 0, &rec.fg_pgid.to_le_bytes())?;
+            self.call(
+                pid,
+                "ioctl(TIOCSPGRP)",
+                nr::IOCTL,
+                &[fd, libc::TIOCSPGRP, pg],
+            )
+            .with_context(|| format!("making group {} the terminal's foreground", rec.fg_pgid))?;
+            self.call(pid, "close", nr::CLOSE, &[fd])?;
+        }
+        Ok(())
+    }
+
+    /// A zombie: cloned by its parent, then ended the way it ended.
+    fn make_zombie(&mut self, rec: &ProcessRecord) -> Result<()> {
+        if !self.procs.contains_key(&rec.ppid) {
+            return Ok(());
+        }
+        let pid = self.clone_child(rec)?;
+        let status = rec.zombie.unwrap_or(0);
+        let inj = Injector::new(pid, self.tramp, 0)?;
+        let sig = status & 0x7f;
+        if sig == 0 {
+            // The call does not return: the process ends, and `raw` reaps its trace
+            // status, which hands it to its parent as a zombie.
+            if inj
+                .raw(nr::EXIT_GROUP, &[((status >> 8) & 0xff) as u64])
+                .is_ok()
+            {
+                bail!("zombie {pid} did not exit");
+            }
+            return Ok(());
+        }
+        // Default action, unblocked, then the signal itself.
+        let at = self.put(pid, 0, &[0u8; 32])?;
+        inj.call("rt_sigaction", nr::RT_SIGACTION, &[sig as u64, at, 0, 8])
+            .map_err(|e| anyhow!("zombie {pid}: {e}"))?;
+        t::ptrace_set_sigmask(pid, 0)?;
+        let _ = inj.raw(nr::KILL, &[pid as u64, sig as u64]);
+        // As its tracer, pass the fatal signal on and see it end, so its parent can.
+        let mut pass = 0;
+        for _ in 0..16 {
+            t::ptrace_syscall(pid, pass)?;
+            let st = t::wait_raw(pid)?;
+            if libc::WIFEXITED(st) || libc::WIFSIGNALED(st) {
+                return Ok(());
+            }
+            pass = if libc::WIFSTOPPED(st) && libc::WSTOPSIG(st) == sig {
+                sig
+            } else {
+                0
+            };
+        }
+        bail!("zombie {pid} did not end")
+    }
+}

@@ -52,6 +52,8 @@ pub struct ProcessRecord {
     pub sigactions: Vec<[u64; 4]>,
     /// ITIMER_REAL, ITIMER_VIRTUAL, ITIMER_PROF: (interval s, µs, value s, µs).
     pub itimers: Vec<[u64; 4]>,
+    /// POSIX timers, their target threads as the session sees them.
+    pub timers: Vec<super::inside::PosixTimer>,
     pub mm: MmRecord,
     pub root: String,
     pub umask: u32,
@@ -301,6 +303,7 @@ fn base_record(pid: i32, status: &str) -> ProcessRecord {
         caught_signals: 0,
         sigactions: Vec::new(),
         itimers: Vec::new(),
+        timers: Vec::new(),
         mm: MmRecord::default(),
         root: String::new(),
         umask: 0o022,
@@ -446,6 +449,13 @@ fn process_record(pid: i32, tids: &[i32], job_stopped: bool) -> io::Result<Proce
         t.clear_child_tid = *ctid;
         t.altstack = *ss;
     }
+    // Timers name their thread by host tid: the session's.
+    let mut timers = inside.timers;
+    for t in &mut timers {
+        if let Some(i) = tids.iter().position(|&h| h == t.tid) {
+            t.tid = threads[i].tid;
+        }
+    }
     let mut mm = mm_record(pid, &stat);
     mm.brk = inside.brk;
     let mut rlimits = Vec::new();
@@ -522,6 +532,7 @@ fn process_record(pid: i32, tids: &[i32], job_stopped: bool) -> io::Result<Proce
         caught_signals: status_hex(&status, "SigCgt:"),
         sigactions: inside.sigactions,
         itimers: inside.itimers,
+        timers,
         mm,
         umask: status
             .lines()

@@ -25,6 +25,73 @@ pub struct Inside {
     pub brk: u64,
     /// Per thread, in the order given: (clear_child_tid, sigaltstack sp, flags, size).
     pub threads: Vec<(u64, [u64; 3])>,
+    /// POSIX timers (timer_create), with `tid` still the host's thread id.
+    pub timers: Vec<PosixTimer>,
+}
+
+/// A POSIX timer of the process: how it notifies, and what is left of it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PosixTimer {
+    pub id: i32,
+    pub clock: i32,
+    pub signo: i32,
+    /// SIGEV_SIGNAL / SIGEV_NONE / SIGEV_THREAD, with SIGEV_THREAD_ID (4) when it targets
+    /// one thread, `tid`.
+    pub notify: i32,
+    pub tid: i32,
+    pub value: u64,
+    /// The kernel's itimerspec: interval (s, ns), then time left (s, ns).
+    pub spec: [u64; 4],
+}
+
+/// /proc/PID/timers: `ID:`, `signal: N/VALUE`, `notify: KIND/tid.N` or `KIND/pid.N`,
+/// `ClockID:` per timer.
+fn parse_timers(text: &str) -> Vec<PosixTimer> {
+    let mut out: Vec<PosixTimer> = Vec::new();
+    for line in text.lines() {
+        let Some((key, v)) = line.split_once(':') else {
+            continue;
+        };
+        let v = v.trim();
+        if key == "ID" {
+            out.push(PosixTimer {
+                id: v.parse().unwrap_or(-1),
+                clock: 0,
+                signo: 0,
+                notify: 0,
+                tid: 0,
+                value: 0,
+                spec: [0; 4],
+            });
+            continue;
+        }
+        let Some(t) = out.last_mut() else { continue };
+        match key {
+            "signal" => {
+                if let Some((n, val)) = v.split_once('/') {
+                    t.signo = n.parse().unwrap_or(0);
+                    t.value = u64::from_str_radix(val, 16).unwrap_or(0);
+                }
+            }
+            "notify" => {
+                if let Some((kind, who)) = v.split_once('/') {
+                    t.notify = match kind {
+                        "none" => libc::SIGEV_NONE,
+                        "thread" => libc::SIGEV_THREAD,
+                        _ => libc::SIGEV_SIGNAL,
+                    };
+                    if let Some(tid) = who.strip_prefix("tid.") {
+                        t.notify |= libc::SIGEV_THREAD_ID;
+                        t.tid = tid.parse().unwrap_or(0);
+                    }
+                }
+            }
+            "ClockID" => t.clock = v.parse().unwrap_or(0),
+            _ => {}
+        }
+    }
+    out.retain(|t| t.id >= 0);
+    out
 }
 
 /// Registers and signal masks taken before injecting, put back on drop.
@@ -93,6 +160,13 @@ fn read_with(main: &Injector, pid: i32, tids: &[i32], at: u64, scratch: u64) -> 
         itimers.push(read_words::<4>(pid, scratch)?);
     }
     let brk = main.call("brk", nr::BRK, &[0])?;
+    let mut timers =
+        parse_timers(&std::fs::read_to_string(format!("/proc/{pid}/timers")).unwrap_or_default());
+    for t in &mut timers {
+        const TIMER_GETTIME: i64 = 224;
+        main.call("timer_gettime", TIMER_GETTIME, &[t.id as u64, scratch])?;
+        t.spec = read_words::<4>(pid, scratch)?;
+    }
     let mut threads = Vec::new();
     for &tid in tids {
         let inj = Injector::new(tid, at, 0)?;
@@ -112,5 +186,25 @@ fn read_with(main: &Injector, pid: i32, tids: &[i32], at: u64, scratch: u64) -> 
         itimers,
         brk,
         threads,
+        timers,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timers_as_proc_shows_them() {
+        let text = "ID: 0\nsignal: 32/000055c7c67accb0\nnotify: signal/tid.7742\nClockID: 1\nID: 1\nsignal: 14/0000000000000000\nnotify: none/pid.7\nClockID: 0\n";
+        let t = parse_timers(text);
+        assert_eq!(t.len(), 2);
+        assert_eq!(
+            (t[0].id, t[0].signo, t[0].clock, t[0].tid),
+            (0, 32, 1, 7742)
+        );
+        assert_eq!(t[0].value, 0x55c7c67accb0);
+        assert_eq!(t[0].notify, libc::SIGEV_SIGNAL | libc::SIGEV_THREAD_ID);
+        assert_eq!((t[1].notify, t[1].tid), (libc::SIGEV_NONE, 0));
+    }
 }

@@ -34,6 +34,10 @@ const PAGE: u64 = 4096;
 /// The highest user address on x86_64 with 4-level page tables.
 const TASK_SIZE: u64 = 0x7fff_ffff_f000;
 
+/// Options for every traced task of the restore: the processes and threads they are made
+/// to create are traced too (and stop before running anything).
+const TRACE_CHILDREN: i32 = libc::PTRACE_O_TRACEFORK | libc::PTRACE_O_TRACECLONE;
+
 /// What the caller decides about a resume.
 pub struct Options {
     /// Go on where files the session wrote have changed since the checkpoint.
@@ -264,6 +268,79 @@ impl<'a> Restorer<'a> {
             }
             self.restore_mm(pid)?;
             self.restore_threads(pid)?;
+            self.restore_timers(pid)?;
+        }
+        Ok(())
+    }
+
+    /// POSIX timers with their ids (PR_TIMER_CREATE_RESTORE_IDS), targets and time left.
+    fn restore_timers(&mut self, pid: i32) -> Result<()> {
+        let rec = self.proc(pid).rec;
+        if rec.timers.is_empty() {
+            return Ok(());
+        }
+        const PR_TIMER_CREATE_RESTORE_IDS: u64 = 77;
+        const TIMER_CREATE: i64 = 222;
+        const TIMER_SETTIME: i64 = 223;
+        let exact = self
+            .call(
+                pid,
+                "prctl(PR_TIMER_CREATE_RESTORE_IDS)",
+                nr::PRCTL,
+                &[PR_TIMER_CREATE_RESTORE_IDS, 1],
+            )
+            .is_ok();
+        let mut timers = rec.timers.clone();
+        timers.sort_by_key(|t| t.id);
+        for tm in &timers {
+            // struct sigevent: value, signo, notify, tid (64 bytes).
+            let mut sev = tm.value.to_le_bytes().to_vec();
+            sev.extend_from_slice(&tm.signo.to_le_bytes());
+            sev.extend_from_slice(&tm.notify.to_le_bytes());
+            sev.extend_from_slice(&tm.tid.to_le_bytes());
+            sev.resize(64, 0);
+            let sev_at = self.put(pid, 0, &sev)?;
+            let id_at = self.put(pid, 64, &tm.id.to_le_bytes())?;
+            self.call(
+                pid,
+                "timer_create",
+                TIMER_CREATE,
+                &[tm.clock as u64, sev_at, id_at],
+            )?;
+            let mut got = [0u8; 4];
+            sys::read_process_memory(pid, id_at, &mut got)?;
+            if i32::from_le_bytes(got) != tm.id {
+                bail!(
+                    "process {pid} ({}): timer {} came back as {}{}",
+                    rec.comm,
+                    tm.id,
+                    i32::from_le_bytes(got),
+                    if exact {
+                        ""
+                    } else {
+                        " (this kernel cannot choose timer ids)"
+                    }
+                );
+            }
+            // Armed (time left): set again; a disarmed timer stays so.
+            if tm.spec[2] != 0 || tm.spec[3] != 0 {
+                let b: Vec<u8> = tm.spec.iter().flat_map(|w| w.to_le_bytes()).collect();
+                let at = self.put(pid, 128, &b)?;
+                self.call(
+                    pid,
+                    "timer_settime",
+                    TIMER_SETTIME,
+                    &[tm.id as u64, 0, at, 0],
+                )?;
+            }
+        }
+        if exact {
+            self.call(
+                pid,
+                "prctl(PR_TIMER_CREATE_RESTORE_IDS)",
+                nr::PRCTL,
+                &[PR_TIMER_CREATE_RESTORE_IDS, 0],
+            )?;
         }
         Ok(())
     }
@@ -312,7 +389,7 @@ impl<'a> Restorer<'a> {
         tid: i32,
         th: &crate::ckpt::dump::ThreadRecord,
     ) -> Result<()> {
-        let inj = Injector::new(tid, self.tramp, 0)?;
+        let inj = Injector::new(tid, self.tramp, TRACE_CHILDREN)?;
         let fail = |e: crate::inject::CallError| anyhow!("thread {tid} of process {pid}: {e}");
         if let Some((addr, len, sig, _)) = th.rseq {
             inj.call("rseq", nr::RSEQ, &[addr, len as u64, 0, sig as u64])

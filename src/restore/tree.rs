@@ -2,13 +2,11 @@
 //! session and process group, with its controlling terminal and the terminal's
 //! foreground group; zombies made to exit with their status.
 
-use super::{Proc, Restorer, files::pts_number};
+use super::{Proc, Restorer, TRACE_CHILDREN, files::pts_number};
 use crate::ckpt::dump::ProcessRecord;
 use crate::inject::{Injector, nr};
 use crate::sys::{self, trace as t};
 use anyhow::{Context, Result, anyhow, bail};
-
-const TRACE_CHILDREN: i32 = libc::PTRACE_O_TRACEFORK | libc::PTRACE_O_TRACECLONE;
 
 /// Wait for the first stop of a task the kernel attached to us (a traced process's child
 /// or thread), or of one we interrupted.
@@ -216,7 +214,7 @@ impl<'a> Restorer<'a> {
         }
         let pid = self.clone_child(rec)?;
         let status = rec.zombie.unwrap_or(0);
-        let inj = Injector::new(pid, self.tramp, 0)?;
+        let inj = Injector::new(pid, self.tramp, TRACE_CHILDREN)?;
         let sig = status & 0x7f;
         if sig == 0 {
             // The call does not return: the process ends, and `raw` reaps its trace

@@ -263,62 +263,62 @@ fn resume(file: PathBuf, name: Option<String>, force: bool, prefix: Option<Strin
     std::fs::metadata(&file).with_context(|| format!("cannot resume {}", file.display()))?;
     let size = client::terminal_size()?;
     let dir = paths::runtime_dir()?;
-    let name = match name {
-        Some(n) => n,
-        None => {
-            let stem: String = file
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default()
-                .chars()
-                .map(|c| {
-                    if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                        c
-                    } else {
-                        '-'
-                    }
-                })
-                .collect();
-            let stem = if stem.is_empty() {
-                "resumed".to_string()
+    let explicit = name.is_some();
+    let stem: String = file
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
             } else {
-                stem
-            };
-            let free = |n: &str| {
-                !paths::socket_path(&dir, n).exists()
-                    || std::os::unix::net::UnixStream::connect(paths::socket_path(&dir, n)).is_err()
-            };
-            if free(&stem) {
-                stem
-            } else {
-                (2..)
-                    .map(|i| format!("{stem}-{i}"))
-                    .find(|n| free(n))
-                    .expect("a free name")
+                '-'
             }
-        }
+        })
+        .collect();
+    let stem = if stem.is_empty() {
+        "resumed".to_string()
+    } else {
+        stem
     };
-    let socket = paths::socket_path(&dir, &name);
-    if socket.exists() {
-        if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
-            bail!("a session named {name} is already running");
+    // The image's name, or the next free one; two resumes of one image at once race for
+    // a name, and the one that loses takes the next.
+    let candidates: Vec<String> = match name {
+        Some(n) => vec![n],
+        None => std::iter::once(stem.clone())
+            .chain((2..100).map(|i| format!("{stem}-{i}")))
+            .collect(),
+    };
+    for name in candidates {
+        let socket = paths::socket_path(&dir, &name);
+        if socket.exists() {
+            if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+                if explicit {
+                    bail!("a session named {name} is already running");
+                }
+                continue;
+            }
+            let _ = std::fs::remove_file(&socket);
         }
-        std::fs::remove_file(&socket)
-            .with_context(|| format!("cannot remove stale socket {}", socket.display()))?;
+        let how = DaemonStart {
+            name: &name,
+            socket: &socket,
+            // Later checkpoints go back to the image it came from.
+            image: &file,
+            size,
+            history: config.history_lines,
+            argv: &[],
+            resume: Some(&file),
+            force,
+        };
+        match spawn_daemon(&how) {
+            Ok(()) => return client::attach(&socket, &name, prefix),
+            Err(e) if !explicit && e.to_string().contains("is already running") => continue,
+            Err(e) => return Err(e),
+        }
     }
-    let how = DaemonStart {
-        name: &name,
-        socket: &socket,
-        // Later checkpoints go back to the image it came from.
-        image: &file,
-        size,
-        history: config.history_lines,
-        argv: &[],
-        resume: Some(&file),
-        force,
-    };
-    spawn_daemon(&how)?;
-    client::attach(&socket, &name, prefix)
+    bail!("no free session name for {stem}")
 }
 
 /// How to start a session daemon.

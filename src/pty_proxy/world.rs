@@ -49,12 +49,6 @@ pub fn spawn(argv: &[String], size: WinSize) -> Result<World> {
 ///
 /// Must be called while the process is single-threaded (it forks).
 pub fn resume(record: &SessionRecord, image: &Image, opts: &restore::Options) -> Result<World> {
-    // The init's copies of restored processes must not carry the image along.
-    for s in &image.sections {
-        if s.stored.len() > 1 << 20 {
-            sys::trace::dont_fork(&s.stored);
-        }
-    }
     build(|control| init_resume(control, record, image, opts))
 }
 
@@ -211,6 +205,13 @@ fn init_resume(
     sys::prctl_set_name(c"crterm-init");
     if let Err(e) = private_mounts() {
         fail(format!("{e:#}"));
+    }
+    // The copies of the init that become restored processes must not carry the image
+    // along (a fork would copy its page tables, and each copy unmap it again).
+    for s in &image.sections {
+        if s.stored.len() > 1 << 20 {
+            sys::trace::dont_fork(&s.stored);
+        }
     }
     let restored = match restore::restore(record, image, opts) {
         Ok(r) => r,

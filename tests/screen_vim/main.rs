@@ -11,6 +11,8 @@ use std::time::Duration;
 
 const T: Duration = Duration::from_secs(20);
 
+mod roundtrip;
+
 fn vim_round(env: &Env) {
     let file = env.dir.path().join("notes.txt");
     let cmd = format!(

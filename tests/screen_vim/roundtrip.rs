@@ -1,0 +1,510 @@
+//! Checkpoint and resume, end to end: a real program brought into a state under crterm,
+//! checkpointed with `--exit` (every process of the session must then be gone), resumed
+//! in a new tmux pane, compared with the pane before (same size) or checked to have
+//! redrawn itself (other size), and then used on.
+
+use super::*;
+use std::path::{Path, PathBuf};
+
+/// Checkpoint session `name` into `image` and end it; every process it had is gone.
+fn checkpoint_and_end(env: &Env, name: &str, image: &Path) {
+    let daemon = env.daemon_pid(name);
+    let procs = process_tree(daemon);
+    assert!(procs.len() >= 3, "daemon, init and a program: {procs:?}");
+    let out = env.crterm(&["checkpoint", name, "-o", image.to_str().unwrap(), "--exit"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "checkpoint failed: {}{said}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("the session has ended"), "{said}");
+    for p in procs {
+        assert!(
+            wait_gone(p, Duration::from_secs(10)),
+            "process {p} of session {name} is still there after checkpoint --exit"
+        );
+    }
+}
+
+/// Resume `image` in a new pane `target` of the given size, in `env`'s tmux server.
+fn resume_pane(env: &Env, target: &str, cols: u16, rows: u16, image: &Path) {
+    resume_in(env, &env.tmux, target, cols, rows, image)
+}
+
+/// A second tmux server for panes of another size: in one server, a new session of
+/// another size resizes the windows of the others (tmux 3.3's window sizing), which
+/// would redraw the programs there.
+fn other_tmux(env: &Env) -> Tmux {
+    match &env.user {
+        Some(u) => Tmux::as_user(u, env.tmux.env.clone()),
+        None => {
+            let mut t = Tmux::new();
+            t.env = env.tmux.env.clone();
+            t
+        }
+    }
+}
+
+fn resume_in(env: &Env, tmux: &Tmux, target: &str, cols: u16, rows: u16, image: &Path) {
+    tmux.start(
+        target,
+        cols,
+        rows,
+        &format!(
+            "{} resume {}; echo CRTERM_EXIT=$?; sleep 600",
+            env.crterm_cmd(),
+            image.display()
+        ),
+    );
+}
+
+fn image_path(env: &Env, name: &str) -> PathBuf {
+    env.dir.path().join(format!("{name}.img"))
+}
+
+fn cursor(env: &Env, target: &str) -> String {
+    env.tmux.display(target, "#{cursor_x},#{cursor_y}")
+}
+
+/// Line `n` (0-based) of a pane's plain text.
+fn line(tmux: &Tmux, target: &str, n: usize) -> String {
+    tmux.capture_plain(target)
+        .lines()
+        .nth(n)
+        .unwrap_or("")
+        .to_string()
+}
+
+/// The pane shows what `before` showed (text, colours, attributes) with the cursor there
+/// (`cursor_before` empty: wherever the program's redraw leaves it).
+fn assert_same_pane(env: &Env, target: &str, before: &str, cursor_before: &str) {
+    let start = std::time::Instant::now();
+    loop {
+        let now = env.tmux.settle(target);
+        let at = cursor(env, target);
+        if now == before && (cursor_before.is_empty() || at == cursor_before) {
+            return;
+        }
+        if start.elapsed() > T {
+            panic!(
+                "pane {target} differs from the one before the checkpoint\n--- before (cursor {cursor_before}):\n{before}\n--- after (cursor {at}):\n{now}"
+            );
+        }
+    }
+}
+
+fn vim_round_trip(env: &Env) {
+    let file = env.dir.path().join("notes.txt");
+    env.pane(
+        "a",
+        &format!(
+            "{} start --name rv -- vim -u NONE -N -i NONE -n {}",
+            env.crterm_cmd(),
+            file.display()
+        ),
+    );
+    env.tmux.wait_text("a", "notes.txt", T);
+    env.tmux.type_text("a", ":split");
+    env.tmux.send_keys("a", &["Enter"]);
+    env.tmux.type_text("a", "ihello from before");
+    env.tmux.wait_text("a", "-- INSERT --", T);
+    let before = env.tmux.settle("a");
+    let cursor_before = cursor(env, "a");
+    let image = image_path(env, "rv");
+    checkpoint_and_end(env, "rv", &image);
+
+    // Twice at once: a pane of the same size and a smaller one, two independent sessions.
+    let small = other_tmux(env);
+    resume_pane(env, "b", 100, 30, &image);
+    resume_in(env, &small, "c", 80, 20, &image);
+    env.tmux.wait_text("b", "hello from before", T);
+    assert_same_pane(env, "b", &before, &cursor_before);
+    wait_for("vim to redraw at 80x20", T, || {
+        (line(&small, "c", 19).contains("-- INSERT --")
+            && line(&small, "c", 18).contains("notes.txt"))
+        .then_some(())
+    });
+    let names: Vec<String> = env.sessions().into_iter().map(|s| s.0).collect();
+    assert_eq!(names.len(), 2, "two sessions from one image: {names:?}");
+
+    env.tmux.type_text("b", " and after");
+    env.tmux.send_keys("b", &["Escape"]);
+    env.tmux.type_text("b", ":wqa");
+    env.tmux.send_keys("b", &["Enter"]);
+    env.tmux.wait_text("b", "CRTERM_EXIT=0", T);
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "hello from before and after\n"
+    );
+    small.send_keys("c", &["Escape"]);
+    small.type_text("c", ":qa!");
+    small.send_keys("c", &["Enter"]);
+    small.wait_text("c", "CRTERM_EXIT=0", T);
+    assert!(env.sessions().is_empty());
+}
+
+#[test]
+fn vim_resumes_equal_at_the_same_size_redrawn_at_another_twice_at_once() {
+    vim_round_trip(&Env::unprivileged());
+}
+
+#[test]
+fn vim_round_trip_as_root() {
+    if !is_root() {
+        eprintln!("vim_round_trip_as_root: not root; the unprivileged path is tested instead");
+        return vim_round_trip(&Env::unprivileged());
+    }
+    vim_round_trip(&Env::root());
+}
+
+#[test]
+fn python_keeps_its_variables_modules_and_a_counting_thread() {
+    let env = Env::unprivileged();
+    env.pane(
+        "a",
+        &format!("{} start --name py -- python3 -q", env.crterm_cmd()),
+    );
+    env.tmux.wait_text("a", ">>>", T);
+    for l in [
+        "import threading, time, json",
+        "n = [0]; kept = 'still here'",
+        "def tick():\n    while True: n[0] += 1; time.sleep(0.02)\n",
+        "threading.Thread(target=tick, daemon=True).start()",
+    ] {
+        env.tmux.type_text("a", l);
+        env.tmux.send_keys("a", &["Enter"]);
+    }
+    env.tmux.type_text("a", "print('counting', n[0] > 0)");
+    env.tmux.send_keys("a", &["Enter"]);
+    env.tmux.wait_text("a", "counting True", T);
+    let image = image_path(&env, "py");
+    checkpoint_and_end(&env, "py", &image);
+    let other = other_tmux(&env);
+    resume_in(&env, &other, "b", 90, 25, &image);
+    other.wait_text("b", "counting True", T);
+    other.type_text(
+        "b",
+        "a = n[0]; time.sleep(0.5); print(kept, json.dumps({'x': 1}), n[0] - a > 5)",
+    );
+    other.send_keys("b", &["Enter"]);
+    other.wait_text("b", "still here {\"x\": 1} True", T);
+    other.send_keys("b", &["C-d"]);
+    other.wait_text("b", "CRTERM_EXIT=0", T);
+}
+
+#[test]
+fn bash_keeps_its_variables_cwd_history_and_jobs() {
+    let env = Env::unprivileged();
+    let file = env.dir.path().join("job.txt");
+    env.pane(
+        "a",
+        &format!(
+            "{} start --name sh -- bash --norc --noprofile",
+            env.crterm_cmd()
+        ),
+    );
+    env.tmux.wait_text("a", "$", T);
+    env.tmux.type_text(
+        "a",
+        "export VAR=exported-value; cd /usr/share; sleep 1000 &",
+    );
+    env.tmux.send_keys("a", &["Enter"]);
+    env.tmux.type_text(
+        "a",
+        &format!("vim -u NONE -N -i NONE -n {}", file.display()),
+    );
+    env.tmux.send_keys("a", &["Enter"]);
+    env.tmux.wait_text("a", "job.txt", T);
+    env.tmux.type_text("a", "ifrom the job");
+    env.tmux.send_keys("a", &["Escape", "C-z"]);
+    env.tmux.wait_text("a", "Stopped", T);
+    env.tmux.type_text("a", "echo from-history");
+    env.tmux.send_keys("a", &["Enter"]);
+    env.tmux.wait_text("a", "\nfrom-history", T);
+    let image = image_path(&env, "sh");
+    checkpoint_and_end(&env, "sh", &image);
+
+    resume_pane(&env, "b", 100, 30, &image);
+    env.tmux.wait_text("b", "from-history", T);
+    env.tmux.type_text("b", "echo $VAR; pwd; jobs");
+    env.tmux.send_keys("b", &["Enter"]);
+    let screen = env.tmux.wait_text("b", "Stopped", T);
+    assert!(screen.contains("exported-value\n/usr/share\n"), "{screen}");
+    assert!(
+        screen.contains("Running                 sleep 1000 &"),
+        "{screen}"
+    );
+    // Up twice: past `echo $VAR…` to the line typed before the checkpoint.
+    env.tmux.send_keys("b", &["C-l"]);
+    env.tmux.send_keys("b", &["Up", "Up", "Enter"]);
+    env.tmux
+        .wait_text("b", "echo from-history\nfrom-history", T);
+    env.tmux.type_text("b", "fg %2");
+    env.tmux.send_keys("b", &["Enter"]);
+    env.tmux.wait_text("b", "from the job", T);
+    env.tmux.type_text("b", "A, saved");
+    env.tmux.send_keys("b", &["Escape"]);
+    env.tmux.type_text("b", ":wq");
+    env.tmux.send_keys("b", &["Enter"]);
+    wait_for("the stopped vim to save", T, || {
+        (std::fs::read_to_string(&file).ok()? == "from the job, saved\n").then_some(())
+    });
+    env.tmux.type_text("b", "kill %1; exit");
+    env.tmux.send_keys("b", &["Enter"]);
+    env.tmux.wait_text("b", "CRTERM_EXIT=", T);
+}
+
+#[test]
+fn less_htop_and_top_come_back_and_redraw() {
+    let env = Env::unprivileged();
+    let long = env.dir.path().join("long.txt");
+    let text: String = (1..=2000).map(|i| format!("line number {i}\n")).collect();
+    std::fs::write(&long, text).unwrap();
+    env.pane(
+        "l",
+        &format!(
+            "{} start --name ls -- less {}",
+            env.crterm_cmd(),
+            long.display()
+        ),
+    );
+    env.tmux.wait_text("l", "line number 1\n", T);
+    env.tmux.type_text("l", "1000g");
+    env.tmux.wait_text("l", "line number 1000\n", T);
+    let before = env.tmux.settle("l");
+    env.pane(
+        "h",
+        &format!("{} start --name hp -- htop", env.crterm_cmd()),
+    );
+    env.tmux.wait_text("h", "F10Quit", T);
+    env.pane(
+        "t",
+        &format!("{} start --name tp -- top -d 0.5", env.crterm_cmd()),
+    );
+    env.tmux.wait_text("t", "PID USER", T);
+
+    let (li, hi, ti) = (
+        image_path(&env, "ls"),
+        image_path(&env, "hp"),
+        image_path(&env, "tp"),
+    );
+    checkpoint_and_end(&env, "ls", &li);
+    checkpoint_and_end(&env, "hp", &hi);
+    checkpoint_and_end(&env, "tp", &ti);
+
+    resume_pane(&env, "l2", 100, 30, &li);
+    env.tmux.wait_text("l2", "line number 1000", T);
+    // less redraws its prompt on SIGWINCH and leaves the cursor after it, where before
+    // it was at the prompt's start: compare what is shown.
+    assert_same_pane(&env, "l2", &before, "");
+    env.tmux.send_keys("l2", &["Space"]);
+    env.tmux.wait_text("l2", "line number 1040", T);
+    env.tmux.type_text("l2", "q");
+    env.tmux.wait_text("l2", "CRTERM_EXIT=0", T);
+
+    // At another width the programs lay themselves out again: htop's function bar is
+    // on the new last row, top's header is redrawn.
+    let small = other_tmux(&env);
+    resume_in(&env, &small, "h2", 72, 18, &hi);
+    wait_for("htop to redraw at 72x18", T, || {
+        line(&small, "h2", 17).starts_with("F1Help").then_some(())
+    });
+    small.send_keys("h2", &["F10"]);
+    small.wait_text("h2", "CRTERM_EXIT=0", T);
+    resume_in(&env, &small, "t2", 72, 18, &ti);
+    small.wait_text("t2", "PID USER", T);
+    wait_for("top to keep refreshing", T, || {
+        let a = line(&small, "t2", 0);
+        std::thread::sleep(Duration::from_millis(1200));
+        (a.starts_with("top - ") && line(&small, "t2", 0) != a).then_some(())
+    });
+    small.type_text("t2", "q");
+    small.wait_text("t2", "CRTERM_EXIT=0", T);
+}
+
+/// The C program of `resources.c`, built for this test.
+fn build_resources(env: &Env) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/screen_vim/resources.c");
+    let bin = env.dir.path().join("resources");
+    let out = std::process::Command::new("cc")
+        .args(["-O1", "-pthread", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .output()
+        .expect("cc (a C compiler) is needed for this test");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    bin
+}
+
+#[test]
+fn threads_pipes_timerfd_eventfd_epoll_and_file_offsets_go_on() {
+    let env = Env::unprivileged();
+    let bin = build_resources(&env);
+    let data = env.dir.path().join("data.txt");
+    std::fs::write(&data, "0123456789abcdefghij").unwrap();
+    env.pane(
+        "a",
+        &format!(
+            "{} start --name rs -- {} {}",
+            env.crterm_cmd(),
+            bin.display(),
+            data.display()
+        ),
+    );
+    env.tmux.wait_text("a", "READY", T);
+    std::thread::sleep(Duration::from_millis(300));
+    let image = image_path(&env, "rs");
+    checkpoint_and_end(&env, "rs", &image);
+    resume_pane(&env, "b", 100, 30, &image);
+    env.tmux.wait_text("b", "READY", T);
+    env.tmux.send_keys("b", &["Enter"]);
+    let screen = env.tmux.wait_text("b", "CRTERM_EXIT=", T);
+    assert!(screen.contains("ALL OK"), "{screen}");
+}
+
+#[test]
+fn python_holding_a_gib_of_random_bytes_gets_them_back() {
+    let env = Env::unprivileged();
+    let script = env.dir.path().join("gib.py");
+    std::fs::write(
+        &script,
+        "import os, hashlib\nb = os.urandom(1 << 30)\nh = hashlib.sha256(b).hexdigest()\nprint('READY', flush=True)\ninput()\nprint('SAME' if hashlib.sha256(b).hexdigest() == h else 'DIFFERENT', flush=True)\n",
+    )
+    .unwrap();
+    env.pane(
+        "a",
+        &format!(
+            "{} start --name gb -- python3 {}",
+            env.crterm_cmd(),
+            script.display()
+        ),
+    );
+    env.tmux.wait_text("a", "READY", Duration::from_secs(60));
+    let image = image_path(&env, "gb");
+    checkpoint_and_end(&env, "gb", &image);
+    let size = std::fs::metadata(&image).unwrap().len();
+    assert!(size > 1 << 30, "random bytes do not compress: {size}");
+    resume_pane(&env, "b", 100, 30, &image);
+    env.tmux.wait_text("b", "READY", Duration::from_secs(60));
+    env.tmux.send_keys("b", &["Enter"]);
+    let screen = env
+        .tmux
+        .wait_text("b", "CRTERM_EXIT=", Duration::from_secs(60));
+    assert!(screen.contains("SAME"), "{screen}");
+    let _ = std::fs::remove_file(&image);
+}
+
+/// The processes under this test's tmux server (its panes, the crterm clients, the
+/// daemons they started and their sessions), zombies not counted.
+fn processes_under_tmux(env: &Env) -> usize {
+    let server: i32 = env.tmux.display("p0", "#{pid}").parse().unwrap_or(0);
+    process_tree(server)
+        .into_iter()
+        .filter(|&p| !process_gone(p))
+        .count()
+}
+
+#[test]
+fn twenty_cycles_of_vim_leave_nothing_behind() {
+    let env = Env::unprivileged();
+    let file = env.dir.path().join("cycles.txt");
+    env.pane(
+        "p0",
+        &format!(
+            "{} start --name cy -- vim -u NONE -N -i NONE -n {}",
+            env.crterm_cmd(),
+            file.display()
+        ),
+    );
+    env.tmux.wait_text("p0", "cycles.txt", T);
+    env.tmux.type_text("p0", "i");
+    let image = image_path(&env, "cy");
+    let mut baseline = None;
+    for i in 0..20 {
+        let pane = format!("p{i}");
+        env.tmux.type_text(&pane, &format!("w{i}"));
+        env.tmux.wait_text(&pane, &format!("w{i}"), T);
+        checkpoint_and_end(&env, "cy", &image);
+        if i > 0 {
+            env.tmux.ok(&["kill-session", "-t", &pane]);
+        }
+        let next = format!("p{}", i + 1);
+        env.tmux.start(
+            &next,
+            100,
+            30,
+            &format!(
+                "{} resume --name cy {}; echo CRTERM_EXIT=$?; sleep 600",
+                env.crterm_cmd(),
+                image.display()
+            ),
+        );
+        env.tmux.wait_text(&next, &format!("w{i}"), T);
+        // Under the tmux server: the first pane's shell, the current pane's shell, client,
+        // daemon, init and vim: the same number every cycle once the last pane is gone.
+        match baseline {
+            None => baseline = Some(processes_under_tmux(&env)),
+            Some(b) => wait_for(
+                &format!("cycle {i} to have no more processes than cycle 0"),
+                T,
+                || (processes_under_tmux(&env) <= b).then_some(()),
+            ),
+        }
+    }
+    env.tmux.send_keys("p20", &["Escape"]);
+    env.tmux.type_text("p20", ":wq");
+    env.tmux.send_keys("p20", &["Enter"]);
+    env.tmux.wait_text("p20", "CRTERM_EXIT=0", T);
+    let saved = std::fs::read_to_string(&file).unwrap();
+    let want: String = (0..20).map(|i| format!("w{i}")).collect();
+    assert_eq!(saved, want + "\n");
+}
+
+#[test]
+fn a_damaged_image_is_refused_with_one_line_and_nothing_started() {
+    let env = Env::unprivileged();
+    env.pane(
+        "a",
+        &format!("{} start --name dm -- bash --norc", env.crterm_cmd()),
+    );
+    env.tmux.wait_text("a", "$", T);
+    let image = image_path(&env, "dm");
+    checkpoint_and_end(&env, "dm", &image);
+    let bytes = std::fs::read(&image).unwrap();
+    let bad = env.dir.path().join("bad.img");
+    let cut = env.dir.path().join("cut.img");
+    let mut flipped = bytes.clone();
+    let mid = flipped.len() / 2;
+    flipped[mid] ^= 0x55;
+    std::fs::write(&bad, &flipped).unwrap();
+    std::fs::write(&cut, &bytes[..bytes.len() / 3]).unwrap();
+    let missing = env.dir.path().join("missing.img");
+    let wide = other_tmux(&env);
+    for (file, want) in [
+        (&bad, "checksum"),
+        (&cut, "cut short"),
+        (&missing, "No such file"),
+    ] {
+        // Ownership for the test user.
+        let _ = std::process::Command::new("chmod")
+            .arg("644")
+            .arg(file)
+            .output();
+        let target = format!("x{}", file.file_stem().unwrap().to_string_lossy());
+        resume_in(&env, &wide, &target, 250, 30, file);
+        let screen = wide.wait_text(&target, "CRTERM_EXIT=", T);
+        let lines: Vec<&str> = screen.lines().filter(|l| !l.is_empty()).collect();
+        assert_eq!(lines.len(), 2, "one line, then the exit status: {screen}");
+        assert!(
+            lines[0].starts_with("crterm: ") && lines[0].contains(want),
+            "one clear line naming the problem: {screen}"
+        );
+        assert_eq!(lines[1], "CRTERM_EXIT=1");
+        assert!(env.sessions().is_empty(), "nothing left running");
+    }
+}

@@ -313,15 +313,18 @@ fn prefix_keys_literal_help_and_checkpoint_notice() {
     env.prefix("p", "c");
     env.tmux.wait_text("p", "crterm: wrote ", T);
     env.prefix("p", "d");
-    // The notice is cut to the pane's width; its start names the image.
-    env.tmux.wait_text("p", "crterm: wrote ", T);
-    assert_eq!(
-        env.sessions().len(),
-        1,
-        "without resume, checkpoint-and-end keeps the session"
+    // Detach-and-checkpoint: the image is written, the session ends, and the client says
+    // how to bring it back.
+    let image = env.dir.path().join("data/crterm/pk.img");
+    let screen = env.tmux.wait_text("p", "resume with: crterm resume", T);
+    assert!(
+        screen.contains(&format!("resume with: crterm resume {}", image.display())),
+        "{screen}"
     );
-    env.tmux.type_text("p", "exit");
-    env.tmux.send_keys("p", &["Enter"]);
+    assert!(image.exists());
+    wait_for("the session to end", T, || {
+        env.sessions().is_empty().then_some(())
+    });
 }
 
 #[test]

@@ -84,8 +84,9 @@ for _ in $(seq 1 300); do tm capture-pane -p -t full | grep -q '^DONE-FILL' && b
 daemon_full=$("$CRTERM" ls | awk '$1 == "bench-full" {print $2}')
 row "resident memory, daemon, 10000 lines kept" "$(rss "$daemon_full") KiB" "100 columns of scrollback"
 
-# 5. Checkpoint (freeze, dump, write; resume is not built yet): wall time, frozen time and
-#    image size for a few sessions. The session is brought into its state by keys typed
+# 5. Checkpoint (freeze, dump, write) and resume: wall time, frozen time and image size
+#    for a few sessions, then the time from `crterm resume` to the program's screen back
+#    in a new pane. The session is brought into its state by keys typed
 #    into its pane; "ready" is a line its program prints.
 ckpt_row() { # label session-name ready-text; median of three checkpoints
     local label=$1 name=$2 ready=$3 out walls=() frozens=() s e
@@ -102,6 +103,18 @@ ckpt_row() { # label session-name ready-text; median of three checkpoints
     done
     local size=$(( $(stat -c %s "$work/$name.img") / 1024 ))
     row "checkpoint: $label" "$(median3 "${walls[@]}") ms" "frozen $(median3 "${frozens[@]}") ms, image ${size} KiB (medians of 3)"
+    # Resume the last image three times (the image in page cache), each in a new pane,
+    # until the ready text is on the screen again.
+    local resumes=() r
+    for r in 1 2 3; do
+        s=$(date +%s%N)
+        tm new-session -d -s "re-$name-$r" -x 100 -y 30 "$CRTERM resume --name re-$name-$r $work/$name.img"
+        for _ in $(seq 1 3000); do tm capture-pane -p -t "re-$name-$r" | grep -q "$ready" && break; sleep 0.005; done
+        e=$(date +%s%N)
+        resumes+=("$(( (e - s) / 1000000 ))")
+        "$CRTERM" ls | awk -v n="re-$name-$r" '$1 == n {print $2}' | xargs -r kill
+    done
+    row "resume: $label" "$(median3 "${resumes[@]}") ms" "to the screen repainted in a new pane (median of 3)"
 }
 tm new-session -d -s ck-vim -x 100 -y 30 "$CRTERM start --name ck-vim -- vim -u NONE -N -i NONE $work/notes.txt"
 tm send-keys -t ck-vim "ihello from the benchmark" Escape
@@ -112,6 +125,10 @@ tm send-keys -t ck-py "import json, os; d = {str(i): i for i in range(100000)}; 
 ckpt_row "bash + python REPL" ck-py "^READY"
 tm new-session -d -s ck-256 -x 100 -y 30 "$CRTERM start --name ck-256 -- python3 -c 'import os,time; a = os.urandom(128 << 20); b = b\"pattern \" * (16 << 20); print(\"RE\" \"ADY\", flush=True); time.sleep(100000)'"
 ckpt_row "256 MiB (half random, half pattern)" ck-256 "^READY"
+tm new-session -d -s ck-2g -x 100 -y 30 "$CRTERM start --name ck-2g -- python3 -c 'import os,time; a = os.urandom(1 << 30); b = b\"pattern \" * (128 << 20); print(\"RE\" \"ADY\", flush=True); time.sleep(100000)'"
+ckpt_row "1 GiB random + 1 GiB pattern" ck-2g "^READY"
+"$CRTERM" ls | awk '$1 == "ck-2g" || $1 == "ck-256" {print $2}' | xargs -r kill
+rm -f "$work/ck-2g.img" "$work/ck-256.img"
 
 # 6. Programs at full speed between checkpoints: a shell loop and a fork+exec loop, run
 #    directly and inside a crterm session (its namespaces).

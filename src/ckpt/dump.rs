@@ -108,6 +108,8 @@ pub struct ThreadRecord {
     pub clear_child_tid: u64,
     /// The alternate signal stack: (sp, flags, size).
     pub altstack: [u64; 3],
+    /// The robust futex list glibc keeps per thread: (head, length).
+    pub robust_list: (u64, u64),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -432,6 +434,7 @@ fn process_record(pid: i32, tids: &[i32], job_stopped: bool) -> io::Result<Proce
             pending_signals: status_hex(&tstatus, "SigPnd:"),
             clear_child_tid: 0,
             altstack: [0, libc::SS_DISABLE as u64, 0],
+            robust_list: sys::trace::get_robust_list(tid).unwrap_or((0, 0)),
         });
     }
     let maps: Vec<MapRecord> = read(format!("/proc/{pid}/maps"))?
@@ -884,7 +887,14 @@ pub fn dump<W: Write>(
             {
                 continue;
             }
-            for (addr, len) in present_runs(&pagemap, map, kind == MapKind::PrivateFile) {
+            // Shared memory is read whole: a page of it may be present in the shared object
+            // without being mapped in this process (pagemap would not show it).
+            let runs = if kind == MapKind::SharedAnon {
+                vec![(map.start, map.end - map.start)]
+            } else {
+                present_runs(&pagemap, map, kind == MapKind::PrivateFile)
+            };
+            for (addr, len) in runs {
                 let mut at = 0;
                 while at < len {
                     let n = (len - at).min(buf.len() as u64) as usize;

@@ -64,6 +64,8 @@ fn own_kernel_layout() -> Vec<(String, u64)> {
 /// Where each mapped file's content comes from, opened once for all processes.
 pub(super) struct MappedFiles {
     by_inode: HashMap<((u32, u32), u64, bool), Rc<OwnedFd>>,
+    /// Shared memory objects without a file, by inode.
+    shm: HashMap<((u32, u32), u64, bool), Rc<OwnedFd>>,
 }
 
 impl Restorer<'_> {
@@ -71,6 +73,7 @@ impl Restorer<'_> {
         let here = own_kernel_layout();
         let mut files = MappedFiles {
             by_inode: HashMap::new(),
+            shm: HashMap::new(),
         };
         let pids: Vec<i32> = self.procs.keys().copied().collect();
         for &pid in &pids {
@@ -156,17 +159,27 @@ impl Restorer<'_> {
             };
             let fixed = libc::MAP_FIXED as u64;
             let (flags, fd, offset) = match kind {
-                MapKind::Anon | MapKind::SharedAnon => {
-                    let mut f = libc::MAP_ANONYMOUS as u64 | fixed;
-                    f |= if kind == MapKind::Anon {
-                        libc::MAP_PRIVATE
-                    } else {
-                        libc::MAP_SHARED
-                    } as u64;
+                MapKind::Anon => {
+                    let mut f = (libc::MAP_ANONYMOUS | libc::MAP_PRIVATE) as u64 | fixed;
                     if m.path == "[stack]" {
                         f |= libc::MAP_GROWSDOWN as u64;
                     }
                     (f, u64::MAX, 0)
+                }
+                MapKind::SharedAnon => {
+                    // One memfd per shared object of the image, mapped by every process
+                    // that shared it, so they share it again.
+                    let key = (m.dev, m.inode, true);
+                    let fd = match in_process.get(&key) {
+                        Some(&fd) => fd,
+                        None => {
+                            let src = self.shared_memory(files, m)?;
+                            let fd = self.receive(pid, src.as_fd())?;
+                            in_process.insert(key, fd);
+                            fd
+                        }
+                    };
+                    (libc::MAP_SHARED as u64 | fixed, fd as u64, m.offset)
                 }
                 MapKind::PrivateFile | MapKind::SharedFile => {
                     let shared = kind == MapKind::SharedFile;
@@ -211,6 +224,30 @@ impl Restorer<'_> {
             self.call(pid, "close", nr::CLOSE, &[fd as u64])?;
         }
         Ok(())
+    }
+
+    /// The memfd standing for a shared memory object of the image (by its inode), as large
+    /// as the largest extent any process maps.
+    fn shared_memory(&self, files: &mut MappedFiles, m: &MapRecord) -> Result<Rc<OwnedFd>> {
+        let key = (m.dev, m.inode, true);
+        if let Some(fd) = files.shm.get(&key) {
+            return Ok(fd.clone());
+        }
+        let size = self
+            .record
+            .processes
+            .iter()
+            .flat_map(|p| &p.maps)
+            .filter(|o| o.kind() == MapKind::SharedAnon && (o.dev, o.inode) == (m.dev, m.inode))
+            .map(|o| o.offset + (o.end - o.start))
+            .max()
+            .unwrap_or(m.end - m.start);
+        if size > 1 << 40 {
+            bail!("shared memory {} of {size} bytes in the image", m.path);
+        }
+        let fd = Rc::new(t::memfd_sized(c"crterm-shared", size)?);
+        files.shm.insert(key, fd.clone());
+        Ok(fd)
     }
 
     /// The file a mapping maps: the very file when it is still there unchanged, else its

@@ -391,6 +391,15 @@ impl<'a> Restorer<'a> {
     ) -> Result<()> {
         let inj = Injector::new(tid, self.tramp, TRACE_CHILDREN)?;
         let fail = |e: crate::inject::CallError| anyhow!("thread {tid} of process {pid}: {e}");
+        if th.robust_list.0 != 0 {
+            const SET_ROBUST_LIST: i64 = 273;
+            inj.call(
+                "set_robust_list",
+                SET_ROBUST_LIST,
+                &[th.robust_list.0, th.robust_list.1],
+            )
+            .map_err(fail)?;
+        }
         if let Some((addr, len, sig, _)) = th.rseq {
             inj.call("rseq", nr::RSEQ, &[addr, len as u64, 0, sig as u64])
                 .map_err(fail)?;

@@ -309,6 +309,32 @@ pub fn memfd_with(name: &std::ffi::CStr, content: &[u8]) -> io::Result<OwnedFd> 
     Ok(fd)
 }
 
+/// A thread's robust futex list: (head, length).
+pub fn get_robust_list(tid: i32) -> io::Result<(u64, u64)> {
+    let mut head = 0u64;
+    let mut len = 0usize;
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_get_robust_list,
+            tid,
+            &mut head as *mut u64,
+            &mut len as *mut usize,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((head, len as u64))
+}
+
+/// An empty memfd of `size` bytes (shared memory to be filled).
+pub fn memfd_sized(name: &std::ffi::CStr, size: u64) -> io::Result<OwnedFd> {
+    let fd = check(unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) })?;
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    check(unsafe { libc::ftruncate(fd.as_raw_fd(), size as libc::off_t) })?;
+    Ok(fd)
+}
+
 /// (soft, hard) limits of process `pid` for `resource`.
 pub fn get_rlimit(pid: i32, resource: u32) -> io::Result<(u64, u64)> {
     let mut old = libc::rlimit64 {

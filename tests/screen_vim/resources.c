@@ -1,6 +1,7 @@
 /* A program holding one of each resource kind the round trip must carry: 8 threads that
- * count, a pipe to a child process with 60 KB queued in it, a periodic timerfd, an eventfd
- * with a count, an epoll set watching both, and a file read at an offset. It prints READY,
+ * count, a pipe to a child process with 60 KB queued in it, memory shared with that child
+ * (MAP_SHARED | MAP_ANONYMOUS), a periodic timerfd, an eventfd with a count, an epoll set
+ * watching both, and a file read at an offset. It prints READY,
  * waits for a line on stdin (the test checkpoints and resumes it meanwhile), then checks
  * that every resource goes on from where it was and prints ALL OK or what failed. */
 #include <stdatomic.h>
@@ -15,6 +16,7 @@
 #include <sys/timerfd.h>
 #include <sys/epoll.h>
 #include <sys/wait.h>
+#include <sys/mman.h>
 
 #define QUEUED (60 * 1024)
 static atomic_long counters[8];
@@ -38,6 +40,8 @@ int main(int argc, char **argv) {
     if (argc < 2) return 2;
     int data[2], go[2];
     if (pipe(data) || pipe(go)) return fail("pipe");
+    volatile long *shared = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (shared == MAP_FAILED) return fail("mmap");
     pid_t child = fork();
     if (child == 0) {
         close(data[1]);
@@ -53,10 +57,14 @@ int main(int argc, char **argv) {
         }
         for (size_t i = 0; i < QUEUED; i++)
             if (buf[i] != (unsigned char)(i * 7)) _exit(5);
+        /* Written by the parent before the checkpoint; answered through the same page. */
+        if (shared[0] != 0x5eed) _exit(6);
+        shared[1] = 0xc0de;
         _exit(0);
     }
     close(data[0]);
     close(go[0]);
+    shared[0] = 0x5eed;
     static unsigned char out[QUEUED];
     for (size_t i = 0; i < QUEUED; i++) out[i] = (unsigned char)(i * 7);
     if (write(data[1], out, QUEUED) != QUEUED) return fail("filling the pipe");
@@ -101,7 +109,9 @@ int main(int argc, char **argv) {
     if (write(go[1], "g", 1) != 1) return fail("go");
     int status;
     if (waitpid(child, &status, 0) != child || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
-        return fail("the pipe's queued bytes");
+        return fail(WIFEXITED(status) && WEXITSTATUS(status) == 6 ? "shared memory (child's view)"
+                                                                   : "the pipe's queued bytes");
+    if (shared[1] != 0xc0de) return fail("shared memory: the child's write is not seen");
     printf("ALL OK\n");
     fflush(stdout);
     return 0;

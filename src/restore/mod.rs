@@ -452,6 +452,13 @@ impl<'a> Restorer<'a> {
                 .with_context(|| format!("process {pid}: removing the trampoline"))?;
             set_final(pid, &rec.threads[0])?;
         }
+        for p in self.procs.values() {
+            for (th, &tid) in p.rec.threads.iter().zip(&p.tids) {
+                if reissues_call(th) {
+                    step_into_call(tid)?;
+                }
+            }
+        }
         // Pending signals, then let everything go.
         for (&pid, p) in &self.procs {
             for sig in 1..=64 {
@@ -477,6 +484,40 @@ impl<'a> Restorer<'a> {
         self.procs.clear();
         Ok(())
     }
+}
+
+/// Whether a thread's saved registers re-issue a system call on restore.
+fn reissues_call(th: &crate::ckpt::dump::ThreadRecord) -> bool {
+    let mut regs: t::Regs = [0; 27];
+    regs.copy_from_slice(&th.regs);
+    crate::inject::restart_regs(regs, false) != regs
+}
+
+/// Let a thread set up to re-issue its call enter it (it runs that one `syscall`
+/// instruction, and any handler of a signal pending for it first), so that it is inside
+/// the call, as it was at the checkpoint, when the session goes on: a signal that comes
+/// then (the SIGWINCH of the resize) interrupts the call as it would have, instead of
+/// being handled just before the call starts (vim then blocks with keys it has read).
+fn step_into_call(tid: i32) -> Result<()> {
+    let mut pass = 0;
+    for _ in 0..16 {
+        t::ptrace_syscall(tid, pass)?;
+        let st = t::wait_raw(tid)?;
+        if !libc::WIFSTOPPED(st) {
+            bail!("thread {tid} ended as it was let go");
+        }
+        let sig = libc::WSTOPSIG(st);
+        if sig == libc::SIGTRAP | 0x80 {
+            return Ok(());
+        }
+        // A signal for it: delivered as it would have been; event stops: go on.
+        pass = if st >> 16 == 0 && sig != libc::SIGTRAP {
+            sig
+        } else {
+            0
+        };
+    }
+    bail!("thread {tid} did not get back into its system call")
 }
 
 /// A thread's saved registers (a call it was in is re-issued), XSAVE state and mask.

@@ -368,6 +368,14 @@ pub fn set_rlimit(pid: i32, resource: u32, limits: (u64, u64)) -> io::Result<()>
     Ok(())
 }
 
+/// The foreground process group of the terminal whose pty master is `master` (in our
+/// pid namespace's numbers).
+pub fn foreground_group(master: BorrowedFd) -> io::Result<i32> {
+    let mut pgrp: libc::pid_t = 0;
+    check(unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPGRP, &mut pgrp) })?;
+    Ok(pgrp)
+}
+
 /// A pair of connected unix datagram sockets (close-on-exec).
 pub fn dgram_pair() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0; 2];

@@ -191,6 +191,37 @@ pub struct FileIdentity {
     pub ino: u64,
     pub size: u64,
     pub mtime_ns: i128,
+    /// SHA-256 of its content (files up to `HASHED_FILE_LIMIT`), read after the thaw: a
+    /// file changed with its size and mtime kept is caught too.
+    pub sha256: Option<String>,
+}
+
+/// Open files up to this size have their content hashed for the identity check.
+pub const HASHED_FILE_LIMIT: u64 = 16 << 20;
+
+/// SHA-256 of the first `len` bytes of the file at `path` (None if it has fewer).
+pub fn hash_prefix(path: &str, len: u64) -> Option<String> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).ok()?.take(len);
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut got = 0u64;
+    loop {
+        let n = f.read(&mut buf).ok()?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        got += n as u64;
+    }
+    (got == len).then(|| {
+        hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    })
 }
 
 fn fd_kind_and_identity(link: &str, path: &str) -> (FdKind, Option<FileIdentity>) {
@@ -227,6 +258,7 @@ fn fd_kind_and_identity(link: &str, path: &str) -> (FdKind, Option<FileIdentity>
         ino: m.ino(),
         size: m.size(),
         mtime_ns: m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
+        sha256: None,
     });
     (kind, identity)
 }
@@ -721,6 +753,7 @@ impl Dumped {
             self.pages.full.push(last);
         }
         self.pages.flush(w)?;
+        hash_open_files(&mut self.record);
         carry_files(w, &mut self.record)?;
         w.meta(SectionKind::SESSION, &self.record)?;
         Ok(DumpSummary {
@@ -728,6 +761,29 @@ impl Dumped {
             threads: self.record.threads(),
             memory_bytes: self.record.memory_bytes(),
         })
+    }
+}
+
+/// The content hash of every regular file the session holds open (small enough), read
+/// through the path it had; once per file.
+fn hash_open_files(record: &mut SessionRecord) {
+    let mut done: std::collections::HashMap<(u64, u64), Option<String>> = Default::default();
+    for p in &mut record.processes {
+        for f in &mut p.fds {
+            if f.kind != FdKind::File {
+                continue;
+            }
+            let Some(id) = f.identity.as_mut() else {
+                continue;
+            };
+            if id.size > HASHED_FILE_LIMIT || f.target.ends_with(" (deleted)") {
+                continue;
+            }
+            id.sha256 = done
+                .entry((id.dev, id.ino))
+                .or_insert_with(|| hash_prefix(&f.target, id.size))
+                .clone();
+        }
     }
 }
 

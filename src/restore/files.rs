@@ -228,8 +228,13 @@ impl Restorer<'_> {
             && f.kind == FdKind::File
         {
             let mtime = meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128;
-            let same = meta.size() == id.size && mtime == id.mtime_ns;
-            let only_grew = !writes && meta.size() >= id.size;
+            // The content it had is still its beginning (when it was hashed).
+            let prefix_same = || match &id.sha256 {
+                Some(h) => crate::ckpt::dump::hash_prefix(&f.target, id.size).as_ref() == Some(h),
+                None => true,
+            };
+            let same = meta.size() == id.size && mtime == id.mtime_ns && prefix_same();
+            let only_grew = !writes && meta.size() >= id.size && prefix_same();
             if !same && !only_grew && !self.opts.force {
                 bail!(
                     "{} changed since the checkpoint ({} bytes then, {} now) and process {} ({}) {} it; resume with --force to go on anyway",

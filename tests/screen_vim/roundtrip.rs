@@ -510,3 +510,139 @@ fn a_damaged_image_is_refused_with_one_line_and_nothing_started() {
         assert!(env.sessions().is_empty(), "nothing left running");
     }
 }
+
+const GOLDEN_SESSION: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/session-v1.img");
+
+/// Every build must still read, and resume, the image of a trivial session an earlier
+/// build wrote (tests/golden/trivial.c: no libc, so the image is small; its program is
+/// carried in the image, so nothing of it needs to exist here). Regenerate only with a
+/// format change: `CRTERM_WRITE_GOLDEN=1 cargo test --test screen_vim golden`.
+#[test]
+fn the_golden_session_image_still_reads_and_resumes() {
+    let env = Env::unprivileged();
+    if std::env::var_os("CRTERM_WRITE_GOLDEN").is_some() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/trivial.c");
+        let bin = env.dir.path().join("trivial");
+        let out = std::process::Command::new("cc")
+            .args(["-nostdlib", "-static", "-O1", "-o"])
+            .arg(&bin)
+            .arg(&src)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        env.pane(
+            "g",
+            &format!(
+                "{} start --name golden -- {}",
+                env.crterm_cmd(),
+                bin.display()
+            ),
+        );
+        env.tmux.wait_text("g", "type a line", T);
+        std::thread::sleep(Duration::from_millis(300));
+        let image = image_path(&env, "golden");
+        checkpoint_and_end(&env, "golden", &image);
+        std::fs::copy(&image, GOLDEN_SESSION).unwrap();
+    }
+    let img = crterm::image::read_file(Path::new(GOLDEN_SESSION)).unwrap();
+    assert_eq!(img.format.0, 1);
+    let record: crterm::ckpt::dump::SessionRecord = img
+        .meta(crterm::image::SectionKind::SESSION)
+        .expect("this build reads the golden session record");
+    assert_eq!(record.processes.len(), 1);
+    assert_eq!(record.processes[0].comm, "trivial");
+    // Resumed: the program is back in its read, and answers.
+    let copy = env.dir.path().join("golden-copy.img");
+    std::fs::copy(GOLDEN_SESSION, &copy).unwrap();
+    let _ = std::process::Command::new("chmod")
+        .arg("644")
+        .arg(&copy)
+        .output();
+    resume_pane(&env, "r", 100, 30, &copy);
+    env.tmux.wait_text("r", "type a line", T);
+    env.tmux.type_text("r", "still here");
+    env.tmux.send_keys("r", &["Enter"]);
+    let screen = env.tmux.wait_text("r", "CRTERM_EXIT=", T);
+    assert!(
+        screen.contains("golden session resumed: still here"),
+        "{screen}"
+    );
+    assert!(screen.contains("CRTERM_EXIT=0"), "{screen}");
+}
+
+#[test]
+fn a_changed_file_the_session_writes_is_refused_unless_forced_a_grown_log_is_fine() {
+    let env = Env::unprivileged();
+    let written = env.dir.path().join("written.txt");
+    let log = env.dir.path().join("log.txt");
+    std::fs::write(&written, "one\n").unwrap();
+    std::fs::write(&log, "first line\n").unwrap();
+    for f in [&written, &log] {
+        let _ = std::process::Command::new("chmod")
+            .arg("666")
+            .arg(f)
+            .output();
+    }
+    env.pane(
+        "a",
+        &format!(
+            "{} start --name fi -- bash --norc --noprofile",
+            env.crterm_cmd()
+        ),
+    );
+    env.tmux.wait_text("a", "$", T);
+    env.tmux.type_text(
+        "a",
+        &format!(
+            "exec 3>>{} 4<{}; read -r x <&4; echo opened $x",
+            written.display(),
+            log.display()
+        ),
+    );
+    env.tmux.send_keys("a", &["Enter"]);
+    env.tmux.wait_text("a", "\nopened first line", T);
+    let image = image_path(&env, "fi");
+    checkpoint_and_end(&env, "fi", &image);
+
+    // The log (read only) grows: fine. The file the shell writes to changes: refused.
+    std::fs::write(&log, "first line\nsecond line\n").unwrap();
+    std::fs::write(&written, "ONE\n").unwrap();
+    let wide = other_tmux(&env);
+    resume_in(&env, &wide, "r1", 250, 30, &image);
+    let screen = wide.wait_text("r1", "CRTERM_EXIT=", T);
+    let first = screen.lines().next().unwrap_or("");
+    assert!(
+        first.contains(&format!(
+            "{} changed since the checkpoint",
+            written.display()
+        )) && first.contains("--force"),
+        "{screen}"
+    );
+    assert!(env.sessions().is_empty());
+
+    env.tmux.start(
+        "r2",
+        100,
+        30,
+        &format!(
+            "{} resume --force {}; echo CRTERM_EXIT=$?; sleep 600",
+            env.crterm_cmd(),
+            image.display()
+        ),
+    );
+    env.tmux.wait_text("r2", "opened first line", T);
+    env.tmux.type_text("r2", "cat <&4; echo appended >&3; exit");
+    env.tmux.send_keys("r2", &["Enter"]);
+    let screen = env.tmux.wait_text("r2", "CRTERM_EXIT=0", T);
+    // Read on from where it was: only the new line.
+    assert!(screen.contains("\nsecond line\n"), "{screen}");
+    assert!(!screen.contains("\nfirst line\n"), "{screen}");
+    assert_eq!(
+        std::fs::read_to_string(&written).unwrap(),
+        "ONE\nappended\n"
+    );
+}

@@ -424,7 +424,8 @@ pub struct Image {
 /// Read exactly `len` bytes, growing the buffer only as bytes arrive (a hostile length
 /// meets the end of the input, not an allocation of that size).
 fn read_len(r: &mut impl Read, len: u64, what: &str) -> Result<Vec<u8>, ImageError> {
-    let mut buf = Vec::with_capacity(len.min(1 << 20) as usize);
+    // A chunk's length at once (no regrowing copies); beyond that, as bytes arrive.
+    let mut buf = Vec::with_capacity(len.min(16 << 20) as usize);
     let got = r.take(len).read_to_end(&mut buf)?;
     if (got as u64) < len {
         return Err(ImageError::Truncated(format!(
@@ -652,6 +653,12 @@ impl Image {
         postcard::from_bytes(&raw).map_err(|e| ImageError::Corrupt(format!("{what}: {e}")))
     }
 
+    /// The stored chunks of `kind`, in order (to decode elsewhere, e.g. on another thread,
+    /// with `decode`).
+    pub fn stored_chunks(&self, kind: SectionKind) -> impl Iterator<Item = &Section> {
+        self.sections.iter().filter(move |s| s.kind == kind)
+    }
+
     /// Decode the `index`th chunk of `kind`.
     pub fn chunk(&self, kind: SectionKind, index: usize) -> Result<Vec<u8>, ImageError> {
         let s = self
@@ -681,7 +688,7 @@ impl Image {
 }
 
 /// A bulk data chunk, checked and decoded.
-fn decode_chunk(s: &Section, what: &str) -> Result<Vec<u8>, ImageError> {
+pub fn decode_chunk(s: &Section, what: &str) -> Result<Vec<u8>, ImageError> {
     if s.stored.len() as u64 != s.stored_len {
         return Err(ImageError::Missing(s.kind));
     }

@@ -77,6 +77,7 @@ struct Restorer<'a> {
 /// Restore the session in `record` (with its pages and files in `image`).
 pub fn restore(record: &SessionRecord, image: &Image, opts: &Options) -> Result<Restored> {
     check_supported(record)?;
+    check_cpu(record, &image.info, opts.force)?;
     let masters = files::open_ptys(record)?;
     let tramp = trampoline_address(record)?;
     map_trampoline(tramp)?;
@@ -139,6 +140,83 @@ fn check_supported(record: &SessionRecord) -> Result<()> {
                 p.comm
             );
         }
+    }
+    Ok(())
+}
+
+/// Instruction-set features a program may pick code paths by (glibc does, at start-up).
+const ISA_FEATURES: &[&str] = &[
+    "sse",
+    "sse2",
+    "ssse3",
+    "sse4_1",
+    "sse4_2",
+    "popcnt",
+    "avx",
+    "avx2",
+    "fma",
+    "f16c",
+    "bmi1",
+    "bmi2",
+    "abm",
+    "movbe",
+    "adx",
+    "aes",
+    "pclmulqdq",
+    "sha_ni",
+    "rdrand",
+    "rdseed",
+    "erms",
+    "fsrm",
+    "xsave",
+    "xsaveopt",
+    "xsavec",
+    "vaes",
+    "vpclmulqdq",
+    "gfni",
+    "avx512f",
+    "avx512cd",
+    "avx512bw",
+    "avx512dq",
+    "avx512vl",
+    "avx512ifma",
+    "avx512vbmi",
+    "avx512_vbmi2",
+    "avx512_vnni",
+    "avx512_bitalg",
+    "avx512_vpopcntdq",
+    "avx512_bf16",
+    "avx512_fp16",
+    "avx_vnni",
+    "amx_tile",
+    "amx_bf16",
+    "amx_int8",
+];
+
+/// Refuse a CPU that lacks a feature the image's machine had (the programs may use it and
+/// would die of SIGILL later) unless forced, and one whose XSAVE area has another layout
+/// (registers could not be put back).
+fn check_cpu(record: &SessionRecord, info: &crate::image::ImageInfo, force: bool) -> Result<()> {
+    let here = crate::image::ImageInfo::here().cpu_features;
+    let missing: Vec<&str> = ISA_FEATURES
+        .iter()
+        .copied()
+        .filter(|f| info.cpu_features.iter().any(|g| g == f) && !here.iter().any(|g| g == f))
+        .collect();
+    if !missing.is_empty() && !force {
+        bail!(
+            "this CPU lacks {} that the checkpointed machine had (the session's programs may use them); --force to resume anyway",
+            missing.join(", ")
+        );
+    }
+    let size = std::arch::x86_64::__cpuid_count(0xd, 0).ebx as usize;
+    if let Some(th) = record.processes.iter().flat_map(|p| &p.threads).next()
+        && th.xstate.len() != size
+    {
+        bail!(
+            "the image's XSAVE state is {} bytes and this CPU's {size}: resuming on another CPU is not supported yet",
+            th.xstate.len()
+        );
     }
     Ok(())
 }

@@ -144,8 +144,9 @@ fn check_supported(record: &SessionRecord) -> Result<()> {
     Ok(())
 }
 
-/// Instruction-set features a program may pick code paths by (glibc does, at start-up).
-const ISA_FEATURES: &[&str] = &[
+/// Instruction-set features a program may pick code paths by (glibc does, at start-up),
+/// as /proc/cpuinfo names them.
+pub const ISA_FEATURES: &[&str] = &[
     "sse",
     "sse2",
     "ssse3",
@@ -191,6 +192,13 @@ const ISA_FEATURES: &[&str] = &[
     "amx_tile",
     "amx_bf16",
     "amx_int8",
+    "amx_fp16",
+    "amx_complex",
+    "avx_ifma",
+    "avx_vnni_int8",
+    "avx_ne_convert",
+    "avx10",
+    "apx",
 ];
 
 /// Refuse a CPU that lacks a feature the image's machine had (the programs may use it and

@@ -646,3 +646,65 @@ fn a_changed_file_the_session_writes_is_refused_unless_forced_a_grown_log_is_fin
         "ONE\nappended\n"
     );
 }
+
+/// The golden image rewritten as if made on a CPU with one more feature than this one.
+fn image_from_a_richer_cpu(dest: &Path) -> String {
+    use crterm::image::{self, SectionKind};
+    let here = crterm::image::ImageInfo::here();
+    let extra = crterm::restore::ISA_FEATURES
+        .iter()
+        .copied()
+        .find(|f| !here.cpu_features.iter().any(|g| g == f))
+        .expect("no CPU has every feature crterm checks");
+    let img = image::read_file(Path::new(GOLDEN_SESSION)).unwrap();
+    let mut info = img.info.clone();
+    info.cpu_features.push(extra.to_string());
+    let term: crterm::term_model::Term = img.meta(SectionKind::TERM_MODEL).unwrap();
+    let record: crterm::ckpt::dump::SessionRecord = img.meta(SectionKind::SESSION).unwrap();
+    image::write_file(dest, &info, |w| {
+        w.meta(SectionKind::TERM_MODEL, &term)?;
+        for kind in [SectionKind::PAGES, SectionKind::FILES] {
+            for i in 0..img.stored_chunks(kind).count() {
+                w.chunks(kind, &img.chunk(kind, i).unwrap())?;
+            }
+        }
+        w.meta(SectionKind::SESSION, &record)
+    })
+    .unwrap();
+    extra.to_string()
+}
+
+#[test]
+fn a_cpu_without_a_feature_the_image_had_is_refused_unless_forced() {
+    let env = Env::unprivileged();
+    let image = env.dir.path().join("richer.img");
+    let extra = image_from_a_richer_cpu(&image);
+    let _ = std::process::Command::new("chmod")
+        .arg("644")
+        .arg(&image)
+        .output();
+    let wide = other_tmux(&env);
+    resume_in(&env, &wide, "r", 250, 30, &image);
+    let screen = wide.wait_text("r", "CRTERM_EXIT=", T);
+    let first = screen.lines().next().unwrap_or("");
+    assert!(
+        first.starts_with("crterm: ") && first.contains(&format!("this CPU lacks {extra}")),
+        "{screen}"
+    );
+    assert!(screen.contains("CRTERM_EXIT=1"), "{screen}");
+    assert!(env.sessions().is_empty());
+    env.tmux.start(
+        "f",
+        100,
+        30,
+        &format!(
+            "{} resume --force {}; echo CRTERM_EXIT=$?; sleep 600",
+            env.crterm_cmd(),
+            image.display()
+        ),
+    );
+    env.tmux.wait_text("f", "type a line", T);
+    env.tmux.type_text("f", "forced");
+    env.tmux.send_keys("f", &["Enter"]);
+    env.tmux.wait_text("f", "golden session resumed: forced", T);
+}

@@ -95,6 +95,8 @@ pub struct MmRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ThreadRecord {
     pub tid: i32,
+    /// The thread's name (`/proc/PID/task/TID/comm`).
+    pub comm: String,
     /// x86_64 `user_regs_struct`.
     pub regs: Vec<u64>,
     /// The XSAVE area (x87, SSE, AVX, AVX-512 ...) in this CPU's layout.
@@ -281,6 +283,7 @@ impl SessionRecord {
 }
 
 const PAGE: u64 = 4096;
+static ZERO_PAGE: [u8; PAGE as usize] = [0; PAGE as usize];
 
 fn read(path: String) -> io::Result<String> {
     std::fs::read_to_string(path)
@@ -459,6 +462,10 @@ fn process_record(pid: i32, tids: &[i32], job_stopped: bool) -> io::Result<Proce
         let tstatus = read(format!("/proc/{pid}/task/{tid}/status")).unwrap_or_default();
         threads.push(ThreadRecord {
             tid: status_last(&tstatus, "NSpid:").unwrap_or(tid),
+            comm: read(format!("/proc/{pid}/task/{tid}/comm"))
+                .unwrap_or_default()
+                .trim_end_matches('\n')
+                .to_string(),
             regs: sys::ptrace_getregs(tid)?.to_vec(),
             xstate: sys::ptrace_get_xstate(tid)?,
             rseq: sys::ptrace_get_rseq(tid).unwrap_or(None),
@@ -958,16 +965,38 @@ pub fn dump<W: Write>(
                     if got == 0 {
                         break;
                     }
-                    pages.push(w, &buf[..got])?;
-                    match record.page_runs.last_mut() {
-                        Some(r) if r.pid == proc_record.pid && r.addr + r.len == addr + at => {
-                            r.len += got as u64
+                    // Pages of zeros in private memory are stored as nothing: fresh memory
+                    // is zero. (Not in a file mapping, where a zero page the process wrote
+                    // differs from the file's.)
+                    let skip_zeros = kind == MapKind::Anon;
+                    let data = &buf[..got];
+                    let mut i = 0;
+                    while i < data.len() {
+                        let page_end = |k: usize| (k + PAGE as usize).min(data.len());
+                        if skip_zeros && data[i..page_end(i)] == ZERO_PAGE[..page_end(i) - i] {
+                            i = page_end(i);
+                            continue;
                         }
-                        _ => record.page_runs.push(PageRun {
-                            pid: proc_record.pid,
-                            addr: addr + at,
-                            len: got as u64,
-                        }),
+                        // A run of pages that are not all zeros, kept in one piece.
+                        let mut j = page_end(i);
+                        while j < data.len()
+                            && !(skip_zeros && data[j..page_end(j)] == ZERO_PAGE[..page_end(j) - j])
+                        {
+                            j = page_end(j);
+                        }
+                        let run_addr = addr + at + i as u64;
+                        pages.push(w, &data[i..j])?;
+                        match record.page_runs.last_mut() {
+                            Some(r) if r.pid == proc_record.pid && r.addr + r.len == run_addr => {
+                                r.len += (j - i) as u64
+                            }
+                            _ => record.page_runs.push(PageRun {
+                                pid: proc_record.pid,
+                                addr: run_addr,
+                                len: (j - i) as u64,
+                            }),
+                        }
+                        i = j;
                     }
                     at += got as u64;
                 }

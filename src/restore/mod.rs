@@ -458,7 +458,19 @@ impl<'a> Restorer<'a> {
             let args: [u64; 11] = [flags, 0, th.clear_child_tid, 0, 0, 0, 0, 0, tid_at, 1, 0];
             let bytes: Vec<u8> = args.iter().flat_map(|w| w.to_le_bytes()).collect();
             let at = self.put(pid, 0, &bytes)?;
-            let got = self.call(pid, "clone3 (thread)", nr::CLONE3, &[at, 88])? as i32;
+            // The init's page-decoding thread has just ended and its pid, which can be
+            // this tid, is freed a moment after: EEXIST then means "try again".
+            let mut tries = 0;
+            let got = loop {
+                match self.proc(pid).inj.call("clone3 (thread)", nr::CLONE3, &[at, 88]) {
+                    Ok(t) => break t as i32,
+                    Err(e) if e.errno == libc::EEXIST && tries < 1000 => {
+                        tries += 1;
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                    }
+                    Err(e) => bail!("process {pid} ({}): {e}", self.proc(pid).rec.comm),
+                }
+            };
             if got != th.tid {
                 bail!("thread {} of process {pid} came back as {got}", th.tid);
             }
@@ -477,6 +489,14 @@ impl<'a> Restorer<'a> {
     ) -> Result<()> {
         let inj = Injector::new(tid, self.tramp, TRACE_CHILDREN)?;
         let fail = |e: crate::inject::CallError| anyhow!("thread {tid} of process {pid}: {e}");
+        if !th.comm.is_empty() {
+            let mut name = th.comm.as_bytes()[..th.comm.len().min(15)].to_vec();
+            name.push(0);
+            let at = self.put(pid, 192, &name)?;
+            const PR_SET_NAME: u64 = 15;
+            inj.call("prctl(PR_SET_NAME)", nr::PRCTL, &[PR_SET_NAME, at])
+                .map_err(fail)?;
+        }
         if th.robust_list.0 != 0 {
             const SET_ROBUST_LIST: i64 = 273;
             inj.call(

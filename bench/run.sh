@@ -125,10 +125,17 @@ tm send-keys -t ck-py "import json, os; d = {str(i): i for i in range(100000)}; 
 ckpt_row "bash + python REPL" ck-py "^READY"
 tm new-session -d -s ck-256 -x 100 -y 30 "$CRTERM start --name ck-256 -- python3 -c 'import os,time; a = os.urandom(128 << 20); b = b\"pattern \" * (16 << 20); print(\"RE\" \"ADY\", flush=True); time.sleep(100000)'"
 ckpt_row "256 MiB (half random, half pattern)" ck-256 "^READY"
-tm new-session -d -s ck-2g -x 100 -y 30 "$CRTERM start --name ck-2g -- python3 -c 'import os,time; a = os.urandom(1 << 30); b = b\"pattern \" * (128 << 20); print(\"RE\" \"ADY\", flush=True); time.sleep(100000)'"
-ckpt_row "1 GiB random + 1 GiB pattern" ck-2g "^READY"
-"$CRTERM" ls | awk '$1 == "ck-2g" || $1 == "ck-256" {print $2}' | xargs -r kill
-rm -f "$work/ck-2g.img" "$work/ck-256.img"
+big_row() { # label name random-MiB pattern-MiB
+    tm new-session -d -s "$2" -x 100 -y 30 "$CRTERM start --name $2 -- python3 -c 'import os,time; a = os.urandom($3 << 20); b = b\"pattern \" * ($4 << 17); print(\"RE\" \"ADY\", flush=True); time.sleep(100000)'"
+    ckpt_row "$1" "$2" "^READY"
+    "$CRTERM" ls | awk -v n="$2" '$1 == n {print $2}' | xargs -r kill
+    rm -f "$work/$2.img"
+}
+big_row "1 GiB (half random, half pattern)" ck-1g 512 512
+big_row "1 GiB random + 1 GiB pattern" ck-2g 1024 1024
+big_row "4 GiB (half random, half pattern)" ck-4g 2048 2048
+"$CRTERM" ls | awk '$1 == "ck-256" {print $2}' | xargs -r kill
+rm -f "$work/ck-256.img"
 
 # 6. Programs at full speed between checkpoints: a shell loop and a fork+exec loop, run
 #    directly and inside a crterm session (its namespaces).

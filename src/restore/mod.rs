@@ -462,7 +462,11 @@ impl<'a> Restorer<'a> {
             // this tid, is freed a moment after: EEXIST then means "try again".
             let mut tries = 0;
             let got = loop {
-                match self.proc(pid).inj.call("clone3 (thread)", nr::CLONE3, &[at, 88]) {
+                match self
+                    .proc(pid)
+                    .inj
+                    .call("clone3 (thread)", nr::CLONE3, &[at, 88])
+                {
                     Ok(t) => break t as i32,
                     Err(e) if e.errno == libc::EEXIST && tries < 1000 => {
                         tries += 1;

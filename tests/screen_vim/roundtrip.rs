@@ -623,6 +623,21 @@ fn a_changed_file_the_session_writes_is_refused_unless_forced_a_grown_log_is_fin
         "{screen}"
     );
     assert!(env.sessions().is_empty());
+    // The refusal came midway (the processes existed already): nothing of it is left,
+    // only the pane's own shell or sleep under that tmux server.
+    let server: i32 = wide.display("r1", "#{pid}").parse().unwrap();
+    wait_for("the failed resume's processes to be gone", T, || {
+        let left: Vec<String> = process_tree(server)
+            .into_iter()
+            .skip(1)
+            .filter(|&p| !process_gone(p))
+            .map(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default())
+            .collect();
+        left.iter()
+            .all(|c| matches!(c.trim(), "sleep" | "bash" | "sh"))
+            .then_some(())
+            .filter(|_| left.len() <= 2)
+    });
 
     env.tmux.start(
         "r2",

@@ -5,10 +5,11 @@
 //! tracees and they run on (a job stopped with Ctrl-Z stays stopped), and the daemon, which
 //! watches the dumper's output, reports the failure and removes the half-written file.
 //!
-//! Protocol: the daemon writes the terminal model (postcard) to the dumper's stdin and
-//! closes it; the dumper freezes the session, reads its state (pages into memory, up to a
-//! budget), thaws it, writes the image, and prints one line, `ok <what it wrote>` or
-//! `err <why not>`. The session is stopped only while its state is read, not while it is
+//! Protocol: the dumper freezes the session and prints `frozen`; the daemon then reads
+//! what the programs wrote until then from the pty into its terminal model and writes the
+//! model (postcard) to the dumper's stdin, closing it; the dumper reads the session's state
+//! (pages into memory, up to a budget), thaws it, writes the image, and prints one more
+//! line, `ok <what it wrote>` or `err <why not>`. The session is stopped only while its state is read, not while it is
 //! compressed and written.
 
 use super::{dump, freeze};
@@ -38,15 +39,23 @@ pub fn run(req: &DumpRequest) -> String {
 }
 
 fn dump_session(req: &DumpRequest) -> Result<String, String> {
+    let start = Instant::now();
+    let frozen = freeze::freeze(req.root)
+        .map_err(|e| format!("checkpoint failed: {e}; the session goes on unchanged"))?;
+    // The daemon takes in what the programs wrote up to now, then sends the model: the
+    // screen as the frozen programs left it.
+    {
+        use std::io::Write;
+        let mut out = io::stdout().lock();
+        let _ = out.write_all(b"frozen\n");
+        let _ = out.flush();
+    }
     let mut model = Vec::new();
     io::stdin()
         .read_to_end(&mut model)
         .map_err(|e| format!("checkpoint failed: no terminal model from the daemon: {e}"))?;
     let term: Term = postcard::from_bytes(&model)
         .map_err(|e| format!("checkpoint failed: bad terminal model from the daemon: {e}"))?;
-    let start = Instant::now();
-    let frozen = freeze::freeze(req.root)
-        .map_err(|e| format!("checkpoint failed: {e}; the session goes on unchanged"))?;
     let mut summary = None;
     let mut frozen = Some(frozen);
     let mut frozen_ms = 0.0;

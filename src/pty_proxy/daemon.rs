@@ -118,6 +118,8 @@ struct Daemon {
 struct PendingDump {
     child: std::process::Child,
     output: std::process::ChildStdout,
+    /// Where the terminal model goes once the dumper says the session is frozen.
+    input: Option<std::process::ChildStdin>,
     said: Vec<u8>,
     conn: u64,
     path: PathBuf,
@@ -564,8 +566,6 @@ impl Daemon {
                 dir.display()
             ));
         }
-        let model = postcard::to_allocvec(&self.parser.term)
-            .map_err(|e| format!("checkpoint failed: {e}"))?;
         // /proc/self/exe: the very binary running, even if it was replaced on disk since.
         let mut child = std::process::Command::new("/proc/self/exe")
             .arg("__dump")
@@ -582,16 +582,13 @@ impl Daemon {
             .stderr(std::process::Stdio::null())
             .spawn()
             .map_err(|e| format!("checkpoint failed: cannot start the dump process: {e}"))?;
-        let mut stdin = child.stdin.take().expect("piped");
-        // The model can be megabytes: hand it over without stopping the event loop.
-        std::thread::spawn(move || {
-            let _ = stdin.write_all(&model);
-        });
+        let input = child.stdin.take();
         let output = child.stdout.take().expect("piped");
         let _ = sys::set_nonblocking(output.as_fd(), true);
         self.dump = Some(PendingDump {
             child,
             output,
+            input,
             said: Vec::new(),
             conn,
             path,
@@ -600,19 +597,54 @@ impl Daemon {
         Ok(())
     }
 
+    /// The session is frozen: take in everything its programs wrote before (nothing is
+    /// left in the pty), so the model the image gets is the screen as they left it, and
+    /// hand the model to the dumper.
+    fn send_model(&mut self, mut input: std::process::ChildStdin) {
+        let mut buf = vec![0u8; 64 * 1024];
+        while self.master_open {
+            match sys::read(self.world.master.as_fd(), &mut buf) {
+                Ok(n) if n > 0 => self.output(&buf[..n]),
+                _ => break,
+            }
+        }
+        let Ok(model) = postcard::to_allocvec(&self.parser.term) else {
+            return;
+        };
+        // The model can be megabytes: hand it over without stopping the event loop.
+        std::thread::spawn(move || {
+            let _ = input.write_all(&model);
+        });
+    }
+
     /// The dump process wrote or ended: once it has ended, answer the client.
     fn read_dump_output(&mut self) {
         let Some(d) = self.dump.as_mut() else {
             return;
         };
         let mut buf = [0u8; 4096];
+        let mut ended = false;
         loop {
             match d.output.read(&mut buf) {
-                Ok(0) => break,
+                Ok(0) => {
+                    ended = true;
+                    break;
+                }
                 Ok(n) => d.said.extend_from_slice(&buf[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(_) => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    ended = true;
+                    break;
+                }
             }
+        }
+        if d.input.is_some() && d.said.starts_with(b"frozen\n") {
+            d.said.drain(..7);
+            let input = d.input.take().expect("checked");
+            self.send_model(input);
+        }
+        if !ended {
+            return;
         }
         let mut d = self.dump.take().expect("checked");
         let status = d.child.wait();

@@ -173,6 +173,9 @@ pub struct TtyRecord {
     pub termios: Vec<u8>,
     pub cols: u16,
     pub rows: u16,
+    /// Bytes typed but not yet read by the program (a terminal in raw mode only: in
+    /// canonical mode a partial line cannot be read out). Put back on resume.
+    pub typed: Vec<u8>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -532,6 +535,7 @@ fn process_record(pid: i32, tids: &[i32], job_stopped: bool) -> io::Result<Proce
                         termios,
                         cols: size.cols,
                         rows: size.rows,
+                        typed: Vec::new(),
                     })
             } else {
                 None
@@ -698,6 +702,24 @@ fn number_descriptions(record: &mut SessionRecord, hosts: &[i32]) -> io::Result<
     Ok(())
 }
 
+/// Read out what was typed at each terminal of the session and not yet read (raw mode
+/// only), into the first record of that terminal.
+fn take_typed_input(record: &mut SessionRecord, hosts: &[i32]) {
+    let live: Vec<usize> = (0..record.processes.len())
+        .filter(|&i| record.processes[i].zombie.is_none())
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    for (&pi, &host) in live.iter().zip(hosts) {
+        for f in &mut record.processes[pi].fds {
+            let Some(tty) = f.tty.as_mut() else { continue };
+            if !seen.insert(f.target.clone()) {
+                continue;
+            }
+            tty.typed = sys::take_typed_input(host, f.fd).unwrap_or_default();
+        }
+    }
+}
+
 /// What a dump wrote.
 pub struct DumpSummary {
     pub processes: usize,
@@ -749,6 +771,21 @@ impl PageBuffer {
 pub struct Dumped {
     record: SessionRecord,
     pages: PageBuffer,
+}
+
+impl Dumped {
+    /// The bytes typed at the session's own terminal (pts 0) that the dump took out of it
+    /// (the daemon puts them back when the session goes on).
+    pub fn typed_input(&self) -> Vec<u8> {
+        self.record
+            .processes
+            .iter()
+            .flat_map(|p| &p.fds)
+            .filter(|f| f.target == "/dev/pts/0")
+            .find_map(|f| f.tty.as_ref().filter(|t| !t.typed.is_empty()))
+            .map(|t| t.typed.clone())
+            .unwrap_or_default()
+    }
 }
 
 impl Dumped {
@@ -1006,5 +1043,6 @@ pub fn dump<W: Write>(
         record.processes.push(proc_record);
     }
     number_descriptions(&mut record, &hosts)?;
+    take_typed_input(&mut record, &hosts);
     Ok(Dumped { record, pages })
 }

@@ -68,6 +68,16 @@ fn dump_session(req: &DumpRequest) -> Result<String, String> {
             &term,
             PAGE_BUDGET,
         )?;
+        // Typed input taken out of the terminal goes back through the daemon (the
+        // session is still frozen, so nothing reads it meanwhile).
+        let typed = dumped.typed_input();
+        if !typed.is_empty() {
+            use std::io::Write;
+            let hex: String = typed.iter().map(|b| format!("{b:02x}")).collect();
+            let mut out = io::stdout().lock();
+            let _ = writeln!(out, "typed {hex}");
+            let _ = out.flush();
+        }
         // Everything is read: let the session go on while the image is written.
         if let Some(f) = frozen.take() {
             f.thaw();

@@ -638,10 +638,30 @@ impl Daemon {
                 }
             }
         }
+        let mut model_to = None;
         if d.input.is_some() && d.said.starts_with(b"frozen\n") {
             d.said.drain(..7);
-            let input = d.input.take().expect("checked");
+            model_to = d.input.take();
+        }
+        // Keys typed and not yet read, taken out for the image: back into the pty.
+        let mut typed = Vec::new();
+        if d.said.starts_with(b"typed ")
+            && let Some(end) = d.said.iter().position(|&b| b == b'\n')
+        {
+            let line: Vec<u8> = d.said.drain(..=end).collect();
+            let hex = String::from_utf8_lossy(&line[6..end]).into_owned();
+            typed = (0..hex.len() / 2)
+                .filter_map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok())
+                .collect();
+        }
+        if let Some(input) = model_to {
             self.send_model(input);
+        }
+        if !typed.is_empty() {
+            let mut queued = std::mem::take(&mut self.to_master);
+            self.to_master = typed;
+            self.to_master.append(&mut queued);
+            self.write_master();
         }
         if !ended {
             return;

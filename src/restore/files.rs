@@ -80,6 +80,11 @@ pub fn open_ptys(record: &SessionRecord) -> Result<BTreeMap<u32, OwnedFd>> {
                 rows: tty.rows,
             },
         );
+        // What was typed and not yet read is waiting for the program again.
+        if !tty.typed.is_empty() {
+            sys::write_all(masters[&n].as_fd(), &tty.typed)
+                .with_context(|| format!("putting typed input back into /dev/pts/{n}"))?;
+        }
     }
     Ok(masters)
 }

@@ -717,6 +717,28 @@ pub fn peek_pipe(pid: i32, fd: i32) -> io::Result<(Vec<u8>, u32)> {
     Ok((out, capacity))
 }
 
+/// Take out the bytes typed at the terminal process `pid` holds as `fd` that no program
+/// has read yet, when it is in raw mode (in canonical mode a partial line is not
+/// readable, and reading the complete lines before it would reorder them when put back:
+/// nothing is taken then).
+pub fn take_typed_input(pid: i32, fd: i32) -> io::Result<Vec<u8>> {
+    let path = cstring(&format!("/proc/{pid}/fd/{fd}"))?;
+    let tty = open(&path, libc::O_RDONLY | libc::O_NOCTTY | libc::O_NONBLOCK)?;
+    let t = get_termios(tty.as_fd())?;
+    if t.c_lflag & libc::ICANON != 0 {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = read(tty.as_fd(), &mut buf) {
+        if n == 0 || out.len() > 1 << 20 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    Ok(out)
+}
+
 /// The settings and window size of a terminal that process `pid` holds as `fd`, read
 /// through a descriptor of our own (opened without becoming its controlling terminal).
 pub fn peek_tty(pid: i32, fd: i32) -> io::Result<(Vec<u8>, WinSize)> {

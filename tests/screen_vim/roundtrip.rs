@@ -723,3 +723,58 @@ fn a_cpu_without_a_feature_the_image_had_is_refused_unless_forced() {
     env.tmux.send_keys("f", &["Enter"]);
     env.tmux.wait_text("f", "golden session resumed: forced", T);
 }
+
+#[test]
+fn keys_typed_ahead_and_not_yet_read_are_read_after_resume() {
+    let env = Env::unprivileged();
+    env.pane(
+        "a",
+        &format!(
+            "{} start --name ta -- bash --norc --noprofile",
+            env.crterm_cmd()
+        ),
+    );
+    env.tmux.wait_text("a", "$", T);
+    // A raw terminal and a program busy for a while: keys typed meanwhile wait in the pty.
+    env.tmux.type_text(
+        "a",
+        "stty raw -echo; echo busy; sleep 4; head -c 5 | od -An -c; stty sane",
+    );
+    env.tmux.send_keys("a", &["Enter"]);
+    env.tmux.wait_text("a", "\nbusy", T);
+    env.tmux.type_text("a", "hello");
+    std::thread::sleep(Duration::from_millis(300));
+    let image = image_path(&env, "ta");
+    checkpoint_and_end(&env, "ta", &image);
+    resume_pane(&env, "b", 100, 30, &image);
+    env.tmux.wait_text("b", "h   e   l   l   o", T);
+}
+
+#[test]
+fn keys_typed_ahead_survive_a_checkpoint_that_goes_on() {
+    let env = Env::unprivileged();
+    env.pane(
+        "a",
+        &format!(
+            "{} start --name tg -- bash --norc --noprofile",
+            env.crterm_cmd()
+        ),
+    );
+    env.tmux.wait_text("a", "$", T);
+    env.tmux.type_text(
+        "a",
+        "stty raw -echo; echo busy; sleep 3; head -c 5 | od -An -c; stty sane",
+    );
+    env.tmux.send_keys("a", &["Enter"]);
+    env.tmux.wait_text("a", "\nbusy", T);
+    env.tmux.type_text("a", "world");
+    std::thread::sleep(Duration::from_millis(300));
+    let image = image_path(&env, "tg");
+    let out = env.crterm(&["checkpoint", "tg", "-o", image.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    env.tmux.wait_text("a", "w   o   r   l   d", T);
+}

@@ -670,6 +670,47 @@ fn present_runs(pagemap: &std::fs::File, map: &MapRecord, changed_only: bool) ->
     runs
 }
 
+/// Refuse, before anything is written, what a resume could not bring back: the checkpoint
+/// fails naming the process, the descriptor and its kind, and the session goes on. (An
+/// `Unsupported` error: the dumper words it as such.)
+fn check_carriable(p: &ProcessRecord) -> io::Result<()> {
+    for f in &p.fds {
+        let what = match f.kind {
+            FdKind::Socket => Some("a socket"),
+            FdKind::Pipe if !f.target.starts_with("pipe:") => Some("a named pipe (FIFO)"),
+            FdKind::CharDevice if f.target == "/dev/ptmx" || f.target == "/dev/pts/ptmx" => {
+                Some("the master side of a pty (as screen and tmux hold)")
+            }
+            FdKind::File | FdKind::Directory if f.target.ends_with(" (deleted)") => {
+                Some("a file deleted while open")
+            }
+            FdKind::Anon
+                if !matches!(
+                    f.target.as_str(),
+                    "anon_inode:[eventfd]"
+                        | "anon_inode:[timerfd]"
+                        | "anon_inode:[signalfd]"
+                        | "anon_inode:[eventpoll]"
+                ) =>
+            {
+                Some("a kernel object crterm cannot carry")
+            }
+            FdKind::Other => Some("a file of a kind crterm cannot carry"),
+            _ => None,
+        };
+        if let Some(what) = what {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!(
+                    "process {} ({}) holds fd {}, {what} ({}), which this version cannot carry",
+                    p.pid, p.comm, f.fd, f.target
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Number the open file descriptions: descriptors of the session that are one
 /// description (kcmp says so) get the same `desc`. `hosts[i]` is the host pid of
 /// `record.processes[i]` among the non-zombies (zombies come first and hold no files).
@@ -975,6 +1016,7 @@ pub fn dump<W: Write>(
     let mut hosts = Vec::new();
     for (pid, tids) in tasks {
         let mut proc_record = process_record(pid, &tids, frozen.job_stopped(pid))?;
+        check_carriable(&proc_record)?;
         proc_record.fg_pgid = if proc_record.fg_pgid > 0 {
             host_to_ns.get(&proc_record.fg_pgid).copied().unwrap_or(0)
         } else {

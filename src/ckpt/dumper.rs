@@ -99,6 +99,9 @@ fn dump_session(req: &DumpRequest) -> Result<String, String> {
             s.threads,
             s.memory_bytes as f64 / (1 << 20) as f64
         )),
+        (Err(e), _) if e.kind() == io::ErrorKind::Unsupported => Err(format!(
+            "checkpoint failed: {e}; the session goes on unchanged, any earlier image is untouched"
+        )),
         (Err(e), _) => Err(format!(
             "checkpoint failed writing {}: {e}; the session goes on unchanged, any earlier image is untouched",
             req.out.display()

@@ -778,3 +778,32 @@ fn keys_typed_ahead_survive_a_checkpoint_that_goes_on() {
     );
     env.tmux.wait_text("a", "w   o   r   l   d", T);
 }
+
+#[test]
+fn a_session_holding_a_socket_is_refused_at_checkpoint_naming_it() {
+    let env = Env::unprivileged();
+    env.pane(
+        "a",
+        &format!("{} start --name so -- python3 -q", env.crterm_cmd()),
+    );
+    env.tmux.wait_text("a", ">>>", T);
+    env.tmux.type_text(
+        "a",
+        "import socket, os; a, b = socket.socketpair(); print('fd', a.fileno())",
+    );
+    env.tmux.send_keys("a", &["Enter"]);
+    env.tmux.wait_text("a", "fd 3", T);
+    let image = image_path(&env, "so");
+    let out = env.crterm(&["checkpoint", "so", "-o", image.to_str().unwrap(), "--exit"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("process 2 (python3) holds fd 3, a socket") && err.contains("goes on"),
+        "{err}"
+    );
+    assert!(!image.exists(), "no image is written");
+    // The session goes on.
+    env.tmux.type_text("a", "print('still', 6 * 7)");
+    env.tmux.send_keys("a", &["Enter"]);
+    env.tmux.wait_text("a", "still 42", T);
+}

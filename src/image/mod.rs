@@ -410,7 +410,99 @@ pub struct Section {
     pub codec: Codec,
     pub raw_len: u64,
     pub stored_len: u64,
-    pub stored: Vec<u8>,
+    pub stored: Bytes,
+}
+
+/// A section's bytes: read into memory (from a pipe), or a range of the image file
+/// mapped into memory (a file: nothing is copied until it is decoded).
+#[derive(Clone)]
+pub enum Bytes {
+    Owned(Vec<u8>),
+    Mapped(std::sync::Arc<crate::sys::MappedFile>, usize, usize),
+}
+
+impl std::ops::Deref for Bytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Bytes::Owned(v) => v,
+            Bytes::Mapped(m, start, len) => &m.as_slice()[*start..*start + *len],
+        }
+    }
+}
+
+impl std::fmt::Debug for Bytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} bytes", self.len())
+    }
+}
+
+/// Where an image is read from: a stream (read and copied) or a mapped file (sliced).
+trait Source {
+    /// Up to `buf.len()` bytes (fewer only at the end).
+    fn fill(&mut self, buf: &mut [u8]) -> Result<usize, ImageError>;
+    /// Exactly `len` bytes, kept.
+    fn take(&mut self, len: u64, what: &str) -> Result<Bytes, ImageError>;
+    /// Exactly `len` bytes, not kept: their CRC.
+    fn skim(&mut self, len: u64, what: &str) -> Result<u32, ImageError>;
+}
+
+struct Stream<'a, R: Read>(&'a mut R);
+
+impl<R: Read> Source for Stream<'_, R> {
+    fn fill(&mut self, buf: &mut [u8]) -> Result<usize, ImageError> {
+        let mut got = 0;
+        while got < buf.len() {
+            match self.0.read(&mut buf[got..])? {
+                0 => break,
+                n => got += n,
+            }
+        }
+        Ok(got)
+    }
+    fn take(&mut self, len: u64, what: &str) -> Result<Bytes, ImageError> {
+        read_len(self.0, len, what).map(Bytes::Owned)
+    }
+    fn skim(&mut self, len: u64, what: &str) -> Result<u32, ImageError> {
+        skim_len(self.0, len, what)
+    }
+}
+
+struct Mapped {
+    file: std::sync::Arc<crate::sys::MappedFile>,
+    pos: usize,
+}
+
+impl Mapped {
+    fn range(&mut self, len: u64, what: &str) -> Result<(usize, usize), ImageError> {
+        let left = self.file.as_slice().len() - self.pos;
+        if len > left as u64 {
+            return Err(ImageError::Truncated(format!(
+                "{what} needs {len} bytes, only {left} follow"
+            )));
+        }
+        let start = self.pos;
+        self.pos += len as usize;
+        Ok((start, len as usize))
+    }
+}
+
+impl Source for Mapped {
+    fn fill(&mut self, buf: &mut [u8]) -> Result<usize, ImageError> {
+        let data = &self.file.as_slice()[self.pos..];
+        let n = data.len().min(buf.len());
+        buf[..n].copy_from_slice(&data[..n]);
+        self.pos += n;
+        Ok(n)
+    }
+    fn take(&mut self, len: u64, what: &str) -> Result<Bytes, ImageError> {
+        let (start, len) = self.range(len, what)?;
+        Ok(Bytes::Mapped(self.file.clone(), start, len))
+    }
+    fn skim(&mut self, len: u64, what: &str) -> Result<u32, ImageError> {
+        let (start, len) = self.range(len, what)?;
+        Ok(crc(&self.file.as_slice()[start..start + len]))
+    }
 }
 
 /// A whole image read and checked.
@@ -435,9 +527,9 @@ fn read_len(r: &mut impl Read, len: u64, what: &str) -> Result<Vec<u8>, ImageErr
     Ok(buf)
 }
 
-fn read_array<const N: usize>(r: &mut impl Read, what: &str) -> Result<[u8; N], ImageError> {
-    let v = read_len(r, N as u64, what)?;
-    Ok(v.try_into().expect("length checked"))
+fn read_array<const N: usize>(r: &mut impl Source, what: &str) -> Result<[u8; N], ImageError> {
+    let v = r.take(N as u64, what)?;
+    Ok(v[..].try_into().expect("length checked"))
 }
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
@@ -479,14 +571,12 @@ pub fn read_with(
     r: &mut impl Read,
     keep: impl Fn(SectionKind) -> bool,
 ) -> Result<Image, ImageError> {
+    read_from(&mut Stream(r), keep)
+}
+
+fn read_from(r: &mut impl Source, keep: impl Fn(SectionKind) -> bool) -> Result<Image, ImageError> {
     let mut head = [0u8; 24];
-    let mut got = 0;
-    while got < head.len() {
-        match r.read(&mut head[got..])? {
-            0 => break,
-            n => got += n,
-        }
-    }
+    let got = r.fill(&mut head)?;
     if got < 8 || &head[..8] != MAGIC {
         return Err(ImageError::NotAnImage);
     }
@@ -511,7 +601,7 @@ pub fn read_with(
             "reserved header field is not zero".into(),
         ));
     }
-    let info_bytes = read_len(r, info_len as u64, "the header's information")?;
+    let info_bytes = r.take(info_len as u64, "the header's information")?;
     if crc(&info_bytes) != u32_at(&head, 16) {
         return Err(ImageError::Corrupt(
             "checksum of the header's information".into(),
@@ -551,11 +641,11 @@ pub fn read_with(
         }
         let kept = kind == SectionKind::END || keep(kind);
         let (stored, sum) = if kept {
-            let stored = read_len(r, stored_len, &what)?;
+            let stored = r.take(stored_len, &what)?;
             let sum = crc(&stored);
             (stored, sum)
         } else {
-            (Vec::new(), skim_len(r, stored_len, &what)?)
+            (Bytes::Owned(Vec::new()), r.skim(stored_len, &what)?)
         };
         if sum != u32_at(&h, 12) {
             return Err(ImageError::Corrupt(format!("{what}: checksum mismatch")));
@@ -615,6 +705,19 @@ pub fn read_file_with(
     keep: impl Fn(SectionKind) -> bool,
 ) -> Result<Image, ImageError> {
     let f = std::fs::File::open(path)?;
+    // A regular file of some size is mapped rather than read: its sections are sliced
+    // out of the mapping, not copied (an image of gigabytes is not read twice).
+    if f.metadata()?.len() >= 1 << 20
+        && let Ok(m) = crate::sys::MappedFile::map(&f)
+    {
+        return read_from(
+            &mut Mapped {
+                file: std::sync::Arc::new(m),
+                pos: 0,
+            },
+            keep,
+        );
+    }
     read_with(&mut io::BufReader::with_capacity(1 << 20, f), keep)
 }
 
@@ -700,7 +803,7 @@ pub fn decode_chunk(s: &Section, what: &str) -> Result<Vec<u8>, ImageError> {
         });
     }
     let raw = match s.codec {
-        Codec::Raw => s.stored.clone(),
+        Codec::Raw => s.stored.to_vec(),
         Codec::Zstd => zstd::bulk::decompress(&s.stored, s.raw_len as usize)
             .map_err(|e| ImageError::Corrupt(format!("{what}: {e}")))?,
     };

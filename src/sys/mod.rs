@@ -8,6 +8,55 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 pub mod trace;
+
+/// A file mapped read-only into memory, unmapped on drop.
+pub struct MappedFile {
+    ptr: *const u8,
+    len: usize,
+}
+
+// SAFETY: the mapping is read-only and lives as long as the value.
+unsafe impl Send for MappedFile {}
+unsafe impl Sync for MappedFile {}
+
+impl MappedFile {
+    pub fn map(f: &std::fs::File) -> io::Result<MappedFile> {
+        let len = f.metadata()?.len() as usize;
+        if len == 0 {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty file"));
+        }
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE,
+                f.as_raw_fd(),
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        // Read front to back once: let the kernel read ahead.
+        unsafe { libc::madvise(p, len, libc::MADV_SEQUENTIAL) };
+        Ok(MappedFile {
+            ptr: p as *const u8,
+            len,
+        })
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: the mapping is `len` bytes, readable, and outlives the borrow.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+impl Drop for MappedFile {
+    fn drop(&mut self) {
+        unsafe { libc::munmap(self.ptr as *mut libc::c_void, self.len) };
+    }
+}
 pub use trace::{dgram_pair, foreground_group, tgkill};
 
 fn check(ret: libc::c_int) -> io::Result<libc::c_int> {

@@ -1,7 +1,7 @@
 /* A program holding one of each resource kind the round trip must carry: 8 threads that
  * count, a pipe to a child process with 60 KB queued in it, memory shared with that child
  * (MAP_SHARED | MAP_ANONYMOUS), a periodic timerfd, an eventfd with a count, an epoll set
- * watching both, and a file read at an offset. It prints READY,
+ * watching both, a signalfd, a directory, /dev/urandom, and a file read at an offset. It prints READY,
  * waits for a line on stdin (the test checkpoints and resumes it meanwhile), then checks
  * that every resource goes on from where it was and prints ALL OK or what failed. */
 #include <stdatomic.h>
@@ -17,6 +17,9 @@
 #include <sys/epoll.h>
 #include <sys/wait.h>
 #include <sys/mman.h>
+#include <sys/signalfd.h>
+#include <signal.h>
+#include <dirent.h>
 
 #define QUEUED (60 * 1024)
 static atomic_long counters[8];
@@ -78,6 +81,14 @@ int main(int argc, char **argv) {
     epoll_ctl(ep, EPOLL_CTL_ADD, efd, &ev);
     ev.data.u64 = 0x7777;
     epoll_ctl(ep, EPOLL_CTL_ADD, tfd, &ev);
+    sigset_t usr1;
+    sigemptyset(&usr1);
+    sigaddset(&usr1, SIGUSR1);
+    sigprocmask(SIG_BLOCK, &usr1, NULL);
+    int sfd = signalfd(-1, &usr1, SFD_NONBLOCK);
+    int dir = open("/usr", O_RDONLY | O_DIRECTORY);
+    int rnd = open("/dev/urandom", O_RDONLY);
+    if (sfd < 0 || dir < 0 || rnd < 0) return fail("signalfd/dir/urandom");
     int file = open(argv[1], O_RDONLY);
     if (file < 0 || lseek(file, 10, SEEK_SET) != 10) return fail("file");
 
@@ -106,6 +117,15 @@ int main(int argc, char **argv) {
     if (read(tfd, &ticks, 8) != 8 || ticks < 1) return fail("timerfd ticks");
     char buf[6] = {0};
     if (read(file, buf, 5) != 5 || strcmp(buf, "abcde") != 0) return fail("file offset");
+    kill(getpid(), SIGUSR1);
+    struct signalfd_siginfo si;
+    if (read(sfd, &si, sizeof si) != sizeof si || si.ssi_signo != SIGUSR1) return fail("signalfd");
+    DIR *d = fdopendir(dir);
+    int entries = 0;
+    while (d && readdir(d)) entries++;
+    if (entries < 3) return fail("directory");
+    unsigned char r[16];
+    if (read(rnd, r, sizeof r) != sizeof r) return fail("/dev/urandom");
     if (write(go[1], "g", 1) != 1) return fail("go");
     int status;
     if (waitpid(child, &status, 0) != child || !WIFEXITED(status) || WEXITSTATUS(status) != 0)

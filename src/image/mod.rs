@@ -790,6 +790,42 @@ impl Image {
     }
 }
 
+/// A bulk data chunk, checked and decoded into `buf` (whose memory is reused), or, stored
+/// raw, checked and returned as it is stored (no copy).
+pub fn decode_chunk_into<'a>(
+    s: &'a Section,
+    what: &str,
+    buf: &'a mut Vec<u8>,
+) -> Result<&'a [u8], ImageError> {
+    if s.stored.len() as u64 != s.stored_len {
+        return Err(ImageError::Missing(s.kind));
+    }
+    if s.raw_len > CHUNK_SIZE as u64 {
+        return Err(ImageError::TooLarge {
+            what: what.to_string(),
+            len: s.raw_len,
+            limit: CHUNK_SIZE as u64,
+        });
+    }
+    match s.codec {
+        Codec::Raw => {
+            if s.stored.len() as u64 != s.raw_len {
+                return Err(ImageError::Corrupt(format!("{what}: length")));
+            }
+            Ok(&s.stored[..])
+        }
+        Codec::Zstd => {
+            buf.resize(s.raw_len as usize, 0);
+            let n = zstd::bulk::decompress_to_buffer(&s.stored, &mut buf[..])
+                .map_err(|e| ImageError::Corrupt(format!("{what}: {e}")))?;
+            if n as u64 != s.raw_len {
+                return Err(ImageError::Corrupt(format!("{what}: length")));
+            }
+            Ok(&buf[..n])
+        }
+    }
+}
+
 /// A bulk data chunk, checked and decoded.
 pub fn decode_chunk(s: &Section, what: &str) -> Result<Vec<u8>, ImageError> {
     if s.stored.len() as u64 != s.stored_len {

@@ -384,17 +384,35 @@ impl Restorer<'_> {
             }
         }
         // One thread decodes the chunks while this one writes them: the two halves of
-        // the work overlap.
+        // the work overlap. Raw chunks are written from the image as they are stored;
+        // compressed ones are decoded into a few buffers that go round (fresh memory
+        // would cost a page fault per page).
         let mut next = 0;
         let mut done = 0u64;
         let chunks: Vec<&crate::image::Section> =
             self.image.stored_chunks(SectionKind::PAGES).collect();
+        type Decoded = Result<(usize, Option<Vec<u8>>), crate::image::ImageError>;
         std::thread::scope(|scope| -> Result<()> {
-            let (tx, rx) =
-                std::sync::mpsc::sync_channel::<Result<Vec<u8>, crate::image::ImageError>>(3);
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Decoded>(3);
+            let (back, pool) = std::sync::mpsc::channel::<Vec<u8>>();
+            let chunks_for_decoder = chunks.clone();
             scope.spawn(move || {
-                for (i, c) in chunks.into_iter().enumerate() {
-                    let decoded = crate::image::decode_chunk(c, &format!("page chunk {i}"));
+                for (i, c) in chunks_for_decoder.into_iter().enumerate() {
+                    let what = format!("page chunk {i}");
+                    let decoded = if c.codec == crate::image::Codec::Raw {
+                        let mut none = Vec::new();
+                        crate::image::decode_chunk_into(c, &what, &mut none).map(|_| (i, None))
+                    } else {
+                        let mut buf = pool.try_recv().unwrap_or_default();
+                        match crate::image::decode_chunk_into(c, &what, &mut buf) {
+                            Ok(d) => {
+                                let n = d.len();
+                                buf.truncate(n);
+                                Ok((i, Some(buf)))
+                            }
+                            Err(e) => Err(e),
+                        }
+                    };
                     let failed = decoded.is_err();
                     if tx.send(decoded).is_err() || failed {
                         break;
@@ -402,8 +420,11 @@ impl Restorer<'_> {
                 }
             });
             for decoded in rx {
-                let chunk = decoded?;
-                let mut data = &chunk[..];
+                let (i, buf) = decoded?;
+                let mut data: &[u8] = match &buf {
+                    Some(b) => b,
+                    None => &chunks[i].stored,
+                };
                 while !data.is_empty() {
                     let Some(r) = runs.get(next) else {
                         bail!("the image has more page data than page runs");
@@ -424,6 +445,9 @@ impl Restorer<'_> {
                         next += 1;
                         done = 0;
                     }
+                }
+                if let Some(b) = buf {
+                    let _ = back.send(b);
                 }
             }
             Ok(())

@@ -164,12 +164,6 @@ impl Restorer<'_> {
                     if m.path == "[stack]" {
                         f |= libc::MAP_GROWSDOWN as u64;
                     }
-                    // Mostly saved: fault it all in at once (cheaper than one fault per
-                    // page as process_vm_writev meets them; page faults are most of a
-                    // large restore's time here).
-                    if readable && len >= 1 << 20 && self.saved_bytes(pid, m) * 2 >= len {
-                        f |= libc::MAP_POPULATE as u64;
-                    }
                     (f, u64::MAX, 0)
                 }
                 MapKind::SharedAnon => {
@@ -230,16 +224,6 @@ impl Restorer<'_> {
             self.call(pid, "close", nr::CLOSE, &[fd as u64])?;
         }
         Ok(())
-    }
-
-    /// How many bytes of mapping `m` of process `pid` the image holds.
-    fn saved_bytes(&self, pid: i32, m: &MapRecord) -> u64 {
-        self.record
-            .page_runs
-            .iter()
-            .filter(|r| r.pid == pid && r.addr < m.end && r.addr + r.len > m.start)
-            .map(|r| (r.addr + r.len).min(m.end) - r.addr.max(m.start))
-            .sum()
     }
 
     /// The memfd standing for a shared memory object of the image (by its inode), as large

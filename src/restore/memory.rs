@@ -367,78 +367,85 @@ impl Restorer<'_> {
                 );
             }
         }
-        // One thread decodes the chunks while this one writes them: the two halves of
-        // the work overlap. Raw chunks are written from the image as they are stored;
-        // compressed ones are decoded into a few buffers that go round (fresh memory
-        // would cost a page fault per page).
-        let mut next = 0;
-        let mut done = 0u64;
+        // The page data is one stream, cut into chunks; the runs say where each byte of
+        // the stream goes. Each chunk is independent: one worker per core takes the next
+        // chunk, decodes it if it is compressed (into a buffer of its own, reused; raw
+        // chunks are written from the mapped image as stored) and writes it where its
+        // runs say. The processes' page faults, most of a large restore's time here,
+        // are then taken on every core, overlapped with decoding.
         let chunks: Vec<&crate::image::Section> =
             self.image.stored_chunks(SectionKind::PAGES).collect();
-        type Decoded = Result<(usize, Option<Vec<u8>>), crate::image::ImageError>;
+        let mut chunk_start = Vec::with_capacity(chunks.len());
+        let mut total = 0u64;
+        for c in &chunks {
+            chunk_start.push(total);
+            total += c.raw_len;
+        }
+        let mut run_start = Vec::with_capacity(runs.len());
+        let mut run_total = 0u64;
+        for r in runs.iter() {
+            run_start.push(run_total);
+            run_total += r.len;
+        }
+        if total != run_total {
+            bail!(
+                "the image's page data ({total} bytes) does not match its page runs ({run_total} bytes)"
+            );
+        }
+        let next_chunk = std::sync::atomic::AtomicUsize::new(0);
+        let workers = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, 4);
+        let write_chunk = |i: usize, buf: &mut Vec<u8>| -> Result<()> {
+            let c = chunks[i];
+            let data = crate::image::decode_chunk_into(c, &format!("page chunk {i}"), buf)?;
+            let mut at = chunk_start[i];
+            let mut data = data;
+            // The run holding the chunk's first byte.
+            let mut k = run_start.partition_point(|&s| s <= at) - 1;
+            while !data.is_empty() {
+                let r = &runs[k];
+                let into = at - run_start[k];
+                let n = ((r.len - into) as usize).min(data.len());
+                t::write_process_memory(r.pid, r.addr + into, &data[..n]).with_context(|| {
+                    format!(
+                        "writing the memory of process {} at {:#x}",
+                        r.pid,
+                        r.addr + into
+                    )
+                })?;
+                data = &data[n..];
+                at += n as u64;
+                k += 1;
+            }
+            Ok(())
+        };
         std::thread::scope(|scope| -> Result<()> {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<Decoded>(3);
-            let (back, pool) = std::sync::mpsc::channel::<Vec<u8>>();
-            let chunks_for_decoder = chunks.clone();
-            scope.spawn(move || {
-                for (i, c) in chunks_for_decoder.into_iter().enumerate() {
-                    let what = format!("page chunk {i}");
-                    let decoded = if c.codec == crate::image::Codec::Raw {
-                        let mut none = Vec::new();
-                        crate::image::decode_chunk_into(c, &what, &mut none).map(|_| (i, None))
-                    } else {
-                        let mut buf = pool.try_recv().unwrap_or_default();
-                        match crate::image::decode_chunk_into(c, &what, &mut buf) {
-                            Ok(d) => {
-                                let n = d.len();
-                                buf.truncate(n);
-                                Ok((i, Some(buf)))
+            let handles: Vec<_> = (0..workers)
+                .map(|_| {
+                    scope.spawn(|| -> Result<()> {
+                        let mut buf = Vec::new();
+                        loop {
+                            let i = next_chunk.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            if i >= chunks.len() {
+                                return Ok(());
                             }
-                            Err(e) => Err(e),
+                            if let Err(e) = write_chunk(i, &mut buf) {
+                                // Stop the others too.
+                                next_chunk
+                                    .store(chunks.len(), std::sync::atomic::Ordering::Relaxed);
+                                return Err(e);
+                            }
                         }
-                    };
-                    let failed = decoded.is_err();
-                    if tx.send(decoded).is_err() || failed {
-                        break;
-                    }
-                }
-            });
-            for decoded in rx {
-                let (i, buf) = decoded?;
-                let mut data: &[u8] = match &buf {
-                    Some(b) => b,
-                    None => &chunks[i].stored,
-                };
-                while !data.is_empty() {
-                    let Some(r) = runs.get(next) else {
-                        bail!("the image has more page data than page runs");
-                    };
-                    let n = ((r.len - done) as usize).min(data.len());
-                    t::write_process_memory(r.pid, r.addr + done, &data[..n]).with_context(
-                        || {
-                            format!(
-                                "writing the memory of process {} at {:#x}",
-                                r.pid,
-                                r.addr + done
-                            )
-                        },
-                    )?;
-                    data = &data[n..];
-                    done += n as u64;
-                    if done == r.len {
-                        next += 1;
-                        done = 0;
-                    }
-                }
-                if let Some(b) = buf {
-                    let _ = back.send(b);
-                }
+                    })
+                })
+                .collect();
+            for h in handles {
+                h.join()
+                    .map_err(|_| anyhow!("a page-writing thread panicked"))??;
             }
             Ok(())
         })?;
-        if next != runs.len() {
-            bail!("the image's page data ends early");
-        }
         Ok(())
     }
 

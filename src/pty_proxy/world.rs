@@ -134,17 +134,26 @@ fn write_id_maps(pid: i32, uid: u32, gid: u32) -> Result<()> {
     Ok(())
 }
 
-/// pid 1 of the session. Never returns.
-fn init_main(control: OwnedFd, argv: &[CString], size: WinSize) -> ! {
-    let fail = |msg: String| -> ! {
-        let _ = sys::write(control.as_fd(), format!("err {msg}").as_bytes());
-        sys::exit_now(127)
-    };
+/// Tell the daemon why the init cannot go on, and end (with pid 1, everything in the
+/// namespace ends).
+fn init_fail(control: &OwnedFd, msg: String) -> ! {
+    let _ = sys::write(control.as_fd(), format!("err {msg}").as_bytes());
+    sys::exit_now(127)
+}
+
+/// What every init does first: die with the daemon, take its name, make its mounts.
+fn init_setup(control: &OwnedFd) {
     let _ = sys::prctl_set_pdeathsig(libc::SIGKILL);
     sys::prctl_set_name(c"crterm-init");
     if let Err(e) = private_mounts() {
-        fail(format!("{e:#}"));
+        init_fail(control, format!("{e:#}"));
     }
+}
+
+/// pid 1 of the session. Never returns.
+fn init_main(control: OwnedFd, argv: &[CString], size: WinSize) -> ! {
+    let fail = |msg: String| -> ! { init_fail(&control, msg) };
+    init_setup(&control);
     let (master, n) = match sys::open_pty_master() {
         Ok(m) => m,
         Err(e) => fail(format!("cannot open a pty in the session's devpts: {e}")),
@@ -197,15 +206,8 @@ fn init_resume(
     image: &Image,
     opts: &restore::Options,
 ) -> ! {
-    let fail = |msg: String| -> ! {
-        let _ = sys::write(control.as_fd(), format!("err {msg}").as_bytes());
-        sys::exit_now(127)
-    };
-    let _ = sys::prctl_set_pdeathsig(libc::SIGKILL);
-    sys::prctl_set_name(c"crterm-init");
-    if let Err(e) = private_mounts() {
-        fail(format!("{e:#}"));
-    }
+    let fail = |msg: String| -> ! { init_fail(&control, msg) };
+    init_setup(&control);
     // The copies of the init that become restored processes must not carry the image
     // along (a fork would copy its page tables, and each copy unmap it again).
     for s in &image.sections {

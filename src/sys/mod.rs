@@ -166,17 +166,20 @@ pub fn open(path: &CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
 }
 
 pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    trace::pipe_with(0)
 }
 
 pub fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    socket_pair(libc::SOCK_SEQPACKET)
+}
+
+/// A connected pair of unix sockets of `kind` (close-on-exec).
+fn socket_pair(kind: libc::c_int) -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0; 2];
     check(unsafe {
         libc::socketpair(
             libc::AF_UNIX,
-            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            kind | libc::SOCK_CLOEXEC,
             0,
             fds.as_mut_ptr(),
         )

@@ -378,16 +378,7 @@ pub fn foreground_group(master: BorrowedFd) -> io::Result<i32> {
 
 /// A pair of connected unix datagram sockets (close-on-exec).
 pub fn dgram_pair() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    check(unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
-            0,
-            fds.as_mut_ptr(),
-        )
-    })?;
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    super::socket_pair(libc::SOCK_DGRAM)
 }
 
 /// Map `len` bytes at exactly `at` in this process (failing if anything is there): the

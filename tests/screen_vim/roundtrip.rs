@@ -724,26 +724,32 @@ fn a_cpu_without_a_feature_the_image_had_is_refused_unless_forced() {
     env.tmux.wait_text("f", "golden session resumed: forced", T);
 }
 
-#[test]
-fn keys_typed_ahead_and_not_yet_read_are_read_after_resume() {
+/// A bash session `name` in pane "a" with a raw terminal and a program busy for `busy`
+/// seconds, during which `word` is typed: the keys wait in the pty, unread.
+fn typed_ahead(name: &str, busy: u32, word: &str) -> Env {
     let env = Env::unprivileged();
     env.pane(
         "a",
         &format!(
-            "{} start --name ta -- bash --norc --noprofile",
+            "{} start --name {name} -- bash --norc --noprofile",
             env.crterm_cmd()
         ),
     );
     env.tmux.wait_text("a", "$", T);
-    // A raw terminal and a program busy for a while: keys typed meanwhile wait in the pty.
     env.tmux.type_text(
         "a",
-        "stty raw -echo; echo busy; sleep 4; head -c 5 | od -An -c; stty sane",
+        &format!("stty raw -echo; echo busy; sleep {busy}; head -c 5 | od -An -c; stty sane"),
     );
     env.tmux.send_keys("a", &["Enter"]);
     env.tmux.wait_text("a", "\nbusy", T);
-    env.tmux.type_text("a", "hello");
+    env.tmux.type_text("a", word);
     std::thread::sleep(Duration::from_millis(300));
+    env
+}
+
+#[test]
+fn keys_typed_ahead_and_not_yet_read_are_read_after_resume() {
+    let env = typed_ahead("ta", 4, "hello");
     let image = image_path(&env, "ta");
     checkpoint_and_end(&env, "ta", &image);
     resume_pane(&env, "b", 100, 30, &image);
@@ -752,23 +758,7 @@ fn keys_typed_ahead_and_not_yet_read_are_read_after_resume() {
 
 #[test]
 fn keys_typed_ahead_survive_a_checkpoint_that_goes_on() {
-    let env = Env::unprivileged();
-    env.pane(
-        "a",
-        &format!(
-            "{} start --name tg -- bash --norc --noprofile",
-            env.crterm_cmd()
-        ),
-    );
-    env.tmux.wait_text("a", "$", T);
-    env.tmux.type_text(
-        "a",
-        "stty raw -echo; echo busy; sleep 3; head -c 5 | od -An -c; stty sane",
-    );
-    env.tmux.send_keys("a", &["Enter"]);
-    env.tmux.wait_text("a", "\nbusy", T);
-    env.tmux.type_text("a", "world");
-    std::thread::sleep(Duration::from_millis(300));
+    let env = typed_ahead("tg", 3, "world");
     let image = image_path(&env, "tg");
     let out = env.crterm(&["checkpoint", "tg", "-o", image.to_str().unwrap()]);
     assert!(

@@ -9,7 +9,7 @@
 //! provides them again).
 
 use super::freeze::Frozen;
-use crate::image::{ImageWriter, SectionKind};
+use crate::image::{CHUNK_SIZE, Feed, ImageWriter, SectionKind};
 use crate::sys;
 use serde::{Deserialize, Serialize};
 use std::io::{self, Write};
@@ -766,93 +766,98 @@ pub struct DumpSummary {
     pub processes: usize,
     pub threads: usize,
     pub memory_bytes: u64,
+    /// When the session went on.
+    pub thawed_at: std::time::Instant,
 }
 
-/// Page data held in memory until the session is thawed, as 4 MiB buffers.
-struct PageBuffer {
-    full: Vec<Vec<u8>>,
-    current: Vec<u8>,
-    held: usize,
-    budget: usize,
-    /// Buffers already written out, kept for reuse: fresh memory costs a page fault per
-    /// page, a large part of a big checkpoint's time.
-    spare: Vec<Vec<u8>>,
+/// The bytes typed at the session's own terminal (pts 0) that the dump took out of it (the
+/// daemon puts them back when the session goes on).
+pub fn typed_input(record: &SessionRecord) -> Vec<u8> {
+    record
+        .processes
+        .iter()
+        .flat_map(|p| &p.fds)
+        .filter(|f| f.target == "/dev/pts/0")
+        .find_map(|f| f.tty.as_ref().filter(|t| !t.typed.is_empty()))
+        .map(|t| t.typed.clone())
+        .unwrap_or_default()
 }
 
-impl PageBuffer {
-    fn push<W: Write>(&mut self, w: &mut ImageWriter<W>, mut bytes: &[u8]) -> io::Result<()> {
-        while !bytes.is_empty() {
-            let room = crate::image::CHUNK_SIZE - self.current.len();
-            let n = room.min(bytes.len());
-            self.current.extend_from_slice(&bytes[..n]);
-            bytes = &bytes[n..];
-            if self.current.len() == crate::image::CHUNK_SIZE {
-                let next = self
-                    .spare
-                    .pop()
-                    .unwrap_or_else(|| Vec::with_capacity(crate::image::CHUNK_SIZE));
-                let full = std::mem::replace(&mut self.current, next);
-                self.held += full.len();
-                self.full.push(full);
-                // Over budget: write out now, while frozen, rather than hold it all.
-                if self.held > self.budget {
-                    self.flush(w)?;
+/// Page data on its way into the image: the chunk being filled, straight from the
+/// processes' memory.
+struct PageStream {
+    buf: Vec<u8>,
+    len: usize,
+}
+
+impl PageStream {
+    /// Copy `len` bytes at `addr` of host process `pid` (the session's `ns_pid`) into the
+    /// stream and note them in `runs`. With `skip_zeros`, pages of zeros are left out: fresh
+    /// memory is zero. (Not in a file mapping, where a zero page the process wrote differs
+    /// from the file's.)
+    #[allow(clippy::too_many_arguments)]
+    fn copy(
+        &mut self,
+        feed: &mut Feed,
+        pid: i32,
+        ns_pid: i32,
+        addr: u64,
+        len: u64,
+        skip_zeros: bool,
+        runs: &mut Vec<PageRun>,
+    ) -> io::Result<()> {
+        let page = PAGE as usize;
+        let zero = |b: &[u8]| skip_zeros && b == &ZERO_PAGE[..b.len()];
+        let mut at = 0;
+        while at < len {
+            if self.len == CHUNK_SIZE {
+                let full = std::mem::replace(&mut self.buf, feed.buffer()?);
+                feed.send(full, CHUNK_SIZE)?;
+                self.len = 0;
+            }
+            let n = (len - at).min((CHUNK_SIZE - self.len) as u64) as usize;
+            let base = self.len;
+            let got = sys::read_process_memory(pid, addr + at, &mut self.buf[base..base + n])?;
+            if got == 0 {
+                break;
+            }
+            // Keep the runs of pages that are not all zeros, moved together.
+            let end = base + got;
+            let mut keep = base;
+            let mut i = base;
+            while i < end {
+                if zero(&self.buf[i..(i + page).min(end)]) {
+                    i = (i + page).min(end);
+                    continue;
+                }
+                let from = i;
+                while i < end && !zero(&self.buf[i..(i + page).min(end)]) {
+                    i = (i + page).min(end);
+                }
+                if from != keep {
+                    self.buf.copy_within(from..i, keep);
+                }
+                keep += i - from;
+                let run_addr = addr + at + (from - base) as u64;
+                match runs.last_mut() {
+                    Some(r) if r.pid == ns_pid && r.addr + r.len == run_addr => {
+                        r.len += (i - from) as u64
+                    }
+                    _ => runs.push(PageRun {
+                        pid: ns_pid,
+                        addr: run_addr,
+                        len: (i - from) as u64,
+                    }),
                 }
             }
+            self.len = keep;
+            at += got as u64;
         }
         Ok(())
     }
 
-    fn flush<W: Write>(&mut self, w: &mut ImageWriter<W>) -> io::Result<()> {
-        let pieces: Vec<&[u8]> = self.full.iter().map(Vec::as_slice).collect();
-        w.chunks_parallel(SectionKind::PAGES, &pieces)?;
-        for mut b in self.full.drain(..) {
-            b.clear();
-            self.spare.push(b);
-        }
-        self.held = 0;
-        Ok(())
-    }
-}
-
-/// A dump whose reading is done (the session may be thawed) and whose writing is not.
-pub struct Dumped {
-    record: SessionRecord,
-    pages: PageBuffer,
-}
-
-impl Dumped {
-    /// The bytes typed at the session's own terminal (pts 0) that the dump took out of it
-    /// (the daemon puts them back when the session goes on).
-    pub fn typed_input(&self) -> Vec<u8> {
-        self.record
-            .processes
-            .iter()
-            .flat_map(|p| &p.fds)
-            .filter(|f| f.target == "/dev/pts/0")
-            .find_map(|f| f.tty.as_ref().filter(|t| !t.typed.is_empty()))
-            .map(|t| t.typed.clone())
-            .unwrap_or_default()
-    }
-}
-
-impl Dumped {
-    /// Write what is still held: the remaining pages, the mapped files' contents, then the
-    /// session record. (The session may run meanwhile: files are read after the thaw.)
-    pub fn finish<W: Write>(mut self, w: &mut ImageWriter<W>) -> io::Result<DumpSummary> {
-        let last = std::mem::take(&mut self.pages.current);
-        if !last.is_empty() {
-            self.pages.full.push(last);
-        }
-        self.pages.flush(w)?;
-        hash_open_files(&mut self.record);
-        carry_files(w, &mut self.record)?;
-        w.meta(SectionKind::SESSION, &self.record)?;
-        Ok(DumpSummary {
-            processes: self.record.processes.len(),
-            threads: self.record.threads(),
-            memory_bytes: self.record.memory_bytes(),
-        })
+    fn finish(self, feed: &mut Feed) -> io::Result<()> {
+        feed.send(self.buf, self.len)
     }
 }
 
@@ -881,8 +886,13 @@ fn hash_open_files(record: &mut SessionRecord) {
 
 /// Put the content of every file the session maps into the FILES chunks, once per content:
 /// the same inode mapped many times is read once, and equal contents under other inodes
-/// (found by SHA-256) are stored once.
-fn carry_files<W: Write>(w: &mut ImageWriter<W>, record: &mut SessionRecord) -> io::Result<()> {
+/// (found by SHA-256) are stored once. Each file starts a chunk of its own (so one file can
+/// be read back alone).
+fn carry_files<W: Write + Send>(
+    w: &mut ImageWriter<W>,
+    record: &mut SessionRecord,
+    budget: usize,
+) -> io::Result<()> {
     use sha2::{Digest, Sha256};
     use std::collections::HashMap;
     use std::io::Read;
@@ -896,99 +906,120 @@ fn carry_files<W: Write>(w: &mut ImageWriter<W>, record: &mut SessionRecord) -> 
         .filter(|m| m.inode != 0 && m.path.starts_with('/'))
         .collect();
     let mut buf = vec![0u8; 1 << 20];
-    let mut contents: Vec<Vec<u8>> = Vec::new();
-    for m in maps {
-        let key = (m.dev, m.inode);
-        if by_inode.contains_key(&key) {
-            continue;
-        }
-        let not_carried = |record: &mut SessionRecord, why: &str| {
-            if !record.files_not_carried.iter().any(|(p, _)| *p == m.path) {
-                record
-                    .files_not_carried
-                    .push((m.path.clone(), why.to_string()));
+    w.pipeline(SectionKind::FILES, budget, |feed| {
+        for m in maps {
+            let key = (m.dev, m.inode);
+            if by_inode.contains_key(&key) {
+                continue;
             }
-        };
-        let Ok(mut file) = std::fs::File::open(&m.path) else {
-            not_carried(record, "gone");
-            by_inode.insert(key, None);
-            continue;
-        };
-        let meta = file.metadata()?;
-        let same_file =
-            meta.ino() == m.inode && (libc::major(meta.dev()), libc::minor(meta.dev())) == m.dev;
-        if !same_file || !meta.is_file() {
-            not_carried(record, "replaced since it was mapped");
-            by_inode.insert(key, None);
-            continue;
-        }
-        let mut hasher = Sha256::new();
-        loop {
-            let n = file.read(&mut buf)?;
-            if n == 0 {
-                break;
+            let not_carried = |record: &mut SessionRecord, why: &str| {
+                if !record.files_not_carried.iter().any(|(p, _)| *p == m.path) {
+                    record
+                        .files_not_carried
+                        .push((m.path.clone(), why.to_string()));
+                }
+            };
+            let Ok(mut file) = std::fs::File::open(&m.path) else {
+                not_carried(record, "gone");
+                by_inode.insert(key, None);
+                continue;
+            };
+            let meta = file.metadata()?;
+            let same_file = meta.ino() == m.inode
+                && (libc::major(meta.dev()), libc::minor(meta.dev())) == m.dev;
+            if !same_file || !meta.is_file() {
+                not_carried(record, "replaced since it was mapped");
+                by_inode.insert(key, None);
+                continue;
             }
-            hasher.update(&buf[..n]);
+            let mut hasher = Sha256::new();
+            loop {
+                let n = file.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+            }
+            let sha256: String = hasher
+                .finalize()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            let copy = FileCopy {
+                path: m.path.clone(),
+                dev: m.dev,
+                inode: m.inode,
+                mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
+            };
+            if let Some(&i) = by_hash.get(&sha256) {
+                record.files[i].copies.push(copy);
+                by_inode.insert(key, Some(i));
+                continue;
+            }
+            // A new content: send it (read again from the page cache, where hashing just
+            // put it).
+            let mut file = std::fs::File::open(&m.path)?;
+            let mut size = 0u64;
+            loop {
+                let mut chunk = feed.buffer()?;
+                let n = read_full(&mut file, &mut chunk)?;
+                size += n as u64;
+                feed.send(chunk, n)?;
+                if n < CHUNK_SIZE {
+                    break;
+                }
+            }
+            if size != meta.size() {
+                return Err(io::Error::other(format!(
+                    "{} changed while it was being saved",
+                    m.path
+                )));
+            }
+            by_hash.insert(sha256.clone(), record.files.len());
+            by_inode.insert(key, Some(record.files.len()));
+            record.files.push(CarriedFile {
+                sha256,
+                size,
+                copies: vec![copy],
+            });
         }
-        let sha256: String = hasher
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        let copy = FileCopy {
-            path: m.path.clone(),
-            dev: m.dev,
-            inode: m.inode,
-            mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
-        };
-        if let Some(&i) = by_hash.get(&sha256) {
-            record.files[i].copies.push(copy);
-            by_inode.insert(key, Some(i));
-            continue;
-        }
-        // A new content: keep it (read again from the page cache, where hashing just put
-        // it); all are compressed together below.
-        let mut content = Vec::with_capacity(meta.size() as usize);
-        std::fs::File::open(&m.path)?.read_to_end(&mut content)?;
-        let size = content.len() as u64;
-        contents.push(content);
-        if size != meta.size() {
-            return Err(io::Error::other(format!(
-                "{} changed while it was being saved",
-                m.path
-            )));
-        }
-        by_hash.insert(sha256.clone(), record.files.len());
-        by_inode.insert(key, Some(record.files.len()));
-        record.files.push(CarriedFile {
-            sha256,
-            size,
-            copies: vec![copy],
-        });
-    }
-    // Each file starts a chunk of its own (so one file can be read back alone).
-    let pieces: Vec<&[u8]> = contents
-        .iter()
-        .flat_map(|c| c.chunks(crate::image::CHUNK_SIZE))
-        .collect();
-    w.chunks_parallel(SectionKind::FILES, &pieces)
+        Ok(())
+    })
 }
 
-/// Read the frozen session: the terminal model goes into `w` at once, the processes'
-/// records and pages are held in memory (up to `budget` bytes of pages; beyond it pages
-/// are written as they come) so that the session can be thawed before the slow part,
-/// compressing and writing, happens in `Dumped::finish`.
+/// Read until `buf` is full or the file ends; how much was read.
+fn read_full(file: &mut std::fs::File, buf: &mut [u8]) -> io::Result<usize> {
+    use std::io::Read;
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+/// Checkpoint the frozen session into `w`: the terminal model, the page data, the content
+/// of the files the session maps, the session record.
+///
+/// The pages are copied out of the processes into chunk buffers that are compressed and
+/// written meanwhile (`ImageWriter::pipeline`, at most `budget` bytes of buffers); once the
+/// whole state is read, `before_thaw` is called and the session thawed, and the rest is
+/// written while the session runs: the last chunks, the files (read after the
+/// thaw), the record.
 ///
 /// The page data is one stream, the runs of `page_runs` one after another, cut into
 /// chunks of `CHUNK_SIZE`.
-pub fn dump<W: Write>(
+pub fn dump<W: Write + Send>(
     w: &mut ImageWriter<W>,
-    frozen: &Frozen,
+    frozen: Frozen,
     name: &str,
     command: &str,
     term: &crate::term_model::Term,
     budget: usize,
-) -> io::Result<Dumped> {
+    before_thaw: impl FnOnce(&SessionRecord),
+) -> io::Result<DumpSummary> {
     w.meta(SectionKind::TERM_MODEL, term)?;
     let mut record = SessionRecord {
         name: name.to_string(),
@@ -998,14 +1029,6 @@ pub fn dump<W: Write>(
         files: Vec::new(),
         files_not_carried: Vec::new(),
     };
-    let mut pages = PageBuffer {
-        full: Vec::new(),
-        current: Vec::with_capacity(crate::image::CHUNK_SIZE),
-        held: 0,
-        budget,
-        spare: Vec::new(),
-    };
-    let mut buf = vec![0u8; 1 << 20];
     for &pid in frozen.zombies() {
         if let Ok(z) = zombie_record(pid) {
             record.processes.push(z);
@@ -1021,78 +1044,65 @@ pub fn dump<W: Write>(
             host_to_ns.insert(*pid, ns);
         }
     }
-    let mut hosts = Vec::new();
-    for (pid, tids) in tasks {
-        let mut proc_record = process_record(pid, &tids, frozen.job_stopped(pid))?;
-        check_carriable(&proc_record)?;
-        proc_record.fg_pgid = if proc_record.fg_pgid > 0 {
-            host_to_ns.get(&proc_record.fg_pgid).copied().unwrap_or(0)
-        } else {
-            0
+    let thawed_at = w.pipeline(SectionKind::PAGES, budget, |feed| {
+        let mut pages = PageStream {
+            buf: feed.buffer()?,
+            len: 0,
         };
-        let pagemap = std::fs::File::open(format!("/proc/{pid}/pagemap"))?;
-        for map in &proc_record.maps {
-            let kind = map.kind();
-            if matches!(kind, MapKind::Kernel | MapKind::SharedFile) || !map.perms.starts_with('r')
-            {
-                continue;
-            }
-            // Shared memory is read whole: a page of it may be present in the shared object
-            // without being mapped in this process (pagemap would not show it).
-            let runs = if kind == MapKind::SharedAnon {
-                vec![(map.start, map.end - map.start)]
+        let mut hosts = Vec::new();
+        for (pid, tids) in tasks {
+            let mut proc_record = process_record(pid, &tids, frozen.job_stopped(pid))?;
+            check_carriable(&proc_record)?;
+            proc_record.fg_pgid = if proc_record.fg_pgid > 0 {
+                host_to_ns.get(&proc_record.fg_pgid).copied().unwrap_or(0)
             } else {
-                present_runs(&pagemap, map, kind == MapKind::PrivateFile)
+                0
             };
-            for (addr, len) in runs {
-                let mut at = 0;
-                while at < len {
-                    let n = (len - at).min(buf.len() as u64) as usize;
-                    let got = sys::read_process_memory(pid, addr + at, &mut buf[..n])?;
-                    if got == 0 {
-                        break;
-                    }
-                    // Pages of zeros in private memory are stored as nothing: fresh memory
-                    // is zero. (Not in a file mapping, where a zero page the process wrote
-                    // differs from the file's.)
-                    let skip_zeros = kind == MapKind::Anon;
-                    let data = &buf[..got];
-                    let mut i = 0;
-                    while i < data.len() {
-                        let page_end = |k: usize| (k + PAGE as usize).min(data.len());
-                        if skip_zeros && data[i..page_end(i)] == ZERO_PAGE[..page_end(i) - i] {
-                            i = page_end(i);
-                            continue;
-                        }
-                        // A run of pages that are not all zeros, kept in one piece.
-                        let mut j = page_end(i);
-                        while j < data.len()
-                            && !(skip_zeros && data[j..page_end(j)] == ZERO_PAGE[..page_end(j) - j])
-                        {
-                            j = page_end(j);
-                        }
-                        let run_addr = addr + at + i as u64;
-                        pages.push(w, &data[i..j])?;
-                        match record.page_runs.last_mut() {
-                            Some(r) if r.pid == proc_record.pid && r.addr + r.len == run_addr => {
-                                r.len += (j - i) as u64
-                            }
-                            _ => record.page_runs.push(PageRun {
-                                pid: proc_record.pid,
-                                addr: run_addr,
-                                len: (j - i) as u64,
-                            }),
-                        }
-                        i = j;
-                    }
-                    at += got as u64;
+            let pagemap = std::fs::File::open(format!("/proc/{pid}/pagemap"))?;
+            for map in &proc_record.maps {
+                let kind = map.kind();
+                if matches!(kind, MapKind::Kernel | MapKind::SharedFile)
+                    || !map.perms.starts_with('r')
+                {
+                    continue;
+                }
+                // Shared memory is read whole: a page of it may be present in the shared
+                // object without being mapped in this process (pagemap would not show it).
+                let runs = if kind == MapKind::SharedAnon {
+                    vec![(map.start, map.end - map.start)]
+                } else {
+                    present_runs(&pagemap, map, kind == MapKind::PrivateFile)
+                };
+                for (addr, len) in runs {
+                    pages.copy(
+                        feed,
+                        pid,
+                        proc_record.pid,
+                        addr,
+                        len,
+                        kind == MapKind::Anon,
+                        &mut record.page_runs,
+                    )?;
                 }
             }
+            hosts.push(pid);
+            record.processes.push(proc_record);
         }
-        hosts.push(pid);
-        record.processes.push(proc_record);
-    }
-    number_descriptions(&mut record, &hosts)?;
-    take_typed_input(&mut record, &hosts);
-    Ok(Dumped { record, pages })
+        pages.finish(feed)?;
+        number_descriptions(&mut record, &hosts)?;
+        take_typed_input(&mut record, &hosts);
+        before_thaw(&record);
+        frozen.thaw();
+        Ok(std::time::Instant::now())
+    })?;
+    // The session runs again: the files are read now.
+    hash_open_files(&mut record);
+    carry_files(w, &mut record, budget)?;
+    w.meta(SectionKind::SESSION, &record)?;
+    Ok(DumpSummary {
+        processes: record.processes.len(),
+        threads: record.threads(),
+        memory_bytes: record.memory_bytes(),
+        thawed_at,
+    })
 }

@@ -7,10 +7,12 @@
 //!
 //! Protocol: the dumper freezes the session and prints `frozen`; the daemon then reads
 //! what the programs wrote until then from the pty into its terminal model and writes the
-//! model (postcard) to the dumper's stdin, closing it; the dumper reads the session's state
-//! (pages into memory, up to a budget), thaws it, writes the image, and prints one more
-//! line, `ok <what it wrote>` or `err <why not>`. The session is stopped only while its state is read, not while it is
-//! compressed and written.
+//! model (postcard) to the dumper's stdin, closing it; the dumper reads the session's state,
+//! thaws it, finishes the image, and prints one more line, `ok <what it wrote>` or
+//! `err <why not>`. Pages are compressed and written while they are read, on the other
+//! cores, and what is not written yet when the reading ends is written after the thaw: the
+//! session is stopped while its state is read, and longer only when writing lags more than
+//! the budget behind.
 
 use super::{dump, freeze};
 use crate::image::{self, ImageInfo};
@@ -19,8 +21,9 @@ use std::io::{self, Read};
 use std::path::Path;
 use std::time::Instant;
 
-/// Pages held in memory while the session is frozen; beyond this they are written at once
-/// (the session then stays frozen longer, but the dump process stays this small).
+/// Memory for page data on its way to the image (raw and compressed): when the writing
+/// lags this far behind the reading, the reading waits (the session stays frozen longer,
+/// but the dump process stays this small).
 const PAGE_BUDGET: usize = 512 << 20;
 
 pub struct DumpRequest<'a> {
@@ -57,47 +60,38 @@ fn dump_session(req: &DumpRequest) -> Result<String, String> {
     let term: Term = postcard::from_bytes(&model)
         .map_err(|e| format!("checkpoint failed: bad terminal model from the daemon: {e}"))?;
     let mut summary = None;
-    let mut frozen = Some(frozen);
-    let mut frozen_ms = 0.0;
     let written = image::write_file(req.out, &ImageInfo::here(), |w| {
-        let dumped = dump::dump(
+        // Typed input taken out of the terminal goes back through the daemon, before the
+        // thaw (so nothing reads on before it is back).
+        let before_thaw = |record: &dump::SessionRecord| {
+            let typed = dump::typed_input(record);
+            if !typed.is_empty() {
+                use std::io::Write;
+                let hex: String = typed.iter().map(|b| format!("{b:02x}")).collect();
+                let mut out = io::stdout().lock();
+                let _ = writeln!(out, "typed {hex}");
+                let _ = out.flush();
+            }
+        };
+        summary = Some(dump::dump(
             w,
-            frozen.as_ref().expect("frozen"),
+            frozen,
             req.name,
             req.command,
             &term,
             PAGE_BUDGET,
-        )?;
-        // Typed input taken out of the terminal goes back through the daemon (the
-        // session is still frozen, so nothing reads it meanwhile).
-        let typed = dumped.typed_input();
-        if !typed.is_empty() {
-            use std::io::Write;
-            let hex: String = typed.iter().map(|b| format!("{b:02x}")).collect();
-            let mut out = io::stdout().lock();
-            let _ = writeln!(out, "typed {hex}");
-            let _ = out.flush();
-        }
-        // Everything is read: let the session go on while the image is written.
-        if let Some(f) = frozen.take() {
-            f.thaw();
-        }
-        frozen_ms = start.elapsed().as_secs_f64() * 1000.0;
-        summary = Some(dumped.finish(w)?);
+            before_thaw,
+        )?);
         Ok::<(), io::Error>(())
     });
-    // On an error before the thaw, dropping `frozen` thaws.
-    drop(frozen);
-    if frozen_ms == 0.0 {
-        frozen_ms = start.elapsed().as_secs_f64() * 1000.0;
-    }
     match (written, summary) {
         (Ok(()), Some(s)) => Ok(format!(
-            "wrote {}: {} processes, {} threads, {:.1} MiB, frozen {frozen_ms:.0} ms",
+            "wrote {}: {} processes, {} threads, {:.1} MiB, frozen {:.0} ms",
             req.out.display(),
             s.processes,
             s.threads,
-            s.memory_bytes as f64 / (1 << 20) as f64
+            s.memory_bytes as f64 / (1 << 20) as f64,
+            s.thawed_at.duration_since(start).as_secs_f64() * 1000.0
         )),
         (Err(e), _) if e.kind() == io::ErrorKind::Unsupported => Err(format!(
             "checkpoint failed: {e}; the session goes on unchanged, any earlier image is untouched"

@@ -28,6 +28,9 @@ use std::fmt;
 use std::io::{self, Read, Write};
 use std::path::Path;
 
+mod pipeline;
+pub use pipeline::Feed;
+
 pub const MAGIC: &[u8; 8] = b"CRTERMIM";
 pub const FOOTER_MAGIC: &[u8; 8] = b"CRTMEND\0";
 pub const FORMAT_MAJOR: u16 = 1;
@@ -267,42 +270,14 @@ impl<W: Write> ImageWriter<W> {
     /// Bulk data (memory pages): one section per chunk of at most `CHUNK_SIZE` bytes,
     /// compressed on its own, or stored as it is when it does not compress. Call as often
     /// as data arrives; readers get the chunks of a kind back in order.
+    /// (`pipeline` does the same on all cores while the data is still being produced.)
     pub fn chunks(&mut self, kind: SectionKind, data: &[u8]) -> io::Result<()> {
+        let mut zstd = zstd::bulk::Compressor::new(ZSTD_LEVEL)?;
+        let mut packed = vec![0u8; CHUNK_SIZE];
         for chunk in data.chunks(CHUNK_SIZE) {
-            match pack(chunk)? {
-                Some(packed) => self.section(kind, Codec::Zstd, &packed, chunk.len() as u64)?,
-                None => self.section(kind, Codec::Raw, chunk, chunk.len() as u64)?,
-            }
-        }
-        Ok(())
-    }
-
-    /// Like `chunks` for many pieces at once (each at most `CHUNK_SIZE`), compressed on all
-    /// CPUs and written in order.
-    pub fn chunks_parallel(&mut self, kind: SectionKind, pieces: &[&[u8]]) -> io::Result<()> {
-        let workers = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(8);
-        type Packed = Option<io::Result<Option<Vec<u8>>>>;
-        let mut packed: Vec<Packed> = (0..pieces.len()).map(|_| None).collect();
-        std::thread::scope(|scope| {
-            let mut slots: Vec<Vec<(usize, &mut Packed)>> =
-                (0..workers).map(|_| Vec::new()).collect();
-            for (i, slot) in packed.iter_mut().enumerate() {
-                slots[i % workers].push((i, slot));
-            }
-            for mine in slots {
-                scope.spawn(move || {
-                    for (i, slot) in mine {
-                        *slot = Some(pack(pieces[i]));
-                    }
-                });
-            }
-        });
-        for (piece, result) in pieces.iter().zip(packed) {
-            match result.expect("every piece packed")? {
-                Some(p) => self.section(kind, Codec::Zstd, &p, piece.len() as u64)?,
-                None => self.section(kind, Codec::Raw, piece, piece.len() as u64)?,
+            match pipeline::pack_into(&mut zstd, chunk, &mut packed) {
+                0 => self.section(kind, Codec::Raw, chunk, chunk.len() as u64)?,
+                n => self.section(kind, Codec::Zstd, &packed[..n], chunk.len() as u64)?,
             }
         }
         Ok(())
@@ -331,28 +306,52 @@ pub fn temp_path(path: &Path, pid: u32) -> Option<std::path::PathBuf> {
     Some(dir.join(format!(".{}.tmp-{pid}", name.to_string_lossy())))
 }
 
-/// Compress one chunk, or keep it as it is when it does not compress. Random data (keys,
-/// compressed files, encrypted pages) is recognised from four samples across the chunk
-/// without spending the time on all of it.
-/// None: store the chunk as it is.
-fn pack(chunk: &[u8]) -> io::Result<Option<Vec<u8>>> {
-    const SAMPLE: usize = 16 << 10;
-    if chunk.len() >= 8 * SAMPLE {
-        let mut incompressible = true;
-        for k in 0..4 {
-            let at = chunk.len() / 4 * k;
-            let sample = zstd::bulk::compress(&chunk[at..at + SAMPLE], ZSTD_LEVEL)?;
-            if sample.len() < SAMPLE * 97 / 100 {
-                incompressible = false;
-                break;
-            }
-        }
-        if incompressible {
-            return Ok(None);
+/// The image file being written: buffered, and every `WRITEBACK_STEP` bytes the disk is
+/// asked to start writing what came before, so the closing fsync (which a checkpoint waits
+/// for) finds most of a large image already on disk.
+pub struct FileSink {
+    out: io::BufWriter<std::fs::File>,
+    written: u64,
+    started: u64,
+}
+
+const WRITEBACK_STEP: u64 = 32 << 20;
+
+impl FileSink {
+    fn new(file: std::fs::File) -> FileSink {
+        FileSink {
+            out: io::BufWriter::with_capacity(1 << 20, file),
+            written: 0,
+            started: 0,
         }
     }
-    let packed = zstd::bulk::compress(chunk, ZSTD_LEVEL)?;
-    Ok((packed.len() < chunk.len()).then_some(packed))
+
+    fn into_file(self) -> io::Result<std::fs::File> {
+        self.out.into_inner().map_err(|e| e.into_error())
+    }
+}
+
+impl Write for FileSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.out.write(buf)?;
+        self.written += n as u64;
+        if self.written - self.started >= WRITEBACK_STEP {
+            use std::os::fd::AsFd;
+            self.out.flush()?;
+            // Only a hint: a file system that cannot do it still gets the fsync.
+            let _ = crate::sys::start_writeback(
+                self.out.get_ref().as_fd(),
+                self.started,
+                self.written - self.started,
+            );
+            self.started = self.written;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
 }
 
 /// Write an image file so that a crash, a full disk or an error in `fill` never leaves a
@@ -361,7 +360,7 @@ fn pack(chunk: &[u8]) -> io::Result<Option<Vec<u8>>> {
 pub fn write_file<E: From<io::Error>>(
     path: &Path,
     info: &ImageInfo,
-    fill: impl FnOnce(&mut ImageWriter<io::BufWriter<std::fs::File>>) -> Result<(), E>,
+    fill: impl FnOnce(&mut ImageWriter<FileSink>) -> Result<(), E>,
 ) -> Result<(), E> {
     use std::os::unix::fs::OpenOptionsExt;
     let dir = path
@@ -380,9 +379,9 @@ pub fn write_file<E: From<io::Error>>(
         .mode(0o600)
         .open(&tmp)?;
     let result = (|| -> Result<(), E> {
-        let mut w = ImageWriter::new(io::BufWriter::with_capacity(1 << 20, file), info)?;
+        let mut w = ImageWriter::new(FileSink::new(file), info)?;
         fill(&mut w)?;
-        let file = w.finish()?.into_inner().map_err(|e| e.into_error())?;
+        let file = w.finish()?.into_file()?;
         file.sync_all()?;
         Ok(())
     })();

@@ -660,6 +660,24 @@ pub fn read_process_memory(pid: i32, addr: u64, buf: &mut [u8]) -> io::Result<us
 }
 
 /// pread(2).
+/// Start writing `len` bytes of `fd` at `offset` back to the disk, without waiting for it
+/// (so that a later fsync finds most of the file already written).
+pub fn start_writeback(fd: BorrowedFd, offset: u64, len: u64) -> io::Result<()> {
+    let r = unsafe {
+        libc::sync_file_range(
+            fd.as_raw_fd(),
+            offset as libc::off64_t,
+            len as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
 pub fn pread(fd: BorrowedFd, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     let n = unsafe {
         libc::pread(

@@ -1034,6 +1034,7 @@ pub fn dump<W: Write + Send>(
             record.processes.push(z);
         }
     }
+    let first_live = record.processes.len();
     let tasks = frozen.tasks();
     // Host pid -> the session's pid, for ids the kernel gives in the host's numbers.
     let mut host_to_ns = std::collections::HashMap::new();
@@ -1044,20 +1045,27 @@ pub fn dump<W: Write + Send>(
             host_to_ns.insert(*pid, ns);
         }
     }
+    // Every process's record first (with the system calls injected into it: done before
+    // the pipeline's threads exist, which slow each injected call down several times), so
+    // that anything the image cannot carry stops the checkpoint before any page is read.
+    let mut hosts = Vec::new();
+    for (pid, tids) in tasks {
+        let mut proc_record = process_record(pid, &tids, frozen.job_stopped(pid))?;
+        check_carriable(&proc_record)?;
+        proc_record.fg_pgid = if proc_record.fg_pgid > 0 {
+            host_to_ns.get(&proc_record.fg_pgid).copied().unwrap_or(0)
+        } else {
+            0
+        };
+        hosts.push(pid);
+        record.processes.push(proc_record);
+    }
     let thawed_at = w.pipeline(SectionKind::PAGES, budget, |feed| {
         let mut pages = PageStream {
             buf: feed.buffer()?,
             len: 0,
         };
-        let mut hosts = Vec::new();
-        for (pid, tids) in tasks {
-            let mut proc_record = process_record(pid, &tids, frozen.job_stopped(pid))?;
-            check_carriable(&proc_record)?;
-            proc_record.fg_pgid = if proc_record.fg_pgid > 0 {
-                host_to_ns.get(&proc_record.fg_pgid).copied().unwrap_or(0)
-            } else {
-                0
-            };
+        for (&pid, proc_record) in hosts.iter().zip(&record.processes[first_live..]) {
             let pagemap = std::fs::File::open(format!("/proc/{pid}/pagemap"))?;
             for map in &proc_record.maps {
                 let kind = map.kind();
@@ -1085,15 +1093,16 @@ pub fn dump<W: Write + Send>(
                     )?;
                 }
             }
-            hosts.push(pid);
-            record.processes.push(proc_record);
         }
-        pages.finish(feed)?;
         number_descriptions(&mut record, &hosts)?;
         take_typed_input(&mut record, &hosts);
         before_thaw(&record);
         frozen.thaw();
-        Ok(std::time::Instant::now())
+        let thawed_at = std::time::Instant::now();
+        // The last chunk is compressed after the thaw: a small session (vim) is then not
+        // frozen for any compression at all.
+        pages.finish(feed)?;
+        Ok(thawed_at)
     })?;
     // The session runs again: the files are read now.
     hash_open_files(&mut record);

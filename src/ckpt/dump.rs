@@ -13,7 +13,7 @@ use crate::image::{CHUNK_SIZE, Feed, ImageWriter, SectionKind};
 use crate::sys;
 use serde::{Deserialize, Serialize};
 use std::io::{self, Write};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionRecord {
@@ -166,6 +166,65 @@ pub struct FdRecord {
     pub pipe_size: u32,
     /// For a terminal: its settings (the kernel's termios, as bytes) and window size.
     pub tty: Option<TtyRecord>,
+    pub socket: Option<SocketRecord>,
+}
+
+/// A socket (what is carried: a unix socket listening on a name).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SocketRecord {
+    pub domain: i32,
+    pub kind: i32,
+    pub listening: bool,
+    /// Connections that arrived and were not accepted yet.
+    pub pending: bool,
+    pub passcred: bool,
+    /// The unix address: a path, or an abstract name (leading 0 byte); empty if unbound.
+    pub name: Vec<u8>,
+    /// The mode of the socket file of a path name (screen marks attached sessions by it).
+    pub mode: u32,
+}
+
+impl SocketRecord {
+    fn read(pid: i32, fd: i32) -> io::Result<SocketRecord> {
+        use std::os::unix::fs::PermissionsExt;
+        let sock = sys::trace::copy_fd_of(pid, fd)?;
+        let info = sys::sock::socket_info(sock.as_fd())?;
+        let path = (info.name.first().is_some_and(|&b| b != 0))
+            .then(|| String::from_utf8_lossy(&info.name).into_owned());
+        Ok(SocketRecord {
+            domain: info.domain,
+            kind: info.kind,
+            listening: info.listening,
+            pending: info.listening && sys::readable(sock.as_fd()),
+            passcred: info.passcred,
+            mode: path
+                .and_then(|p| std::fs::symlink_metadata(p).ok())
+                .map_or(0, |m| m.permissions().mode() & 0o7777),
+            name: info.name,
+        })
+    }
+
+    /// The name for messages: the path, `@name` for an abstract one.
+    pub fn display_name(&self) -> String {
+        match self.name.first() {
+            None => "(unbound)".into(),
+            Some(0) => format!("@{}", String::from_utf8_lossy(&self.name[1..])),
+            Some(_) => String::from_utf8_lossy(&self.name).into_owned(),
+        }
+    }
+}
+
+impl FdRecord {
+    /// For a pty master: the number of its pty.
+    pub fn pty_index(&self) -> Option<u32> {
+        if self.kind != FdKind::PtyMaster {
+            return None;
+        }
+        self.fdinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("tty-index:"))
+            .and_then(|v| v.trim().parse().ok())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -176,6 +235,10 @@ pub struct TtyRecord {
     /// Bytes typed but not yet read by the program (a terminal in raw mode only: in
     /// canonical mode a partial line cannot be read out). Put back on resume.
     pub typed: Vec<u8>,
+    /// Through a pty master (screen's, tmux's): the programs' output not yet read by the
+    /// master's holder, and whether the master is in packet mode.
+    pub output: Vec<u8>,
+    pub packet: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -188,6 +251,9 @@ pub enum FdKind {
     /// eventfd, timerfd, signalfd, epoll, inotify ... (the target names which).
     Anon,
     Other,
+    /// The master side of a pty of the session (`/dev/ptmx`; which pty: `tty-index` in
+    /// the fdinfo).
+    PtyMaster,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -257,6 +323,11 @@ fn fd_kind_and_identity(link: &str, path: &str) -> (FdKind, Option<FileIdentity>
         FdKind::Socket
     } else {
         FdKind::Other
+    };
+    let kind = if kind == FdKind::CharDevice && (link == "/dev/ptmx" || link == "/dev/pts/ptmx") {
+        FdKind::PtyMaster
+    } else {
+        kind
     };
     let identity = matches!(kind, FdKind::File | FdKind::Directory).then(|| FileIdentity {
         dev: m.dev(),
@@ -536,7 +607,27 @@ fn process_record(pid: i32, tids: &[i32], job_stopped: bool) -> io::Result<Proce
                         cols: size.cols,
                         rows: size.rows,
                         typed: Vec::new(),
+                        output: Vec::new(),
+                        packet: false,
                     })
+            } else if kind == FdKind::PtyMaster {
+                // Through a copy of the very descriptor: opening the path would make a new
+                // pty.
+                let master = sys::trace::copy_fd_of(pid, fd)?;
+                let (termios, size) = sys::tty_settings(master.as_fd())?;
+                Some(TtyRecord {
+                    termios,
+                    cols: size.cols,
+                    rows: size.rows,
+                    typed: Vec::new(),
+                    output: Vec::new(),
+                    packet: sys::pty_packet_mode(master.as_fd())?,
+                })
+            } else {
+                None
+            };
+            let socket = if kind == FdKind::Socket && target.starts_with("socket:") {
+                Some(SocketRecord::read(pid, fd)?)
             } else {
                 None
             };
@@ -545,6 +636,7 @@ fn process_record(pid: i32, tids: &[i32], job_stopped: bool) -> io::Result<Proce
                 desc: 0,
                 target,
                 tty,
+                socket,
                 flags: u32::from_str_radix(&field("flags:"), 8).unwrap_or(0),
                 pos: field("pos:").parse().unwrap_or(0),
                 kind,
@@ -676,13 +768,36 @@ fn present_runs(pagemap: &std::fs::File, map: &MapRecord, changed_only: bool) ->
 fn check_carriable(p: &ProcessRecord) -> io::Result<()> {
     for f in &p.fds {
         let what = match f.kind {
-            FdKind::Socket => Some("a socket"),
-            FdKind::Pipe if !f.target.starts_with("pipe:") => Some("a named pipe (FIFO)"),
-            FdKind::CharDevice if f.target == "/dev/ptmx" || f.target == "/dev/pts/ptmx" => {
-                Some("the master side of a pty (as screen and tmux hold)")
+            FdKind::Socket => match &f.socket {
+                None => Some("a socket file opened by path".to_string()),
+                Some(s) if s.domain != libc::AF_UNIX => Some(format!(
+                    "{} (only unix sockets are carried)",
+                    match s.domain {
+                        libc::AF_INET => "an IPv4 socket".to_string(),
+                        libc::AF_INET6 => "an IPv6 socket".to_string(),
+                        libc::AF_NETLINK => "a netlink socket".to_string(),
+                        libc::AF_PACKET => "a packet socket".to_string(),
+                        d => format!("a socket of address family {d}"),
+                    }
+                )),
+                Some(s) if !s.listening => Some(format!(
+                    "a unix socket that is not listening ({}; connected unix sockets are not carried yet)",
+                    s.display_name()
+                )),
+                Some(s) if s.pending => Some(format!(
+                    "a listening unix socket with connections not accepted yet ({})",
+                    s.display_name()
+                )),
+                Some(s) if s.name.is_empty() => {
+                    Some("a listening unix socket without a name".to_string())
+                }
+                Some(_) => None,
+            },
+            FdKind::Pipe if !f.target.starts_with("pipe:") => {
+                Some("a named pipe (FIFO)".to_string())
             }
             FdKind::File | FdKind::Directory if f.target.ends_with(" (deleted)") => {
-                Some("a file deleted while open")
+                Some("a file deleted while open".to_string())
             }
             FdKind::Anon
                 if !matches!(
@@ -693,9 +808,9 @@ fn check_carriable(p: &ProcessRecord) -> io::Result<()> {
                         | "anon_inode:[eventpoll]"
                 ) =>
             {
-                Some("a kernel object crterm cannot carry")
+                Some("a kernel object crterm cannot carry".to_string())
             }
-            FdKind::Other => Some("a file of a kind crterm cannot carry"),
+            FdKind::Other => Some("a file of a kind crterm cannot carry".to_string()),
             _ => None,
         };
         if let Some(what) = what {
@@ -743,20 +858,80 @@ fn number_descriptions(record: &mut SessionRecord, hosts: &[i32]) -> io::Result<
     Ok(())
 }
 
-/// Read out what was typed at each terminal of the session and not yet read (raw mode
-/// only), into the first record of that terminal.
-fn take_typed_input(record: &mut SessionRecord, hosts: &[i32]) {
+/// Take the bytes queued in the session's ptys out while the session is frozen: typed
+/// input not yet read (raw-mode terminals only: a partial line cannot be read out), and
+/// through each pty master the session holds, output its holder has not read yet. Returns
+/// copies of those masters, by pty number, for `put_back_queues`.
+fn take_pty_queues(record: &mut SessionRecord, hosts: &[i32]) -> Vec<(u32, OwnedFd)> {
     let live: Vec<usize> = (0..record.processes.len())
         .filter(|&i| record.processes[i].zombie.is_none())
         .collect();
     let mut seen = std::collections::HashSet::new();
+    let mut masters: Vec<(u32, OwnedFd)> = Vec::new();
     for (&pi, &host) in live.iter().zip(hosts) {
         for f in &mut record.processes[pi].fds {
+            let index = f.pty_index();
             let Some(tty) = f.tty.as_mut() else { continue };
-            if !seen.insert(f.target.clone()) {
+            if f.kind == FdKind::CharDevice {
+                if seen.insert(f.target.clone()) {
+                    tty.typed = sys::take_typed_input(host, f.fd).unwrap_or_default();
+                }
                 continue;
             }
-            tty.typed = sys::take_typed_input(host, f.fd).unwrap_or_default();
+            let Some(n) = index else { continue };
+            if masters.iter().any(|(m, _)| *m == n) {
+                continue;
+            }
+            let Ok(master) = sys::trace::copy_fd_of(host, f.fd) else {
+                continue;
+            };
+            tty.output = read_pty_output(master.as_fd(), tty.packet);
+            masters.push((n, master));
+        }
+    }
+    masters
+}
+
+/// What a pty's programs wrote and its master's holder has not read yet (consumed: put it
+/// back with `put_back_queues`). In packet mode each read starts with a status byte.
+fn read_pty_output(master: std::os::fd::BorrowedFd, packet: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 64 << 10];
+    while out.len() < 16 << 20 && sys::readable(master) {
+        match sys::read(master, &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) if packet => {
+                if buf[0] == 0 {
+                    out.extend_from_slice(&buf[1..n]);
+                }
+            }
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    out
+}
+
+/// Put back what `take_pty_queues` took out of the ptys whose masters the session holds
+/// (the session's own terminal, pts 0, is the daemon's: its typed input goes back through
+/// the daemon): typed input into the master, output through the slave, as it was.
+fn put_back_queues(record: &SessionRecord, masters: &[(u32, OwnedFd)]) {
+    let fds = || record.processes.iter().flat_map(|p| &p.fds);
+    for (n, master) in masters {
+        let slave = format!("/dev/pts/{n}");
+        if let Some(typed) = fds()
+            .filter(|f| f.kind == FdKind::CharDevice && f.target == slave)
+            .find_map(|f| f.tty.as_ref().filter(|t| !t.typed.is_empty()))
+            .map(|t| &t.typed)
+        {
+            let _ = sys::write_all(master.as_fd(), typed);
+        }
+        if let Some(output) = fds()
+            .filter(|f| f.kind == FdKind::PtyMaster && f.pty_index() == Some(*n))
+            .find_map(|f| f.tty.as_ref().filter(|t| !t.output.is_empty()))
+            .map(|t| &t.output)
+            && let Ok(peer) = sys::pty_peer(master.as_fd())
+        {
+            let _ = sys::write_as_output(peer.as_fd(), output);
         }
     }
 }
@@ -1095,8 +1270,9 @@ pub fn dump<W: Write + Send>(
             }
         }
         number_descriptions(&mut record, &hosts)?;
-        take_typed_input(&mut record, &hosts);
+        let masters = take_pty_queues(&mut record, &hosts);
         before_thaw(&record);
+        put_back_queues(&record, &masters);
         frozen.thaw();
         let thawed_at = std::time::Instant::now();
         // The last chunk is compressed after the thaw: a small session (vim) is then not

@@ -5,7 +5,7 @@
 //! and `dup3` puts it at its number. Descriptions shared before stay shared, offsets too.
 
 use super::{PAGE, Restorer};
-use crate::ckpt::dump::{FdKind, FdRecord, ProcessRecord, SessionRecord};
+use crate::ckpt::dump::{FdKind, FdRecord, ProcessRecord, SessionRecord, TtyRecord};
 use crate::inject::nr;
 use crate::sys::{self, trace as t};
 use anyhow::{Context, Result, anyhow, bail};
@@ -27,20 +27,25 @@ fn pts_of_path(path: &str) -> Option<u32> {
 }
 
 /// Open the session's ptys in its fresh devpts, in order, until every number the image
-/// uses exists; set their saved settings and sizes. Returns the masters by number.
+/// uses exists; set their saved settings, sizes and modes, and put back the bytes that were
+/// queued in them both ways. Returns the masters by number.
 pub fn open_ptys(record: &SessionRecord) -> Result<BTreeMap<u32, OwnedFd>> {
-    let mut wanted: BTreeMap<u32, Option<&crate::ckpt::dump::TtyRecord>> = BTreeMap::new();
-    wanted.insert(0, None);
+    // Per pty: what a slave's record holds (settings, typed input) and what a master's
+    // holds (settings, output, packet mode).
+    type Saved<'a> = (Option<&'a TtyRecord>, Option<&'a TtyRecord>);
+    let mut wanted: BTreeMap<u32, Saved> = BTreeMap::new();
+    wanted.insert(0, (None, None));
     for p in &record.processes {
         if let Some(n) = pts_number(p.ctty) {
-            wanted.entry(n).or_insert(None);
+            wanted.entry(n).or_default();
         }
         for f in &p.fds {
-            if let Some(n) = pts_of_path(&f.target) {
-                let e = wanted.entry(n).or_insert(None);
-                if e.is_none() {
-                    *e = f.tty.as_ref();
-                }
+            if let Some(n) = f.pty_index() {
+                let e = wanted.entry(n).or_default();
+                e.1 = e.1.or(f.tty.as_ref());
+            } else if let Some(n) = pts_of_path(&f.target) {
+                let e = wanted.entry(n).or_default();
+                e.0 = e.0.or(f.tty.as_ref());
             }
         }
     }
@@ -62,28 +67,39 @@ pub fn open_ptys(record: &SessionRecord) -> Result<BTreeMap<u32, OwnedFd>> {
         }
     }
     drop(spare);
-    for (n, tty) in wanted {
-        let Some(tty) = tty else { continue };
-        let path = sys::cstring(&format!("/dev/pts/{n}"))?;
-        let slave = sys::open(&path, libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC)
-            .with_context(|| format!("opening /dev/pts/{n}"))?;
-        if tty.termios.len() == std::mem::size_of::<sys::Termios>() {
+    for (n, (slave_rec, master_rec)) in wanted {
+        let Some(settings) = slave_rec.or(master_rec) else {
+            continue;
+        };
+        let master = masters[&n].as_fd();
+        let slave = sys::pty_peer(master).with_context(|| format!("opening /dev/pts/{n}"))?;
+        if settings.termios.len() == std::mem::size_of::<sys::Termios>() {
             // SAFETY: the bytes were read from a termios of this very layout.
-            let t: sys::Termios =
-                unsafe { std::ptr::read_unaligned(tty.termios.as_ptr().cast::<sys::Termios>()) };
+            let t: sys::Termios = unsafe {
+                std::ptr::read_unaligned(settings.termios.as_ptr().cast::<sys::Termios>())
+            };
             let _ = sys::set_termios(slave.as_fd(), &t);
         }
-        let _ = sys::set_winsize(
-            masters[&n].as_fd(),
-            sys::WinSize {
-                cols: tty.cols,
-                rows: tty.rows,
-            },
-        );
-        // What was typed and not yet read is waiting for the program again.
-        if !tty.typed.is_empty() {
-            sys::write_all(masters[&n].as_fd(), &tty.typed)
+        let size = sys::WinSize {
+            cols: settings.cols,
+            rows: settings.rows,
+        };
+        let _ = sys::set_winsize(master, size);
+        // What was typed and not yet read is waiting for the program again, and what the
+        // programs wrote and the master's holder had not read, for that holder.
+        if let Some(typed) = slave_rec.map(|t| &t.typed).filter(|t| !t.is_empty()) {
+            sys::write_all(master, typed)
                 .with_context(|| format!("putting typed input back into /dev/pts/{n}"))?;
+        }
+        if let Some(m) = master_rec {
+            if !m.output.is_empty() {
+                sys::write_as_output(slave.as_fd(), &m.output)
+                    .with_context(|| format!("putting output back into /dev/pts/{n}"))?;
+            }
+            if m.packet {
+                sys::set_pty_packet_mode(master, true)
+                    .with_context(|| format!("packet mode on /dev/pts/{n}"))?;
+            }
         }
     }
     Ok(masters)
@@ -175,8 +191,17 @@ impl Restorer<'_> {
         let made: OwnedFd = match f.kind {
             FdKind::File | FdKind::Directory => self.open_file(rec, f)?,
             FdKind::CharDevice if f.target == "/dev/tty" => return Ok(None),
-            FdKind::CharDevice if f.target == "/dev/ptmx" || f.target == "/dev/pts/ptmx" => {
-                bail!("the master side of a pty (as screen and tmux hold) is not supported yet")
+            FdKind::PtyMaster => {
+                let n = f
+                    .pty_index()
+                    .ok_or_else(|| anyhow!("a pty master without its number"))?;
+                let master = self
+                    .masters
+                    .get(&n)
+                    .ok_or_else(|| anyhow!("pty {n} was not made"))?;
+                master
+                    .try_clone()
+                    .with_context(|| format!("the master of pty {n}"))?
             }
             FdKind::CharDevice => {
                 let flags = (f.flags as i32 & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL))
@@ -207,7 +232,7 @@ impl Restorer<'_> {
                 return Ok(Some(end));
             }
             FdKind::Pipe => bail!("named pipes (FIFOs) are not supported yet"),
-            FdKind::Socket => bail!("sockets are not supported yet"),
+            FdKind::Socket => listening_socket(f)?,
             FdKind::Anon => self.anon(f)?,
             FdKind::Other => bail!("a file of a kind crterm cannot restore"),
         };
@@ -390,6 +415,49 @@ impl Restorer<'_> {
         }
         Ok(())
     }
+}
+
+/// A unix socket listening on its name again. A socket file left at its path by the
+/// checkpointed program (it was killed, so it could not remove it) is replaced; one that a
+/// running program listens on is not.
+fn listening_socket(f: &FdRecord) -> Result<OwnedFd> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let s = f
+        .socket
+        .as_ref()
+        .ok_or_else(|| anyhow!("a socket without its record"))?;
+    if s.domain != libc::AF_UNIX || !s.listening || s.name.is_empty() {
+        bail!("only unix sockets listening on a name are carried");
+    }
+    let name = s.display_name();
+    let sock = sys::sock::unix_socket(s.kind).context("socket")?;
+    let path = (s.name[0] != 0).then(|| std::path::PathBuf::from(&name));
+    if let Some(path) = &path
+        && let Ok(meta) = std::fs::symlink_metadata(path)
+    {
+        if !meta.file_type().is_socket() {
+            bail!("cannot listen on {name} again: a file that is not a socket is there");
+        }
+        let probe = sys::sock::unix_socket(s.kind).context("socket")?;
+        if sys::sock::connect_unix(probe.as_fd(), &s.name).is_ok() {
+            bail!("cannot listen on {name} again: a running program listens there");
+        }
+        std::fs::remove_file(path)
+            .with_context(|| format!("removing the stale socket file {name}"))?;
+    }
+    sys::sock::bind_unix(sock.as_fd(), &s.name)
+        .with_context(|| format!("cannot listen on {name} again"))?;
+    if let Some(path) = &path
+        && s.mode != 0
+    {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(s.mode))
+            .with_context(|| format!("setting the mode of {name}"))?;
+    }
+    sys::sock::listen(sock.as_fd(), libc::SOMAXCONN)?;
+    if s.passcred {
+        sys::sock::set_int(sock.as_fd(), libc::SOL_SOCKET, libc::SO_PASSCRED, 1)?;
+    }
+    Ok(sock)
 }
 
 fn cloexec(f: &FdRecord) -> bool {

@@ -7,6 +7,7 @@ use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
+pub mod sock;
 pub mod trace;
 
 /// A file mapped read-only into memory, unmapped on drop.
@@ -151,6 +152,50 @@ pub fn open_pty_master() -> io::Result<(OwnedFd, u32)> {
     let mut n: libc::c_uint = 0;
     check(unsafe { libc::ioctl(fd, libc::TIOCGPTN, &mut n) })?;
     Ok((master, n))
+}
+
+/// Whether a pty master is in packet mode (TIOCPKT).
+pub fn pty_packet_mode(master: BorrowedFd) -> io::Result<bool> {
+    let mut on: libc::c_int = 0;
+    check(unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPKT, &mut on) })?;
+    Ok(on != 0)
+}
+
+pub fn set_pty_packet_mode(master: BorrowedFd, on: bool) -> io::Result<()> {
+    let on: libc::c_int = on.into();
+    check(unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCPKT, &on) })?;
+    Ok(())
+}
+
+/// A new descriptor of the slave side of the pty whose master is `master` (TIOCGPTPEER):
+/// reached without a path, so from any mount namespace.
+pub fn pty_peer(master: BorrowedFd) -> io::Result<OwnedFd> {
+    let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
+    let fd = check(unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPTPEER, flags) })?;
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Whether `fd` has something to read now (poll with no timeout).
+pub fn readable(fd: BorrowedFd) -> bool {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    unsafe { libc::poll(&mut p, 1, 0) > 0 && p.revents & libc::POLLIN != 0 }
+}
+
+/// Write `bytes` into a pty through its slave as the programs' output, passed through to
+/// the master as they are: the terminal's output processing (OPOST, ONLCR ...) is off while
+/// they are written, for they were processed when first written.
+pub fn write_as_output(slave: BorrowedFd, bytes: &[u8]) -> io::Result<()> {
+    let saved = get_termios(slave)?;
+    let mut raw = saved;
+    raw.c_oflag &= !libc::OPOST;
+    set_termios(slave, &raw)?;
+    let written = write_all(slave, bytes);
+    set_termios(slave, &saved)?;
+    written
 }
 
 pub fn set_controlling_tty(fd: BorrowedFd) -> io::Result<()> {
@@ -814,9 +859,15 @@ pub fn take_typed_input(pid: i32, fd: i32) -> io::Result<Vec<u8>> {
 pub fn peek_tty(pid: i32, fd: i32) -> io::Result<(Vec<u8>, WinSize)> {
     let path = cstring(&format!("/proc/{pid}/fd/{fd}"))?;
     let tty = open(&path, libc::O_RDONLY | libc::O_NOCTTY | libc::O_NONBLOCK)?;
-    let t = get_termios(tty.as_fd())?;
-    let size = get_winsize(tty.as_fd())?;
-    // SAFETY: termios is plain data; its bytes are what TCSETS takes back.
+    tty_settings(tty.as_fd())
+}
+
+/// A terminal's termios (as bytes, what TCSETS takes back) and window size; through a pty
+/// master, those of its slave.
+pub fn tty_settings(tty: BorrowedFd) -> io::Result<(Vec<u8>, WinSize)> {
+    let t = get_termios(tty)?;
+    let size = get_winsize(tty)?;
+    // SAFETY: termios is plain data.
     let bytes = unsafe {
         std::slice::from_raw_parts(
             (&t as *const Termios).cast::<u8>(),

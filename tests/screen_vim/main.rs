@@ -12,6 +12,7 @@ use std::time::Duration;
 const T: Duration = Duration::from_secs(20);
 
 mod roundtrip;
+mod world;
 
 fn vim_round(env: &Env) {
     let file = env.dir.path().join("notes.txt");

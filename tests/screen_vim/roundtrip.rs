@@ -7,7 +7,7 @@ use super::*;
 use std::path::{Path, PathBuf};
 
 /// Checkpoint session `name` into `image` and end it; every process it had is gone.
-fn checkpoint_and_end(env: &Env, name: &str, image: &Path) {
+pub(crate) fn checkpoint_and_end(env: &Env, name: &str, image: &Path) {
     let daemon = env.daemon_pid(name);
     let procs = process_tree(daemon);
     assert!(procs.len() >= 3, "daemon, init and a program: {procs:?}");
@@ -28,14 +28,14 @@ fn checkpoint_and_end(env: &Env, name: &str, image: &Path) {
 }
 
 /// Resume `image` in a new pane `target` of the given size, in `env`'s tmux server.
-fn resume_pane(env: &Env, target: &str, cols: u16, rows: u16, image: &Path) {
+pub(crate) fn resume_pane(env: &Env, target: &str, cols: u16, rows: u16, image: &Path) {
     resume_in(env, &env.tmux, target, cols, rows, image)
 }
 
 /// A second tmux server for panes of another size: in one server, a new session of
 /// another size resizes the windows of the others (tmux 3.3's window sizing), which
 /// would redraw the programs there.
-fn other_tmux(env: &Env) -> Tmux {
+pub(crate) fn other_tmux(env: &Env) -> Tmux {
     match &env.user {
         Some(u) => Tmux::as_user(u, env.tmux.env.clone()),
         None => {
@@ -46,7 +46,7 @@ fn other_tmux(env: &Env) -> Tmux {
     }
 }
 
-fn resume_in(env: &Env, tmux: &Tmux, target: &str, cols: u16, rows: u16, image: &Path) {
+pub(crate) fn resume_in(env: &Env, tmux: &Tmux, target: &str, cols: u16, rows: u16, image: &Path) {
     tmux.start(
         target,
         cols,
@@ -59,16 +59,16 @@ fn resume_in(env: &Env, tmux: &Tmux, target: &str, cols: u16, rows: u16, image: 
     );
 }
 
-fn image_path(env: &Env, name: &str) -> PathBuf {
+pub(crate) fn image_path(env: &Env, name: &str) -> PathBuf {
     env.dir.path().join(format!("{name}.img"))
 }
 
-fn cursor(env: &Env, target: &str) -> String {
+pub(crate) fn cursor(env: &Env, target: &str) -> String {
     env.tmux.display(target, "#{cursor_x},#{cursor_y}")
 }
 
 /// Line `n` (0-based) of a pane's plain text.
-fn line(tmux: &Tmux, target: &str, n: usize) -> String {
+pub(crate) fn line(tmux: &Tmux, target: &str, n: usize) -> String {
     tmux.capture_plain(target)
         .lines()
         .nth(n)
@@ -78,7 +78,7 @@ fn line(tmux: &Tmux, target: &str, n: usize) -> String {
 
 /// The pane shows what `before` showed (text, colours, attributes) with the cursor there
 /// (`cursor_before` empty: wherever the program's redraw leaves it).
-fn assert_same_pane(env: &Env, target: &str, before: &str, cursor_before: &str) {
+pub(crate) fn assert_same_pane(env: &Env, target: &str, before: &str, cursor_before: &str) {
     let start = std::time::Instant::now();
     loop {
         let now = env.tmux.settle(target);
@@ -770,7 +770,7 @@ fn keys_typed_ahead_survive_a_checkpoint_that_goes_on() {
 }
 
 #[test]
-fn a_session_holding_a_socket_is_refused_at_checkpoint_naming_it() {
+fn a_session_holding_a_netlink_socket_is_refused_at_checkpoint_naming_it() {
     let env = Env::unprivileged();
     env.pane(
         "a",
@@ -779,7 +779,7 @@ fn a_session_holding_a_socket_is_refused_at_checkpoint_naming_it() {
     env.tmux.wait_text("a", ">>>", T);
     env.tmux.type_text(
         "a",
-        "import socket, os; a, b = socket.socketpair(); print('fd', a.fileno())",
+        "import socket; n = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW); print('fd', n.fileno())",
     );
     env.tmux.send_keys("a", &["Enter"]);
     env.tmux.wait_text("a", "fd 3", T);
@@ -788,7 +788,7 @@ fn a_session_holding_a_socket_is_refused_at_checkpoint_naming_it() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
-        err.contains("process 2 (python3) holds fd 3, a socket") && err.contains("goes on"),
+        err.contains("process 2 (python3) holds fd 3, a netlink socket") && err.contains("goes on"),
         "{err}"
     );
     assert!(!image.exists(), "no image is written");

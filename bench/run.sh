@@ -15,6 +15,7 @@ mkdir -p "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"
 cleanup() {
     for pid in $("$CRTERM" ls 2>/dev/null | awk 'NR>1 {print $2}'); do kill "$pid" 2>/dev/null || true; done
     tmux -L "$sock" kill-server 2>/dev/null || true
+    rm -f "${TMUX_TMPDIR:-/tmp}/tmux-$(id -u)/$sock"
     rm -rf "$work"
 }
 trap cleanup EXIT

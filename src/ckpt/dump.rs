@@ -182,10 +182,19 @@ pub struct SocketRecord {
     pub name: Vec<u8>,
     /// The mode of the socket file of a path name (screen marks attached sessions by it).
     pub mode: u32,
+    pub inode: u64,
+    /// The socket at the other end (0: not connected), and whether it is held in the
+    /// session (a pair made again on resume) or outside (the connection comes back closed).
+    pub peer: u64,
+    pub peer_inside: bool,
+    /// RCV_SHUTDOWN (1), SEND_SHUTDOWN (2).
+    pub shutdown: u8,
+    /// The bytes waiting to be read: one piece per datagram, or one for a stream.
+    pub queued: Vec<Vec<u8>>,
 }
 
 impl SocketRecord {
-    fn read(pid: i32, fd: i32) -> io::Result<SocketRecord> {
+    fn read(pid: i32, fd: i32, target: &str) -> io::Result<SocketRecord> {
         use std::os::unix::fs::PermissionsExt;
         let sock = sys::trace::copy_fd_of(pid, fd)?;
         let info = sys::sock::socket_info(sock.as_fd())?;
@@ -201,7 +210,20 @@ impl SocketRecord {
                 .and_then(|p| std::fs::symlink_metadata(p).ok())
                 .map_or(0, |m| m.permissions().mode() & 0o7777),
             name: info.name,
+            inode: target
+                .strip_prefix("socket:[")
+                .and_then(|t| t.strip_suffix(']'))
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(0),
+            peer: 0,
+            peer_inside: false,
+            shutdown: 0,
+            queued: Vec::new(),
         })
+    }
+
+    pub fn stream(&self) -> bool {
+        self.kind == libc::SOCK_STREAM
     }
 
     /// The name for messages: the path, `@name` for an abstract one.
@@ -627,7 +649,7 @@ fn process_record(pid: i32, tids: &[i32], job_stopped: bool) -> io::Result<Proce
                 None
             };
             let socket = if kind == FdKind::Socket && target.starts_with("socket:") {
-                Some(SocketRecord::read(pid, fd)?)
+                Some(SocketRecord::read(pid, fd, &target)?)
             } else {
                 None
             };
@@ -780,15 +802,11 @@ fn check_carriable(p: &ProcessRecord) -> io::Result<()> {
                         d => format!("a socket of address family {d}"),
                     }
                 )),
-                Some(s) if !s.listening => Some(format!(
-                    "a unix socket that is not listening ({}; connected unix sockets are not carried yet)",
-                    s.display_name()
-                )),
                 Some(s) if s.pending => Some(format!(
                     "a listening unix socket with connections not accepted yet ({})",
                     s.display_name()
                 )),
-                Some(s) if s.name.is_empty() => {
+                Some(s) if s.listening && s.name.is_empty() => {
                     Some("a listening unix socket without a name".to_string())
                 }
                 Some(_) => None,
@@ -853,6 +871,69 @@ fn number_descriptions(record: &mut SessionRecord, hosts: &[i32]) -> io::Result<
                     (firsts.len() - 1) as u32
                 }
             };
+        }
+    }
+    Ok(())
+}
+
+/// What only the whole session tells of its unix sockets: each one's peer (sock_diag),
+/// whether that peer is held in the session too, and the bytes queued to be read (peeked,
+/// not consumed). Refuses what cannot be carried, naming the process and descriptor:
+/// descriptors in flight, a datagram socket connected to one that is not connected back.
+fn read_sockets(record: &mut SessionRecord, hosts: &[i32]) -> io::Result<()> {
+    let live: Vec<usize> = (0..record.processes.len())
+        .filter(|&i| record.processes[i].zombie.is_none())
+        .collect();
+    let has_sockets = live
+        .iter()
+        .any(|&i| record.processes[i].fds.iter().any(|f| f.socket.is_some()));
+    if !has_sockets {
+        return Ok(());
+    }
+    let diag = sys::sock::unix_diag()
+        .map_err(|e| io::Error::other(format!("reading the session's unix sockets: {e}")))?;
+    let held: std::collections::HashSet<u64> = live
+        .iter()
+        .flat_map(|&i| &record.processes[i].fds)
+        .filter_map(|f| f.socket.as_ref().map(|s| s.inode))
+        .collect();
+    let mut queues: std::collections::HashMap<u64, Vec<Vec<u8>>> = Default::default();
+    for (&pi, &host) in live.iter().zip(hosts) {
+        let p = &mut record.processes[pi];
+        for f in &mut p.fds {
+            let Some(s) = f.socket.as_mut() else { continue };
+            if s.domain != libc::AF_UNIX || s.listening {
+                continue;
+            }
+            let d = diag.get(&s.inode).cloned().unwrap_or_default();
+            s.peer = d.peer;
+            s.shutdown = d.shutdown;
+            s.peer_inside = d.peer != 0 && held.contains(&d.peer);
+            let refuse = |what: &str| {
+                io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    format!(
+                        "process {} ({}) holds fd {}, a unix socket {what} ({}), which this version cannot carry",
+                        p.pid, p.comm, f.fd, f.target
+                    ),
+                )
+            };
+            if s.peer_inside && diag.get(&d.peer).map(|d| d.peer) != Some(s.inode) {
+                return Err(refuse("connected to a socket that is not connected back"));
+            }
+            if let Some(q) = queues.get(&s.inode) {
+                s.queued = q.clone();
+                continue;
+            }
+            let sock = sys::trace::copy_fd_of(host, f.fd)?;
+            s.queued = match sys::sock::peek_queue(sock.as_fd(), s.stream()) {
+                Ok(q) => q,
+                Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                    return Err(refuse(&format!("with {e} queued")));
+                }
+                Err(e) => return Err(e),
+            };
+            queues.insert(s.inode, s.queued.clone());
         }
     }
     Ok(())
@@ -1235,6 +1316,7 @@ pub fn dump<W: Write + Send>(
         hosts.push(pid);
         record.processes.push(proc_record);
     }
+    read_sockets(&mut record, &hosts)?;
     let thawed_at = w.pipeline(SectionKind::PAGES, budget, |feed| {
         let mut pages = PageStream {
             buf: feed.buffer()?,

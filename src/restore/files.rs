@@ -134,6 +134,8 @@ pub(super) struct Descriptions {
     by_desc: HashMap<u32, Rc<OwnedFd>>,
     /// Anonymous pipes by inode: (read end, write end).
     pipes: HashMap<String, (Rc<OwnedFd>, Rc<OwnedFd>)>,
+    /// Connected unix sockets, made as pairs beforehand, by the inode each had.
+    sockets: HashMap<u64, OwnedFd>,
 }
 
 impl Descriptions {
@@ -141,7 +143,82 @@ impl Descriptions {
         Descriptions {
             by_desc: HashMap::new(),
             pipes: HashMap::new(),
+            sockets: HashMap::new(),
         }
+    }
+}
+
+/// Every connected unix socket of the image, made again: a pair for two ends held in the
+/// session, each end's queue refilled from the other and half-closed as it was; an end whose
+/// peer was outside the session gets its queued bytes and then finds the connection closed
+/// (the program sees what it sees when the other side goes away). Returns the sockets by
+/// inode and a line for each connection that came back closed.
+fn connected_sockets(record: &SessionRecord) -> Result<(HashMap<u64, OwnedFd>, Vec<String>)> {
+    use crate::ckpt::dump::SocketRecord;
+    let mut by_inode: BTreeMap<u64, (&ProcessRecord, &FdRecord, &SocketRecord)> = BTreeMap::new();
+    for p in record.processes.iter().filter(|p| p.zombie.is_none()) {
+        for f in &p.fds {
+            if let Some(s) = &f.socket
+                && s.peer != 0
+                && !s.listening
+            {
+                by_inode.entry(s.inode).or_insert((p, f, s));
+            }
+        }
+    }
+    let mut made = HashMap::new();
+    let mut closed = Vec::new();
+    for (&inode, &(p, f, s)) in &by_inode {
+        if made.contains_key(&inode) {
+            continue;
+        }
+        let what = || format!("process {} ({}) fd {} ({})", p.pid, p.comm, f.fd, f.target);
+        let (mine, other) = sys::sock::pair(s.kind).with_context(what)?;
+        if s.passcred {
+            sys::sock::set_int(mine.as_fd(), libc::SOL_SOCKET, libc::SO_PASSCRED, 1)?;
+        }
+        let peer = by_inode.get(&s.peer).filter(|_| s.peer_inside);
+        for piece in &s.queued {
+            sys::sock::send_now(other.as_fd(), piece, s.stream())
+                .with_context(|| format!("{}: refilling its queue", what()))?;
+        }
+        match peer {
+            Some(&(_, _, ps)) => {
+                if ps.passcred {
+                    sys::sock::set_int(other.as_fd(), libc::SOL_SOCKET, libc::SO_PASSCRED, 1)?;
+                }
+                for piece in &ps.queued {
+                    sys::sock::send_now(mine.as_fd(), piece, ps.stream())
+                        .with_context(|| format!("{}: refilling its peer's queue", what()))?;
+                }
+                half_close(mine.as_fd(), s.shutdown, ps.shutdown);
+                half_close(other.as_fd(), ps.shutdown, s.shutdown);
+                made.insert(inode, mine);
+                made.insert(s.peer, other);
+            }
+            None => {
+                drop(other);
+                closed.push(format!(
+                    "{}: its connection to a program outside the session comes back closed",
+                    what()
+                ));
+                made.insert(inode, mine);
+            }
+        }
+    }
+    Ok((made, closed))
+}
+
+/// Shut one end down as it was: writing if it had shut its sending side, reading if its
+/// receiving side was shut by itself rather than by the peer's writing side.
+fn half_close(end: BorrowedFd, mine: u8, peers: u8) {
+    const RCV: u8 = 1;
+    const SEND: u8 = 2;
+    if mine & SEND != 0 {
+        let _ = sys::sock::shutdown(end, libc::SHUT_WR);
+    }
+    if mine & RCV != 0 && peers & SEND == 0 {
+        let _ = sys::sock::shutdown(end, libc::SHUT_RD);
     }
 }
 
@@ -149,6 +226,9 @@ impl Restorer<'_> {
     /// Give every process its descriptors, then its epoll sets their registrations.
     pub(super) fn install_files(&mut self) -> Result<()> {
         let mut descs = Descriptions::new();
+        let (sockets, closed) = connected_sockets(self.record)?;
+        descs.sockets = sockets;
+        self.warnings.extend(closed);
         let pids: Vec<i32> = self.procs.keys().copied().collect();
         for &pid in &pids {
             let rec = self.proc(pid).rec;
@@ -232,7 +312,17 @@ impl Restorer<'_> {
                 return Ok(Some(end));
             }
             FdKind::Pipe => bail!("named pipes (FIFOs) are not supported yet"),
-            FdKind::Socket => listening_socket(f)?,
+            FdKind::Socket => {
+                let s = f
+                    .socket
+                    .as_ref()
+                    .ok_or_else(|| anyhow!("a socket without its record"))?;
+                match descs.sockets.remove(&s.inode) {
+                    Some(end) => end,
+                    None if s.listening || !s.name.is_empty() => named_socket(s)?,
+                    None => sys::sock::unix_socket(s.kind).context("socket")?,
+                }
+            }
             FdKind::Anon => self.anon(f)?,
             FdKind::Other => bail!("a file of a kind crterm cannot restore"),
         };
@@ -417,17 +507,13 @@ impl Restorer<'_> {
     }
 }
 
-/// A unix socket listening on its name again. A socket file left at its path by the
-/// checkpointed program (it was killed, so it could not remove it) is replaced; one that a
-/// running program listens on is not.
-fn listening_socket(f: &FdRecord) -> Result<OwnedFd> {
+/// A unix socket bound to its name again (and listening, if it was). A socket file left
+/// at its path by the checkpointed program (it was killed, so it could not remove it) is
+/// replaced; one that a running program listens on is not.
+fn named_socket(s: &crate::ckpt::dump::SocketRecord) -> Result<OwnedFd> {
     use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-    let s = f
-        .socket
-        .as_ref()
-        .ok_or_else(|| anyhow!("a socket without its record"))?;
-    if s.domain != libc::AF_UNIX || !s.listening || s.name.is_empty() {
-        bail!("only unix sockets listening on a name are carried");
+    if s.domain != libc::AF_UNIX || s.name.is_empty() {
+        bail!("only unix sockets are carried");
     }
     let name = s.display_name();
     let sock = sys::sock::unix_socket(s.kind).context("socket")?;
@@ -436,24 +522,26 @@ fn listening_socket(f: &FdRecord) -> Result<OwnedFd> {
         && let Ok(meta) = std::fs::symlink_metadata(path)
     {
         if !meta.file_type().is_socket() {
-            bail!("cannot listen on {name} again: a file that is not a socket is there");
+            bail!("cannot bind {name} again: a file that is not a socket is there");
         }
         let probe = sys::sock::unix_socket(s.kind).context("socket")?;
         if sys::sock::connect_unix(probe.as_fd(), &s.name).is_ok() {
-            bail!("cannot listen on {name} again: a running program listens there");
+            bail!("cannot bind {name} again: a running program has it");
         }
         std::fs::remove_file(path)
             .with_context(|| format!("removing the stale socket file {name}"))?;
     }
     sys::sock::bind_unix(sock.as_fd(), &s.name)
-        .with_context(|| format!("cannot listen on {name} again"))?;
+        .with_context(|| format!("cannot bind {name} again"))?;
     if let Some(path) = &path
         && s.mode != 0
     {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(s.mode))
             .with_context(|| format!("setting the mode of {name}"))?;
     }
-    sys::sock::listen(sock.as_fd(), libc::SOMAXCONN)?;
+    if s.listening {
+        sys::sock::listen(sock.as_fd(), libc::SOMAXCONN)?;
+    }
     if s.passcred {
         sys::sock::set_int(sock.as_fd(), libc::SOL_SOCKET, libc::SO_PASSCRED, 1)?;
     }

@@ -131,3 +131,226 @@ pub fn listen(fd: BorrowedFd, backlog: i32) -> io::Result<()> {
     check(unsafe { libc::listen(fd.as_raw_fd(), backlog) })?;
     Ok(())
 }
+
+/// A connected pair of unix sockets of `kind`.
+pub fn pair(kind: i32) -> io::Result<(OwnedFd, OwnedFd)> {
+    super::socket_pair(kind)
+}
+
+pub fn shutdown(fd: BorrowedFd, how: i32) -> io::Result<()> {
+    check(unsafe { libc::shutdown(fd.as_raw_fd(), how) })?;
+    Ok(())
+}
+
+/// Send `bytes` as one message (a datagram, or stream data) without waiting: what does
+/// not fit in the socket's buffers is an error, not a hang.
+pub fn send_now(fd: BorrowedFd, mut bytes: &[u8], stream: bool) -> io::Result<()> {
+    loop {
+        let n = unsafe {
+            libc::send(
+                fd.as_raw_fd(),
+                bytes.as_ptr().cast(),
+                bytes.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        bytes = &bytes[n as usize..];
+        if bytes.is_empty() || !stream {
+            return Ok(());
+        }
+    }
+}
+
+/// The bytes waiting in a socket's receive queue, read without consuming them (MSG_PEEK
+/// from a peek offset that moves on, SO_PEEK_OFF): one piece per datagram, or one for a
+/// stream. Fails with `InvalidData` if descriptors are in flight in the queue (SCM_RIGHTS:
+/// they cannot be carried).
+pub fn peek_queue(fd: BorrowedFd, stream: bool) -> io::Result<Vec<Vec<u8>>> {
+    set_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0)?;
+    let result = peek_from_offset(fd, stream);
+    let _ = set_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, -1);
+    result
+}
+
+fn peek_from_offset(fd: BorrowedFd, stream: bool) -> io::Result<Vec<Vec<u8>>> {
+    let mut pieces: Vec<Vec<u8>> = Vec::new();
+    let mut buf = vec![0u8; 256 << 10];
+    let mut control = [0u64; 64];
+    let mut total = 0usize;
+    loop {
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&control);
+        let n = unsafe {
+            libc::recvmsg(
+                fd.as_raw_fd(),
+                &mut msg,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::WouldBlock {
+                break;
+            }
+            return Err(e);
+        }
+        // Descriptors in flight came to us as copies: close them, and refuse.
+        let mut in_flight = false;
+        let mut c = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+        while !c.is_null() {
+            let h = unsafe { &*c };
+            if h.cmsg_level == libc::SOL_SOCKET && h.cmsg_type == libc::SCM_RIGHTS {
+                in_flight = true;
+                let data = unsafe { libc::CMSG_DATA(c) } as *const libc::c_int;
+                let count = (h.cmsg_len as usize - unsafe { libc::CMSG_LEN(0) } as usize)
+                    / std::mem::size_of::<libc::c_int>();
+                for i in 0..count {
+                    unsafe { libc::close(*data.add(i)) };
+                }
+            }
+            c = unsafe { libc::CMSG_NXTHDR(&msg, c) };
+        }
+        if in_flight {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "descriptors in flight (SCM_RIGHTS)",
+            ));
+        }
+        if msg.msg_flags & libc::MSG_TRUNC != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "a queued datagram larger than 256 KiB",
+            ));
+        }
+        let n = n as usize;
+        if stream {
+            // End of stream: the peer has closed and nothing more is queued.
+            if n == 0 {
+                break;
+            }
+            match pieces.first_mut() {
+                Some(p) => p.extend_from_slice(&buf[..n]),
+                None => pieces.push(buf[..n].to_vec()),
+            }
+        } else {
+            pieces.push(buf[..n].to_vec());
+        }
+        total += n.max(1);
+        if total > 64 << 20 || pieces.len() > 100_000 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "more than 64 MiB queued",
+            ));
+        }
+    }
+    Ok(pieces)
+}
+
+/// What the kernel's sock_diag interface tells of a unix socket (the peer, which fdinfo and
+/// getsockopt do not give).
+#[derive(Debug, Clone, Default)]
+pub struct UnixDiag {
+    /// The inode of the socket at the other end (0: none).
+    pub peer: u64,
+    /// For a listening socket: the inodes of connections not accepted yet.
+    pub pending: Vec<u64>,
+    /// RCV_SHUTDOWN (1) and SEND_SHUTDOWN (2).
+    pub shutdown: u8,
+}
+
+/// Every unix socket of this network namespace, by inode.
+pub fn unix_diag() -> io::Result<std::collections::HashMap<u64, UnixDiag>> {
+    const SOCK_DIAG_BY_FAMILY: u16 = 20;
+    const UDIAG_SHOW_PEER: u32 = 0x4;
+    const UDIAG_SHOW_ICONS: u32 = 0x8;
+    const UNIX_DIAG_PEER: u16 = 2;
+    const UNIX_DIAG_ICONS: u16 = 3;
+    const UNIX_DIAG_SHUTDOWN: u16 = 6;
+    let fd = check(unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+            libc::NETLINK_SOCK_DIAG,
+        )
+    })?;
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    // nlmsghdr (16 bytes) + unix_diag_req (24 bytes).
+    let mut req = [0u8; 40];
+    req[0..4].copy_from_slice(&40u32.to_ne_bytes());
+    req[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    let flags = (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16;
+    req[6..8].copy_from_slice(&flags.to_ne_bytes());
+    req[8..12].copy_from_slice(&1u32.to_ne_bytes());
+    req[16] = libc::AF_UNIX as u8;
+    req[20..24].copy_from_slice(&u32::MAX.to_ne_bytes()); // every state
+    req[28..32].copy_from_slice(&(UDIAG_SHOW_PEER | UDIAG_SHOW_ICONS).to_ne_bytes());
+    req[32..40].copy_from_slice(&[0xff; 8]); // no cookie
+    if unsafe { libc::send(sock.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut out = std::collections::HashMap::new();
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut at = 0usize;
+        let n = n as usize;
+        while at + 16 <= n {
+            let u32_at = |i: usize| u32::from_ne_bytes(buf[i..i + 4].try_into().unwrap());
+            let u16_at = |i: usize| u16::from_ne_bytes(buf[i..i + 2].try_into().unwrap());
+            let len = u32_at(at) as usize;
+            let kind = u16_at(at + 4);
+            if len < 16 || at + len > n {
+                break;
+            }
+            if kind == libc::NLMSG_DONE as u16 {
+                return Ok(out);
+            }
+            if kind == libc::NLMSG_ERROR as u16 {
+                let errno = -(u32_at(at + 16) as i32);
+                return Err(io::Error::from_raw_os_error(errno));
+            }
+            // unix_diag_msg: family, type, state, pad, ino u32, cookie u32[2] = 16 bytes.
+            let msg = at + 16;
+            let ino = u32_at(msg + 4) as u64;
+            let mut d = UnixDiag::default();
+            let mut a = msg + 16;
+            while a + 4 <= at + len {
+                let alen = u16_at(a) as usize;
+                let akind = u16_at(a + 2);
+                if alen < 4 || a + alen > at + len {
+                    break;
+                }
+                let data = &buf[a + 4..a + alen];
+                match akind {
+                    UNIX_DIAG_PEER if data.len() >= 4 => {
+                        d.peer = u32::from_ne_bytes(data[..4].try_into().unwrap()) as u64
+                    }
+                    UNIX_DIAG_ICONS => {
+                        d.pending = data
+                            .chunks_exact(4)
+                            .map(|c| u32::from_ne_bytes(c.try_into().unwrap()) as u64)
+                            .collect()
+                    }
+                    UNIX_DIAG_SHUTDOWN if !data.is_empty() => d.shutdown = data[0],
+                    _ => {}
+                }
+                a += (alen + 3) & !3;
+            }
+            out.insert(ino, d);
+            at += (len + 3) & !3;
+        }
+    }
+}

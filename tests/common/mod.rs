@@ -205,6 +205,14 @@ impl Tmux {
 impl Drop for Tmux {
     fn drop(&mut self) {
         let _ = self.cmd(&["kill-server"]);
+        // tmux leaves its socket file behind when its server ends (killed, or after its
+        // last session): remove it too.
+        let uid = match &self.user {
+            Some(u) => user_ids(u).0,
+            None => unsafe { libc::geteuid() },
+        };
+        let dir = std::env::var("TMUX_TMPDIR").unwrap_or_else(|_| "/tmp".into());
+        let _ = std::fs::remove_file(format!("{dir}/tmux-{uid}/{}", self.socket));
     }
 }
 

@@ -151,3 +151,105 @@ fn a_detached_screen_is_carried_and_screen_r_attaches_to_it() {
     env.tmux.send_keys("b", &["Enter"]);
     env.tmux.wait_text("b", "CRTERM_EXIT=0", T);
 }
+
+#[test]
+fn tmux_inside_crterm_with_two_panes_comes_back_and_goes_on() {
+    let env = Env::unprivileged();
+    // Its own socket directory (tmux leaves the socket file behind) and no clock in its
+    // status line (the pane is compared across a minute boundary).
+    let tmpdir = env.dir.path().join("inner-tmux");
+    let out = env.run(&["mkdir", "-m", "700", tmpdir.to_str().unwrap()], None);
+    assert!(out.status.success());
+    let conf = env.dir.path().join("tmux.conf");
+    std::fs::write(&conf, "set -g status-right ''\n").unwrap();
+    env.pane(
+        "a",
+        &format!(
+            "env -u TMUX TMUX_TMPDIR={} {} start --name tx -- tmux -L inner -f {}",
+            tmpdir.display(),
+            env.crterm_cmd(),
+            conf.display()
+        ),
+    );
+    env.tmux.wait_text("a", "0:bash*", T);
+    env.tmux.send_keys("a", &["C-b", "\""]);
+    env.tmux.type_text("a", "echo pane $((1 + 1))");
+    env.tmux.send_keys("a", &["Enter"]);
+    env.tmux.wait_text("a", "pane 2", T);
+    let before = env.tmux.settle("a");
+    let cursor_before = cursor(&env, "a");
+    let image = image_path(&env, "tx");
+    checkpoint_and_end(&env, "tx", &image);
+
+    resume_pane(&env, "b", 100, 30, &image);
+    env.tmux.wait_text("b", "pane 2", T);
+    assert_same_pane(&env, "b", &before, &cursor_before);
+    // The client still talks to its server: typing reaches the lower pane, the prefix
+    // key moves to the upper one.
+    env.tmux.type_text("b", "echo lower $((2 + 2))");
+    env.tmux.send_keys("b", &["Enter"]);
+    env.tmux.wait_text("b", "lower 4", T);
+    env.tmux.send_keys("b", &["C-b", "o"]);
+    env.tmux.type_text("b", "echo upper $((3 + 3))");
+    env.tmux.send_keys("b", &["Enter"]);
+    env.tmux.wait_text("b", "upper 6", T);
+    env.tmux.type_text("b", "tmux -L inner kill-server");
+    env.tmux.send_keys("b", &["Enter"]);
+    env.tmux.wait_text("b", "CRTERM_EXIT=", T);
+    assert!(env.sessions().is_empty());
+}
+
+#[test]
+fn emacs_with_a_modified_buffer_and_a_shell_inside_goes_on() {
+    let env = Env::unprivileged();
+    let file = env.dir.path().join("emacs.txt");
+    env.pane(
+        "a",
+        &format!(
+            "{} start --name em -- emacs -nw -Q {}",
+            env.crterm_cmd(),
+            file.display()
+        ),
+    );
+    env.tmux.wait_text("a", "emacs.txt", T);
+    env.tmux.type_text("a", "hello emacs");
+    env.tmux.wait_text("a", "**-", T);
+    env.tmux.send_keys("a", &["M-x"]);
+    env.tmux.type_text("a", "shell");
+    env.tmux.send_keys("a", &["Enter"]);
+    env.tmux.wait_text("a", "*shell*", T);
+    env.tmux.type_text("a", "echo inferior $((6 * 7))");
+    env.tmux.send_keys("a", &["Enter"]);
+    env.tmux.wait_text("a", "inferior 42", T);
+    let before = env.tmux.settle("a");
+    let image = image_path(&env, "em");
+    checkpoint_and_end(&env, "em", &image);
+
+    resume_pane(&env, "b", 100, 30, &image);
+    env.tmux.wait_text("b", "inferior 42", T);
+    assert_same_pane(&env, "b", &before, "");
+    // The inferior shell answers; the modified buffer is there to save.
+    env.tmux.type_text("b", "echo again $((7 * 8))");
+    env.tmux.send_keys("b", &["Enter"]);
+    env.tmux.wait_text("b", "again 56", T);
+    env.tmux.send_keys("b", &["C-x", "b"]);
+    env.tmux.type_text("b", "emacs.txt");
+    env.tmux.send_keys("b", &["Enter"]);
+    env.tmux.send_keys("b", &["M->"]);
+    env.tmux.type_text("b", " and after");
+    env.tmux.send_keys("b", &["C-x", "C-s"]);
+    env.tmux.wait_text("b", "Wrote ", T);
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "hello emacs and after\n"
+    );
+    env.tmux.send_keys("b", &["C-x", "C-c"]);
+    let asked = env.tmux.wait_text("b", "exit anyway?", T);
+    if asked.contains("(yes or no)") {
+        env.tmux.type_text("b", "yes");
+        env.tmux.send_keys("b", &["Enter"]);
+    } else {
+        env.tmux.type_text("b", "y");
+    }
+    env.tmux.wait_text("b", "CRTERM_EXIT=0", T);
+}

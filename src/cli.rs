@@ -68,6 +68,11 @@ enum Cmd {
         /// Go on even where files the session wrote have changed since the checkpoint.
         #[arg(long)]
         force: bool,
+        /// `session` (default): the monotonic and boot-time clocks go on from where they
+        /// were at the checkpoint, so deadlines and timeouts see no jump; `real`: the
+        /// host's clocks as they are. Wall-clock time is always the real one.
+        #[arg(long, value_parser = ["session", "real"], default_value = "session")]
+        clock: String,
         #[arg(long)]
         prefix: Option<String>,
     },
@@ -111,6 +116,8 @@ enum Cmd {
         resume: Option<PathBuf>,
         #[arg(long)]
         force: bool,
+        #[arg(long)]
+        real_clock: bool,
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
     },
@@ -137,8 +144,15 @@ pub fn run(cli: Cli) -> Result<i32> {
             file,
             name,
             force,
+            clock,
             prefix,
-        } => resume(file, name, force, prefix),
+        } => {
+            let opts = crate::restore::Options {
+                force,
+                real_clock: clock == "real",
+            };
+            resume(file, name, opts, prefix)
+        }
         Cmd::Info { file, json } => crate::info::show(&file, json),
         Cmd::Dump {
             root,
@@ -166,11 +180,12 @@ pub fn run(cli: Cli) -> Result<i32> {
             ready_fd,
             resume,
             force,
+            real_clock,
             command,
         } => Ok(daemon::run(daemon::DaemonConfig {
             resume: resume
                 .is_some()
-                .then_some(crate::restore::Options { force }),
+                .then_some(crate::restore::Options { force, real_clock }),
             resume_from: resume,
             name,
             socket,
@@ -242,13 +257,18 @@ fn start(
         history: config.history_lines,
         argv: &argv,
         resume: None,
-        force: false,
+        opts: Default::default(),
     };
     spawn_daemon(&how)?;
     client::attach(&socket, &name, prefix)
 }
 
-fn resume(file: PathBuf, name: Option<String>, force: bool, prefix: Option<String>) -> Result<i32> {
+fn resume(
+    file: PathBuf,
+    name: Option<String>,
+    opts: crate::restore::Options,
+    prefix: Option<String>,
+) -> Result<i32> {
     let config = config::load()?;
     let prefix = resolve_prefix(prefix, &config)?;
     if let Some(n) = &name {
@@ -310,7 +330,7 @@ fn resume(file: PathBuf, name: Option<String>, force: bool, prefix: Option<Strin
             history: config.history_lines,
             argv: &[],
             resume: Some(&file),
-            force,
+            opts,
         };
         match spawn_daemon(&how) {
             Ok(()) => return client::attach(&socket, &name, prefix),
@@ -330,7 +350,7 @@ struct DaemonStart<'a> {
     history: usize,
     argv: &'a [String],
     resume: Option<&'a std::path::Path>,
-    force: bool,
+    opts: crate::restore::Options,
 }
 
 /// Start the daemon in its own session, detached from this terminal, and wait until it
@@ -344,7 +364,7 @@ fn spawn_daemon(how: &DaemonStart) -> Result<()> {
         history,
         argv,
         resume,
-        force,
+        opts,
     } = *how;
     let (ready_r, ready_w) = sys::pipe()?;
     sys::set_cloexec(ready_w.as_fd(), false)?;
@@ -368,8 +388,11 @@ fn spawn_daemon(how: &DaemonStart) -> Result<()> {
     if let Some(path) = resume {
         cmd.arg("--resume").arg(path);
     }
-    if force {
+    if opts.force {
         cmd.arg("--force");
+    }
+    if opts.real_clock {
+        cmd.arg("--real-clock");
     }
     cmd.arg("--")
         .args(argv)

@@ -26,6 +26,10 @@ pub struct SessionRecord {
     pub files: Vec<CarriedFile>,
     /// Mapped files that could not be carried, and why.
     pub files_not_carried: Vec<(String, String)>,
+    /// CLOCK_MONOTONIC and CLOCK_BOOTTIME as the session saw them at the checkpoint (ns):
+    /// a resume goes on from there.
+    pub monotonic_ns: i64,
+    pub boottime_ns: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -1284,7 +1288,15 @@ pub fn dump<W: Write + Send>(
         page_runs: Vec::new(),
         files: Vec::new(),
         files_not_carried: Vec::new(),
+        monotonic_ns: 0,
+        boottime_ns: 0,
     };
+    // The session's clocks: the host's plus its time namespace's offsets.
+    if let Some((pid, _)) = frozen.tasks().first() {
+        let (mono, boot) = sys::time_offsets(*pid);
+        record.monotonic_ns = sys::clock_ns(libc::CLOCK_MONOTONIC) + mono;
+        record.boottime_ns = sys::clock_ns(libc::CLOCK_BOOTTIME) + boot;
+    }
     for &pid in frozen.zombies() {
         if let Ok(z) = zombie_record(pid) {
             record.processes.push(z);

@@ -215,6 +215,18 @@ fn init_resume(
             sys::trace::dont_fork(&s.stored);
         }
     }
+    // The session's clocks go on from where they were: every process made from here on
+    // is in a time namespace whose offsets make up for the time the session was away
+    // (and for another boot).
+    if !opts.real_clock {
+        let mono = record.monotonic_ns - sys::clock_ns(libc::CLOCK_MONOTONIC);
+        let boot = record.boottime_ns - sys::clock_ns(libc::CLOCK_BOOTTIME);
+        if let Err(e) = sys::new_time_namespace(mono, boot) {
+            fail(format!(
+                "resume failed: cannot give the session its clocks back (a time namespace): {e}; `--clock real` resumes with the host's clocks"
+            ));
+        }
+    }
     let restored = match restore::restore(record, image, opts) {
         Ok(r) => r,
         Err(e) => fail(format!("resume failed: {e:#}")),

@@ -39,9 +39,13 @@ const TASK_SIZE: u64 = 0x7fff_ffff_f000;
 const TRACE_CHILDREN: i32 = libc::PTRACE_O_TRACEFORK | libc::PTRACE_O_TRACECLONE;
 
 /// What the caller decides about a resume.
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Options {
     /// Go on where files the session wrote have changed since the checkpoint.
     pub force: bool,
+    /// The host's CLOCK_MONOTONIC and CLOCK_BOOTTIME as they are (`--clock real`), rather
+    /// than going on from their values at the checkpoint (a time namespace).
+    pub real_clock: bool,
 }
 
 /// The result: the masters of the session's ptys by number (0 is the session's own).

@@ -723,6 +723,53 @@ pub fn start_writeback(fd: BorrowedFd, offset: u64, len: u64) -> io::Result<()> 
     }
 }
 
+/// A clock's time now, in nanoseconds.
+pub fn clock_ns(clock: libc::clockid_t) -> i64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec * 1_000_000_000 + ts.tv_nsec
+}
+
+/// The offsets (ns) of process `pid`'s time namespace to the host's CLOCK_MONOTONIC and
+/// CLOCK_BOOTTIME (zero outside a time namespace).
+pub fn time_offsets(pid: i32) -> (i64, i64) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/timens_offsets")).unwrap_or_default();
+    let mut out = (0, 0);
+    for line in text.lines() {
+        let mut f = line.split_whitespace();
+        let (Some(clock), Some(s), Some(ns)) = (f.next(), f.next(), f.next()) else {
+            continue;
+        };
+        let (Ok(s), Ok(ns)) = (s.parse::<i64>(), ns.parse::<i64>()) else {
+            continue;
+        };
+        let v = s * 1_000_000_000 + ns;
+        match clock {
+            "monotonic" | "1" => out.0 = v,
+            "boottime" | "7" => out.1 = v,
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Put the children this process makes from now on into a new time namespace whose
+/// CLOCK_MONOTONIC and CLOCK_BOOTTIME are the host's plus these offsets (ns).
+pub fn new_time_namespace(monotonic: i64, boottime: i64) -> io::Result<()> {
+    check(unsafe { libc::unshare(libc::CLONE_NEWTIME) })?;
+    let line = |clock: &str, v: i64| {
+        let (s, ns) = (v.div_euclid(1_000_000_000), v.rem_euclid(1_000_000_000));
+        format!("{clock} {s} {ns}\n")
+    };
+    std::fs::write(
+        "/proc/self/timens_offsets",
+        line("monotonic", monotonic) + &line("boottime", boottime),
+    )
+}
+
 pub fn pread(fd: BorrowedFd, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     let n = unsafe {
         libc::pread(

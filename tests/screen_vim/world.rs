@@ -253,3 +253,83 @@ fn emacs_with_a_modified_buffer_and_a_shell_inside_goes_on() {
     }
     env.tmux.wait_text("b", "CRTERM_EXIT=0", T);
 }
+
+/// In the python REPL in `target`: the seconds the monotonic and the wall clock moved
+/// since `m0` and `w0` were taken.
+fn clocks_moved(tmux: &Tmux, target: &str, tag: &str) -> (f64, f64) {
+    tmux.type_text(
+        target,
+        &format!("print('{tag}', time.monotonic() - m0, time.time() - w0)"),
+    );
+    tmux.send_keys(target, &["Enter"]);
+    let screen = tmux.wait_text(target, &format!("\n{tag} "), T);
+    let line = screen
+        .lines()
+        .rev()
+        .find(|l| l.starts_with(&format!("{tag} ")))
+        .unwrap();
+    let v: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|x| x.parse().unwrap())
+        .collect();
+    (v[0], v[1])
+}
+
+#[test]
+fn monotonic_time_goes_on_from_the_checkpoint_wall_time_is_real() {
+    let env = Env::unprivileged();
+    env.pane(
+        "a",
+        &format!("{} start --name tm1 -- python3 -q", env.crterm_cmd()),
+    );
+    env.tmux.wait_text("a", ">>>", T);
+    env.tmux
+        .type_text("a", "import time; m0 = time.monotonic(); w0 = time.time()");
+    env.tmux.send_keys("a", &["Enter"]);
+    let image = image_path(&env, "tm1");
+    checkpoint_and_end(&env, "tm1", &image);
+    // Away for 3 s: the session's monotonic clock does not see them, its wall clock does.
+    std::thread::sleep(Duration::from_secs(3));
+    resume_pane(&env, "b", 100, 30, &image);
+    env.tmux.wait_text("b", ">>>", T);
+    let (mono, wall) = clocks_moved(&env.tmux, "b", "first");
+    assert!(wall >= 3.0, "the wall clock is the real one: {wall}");
+    assert!(
+        wall - mono >= 2.5,
+        "monotonic must not count the time away: moved {mono} s, wall {wall} s"
+    );
+    // Again, from the resumed session (its time namespace's offsets add up).
+    let image2 = image_path(&env, "tm1-again");
+    let name = env.sessions()[0].0.clone();
+    checkpoint_and_end(&env, &name, &image2);
+    std::thread::sleep(Duration::from_secs(2));
+    resume_pane(&env, "c", 100, 30, &image2);
+    env.tmux.wait_text("c", ">>>", T);
+    let (mono2, wall2) = clocks_moved(&env.tmux, "c", "second");
+    assert!(
+        wall2 - mono2 >= 4.5 && mono2 >= mono,
+        "monotonic goes on across two resumes: {mono} then {mono2}, wall {wall2}"
+    );
+    // `--clock real`: the host's monotonic clock, which went on meanwhile.
+    env.tmux.send_keys("c", &["C-d"]);
+    env.tmux.wait_text("c", "CRTERM_EXIT=0", T);
+    env.tmux.start(
+        "d",
+        100,
+        30,
+        &format!(
+            "{} resume --clock real {}; echo CRTERM_EXIT=$?; sleep 600",
+            env.crterm_cmd(),
+            image2.display()
+        ),
+    );
+    env.tmux.wait_text("d", ">>>", T);
+    let (mono3, wall3) = clocks_moved(&env.tmux, "d", "real");
+    assert!(
+        wall3 - mono3 < 1.0,
+        "with --clock real monotonic moved with the host: {mono3} vs wall {wall3}"
+    );
+    env.tmux.send_keys("d", &["C-d"]);
+    env.tmux.wait_text("d", "CRTERM_EXIT=0", T);
+}

@@ -62,6 +62,8 @@ pub struct ProcessRecord {
     pub root: String,
     pub umask: u32,
     pub personality: u64,
+    /// Whether the process may be dumped and traced by its user (PR_SET_DUMPABLE).
+    pub dumpable: bool,
     /// (soft, hard) per resource, RLIMIT_CPU .. RLIMIT_RTTIME.
     pub rlimits: Vec<(u64, u64)>,
     /// Capability sets: inheritable, permitted, effective, bounding, ambient.
@@ -445,6 +447,7 @@ fn base_record(pid: i32, status: &str) -> ProcessRecord {
         root: String::new(),
         umask: 0o022,
         personality: 0,
+        dumpable: true,
         rlimits: Vec::new(),
         caps: [0; 5],
         uids: [0; 4],
@@ -581,11 +584,7 @@ fn process_record(pid: i32, tids: &[i32], job_stopped: bool) -> io::Result<Proce
         .filter_map(parse_map)
         .collect();
     // What only the process can tell, by injected calls (after the registers are read).
-    let exec_maps: Vec<(u64, u64, bool, String)> = maps
-        .iter()
-        .map(|m| (m.start, m.end, m.executable(), m.path.clone()))
-        .collect();
-    let inside = super::inside::read_inside(pid, tids, &exec_maps)
+    let inside = super::inside::read_inside(pid, tids, &exec_maps(&maps))
         .map_err(|e| io::Error::other(format!("reading process {pid}'s signal handlers: {e}")))?;
     for (t, (ctid, ss)) in threads.iter_mut().zip(&inside.threads) {
         t.clear_child_tid = *ctid;
@@ -704,6 +703,7 @@ fn process_record(pid: i32, tids: &[i32], job_stopped: bool) -> io::Result<Proce
             .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
             .unwrap_or(0o022),
         personality,
+        dumpable: inside.dumpable,
         rlimits,
         caps: [cap_inh, cap_prm, cap_eff, cap_bnd, cap_amb],
         uids,
@@ -1260,6 +1260,31 @@ fn read_full(file: &mut std::fs::File, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n)
 }
 
+/// Processes the checkpoint made dumpable (to read their /proc files): made undumpable
+/// again before they go on, whatever happens.
+struct MadeDumpable(Vec<(i32, Vec<i32>, Vec<super::inside::CodeMap>)>);
+
+impl MadeDumpable {
+    fn undo(&mut self) {
+        for (pid, tids, maps) in self.0.drain(..) {
+            let _ = super::inside::set_undumpable(pid, &tids, &maps);
+        }
+    }
+}
+
+impl Drop for MadeDumpable {
+    fn drop(&mut self) {
+        self.undo();
+    }
+}
+
+/// A process's mappings as the injector looks for code.
+fn exec_maps(maps: &[MapRecord]) -> Vec<super::inside::CodeMap> {
+    maps.iter()
+        .map(|m| (m.start, m.end, m.executable(), m.path.clone()))
+        .collect()
+}
+
 /// Checkpoint the frozen session into `w`: the terminal model, the page data, the content
 /// of the files the session maps, the session record.
 ///
@@ -1317,8 +1342,17 @@ pub fn dump<W: Write + Send>(
     // the pipeline's threads exist, which slow each injected call down several times), so
     // that anything the image cannot carry stops the checkpoint before any page is read.
     let mut hosts = Vec::new();
+    // Declared after `frozen`, so dropped (undone) before the session is thawed.
+    let mut made_dumpable = MadeDumpable(Vec::new());
+    let mut frozen = Some(frozen);
     for (pid, tids) in tasks {
-        let mut proc_record = process_record(pid, &tids, frozen.job_stopped(pid))?;
+        let job_stopped = frozen.as_ref().is_some_and(|f| f.job_stopped(pid));
+        let mut proc_record = process_record(pid, &tids, job_stopped)?;
+        if !proc_record.dumpable {
+            made_dumpable
+                .0
+                .push((pid, tids.clone(), exec_maps(&proc_record.maps)));
+        }
         check_carriable(&proc_record)?;
         proc_record.fg_pgid = if proc_record.fg_pgid > 0 {
             host_to_ns.get(&proc_record.fg_pgid).copied().unwrap_or(0)
@@ -1367,7 +1401,10 @@ pub fn dump<W: Write + Send>(
         let masters = take_pty_queues(&mut record, &hosts);
         before_thaw(&record);
         put_back_queues(&record, &masters);
-        frozen.thaw();
+        made_dumpable.undo();
+        if let Some(f) = frozen.take() {
+            f.thaw();
+        }
         let thawed_at = std::time::Instant::now();
         // The last chunk is compressed after the thaw: a small session (vim) is then not
         // frozen for any compression at all.

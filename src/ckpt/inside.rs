@@ -16,6 +16,9 @@ pub fn handled_signals() -> impl Iterator<Item = u64> {
     (1..=64u64).filter(|&s| s != libc::SIGKILL as u64 && s != libc::SIGSTOP as u64)
 }
 
+/// A process's mappings as the injector looks for code: (start, end, executable, path).
+pub type CodeMap = (u64, u64, bool, String);
+
 pub struct Inside {
     /// The kernel's `struct sigaction` per signal 1..=64 (handler, flags, restorer, mask);
     /// SIGKILL and SIGSTOP entries are zero.
@@ -27,6 +30,10 @@ pub struct Inside {
     pub threads: Vec<(u64, [u64; 3])>,
     /// POSIX timers (timer_create), with `tid` still the host's thread id.
     pub timers: Vec<PosixTimer>,
+    /// Whether the process was dumpable. One that was not (ssh-agent, gpg-agent make
+    /// themselves so) is made dumpable for the checkpoint, so that its /proc files can be
+    /// read, and made undumpable again before it goes on (`set_undumpable`).
+    pub dumpable: bool,
 }
 
 /// A POSIX timer of the process: how it notifies, and what is left of it.
@@ -110,11 +117,31 @@ impl Drop for Saved {
 
 /// Read what is inside process `pid` (host view), whose threads `tids` are frozen.
 /// `exec_maps`: its executable mappings (start, end, executable, path).
-pub fn read_inside(
+pub fn read_inside(pid: i32, tids: &[i32], exec_maps: &[CodeMap]) -> io::Result<Inside> {
+    inject_into(pid, tids, exec_maps, |main, at, scratch| {
+        read_with(main, pid, tids, at, scratch)
+    })
+}
+
+/// Make process `pid` undumpable again (see `Inside::dumpable`).
+pub fn set_undumpable(pid: i32, tids: &[i32], exec_maps: &[CodeMap]) -> io::Result<()> {
+    inject_into(pid, tids, exec_maps, |main, _, _| {
+        main.call("prctl(PR_SET_DUMPABLE)", nr::PRCTL, &[PR_SET_DUMPABLE, 0])?;
+        Ok(())
+    })
+}
+
+const PR_GET_DUMPABLE: u64 = 3;
+const PR_SET_DUMPABLE: u64 = 4;
+
+/// Run `f` with an injector on the main thread of frozen process `pid` and a scratch page
+/// in it; the threads' registers and masks are put back afterwards.
+fn inject_into<T>(
     pid: i32,
     tids: &[i32],
-    exec_maps: &[(u64, u64, bool, String)],
-) -> io::Result<Inside> {
+    exec_maps: &[CodeMap],
+    f: impl FnOnce(&Injector, u64, u64) -> io::Result<T>,
+) -> io::Result<T> {
     let mut saved = Saved {
         threads: Vec::new(),
     };
@@ -130,7 +157,7 @@ pub fn read_inside(
     let prot = (libc::PROT_READ | libc::PROT_WRITE) as u64;
     let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
     let scratch = main.call("mmap", nr::MMAP, &[0, 4096, prot, flags, u64::MAX, 0])?;
-    let result = read_with(&main, pid, tids, at, scratch);
+    let result = f(&main, at, scratch);
     let _ = main.call("munmap", nr::MUNMAP, &[scratch, 4096]);
     drop(saved);
     result
@@ -149,6 +176,10 @@ fn read_words<const N: usize>(pid: i32, addr: u64) -> io::Result<[u64; N]> {
 }
 
 fn read_with(main: &Injector, pid: i32, tids: &[i32], at: u64, scratch: u64) -> io::Result<Inside> {
+    let dumpable = main.call("prctl(PR_GET_DUMPABLE)", nr::PRCTL, &[PR_GET_DUMPABLE])? != 0;
+    if !dumpable {
+        main.call("prctl(PR_SET_DUMPABLE)", nr::PRCTL, &[PR_SET_DUMPABLE, 1])?;
+    }
     let mut sigactions = vec![[0u64; 4]; 64];
     for sig in handled_signals() {
         main.call("rt_sigaction", nr::RT_SIGACTION, &[sig, 0, scratch, 8])?;
@@ -187,6 +218,7 @@ fn read_with(main: &Injector, pid: i32, tids: &[i32], at: u64, scratch: u64) -> 
         brk,
         threads,
         timers,
+        dumpable,
     })
 }
 

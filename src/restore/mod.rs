@@ -556,6 +556,12 @@ impl<'a> Restorer<'a> {
             p.inj
                 .call("capset", nr::CAPSET, &[h, d])
                 .map_err(|e| anyhow!("process {pid}: {e}"))?;
+            if !rec.dumpable {
+                const PR_SET_DUMPABLE: u64 = 4;
+                p.inj
+                    .call("prctl(PR_SET_DUMPABLE)", nr::PRCTL, &[PR_SET_DUMPABLE, 0])
+                    .map_err(|e| anyhow!("process {pid}: {e}"))?;
+            }
             for (th, &tid) in rec.threads.iter().zip(&p.tids).skip(1) {
                 set_final(tid, th)?;
             }

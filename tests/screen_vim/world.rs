@@ -333,3 +333,42 @@ fn monotonic_time_goes_on_from_the_checkpoint_wall_time_is_real() {
     env.tmux.send_keys("d", &["C-d"]);
     env.tmux.wait_text("d", "CRTERM_EXIT=0", T);
 }
+
+#[test]
+fn a_pipeline_in_progress_and_an_ssh_agent_go_on() {
+    let env = Env::unprivileged();
+    let agent = env.dir.path().join("agent.sock");
+    env.pane(
+        "a",
+        &format!("{} start --name pl -- bash --norc", env.crterm_cmd()),
+    );
+    env.tmux.wait_text("a", "bash-", T);
+    // ssh-agent forks a daemon that starts its own session and whose parent exits.
+    env.tmux
+        .type_text("a", &format!("eval $(ssh-agent -s -a {})", agent.display()));
+    env.tmux.send_keys("a", &["Enter"]);
+    env.tmux.wait_text("a", "Agent pid", T);
+    env.tmux.type_text(
+        "a",
+        "seq 1 100000000 | awk '{s += $1} END {printf \"sum %.0f\\n\", s}'",
+    );
+    env.tmux.send_keys("a", &["Enter"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let image = image_path(&env, "pl");
+    checkpoint_and_end(&env, "pl", &image);
+    assert!(
+        !env.tmux.capture_plain("a").contains("sum "),
+        "the pipeline was still running at the checkpoint"
+    );
+
+    resume_pane(&env, "b", 100, 30, &image);
+    env.tmux
+        .wait_text("b", "sum 5000000050000000", Duration::from_secs(120));
+    env.tmux.type_text("b", "ssh-add -l; echo ssh-add=$?");
+    env.tmux.send_keys("b", &["Enter"]);
+    // 1: the agent answered and holds no keys (2 would be: no agent to talk to).
+    env.tmux.wait_text("b", "ssh-add=1", T);
+    env.tmux.type_text("b", "ssh-agent -k >/dev/null; exit");
+    env.tmux.send_keys("b", &["Enter"]);
+    env.tmux.wait_text("b", "CRTERM_EXIT=0", T);
+}

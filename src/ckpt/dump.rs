@@ -173,6 +173,44 @@ pub struct FdRecord {
     /// For a terminal: its settings (the kernel's termios, as bytes) and window size.
     pub tty: Option<TtyRecord>,
     pub socket: Option<SocketRecord>,
+    /// For an inotify instance: its watches.
+    pub watches: Vec<InotifyWatch>,
+}
+
+/// One inotify watch: its descriptor number, its mask and the path of what it watches
+/// (found by inode among the files the session has open, its directories and mapped files:
+/// the kernel keeps no path).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InotifyWatch {
+    pub wd: i32,
+    pub mask: u32,
+    pub ino: u64,
+    pub dev: (u32, u32),
+    pub path: String,
+}
+
+/// The watches an inotify descriptor's fdinfo lists (`inotify wd:1 ino:263 sdev:fe00000
+/// mask:2 ...`, numbers in hex; sdev is the kernel's dev_t, major << 20 | minor).
+fn parse_watches(fdinfo: &str) -> Vec<InotifyWatch> {
+    fdinfo
+        .lines()
+        .filter_map(|l| l.strip_prefix("inotify "))
+        .filter_map(|l| {
+            let field = |k: &str| {
+                l.split_whitespace()
+                    .find_map(|w| w.strip_prefix(k))
+                    .and_then(|v| u64::from_str_radix(v, 16).ok())
+            };
+            let sdev = field("sdev:")?;
+            Some(InotifyWatch {
+                wd: field("wd:")? as i32,
+                mask: field("mask:")? as u32,
+                ino: field("ino:")?,
+                dev: ((sdev >> 20) as u32, (sdev & 0xfffff) as u32),
+                path: String::new(),
+            })
+        })
+        .collect()
 }
 
 /// A socket (what is carried: a unix socket listening on a name).
@@ -656,12 +694,18 @@ fn process_record(pid: i32, tids: &[i32], job_stopped: bool) -> io::Result<Proce
             } else {
                 None
             };
+            let watches = if target == "anon_inode:inotify" {
+                parse_watches(&info)
+            } else {
+                Vec::new()
+            };
             fds.push(FdRecord {
                 fd,
                 desc: 0,
                 target,
                 tty,
                 socket,
+                watches,
                 flags: u32::from_str_radix(&field("flags:"), 8).unwrap_or(0),
                 pos: field("pos:").parse().unwrap_or(0),
                 kind,
@@ -828,6 +872,7 @@ fn check_carriable(p: &ProcessRecord) -> io::Result<()> {
                         | "anon_inode:[timerfd]"
                         | "anon_inode:[signalfd]"
                         | "anon_inode:[eventpoll]"
+                        | "anon_inode:inotify"
                 ) =>
             {
                 Some("a kernel object crterm cannot carry".to_string())
@@ -938,6 +983,69 @@ fn read_sockets(record: &mut SessionRecord, hosts: &[i32]) -> io::Result<()> {
                 Err(e) => return Err(e),
             };
             queues.insert(s.inode, s.queued.clone());
+        }
+    }
+    Ok(())
+}
+
+/// The path of every inotify watch: the file or directory with the watched inode among
+/// what the session holds (open files, their directories, cwd, root, exe, mapped files).
+/// A watch whose path is not found stops the checkpoint, named.
+fn find_watched_paths(record: &mut SessionRecord) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    if !record
+        .processes
+        .iter()
+        .any(|p| p.fds.iter().any(|f| !f.watches.is_empty()))
+    {
+        return Ok(());
+    }
+    let mut candidates: Vec<String> = Vec::new();
+    for p in &record.processes {
+        candidates.extend([p.cwd.clone(), p.root.clone(), p.exe.clone()]);
+        candidates.extend(
+            p.fds
+                .iter()
+                .filter(|f| matches!(f.kind, FdKind::File | FdKind::Directory))
+                .map(|f| f.target.clone()),
+        );
+        candidates.extend(p.maps.iter().map(|m| m.path.clone()));
+    }
+    let mut known: std::collections::HashMap<((u32, u32), u64), String> = Default::default();
+    for c in candidates {
+        let mut path = std::path::PathBuf::from(&c);
+        if !c.starts_with('/') || c.ends_with(" (deleted)") {
+            continue;
+        }
+        // The file and the directories above it.
+        loop {
+            if let Ok(m) = std::fs::metadata(&path) {
+                let key = ((libc::major(m.dev()), libc::minor(m.dev())), m.ino());
+                known
+                    .entry(key)
+                    .or_insert_with(|| path.display().to_string());
+            }
+            if !path.pop() {
+                break;
+            }
+        }
+    }
+    for p in &mut record.processes {
+        for f in &mut p.fds {
+            for w in &mut f.watches {
+                match known.get(&(w.dev, w.ino)) {
+                    Some(path) => w.path = path.clone(),
+                    None => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::Unsupported,
+                            format!(
+                                "process {} ({}) holds fd {}, an inotify watch (wd {}) on inode {} of device {}:{} whose path crterm cannot find (it is not open, mapped or a directory above those), which this version cannot carry",
+                                p.pid, p.comm, f.fd, w.wd, w.ino, w.dev.0, w.dev.1
+                            ),
+                        ));
+                    }
+                }
+            }
         }
     }
     Ok(())
@@ -1363,6 +1471,7 @@ pub fn dump<W: Write + Send>(
         record.processes.push(proc_record);
     }
     read_sockets(&mut record, &hosts)?;
+    find_watched_paths(&mut record)?;
     let thawed_at = w.pipeline(SectionKind::PAGES, budget, |feed| {
         let mut pages = PageStream {
             buf: feed.buffer()?,

@@ -209,6 +209,58 @@ fn connected_sockets(record: &SessionRecord) -> Result<(HashMap<u64, OwnedFd>, V
     Ok((made, closed))
 }
 
+/// An inotify instance with its watches at their numbers: added in order, a placeholder
+/// watch on some other directory where a number is missing (removed afterwards, and the
+/// notices of their removal read out, so the program sees none of it).
+fn inotify_again(f: &FdRecord) -> Result<OwnedFd> {
+    use std::os::unix::fs::MetadataExt;
+    let fd = sys::inotify_init(libc::IN_NONBLOCK)?;
+    let mut watches = f.watches.clone();
+    watches.sort_by_key(|w| w.wd);
+    let watched: BTreeSet<(u64, u64)> = watches
+        .iter()
+        .filter_map(|w| std::fs::metadata(&w.path).ok())
+        .map(|m| (m.dev(), m.ino()))
+        .collect();
+    // Directories to hold placeholder watches: each a different inode, none watched.
+    let mut spare = [
+        "/", "/usr", "/etc", "/var", "/bin", "/lib", "/sbin", "/opt", "/srv",
+    ]
+    .into_iter()
+    .filter(|p| std::fs::metadata(p).is_ok_and(|m| !watched.contains(&(m.dev(), m.ino()))))
+    .collect::<Vec<_>>()
+    .into_iter();
+    // A new instance numbers watches 1, 2, 3 ...
+    let mut placeholders = Vec::new();
+    let mut next = 1;
+    for w in &watches {
+        while next < w.wd {
+            let p = spare
+                .next()
+                .ok_or_else(|| anyhow!("inotify watch {} cannot get its number back", w.wd))?;
+            placeholders.push(sys::inotify_add(fd.as_fd(), p, libc::IN_ATTRIB)?);
+            next += 1;
+        }
+        let wd = sys::inotify_add(fd.as_fd(), &w.path, w.mask)
+            .with_context(|| format!("watching {} again (inotify wd {})", w.path, w.wd))?;
+        if wd != w.wd {
+            bail!(
+                "watching {} again gave inotify wd {wd}, not {}",
+                w.path,
+                w.wd
+            );
+        }
+        next += 1;
+    }
+    for wd in placeholders {
+        sys::inotify_rm(fd.as_fd(), wd)?;
+    }
+    let mut buf = [0u8; 4096];
+    while sys::read(fd.as_fd(), &mut buf).is_ok_and(|n| n > 0) {}
+    t::set_status_flags(fd.as_fd(), f.flags as i32 & STATUS_FLAGS)?;
+    Ok(fd)
+}
+
 /// Shut one end down as it was: writing if it had shut its sending side, reading if its
 /// receiving side was shut by itself rather than by the peer's writing side.
 fn half_close(end: BorrowedFd, mine: u8, peers: u8) {
@@ -413,6 +465,7 @@ impl Restorer<'_> {
                 Ok(t::signalfd_for(mask, nonblock)?)
             }
             "anon_inode:[eventpoll]" => Ok(t::epoll_create()?),
+            "anon_inode:inotify" => inotify_again(f),
             other => bail!("{other} is not supported yet"),
         }
     }

@@ -770,6 +770,22 @@ pub fn new_time_namespace(monotonic: i64, boottime: i64) -> io::Result<()> {
     )
 }
 
+pub fn inotify_init(flags: libc::c_int) -> io::Result<OwnedFd> {
+    let fd = check(unsafe { libc::inotify_init1(flags | libc::IN_CLOEXEC) })?;
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Watch `path` (as `mask` says); the watch descriptor.
+pub fn inotify_add(fd: BorrowedFd, path: &str, mask: u32) -> io::Result<i32> {
+    let path = cstring(path)?;
+    check(unsafe { libc::inotify_add_watch(fd.as_raw_fd(), path.as_ptr(), mask) })
+}
+
+pub fn inotify_rm(fd: BorrowedFd, wd: i32) -> io::Result<()> {
+    check(unsafe { libc::inotify_rm_watch(fd.as_raw_fd(), wd) })?;
+    Ok(())
+}
+
 pub fn pread(fd: BorrowedFd, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     let n = unsafe {
         libc::pread(

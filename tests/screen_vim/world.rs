@@ -372,3 +372,45 @@ fn a_pipeline_in_progress_and_an_ssh_agent_go_on() {
     env.tmux.send_keys("b", &["Enter"]);
     env.tmux.wait_text("b", "CRTERM_EXIT=0", T);
 }
+
+fn append(path: &Path, text: &str) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}
+
+#[test]
+fn tail_f_follows_a_renamed_file_across_a_resume_and_misses_no_line() {
+    let env = Env::unprivileged();
+    let log = env.dir.path().join("log.txt");
+    std::fs::write(&log, "line one\n").unwrap();
+    env.pane(
+        "a",
+        &format!(
+            "{} start --name tf -- tail -f {}",
+            env.crterm_cmd(),
+            log.display()
+        ),
+    );
+    env.tmux.wait_text("a", "line one", T);
+    append(&log, "line two\n");
+    env.tmux.wait_text("a", "line two", T);
+    // tail follows the file it has open: renamed, it goes on reading it.
+    let renamed = env.dir.path().join("renamed.txt");
+    std::fs::rename(&log, &renamed).unwrap();
+    append(&renamed, "line three\n");
+    env.tmux.wait_text("a", "line three", T);
+    let image = image_path(&env, "tf");
+    checkpoint_and_end(&env, "tf", &image);
+    append(&renamed, "line four, while it was away\n");
+
+    resume_pane(&env, "b", 100, 30, &image);
+    env.tmux.wait_text("b", "line three", T);
+    append(&renamed, "line five, after\n");
+    let screen = env.tmux.wait_text("b", "line five, after", T);
+    assert!(screen.contains("line four, while it was away"), "{screen}");
+    append(&renamed, "line six\n");
+    env.tmux.wait_text("b", "line six", T);
+    env.tmux.send_keys("b", &["C-c"]);
+    env.tmux.wait_text("b", "CRTERM_EXIT=", T);
+}

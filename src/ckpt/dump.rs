@@ -235,7 +235,21 @@ pub struct SocketRecord {
     pub shutdown: u8,
     /// The bytes waiting to be read: one piece per datagram, or one for a stream.
     pub queued: Vec<Vec<u8>>,
+    /// A TCP socket's own address and its peer's (sockaddr bytes; empty: none).
+    pub addr: Vec<u8>,
+    pub peer_addr: Vec<u8>,
+    /// Options set again on resume: (level, option, value).
+    pub options: Vec<(i32, i32, i32)>,
 }
+
+/// The socket options a TCP socket gets back.
+const TCP_OPTIONS: &[(i32, i32)] = &[
+    (libc::SOL_SOCKET, libc::SO_REUSEADDR),
+    (libc::SOL_SOCKET, libc::SO_REUSEPORT),
+    (libc::SOL_SOCKET, libc::SO_KEEPALIVE),
+    (libc::IPPROTO_TCP, libc::TCP_NODELAY),
+    (libc::IPPROTO_IPV6, libc::IPV6_V6ONLY),
+];
 
 impl SocketRecord {
     fn read(pid: i32, fd: i32, target: &str) -> io::Result<SocketRecord> {
@@ -244,7 +258,30 @@ impl SocketRecord {
         let info = sys::sock::socket_info(sock.as_fd())?;
         let path = (info.name.first().is_some_and(|&b| b != 0))
             .then(|| String::from_utf8_lossy(&info.name).into_owned());
+        let inet = matches!(info.domain, libc::AF_INET | libc::AF_INET6);
+        let (addr, peer_addr, options) = if inet {
+            let fd = sock.as_fd();
+            let options = TCP_OPTIONS
+                .iter()
+                .filter(|(level, _)| *level != libc::IPPROTO_IPV6 || info.domain == libc::AF_INET6)
+                .filter_map(|&(level, opt)| {
+                    sys::sock::get_opt(fd, level, opt)
+                        .ok()
+                        .map(|v| (level, opt, v))
+                })
+                .collect();
+            (
+                sys::sock::local_addr(fd).unwrap_or_default(),
+                sys::sock::peer_addr(fd).unwrap_or_default(),
+                options,
+            )
+        } else {
+            Default::default()
+        };
         Ok(SocketRecord {
+            addr,
+            peer_addr,
+            options,
             domain: info.domain,
             kind: info.kind,
             listening: info.listening,
@@ -270,8 +307,15 @@ impl SocketRecord {
         self.kind == libc::SOCK_STREAM
     }
 
+    pub fn inet(&self) -> bool {
+        matches!(self.domain, libc::AF_INET | libc::AF_INET6)
+    }
+
     /// The name for messages: the path, `@name` for an abstract one.
     pub fn display_name(&self) -> String {
+        if self.inet() {
+            return format!("TCP {}", sys::sock::inet_text(&self.addr));
+        }
         match self.name.first() {
             None => "(unbound)".into(),
             Some(0) => format!("@{}", String::from_utf8_lossy(&self.name[1..])),
@@ -840,19 +884,26 @@ fn check_carriable(p: &ProcessRecord) -> io::Result<()> {
         let what = match f.kind {
             FdKind::Socket => match &f.socket {
                 None => Some("a socket file opened by path".to_string()),
+                Some(s) if s.pending => Some(format!(
+                    "a listening socket with connections not accepted yet ({})",
+                    s.display_name()
+                )),
+                Some(s) if s.inet() && s.stream() => None,
+                Some(s) if s.inet() => Some(format!(
+                    "a UDP or raw {} socket (TCP and unix sockets are carried)",
+                    if s.domain == libc::AF_INET {
+                        "IPv4"
+                    } else {
+                        "IPv6"
+                    }
+                )),
                 Some(s) if s.domain != libc::AF_UNIX => Some(format!(
-                    "{} (only unix sockets are carried)",
+                    "{} (only unix and TCP sockets are carried)",
                     match s.domain {
-                        libc::AF_INET => "an IPv4 socket".to_string(),
-                        libc::AF_INET6 => "an IPv6 socket".to_string(),
                         libc::AF_NETLINK => "a netlink socket".to_string(),
                         libc::AF_PACKET => "a packet socket".to_string(),
                         d => format!("a socket of address family {d}"),
                     }
-                )),
-                Some(s) if s.pending => Some(format!(
-                    "a listening unix socket with connections not accepted yet ({})",
-                    s.display_name()
                 )),
                 Some(s) if s.listening && s.name.is_empty() => {
                     Some("a listening unix socket without a name".to_string())
@@ -951,7 +1002,18 @@ fn read_sockets(record: &mut SessionRecord, hosts: &[i32]) -> io::Result<()> {
         let p = &mut record.processes[pi];
         for f in &mut p.fds {
             let Some(s) = f.socket.as_mut() else { continue };
-            if s.domain != libc::AF_UNIX || s.listening {
+            if s.listening {
+                continue;
+            }
+            if s.inet() {
+                // A TCP connection comes back closed, with what had arrived still to read.
+                if !s.peer_addr.is_empty() {
+                    let sock = sys::trace::copy_fd_of(host, f.fd)?;
+                    s.queued = sys::sock::peek_queue(sock.as_fd(), true)?;
+                }
+                continue;
+            }
+            if s.domain != libc::AF_UNIX {
                 continue;
             }
             let d = diag.get(&s.inode).cloned().unwrap_or_default();

@@ -156,18 +156,29 @@ impl Descriptions {
 fn connected_sockets(record: &SessionRecord) -> Result<(HashMap<u64, OwnedFd>, Vec<String>)> {
     use crate::ckpt::dump::SocketRecord;
     let mut by_inode: BTreeMap<u64, (&ProcessRecord, &FdRecord, &SocketRecord)> = BTreeMap::new();
+    let mut made = HashMap::new();
+    let mut closed = Vec::new();
     for p in record.processes.iter().filter(|p| p.zombie.is_none()) {
         for f in &p.fds {
-            if let Some(s) = &f.socket
-                && s.peer != 0
-                && !s.listening
-            {
+            let Some(s) = &f.socket else { continue };
+            if s.listening {
+                continue;
+            }
+            if s.inet() && !s.peer_addr.is_empty() {
+                if let std::collections::hash_map::Entry::Vacant(e) = made.entry(s.inode) {
+                    let what = || format!("process {} ({}) fd {}", p.pid, p.comm, f.fd);
+                    e.insert(closed_tcp(s).with_context(what)?);
+                    closed.push(format!(
+                        "{}: its TCP connection to {} comes back closed",
+                        what(),
+                        sys::sock::inet_text(&s.peer_addr)
+                    ));
+                }
+            } else if s.peer != 0 {
                 by_inode.entry(s.inode).or_insert((p, f, s));
             }
         }
     }
-    let mut made = HashMap::new();
-    let mut closed = Vec::new();
     for (&inode, &(p, f, s)) in &by_inode {
         if made.contains_key(&inode) {
             continue;
@@ -259,6 +270,51 @@ fn inotify_again(f: &FdRecord) -> Result<OwnedFd> {
     while sys::read(fd.as_fd(), &mut buf).is_ok_and(|n| n > 0) {}
     t::set_status_flags(fd.as_fd(), f.flags as i32 & STATUS_FLAGS)?;
     Ok(fd)
+}
+
+/// A TCP socket listening (or bound) where it was, with its options. A port another
+/// program has taken now is an error that says so.
+fn tcp_socket(s: &crate::ckpt::dump::SocketRecord) -> Result<OwnedFd> {
+    let sock = sys::sock::socket(s.domain, s.kind).context("socket")?;
+    for &(level, opt, v) in &s.options {
+        let _ = sys::sock::set_int(sock.as_fd(), level, opt, v);
+    }
+    let bound = s.addr.len() >= 4 && s.addr[2..4] != [0, 0];
+    if bound {
+        let addr = sys::sock::inet_text(&s.addr);
+        sys::sock::bind(sock.as_fd(), &s.addr).map_err(|e| {
+            if e.raw_os_error() == Some(libc::EADDRINUSE) {
+                anyhow!("cannot listen on TCP {addr} again: another program has taken the port")
+            } else {
+                anyhow!("cannot bind TCP {addr} again: {e}")
+            }
+        })?;
+    }
+    if s.listening {
+        sys::sock::listen(sock.as_fd(), libc::SOMAXCONN)?;
+    }
+    Ok(sock)
+}
+
+/// A TCP connection whose other side has closed it: a real TCP socket, connected over
+/// the loopback to a peer that sends what the old connection had queued, then closes.
+fn closed_tcp(s: &crate::ckpt::dump::SocketRecord) -> Result<OwnedFd> {
+    let listener = sys::sock::socket(s.domain, libc::SOCK_STREAM).context("socket")?;
+    sys::sock::bind(listener.as_fd(), &sys::sock::loopback(s.domain))
+        .context("binding a loopback socket")?;
+    sys::sock::listen(listener.as_fd(), 1)?;
+    let at = sys::sock::local_addr(listener.as_fd())?;
+    let sock = sys::sock::socket(s.domain, s.kind).context("socket")?;
+    for &(level, opt, v) in &s.options {
+        let _ = sys::sock::set_int(sock.as_fd(), level, opt, v);
+    }
+    sys::sock::connect(sock.as_fd(), &at).context("connecting over the loopback")?;
+    let peer = sys::sock::accept(listener.as_fd())?;
+    for piece in &s.queued {
+        sys::sock::send_now(peer.as_fd(), piece, true).context("refilling its queue")?;
+    }
+    drop(peer);
+    Ok(sock)
 }
 
 /// Shut one end down as it was: writing if it had shut its sending side, reading if its
@@ -371,6 +427,7 @@ impl Restorer<'_> {
                     .ok_or_else(|| anyhow!("a socket without its record"))?;
                 match descs.sockets.remove(&s.inode) {
                     Some(end) => end,
+                    None if s.inet() => tcp_socket(s)?,
                     None if s.listening || !s.name.is_empty() => named_socket(s)?,
                     None => sys::sock::unix_socket(s.kind).context("socket")?,
                 }

@@ -33,6 +33,126 @@ pub fn set_int(fd: BorrowedFd, level: i32, opt: i32, v: i32) -> io::Result<()> {
     Ok(())
 }
 
+/// A socket address as the kernel takes it (the bytes of a sockaddr).
+pub fn local_addr(fd: BorrowedFd) -> io::Result<Vec<u8>> {
+    addr_of(fd, libc::getsockname)
+}
+
+pub fn peer_addr(fd: BorrowedFd) -> io::Result<Vec<u8>> {
+    addr_of(fd, libc::getpeername)
+}
+
+type AddrCall =
+    unsafe extern "C" fn(libc::c_int, *mut libc::sockaddr, *mut libc::socklen_t) -> libc::c_int;
+
+fn addr_of(fd: BorrowedFd, call: AddrCall) -> io::Result<Vec<u8>> {
+    let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    check(unsafe {
+        call(
+            fd.as_raw_fd(),
+            (&mut addr as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        )
+    })?;
+    let bytes = unsafe {
+        std::slice::from_raw_parts(
+            (&addr as *const libc::sockaddr_storage).cast::<u8>(),
+            len as usize,
+        )
+    };
+    Ok(bytes.to_vec())
+}
+
+/// An IPv4 or IPv6 socket address (the bytes of a sockaddr_in or sockaddr_in6) as text.
+pub fn inet_text(addr: &[u8]) -> String {
+    let family = addr
+        .get(..2)
+        .map(|b| u16::from_ne_bytes([b[0], b[1]]) as i32);
+    let port = |a: &[u8]| u16::from_be_bytes([a[2], a[3]]);
+    match family {
+        Some(libc::AF_INET) if addr.len() >= 8 => {
+            let ip = std::net::Ipv4Addr::new(addr[4], addr[5], addr[6], addr[7]);
+            format!("{ip}:{}", port(addr))
+        }
+        Some(libc::AF_INET6) if addr.len() >= 24 => {
+            let b: [u8; 16] = addr[8..24].try_into().expect("16 bytes");
+            format!("[{}]:{}", std::net::Ipv6Addr::from(b), port(addr))
+        }
+        _ => "(unknown address)".into(),
+    }
+}
+
+/// The loopback address of `domain` (127.0.0.1 or ::1), any port, as sockaddr bytes.
+pub fn loopback(domain: i32) -> Vec<u8> {
+    if domain == libc::AF_INET6 {
+        let mut a: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+        a.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+        a.sin6_addr.s6_addr = std::net::Ipv6Addr::LOCALHOST.octets();
+        unsafe {
+            std::slice::from_raw_parts(
+                (&a as *const libc::sockaddr_in6).cast::<u8>(),
+                std::mem::size_of::<libc::sockaddr_in6>(),
+            )
+        }
+        .to_vec()
+    } else {
+        let mut a: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+        a.sin_family = libc::AF_INET as libc::sa_family_t;
+        a.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, 1]);
+        unsafe {
+            std::slice::from_raw_parts(
+                (&a as *const libc::sockaddr_in).cast::<u8>(),
+                std::mem::size_of::<libc::sockaddr_in>(),
+            )
+        }
+        .to_vec()
+    }
+}
+
+pub fn bind(fd: BorrowedFd, addr: &[u8]) -> io::Result<()> {
+    check(unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            addr.as_ptr().cast(),
+            addr.len() as libc::socklen_t,
+        )
+    })?;
+    Ok(())
+}
+
+pub fn connect(fd: BorrowedFd, addr: &[u8]) -> io::Result<()> {
+    check(unsafe {
+        libc::connect(
+            fd.as_raw_fd(),
+            addr.as_ptr().cast(),
+            addr.len() as libc::socklen_t,
+        )
+    })?;
+    Ok(())
+}
+
+pub fn accept(fd: BorrowedFd) -> io::Result<OwnedFd> {
+    let r = check(unsafe {
+        libc::accept4(
+            fd.as_raw_fd(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            libc::SOCK_CLOEXEC,
+        )
+    })?;
+    Ok(unsafe { OwnedFd::from_raw_fd(r) })
+}
+
+pub fn socket(domain: i32, kind: i32) -> io::Result<OwnedFd> {
+    let fd = check(unsafe { libc::socket(domain, kind | libc::SOCK_CLOEXEC, 0) })?;
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+pub fn get_opt(fd: BorrowedFd, level: i32, opt: i32) -> io::Result<i32> {
+    get_int(fd, level, opt)
+}
+
 /// What a checkpoint needs to know of a socket.
 pub struct SocketInfo {
     pub domain: i32,

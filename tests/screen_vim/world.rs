@@ -414,3 +414,120 @@ fn tail_f_follows_a_renamed_file_across_a_resume_and_misses_no_line() {
     env.tmux.send_keys("b", &["C-c"]);
     env.tmux.wait_text("b", "CRTERM_EXIT=", T);
 }
+
+/// A TCP port nobody listens on now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The body of `GET /name` from 127.0.0.1:port, or None if nobody answers.
+fn http_get(port: u16, name: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(s, "GET /{name} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+#[test]
+fn http_server_listens_again_and_connections_to_the_outside_come_back_closed() {
+    use std::io::Write;
+    let env = Env::unprivileged();
+    let site = env.dir.path().join("site");
+    std::fs::create_dir(&site).unwrap();
+    std::fs::write(site.join("hello.txt"), "served from the session\n").unwrap();
+    let port = free_port();
+    env.pane(
+        "a",
+        &format!(
+            "cd {} && {} start --name hs -- python3 -m http.server {port} --bind 127.0.0.1",
+            site.display(),
+            env.crterm_cmd()
+        ),
+    );
+    env.tmux.wait_text("a", "Serving HTTP", T);
+    assert!(
+        http_get(port, "hello.txt")
+            .unwrap()
+            .contains("served from the session")
+    );
+
+    // A python holding a TCP connection and a unix socket connection to servers outside
+    // the session, each with bytes queued that it has not read.
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let tcp_port = tcp.local_addr().unwrap().port();
+    let unix_path = env.dir.path().join("outside.sock");
+    let unix = std::os::unix::net::UnixListener::bind(&unix_path).unwrap();
+    if let Some(u) = &env.user {
+        let out = std::process::Command::new("chown")
+            .args([u.as_str(), unix_path.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+    }
+    env.tmux.start(
+        "c",
+        100,
+        30,
+        &format!("{} start --name cl -- python3 -q", env.crterm_cmd()),
+    );
+    env.tmux.wait_text("c", ">>>", T);
+    env.tmux.type_text(
+        "c",
+        &format!(
+            "import socket; t = socket.create_connection(('127.0.0.1', {tcp_port})); u = socket.socket(socket.AF_UNIX); u.connect('{}'); print('conn' 'ected')",
+            unix_path.display()
+        ),
+    );
+    env.tmux.send_keys("c", &["Enter"]);
+    env.tmux.wait_text("c", "connected", T);
+    let (mut t_peer, _) = tcp.accept().unwrap();
+    let (mut u_peer, _) = unix.accept().unwrap();
+    t_peer.write_all(b"tcp bytes").unwrap();
+    u_peer.write_all(b"unix bytes").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+
+    let (hi, ci) = (image_path(&env, "hs"), image_path(&env, "cl"));
+    checkpoint_and_end(&env, "hs", &hi);
+    checkpoint_and_end(&env, "cl", &ci);
+    assert!(
+        http_get(port, "hello.txt").is_none(),
+        "nobody listens while it is away"
+    );
+
+    // The server listens on its port again.
+    resume_pane(&env, "b", 100, 30, &hi);
+    env.tmux.wait_text("b", "Serving HTTP", T);
+    let got = wait_for("the resumed http.server to answer", T, || {
+        http_get(port, "hello.txt")
+    });
+    assert!(got.contains("served from the session"), "{got}");
+    // The same image once more, while the port is taken: one clear line, nothing left.
+    let sessions = env.sessions().len();
+    resume_pane(&env, "e", 100, 30, &hi);
+    let screen = env.tmux.wait_text("e", "CRTERM_EXIT=1", T);
+    assert!(screen.contains("another program has taken the port"), "{screen}");
+    assert_eq!(env.sessions().len(), sessions);
+
+    // The client's connections: what had arrived is read, then the end of the stream;
+    // resume said which connections came back closed.
+    resume_pane(&env, "d", 100, 30, &ci);
+    env.tmux.wait_text("d", "comes back closed", T);
+    env.tmux.type_text(
+        "d",
+        "print('got', t.recv(100), t.recv(100), u.recv(100), u.recv(100))",
+    );
+    env.tmux.send_keys("d", &["Enter"]);
+    env.tmux
+        .wait_text("d", "got b'tcp bytes' b'' b'unix bytes' b''", T);
+    env.tmux.send_keys("d", &["C-d"]);
+    env.tmux.wait_text("d", "CRTERM_EXIT=0", T);
+    drop(u_peer);
+    drop(t_peer);
+}

@@ -377,6 +377,9 @@ pub struct FileIdentity {
     pub sha256: Option<String>,
 }
 
+/// Files deleted while open are carried up to this size.
+pub const DELETED_FILE_LIMIT: u64 = 1 << 30;
+
 /// Open files up to this size have their content hashed for the identity check.
 pub const HASHED_FILE_LIMIT: u64 = 16 << 20;
 
@@ -910,11 +913,16 @@ fn check_carriable(p: &ProcessRecord) -> io::Result<()> {
                 }
                 Some(_) => None,
             },
-            FdKind::Pipe if !f.target.starts_with("pipe:") => {
-                Some("a named pipe (FIFO)".to_string())
+            FdKind::Directory if f.target.ends_with(" (deleted)") => {
+                Some("a directory deleted while open".to_string())
             }
-            FdKind::File | FdKind::Directory if f.target.ends_with(" (deleted)") => {
-                Some("a file deleted while open".to_string())
+            FdKind::File
+                if f.target.ends_with(" (deleted)")
+                    && f.identity
+                        .as_ref()
+                        .is_some_and(|i| i.size > DELETED_FILE_LIMIT) =>
+            {
+                Some("a file deleted while open, larger than 1 GiB".to_string())
             }
             FdKind::Anon
                 if !matches!(
@@ -940,6 +948,21 @@ fn check_carriable(p: &ProcessRecord) -> io::Result<()> {
                 ),
             ));
         }
+    }
+    // SysV shared memory belongs to the host's IPC namespace, by a key other programs may
+    // share: carried as plain memory, it would lose its id and its sharers.
+    if let Some(m) = p.maps.iter().find(|m| m.path.starts_with("/SYSV")) {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!(
+                "process {} ({}) has SysV shared memory attached (shmat, key 0x{}), which this version cannot carry",
+                p.pid,
+                p.comm,
+                m.path
+                    .trim_start_matches("/SYSV")
+                    .trim_end_matches(" (deleted)")
+            ),
+        ));
     }
     Ok(())
 }
@@ -1321,6 +1344,7 @@ fn hash_open_files(record: &mut SessionRecord) {
 fn carry_files<W: Write + Send>(
     w: &mut ImageWriter<W>,
     record: &mut SessionRecord,
+    deleted: Vec<FileToCarry>,
     budget: usize,
 ) -> io::Result<()> {
     use sha2::{Digest, Sha256};
@@ -1329,15 +1353,24 @@ fn carry_files<W: Write + Send>(
     use std::os::unix::fs::MetadataExt;
     let mut by_inode: HashMap<((u32, u32), u64), Option<usize>> = HashMap::new();
     let mut by_hash: HashMap<String, usize> = HashMap::new();
-    let maps: Vec<MapRecord> = record
+    // Mapped files, opened by path; then files deleted while open, already opened.
+    let maps: Vec<FileToCarry> = record
         .processes
         .iter()
-        .flat_map(|p| p.maps.iter().cloned())
+        .flat_map(|p| p.maps.iter())
         .filter(|m| m.inode != 0 && m.path.starts_with('/'))
+        .map(|m| FileToCarry {
+            path: m.path.clone(),
+            dev: m.dev,
+            inode: m.inode,
+            file: None,
+        })
+        .chain(deleted)
         .collect();
     let mut buf = vec![0u8; 1 << 20];
     w.pipeline(SectionKind::FILES, budget, |feed| {
         for m in maps {
+            use std::io::Seek;
             let key = (m.dev, m.inode);
             if by_inode.contains_key(&key) {
                 continue;
@@ -1349,7 +1382,7 @@ fn carry_files<W: Write + Send>(
                         .push((m.path.clone(), why.to_string()));
                 }
             };
-            let Ok(mut file) = std::fs::File::open(&m.path) else {
+            let Some(mut file) = m.file.or_else(|| std::fs::File::open(&m.path).ok()) else {
                 not_carried(record, "gone");
                 by_inode.insert(key, None);
                 continue;
@@ -1388,7 +1421,7 @@ fn carry_files<W: Write + Send>(
             }
             // A new content: send it (read again from the page cache, where hashing just
             // put it).
-            let mut file = std::fs::File::open(&m.path)?;
+            file.seek(std::io::SeekFrom::Start(0))?;
             let mut size = 0u64;
             loop {
                 let mut chunk = feed.buffer()?;
@@ -1415,6 +1448,43 @@ fn carry_files<W: Write + Send>(
         }
         Ok(())
     })
+}
+
+/// A file whose content the image carries: mapped, or deleted while open (then `file` is
+/// a descriptor of it, opened while the session was frozen).
+struct FileToCarry {
+    path: String,
+    dev: (u32, u32),
+    inode: u64,
+    file: Option<std::fs::File>,
+}
+
+/// Files deleted while the session holds them open: opened now (through the holder's
+/// descriptor, while the session is frozen) so that their content can be carried.
+fn open_deleted_files(record: &SessionRecord, hosts: &[i32]) -> Vec<FileToCarry> {
+    let live = record.processes.iter().filter(|p| p.zombie.is_none());
+    let mut out: Vec<FileToCarry> = Vec::new();
+    for (p, &host) in live.zip(hosts) {
+        for f in &p.fds {
+            let Some(id) = &f.identity else { continue };
+            if f.kind != FdKind::File || !f.target.ends_with(" (deleted)") {
+                continue;
+            }
+            let dev = (libc::major(id.dev), libc::minor(id.dev));
+            if out.iter().any(|d| d.dev == dev && d.inode == id.ino) {
+                continue;
+            }
+            if let Ok(file) = std::fs::File::open(format!("/proc/{host}/fd/{}", f.fd)) {
+                out.push(FileToCarry {
+                    path: f.target.clone(),
+                    dev,
+                    inode: id.ino,
+                    file: Some(file),
+                });
+            }
+        }
+    }
+    out
 }
 
 /// Read until `buf` is full or the file ends; how much was read.
@@ -1534,6 +1604,7 @@ pub fn dump<W: Write + Send>(
     }
     read_sockets(&mut record, &hosts)?;
     find_watched_paths(&mut record)?;
+    let mut deleted = Vec::new();
     let thawed_at = w.pipeline(SectionKind::PAGES, budget, |feed| {
         let mut pages = PageStream {
             buf: feed.buffer()?,
@@ -1570,6 +1641,7 @@ pub fn dump<W: Write + Send>(
         }
         number_descriptions(&mut record, &hosts)?;
         let masters = take_pty_queues(&mut record, &hosts);
+        deleted = open_deleted_files(&record, &hosts);
         before_thaw(&record);
         put_back_queues(&record, &masters);
         made_dumpable.undo();
@@ -1584,7 +1656,7 @@ pub fn dump<W: Write + Send>(
     })?;
     // The session runs again: the files are read now.
     hash_open_files(&mut record);
-    carry_files(w, &mut record, budget)?;
+    carry_files(w, &mut record, deleted, budget)?;
     w.meta(SectionKind::SESSION, &record)?;
     Ok(DumpSummary {
         processes: record.processes.len(),

@@ -10,7 +10,7 @@ use crate::inject::nr;
 use crate::sys::{self, trace as t};
 use anyhow::{Context, Result, anyhow, bail};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::rc::Rc;
 
 /// The pty number a `/proc/PID/stat` tty_nr names, if it is a devpts slave.
@@ -136,6 +136,8 @@ pub(super) struct Descriptions {
     pipes: HashMap<String, (Rc<OwnedFd>, Rc<OwnedFd>)>,
     /// Connected unix sockets, made as pairs beforehand, by the inode each had.
     sockets: HashMap<u64, OwnedFd>,
+    /// Named pipes by path, held open both ways while the session's ends are made.
+    fifos: HashMap<String, Rc<OwnedFd>>,
 }
 
 impl Descriptions {
@@ -144,6 +146,7 @@ impl Descriptions {
             by_desc: HashMap::new(),
             pipes: HashMap::new(),
             sockets: HashMap::new(),
+            fifos: HashMap::new(),
         }
     }
 }
@@ -317,6 +320,22 @@ fn closed_tcp(s: &crate::ckpt::dump::SocketRecord) -> Result<OwnedFd> {
     Ok(sock)
 }
 
+/// A named pipe opened for reading and writing (which never blocks), made again if its
+/// path is gone, and refilled with the bytes that were queued in it.
+fn open_fifo(f: &FdRecord) -> Result<OwnedFd> {
+    let path = sys::cstring(&f.target)?;
+    if std::fs::symlink_metadata(&f.target).is_err() {
+        sys::mkfifo(&path, 0o600).with_context(|| format!("making {} again", f.target))?;
+    }
+    let fd = sys::open(&path, libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .with_context(|| format!("cannot open {}", f.target))?;
+    if f.pipe_size > 0 {
+        let _ = t::set_pipe_size(fd.as_fd(), f.pipe_size as i32);
+    }
+    sys::write_all(fd.as_fd(), &f.queued).context("refilling the named pipe")?;
+    Ok(fd)
+}
+
 /// Shut one end down as it was: writing if it had shut its sending side, reading if its
 /// receiving side was shut by itself rather than by the peer's writing side.
 fn half_close(end: BorrowedFd, mine: u8, peers: u8) {
@@ -419,7 +438,23 @@ impl Restorer<'_> {
                 descs.by_desc.insert(f.desc, end.clone());
                 return Ok(Some(end));
             }
-            FdKind::Pipe => bail!("named pipes (FIFOs) are not supported yet"),
+            FdKind::Pipe => {
+                let fifo = match descs.fifos.get(&f.target) {
+                    Some(fifo) => fifo.clone(),
+                    None => {
+                        let fifo = Rc::new(open_fifo(f)?);
+                        descs.fifos.insert(f.target.clone(), fifo.clone());
+                        fifo
+                    }
+                };
+                // Another description of it, as this one was opened (without blocking:
+                // the init holds both ends meanwhile).
+                let again = sys::cstring(&format!("/proc/self/fd/{}", fifo.as_raw_fd()))?;
+                let flags = (f.flags as i32 & (libc::O_ACCMODE | STATUS_FLAGS))
+                    | libc::O_NONBLOCK
+                    | libc::O_CLOEXEC;
+                sys::open(&again, flags).context("opening the named pipe as it was")?
+            }
             FdKind::Socket => {
                 let s = f
                     .socket
@@ -447,7 +482,7 @@ impl Restorer<'_> {
     fn open_file(&self, rec: &ProcessRecord, f: &FdRecord) -> Result<OwnedFd> {
         use std::os::unix::fs::MetadataExt;
         if f.target.ends_with(" (deleted)") {
-            bail!("a file deleted while open is not supported yet");
+            return self.deleted_file(f);
         }
         let access = f.flags as i32 & libc::O_ACCMODE;
         let writes = access != libc::O_RDONLY;
@@ -480,6 +515,43 @@ impl Restorer<'_> {
         flags |= libc::O_CLOEXEC | libc::O_NOCTTY;
         let fd = sys::open(&sys::cstring(&f.target)?, flags)
             .with_context(|| format!("cannot open {}", f.target))?;
+        if f.pos > 0 {
+            t::lseek(fd.as_fd(), f.pos).context("seeking to the saved offset")?;
+        }
+        Ok(fd)
+    }
+
+    /// A file deleted while open: made again, unnamed (O_TMPFILE) in the directory it was
+    /// in, with the content the image carries, and opened as it was.
+    fn deleted_file(&self, f: &FdRecord) -> Result<OwnedFd> {
+        let id = f
+            .identity
+            .as_ref()
+            .ok_or_else(|| anyhow!("a deleted file without its identity"))?;
+        let dev = (libc::major(id.dev), libc::minor(id.dev));
+        let (index, carried) = self
+            .record
+            .files
+            .iter()
+            .enumerate()
+            .find(|(_, c)| c.copies.iter().any(|k| k.dev == dev && k.inode == id.ino))
+            .ok_or_else(|| anyhow!("the image holds no copy of it"))?;
+        let content = self.carried_content(index)?;
+        if content.len() as u64 != carried.size {
+            bail!("the image's copy of it is damaged");
+        }
+        let path = f.target.trim_end_matches(" (deleted)");
+        let dir = std::path::Path::new(path)
+            .parent()
+            .filter(|d| d.is_dir())
+            .unwrap_or(std::path::Path::new("/tmp"));
+        let file = sys::open_unnamed(dir, 0o600)
+            .with_context(|| format!("making it again in {}", dir.display()))?;
+        sys::write_all(file.as_fd(), &content)?;
+        let mut flags = f.flags as i32 & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL);
+        flags |= libc::O_CLOEXEC | libc::O_NOCTTY;
+        let again = sys::cstring(&format!("/proc/self/fd/{}", file.as_raw_fd()))?;
+        let fd = sys::open(&again, flags).context("opening it as it was")?;
         if f.pos > 0 {
             t::lseek(fd.as_fd(), f.pos).context("seeking to the saved offset")?;
         }

@@ -321,7 +321,7 @@ impl Restorer<'_> {
     }
 
     /// The content of carried file `index`: its FILES chunks (each file starts a chunk).
-    fn carried_content(&self, index: usize) -> Result<Vec<u8>> {
+    pub(super) fn carried_content(&self, index: usize) -> Result<Vec<u8>> {
         let chunk = crate::image::CHUNK_SIZE as u64;
         let first: u64 = self.record.files[..index]
             .iter()

@@ -770,6 +770,26 @@ pub fn new_time_namespace(monotonic: i64, boottime: i64) -> io::Result<()> {
     )
 }
 
+/// A new regular file with no name in directory `dir` (O_TMPFILE), open read-write.
+pub fn open_unnamed(dir: &std::path::Path, mode: libc::mode_t) -> io::Result<OwnedFd> {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in a path"))?;
+    let fd = check(unsafe {
+        libc::open(
+            dir.as_ptr(),
+            libc::O_TMPFILE | libc::O_RDWR | libc::O_CLOEXEC,
+            mode,
+        )
+    })?;
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+pub fn mkfifo(path: &CStr, mode: libc::mode_t) -> io::Result<()> {
+    check(unsafe { libc::mkfifo(path.as_ptr(), mode) })?;
+    Ok(())
+}
+
 pub fn inotify_init(flags: libc::c_int) -> io::Result<OwnedFd> {
     let fd = check(unsafe { libc::inotify_init1(flags | libc::IN_CLOEXEC) })?;
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })

@@ -512,7 +512,10 @@ fn http_server_listens_again_and_connections_to_the_outside_come_back_closed() {
     let sessions = env.sessions().len();
     resume_pane(&env, "e", 100, 30, &hi);
     let screen = env.tmux.wait_text("e", "CRTERM_EXIT=1", T);
-    assert!(screen.contains("another program has taken the port"), "{screen}");
+    assert!(
+        screen.contains("another program has taken the port"),
+        "{screen}"
+    );
     assert_eq!(env.sessions().len(), sessions);
 
     // The client's connections: what had arrived is read, then the end of the stream;
@@ -530,4 +533,73 @@ fn http_server_listens_again_and_connections_to_the_outside_come_back_closed() {
     env.tmux.wait_text("d", "CRTERM_EXIT=0", T);
     drop(u_peer);
     drop(t_peer);
+}
+
+#[test]
+fn a_file_deleted_while_open_and_a_named_pipe_with_bytes_in_it_come_back() {
+    let env = Env::unprivileged();
+    let dir = env.dir.path();
+    env.pane(
+        "a",
+        &format!(
+            "cd {} && {} start --name df -- bash --norc",
+            dir.display(),
+            env.crterm_cmd()
+        ),
+    );
+    env.tmux.wait_text("a", "bash-", T);
+    env.tmux.type_text(
+        "a",
+        "echo 'kept after deletion' > gone.txt; exec 3< gone.txt; rm gone.txt; mkfifo ff; exec 4<> ff; echo 'in the fifo' >&4; echo set\"\"up",
+    );
+    env.tmux.send_keys("a", &["Enter"]);
+    env.tmux.wait_text("a", "setup", T);
+    let image = image_path(&env, "df");
+    checkpoint_and_end(&env, "df", &image);
+    assert!(!dir.join("gone.txt").exists());
+
+    resume_pane(&env, "b", 100, 30, &image);
+    env.tmux.wait_text("b", "setup", T);
+    env.tmux.type_text(
+        "b",
+        "cat <&3; ls -l /proc/$$/fd/3 | grep -o 'gone.txt (deleted)'; read -t 5 line <&4; echo \"fifo: $line\"",
+    );
+    env.tmux.send_keys("b", &["Enter"]);
+    env.tmux.wait_text("b", "fifo: in the fifo", T);
+    let screen = env.tmux.capture_plain("b");
+    assert!(screen.contains("\nkept after deletion"), "{screen}");
+    assert!(screen.contains("gone.txt (deleted)"), "{screen}");
+    assert!(!dir.join("gone.txt").exists(), "it comes back deleted");
+    env.tmux.type_text("b", "exit");
+    env.tmux.send_keys("b", &["Enter"]);
+    env.tmux.wait_text("b", "CRTERM_EXIT=0", T);
+}
+
+#[test]
+fn sysv_shared_memory_is_refused_at_checkpoint_naming_it() {
+    let env = Env::unprivileged();
+    env.pane(
+        "a",
+        &format!("{} start --name sv -- python3 -q", env.crterm_cmd()),
+    );
+    env.tmux.wait_text("a", ">>>", T);
+    env.tmux.type_text(
+        "a",
+        "import ctypes; c = ctypes.CDLL(None); c.shmat.restype = ctypes.c_void_p; i = c.shmget(0, 4096, 0o1600); print('attached', c.shmat(i, None, 0) > 0, c.shmctl(i, 0, None))",
+    );
+    env.tmux.send_keys("a", &["Enter"]);
+    env.tmux.wait_text("a", "attached True", T);
+    let image = image_path(&env, "sv");
+    let out = env.crterm(&["checkpoint", "sv", "-o", image.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("process 2 (python3) has SysV shared memory attached")
+            && err.contains("goes on"),
+        "{err}"
+    );
+    assert!(!image.exists());
+    env.tmux.type_text("a", "print('still', 6 * 7)");
+    env.tmux.send_keys("a", &["Enter"]);
+    env.tmux.wait_text("a", "still 42", T);
 }

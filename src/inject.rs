@@ -41,6 +41,8 @@ pub mod nr {
     pub const FCHDIR: i64 = 81;
     pub const CHROOT: i64 = 161;
     pub const KILL: i64 = 62;
+    pub const FCNTL: i64 = 72;
+    pub const FLOCK: i64 = 73;
 }
 
 /// The errno of a failed injected call, named.

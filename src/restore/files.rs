@@ -599,6 +599,66 @@ impl Restorer<'_> {
         }
     }
 
+    /// The file locks the session held (fdinfo's `lock:` lines), taken again by their
+    /// holders: flock and open-file-description locks once per description, POSIX
+    /// record locks once per process and range. A lock another program holds now stops
+    /// the resume, naming the file.
+    pub(super) fn restore_locks(&self) -> Result<()> {
+        let mut done = BTreeSet::new();
+        for (&pid, p) in &self.procs {
+            let rec = p.rec;
+            for f in &rec.fds {
+                for line in f.fdinfo.lines().filter_map(|l| l.strip_prefix("lock:")) {
+                    let w: Vec<&str> = line.split_whitespace().collect();
+                    if w.len() < 8 {
+                        continue;
+                    }
+                    let write = w[3] == "WRITE";
+                    let start: i64 = w[6].parse().unwrap_or(0);
+                    let len: i64 = match w[7] {
+                        "EOF" => 0,
+                        end => end.parse::<i64>().map_or(0, |e| e - start + 1),
+                    };
+                    let key = match w[1] {
+                        "FLOCK" => (0, f.desc as i64, 0, 0),
+                        "OFDLCK" => (1, f.desc as i64, start, len),
+                        "POSIX" => (2, pid as i64 * (1 << 32) + f.fd as i64, start, len),
+                        _ => continue,
+                    };
+                    if !done.insert((key, w[5].to_string())) {
+                        continue;
+                    }
+                    let fd = f.fd as u64;
+                    let taken = if w[1] == "FLOCK" {
+                        let op = if write { libc::LOCK_EX } else { libc::LOCK_SH } | libc::LOCK_NB;
+                        self.call(pid, "flock", nr::FLOCK, &[fd, op as u64])
+                    } else {
+                        // struct flock: type, whence (SEEK_SET), start, len, pid.
+                        let mut fl = [0u8; 32];
+                        let kind = if write { libc::F_WRLCK } else { libc::F_RDLCK } as i16;
+                        fl[0..2].copy_from_slice(&kind.to_le_bytes());
+                        fl[8..16].copy_from_slice(&start.to_le_bytes());
+                        fl[16..24].copy_from_slice(&len.to_le_bytes());
+                        let at = self.put(pid, 0, &fl)?;
+                        let cmd = if w[1] == "POSIX" {
+                            libc::F_SETLK
+                        } else {
+                            libc::F_OFD_SETLK
+                        };
+                        self.call(pid, "fcntl(F_SETLK)", nr::FCNTL, &[fd, cmd as u64, at])
+                    };
+                    taken.with_context(|| {
+                        format!(
+                            "{} was locked by process {} ({}); another program holds a lock on it now",
+                            f.target, rec.pid, rec.comm
+                        )
+                    })?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Send `fd` to process `pid` and put it at number `want`.
     pub(super) fn transfer(
         &self,

@@ -101,6 +101,7 @@ pub fn restore(record: &SessionRecord, image: &Image, opts: &Options) -> Result<
     r.create_tree(xfer_child.as_raw_fd())?;
     drop(xfer_child);
     r.install_files()?;
+    r.restore_locks()?;
     r.restore_memory()?;
     r.restore_state()?;
     r.finish()?;

@@ -603,3 +603,98 @@ fn sysv_shared_memory_is_refused_at_checkpoint_naming_it() {
     env.tmux.send_keys("a", &["Enter"]);
     env.tmux.wait_text("a", "still 42", T);
 }
+
+/// Whether another process can take an exclusive lock on `path` now: flock(2) or a
+/// POSIX record lock (fcntl) on `range` (start, length).
+fn lockable(path: &Path, posix_range: Option<(u64, u64)>) -> bool {
+    let code = match posix_range {
+        None => "import fcntl, sys; f = open(sys.argv[1], 'r+'); fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)".to_string(),
+        Some((start, len)) => format!(
+            "import fcntl, sys; f = open(sys.argv[1], 'r+'); fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB, {len}, {start})"
+        ),
+    };
+    std::process::Command::new("python3")
+        .args(["-c", &code, path.to_str().unwrap()])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+}
+
+#[test]
+fn flock_and_posix_locks_are_held_again_after_resume() {
+    let env = Env::unprivileged();
+    let (a, b) = (env.dir.path().join("a.lock"), env.dir.path().join("b.lock"));
+    for p in [&a, &b] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(p, "0123456789abcdefghij").unwrap();
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o666)).unwrap();
+    }
+    env.pane(
+        "a",
+        &format!("{} start --name lk -- python3 -q", env.crterm_cmd()),
+    );
+    env.tmux.wait_text("a", ">>>", T);
+    env.tmux.type_text(
+        "a",
+        &format!(
+            "import fcntl; f = open('{}', 'r+'); g = open('{}', 'r+'); fcntl.flock(f, fcntl.LOCK_EX); fcntl.lockf(g, fcntl.LOCK_EX, 10, 5); print('lo' 'cked')",
+            a.display(),
+            b.display()
+        ),
+    );
+    env.tmux.send_keys("a", &["Enter"]);
+    env.tmux.wait_text("a", "locked", T);
+    assert!(!lockable(&a, None) && !lockable(&b, Some((5, 10))));
+    assert!(lockable(&b, Some((15, 5))), "only the range is locked");
+    let image = image_path(&env, "lk");
+    checkpoint_and_end(&env, "lk", &image);
+    assert!(lockable(&a, None), "the locks went with the session");
+
+    // Someone else holds the lock now: the resume says so and starts nothing.
+    /// A process of the test's, ended when dropped (also when the test fails).
+    struct Holder(std::process::Child);
+    impl Drop for Holder {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let holder = Holder(
+        std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import fcntl, sys, time; f = open(sys.argv[1], 'r+'); fcntl.flock(f, fcntl.LOCK_EX); time.sleep(600)",
+                a.to_str().unwrap(),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("the other program to hold the lock", T, || {
+        (!lockable(&a, None)).then_some(())
+    });
+    resume_pane(&env, "b", 100, 30, &image);
+    // (The message wraps at the pane's width.)
+    let screen = env
+        .tmux
+        .wait_text("b", "CRTERM_EXIT=1", T)
+        .replace('\n', "");
+    assert!(
+        screen.contains("another program holds a lock on it now"),
+        "{screen}"
+    );
+    assert!(env.sessions().is_empty());
+    drop(holder);
+
+    resume_pane(&env, "c", 100, 30, &image);
+    env.tmux.wait_text("c", "locked", T);
+    wait_for("the locks to be held again", T, || {
+        (!lockable(&a, None) && !lockable(&b, Some((5, 10))) && lockable(&b, Some((15, 5))))
+            .then_some(())
+    });
+    env.tmux.send_keys("c", &["C-d"]);
+    env.tmux.wait_text("c", "CRTERM_EXIT=0", T);
+    assert!(lockable(&a, None));
+}

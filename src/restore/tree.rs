@@ -8,6 +8,37 @@ use crate::inject::{Injector, nr};
 use crate::sys::{self, trace as t};
 use anyhow::{Context, Result, anyhow, bail};
 
+/// A process that stands in for a session or group leader that is gone.
+struct Helper {
+    pid: i32,
+    /// The helper that made it (a group's helper is its session's helper's child).
+    parent: Option<i32>,
+    inj: Injector,
+}
+
+/// End the helpers: group helpers first, reaped by their session helper, then the session
+/// helpers, reaped by the init (whose children the members become).
+fn end_helpers(helpers: Vec<Helper>) -> Result<()> {
+    let (groups, sessions): (Vec<Helper>, Vec<Helper>) =
+        helpers.into_iter().partition(|h| h.parent.is_some());
+    for g in groups {
+        // The call does not return: the helper ends (its trace status is taken).
+        let _ = g.inj.raw(nr::EXIT_GROUP, &[0]);
+        let parent = g.parent.expect("a group helper has a parent");
+        if let Some(s) = sessions.iter().find(|s| s.pid == parent) {
+            const WAIT4: i64 = 61;
+            s.inj
+                .call("wait4", WAIT4, &[g.pid as u64, 0, 0, 0])
+                .map_err(|e| anyhow!("helper {parent} reaping helper {}: {e}", g.pid))?;
+        }
+    }
+    for s in sessions {
+        let _ = s.inj.raw(nr::EXIT_GROUP, &[0]);
+        let _ = sys::wait(s.pid, true);
+    }
+    Ok(())
+}
+
 /// Wait for the first stop of a task the kernel attached to us (a traced process's child
 /// or thread), or of one we interrupted.
 pub fn wait_new_task(tid: i32) -> Result<()> {
@@ -49,9 +80,13 @@ impl<'a> Restorer<'a> {
             .filter(|p| p.zombie.is_some())
             .copied()
             .collect();
+        let helpers = self.make_helpers(xfer_child)?;
         for rec in order.iter().filter(|p| p.zombie.is_none()) {
             if pids.contains(&rec.ppid) {
                 self.fork_in_parent(rec)?;
+            } else if let Some(h) = helpers.iter().find(|h| h.pid == rec.sid) {
+                let pid = self.clone_from(&h.inj, h.pid, rec)?;
+                self.adopt(rec, pid)?;
             } else {
                 self.fork_here(rec, xfer_child)?;
             }
@@ -59,6 +94,7 @@ impl<'a> Restorer<'a> {
         }
         self.set_groups()?;
         self.set_foreground()?;
+        end_helpers(helpers)?;
         for z in zombies {
             self.make_zombie(z)?;
         }
@@ -68,28 +104,118 @@ impl<'a> Restorer<'a> {
     /// A child of the init: cloned here with its pid, seized, and stripped of what it has
     /// of the init's (descriptors but the transfer socket).
     fn fork_here(&mut self, rec: &'a ProcessRecord, xfer_child: i32) -> Result<()> {
+        let pid = rec.pid;
+        self.spawn_here(pid, xfer_child)
+            .with_context(|| format!("creating process {pid} ({})", rec.comm))?;
+        self.adopt(rec, pid)
+    }
+
+    /// A stopped, traced child of the init with pid `pid`, holding nothing of the init's
+    /// but the transfer socket (at its number).
+    fn spawn_here(&self, pid: i32, xfer_child: i32) -> Result<Injector> {
         // SAFETY: the child runs only raw system calls until it is seized.
-        let pid = match unsafe { t::fork_with_pid(rec.pid) } {
+        let got = match unsafe { t::fork_with_pid(pid) } {
             Ok(0) => t::pause_forever(),
-            Ok(pid) => pid,
-            Err(e) => bail!("cannot create process {} ({}): {e}", rec.pid, rec.comm),
+            Ok(got) => got,
+            Err(e) => bail!("cannot create process {pid}: {e}"),
         };
-        sys::ptrace_seize(pid).with_context(|| format!("tracing new process {pid}"))?;
-        sys::ptrace_interrupt(pid)?;
-        wait_new_task(pid)?;
-        self.adopt(rec, pid)?;
+        sys::ptrace_seize(got).with_context(|| format!("tracing new process {got}"))?;
+        sys::ptrace_interrupt(got)?;
+        wait_new_task(got)?;
+        let inj = Injector::new(got, self.tramp, TRACE_CHILDREN)?;
+        t::ptrace_set_sigmask(got, !0)?;
+        let call = |what, number, args: &[u64]| {
+            inj.call(what, number, args)
+                .map_err(|e| anyhow!("process {got}: {e}"))
+        };
         let x = self.xfer_fd as u64;
         if xfer_child != self.xfer_fd {
-            self.call(pid, "dup3", nr::DUP3, &[xfer_child as u64, x, 0])?;
+            call("dup3", nr::DUP3, &[xfer_child as u64, x, 0])?;
         }
-        self.call(pid, "close_range", nr::CLOSE_RANGE, &[0, x - 1, 0])?;
-        self.call(
-            pid,
-            "close_range",
-            nr::CLOSE_RANGE,
-            &[x + 1, u32::MAX as u64, 0],
-        )?;
-        Ok(())
+        call("close_range", nr::CLOSE_RANGE, &[0, x - 1, 0])?;
+        call("close_range", nr::CLOSE_RANGE, &[x + 1, u32::MAX as u64, 0])?;
+        Ok(inj)
+    }
+
+    /// Sessions and process groups whose leader is gone (a daemon that forked and left,
+    /// ssh-agent's parent): a helper process takes the leader's pid and starts the session
+    /// (or group), the members are made from it, and the helpers end once every process
+    /// is in place; the members are then the init's, as orphans are.
+    fn make_helpers(&self, xfer_child: i32) -> Result<Vec<Helper>> {
+        let live: std::collections::BTreeSet<i32> = self
+            .record
+            .processes
+            .iter()
+            .filter(|p| p.zombie.is_none())
+            .map(|p| p.pid)
+            .collect();
+        let in_image = |pid: i32| self.record.processes.iter().any(|p| p.pid == pid);
+        let mut helpers: Vec<Helper> = Vec::new();
+        for p in self.record.processes.iter().filter(|p| p.zombie.is_none()) {
+            let (sid, pgid) = (p.sid, p.pgid);
+            if sid > 1 && !in_image(sid) && !helpers.iter().any(|h| h.pid == sid) {
+                let inj = self
+                    .spawn_here(sid, xfer_child)
+                    .with_context(|| format!("a helper for session {sid}, whose leader is gone"))?;
+                inj.call("setsid", nr::SETSID, &[])
+                    .map_err(|e| anyhow!("helper {sid}: {e}"))?;
+                helpers.push(Helper {
+                    pid: sid,
+                    parent: None,
+                    inj,
+                });
+            }
+            if pgid > 1
+                && pgid != sid
+                && !live.contains(&pgid)
+                && !in_image(pgid)
+                && !helpers.iter().any(|h| h.pid == pgid)
+            {
+                let Some(s) = helpers.iter().find(|h| h.pid == sid) else {
+                    bail!(
+                        "process {} ({}) is in group {pgid}, whose leader is gone, of session {sid}, whose leader lives; not supported yet",
+                        p.pid,
+                        p.comm
+                    );
+                };
+                let (s_pid, s_inj) = (s.pid, &s.inj);
+                let pid = self.clone_pid_from(s_inj, s_pid, pgid, &format!("helper {pgid}"))?;
+                let inj = Injector::new(pid, self.tramp, TRACE_CHILDREN)?;
+                inj.call("setpgid", nr::SETPGID, &[0, 0])
+                    .map_err(|e| anyhow!("helper {pgid}: {e}"))?;
+                helpers.push(Helper {
+                    pid: pgid,
+                    parent: Some(s_pid),
+                    inj,
+                });
+            }
+        }
+        Ok(helpers)
+    }
+
+    /// A child of process `parent` (driven by `inj`) with pid `rec.pid`.
+    fn clone_from(&self, inj: &Injector, parent: i32, rec: &ProcessRecord) -> Result<i32> {
+        self.clone_pid_from(
+            inj,
+            parent,
+            rec.pid,
+            &format!("process {} ({})", rec.pid, rec.comm),
+        )
+    }
+
+    fn clone_pid_from(&self, inj: &Injector, parent: i32, pid: i32, what: &str) -> Result<i32> {
+        let tid_at = self.put(parent, 256, &pid.to_le_bytes())?;
+        let args: [u64; 11] = [0, 0, 0, 0, libc::SIGCHLD as u64, 0, 0, 0, tid_at, 1, 0];
+        let bytes: Vec<u8> = args.iter().flat_map(|w| w.to_le_bytes()).collect();
+        let at = self.put(parent, 0, &bytes)?;
+        let got = inj
+            .call("clone3", nr::CLONE3, &[at, 88])
+            .map_err(|e| anyhow!("creating {what}: {e}"))? as i32;
+        if got != pid {
+            bail!("{what} came back as {got}");
+        }
+        wait_new_task(got)?;
+        Ok(got)
     }
 
     /// A child of a restored process: its parent clones it, by an injected clone3.
@@ -99,19 +225,7 @@ impl<'a> Restorer<'a> {
     }
 
     fn clone_child(&self, rec: &ProcessRecord) -> Result<i32> {
-        let tid_at = self.put(rec.ppid, 256, &rec.pid.to_le_bytes())?;
-        let args: [u64; 11] = [0, 0, 0, 0, libc::SIGCHLD as u64, 0, 0, 0, tid_at, 1, 0];
-        let bytes: Vec<u8> = args.iter().flat_map(|w| w.to_le_bytes()).collect();
-        let at = self.put(rec.ppid, 0, &bytes)?;
-        let pid = self
-            .call(rec.ppid, "clone3", nr::CLONE3, &[at, 88])
-            .with_context(|| format!("creating process {} ({})", rec.pid, rec.comm))?
-            as i32;
-        if pid != rec.pid {
-            bail!("process {} came back as {pid}", rec.pid);
-        }
-        wait_new_task(pid)?;
-        Ok(pid)
+        self.clone_from(&self.proc(rec.ppid).inj, rec.ppid, rec)
     }
 
     /// Take a fresh, stopped copy under control: an injector on it, all signals blocked.

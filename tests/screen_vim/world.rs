@@ -698,3 +698,57 @@ fn flock_and_posix_locks_are_held_again_after_resume() {
     env.tmux.wait_text("c", "CRTERM_EXIT=0", T);
     assert!(lockable(&a, None));
 }
+
+#[test]
+fn processes_whose_session_and_group_leaders_are_gone_keep_their_ids() {
+    let env = Env::unprivileged();
+    env.pane(
+        "a",
+        &format!("{} start --name lg -- bash --norc", env.crterm_cmd()),
+    );
+    env.tmux.wait_text("a", "bash-", T);
+    // A session whose leader exits, with a group (a subshell's) whose leader exits too: the
+    // sleep is left in both, an orphan of the init.
+    env.tmux.type_text(
+        "a",
+        "setsid bash -c 'set -m; (sleep 1000 & sleep 0.2) & sleep 0.5'; sleep 1; ps -o ppid=,pgid=,sid=,args= -C sleep | sed 's/^/ids:/'",
+    );
+    env.tmux.send_keys("a", &["Enter"]);
+    let ids = |screen: &str| -> String {
+        screen
+            .lines()
+            .find(|l| l.starts_with("ids:"))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .unwrap_or_default()
+    };
+    let before = wait_for("ps in the session", T, || {
+        let s = env.tmux.capture_plain("a");
+        (!ids(&s).is_empty()).then_some(s)
+    });
+    let want = ids(&before);
+    let f: Vec<&str> = want.split_whitespace().collect();
+    assert_eq!(f[1], "1", "an orphan of the init: {want}");
+    assert_ne!(f[2], f[3], "its own group in its session: {want}");
+    let image = image_path(&env, "lg");
+    checkpoint_and_end(&env, "lg", &image);
+
+    resume_pane(&env, "b", 100, 30, &image);
+    env.tmux.wait_text("b", "bash-", T);
+    env.tmux.send_keys("b", &["C-l"]);
+    wait_for("the screen cleared", T, || {
+        (ids(&env.tmux.capture_plain("b")).is_empty()).then_some(())
+    });
+    env.tmux.type_text(
+        "b",
+        "ps -o ppid=,pgid=,sid=,args= -C sleep | sed 's/^/ids:/'",
+    );
+    env.tmux.send_keys("b", &["Enter"]);
+    let after = wait_for("ps after resume", T, || {
+        let s = env.tmux.capture_plain("b");
+        (!ids(&s).is_empty()).then_some(s)
+    });
+    assert_eq!(ids(&after), want, "{after}");
+    env.tmux.type_text("b", "exit");
+    env.tmux.send_keys("b", &["Enter"]);
+    env.tmux.wait_text("b", "CRTERM_EXIT=0", T);
+}

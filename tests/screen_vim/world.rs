@@ -55,9 +55,21 @@ fn top_refreshes(tmux: &Tmux, target: &str) {
 
 #[test]
 fn screen_with_top_and_vim_resumes_equal_then_redrawn_at_another_size() {
-    let env = Env::unprivileged();
+    screen_round_trip(&Env::unprivileged());
+}
+
+#[test]
+fn screen_round_trip_as_root() {
+    if !is_root() {
+        eprintln!("screen_round_trip_as_root: not root; the unprivileged path is tested instead");
+        return screen_round_trip(&Env::unprivileged());
+    }
+    screen_round_trip(&Env::root());
+}
+
+fn screen_round_trip(env: &Env) {
     let file = env.dir.path().join("editor.txt");
-    let (screendir, rc) = screen_setup(&env, &file);
+    let (screendir, rc) = screen_setup(env, &file);
     env.pane(
         "a",
         &format!(
@@ -68,14 +80,14 @@ fn screen_with_top_and_vim_resumes_equal_then_redrawn_at_another_size() {
     );
     fill_screen(&env.tmux, "a", "hello from screen");
     let before = env.tmux.settle("a");
-    let cursor_before = cursor(&env, "a");
-    let image = image_path(&env, "sc");
-    checkpoint_and_end(&env, "sc", &image);
+    let cursor_before = cursor(env, "a");
+    let image = image_path(env, "sc");
+    checkpoint_and_end(env, "sc", &image);
 
     // The same size: the pane as it was, status line included; both windows go on.
-    resume_pane(&env, "b", 100, 30, &image);
+    resume_pane(env, "b", 100, 30, &image);
     env.tmux.wait_text("b", "hello from screen", T);
-    assert_same_pane(&env, "b", &before, &cursor_before);
+    assert_same_pane(env, "b", &before, &cursor_before);
     env.tmux.send_keys("b", &["C-a", "n"]);
     env.tmux.wait_text("b", "0*shell", T);
     top_refreshes(&env.tmux, "b");
@@ -99,8 +111,8 @@ fn screen_with_top_and_vim_resumes_equal_then_redrawn_at_another_size() {
 
     // Another size: screen lays itself out again (the status line on the new last row)
     // and so does vim inside it.
-    let small = other_tmux(&env);
-    resume_in(&env, &small, "c", 80, 20, &image);
+    let small = other_tmux(env);
+    resume_in(env, &small, "c", 80, 20, &image);
     wait_for("screen and vim to redraw at 80x20", T, || {
         (line(&small, "c", 19).starts_with("status: 0 shell")
             && line(&small, "c", 18).contains("-- INSERT --"))

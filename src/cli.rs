@@ -57,6 +57,11 @@ enum Cmd {
         /// End the session after the checkpoint.
         #[arg(long)]
         exit: bool,
+        /// Wait up to SECS seconds until no process of the session holds a connection to
+        /// the outside (TCP, or a unix socket to a program outside), so that none comes
+        /// back closed; fail, naming them, if some are still open then.
+        #[arg(long, value_name = "SECS", default_value_t = 0)]
+        wait_connections: u32,
     },
     /// Bring a checkpointed session back in this terminal.
     Resume {
@@ -94,6 +99,8 @@ enum Cmd {
         command: String,
         #[arg(long)]
         out: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        wait_connections: u32,
     },
     /// The session daemon (started by `crterm start`).
     #[command(name = "__daemon", hide = true)]
@@ -159,17 +166,24 @@ pub fn run(cli: Cli) -> Result<i32> {
             name,
             command,
             out,
+            wait_connections,
         } => {
             let line = crate::ckpt::dumper::run(&crate::ckpt::dumper::DumpRequest {
                 root,
                 name: &name,
                 command: &command,
                 out: &out,
+                wait_connections: std::time::Duration::from_secs(wait_connections.into()),
             });
             println!("{line}");
             Ok(0)
         }
-        Cmd::Checkpoint { name, output, exit } => checkpoint(&name, output, exit),
+        Cmd::Checkpoint {
+            name,
+            output,
+            exit,
+            wait_connections,
+        } => checkpoint(&name, output, exit, wait_connections),
         Cmd::Daemon {
             name,
             socket,
@@ -497,7 +511,7 @@ fn format_time(unix: u64) -> String {
     )
 }
 
-fn checkpoint(name: &str, output: Option<PathBuf>, exit: bool) -> Result<i32> {
+fn checkpoint(name: &str, output: Option<PathBuf>, exit: bool, wait: u32) -> Result<i32> {
     paths::check_name(name)?;
     // The daemon has another working directory: send it an absolute path.
     let path = match output {
@@ -511,8 +525,9 @@ fn checkpoint(name: &str, output: Option<PathBuf>, exit: bool) -> Result<i32> {
     let msg = ToDaemon::Checkpoint {
         exit,
         path: path.display().to_string(),
+        wait,
     };
-    match ask(name, msg, 600)? {
+    match ask(name, msg, 600 + u64::from(wait))? {
         ToClient::Checkpointed { ok: true, text } => {
             println!("{text}");
             Ok(0)

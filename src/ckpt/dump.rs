@@ -1500,6 +1500,70 @@ fn read_full(file: &mut std::fs::File, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n)
 }
 
+/// The connections the frozen session holds to the outside, one line each: TCP
+/// connections, and unix sockets whose peer no process of the session holds.
+pub fn outside_connections(frozen: &Frozen) -> io::Result<Vec<String>> {
+    let tasks = frozen.tasks();
+    // (host pid, session pid, fd, inode) of every socket descriptor.
+    let mut sockets = Vec::new();
+    for (pid, _) in &tasks {
+        let ns = read(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|st| status_last(&st, "NSpid:"))
+            .unwrap_or(*pid);
+        let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        for e in dir.flatten() {
+            let Some(fd) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+                continue;
+            };
+            let target = link(format!("/proc/{pid}/fd/{fd}"));
+            if let Some(ino) = target
+                .strip_prefix("socket:[")
+                .and_then(|t| t.strip_suffix(']'))
+                .and_then(|t| t.parse::<u64>().ok())
+            {
+                sockets.push((*pid, ns, fd, ino));
+            }
+        }
+    }
+    if sockets.is_empty() {
+        return Ok(Vec::new());
+    }
+    let held: std::collections::HashSet<u64> = sockets.iter().map(|s| s.3).collect();
+    let diag = sys::sock::unix_diag()?;
+    let mut out = Vec::new();
+    for (pid, ns, fd, ino) in sockets {
+        let Ok(sock) = sys::trace::copy_fd_of(pid, fd) else {
+            continue;
+        };
+        let Ok(info) = sys::sock::socket_info(sock.as_fd()) else {
+            continue;
+        };
+        if info.listening {
+            continue;
+        }
+        if matches!(info.domain, libc::AF_INET | libc::AF_INET6) {
+            if let Ok(peer) = sys::sock::peer_addr(sock.as_fd()) {
+                out.push(format!(
+                    "process {ns} fd {fd}: TCP to {}",
+                    sys::sock::inet_text(&peer)
+                ));
+            }
+        } else if info.domain == libc::AF_UNIX
+            && let Some(d) = diag.get(&ino)
+            && d.peer != 0
+            && !held.contains(&d.peer)
+        {
+            out.push(format!(
+                "process {ns} fd {fd}: a unix socket to a program outside"
+            ));
+        }
+    }
+    Ok(out)
+}
+
 /// Processes the checkpoint made dumpable (to read their /proc files): made undumpable
 /// again before they go on, whatever happens.
 struct MadeDumpable(Vec<(i32, Vec<i32>, Vec<super::inside::CodeMap>)>);

@@ -31,6 +31,37 @@ pub struct DumpRequest<'a> {
     pub name: &'a str,
     pub command: &'a str,
     pub out: &'a Path,
+    /// How long to wait for the session to hold no connection to the outside (zero: do
+    /// not wait).
+    pub wait_connections: std::time::Duration,
+}
+
+/// Freeze the session; with `wait_connections`, only once no process of it holds a
+/// connection to the outside: until then thaw, wait a little, and try again (the seed's
+/// "Condor mode").
+fn freeze_without_connections(req: &DumpRequest) -> Result<freeze::Frozen, String> {
+    let deadline = Instant::now() + req.wait_connections;
+    loop {
+        let frozen = freeze::freeze(req.root)
+            .map_err(|e| format!("checkpoint failed: {e}; the session goes on unchanged"))?;
+        if req.wait_connections.is_zero() {
+            return Ok(frozen);
+        }
+        let open = dump::outside_connections(&frozen)
+            .map_err(|e| format!("checkpoint failed: {e}; the session goes on unchanged"))?;
+        if open.is_empty() {
+            return Ok(frozen);
+        }
+        frozen.thaw();
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "checkpoint failed: after {} s the session still holds connections to the outside: {}; the session goes on unchanged",
+                req.wait_connections.as_secs(),
+                open.join("; ")
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
 
 /// Run in `crterm __dump`: returns the line to print.
@@ -43,8 +74,7 @@ pub fn run(req: &DumpRequest) -> String {
 
 fn dump_session(req: &DumpRequest) -> Result<String, String> {
     let start = Instant::now();
-    let frozen = freeze::freeze(req.root)
-        .map_err(|e| format!("checkpoint failed: {e}; the session goes on unchanged"))?;
+    let frozen = freeze_without_connections(req)?;
     // The daemon takes in what the programs wrote up to now, then sends the model: the
     // screen as the frozen programs left it.
     {

@@ -231,10 +231,12 @@ fn relay(stream: &mut UnixStream, signals: BorrowedFd, prefix: u8) -> Result<Out
                         b'd' => Some(ToDaemon::Checkpoint {
                             exit: true,
                             path: String::new(),
+                            wait: 0,
                         }),
                         b'c' => Some(ToDaemon::Checkpoint {
                             exit: false,
                             path: String::new(),
+                            wait: 0,
                         }),
                         b'x' => Some(ToDaemon::Detach),
                         b'?' => {

@@ -509,9 +509,9 @@ impl Daemon {
                 c.attached = false;
                 c.closing = true;
             }
-            ToDaemon::Checkpoint { exit, path } => {
+            ToDaemon::Checkpoint { exit, path, wait } => {
                 let conn = self.conns[i].id;
-                if let Err(text) = self.start_dump(conn, &path, exit) {
+                if let Err(text) = self.start_dump(conn, &path, exit, wait) {
                     self.checkpoint_done(conn, false, text, exit, None);
                 }
             }
@@ -545,7 +545,7 @@ impl Daemon {
     }
 
     /// Start a dump process for a checkpoint into `path` (empty: the session's image).
-    fn start_dump(&mut self, conn: u64, path: &str, exit: bool) -> Result<(), String> {
+    fn start_dump(&mut self, conn: u64, path: &str, exit: bool, wait: u32) -> Result<(), String> {
         if self.dump.is_some() {
             return Err("a checkpoint of this session is already under way".into());
         }
@@ -577,6 +577,8 @@ impl Daemon {
             .arg(&self.command)
             .arg("--out")
             .arg(&path)
+            .arg("--wait-connections")
+            .arg(wait.to_string())
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())

@@ -26,6 +26,9 @@ pub enum ToDaemon {
     Checkpoint {
         exit: bool,
         path: String,
+        /// Seconds to wait for the session to hold no connection to the outside (0: do
+        /// not wait; connections come back closed).
+        wait: u32,
     },
     Redraw,
     /// Show the help box for this prefix key.
@@ -114,8 +117,9 @@ impl ToDaemon {
             ToDaemon::Input(b) => frame(2, b),
             ToDaemon::Resize { cols, rows } => frame(3, &size_payload(*cols, *rows)),
             ToDaemon::Detach => frame(4, &[]),
-            ToDaemon::Checkpoint { exit, path } => {
+            ToDaemon::Checkpoint { exit, path, wait } => {
                 let mut p = vec![u8::from(*exit)];
+                p.extend_from_slice(&wait.to_le_bytes());
                 p.extend_from_slice(path.as_bytes());
                 frame(5, &p)
             }
@@ -144,10 +148,16 @@ impl ToDaemon {
                 ToDaemon::Resize { cols, rows }
             }
             4 => ToDaemon::Detach,
-            5 => ToDaemon::Checkpoint {
-                exit: p.first() == Some(&1),
-                path: text(p.get(1..).unwrap_or_default()),
-            },
+            5 => {
+                if p.len() < 5 {
+                    return Err(bad("checkpoint"));
+                }
+                ToDaemon::Checkpoint {
+                    exit: p[0] == 1,
+                    wait: u32::from_le_bytes(p[1..5].try_into().expect("4 bytes")),
+                    path: text(&p[5..]),
+                }
+            }
             6 => ToDaemon::Redraw,
             7 => ToDaemon::Info,
             8 => ToDaemon::Help {

@@ -764,3 +764,64 @@ fn processes_whose_session_and_group_leaders_are_gone_keep_their_ids() {
     env.tmux.send_keys("b", &["Enter"]);
     env.tmux.wait_text("b", "CRTERM_EXIT=0", T);
 }
+
+#[test]
+fn a_checkpoint_can_wait_until_no_connection_leaves_the_session() {
+    let env = Env::unprivileged();
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = server.local_addr().unwrap().port();
+    env.pane(
+        "a",
+        &format!("{} start --name cw -- python3 -q", env.crterm_cmd()),
+    );
+    env.tmux.wait_text("a", ">>>", T);
+    env.tmux.type_text(
+        "a",
+        &format!("import socket; t = socket.create_connection(('127.0.0.1', {port})); print('conn' 'ected')"),
+    );
+    env.tmux.send_keys("a", &["Enter"]);
+    env.tmux.wait_text("a", "connected", T);
+    let (_peer, _) = server.accept().unwrap();
+    let image = image_path(&env, "cw");
+    let img = image.to_str().unwrap();
+
+    // The connection stays open: after the time given, the checkpoint fails naming it,
+    // and the session goes on.
+    let out = env.crterm(&["checkpoint", "cw", "-o", img, "--wait-connections", "1"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("still holds connections to the outside")
+            && err.contains(&format!("process 2 fd 3: TCP to 127.0.0.1:{port}")),
+        "{err}"
+    );
+    assert!(!image.exists());
+
+    // The program closes it while the checkpoint waits: the checkpoint goes through.
+    let mut waiting = env.command(&[
+        env.bin.to_str().unwrap(),
+        "checkpoint",
+        "cw",
+        "-o",
+        img,
+        "--wait-connections",
+        "20",
+    ]);
+    waiting.stdin(std::process::Stdio::null());
+    let out = std::thread::scope(|s| {
+        let h = s.spawn(move || waiting.output());
+        std::thread::sleep(Duration::from_millis(1500));
+        env.tmux.type_text("a", "t.close(); print('clo' 'sed')");
+        env.tmux.send_keys("a", &["Enter"]);
+        h.join().unwrap()
+    });
+    let out = out.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("wrote"));
+    env.tmux.wait_text("a", "closed", T);
+    assert!(image.exists());
+}

@@ -202,7 +202,8 @@ pub fn socket_info(fd: BorrowedFd) -> io::Result<SocketInfo> {
     })
 }
 
-fn unix_addr(name: &[u8]) -> io::Result<(libc::sockaddr_un, libc::socklen_t)> {
+/// A unix address (a path, or an abstract name with its leading 0 byte) as sockaddr bytes.
+fn unix_addr(name: &[u8]) -> io::Result<Vec<u8>> {
     let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
     addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
     if name.is_empty() || name.len() >= addr.sun_path.len() {
@@ -215,7 +216,11 @@ fn unix_addr(name: &[u8]) -> io::Result<(libc::sockaddr_un, libc::socklen_t)> {
         *d = s as libc::c_char;
     }
     let len = std::mem::size_of::<libc::sa_family_t>() + name.len() + usize::from(name[0] != 0);
-    Ok((addr, len as libc::socklen_t))
+    // SAFETY: sockaddr_un is plain data; `len` is within it.
+    let bytes = unsafe {
+        std::slice::from_raw_parts((&addr as *const libc::sockaddr_un).cast::<u8>(), len)
+    };
+    Ok(bytes.to_vec())
 }
 
 pub fn unix_socket(kind: i32) -> io::Result<OwnedFd> {
@@ -224,27 +229,11 @@ pub fn unix_socket(kind: i32) -> io::Result<OwnedFd> {
 }
 
 pub fn bind_unix(fd: BorrowedFd, name: &[u8]) -> io::Result<()> {
-    let (addr, len) = unix_addr(name)?;
-    check(unsafe {
-        libc::bind(
-            fd.as_raw_fd(),
-            (&addr as *const libc::sockaddr_un).cast(),
-            len,
-        )
-    })?;
-    Ok(())
+    bind(fd, &unix_addr(name)?)
 }
 
 pub fn connect_unix(fd: BorrowedFd, name: &[u8]) -> io::Result<()> {
-    let (addr, len) = unix_addr(name)?;
-    check(unsafe {
-        libc::connect(
-            fd.as_raw_fd(),
-            (&addr as *const libc::sockaddr_un).cast(),
-            len,
-        )
-    })?;
-    Ok(())
+    connect(fd, &unix_addr(name)?)
 }
 
 pub fn listen(fd: BorrowedFd, backlog: i32) -> io::Result<()> {

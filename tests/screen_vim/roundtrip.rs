@@ -47,16 +47,58 @@ pub(crate) fn other_tmux(env: &Env) -> Tmux {
 }
 
 pub(crate) fn resume_in(env: &Env, tmux: &Tmux, target: &str, cols: u16, rows: u16, image: &Path) {
+    resume_with(env, tmux, target, (cols, rows), "", image)
+}
+
+/// `crterm resume ARGS IMAGE` in a new pane `target` of `size`; the pane shows
+/// `CRTERM_EXIT=N` when it ends.
+pub(crate) fn resume_with(
+    env: &Env,
+    tmux: &Tmux,
+    target: &str,
+    size: (u16, u16),
+    args: &str,
+    image: &Path,
+) {
     tmux.start(
         target,
-        cols,
-        rows,
+        size.0,
+        size.1,
         &format!(
-            "{} resume {}; echo CRTERM_EXIT=$?; sleep 600",
+            "{} resume {args} {}; echo CRTERM_EXIT=$?; sleep 600",
             env.crterm_cmd(),
             image.display()
         ),
     );
+}
+
+/// A python3 REPL under crterm as session `name` in pane `target`, ready for input.
+pub(crate) fn python_pane(env: &Env, target: &str, name: &str) {
+    env.pane(
+        target,
+        &format!("{} start --name {name} -- python3 -q", env.crterm_cmd()),
+    );
+    env.tmux.wait_text(target, ">>>", T);
+}
+
+/// Type `line` into pane `target` and press Enter.
+pub(crate) fn enter(env: &Env, target: &str, line: &str) {
+    env.tmux.type_text(target, line);
+    env.tmux.send_keys(target, &["Enter"]);
+}
+
+/// A checkpoint (with `--exit`) of session `name`, shown in pane `target`, must fail with
+/// a message containing `expect`, write no image, and leave the session going on (a
+/// python REPL: it still computes).
+pub(crate) fn assert_refused(env: &Env, name: &str, target: &str, expect: &str) {
+    let image = image_path(env, name);
+    let out = env.crterm(&["checkpoint", name, "-o", image.to_str().unwrap(), "--exit"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains(expect) && err.contains("goes on"), "{err}");
+    assert!(!image.exists(), "no image is written");
+    enter(env, target, "print('still', 6 * 7)");
+    env.tmux.wait_text(target, "still 42", T);
 }
 
 pub(crate) fn image_path(env: &Env, name: &str) -> PathBuf {
@@ -639,16 +681,7 @@ fn a_changed_file_the_session_writes_is_refused_unless_forced_a_grown_log_is_fin
             .filter(|_| left.len() <= 2)
     });
 
-    env.tmux.start(
-        "r2",
-        100,
-        30,
-        &format!(
-            "{} resume --force {}; echo CRTERM_EXIT=$?; sleep 600",
-            env.crterm_cmd(),
-            image.display()
-        ),
-    );
+    resume_with(&env, &env.tmux, "r2", (100, 30), "--force", &image);
     env.tmux.wait_text("r2", "opened first line", T);
     env.tmux.type_text("r2", "cat <&4; echo appended >&3; exit");
     env.tmux.send_keys("r2", &["Enter"]);
@@ -708,16 +741,7 @@ fn a_cpu_without_a_feature_the_image_had_is_refused_unless_forced() {
     );
     assert!(screen.contains("CRTERM_EXIT=1"), "{screen}");
     assert!(env.sessions().is_empty());
-    env.tmux.start(
-        "f",
-        100,
-        30,
-        &format!(
-            "{} resume --force {}; echo CRTERM_EXIT=$?; sleep 600",
-            env.crterm_cmd(),
-            image.display()
-        ),
-    );
+    resume_with(&env, &env.tmux, "f", (100, 30), "--force", &image);
     env.tmux.wait_text("f", "type a line", T);
     env.tmux.type_text("f", "forced");
     env.tmux.send_keys("f", &["Enter"]);
@@ -772,28 +796,17 @@ fn keys_typed_ahead_survive_a_checkpoint_that_goes_on() {
 #[test]
 fn a_session_holding_a_netlink_socket_is_refused_at_checkpoint_naming_it() {
     let env = Env::unprivileged();
-    env.pane(
-        "a",
-        &format!("{} start --name so -- python3 -q", env.crterm_cmd()),
-    );
-    env.tmux.wait_text("a", ">>>", T);
-    env.tmux.type_text(
+    python_pane(&env, "a", "so");
+    enter(
+        &env,
         "a",
         "import socket; n = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW); print('fd', n.fileno())",
     );
-    env.tmux.send_keys("a", &["Enter"]);
     env.tmux.wait_text("a", "fd 3", T);
-    let image = image_path(&env, "so");
-    let out = env.crterm(&["checkpoint", "so", "-o", image.to_str().unwrap(), "--exit"]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(
-        err.contains("process 2 (python3) holds fd 3, a netlink socket") && err.contains("goes on"),
-        "{err}"
+    assert_refused(
+        &env,
+        "so",
+        "a",
+        "process 2 (python3) holds fd 3, a netlink socket",
     );
-    assert!(!image.exists(), "no image is written");
-    // The session goes on.
-    env.tmux.type_text("a", "print('still', 6 * 7)");
-    env.tmux.send_keys("a", &["Enter"]);
-    env.tmux.wait_text("a", "still 42", T);
 }

@@ -291,11 +291,7 @@ fn clocks_moved(tmux: &Tmux, target: &str, tag: &str) -> (f64, f64) {
 #[test]
 fn monotonic_time_goes_on_from_the_checkpoint_wall_time_is_real() {
     let env = Env::unprivileged();
-    env.pane(
-        "a",
-        &format!("{} start --name tm1 -- python3 -q", env.crterm_cmd()),
-    );
-    env.tmux.wait_text("a", ">>>", T);
+    python_pane(&env, "a", "tm1");
     env.tmux
         .type_text("a", "import time; m0 = time.monotonic(); w0 = time.time()");
     env.tmux.send_keys("a", &["Enter"]);
@@ -326,16 +322,7 @@ fn monotonic_time_goes_on_from_the_checkpoint_wall_time_is_real() {
     // `--clock real`: the host's monotonic clock, which went on meanwhile.
     env.tmux.send_keys("c", &["C-d"]);
     env.tmux.wait_text("c", "CRTERM_EXIT=0", T);
-    env.tmux.start(
-        "d",
-        100,
-        30,
-        &format!(
-            "{} resume --clock real {}; echo CRTERM_EXIT=$?; sleep 600",
-            env.crterm_cmd(),
-            image2.display()
-        ),
-    );
+    resume_with(&env, &env.tmux, "d", (100, 30), "--clock real", &image2);
     env.tmux.wait_text("d", ">>>", T);
     let (mono3, wall3) = clocks_moved(&env.tmux, "d", "real");
     assert!(
@@ -590,30 +577,19 @@ fn a_file_deleted_while_open_and_a_named_pipe_with_bytes_in_it_come_back() {
 #[test]
 fn sysv_shared_memory_is_refused_at_checkpoint_naming_it() {
     let env = Env::unprivileged();
-    env.pane(
-        "a",
-        &format!("{} start --name sv -- python3 -q", env.crterm_cmd()),
-    );
-    env.tmux.wait_text("a", ">>>", T);
-    env.tmux.type_text(
+    python_pane(&env, "a", "sv");
+    enter(
+        &env,
         "a",
         "import ctypes; c = ctypes.CDLL(None); c.shmat.restype = ctypes.c_void_p; i = c.shmget(0, 4096, 0o1600); print('attached', c.shmat(i, None, 0) > 0, c.shmctl(i, 0, None))",
     );
-    env.tmux.send_keys("a", &["Enter"]);
     env.tmux.wait_text("a", "attached True", T);
-    let image = image_path(&env, "sv");
-    let out = env.crterm(&["checkpoint", "sv", "-o", image.to_str().unwrap()]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(
-        err.contains("process 2 (python3) has SysV shared memory attached")
-            && err.contains("goes on"),
-        "{err}"
+    assert_refused(
+        &env,
+        "sv",
+        "a",
+        "process 2 (python3) has SysV shared memory attached",
     );
-    assert!(!image.exists());
-    env.tmux.type_text("a", "print('still', 6 * 7)");
-    env.tmux.send_keys("a", &["Enter"]);
-    env.tmux.wait_text("a", "still 42", T);
 }
 
 /// Whether another process can take an exclusive lock on `path` now: flock(2) or a
@@ -642,11 +618,7 @@ fn flock_and_posix_locks_are_held_again_after_resume() {
         std::fs::write(p, "0123456789abcdefghij").unwrap();
         std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o666)).unwrap();
     }
-    env.pane(
-        "a",
-        &format!("{} start --name lk -- python3 -q", env.crterm_cmd()),
-    );
-    env.tmux.wait_text("a", ">>>", T);
+    python_pane(&env, "a", "lk");
     env.tmux.type_text(
         "a",
         &format!(
@@ -770,11 +742,7 @@ fn a_checkpoint_can_wait_until_no_connection_leaves_the_session() {
     let env = Env::unprivileged();
     let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = server.local_addr().unwrap().port();
-    env.pane(
-        "a",
-        &format!("{} start --name cw -- python3 -q", env.crterm_cmd()),
-    );
-    env.tmux.wait_text("a", ">>>", T);
+    python_pane(&env, "a", "cw");
     env.tmux.type_text(
         "a",
         &format!("import socket; t = socket.create_connection(('127.0.0.1', {port})); print('conn' 'ected')"),

@@ -209,6 +209,19 @@ fn tmux_inside_crterm_with_two_panes_comes_back_and_goes_on() {
     env.tmux.send_keys("b", &["Enter"]);
     env.tmux.wait_text("b", "CRTERM_EXIT=", T);
     assert!(env.sessions().is_empty());
+
+    // Another size: the inner tmux lays out its panes and status line again (its socket
+    // file, left behind by the server that ended, is replaced).
+    let small = other_tmux(&env);
+    resume_in(&env, &small, "c", 80, 20, &image);
+    wait_for("the inner tmux to redraw at 80x20", T, || {
+        line(&small, "c", 19)
+            .starts_with("[0] 0:bash*")
+            .then_some(())
+    });
+    small.type_text("c", "tmux -L inner kill-server");
+    small.send_keys("c", &["Enter"]);
+    small.wait_text("c", "CRTERM_EXIT=", T);
 }
 
 #[test]
@@ -264,6 +277,14 @@ fn emacs_with_a_modified_buffer_and_a_shell_inside_goes_on() {
         env.tmux.type_text("b", "y");
     }
     env.tmux.wait_text("b", "CRTERM_EXIT=0", T);
+
+    // Another size: emacs lays its window out again, the mode line on the new row above
+    // the echo area. (The session ends with the test.)
+    let small = other_tmux(&env);
+    resume_in(&env, &small, "c", 80, 20, &image);
+    wait_for("emacs to redraw at 80x20", T, || {
+        line(&small, "c", 18).contains("*shell*").then_some(())
+    });
 }
 
 /// In the python REPL in `target`: the seconds the monotonic and the wall clock moved
@@ -792,4 +813,66 @@ fn a_checkpoint_can_wait_until_no_connection_leaves_the_session() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("wrote"));
     env.tmux.wait_text("a", "closed", T);
     assert!(image.exists());
+}
+
+#[test]
+fn unix_socket_pairs_keep_their_queues_both_ways_and_abstract_names_listen_again() {
+    let env = Env::unprivileged();
+    let abstract_name = format!("crterm-test-{}", std::process::id());
+    python_pane(&env, "a", "us");
+    enter(
+        &env,
+        "a",
+        &format!(
+            "import socket; a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM); a.send(b'one'); a.send(b'two'); b.send(b'back'); s1, s2 = socket.socketpair(); s1.send(b'stream data'); s2.send(b'other way'); s2.shutdown(socket.SHUT_WR); l = socket.socket(socket.AF_UNIX); l.bind('\\0{abstract_name}'); l.listen(); print('re' 'ady')"
+        ),
+    );
+    env.tmux.wait_text("a", "ready", T);
+    // A checkpoint that goes on must not take anything out of the queues: the image of
+    // the second one still has it all.
+    let first = image_path(&env, "us-first");
+    let out = env.crterm(&["checkpoint", "us", "-o", first.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let image = image_path(&env, "us");
+    checkpoint_and_end(&env, "us", &image);
+
+    resume_pane(&env, "b", 100, 30, &image);
+    env.tmux.wait_text("b", "ready", T);
+    enter(
+        &env,
+        "b",
+        "print('got', b.recv(10), b.recv(10), a.recv(10), s2.recv(100), s1.recv(100), s1.recv(100))",
+    );
+    env.tmux.wait_text(
+        "b",
+        "got b'one' b'two' b'back' b'stream data' b'other way' b''",
+        T,
+    );
+    enter(
+        &env,
+        "b",
+        &format!(
+            "c = socket.socket(socket.AF_UNIX); c.connect('\\0{abstract_name}'); k, _ = l.accept(); c.send(b'hello'); print('accepted', k.recv(5))"
+        ),
+    );
+    env.tmux.wait_text("b", "accepted b'hello'", T);
+    env.tmux.send_keys("b", &["C-d"]);
+    env.tmux.wait_text("b", "CRTERM_EXIT=0", T);
+}
+
+#[test]
+fn descriptors_in_flight_in_a_unix_socket_are_refused_at_checkpoint() {
+    let env = Env::unprivileged();
+    python_pane(&env, "a", "ir");
+    enter(
+        &env,
+        "a",
+        "import socket; x, y = socket.socketpair(); socket.send_fds(x, [b'f'], [0]); print('se' 'nt')",
+    );
+    env.tmux.wait_text("a", "sent", T);
+    assert_refused(&env, "ir", "a", "descriptors in flight (SCM_RIGHTS)");
 }

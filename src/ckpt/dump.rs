@@ -233,6 +233,9 @@ pub struct SocketRecord {
     pub peer_inside: bool,
     /// RCV_SHUTDOWN (1), SEND_SHUTDOWN (2).
     pub shutdown: u8,
+    /// A connection not accepted yet: the listening socket of the session it waits in
+    /// (resume connects to it again), else 0.
+    pub pending_on: u64,
     /// The bytes waiting to be read: one piece per datagram, or one for a stream.
     pub queued: Vec<Vec<u8>>,
     /// A TCP socket's own address and its peer's (sockaddr bytes; empty: none).
@@ -299,6 +302,7 @@ impl SocketRecord {
             peer: 0,
             peer_inside: false,
             shutdown: 0,
+            pending_on: 0,
             queued: Vec::new(),
         })
     }
@@ -887,10 +891,6 @@ fn check_carriable(p: &ProcessRecord) -> io::Result<()> {
         let what = match f.kind {
             FdKind::Socket => match &f.socket {
                 None => Some("a socket file opened by path".to_string()),
-                Some(s) if s.pending => Some(format!(
-                    "a listening socket with connections not accepted yet ({})",
-                    s.display_name()
-                )),
                 Some(s) if s.inet() && s.stream() => None,
                 Some(s) if s.inet() => Some(format!(
                     "a UDP or raw {} socket (TCP and unix sockets are carried)",
@@ -1021,6 +1021,14 @@ fn read_sockets(record: &mut SessionRecord, hosts: &[i32]) -> io::Result<()> {
         .filter_map(|f| f.socket.as_ref().map(|s| s.inode))
         .collect();
     let mut queues: std::collections::HashMap<u64, Vec<Vec<u8>>> = Default::default();
+    // Connections not accepted yet, by the inode of their client end (sock_diag lists
+    // those for a listener: its embryo sockets have none): the listener of the session
+    // they wait in.
+    let waiting_in: std::collections::HashMap<u64, u64> = diag
+        .iter()
+        .filter(|(ino, _)| held.contains(ino))
+        .flat_map(|(&listener, d)| d.pending.iter().map(move |&c| (c, listener)))
+        .collect();
     for (&pi, &host) in live.iter().zip(hosts) {
         let p = &mut record.processes[pi];
         for f in &mut p.fds {
@@ -1043,6 +1051,19 @@ fn read_sockets(record: &mut SessionRecord, hosts: &[i32]) -> io::Result<()> {
             s.peer = d.peer;
             s.shutdown = d.shutdown;
             s.peer_inside = d.peer != 0 && held.contains(&d.peer);
+            // A connection waiting in a listener of the session: made again by connecting
+            // to it, which needs the bytes sent so far to be none (they cannot be peeked).
+            if let Some(&listener) = waiting_in.get(&s.inode) {
+                if d.unread_sent > 0 {
+                    let refuse = format!(
+                        "process {} ({}) holds fd {}, a unix socket connection not accepted yet that has sent data ({}), which this version cannot carry",
+                        p.pid, p.comm, f.fd, f.target
+                    );
+                    return Err(io::Error::new(io::ErrorKind::Unsupported, refuse));
+                }
+                s.pending_on = listener;
+                continue;
+            }
             let refuse = |what: &str| {
                 io::Error::new(
                     io::ErrorKind::Unsupported,

@@ -161,10 +161,45 @@ fn connected_sockets(record: &SessionRecord) -> Result<(HashMap<u64, OwnedFd>, V
     let mut by_inode: BTreeMap<u64, (&ProcessRecord, &FdRecord, &SocketRecord)> = BTreeMap::new();
     let mut made = HashMap::new();
     let mut closed = Vec::new();
-    for p in record.processes.iter().filter(|p| p.zombie.is_none()) {
+    let live = || record.processes.iter().filter(|p| p.zombie.is_none());
+    // Listening sockets first: a connection that was not accepted yet is made again by
+    // connecting to its listener.
+    let mut listeners: HashMap<u64, &SocketRecord> = HashMap::new();
+    for p in live() {
+        for f in &p.fds {
+            let Some(s) = f.socket.as_ref().filter(|s| s.listening) else {
+                continue;
+            };
+            if listeners.contains_key(&s.inode) {
+                continue;
+            }
+            let what = || format!("process {} ({}) fd {}", p.pid, p.comm, f.fd);
+            let sock = if s.inet() {
+                tcp_socket(s)
+            } else {
+                named_socket(s)
+            }
+            .with_context(what)?;
+            made.insert(s.inode, sock);
+            listeners.insert(s.inode, s);
+        }
+    }
+    for p in live() {
         for f in &p.fds {
             let Some(s) = &f.socket else { continue };
-            if s.listening {
+            if s.listening || made.contains_key(&s.inode) {
+                continue;
+            }
+            if s.pending_on != 0 {
+                let what = || format!("process {} ({}) fd {}", p.pid, p.comm, f.fd);
+                let l = listeners
+                    .get(&s.pending_on)
+                    .ok_or_else(|| anyhow!("{}: its listener is not in the image", what()))?;
+                let sock = sys::sock::unix_socket(s.kind).with_context(what)?;
+                sys::sock::connect_unix(sock.as_fd(), &l.name).with_context(|| {
+                    format!("{}: connecting to {} again", what(), l.display_name())
+                })?;
+                made.insert(s.inode, sock);
                 continue;
             }
             if s.inet() && !s.peer_addr.is_empty() {

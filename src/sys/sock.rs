@@ -371,10 +371,15 @@ fn peek_from_offset(fd: BorrowedFd, stream: bool) -> io::Result<Vec<Vec<u8>>> {
 pub struct UnixDiag {
     /// The inode of the socket at the other end (0: none).
     pub peer: u64,
-    /// For a listening socket: the inodes of connections not accepted yet.
+    /// For a listening socket: the connections not accepted yet, by their client end's
+    /// inode.
     pub pending: Vec<u64>,
     /// RCV_SHUTDOWN (1) and SEND_SHUTDOWN (2).
     pub shutdown: u8,
+    /// Memory held by what this socket sent and the other end has not read yet (for a
+    /// connection not accepted yet: data waiting in the listener's queue, which cannot be
+    /// peeked); not a byte count, but zero when nothing waits.
+    pub unread_sent: u32,
 }
 
 /// Every unix socket of this network namespace, by inode.
@@ -402,7 +407,10 @@ pub fn unix_diag() -> io::Result<std::collections::HashMap<u64, UnixDiag>> {
     req[8..12].copy_from_slice(&1u32.to_ne_bytes());
     req[16] = libc::AF_UNIX as u8;
     req[20..24].copy_from_slice(&u32::MAX.to_ne_bytes()); // every state
-    req[28..32].copy_from_slice(&(UDIAG_SHOW_PEER | UDIAG_SHOW_ICONS).to_ne_bytes());
+    const UDIAG_SHOW_RQLEN: u32 = 0x10;
+    const UNIX_DIAG_RQLEN: u16 = 4;
+    let show = UDIAG_SHOW_PEER | UDIAG_SHOW_ICONS | UDIAG_SHOW_RQLEN;
+    req[28..32].copy_from_slice(&show.to_ne_bytes());
     req[32..40].copy_from_slice(&[0xff; 8]); // no cookie
     if unsafe { libc::send(sock.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) } < 0 {
         return Err(io::Error::last_os_error());
@@ -454,6 +462,10 @@ pub fn unix_diag() -> io::Result<std::collections::HashMap<u64, UnixDiag>> {
                             .collect()
                     }
                     UNIX_DIAG_SHUTDOWN if !data.is_empty() => d.shutdown = data[0],
+                    // rqueue, wqueue (for a socket not listening: bytes sent, unread).
+                    UNIX_DIAG_RQLEN if data.len() >= 8 => {
+                        d.unread_sent = u32::from_ne_bytes(data[4..8].try_into().unwrap())
+                    }
                     _ => {}
                 }
                 a += (alen + 3) & !3;

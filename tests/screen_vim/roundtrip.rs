@@ -91,7 +91,7 @@ pub(crate) fn enter(env: &Env, target: &str, line: &str) {
 /// a message containing `expect`, write no image, and leave the session going on (a
 /// python REPL: it still computes).
 pub(crate) fn assert_refused(env: &Env, name: &str, target: &str, expect: &str) {
-    let image = image_path(env, name);
+    let image = image_path(env, &format!("{name}-refused"));
     let out = env.crterm(&["checkpoint", name, "-o", image.to_str().unwrap(), "--exit"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());

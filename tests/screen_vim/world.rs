@@ -876,3 +876,44 @@ fn descriptors_in_flight_in_a_unix_socket_are_refused_at_checkpoint() {
     env.tmux.wait_text("a", "sent", T);
     assert_refused(&env, "ir", "a", "descriptors in flight (SCM_RIGHTS)");
 }
+
+#[test]
+fn a_connection_not_yet_accepted_is_still_waiting_after_resume() {
+    let env = Env::unprivileged();
+    let path = env.dir.path().join("listen.sock");
+    python_pane(&env, "a", "pc");
+    enter(
+        &env,
+        "a",
+        &format!(
+            "import socket; l = socket.socket(socket.AF_UNIX); l.bind('{}'); l.listen(); c = socket.socket(socket.AF_UNIX); c.connect('{}'); print('pen' 'ding')",
+            path.display(),
+            path.display()
+        ),
+    );
+    env.tmux.wait_text("a", "pending", T);
+    let image = image_path(&env, "pc");
+    checkpoint_and_end(&env, "pc", &image);
+
+    resume_pane(&env, "b", 100, 30, &image);
+    env.tmux.wait_text("b", "pending", T);
+    enter(
+        &env,
+        "b",
+        "k, _ = l.accept(); c.send(b'late'); print('accepted', k.recv(4))",
+    );
+    env.tmux.wait_text("b", "accepted b'late'", T);
+    // One that has already sent bytes (waiting in the listener's queue, where they
+    // cannot be read without accepting) is refused by name.
+    enter(
+        &env,
+        "b",
+        &format!(
+            "d = socket.socket(socket.AF_UNIX); d.connect('{}'); d.send(b'x'); print('sent' 'x')",
+            path.display()
+        ),
+    );
+    env.tmux.wait_text("b", "sentx", T);
+    let name = env.sessions()[0].0.clone();
+    assert_refused(&env, &name, "b", "not accepted yet that has sent data");
+}

@@ -484,7 +484,8 @@ impl Daemon {
                 c.attached = true;
                 c.write_terminal(&repaint);
                 if !self.world.warnings.is_empty() {
-                    let text = format!("resumed; {}", self.world.warnings.join("; "));
+                    // One line each: which connections came back closed, and so on.
+                    let text = format!("resumed:\n{}", self.world.warnings.join("\n"));
                     let (cols, lines) = (self.parser.term.cols, self.parser.term.lines);
                     c.write_terminal(&overlay::notice(&text, cols, lines));
                 }

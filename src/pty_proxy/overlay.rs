@@ -4,22 +4,35 @@
 
 use crate::config::key_name;
 
-/// A one-line notice on the bottom row, in reverse video, cut to the width (a wrap on the
-/// last row would scroll the screen); the cursor stays where it was.
+/// A notice on the bottom rows (one row per line of `text`), in reverse video, each line
+/// cut to the width (a wrap on the last row would scroll the screen); the cursor stays
+/// where it was.
 pub fn notice(text: &str, cols: usize, rows: usize) -> Vec<u8> {
-    let mut line = format!(" crterm: {text} ");
-    let mut width = 0;
-    let cut = line
-        .char_indices()
-        .find(|(_, c)| {
-            width += unicode_width::UnicodeWidthChar::width(*c).unwrap_or(0);
-            width > cols.saturating_sub(1)
-        })
-        .map(|(i, _)| i);
-    if let Some(i) = cut {
-        line.truncate(i);
+    // One line per line of `text`, on the last rows (as many as fit above the first).
+    let lines: Vec<&str> = text.lines().collect();
+    let shown = &lines[..lines.len().min(rows.max(1))];
+    let first_row = rows + 1 - shown.len();
+    let mut out = String::from("\x1b7");
+    for (i, text) in shown.iter().enumerate() {
+        let mut line = format!(" crterm: {text} ");
+        let mut width = 0;
+        let cut = line
+            .char_indices()
+            .find(|(_, c)| {
+                width += unicode_width::UnicodeWidthChar::width(*c).unwrap_or(0);
+                width > cols.saturating_sub(1)
+            })
+            .map(|(i, _)| i);
+        if let Some(i) = cut {
+            line.truncate(i);
+        }
+        out.push_str(&format!(
+            "\x1b[{};1H\x1b[0;7m{line}\x1b[0m\x1b[K",
+            first_row + i
+        ));
     }
-    format!("\x1b7\x1b[{rows};1H\x1b[0;7m{line}\x1b[0m\x1b[K\x1b8").into_bytes()
+    out.push_str("\x1b8");
+    out.into_bytes()
 }
 
 /// The prefix key's commands, in a box in the middle of the screen.

@@ -248,8 +248,8 @@ fn connected_sockets(record: &SessionRecord) -> Result<(HashMap<u64, OwnedFd>, V
             None => {
                 drop(other);
                 closed.push(format!(
-                    "{}: its connection to a program outside the session comes back closed",
-                    what()
+                    "process {} ({}) fd {}: its unix connection to the outside comes back closed",
+                    p.pid, p.comm, f.fd
                 ));
                 made.insert(inode, mine);
             }

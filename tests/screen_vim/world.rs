@@ -531,7 +531,11 @@ fn http_server_listens_again_and_connections_to_the_outside_come_back_closed() {
     // The same image once more, while the port is taken: one clear line, nothing left.
     let sessions = env.sessions().len();
     resume_pane(&env, "e", 100, 30, &hi);
-    let screen = env.tmux.wait_text("e", "CRTERM_EXIT=1", T);
+    // (The message wraps at the pane's width.)
+    let screen = env
+        .tmux
+        .wait_text("e", "CRTERM_EXIT=1", T)
+        .replace('\n', "");
     assert!(
         screen.contains("another program has taken the port"),
         "{screen}"
@@ -541,7 +545,10 @@ fn http_server_listens_again_and_connections_to_the_outside_come_back_closed() {
     // The client's connections: what had arrived is read, then the end of the stream;
     // resume said which connections came back closed.
     resume_pane(&env, "d", 100, 30, &ci);
-    env.tmux.wait_text("d", "comes back closed", T);
+    wait_for("resume to list the closed connections", T, || {
+        let s = env.tmux.capture_plain("d").replace('\n', "");
+        (s.matches("comes back closed").count() == 2).then_some(())
+    });
     env.tmux.type_text(
         "d",
         "print('got', t.recv(100), t.recv(100), u.recv(100), u.recv(100))",

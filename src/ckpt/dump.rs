@@ -353,6 +353,8 @@ pub struct TtyRecord {
     /// master's holder, and whether the master is in packet mode.
     pub output: Vec<u8>,
     pub packet: bool,
+    /// Whether the pty is locked (its slave cannot be opened yet).
+    pub locked: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -723,6 +725,7 @@ fn process_record(pid: i32, tids: &[i32], job_stopped: bool) -> io::Result<Proce
                         typed: Vec::new(),
                         output: Vec::new(),
                         packet: false,
+                        locked: false,
                     })
             } else if kind == FdKind::PtyMaster {
                 // Through a copy of the very descriptor: opening the path would make a new
@@ -736,6 +739,7 @@ fn process_record(pid: i32, tids: &[i32], job_stopped: bool) -> io::Result<Proce
                     typed: Vec::new(),
                     output: Vec::new(),
                     packet: sys::pty_packet_mode(master.as_fd())?,
+                    locked: sys::pty_locked(master.as_fd())?,
                 })
             } else {
                 None

@@ -100,6 +100,11 @@ pub fn open_ptys(record: &SessionRecord) -> Result<BTreeMap<u32, OwnedFd>> {
                 sys::set_pty_packet_mode(master, true)
                     .with_context(|| format!("packet mode on /dev/pts/{n}"))?;
             }
+            // Last: a locked pty's slave cannot be opened, not even to set it up.
+            if m.locked {
+                sys::set_pty_locked(master, true)
+                    .with_context(|| format!("locking /dev/pts/{n}"))?;
+            }
         }
     }
     Ok(masters)

@@ -161,6 +161,19 @@ pub fn pty_packet_mode(master: BorrowedFd) -> io::Result<bool> {
     Ok(on != 0)
 }
 
+/// Whether a pty is locked (its slave cannot be opened: unlockpt not called yet).
+pub fn pty_locked(master: BorrowedFd) -> io::Result<bool> {
+    let mut on: libc::c_int = 0;
+    check(unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPTLCK, &mut on) })?;
+    Ok(on != 0)
+}
+
+pub fn set_pty_locked(master: BorrowedFd, on: bool) -> io::Result<()> {
+    let on: libc::c_int = on.into();
+    check(unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &on) })?;
+    Ok(())
+}
+
 pub fn set_pty_packet_mode(master: BorrowedFd, on: bool) -> io::Result<()> {
     let on: libc::c_int = on.into();
     check(unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCPKT, &on) })?;

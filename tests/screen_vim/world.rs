@@ -924,3 +924,29 @@ fn a_connection_not_yet_accepted_is_still_waiting_after_resume() {
     let name = env.sessions()[0].0.clone();
     assert_refused(&env, &name, "b", "not accepted yet that has sent data");
 }
+
+#[test]
+fn a_pty_in_packet_mode_a_locked_pty_and_so_passcred_come_back() {
+    let env = Env::unprivileged();
+    python_pane(&env, "a", "pk");
+    enter(
+        &env,
+        "a",
+        "import os, pty, fcntl, termios, struct, socket; m, s = pty.openpty(); fcntl.ioctl(m, termios.TIOCPKT, struct.pack('i', 1)); os.write(s, b'out'); lk = os.open('/dev/ptmx', os.O_RDWR | os.O_NOCTTY); a, b = socket.socketpair(); a.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1); print('re' 'ady')",
+    );
+    env.tmux.wait_text("a", "ready", T);
+    let image = image_path(&env, "pk");
+    checkpoint_and_end(&env, "pk", &image);
+
+    resume_pane(&env, "b", 100, 30, &image);
+    env.tmux.wait_text("b", "ready", T);
+    // TIOCGPTLCK is 0x80045439; a read in packet mode starts with a status byte (0: data).
+    enter(
+        &env,
+        "b",
+        "print('got', os.read(m, 100), struct.unpack('i', fcntl.ioctl(lk, 0x80045439, bytes(4)))[0], a.getsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED))",
+    );
+    env.tmux.wait_text("b", "got b'\\x00out' 1 1", T);
+    env.tmux.send_keys("b", &["C-d"]);
+    env.tmux.wait_text("b", "CRTERM_EXIT=0", T);
+}

@@ -111,19 +111,19 @@ pub fn loopback(domain: i32) -> Vec<u8> {
 }
 
 pub fn bind(fd: BorrowedFd, addr: &[u8]) -> io::Result<()> {
-    check(unsafe {
-        libc::bind(
-            fd.as_raw_fd(),
-            addr.as_ptr().cast(),
-            addr.len() as libc::socklen_t,
-        )
-    })?;
-    Ok(())
+    to_addr(fd, addr, libc::bind)
 }
 
 pub fn connect(fd: BorrowedFd, addr: &[u8]) -> io::Result<()> {
+    to_addr(fd, addr, libc::connect)
+}
+
+type ToAddr =
+    unsafe extern "C" fn(libc::c_int, *const libc::sockaddr, libc::socklen_t) -> libc::c_int;
+
+fn to_addr(fd: BorrowedFd, addr: &[u8], call: ToAddr) -> io::Result<()> {
     check(unsafe {
-        libc::connect(
+        call(
             fd.as_raw_fd(),
             addr.as_ptr().cast(),
             addr.len() as libc::socklen_t,

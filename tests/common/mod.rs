@@ -510,6 +510,17 @@ impl Env {
         }
     }
 
+    /// As root (the path without a user namespace) when the tests run as root; otherwise,
+    /// saying so, as the unprivileged user, whose path is then the one tested.
+    pub fn root_if_possible(test: &str) -> Env {
+        if is_root() {
+            Env::root()
+        } else {
+            eprintln!("{test}: not running as root; the unprivileged path is tested instead");
+            Env::unprivileged()
+        }
+    }
+
     /// As root: the path without a user namespace. Only when the tests run as root.
     pub fn root() -> Env {
         assert!(is_root(), "this test needs root");

@@ -1098,6 +1098,41 @@ fn read_sockets(record: &mut SessionRecord, hosts: &[i32]) -> io::Result<()> {
     Ok(())
 }
 
+/// SysV message queues live in the host's IPC namespace, by a key other programs may
+/// share: one that a process of the session last sent to or received from
+/// (/proc/sysvipc/msg, host pids) stops the checkpoint, named. (Semaphores cannot be told
+/// apart so: the kernel keeps no pid for them.)
+fn check_sysv_queues(record: &SessionRecord, hosts: &[i32]) -> io::Result<()> {
+    let Ok(text) = std::fs::read_to_string("/proc/sysvipc/msg") else {
+        return Ok(());
+    };
+    let live: Vec<&ProcessRecord> = record
+        .processes
+        .iter()
+        .filter(|p| p.zombie.is_none())
+        .collect();
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 7 {
+            continue;
+        }
+        for pid in [f[5], f[6]].iter().filter_map(|v| v.parse::<i32>().ok()) {
+            if let Some(i) = hosts.iter().position(|&h| h == pid)
+                && let Some(p) = live.get(i)
+            {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    format!(
+                        "process {} ({}) uses a SysV message queue (key {}, id {}), which this version cannot carry",
+                        p.pid, p.comm, f[0], f[1]
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The path of every inotify watch: the file or directory with the watched inode among
 /// what the session holds (open files, their directories, cwd, root, exe, mapped files).
 /// A watch whose path is not found stops the checkpoint, named.
@@ -1691,6 +1726,7 @@ pub fn dump<W: Write + Send>(
         hosts.push(pid);
         record.processes.push(proc_record);
     }
+    check_sysv_queues(&record, &hosts)?;
     read_sockets(&mut record, &hosts)?;
     find_watched_paths(&mut record)?;
     let mut deleted = Vec::new();

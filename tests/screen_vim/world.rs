@@ -946,3 +946,24 @@ fn a_pty_in_packet_mode_a_locked_pty_and_so_passcred_come_back() {
     env.tmux.send_keys("b", &["C-d"]);
     env.tmux.wait_text("b", "CRTERM_EXIT=0", T);
 }
+
+#[test]
+fn a_sysv_message_queue_in_use_is_refused_at_checkpoint_naming_it() {
+    let env = Env::unprivileged();
+    python_pane(&env, "a", "mq");
+    enter(
+        &env,
+        "a",
+        "import ctypes; c = ctypes.CDLL(None); q = c.msgget(0, 0o1600); m = ctypes.create_string_buffer(b'\\x01\\0\\0\\0\\0\\0\\0\\0hi', 10); print('queued', q >= 0, c.msgsnd(q, m, 2, 0))",
+    );
+    env.tmux.wait_text("a", "queued True 0", T);
+    assert_refused(
+        &env,
+        "mq",
+        "a",
+        "process 2 (python3) uses a SysV message queue",
+    );
+    // IPC objects outlive their processes: remove it.
+    enter(&env, "a", "print('removed', c.msgctl(q, 0, None))");
+    env.tmux.wait_text("a", "removed 0", T);
+}

@@ -81,6 +81,21 @@ pub(crate) fn python_pane(env: &Env, target: &str, name: &str) {
     env.tmux.wait_text(target, ">>>", T);
 }
 
+/// `bash --norc` under crterm as session `name` in pane `target`, at its prompt.
+pub(crate) fn bash_pane(env: &Env, target: &str, name: &str) {
+    env.pane(
+        target,
+        &format!("{} start --name {name} -- bash --norc", env.crterm_cmd()),
+    );
+    env.tmux.wait_text(target, "bash-", T);
+}
+
+/// End the REPL in pane `target` with Ctrl-D; the session ends with status 0.
+pub(crate) fn end_with_ctrl_d(env: &Env, target: &str) {
+    env.tmux.send_keys(target, &["C-d"]);
+    env.tmux.wait_text(target, "CRTERM_EXIT=0", T);
+}
+
 /// Type `line` into pane `target` and press Enter.
 pub(crate) fn enter(env: &Env, target: &str, line: &str) {
     env.tmux.type_text(target, line);

@@ -337,8 +337,7 @@ fn monotonic_time_goes_on_from_the_checkpoint_wall_time_is_real() {
         "monotonic goes on across two resumes: {mono} then {mono2}, wall {wall2}"
     );
     // `--clock real`: the host's monotonic clock, which went on meanwhile.
-    env.tmux.send_keys("c", &["C-d"]);
-    env.tmux.wait_text("c", "CRTERM_EXIT=0", T);
+    end_with_ctrl_d(&env, "c");
     resume_with(&env, &env.tmux, "d", (100, 30), "--clock real", &image2);
     env.tmux.wait_text("d", ">>>", T);
     let (mono3, wall3) = clocks_moved(&env.tmux, "d", "real");
@@ -346,19 +345,14 @@ fn monotonic_time_goes_on_from_the_checkpoint_wall_time_is_real() {
         wall3 - mono3 < 1.0,
         "with --clock real monotonic moved with the host: {mono3} vs wall {wall3}"
     );
-    env.tmux.send_keys("d", &["C-d"]);
-    env.tmux.wait_text("d", "CRTERM_EXIT=0", T);
+    end_with_ctrl_d(&env, "d");
 }
 
 #[test]
 fn a_pipeline_in_progress_and_an_ssh_agent_go_on() {
     let env = Env::unprivileged();
     let agent = env.dir.path().join("agent.sock");
-    env.pane(
-        "a",
-        &format!("{} start --name pl -- bash --norc", env.crterm_cmd()),
-    );
-    env.tmux.wait_text("a", "bash-", T);
+    bash_pane(&env, "a", "pl");
     // ssh-agent forks a daemon that starts its own session and whose parent exits.
     env.tmux
         .type_text("a", &format!("eval $(ssh-agent -s -a {})", agent.display()));
@@ -552,8 +546,7 @@ fn http_server_listens_again_and_connections_to_the_outside_come_back_closed() {
     env.tmux.send_keys("d", &["Enter"]);
     env.tmux
         .wait_text("d", "got b'tcp bytes' b'' b'unix bytes' b''", T);
-    env.tmux.send_keys("d", &["C-d"]);
-    env.tmux.wait_text("d", "CRTERM_EXIT=0", T);
+    end_with_ctrl_d(&env, "d");
     drop(u_peer);
     drop(t_peer);
 }
@@ -702,19 +695,14 @@ fn flock_and_posix_locks_are_held_again_after_resume() {
         (!lockable(&a, None) && !lockable(&b, Some((5, 10))) && lockable(&b, Some((15, 5))))
             .then_some(())
     });
-    env.tmux.send_keys("c", &["C-d"]);
-    env.tmux.wait_text("c", "CRTERM_EXIT=0", T);
+    end_with_ctrl_d(&env, "c");
     assert!(lockable(&a, None));
 }
 
 #[test]
 fn processes_whose_session_and_group_leaders_are_gone_keep_their_ids() {
     let env = Env::unprivileged();
-    env.pane(
-        "a",
-        &format!("{} start --name lg -- bash --norc", env.crterm_cmd()),
-    );
-    env.tmux.wait_text("a", "bash-", T);
+    bash_pane(&env, "a", "lg");
     // A session whose leader exits, with a group (a subshell's) whose leader exits too: the
     // sleep is left in both, an orphan of the init.
     env.tmux.type_text(
@@ -863,8 +851,7 @@ fn unix_socket_pairs_keep_their_queues_both_ways_and_abstract_names_listen_again
         ),
     );
     env.tmux.wait_text("b", "accepted b'hello'", T);
-    env.tmux.send_keys("b", &["C-d"]);
-    env.tmux.wait_text("b", "CRTERM_EXIT=0", T);
+    end_with_ctrl_d(&env, "b");
 }
 
 #[test]
@@ -943,8 +930,7 @@ fn a_pty_in_packet_mode_a_locked_pty_and_so_passcred_come_back() {
         "print('got', os.read(m, 100), struct.unpack('i', fcntl.ioctl(lk, 0x80045439, bytes(4)))[0], a.getsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED))",
     );
     env.tmux.wait_text("b", "got b'\\x00out' 1 1", T);
-    env.tmux.send_keys("b", &["C-d"]);
-    env.tmux.wait_text("b", "CRTERM_EXIT=0", T);
+    end_with_ctrl_d(&env, "b");
 }
 
 #[test]

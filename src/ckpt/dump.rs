@@ -616,7 +616,16 @@ pub enum MapKind {
     SharedAnon,
     /// `[vvar]`, `[vdso]`, `[vsyscall]`: the kernel provides them.
     Kernel,
+    /// nscd's cache, shared with the nscd daemon outside the session (the seed's "nscd"
+    /// case). Nothing is saved: on resume the mapping is zero-filled memory, which glibc's
+    /// nscd client takes for a cache nscd stopped updating long ago, so it asks nscd for a
+    /// new one (or does without nscd when there is none).
+    NscdCache,
 }
+
+/// Where nscd keeps the caches it shares with its clients: its database files, and its
+/// run directory (a cache that is not persistent is a deleted file there).
+const NSCD_CACHE_DIRS: [&str; 3] = ["/var/cache/nscd/", "/run/nscd/", "/var/run/nscd/"];
 
 impl MapRecord {
     pub fn kind(&self) -> MapKind {
@@ -627,6 +636,9 @@ impl MapRecord {
             return MapKind::Kernel;
         }
         let shared = self.perms.as_bytes().get(3) == Some(&b's');
+        if shared && NSCD_CACHE_DIRS.iter().any(|d| self.path.starts_with(d)) {
+            return MapKind::NscdCache;
+        }
         let file =
             self.inode != 0 && self.path.starts_with('/') && !self.path.ends_with(" (deleted)");
         match (shared, file) {
@@ -1098,39 +1110,24 @@ fn read_sockets(record: &mut SessionRecord, hosts: &[i32]) -> io::Result<()> {
     Ok(())
 }
 
-/// SysV message queues live in the host's IPC namespace, by a key other programs may
-/// share: one that a process of the session last sent to or received from
-/// (/proc/sysvipc/msg, host pids) stops the checkpoint, named. (Semaphores cannot be told
-/// apart so: the kernel keeps no pid for them.)
-fn check_sysv_queues(record: &SessionRecord, hosts: &[i32]) -> io::Result<()> {
-    let Ok(text) = std::fs::read_to_string("/proc/sysvipc/msg") else {
+/// SysV IPC objects: the session has an IPC namespace of its own, so every object in it
+/// is the session's. Carried, one would lose its key's meaning to programs outside and,
+/// for semaphores, the undo state the kernel keeps per process; so any stops the
+/// checkpoint, named. (A process with shared memory attached is named earlier, by its
+/// mapping.)
+fn check_sysv_objects(pid: i32, tids: &[i32], p: &ProcessRecord) -> io::Result<()> {
+    let found = super::inside::sysv_objects(pid, tids, &exec_maps(&p.maps))
+        .map_err(|e| io::Error::other(format!("counting the session's SysV objects: {e}")))?;
+    if found.is_empty() {
         return Ok(());
-    };
-    let live: Vec<&ProcessRecord> = record
-        .processes
-        .iter()
-        .filter(|p| p.zombie.is_none())
-        .collect();
-    for line in text.lines().skip(1) {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if f.len() < 7 {
-            continue;
-        }
-        for pid in [f[5], f[6]].iter().filter_map(|v| v.parse::<i32>().ok()) {
-            if let Some(i) = hosts.iter().position(|&h| h == pid)
-                && let Some(p) = live.get(i)
-            {
-                return Err(io::Error::new(
-                    io::ErrorKind::Unsupported,
-                    format!(
-                        "process {} ({}) uses a SysV message queue (key {}, id {}), which this version cannot carry",
-                        p.pid, p.comm, f[0], f[1]
-                    ),
-                ));
-            }
-        }
     }
-    Ok(())
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        format!(
+            "the session holds SysV IPC objects, which this version cannot carry: {}",
+            found.join(", ")
+        ),
+    ))
 }
 
 /// The path of every inotify watch: the file or directory with the watched inode among
@@ -1418,7 +1415,7 @@ fn carry_files<W: Write + Send>(
         .processes
         .iter()
         .flat_map(|p| p.maps.iter())
-        .filter(|m| m.inode != 0 && m.path.starts_with('/'))
+        .filter(|m| m.inode != 0 && m.path.starts_with('/') && m.kind() != MapKind::NscdCache)
         .map(|m| FileToCarry {
             path: m.path.clone(),
             dev: m.dev,
@@ -1709,6 +1706,7 @@ pub fn dump<W: Write + Send>(
     // Declared after `frozen`, so dropped (undone) before the session is thawed.
     let mut made_dumpable = MadeDumpable(Vec::new());
     let mut frozen = Some(frozen);
+    let first_task = tasks.first().cloned();
     for (pid, tids) in tasks {
         let job_stopped = frozen.as_ref().is_some_and(|f| f.job_stopped(pid));
         let mut proc_record = process_record(pid, &tids, job_stopped)?;
@@ -1726,7 +1724,9 @@ pub fn dump<W: Write + Send>(
         hosts.push(pid);
         record.processes.push(proc_record);
     }
-    check_sysv_queues(&record, &hosts)?;
+    if let (Some((pid, tids)), Some(p)) = (first_task, record.processes.get(first_live)) {
+        check_sysv_objects(pid, &tids, p)?;
+    }
     read_sockets(&mut record, &hosts)?;
     find_watched_paths(&mut record)?;
     let mut deleted = Vec::new();
@@ -1739,8 +1739,10 @@ pub fn dump<W: Write + Send>(
             let pagemap = std::fs::File::open(format!("/proc/{pid}/pagemap"))?;
             for map in &proc_record.maps {
                 let kind = map.kind();
-                if matches!(kind, MapKind::Kernel | MapKind::SharedFile)
-                    || !map.perms.starts_with('r')
+                if matches!(
+                    kind,
+                    MapKind::Kernel | MapKind::SharedFile | MapKind::NscdCache
+                ) || !map.perms.starts_with('r')
                 {
                     continue;
                 }

@@ -131,6 +131,49 @@ pub fn set_undumpable(pid: i32, tids: &[i32], exec_maps: &[CodeMap]) -> io::Resu
     })
 }
 
+/// The SysV IPC objects in the IPC namespace of process `pid` (the session's own, so
+/// every object in it is the session's), as one phrase each (`a semaphore set (key
+/// 0x00000000, id 0)`). The kernel keeps no owner pid for a semaphore set, and the host's
+/// /proc/sysvipc shows the host's namespace: the objects are counted from inside, with
+/// `*ctl(…, *_INFO)` and `*_STAT` per index.
+pub fn sysv_objects(pid: i32, tids: &[i32], exec_maps: &[CodeMap]) -> io::Result<Vec<String>> {
+    const SHMCTL: i64 = 31;
+    const SEMCTL: i64 = 66;
+    const MSGCTL: i64 = 71;
+    // (what, syscall, *_INFO, *_STAT, which int of the *_INFO struct counts objects in use)
+    const KINDS: [(&str, i64, u64, u64, usize); 3] = [
+        ("shared memory segment", SHMCTL, 14, 13, 0),
+        ("semaphore set", SEMCTL, 19, 18, 7),
+        ("message queue", MSGCTL, 12, 11, 0),
+    ];
+    inject_into(pid, tids, exec_maps, |main, _, scratch| {
+        let mut found = Vec::new();
+        for (what, call, info, stat, count_at) in KINDS {
+            // semctl takes (id, semnum, cmd, arg); the others (id, cmd, buf).
+            let args = |id: u64, cmd: u64| -> Vec<u64> {
+                if call == SEMCTL {
+                    vec![id, 0, cmd, scratch]
+                } else {
+                    vec![id, cmd, scratch]
+                }
+            };
+            let highest = main.call("sysv *ctl(*_INFO)", call, &args(0, info))?;
+            let words = read_words::<8>(pid, scratch)?;
+            let count = (words[count_at / 2] >> (32 * (count_at % 2))) as u32;
+            if count == 0 {
+                continue;
+            }
+            for index in 0..=highest.min(1 << 15) {
+                if let Ok(id) = main.call("sysv *ctl(*_STAT)", call, &args(index, stat)) {
+                    let key = read_words::<1>(pid, scratch)?[0] as u32;
+                    found.push(format!("a {what} (key {key:#010x}, id {id})"));
+                }
+            }
+        }
+        Ok(found)
+    })
+}
+
 const PR_GET_DUMPABLE: u64 = 3;
 const PR_SET_DUMPABLE: u64 = 4;
 

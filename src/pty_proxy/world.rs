@@ -1,5 +1,5 @@
-//! The session's world: its own pid and mount namespaces (and a user namespace for a user
-//! without privileges), a private devpts instance, and crterm's init as pid 1.
+//! The session's world: its own pid, mount and IPC namespaces (and a user namespace for a
+//! user without privileges), a private devpts instance, and crterm's init as pid 1.
 //!
 //! The daemon clones the init straight into the new namespaces. The init mounts a fresh
 //! devpts (so every pty of the session is numbered from 0 inside it), opens the session's
@@ -59,7 +59,9 @@ fn build(init: impl FnOnce(OwnedFd) -> std::convert::Infallible) -> Result<World
     let (uid, gid) = (sys::geteuid(), sys::getegid());
     let (control, control_child) = sys::seqpacket_pair().context("socketpair")?;
     let (sync_r, sync_w) = sys::pipe().context("pipe")?;
-    let mut flags = libc::CLONE_NEWPID | libc::CLONE_NEWNS;
+    // An IPC namespace of its own, so that the session's SysV objects are told apart
+    // from the host's (and never outlive the session).
+    let mut flags = libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWIPC;
     if unprivileged {
         flags |= libc::CLONE_NEWUSER;
     }

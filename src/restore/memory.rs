@@ -166,6 +166,14 @@ impl Restorer<'_> {
                     }
                     (f, u64::MAX, 0)
                 }
+                MapKind::NscdCache => {
+                    prot = prot_of(&m.perms);
+                    (
+                        (libc::MAP_ANONYMOUS | libc::MAP_PRIVATE) as u64 | fixed,
+                        u64::MAX,
+                        0,
+                    )
+                }
                 MapKind::SharedAnon => {
                     // One memfd per shared object of the image, mapped by every process
                     // that shared it, so they share it again.
@@ -452,7 +460,11 @@ impl Restorer<'_> {
     fn protect(&self, pid: i32) -> Result<()> {
         for m in &self.proc(pid).rec.maps {
             let kind = m.kind();
-            if matches!(kind, MapKind::Kernel | MapKind::SharedFile) || !m.perms.starts_with('r') {
+            if matches!(
+                kind,
+                MapKind::Kernel | MapKind::SharedFile | MapKind::NscdCache
+            ) || !m.perms.starts_with('r')
+            {
                 continue;
             }
             let prot = prot_of(&m.perms);

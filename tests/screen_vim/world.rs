@@ -947,9 +947,66 @@ fn a_sysv_message_queue_in_use_is_refused_at_checkpoint_naming_it() {
         &env,
         "mq",
         "a",
-        "process 2 (python3) uses a SysV message queue",
+        "the session holds SysV IPC objects, which this version cannot carry: a message queue (key 0x00000000, id 0)",
     );
-    // IPC objects outlive their processes: remove it.
-    enter(&env, "a", "print('removed', c.msgctl(q, 0, None))");
-    env.tmux.wait_text("a", "removed 0", T);
+}
+
+#[test]
+fn a_sysv_semaphore_set_is_refused_at_checkpoint_and_the_hosts_are_not_the_sessions() {
+    let env = Env::unprivileged();
+    // One on the host: not the session's, so no reason to refuse (removed by the guard).
+    let host_set = HostSemaphore::new();
+    python_pane(&env, "a", "sem");
+    let image = image_path(&env, "sem-before");
+    let out = env.crterm(&["checkpoint", "sem", "-o", image.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "the host's semaphore set is not the session's: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    enter(
+        &env,
+        "a",
+        "import ctypes; print('made', ctypes.CDLL(None).semget(0x5eed, 2, 0o1600))",
+    );
+    env.tmux.wait_text("a", "made 0", T);
+    assert_refused(
+        &env,
+        "sem",
+        "a",
+        "the session holds SysV IPC objects, which this version cannot carry: a semaphore set (key 0x00005eed, id 0)",
+    );
+    drop(host_set);
+}
+
+/// A SysV semaphore set in the host's IPC namespace, removed on drop.
+struct HostSemaphore(i32);
+
+impl HostSemaphore {
+    fn new() -> Self {
+        let out = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import ctypes; print(ctypes.CDLL(None).semget(0, 1, 0o1600))",
+            ])
+            .output()
+            .expect("python3");
+        let id: i32 = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("semget");
+        assert!(id >= 0, "semget on the host");
+        HostSemaphore(id)
+    }
+}
+
+impl Drop for HostSemaphore {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("python3")
+            .args([
+                "-c",
+                &format!("import ctypes; ctypes.CDLL(None).semctl({}, 0, 0)", self.0),
+            ])
+            .status();
+    }
 }

@@ -1010,3 +1010,136 @@ impl Drop for HostSemaphore {
             .status();
     }
 }
+
+/// nscd's program: the host's, or Debian's package unpacked (not installed: installing
+/// would start a daemon every other test would then talk to) into the tests' cache.
+fn nscd_program() -> PathBuf {
+    let host = PathBuf::from("/usr/sbin/nscd");
+    if host.exists() {
+        return host;
+    }
+    let cache = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("nscd");
+    let program = cache.join("root/usr/sbin/nscd");
+    if !program.exists() {
+        std::fs::create_dir_all(&cache).unwrap();
+        let sh = format!(
+            "set -e; cd {}; rm -f nscd_*.deb; apt-get download -q nscd; dpkg-deb -x nscd_*.deb root",
+            cache.display()
+        );
+        let out = std::process::Command::new("sh")
+            .args(["-c", &sh])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success() && program.exists(),
+            "cannot fetch nscd's package: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    program
+}
+
+/// A shell command that runs `cmd` in a mount namespace of its own, where an nscd of the
+/// test's (its pid written to `pid_file`) serves at the path glibc asks (/run/nscd),
+/// caching passwd in shared memory.
+fn with_own_nscd(env: &Env, pid_file: &Path, cmd: &str) -> String {
+    let conf = env.dir.path().join("nscd.conf");
+    std::fs::write(
+        &conf,
+        "enable-cache passwd yes\npersistent passwd no\nshared passwd yes\ncheck-files passwd yes\n\
+         enable-cache group no\nenable-cache hosts no\nenable-cache services no\nenable-cache netgroup no\n",
+    )
+    .unwrap();
+    // Without root, a user namespace maps us to root there, for the mount.
+    let unshare = if is_root() {
+        "unshare -m"
+    } else {
+        "unshare -rm"
+    };
+    format!(
+        "{unshare} --propagation private sh -c 'mount -t tmpfs none /run && mkdir /run/nscd && {{ {} -F -f {} & echo $! > {}; }} && while [ ! -S /run/nscd/socket ]; do sleep 0.1; done && {cmd}'",
+        nscd_program().display(),
+        conf.display(),
+        pid_file.display()
+    )
+}
+
+/// Ends the nscd whose pid is in the file.
+struct EndNscd<'a>(&'a Path);
+
+impl Drop for EndNscd<'_> {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(self.0)
+            && let Ok(pid) = pid.trim().parse::<i32>()
+        {
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
+/// The seed's nscd case: a program of the session maps nscd's passwd cache, shared with
+/// the nscd daemon outside the session. That mapping is not carried: after resume glibc
+/// finds it stale, asks the nscd it finds then for a new one, and looks users up through
+/// it; with no nscd at all, it looks them up in the files.
+#[test]
+fn nscds_cache_is_dropped_and_glibc_maps_a_new_one() {
+    let env = Env::root_if_possible("nscds_cache_is_dropped_and_glibc_maps_a_new_one");
+    let first = env.dir.path().join("nscd-1.pid");
+    let _end_first = EndNscd(&first);
+    let lookup = "print('home', pwd.getpwnam('root').pw_dir, [l.split()[-2][:15] for l in open('/proc/self/maps') if '/run/nscd/' in l])";
+    env.pane(
+        "a",
+        &with_own_nscd(
+            &env,
+            &first,
+            &format!("exec {} start --name ns -- python3 -q", env.crterm_cmd()),
+        ),
+    );
+    env.tmux.wait_text("a", ">>>", T);
+    enter(&env, "a", "import pwd");
+    enter(&env, "a", lookup);
+    let before = env.tmux.wait_text("a", "home /root ['/run/nscd/db", T);
+    let image = image_path(&env, "nscd");
+    checkpoint_and_end(&env, "ns", &image);
+    drop(_end_first);
+
+    // Another nscd: the session maps its cache, not the old one.
+    let second = env.dir.path().join("nscd-2.pid");
+    let _end_second = EndNscd(&second);
+    env.tmux.start(
+        "b",
+        100,
+        30,
+        &with_own_nscd(
+            &env,
+            &second,
+            &format!(
+                "{} resume {}; echo CRTERM_EXIT=$?; sleep 600",
+                env.crterm_cmd(),
+                image.display()
+            ),
+        ),
+    );
+    env.tmux.wait_text("b", ">>>", T);
+    enter(
+        &env,
+        "b",
+        "print('mapped', len([l for l in open('/proc/self/maps') if '/run/nscd/' in l]))",
+    );
+    env.tmux.wait_text("b", "mapped 0", T);
+    enter(&env, "b", lookup);
+    let after = env.tmux.wait_text("b", "home /root ['/run/nscd/db", T);
+    let cache = |screen: &str| {
+        let from = screen.rfind("['/run/nscd/db").expect("a cache");
+        screen[from..].lines().next().unwrap().to_string()
+    };
+    assert_ne!(cache(&before), cache(&after), "the new nscd's cache");
+    end_with_ctrl_d(&env, "b");
+
+    // No nscd: the files.
+    resume_pane(&env, "c", 100, 30, &image);
+    env.tmux.wait_text("c", ">>>", T);
+    enter(&env, "c", lookup);
+    env.tmux.wait_text("c", "home /root []", T);
+    end_with_ctrl_d(&env, "c");
+}

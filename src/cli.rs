@@ -121,6 +121,9 @@ enum Cmd {
         ready_fd: i32,
         #[arg(long)]
         resume: Option<PathBuf>,
+        /// The image is this inherited descriptor (read from standard input by the client).
+        #[arg(long)]
+        resume_fd: Option<i32>,
         #[arg(long)]
         force: bool,
         #[arg(long)]
@@ -193,6 +196,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             history,
             ready_fd,
             resume,
+            resume_fd,
             force,
             real_clock,
             command,
@@ -201,6 +205,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 .is_some()
                 .then_some(crate::restore::Options { force, real_clock }),
             resume_from: resume,
+            resume_fd,
             name,
             socket,
             image,
@@ -271,6 +276,7 @@ fn start(
         history: config.history_lines,
         argv: &argv,
         resume: None,
+        resume_fd: None,
         opts: Default::default(),
     };
     spawn_daemon(&how)?;
@@ -288,7 +294,21 @@ fn resume(
     if let Some(n) = &name {
         paths::check_name(n)?;
     }
-    let file = if file.is_relative() {
+    // `-`: the image comes on standard input (`ssh host cat s.img | crterm resume -`); it
+    // is read whole and checked before anything starts, and the session's terminal is
+    // then the controlling terminal, /dev/tty, as for `less`.
+    let from_stdin = file.as_os_str() == "-";
+    let stdin_image = if from_stdin {
+        Some(read_stdin_image()?)
+    } else {
+        None
+    };
+    let file = if from_stdin {
+        PathBuf::from(format!(
+            "/proc/self/fd/{}",
+            stdin_image.as_ref().expect("read").as_raw_fd()
+        ))
+    } else if file.is_relative() {
         std::env::current_dir()?.join(file)
     } else {
         file
@@ -298,8 +318,7 @@ fn resume(
     let size = client::terminal_size()?;
     let dir = paths::runtime_dir()?;
     let explicit = name.is_some();
-    let stem: String = file
-        .file_stem()
+    let stem: String = (if from_stdin { None } else { file.file_stem() })
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default()
         .chars()
@@ -335,15 +354,21 @@ fn resume(
             }
             let _ = std::fs::remove_file(&socket);
         }
+        // Later checkpoints go back to the image it came from (one from a stream: where
+        // a session of its name keeps its image).
+        let image = match from_stdin {
+            true => default_image(&name)?,
+            false => file.clone(),
+        };
         let how = DaemonStart {
             name: &name,
             socket: &socket,
-            // Later checkpoints go back to the image it came from.
-            image: &file,
+            image: &image,
             size,
             history: config.history_lines,
             argv: &[],
             resume: Some(&file),
+            resume_fd: stdin_image.as_ref().map(|f| f.as_fd()),
             opts,
         };
         match spawn_daemon(&how) {
@@ -364,7 +389,40 @@ struct DaemonStart<'a> {
     history: usize,
     argv: &'a [String],
     resume: Option<&'a std::path::Path>,
+    /// The image as a descriptor the daemon inherits (`resume` names it).
+    resume_fd: Option<std::os::fd::BorrowedFd<'a>>,
     opts: crate::restore::Options,
+}
+
+/// Read an image from standard input into memory (a memfd, which the daemon inherits),
+/// check it whole, and make the controlling terminal this process's standard input (and
+/// output, when that is not a terminal either). A cut or damaged stream: one line, and
+/// nothing has started.
+fn read_stdin_image() -> Result<std::os::fd::OwnedFd> {
+    let stdin = std::io::stdin();
+    if sys::isatty(stdin.as_fd()) {
+        bail!(
+            "cannot resume -: standard input is a terminal; send the image into it (crterm resume - < FILE)"
+        );
+    }
+    let memfd = sys::memfd(c"crterm-image").context("cannot resume -")?;
+    let mut file = std::fs::File::from(memfd);
+    std::io::copy(&mut stdin.lock(), &mut file)
+        .context("cannot resume -: reading standard input")?;
+    let memfd = std::os::fd::OwnedFd::from(file);
+    crate::image::read_file(std::path::Path::new(&format!(
+        "/proc/self/fd/{}",
+        memfd.as_raw_fd()
+    )))
+    .map_err(|e| anyhow::anyhow!("cannot resume the image from standard input: {e}"))?;
+    let tty = sys::open(c"/dev/tty", libc::O_RDWR | libc::O_CLOEXEC).context(
+        "cannot resume -: no terminal to resume in (/dev/tty); give the image as a file",
+    )?;
+    sys::dup2(tty.as_raw_fd(), 0)?;
+    if !sys::isatty(std::io::stdout().as_fd()) {
+        sys::dup2(tty.as_raw_fd(), 1)?;
+    }
+    Ok(memfd)
 }
 
 /// Start the daemon in its own session, detached from this terminal, and wait until it
@@ -378,6 +436,7 @@ fn spawn_daemon(how: &DaemonStart) -> Result<()> {
         history,
         argv,
         resume,
+        resume_fd,
         opts,
     } = *how;
     let (ready_r, ready_w) = sys::pipe()?;
@@ -401,6 +460,12 @@ fn spawn_daemon(how: &DaemonStart) -> Result<()> {
         .arg(ready_w.as_raw_fd().to_string());
     if let Some(path) = resume {
         cmd.arg("--resume").arg(path);
+    }
+    if let Some(fd) = resume_fd {
+        // Inherited under its own number, which `resume` names.
+        let at = fd.as_raw_fd();
+        sys::pass_fd_as(&mut cmd, fd.try_clone_to_owned()?, at);
+        cmd.arg("--resume-fd").arg(at.to_string());
     }
     if opts.force {
         cmd.arg("--force");
@@ -439,10 +504,28 @@ fn spawn_daemon(how: &DaemonStart) -> Result<()> {
 
 /// Ask a daemon one question (`Info`, `Checkpoint`) and return its first answer.
 fn ask(name: &str, msg: ToDaemon, timeout_secs: u64) -> Result<ToClient> {
+    ask_passing(name, msg, None, timeout_secs)
+}
+
+/// `ask`, sending descriptor `passed` with the question.
+fn ask_passing(
+    name: &str,
+    msg: ToDaemon,
+    passed: Option<std::os::fd::BorrowedFd>,
+    timeout_secs: u64,
+) -> Result<ToClient> {
     let dir = paths::runtime_dir()?;
     let mut stream = client::connect(&paths::socket_path(&dir, name), name)?;
     stream.set_read_timeout(Some(std::time::Duration::from_secs(timeout_secs)))?;
-    stream.write_all(&msg.encode())?;
+    let frame = msg.encode();
+    match passed {
+        // The descriptor rides on the first byte; the rest follows as usual.
+        Some(fd) => {
+            sys::send_with_fd(stream.as_fd(), &frame[..1], fd)?;
+            stream.write_all(&frame[1..])?;
+        }
+        None => stream.write_all(&frame)?,
+    }
     let mut reader = FrameReader::default();
     let mut buf = [0u8; 4096];
     loop {
@@ -514,10 +597,12 @@ fn format_time(unix: u64) -> String {
 fn checkpoint(name: &str, output: Option<PathBuf>, exit: bool, wait: u32) -> Result<i32> {
     paths::check_name(name)?;
     // The daemon has another working directory: send it an absolute path.
+    let stream = output.as_ref().is_some_and(|p| p.as_os_str() == "-");
+    if stream && sys::isatty(std::io::stdout().as_fd()) {
+        bail!("standard output is a terminal: send the image into a pipe or a file (-o - | ...)");
+    }
     let path = match output {
-        Some(p) if p.as_os_str() == "-" => {
-            bail!("writing an image to standard output is not supported yet")
-        }
+        Some(p) if stream => p,
         Some(p) if p.is_relative() => std::env::current_dir()?.join(p),
         Some(p) => p,
         None => PathBuf::new(),
@@ -527,7 +612,14 @@ fn checkpoint(name: &str, output: Option<PathBuf>, exit: bool, wait: u32) -> Res
         path: path.display().to_string(),
         wait,
     };
-    match ask(name, msg, 600 + u64::from(wait))? {
+    let stdout = std::io::stdout();
+    let passed = stream.then(|| stdout.as_fd());
+    match ask_passing(name, msg, passed, 600 + u64::from(wait))? {
+        // The image went to standard output: the report goes to standard error.
+        ToClient::Checkpointed { ok: true, text } if stream => {
+            eprintln!("{text}");
+            Ok(0)
+        }
         ToClient::Checkpointed { ok: true, text } => {
             println!("{text}");
             Ok(0)

@@ -16,6 +16,7 @@
 
 use super::{dump, freeze};
 use crate::image::{self, ImageInfo};
+use crate::sys;
 use crate::term_model::Term;
 use std::io::{self, Read};
 use std::path::Path;
@@ -26,10 +27,15 @@ use std::time::Instant;
 /// but the dump process stays this small).
 const PAGE_BUDGET: usize = 512 << 20;
 
+/// The descriptor a dumper writing to a stream (`--out -`) finds its stream at.
+pub const STREAM_FD: i32 = 3;
+
 pub struct DumpRequest<'a> {
     pub root: i32,
     pub name: &'a str,
     pub command: &'a str,
+    /// The image file, or `-`: the stream inherited as descriptor 3 (`crterm checkpoint
+    /// -o -`).
     pub out: &'a Path,
     /// How long to wait for the session to hold no connection to the outside (zero: do
     /// not wait).
@@ -90,7 +96,13 @@ fn dump_session(req: &DumpRequest) -> Result<String, String> {
     let term: Term = postcard::from_bytes(&model)
         .map_err(|e| format!("checkpoint failed: bad terminal model from the daemon: {e}"))?;
     let mut summary = None;
-    let written = image::write_file(req.out, &ImageInfo::here(), |w| {
+    let stream = req.out == Path::new("-");
+    let target = if stream {
+        "the output stream".to_string()
+    } else {
+        req.out.display().to_string()
+    };
+    let fill = |w: &mut image::ImageWriter<image::FileSink>| {
         // Typed input taken out of the terminal goes back through the daemon, before the
         // thaw (so nothing reads on before it is back).
         let before_thaw = |record: &dump::SessionRecord| {
@@ -113,11 +125,17 @@ fn dump_session(req: &DumpRequest) -> Result<String, String> {
             before_thaw,
         )?);
         Ok::<(), io::Error>(())
-    });
+    };
+    let written = if stream {
+        sys::inherited_fd(STREAM_FD)
+            .map_err(|e| io::Error::other(format!("no output stream: {e}")))
+            .and_then(|fd| image::write_stream(std::fs::File::from(fd), &ImageInfo::here(), fill))
+    } else {
+        image::write_file(req.out, &ImageInfo::here(), fill)
+    };
     match (written, summary) {
         (Ok(()), Some(s)) => Ok(format!(
-            "wrote {}: {} processes, {} threads, {:.1} MiB, frozen {:.0} ms",
-            req.out.display(),
+            "wrote {target}: {} processes, {} threads, {:.1} MiB, frozen {:.0} ms",
             s.processes,
             s.threads,
             s.memory_bytes as f64 / (1 << 20) as f64,
@@ -127,8 +145,7 @@ fn dump_session(req: &DumpRequest) -> Result<String, String> {
             "checkpoint failed: {e}; the session goes on unchanged, any earlier image is untouched"
         )),
         (Err(e), _) => Err(format!(
-            "checkpoint failed writing {}: {e}; the session goes on unchanged, any earlier image is untouched",
-            req.out.display()
+            "checkpoint failed writing {target}: {e}; the session goes on unchanged, any earlier image is untouched"
         )),
         (Ok(()), None) => Err("checkpoint failed: nothing was dumped".into()),
     }

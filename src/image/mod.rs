@@ -298,6 +298,10 @@ impl<W: Write> ImageWriter<W> {
 /// The temporary file that process `pid` writes while making the image at `path` (so that
 /// whoever started a writer that died can remove what it left).
 pub fn temp_path(path: &Path, pid: u32) -> Option<std::path::PathBuf> {
+    if path.as_os_str() == "-" {
+        // A stream: written as it is made.
+        return None;
+    }
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -396,6 +400,20 @@ pub fn write_file<E: From<io::Error>>(
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
     }
+    Ok(())
+}
+
+/// Write an image to a stream (a pipe, a socket, a terminal refused earlier) front to back,
+/// as it is made: no temporary file, no rename. A failure midway leaves a stream without
+/// its end section, which every reader refuses.
+pub fn write_stream<E: From<io::Error>>(
+    out: std::fs::File,
+    info: &ImageInfo,
+    fill: impl FnOnce(&mut ImageWriter<FileSink>) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut w = ImageWriter::new(FileSink::new(out), info)?;
+    fill(&mut w)?;
+    w.finish()?.into_file()?;
     Ok(())
 }
 

@@ -36,6 +36,8 @@ pub struct DaemonConfig {
     /// Resume the session in this image instead of starting `argv`.
     pub resume: Option<crate::restore::Options>,
     pub resume_from: Option<PathBuf>,
+    /// `resume_from` is this inherited descriptor (`/proc/self/fd/N`): closed once read.
+    pub resume_fd: Option<RawFd>,
 }
 
 /// Stop reading the program's output while this much is waiting for a slow terminal: the
@@ -56,6 +58,9 @@ struct Conn {
     attached: bool,
     /// Close once everything queued is written.
     closing: bool,
+    /// A descriptor the client sent with its request: the stream `checkpoint -o -`
+    /// writes the image to.
+    passed: Option<OwnedFd>,
 }
 
 impl Conn {
@@ -169,14 +174,20 @@ fn setup(cfg: DaemonConfig) -> Result<Daemon> {
     // world::spawn and world::resume fork: nothing has started a thread in this process.
     let (world, term, command) = match (&cfg.resume_from, &cfg.resume) {
         (Some(path), Some(opts)) => {
+            let passed = cfg.resume_fd.map(sys::inherited_fd).transpose()?;
+            let what = match passed {
+                Some(_) => "the image from standard input".to_string(),
+                None => path.display().to_string(),
+            };
             let image = crate::image::read_file(path)
-                .map_err(|e| anyhow::anyhow!("cannot resume {}: {e}", path.display()))?;
+                .map_err(|e| anyhow::anyhow!("cannot resume {what}: {e}"))?;
+            drop(passed);
             let term: Term = image
                 .meta(crate::image::SectionKind::TERM_MODEL)
-                .map_err(|e| anyhow::anyhow!("cannot resume {}: {e}", path.display()))?;
+                .map_err(|e| anyhow::anyhow!("cannot resume {what}: {e}"))?;
             let record: crate::ckpt::dump::SessionRecord = image
                 .meta(crate::image::SectionKind::SESSION)
-                .map_err(|e| anyhow::anyhow!("cannot resume {}: {e}", path.display()))?;
+                .map_err(|e| anyhow::anyhow!("cannot resume {what}: {e}"))?;
             let world = world::resume(&record, &image, opts)?;
             (world, term, record.command)
         }
@@ -370,6 +381,7 @@ impl Daemon {
                 tty: None,
                 attached: false,
                 closing: false,
+                passed: None,
             };
             match sys::peer_cred(conn.stream.as_fd()) {
                 Ok(cred) if cred.uid == self.uid => {}
@@ -400,8 +412,13 @@ impl Daemon {
         if !pfd.has(libc::POLLIN | libc::POLLHUP | libc::POLLERR) {
             return;
         }
-        let n = match self.conns[i].stream.read(buf) {
-            Ok(n) => n,
+        let n = match sys::recv_with_fd(self.conns[i].stream.as_fd(), buf) {
+            Ok((n, fd)) => {
+                if fd.is_some() {
+                    self.conns[i].passed = fd;
+                }
+                n
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
             Err(_) => 0,
         };
@@ -512,7 +529,8 @@ impl Daemon {
             }
             ToDaemon::Checkpoint { exit, path, wait } => {
                 let conn = self.conns[i].id;
-                if let Err(text) = self.start_dump(conn, &path, exit, wait) {
+                let stream = self.conns[i].passed.take();
+                if let Err(text) = self.start_dump(conn, &path, stream, exit, wait) {
                     self.checkpoint_done(conn, false, text, exit, None);
                 }
             }
@@ -545,8 +563,16 @@ impl Daemon {
         }
     }
 
-    /// Start a dump process for a checkpoint into `path` (empty: the session's image).
-    fn start_dump(&mut self, conn: u64, path: &str, exit: bool, wait: u32) -> Result<(), String> {
+    /// Start a dump process for a checkpoint into `path` (empty: the session's image; `-`:
+    /// `stream`, the client's standard output).
+    fn start_dump(
+        &mut self,
+        conn: u64,
+        path: &str,
+        passed: Option<OwnedFd>,
+        exit: bool,
+        wait: u32,
+    ) -> Result<(), String> {
         if self.dump.is_some() {
             return Err("a checkpoint of this session is already under way".into());
         }
@@ -555,7 +581,9 @@ impl Daemon {
         } else {
             PathBuf::from(path)
         };
+        let stream = path.as_os_str() == "-";
         if let Some(dir) = path.parent()
+            && !stream
             && !dir.as_os_str().is_empty()
             && let Err(e) = std::fs::DirBuilder::new()
                 .recursive(true)
@@ -568,7 +596,12 @@ impl Daemon {
             ));
         }
         // /proc/self/exe: the very binary running, even if it was replaced on disk since.
-        let mut child = std::process::Command::new("/proc/self/exe")
+        let mut cmd = std::process::Command::new("/proc/self/exe");
+        if stream {
+            let fd = passed.ok_or("checkpoint failed: the client sent no stream to write to")?;
+            sys::pass_fd_as(&mut cmd, fd, crate::ckpt::dumper::STREAM_FD);
+        }
+        let mut child = cmd
             .arg("__dump")
             .arg("--root")
             .arg(self.world.init_pid.to_string())
@@ -708,10 +741,14 @@ impl Daemon {
             // The image is written: end the session, telling every attached client how to
             // bring it back.
             let path = path.unwrap_or_else(|| self.image.clone());
-            let how = format!(
-                "checkpointed to {p}\nresume with: crterm resume {p}",
-                p = path.display()
-            );
+            let how = if path.as_os_str() == "-" {
+                "checkpointed to the output stream\nresume with: crterm resume FILE, or crterm resume - with the image on standard input".to_string()
+            } else {
+                format!(
+                    "checkpointed to {p}\nresume with: crterm resume {p}",
+                    p = path.display()
+                )
+            };
             let leave = self.parser.term.leave_sequence();
             for c in &mut self.conns {
                 if c.attached {

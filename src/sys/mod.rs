@@ -299,6 +299,39 @@ pub fn move_fd(fd: OwnedFd, to: RawFd) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(to) })
 }
 
+/// An empty memfd (close-on-exec).
+pub fn memfd(name: &CStr) -> io::Result<OwnedFd> {
+    let fd = check(unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) })?;
+    // SAFETY: just made, owned by nothing else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Take descriptor `fd`, inherited from the parent (an error if it is not open).
+pub fn inherited_fd(fd: RawFd) -> io::Result<OwnedFd> {
+    check(unsafe { libc::fcntl(fd, libc::F_GETFD) })?;
+    set_cloexec(unsafe { BorrowedFd::borrow_raw(fd) }, true)?;
+    // SAFETY: open (checked above), and nothing else in this process owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Make `cmd`'s program start with `fd` as its descriptor `to` (not close-on-exec).
+pub fn pass_fd_as(cmd: &mut std::process::Command, fd: OwnedFd, to: RawFd) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: dup2 and fcntl are async-signal-safe; `fd` lives in the closure, so it is
+    // open in the child when the closure runs.
+    unsafe {
+        cmd.pre_exec(move || {
+            let from = fd.as_raw_fd();
+            if from == to {
+                check(libc::fcntl(from, libc::F_SETFD, 0))?;
+            } else {
+                check(libc::dup2(from, to))?;
+            }
+            Ok(())
+        });
+    }
+}
+
 pub fn dup2(from: RawFd, to: RawFd) -> io::Result<()> {
     check_retry(|| unsafe { libc::dup2(from, to) })?;
     Ok(())

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 const T: Duration = Duration::from_secs(20);
 
+mod elsewhere;
 mod roundtrip;
 mod world;
 

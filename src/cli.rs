@@ -36,6 +36,11 @@ enum Cmd {
         /// Prefix key, as C-x (default: C-\, or `prefix` in ~/.config/crterm/config.toml).
         #[arg(long)]
         prefix: Option<String>,
+        /// `baseline`: glibc in the session uses x86-64-v2 code only (its CPU tunables),
+        /// so that its images resume on any x86-64-v2 CPU; `native` (default): all this
+        /// CPU has, and images resume on CPUs with at least its features.
+        #[arg(long, value_parser = ["native", "baseline"], default_value = "native")]
+        cpu: String,
         /// The command and its arguments.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
@@ -78,9 +83,16 @@ enum Cmd {
         /// host's clocks as they are. Wall-clock time is always the real one.
         #[arg(long, value_parser = ["session", "real"], default_value = "session")]
         clock: String,
+        /// `session` (default): the host name the session's programs saw (it has a UTS
+        /// namespace of its own); `real`: this machine's.
+        #[arg(long, value_parser = ["session", "real"], default_value = "session")]
+        hostname: String,
         #[arg(long)]
         prefix: Option<String>,
     },
+    /// What this kernel and CPU offer crterm; with an image: whether it will resume here,
+    /// and if not, why (exit status 1).
+    Check { file: Option<PathBuf> },
     /// Show what an image holds: where it was made, its processes, the saved screen.
     Info {
         file: PathBuf,
@@ -101,6 +113,8 @@ enum Cmd {
         out: PathBuf,
         #[arg(long, default_value_t = 0)]
         wait_connections: u32,
+        #[arg(long)]
+        cpu_baseline: bool,
     },
     /// The session daemon (started by `crterm start`).
     #[command(name = "__daemon", hide = true)]
@@ -128,6 +142,10 @@ enum Cmd {
         force: bool,
         #[arg(long)]
         real_clock: bool,
+        #[arg(long)]
+        real_hostname: bool,
+        #[arg(long)]
+        cpu_baseline: bool,
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
     },
@@ -140,8 +158,9 @@ pub fn run(cli: Cli) -> Result<i32> {
             name,
             image,
             prefix,
+            cpu,
             command,
-        } => start(name, image, prefix, command),
+        } => start(name, image, prefix, cpu == "baseline", command),
         Cmd::Attach { name, prefix } => {
             let config = config::load()?;
             let prefix = resolve_prefix(prefix, &config)?;
@@ -155,14 +174,17 @@ pub fn run(cli: Cli) -> Result<i32> {
             name,
             force,
             clock,
+            hostname,
             prefix,
         } => {
             let opts = crate::restore::Options {
                 force,
                 real_clock: clock == "real",
+                real_hostname: hostname == "real",
             };
             resume(file, name, opts, prefix)
         }
+        Cmd::Check { file } => crate::check::run(file.as_deref()),
         Cmd::Info { file, json } => crate::info::show(&file, json),
         Cmd::Dump {
             root,
@@ -170,6 +192,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             command,
             out,
             wait_connections,
+            cpu_baseline,
         } => {
             let line = crate::ckpt::dumper::run(&crate::ckpt::dumper::DumpRequest {
                 root,
@@ -177,6 +200,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 command: &command,
                 out: &out,
                 wait_connections: std::time::Duration::from_secs(wait_connections.into()),
+                cpu_baseline,
             });
             println!("{line}");
             Ok(0)
@@ -199,11 +223,16 @@ pub fn run(cli: Cli) -> Result<i32> {
             resume_fd,
             force,
             real_clock,
+            real_hostname,
+            cpu_baseline,
             command,
         } => Ok(daemon::run(daemon::DaemonConfig {
-            resume: resume
-                .is_some()
-                .then_some(crate::restore::Options { force, real_clock }),
+            resume: resume.is_some().then_some(crate::restore::Options {
+                force,
+                real_clock,
+                real_hostname,
+            }),
+            cpu_baseline,
             resume_from: resume,
             resume_fd,
             name,
@@ -237,6 +266,7 @@ fn start(
     name: Option<String>,
     image: Option<PathBuf>,
     prefix: Option<String>,
+    cpu_baseline: bool,
     command: Vec<String>,
 ) -> Result<i32> {
     let config = config::load()?;
@@ -277,6 +307,7 @@ fn start(
         argv: &argv,
         resume: None,
         resume_fd: None,
+        cpu_baseline,
         opts: Default::default(),
     };
     spawn_daemon(&how)?;
@@ -369,6 +400,7 @@ fn resume(
             argv: &[],
             resume: Some(&file),
             resume_fd: stdin_image.as_ref().map(|f| f.as_fd()),
+            cpu_baseline: false,
             opts,
         };
         match spawn_daemon(&how) {
@@ -391,6 +423,8 @@ struct DaemonStart<'a> {
     resume: Option<&'a std::path::Path>,
     /// The image as a descriptor the daemon inherits (`resume` names it).
     resume_fd: Option<std::os::fd::BorrowedFd<'a>>,
+    /// Start the command with glibc held to x86-64-v2 (`--cpu baseline`).
+    cpu_baseline: bool,
     opts: crate::restore::Options,
 }
 
@@ -437,6 +471,7 @@ fn spawn_daemon(how: &DaemonStart) -> Result<()> {
         argv,
         resume,
         resume_fd,
+        cpu_baseline,
         opts,
     } = *how;
     let (ready_r, ready_w) = sys::pipe()?;
@@ -472,6 +507,16 @@ fn spawn_daemon(how: &DaemonStart) -> Result<()> {
     }
     if opts.real_clock {
         cmd.arg("--real-clock");
+    }
+    if opts.real_hostname {
+        cmd.arg("--real-hostname");
+    }
+    if cpu_baseline {
+        // The session's programs inherit the daemon's environment.
+        cmd.arg("--cpu-baseline").env(
+            "GLIBC_TUNABLES",
+            crate::machine::baseline_environment(std::env::var("GLIBC_TUNABLES").ok().as_deref()),
+        );
     }
     cmd.arg("--")
         .args(argv)

@@ -36,6 +36,9 @@ struct FileJson {
     sha256: String,
     size: u64,
     paths: Vec<String>,
+    /// Where a resume here takes it from: `here` (the same file is on this machine, as
+    /// it was) or `image` (the copy the image carries).
+    source: &'static str,
 }
 
 #[derive(Serialize)]
@@ -120,6 +123,7 @@ pub fn show(path: &Path, json: bool) -> Result<i32> {
                 sha256: f.sha256.clone(),
                 size: f.size,
                 paths: f.copies.iter().map(|c| c.path.clone()).collect(),
+                source: if file_is_here(s, f) { "here" } else { "image" },
             })
             .collect(),
         files_not_carried: s.files_not_carried.clone(),
@@ -166,6 +170,19 @@ pub fn show(path: &Path, json: bool) -> Result<i32> {
                 format!(", {} not carried", s.files_not_carried.len())
             }
         );
+        let here = s.files.iter().filter(|f| f.source == "here").count();
+        println!(
+            "           a resume here maps {here} of them from this machine (unchanged), {} from the image",
+            s.files.len() - here
+        );
+        for f in &s.files {
+            println!(
+                "  {:<5} {:>10}  {}",
+                f.source,
+                mib(f.size),
+                f.paths.first().map_or("", String::as_str)
+            );
+        }
         println!(
             "  {:>5} {:>5} {:>5} {:>5} {:>4} {:>10}  {:<8} COMMAND",
             "PID", "PPID", "PGID", "SID", "THR", "MEMORY", "STATE"
@@ -210,4 +227,18 @@ pub fn show(path: &Path, json: bool) -> Result<i32> {
     }
     println!("+{}+", "-".repeat(width));
     Ok(0)
+}
+
+/// Whether a resume here would use this machine's copy of carried file `f`: it is mapped
+/// and the mapped file is here as it was (files deleted while open come from the image).
+fn file_is_here(s: &SessionRecord, f: &crate::ckpt::dump::CarriedFile) -> bool {
+    s.processes
+        .iter()
+        .flat_map(|p| &p.maps)
+        .find(|m| {
+            f.copies
+                .iter()
+                .any(|c| c.dev == m.dev && c.inode == m.inode)
+        })
+        .is_some_and(|m| crate::restore::mapped_file_here(s, m))
 }

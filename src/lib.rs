@@ -4,12 +4,14 @@
 //! namespaces, init); `image` is the checkpoint file format; `sys` holds the raw system
 //! calls behind safe wrappers; `cli` turns the command line into actions.
 
+pub mod check;
 pub mod ckpt;
 pub mod cli;
 pub mod config;
 pub mod image;
 pub mod info;
 pub mod inject;
+pub mod machine;
 pub mod pty_proxy;
 pub mod restore;
 pub mod sys;

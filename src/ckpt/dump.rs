@@ -30,6 +30,8 @@ pub struct SessionRecord {
     /// a resume goes on from there.
     pub monotonic_ns: i64,
     pub boottime_ns: i64,
+    /// What the machine it was made on needs of the one it resumes on.
+    pub machine: crate::machine::MachineRecord,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -1115,9 +1117,7 @@ fn read_sockets(record: &mut SessionRecord, hosts: &[i32]) -> io::Result<()> {
 /// for semaphores, the undo state the kernel keeps per process; so any stops the
 /// checkpoint, named. (A process with shared memory attached is named earlier, by its
 /// mapping.)
-fn check_sysv_objects(pid: i32, tids: &[i32], p: &ProcessRecord) -> io::Result<()> {
-    let found = super::inside::sysv_objects(pid, tids, &exec_maps(&p.maps))
-        .map_err(|e| io::Error::other(format!("counting the session's SysV objects: {e}")))?;
+fn check_sysv_objects(found: &[String]) -> io::Result<()> {
     if found.is_empty() {
         return Ok(());
     }
@@ -1655,27 +1655,39 @@ fn exec_maps(maps: &[MapRecord]) -> Vec<super::inside::CodeMap> {
 /// written while the session runs: the last chunks, the files (read after the
 /// thaw), the record.
 ///
+/// What the daemon knows of the session it checkpoints.
+pub struct About<'a> {
+    pub name: &'a str,
+    pub command: &'a str,
+    /// Started with `--cpu baseline`.
+    pub cpu_baseline: bool,
+}
+
 /// The page data is one stream, the runs of `page_runs` one after another, cut into
 /// chunks of `CHUNK_SIZE`.
 pub fn dump<W: Write + Send>(
     w: &mut ImageWriter<W>,
     frozen: Frozen,
-    name: &str,
-    command: &str,
+    about: &About,
     term: &crate::term_model::Term,
     budget: usize,
     before_thaw: impl FnOnce(&SessionRecord),
 ) -> io::Result<DumpSummary> {
     w.meta(SectionKind::TERM_MODEL, term)?;
     let mut record = SessionRecord {
-        name: name.to_string(),
-        command: command.to_string(),
+        name: about.name.to_string(),
+        command: about.command.to_string(),
         processes: Vec::new(),
         page_runs: Vec::new(),
         files: Vec::new(),
         files_not_carried: Vec::new(),
         monotonic_ns: 0,
         boottime_ns: 0,
+        machine: crate::machine::MachineRecord {
+            xsave: crate::machine::XsaveLayout::here(),
+            cpu_baseline: about.cpu_baseline,
+            hostname: String::new(),
+        },
     };
     // The session's clocks: the host's plus its time namespace's offsets.
     if let Some((pid, _)) = frozen.tasks().first() {
@@ -1725,7 +1737,10 @@ pub fn dump<W: Write + Send>(
         record.processes.push(proc_record);
     }
     if let (Some((pid, tids)), Some(p)) = (first_task, record.processes.get(first_live)) {
-        check_sysv_objects(pid, &tids, p)?;
+        let ns = super::inside::session_namespaces(pid, &tids, &exec_maps(&p.maps))
+            .map_err(|e| io::Error::other(format!("asking the session's namespaces: {e}")))?;
+        check_sysv_objects(&ns.sysv)?;
+        record.machine.hostname = ns.hostname;
     }
     read_sockets(&mut record, &hosts)?;
     find_watched_paths(&mut record)?;

@@ -40,6 +40,8 @@ pub struct DumpRequest<'a> {
     /// How long to wait for the session to hold no connection to the outside (zero: do
     /// not wait).
     pub wait_connections: std::time::Duration,
+    /// The session runs with `--cpu baseline`.
+    pub cpu_baseline: bool,
 }
 
 /// Freeze the session; with `wait_connections`, only once no process of it holds a
@@ -118,8 +120,11 @@ fn dump_session(req: &DumpRequest) -> Result<String, String> {
         summary = Some(dump::dump(
             w,
             frozen,
-            req.name,
-            req.command,
+            &dump::About {
+                name: req.name,
+                command: req.command,
+                cpu_baseline: req.cpu_baseline,
+            },
             &term,
             PAGE_BUDGET,
             before_thaw,

@@ -131,12 +131,24 @@ pub fn set_undumpable(pid: i32, tids: &[i32], exec_maps: &[CodeMap]) -> io::Resu
     })
 }
 
-/// The SysV IPC objects in the IPC namespace of process `pid` (the session's own, so
-/// every object in it is the session's), as one phrase each (`a semaphore set (key
-/// 0x00000000, id 0)`). The kernel keeps no owner pid for a semaphore set, and the host's
-/// /proc/sysvipc shows the host's namespace: the objects are counted from inside, with
-/// `*ctl(…, *_INFO)` and `*_STAT` per index.
-pub fn sysv_objects(pid: i32, tids: &[i32], exec_maps: &[CodeMap]) -> io::Result<Vec<String>> {
+/// What the session's own namespaces hold, asked from inside one of its processes.
+pub struct SessionNamespaces {
+    /// The SysV IPC objects, one phrase each (`a semaphore set (key 0x00000000, id 0)`).
+    pub sysv: Vec<String>,
+    /// The host name (UTS namespace).
+    pub hostname: String,
+}
+
+/// The session's namespaces as process `pid` sees them. The SysV objects of its IPC
+/// namespace (the session's own, so every object in it is the session's): the kernel
+/// keeps no owner pid for a semaphore set, and the host's /proc/sysvipc shows the host's
+/// namespace, so they are counted from inside, with `*ctl(…, *_INFO)` and `*_STAT` per
+/// index. The host name: `uname`.
+pub fn session_namespaces(
+    pid: i32,
+    tids: &[i32],
+    exec_maps: &[CodeMap],
+) -> io::Result<SessionNamespaces> {
     const SHMCTL: i64 = 31;
     const SEMCTL: i64 = 66;
     const MSGCTL: i64 = 71;
@@ -170,7 +182,18 @@ pub fn sysv_objects(pid: i32, tids: &[i32], exec_maps: &[CodeMap]) -> io::Result
                 }
             }
         }
-        Ok(found)
+        const UNAME: i64 = 63;
+        main.call("uname", UNAME, &[scratch])?;
+        let mut uts = [0u8; 65 * 2];
+        sys::read_process_memory(pid, scratch, &mut uts)?;
+        let node = &uts[65..];
+        let hostname =
+            String::from_utf8_lossy(&node[..node.iter().position(|&b| b == 0).unwrap_or(65)])
+                .into_owned();
+        Ok(SessionNamespaces {
+            sysv: found,
+            hostname,
+        })
     })
 }
 

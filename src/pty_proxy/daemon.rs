@@ -38,6 +38,8 @@ pub struct DaemonConfig {
     pub resume_from: Option<PathBuf>,
     /// `resume_from` is this inherited descriptor (`/proc/self/fd/N`): closed once read.
     pub resume_fd: Option<RawFd>,
+    /// Started with `--cpu baseline` (a resumed session: as its image says).
+    pub cpu_baseline: bool,
 }
 
 /// Stop reading the program's output while this much is waiting for a slow terminal: the
@@ -114,6 +116,8 @@ struct Daemon {
     uid: u32,
     /// The checkpoint under way, if any.
     dump: Option<PendingDump>,
+    /// The session's programs use x86-64-v2 code only (`--cpu baseline`).
+    cpu_baseline: bool,
     /// A resumed session: at the first attach the programs are made to redraw (SIGWINCH
     /// by a change of size, even when the size is the same).
     redraw_on_attach: bool,
@@ -172,6 +176,7 @@ fn setup(cfg: DaemonConfig) -> Result<Daemon> {
     // need.
     let signals = sys::signalfd(&[libc::SIGCHLD, libc::SIGTERM, libc::SIGHUP, libc::SIGINT])?;
     // world::spawn and world::resume fork: nothing has started a thread in this process.
+    let mut cpu_baseline = cfg.cpu_baseline;
     let (world, term, command) = match (&cfg.resume_from, &cfg.resume) {
         (Some(path), Some(opts)) => {
             let passed = cfg.resume_fd.map(sys::inherited_fd).transpose()?;
@@ -189,6 +194,7 @@ fn setup(cfg: DaemonConfig) -> Result<Daemon> {
                 .meta(crate::image::SectionKind::SESSION)
                 .map_err(|e| anyhow::anyhow!("cannot resume {what}: {e}"))?;
             let world = world::resume(&record, &image, opts)?;
+            cpu_baseline = record.machine.cpu_baseline;
             (world, term, record.command)
         }
         _ => {
@@ -222,6 +228,7 @@ fn setup(cfg: DaemonConfig) -> Result<Daemon> {
         signals,
         uid: sys::geteuid(),
         dump: None,
+        cpu_baseline,
     })
 }
 
@@ -613,6 +620,7 @@ impl Daemon {
             .arg(&path)
             .arg("--wait-connections")
             .arg(wait.to_string())
+            .args(self.cpu_baseline.then_some("--cpu-baseline"))
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())

@@ -1,5 +1,5 @@
-//! The session's world: its own pid, mount and IPC namespaces (and a user namespace for a
-//! user without privileges), a private devpts instance, and crterm's init as pid 1.
+//! The session's world: its own pid, mount, IPC and UTS namespaces (and a user namespace
+//! for a user without privileges), a private devpts instance, and crterm's init as pid 1.
 //!
 //! The daemon clones the init straight into the new namespaces. The init mounts a fresh
 //! devpts (so every pty of the session is numbered from 0 inside it), opens the session's
@@ -61,7 +61,9 @@ fn build(init: impl FnOnce(OwnedFd) -> std::convert::Infallible) -> Result<World
     let (sync_r, sync_w) = sys::pipe().context("pipe")?;
     // An IPC namespace of its own, so that the session's SysV objects are told apart
     // from the host's (and never outlive the session).
-    let mut flags = libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWIPC;
+    // A UTS namespace: the host name the programs see goes with the session.
+    let mut flags =
+        libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
     if unprivileged {
         flags |= libc::CLONE_NEWUSER;
     }
@@ -228,6 +230,15 @@ fn init_resume(
                 "resume failed: cannot give the session its clocks back (a time namespace): {e}; `--clock real` resumes with the host's clocks"
             ));
         }
+    }
+    // The host name the programs saw, unless `--hostname real`.
+    if !opts.real_hostname
+        && !record.machine.hostname.is_empty()
+        && let Err(e) = sys::sethostname(&record.machine.hostname)
+    {
+        fail(format!(
+            "resume failed: cannot give the session its host name back: {e}; `--hostname real` resumes with this machine's"
+        ));
     }
     let restored = match restore::restore(record, image, opts) {
         Ok(r) => r,

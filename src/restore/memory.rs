@@ -5,7 +5,7 @@
 //! arguments, environment, auxv, exe) are put back with PR_SET_MM_MAP.
 
 use super::{PAGE, Restorer, TASK_SIZE, TRAMPOLINE_PAGES};
-use crate::ckpt::dump::{MapKind, MapRecord};
+use crate::ckpt::dump::{CarriedFile, MapKind, MapRecord, SessionRecord};
 use crate::image::SectionKind;
 use crate::inject::nr;
 use crate::sys::{self, trace as t};
@@ -29,36 +29,38 @@ fn prot_of(perms: &str) -> u64 {
     p as u64
 }
 
-/// The kernel's special mappings ([vvar], [vvar_vclock], [vdso]) as (name, size), in
-/// address order.
-fn kernel_layout<'m>(maps: impl Iterator<Item = (&'m str, u64, u64)>) -> Vec<(String, u64, u64)> {
-    let mut v: Vec<(String, u64, u64)> = maps
-        .filter(|(n, _, _)| matches!(*n, "[vvar]" | "[vvar_vclock]" | "[vdso]"))
-        .map(|(n, s, e)| (n.to_string(), s, e))
-        .collect();
-    v.sort_by_key(|m| m.1);
-    v
+/// The image's copy of the file mapping `m` maps: (its index, the copy).
+fn carried_copy<'r>(record: &'r SessionRecord, m: &MapRecord) -> Option<(usize, &'r CarriedFile)> {
+    record.files.iter().enumerate().find(|(_, f)| {
+        f.copies
+            .iter()
+            .any(|c| c.dev == m.dev && c.inode == m.inode)
+    })
 }
 
-fn own_kernel_layout() -> Vec<(String, u64)> {
-    let text = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
-    let maps: Vec<(String, u64, u64)> = text
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.split_whitespace();
-            let (s, e) = f.next()?.split_once('-')?;
-            let name = f.nth(4).unwrap_or("").to_string();
-            Some((
-                name,
-                u64::from_str_radix(s, 16).ok()?,
-                u64::from_str_radix(e, 16).ok()?,
-            ))
-        })
-        .collect();
-    kernel_layout(maps.iter().map(|(n, s, e)| (n.as_str(), *s, *e)))
-        .into_iter()
-        .map(|(n, s, e)| (n, e - s))
-        .collect()
+/// Whether the file mapping `m` maps is here as it was (then it is mapped from here, not
+/// from the image): at its path with the carried copy's size and modification time (the
+/// same file on another machine, or after a reboot renumbered inodes), or as the very
+/// inode. A file the image holds no copy of must be the very inode.
+pub fn mapped_file_here(record: &SessionRecord, m: &MapRecord) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(&m.path) else {
+        return false;
+    };
+    if !meta.is_file() {
+        return false;
+    }
+    let dev = (libc::major(meta.dev()), libc::minor(meta.dev()));
+    let mtime = meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128;
+    match carried_copy(record, m) {
+        Some((_, f)) => {
+            f.copies
+                .iter()
+                .any(|c| c.path == m.path && meta.size() == f.size && mtime == c.mtime_ns)
+                || (dev == m.dev && meta.ino() == m.inode && meta.size() == f.size)
+        }
+        None => dev == m.dev && meta.ino() == m.inode,
+    }
 }
 
 /// Where each mapped file's content comes from, opened once for all processes.
@@ -70,7 +72,7 @@ pub(super) struct MappedFiles {
 
 impl Restorer<'_> {
     pub(super) fn restore_memory(&mut self) -> Result<()> {
-        let here = own_kernel_layout();
+        let here = crate::machine::vdso_layout_here();
         let mut files = MappedFiles {
             by_inode: HashMap::new(),
             shm: HashMap::new(),
@@ -78,15 +80,11 @@ impl Restorer<'_> {
         let pids: Vec<i32> = self.procs.keys().copied().collect();
         for &pid in &pids {
             let rec = self.proc(pid).rec;
-            let theirs: Vec<(String, u64)> =
-                kernel_layout(rec.maps.iter().map(|m| (m.path.as_str(), m.start, m.end)))
-                    .into_iter()
-                    .map(|(n, s, e)| (n, e - s))
-                    .collect();
+            let theirs = crate::machine::vdso_layout(
+                rec.maps.iter().map(|m| (m.path.as_str(), m.start, m.end)),
+            );
             if !theirs.is_empty() && theirs != here {
-                bail!(
-                    "the image was made on a kernel with another vDSO layout ({theirs:?}, here {here:?}); resuming on another kernel is not supported yet"
-                );
+                bail!("{}", crate::machine::vdso_message(&theirs, &here));
             }
             self.empty_address_space(pid)?;
             self.map_regions(pid, &mut files)?;
@@ -266,31 +264,13 @@ impl Restorer<'_> {
         m: &MapRecord,
         writable: bool,
     ) -> Result<Rc<OwnedFd>> {
-        use std::os::unix::fs::MetadataExt;
         let key = (m.dev, m.inode, writable);
         if let Some(fd) = files.by_inode.get(&key) {
             return Ok(fd.clone());
         }
-        let carried = self.record.files.iter().enumerate().find(|(_, f)| {
-            f.copies
-                .iter()
-                .any(|c| c.dev == m.dev && c.inode == m.inode)
-        });
-        let unchanged = |meta: &std::fs::Metadata| -> bool {
-            let dev = (libc::major(meta.dev()), libc::minor(meta.dev()));
-            let mtime = meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128;
-            match carried {
-                Some((_, f)) => {
-                    f.copies
-                        .iter()
-                        .any(|c| c.path == m.path && meta.size() == f.size && mtime == c.mtime_ns)
-                        || (dev == m.dev && meta.ino() == m.inode && meta.size() == f.size)
-                }
-                None => dev == m.dev && meta.ino() == m.inode,
-            }
-        };
-        let fd = match std::fs::metadata(&m.path) {
-            Ok(meta) if meta.is_file() && unchanged(&meta) => {
+        let carried = carried_copy(self.record, m);
+        let fd = match mapped_file_here(self.record, m) {
+            true => {
                 let flags = if writable {
                     libc::O_RDWR
                 } else {

@@ -18,6 +18,7 @@
 
 mod files;
 mod memory;
+pub use memory::mapped_file_here;
 mod tree;
 
 use crate::ckpt::dump::{ProcessRecord, SessionRecord};
@@ -46,6 +47,9 @@ pub struct Options {
     /// The host's CLOCK_MONOTONIC and CLOCK_BOOTTIME as they are (`--clock real`), rather
     /// than going on from their values at the checkpoint (a time namespace).
     pub real_clock: bool,
+    /// The host's name as it is (`--hostname real`), rather than the name the session's
+    /// programs saw (its UTS namespace).
+    pub real_hostname: bool,
 }
 
 /// The result: the masters of the session's ptys by number (0 is the session's own).
@@ -211,24 +215,12 @@ pub const ISA_FEATURES: &[&str] = &[
 /// (registers could not be put back).
 fn check_cpu(record: &SessionRecord, info: &crate::image::ImageInfo, force: bool) -> Result<()> {
     let here = crate::image::ImageInfo::here().cpu_features;
-    let missing: Vec<&str> = ISA_FEATURES
-        .iter()
-        .copied()
-        .filter(|f| info.cpu_features.iter().any(|g| g == f) && !here.iter().any(|g| g == f))
-        .collect();
+    let missing =
+        crate::machine::missing_features(&info.cpu_features, record.machine.cpu_baseline, &here);
     if !missing.is_empty() && !force {
         bail!(
-            "this CPU lacks {} that the checkpointed machine had (the session's programs may use them); --force to resume anyway",
-            missing.join(", ")
-        );
-    }
-    let size = std::arch::x86_64::__cpuid_count(0xd, 0).ebx as usize;
-    if let Some(th) = record.processes.iter().flat_map(|p| &p.threads).next()
-        && th.xstate.len() != size
-    {
-        bail!(
-            "the image's XSAVE state is {} bytes and this CPU's {size}: resuming on another CPU is not supported yet",
-            th.xstate.len()
+            "{}",
+            crate::machine::missing_message(&missing, record.machine.cpu_baseline)
         );
     }
     Ok(())
@@ -532,6 +524,11 @@ impl<'a> Restorer<'a> {
     /// trampoline goes with the last injected call of each process; then every thread is
     /// let go at once.
     fn finish(&mut self) -> Result<()> {
+        // Registers go back in this CPU's XSAVE layout (another CPU's offsets are moved).
+        let xsave = (
+            self.record.machine.xsave.clone(),
+            crate::machine::XsaveLayout::here(),
+        );
         for (&pid, p) in &self.procs {
             let rec = p.rec;
             // Close the transfer socket, drop the capabilities a copy of the init has and
@@ -564,14 +561,14 @@ impl<'a> Restorer<'a> {
                     .map_err(|e| anyhow!("process {pid}: {e}"))?;
             }
             for (th, &tid) in rec.threads.iter().zip(&p.tids).skip(1) {
-                set_final(tid, th)?;
+                set_final(tid, th, &xsave)?;
             }
             // The trampoline goes last; the main thread's registers are set at that call's
             // exit stop, so nothing of the removed page runs again.
             p.inj
                 .raw(nr::MUNMAP, &[self.tramp, TRAMPOLINE_PAGES * PAGE])
                 .with_context(|| format!("process {pid}: removing the trampoline"))?;
-            set_final(pid, &rec.threads[0])?;
+            set_final(pid, &rec.threads[0], &xsave)?;
         }
         for p in self.procs.values() {
             for (th, &tid) in p.rec.threads.iter().zip(&p.tids) {
@@ -642,11 +639,16 @@ fn step_into_call(tid: i32) -> Result<()> {
 }
 
 /// A thread's saved registers (a call it was in is re-issued), XSAVE state and mask.
-fn set_final(tid: i32, th: &crate::ckpt::dump::ThreadRecord) -> Result<()> {
+fn set_final(
+    tid: i32,
+    th: &crate::ckpt::dump::ThreadRecord,
+    xsave: &(crate::machine::XsaveLayout, crate::machine::XsaveLayout),
+) -> Result<()> {
     let mut regs: t::Regs = [0; 27];
     regs.copy_from_slice(&th.regs);
     let regs = crate::inject::restart_regs(regs, false);
-    t::ptrace_set_xstate(tid, &th.xstate)
+    let xstate = xsave.0.convert(&xsave.1, &th.xstate);
+    t::ptrace_set_xstate(tid, &xstate)
         .with_context(|| format!("thread {tid}: setting the FPU/AVX state"))?;
     t::ptrace_setregs(tid, &regs).with_context(|| format!("thread {tid}: setting registers"))?;
     t::ptrace_set_sigmask(tid, th.blocked_signals)

@@ -299,6 +299,22 @@ pub fn move_fd(fd: OwnedFd, to: RawFd) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(to) })
 }
 
+/// XCR0: the XSAVE state components the kernel enabled for user space.
+pub fn xcr0() -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: XGETBV with ECX = 0 reads XCR0; every x86-64 CPU Linux runs with XSAVE
+    // enabled has it (OSXSAVE), and it touches no memory.
+    unsafe {
+        std::arch::asm!("xgetbv", in("ecx") 0u32, out("eax") lo, out("edx") hi, options(nomem, nostack));
+    }
+    (u64::from(hi) << 32) | u64::from(lo)
+}
+
+pub fn sethostname(name: &str) -> io::Result<()> {
+    check(unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) })?;
+    Ok(())
+}
+
 /// An empty memfd (close-on-exec).
 pub fn memfd(name: &CStr) -> io::Result<OwnedFd> {
     let fd = check(unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) })?;

@@ -114,12 +114,6 @@ fn name_already_in_use() {
     );
     assert!(screen.contains("EXIT=1"));
     assert_eq!(env.sessions().len(), 1);
-    // Writing an image to standard output is for later.
-    let err = one_error_line(&env.crterm(&["checkpoint", "dup", "-o", "-"]));
-    assert!(
-        err.contains("standard output is not supported yet"),
-        "{err}"
-    );
 }
 
 #[test]

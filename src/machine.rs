@@ -1,0 +1,326 @@
+//! This machine as an image sees it, and what an image made on another one needs of it:
+//! instruction-set features, the XSAVE layout of the extended registers, the kernel's vDSO
+//! layout. `crterm check` prints it; resume refuses by the same rules.
+//!
+//! Policies (README, "Resuming on another machine"):
+//! * CPU features: a program may have picked code paths by any feature of the machine it
+//!   started on (glibc does, at start-up), so every feature of the image's machine must be
+//!   here, unless the session ran with `--cpu baseline` (glibc told to use x86-64-v2 code
+//!   only): then the x86-64-v2 features are enough.
+//! * XSAVE: the registers are carried in the standard (non-compacted) XSAVE format, whose
+//!   component offsets differ between CPUs (AMD packs AVX-512 where Intel leaves room for
+//!   MPX); the image records its machine's offsets, and the state is moved component by
+//!   component into this CPU's layout. Components this CPU lacks are dropped (a baseline
+//!   session does not use them).
+//! * vDSO: glibc keeps pointers into it; it is placed at its old address, which needs the
+//!   same layout of `[vvar]`, `[vvar_vclock]` and `[vdso]`.
+
+use serde::{Deserialize, Serialize};
+
+/// The x86-64-v2 micro-architecture level, as /proc/cpuinfo names its features (`pni` is
+/// SSE3, `cx16` CMPXCHG16B, `lahf_lm` LAHF/SAHF in long mode).
+pub const X86_64_V2: &[&str] = &[
+    "fxsr", "sse", "sse2", "pni", "ssse3", "sse4_1", "sse4_2", "popcnt", "cx16", "lahf_lm",
+];
+
+const X86_64_V3: &[&str] = &[
+    "avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "movbe", "xsave",
+];
+
+const X86_64_V4: &[&str] = &["avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"];
+
+/// glibc's tunables for `crterm start --cpu baseline`: with XSAVE and XSAVEC off, glibc
+/// also turns off every feature that needs them (AVX and up) and its lazy-binding
+/// trampoline saves registers with FXSAVE, whose size is the same on every CPU; the
+/// scalar x86-64-v3 features go too. Its string functions and its choice of
+/// `glibc-hwcaps` library directories then stay at x86-64-v2.
+pub const BASELINE_TUNABLES: &str = "glibc.cpu.hwcaps=-XSAVEC,-XSAVE,-AVX,-AVX2,-AVX512F,-AVX512BW,-AVX512CD,-AVX512DQ,-AVX512VL,-FMA,-F16C,-BMI1,-BMI2,-LZCNT,-MOVBE";
+
+/// `GLIBC_TUNABLES` for a baseline session: the baseline added to what the user has.
+pub fn baseline_environment(current: Option<&str>) -> String {
+    match current {
+        Some(c) if !c.is_empty() => format!("{c}:{BASELINE_TUNABLES}"),
+        _ => BASELINE_TUNABLES.to_string(),
+    }
+}
+
+/// The highest x86-64 micro-architecture level the features make.
+pub fn x86_64_level(features: &[String]) -> u8 {
+    let has = |set: &[&str]| set.iter().all(|f| features.iter().any(|g| g == f));
+    match (has(X86_64_V2), has(X86_64_V3), has(X86_64_V4)) {
+        (true, true, true) => 4,
+        (true, true, false) => 3,
+        (true, false, _) => 2,
+        _ => 1,
+    }
+}
+
+/// Names of the XSAVE components, by number.
+pub fn component_name(i: u8) -> String {
+    match i {
+        0 => "x87".into(),
+        1 => "sse".into(),
+        2 => "avx".into(),
+        3 => "mpx-bndregs".into(),
+        4 => "mpx-bndcsr".into(),
+        5 => "avx512-opmask".into(),
+        6 => "avx512-zmm-hi256".into(),
+        7 => "avx512-hi16-zmm".into(),
+        9 => "pkru".into(),
+        17 => "amx-tilecfg".into(),
+        18 => "amx-tiledata".into(),
+        19 => "apx".into(),
+        n => format!("component {n}"),
+    }
+}
+
+/// Where the XSAVE standard format puts each user component on a machine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct XsaveLayout {
+    /// The user state components the kernel enabled (XCR0).
+    pub xcr0: u64,
+    /// The size of the whole area for those components.
+    pub size: u32,
+    /// (component, offset, size) for components 2 and up.
+    pub components: Vec<(u8, u32, u32)>,
+}
+
+/// Offset of XSTATE_BV (which components the area holds) in the header after the
+/// 512-byte legacy region.
+const XSTATE_BV: usize = 512;
+const LEGACY_AND_HEADER: usize = 576;
+/// Where ptrace's XSAVE area says which components XCR0 enables.
+const SW_XCR0: usize = 464;
+
+impl XsaveLayout {
+    /// This CPU's layout, from CPUID leaf 0xD and XCR0.
+    pub fn here() -> XsaveLayout {
+        let xcr0 = crate::sys::xcr0();
+        let size = std::arch::x86_64::__cpuid_count(0xd, 0).ebx;
+        let components = (2u8..63)
+            .filter(|&i| xcr0 & (1 << i) != 0)
+            .map(|i| {
+                let r = std::arch::x86_64::__cpuid_count(0xd, i as u32);
+                (i, r.ebx, r.eax)
+            })
+            .collect();
+        XsaveLayout {
+            xcr0,
+            size,
+            components,
+        }
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        (0u8..63)
+            .filter(|&i| self.xcr0 & (1 << i) != 0)
+            .map(component_name)
+            .collect()
+    }
+
+    /// Move an XSAVE area (standard format, from ptrace) in layout `self` into layout
+    /// `to`: the legacy region and the header as they are, each component both layouts
+    /// have from its offset here to its offset there; components `to` lacks are dropped
+    /// from the header (their registers start from their initial state).
+    pub fn convert(&self, to: &XsaveLayout, area: &[u8]) -> Vec<u8> {
+        if self == to {
+            return area.to_vec();
+        }
+        let mut out = vec![0u8; (to.size as usize).max(LEGACY_AND_HEADER)];
+        let head = LEGACY_AND_HEADER.min(area.len());
+        out[..head].copy_from_slice(&area[..head]);
+        let mut bv = if area.len() >= XSTATE_BV + 8 {
+            u64::from_le_bytes(area[XSTATE_BV..XSTATE_BV + 8].try_into().expect("8 bytes"))
+        } else {
+            0
+        };
+        bv &= to.xcr0;
+        for &(i, from_off, len) in &self.components {
+            let Some(&(_, to_off, to_len)) = to.components.iter().find(|c| c.0 == i) else {
+                continue;
+            };
+            let (from_off, to_off) = (from_off as usize, to_off as usize);
+            let len = len.min(to_len) as usize;
+            if bv & (1 << i) == 0 || from_off + len > area.len() || to_off + len > out.len() {
+                continue;
+            }
+            out[to_off..to_off + len].copy_from_slice(&area[from_off..from_off + len]);
+        }
+        // Components only `to` has, or that did not fit, start from their initial state.
+        for i in 2u8..63 {
+            if bv & (1 << i) != 0
+                && !(self.components.iter().any(|c| c.0 == i)
+                    && to.components.iter().any(|c| c.0 == i))
+            {
+                bv &= !(1 << i);
+            }
+        }
+        out[XSTATE_BV..XSTATE_BV + 8].copy_from_slice(&bv.to_le_bytes());
+        // ptrace puts XCR0 in the legacy region's software-reserved bytes (where gdb
+        // reads it): say this machine's.
+        out[SW_XCR0..SW_XCR0 + 8].copy_from_slice(&to.xcr0.to_le_bytes());
+        out
+    }
+}
+
+/// What a machine that makes images records about itself, beyond the image header.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MachineRecord {
+    pub xsave: XsaveLayout,
+    /// The session ran with `--cpu baseline`: x86-64-v2 code only.
+    pub cpu_baseline: bool,
+    /// The host name the session's programs saw (its UTS namespace's).
+    pub hostname: String,
+}
+
+/// The kernel's special mappings ([vvar], [vvar_vclock], [vdso]) as (name, size) in
+/// address order, from `(name, start, end)` of a process's mappings.
+pub fn vdso_layout<'m>(maps: impl Iterator<Item = (&'m str, u64, u64)>) -> Vec<(String, u64)> {
+    let mut v: Vec<(String, u64, u64)> = maps
+        .filter(|(n, _, _)| matches!(*n, "[vvar]" | "[vvar_vclock]" | "[vdso]"))
+        .map(|(n, s, e)| (n.to_string(), s, e))
+        .collect();
+    v.sort_by_key(|m| m.1);
+    v.into_iter().map(|(n, s, e)| (n, e - s)).collect()
+}
+
+/// This kernel's vDSO layout (as it maps it into this process).
+pub fn vdso_layout_here() -> Vec<(String, u64)> {
+    let text = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+    let maps: Vec<(String, u64, u64)> = text
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (s, e) = f.next()?.split_once('-')?;
+            let name = f.nth(4).unwrap_or("").to_string();
+            Some((
+                name,
+                u64::from_str_radix(s, 16).ok()?,
+                u64::from_str_radix(e, 16).ok()?,
+            ))
+        })
+        .collect();
+    vdso_layout(maps.iter().map(|(n, s, e)| (n.as_str(), *s, *e)))
+}
+
+/// `[vvar] 4 pages, [vdso] 2 pages`
+pub fn describe_vdso(layout: &[(String, u64)]) -> String {
+    layout
+        .iter()
+        .map(|(n, size)| format!("{n} {} pages", size / 4096))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The one line resume (and `crterm check`) says when the vDSO layouts differ.
+pub fn vdso_message(theirs: &[(String, u64)], here: &[(String, u64)]) -> String {
+    format!(
+        "the image was made on a kernel with another vDSO layout ({}; this kernel: {}); resuming on another kernel is not supported yet",
+        describe_vdso(theirs),
+        describe_vdso(here)
+    )
+}
+
+/// The instruction-set features an image needs here: every one its machine had, or for a
+/// baseline session those of x86-64-v2; returns those this CPU lacks.
+pub fn missing_features(image_features: &[String], baseline: bool, here: &[String]) -> Vec<String> {
+    let needed: Vec<&str> = if baseline {
+        X86_64_V2.to_vec()
+    } else {
+        crate::restore::ISA_FEATURES
+            .iter()
+            .copied()
+            .filter(|f| image_features.iter().any(|g| g == f))
+            .collect()
+    };
+    needed
+        .into_iter()
+        .filter(|f| !here.iter().any(|g| g == f))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The one line resume (and `crterm check`) says when features are missing.
+pub fn missing_message(missing: &[String], baseline: bool) -> String {
+    if baseline {
+        format!(
+            "this CPU lacks {} of x86-64-v2, which the session (started with --cpu baseline) needs; --force to resume anyway",
+            missing.join(", ")
+        )
+    } else {
+        format!(
+            "this CPU lacks {} that the checkpointed machine had (the session's programs may use them; `crterm start --cpu baseline` makes sessions that need only x86-64-v2); --force to resume anyway",
+            missing.join(", ")
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A CPU that packs AVX-512 right after AVX (no room for MPX, as AMD's do), and QEMU's
+    /// `-cpu max` under TCG (MPX, PKRU, no AVX-512: the other-kernel test's guest).
+    fn packed_avx512() -> XsaveLayout {
+        XsaveLayout {
+            xcr0: 0xe7,
+            size: 2432,
+            components: vec![(2, 576, 256), (5, 832, 64), (6, 896, 512), (7, 1408, 1024)],
+        }
+    }
+
+    fn qemu_max() -> XsaveLayout {
+        XsaveLayout {
+            xcr0: 0x21f,
+            size: 2696,
+            components: vec![(2, 576, 256), (3, 960, 64), (4, 1024, 64), (9, 2688, 8)],
+        }
+    }
+
+    #[test]
+    fn xsave_state_moves_between_layouts_component_by_component() {
+        let from = packed_avx512();
+        let mut area = vec![0u8; 2432];
+        for (i, b) in area[..512].iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        // XCR0 where ptrace writes it.
+        area[464..472].copy_from_slice(&0xe7u64.to_le_bytes());
+        area[512..520].copy_from_slice(&0xe7u64.to_le_bytes());
+        area[576..832].fill(0xaa); // YMM upper halves
+        area[832..896].fill(0xbb); // opmask
+        let out = from.convert(&qemu_max(), &area);
+        assert_eq!(out.len(), 2696);
+        assert_eq!(out[..464], area[..464], "legacy region kept");
+        assert_eq!(out[472..512], area[472..512]);
+        assert!(out[576..832].iter().all(|&b| b == 0xaa), "AVX state moved");
+        assert_eq!(
+            u64::from_le_bytes(out[512..520].try_into().unwrap()),
+            0x07,
+            "x87, SSE, AVX kept; AVX-512 dropped"
+        );
+        assert!(out[832..].iter().all(|&b| b == 0), "nothing else written");
+        assert_eq!(u64::from_le_bytes(out[464..472].try_into().unwrap()), 0x21f);
+        // And back: the AVX state again at its place.
+        let back = qemu_max().convert(&from, &out);
+        assert_eq!(back.len(), 2432);
+        assert_eq!(back[576..832], area[576..832]);
+        assert_eq!(u64::from_le_bytes(back[512..520].try_into().unwrap()), 0x07);
+    }
+
+    #[test]
+    fn levels_and_baseline_needs() {
+        let v2: Vec<String> = X86_64_V2.iter().map(|s| s.to_string()).collect();
+        assert_eq!(x86_64_level(&v2), 2);
+        let mut v4 = v2.clone();
+        v4.extend(X86_64_V3.iter().chain(X86_64_V4).map(|s| s.to_string()));
+        assert_eq!(x86_64_level(&v4), 4);
+        assert!(missing_features(&v4, true, &v2).is_empty());
+        let missing = missing_features(&v4, false, &v2);
+        assert!(missing.contains(&"avx512f".to_string()) && missing.contains(&"avx2".to_string()));
+        assert_eq!(
+            baseline_environment(Some("glibc.malloc.check=3")),
+            format!("glibc.malloc.check=3:{BASELINE_TUNABLES}")
+        );
+    }
+}

@@ -564,7 +564,8 @@ fn a_damaged_image_is_refused_with_one_line_and_nothing_started() {
     }
 }
 
-const GOLDEN_SESSION: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/session-v1.img");
+pub(crate) const GOLDEN_SESSION: &str =
+    concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/session-v1.img");
 
 /// Every build must still read, and resume, the image of a trivial session an earlier
 /// build wrote (tests/golden/trivial.c: no libc, so the image is small; its program is
@@ -706,20 +707,30 @@ fn a_changed_file_the_session_writes_is_refused_unless_forced_a_grown_log_is_fin
     );
 }
 
-/// The golden image rewritten as if made on a CPU with one more feature than this one.
-fn image_from_a_richer_cpu(dest: &Path) -> String {
-    use crterm::image::{self, SectionKind};
+/// A feature crterm checks that this CPU lacks.
+pub(crate) fn a_feature_this_cpu_lacks() -> String {
     let here = crterm::image::ImageInfo::here();
-    let extra = crterm::restore::ISA_FEATURES
+    crterm::restore::ISA_FEATURES
         .iter()
         .copied()
         .find(|f| !here.cpu_features.iter().any(|g| g == f))
-        .expect("no CPU has every feature crterm checks");
-    let img = image::read_file(Path::new(GOLDEN_SESSION)).unwrap();
+        .expect("no CPU has every feature crterm checks")
+        .to_string()
+}
+
+/// Image `src` written again to `dest` after `change` to its header and session record
+/// (as if made elsewhere); mode 0644, so that the test user can read it.
+pub(crate) fn rewrite_image(
+    src: &Path,
+    dest: &Path,
+    change: impl FnOnce(&mut crterm::image::ImageInfo, &mut crterm::ckpt::dump::SessionRecord),
+) {
+    use crterm::image::{self, SectionKind};
+    let img = image::read_file(src).unwrap();
     let mut info = img.info.clone();
-    info.cpu_features.push(extra.to_string());
     let term: crterm::term_model::Term = img.meta(SectionKind::TERM_MODEL).unwrap();
-    let record: crterm::ckpt::dump::SessionRecord = img.meta(SectionKind::SESSION).unwrap();
+    let mut record: crterm::ckpt::dump::SessionRecord = img.meta(SectionKind::SESSION).unwrap();
+    change(&mut info, &mut record);
     image::write_file(dest, &info, |w| {
         w.meta(SectionKind::TERM_MODEL, &term)?;
         for kind in [SectionKind::PAGES, SectionKind::FILES] {
@@ -730,7 +741,17 @@ fn image_from_a_richer_cpu(dest: &Path) -> String {
         w.meta(SectionKind::SESSION, &record)
     })
     .unwrap();
-    extra.to_string()
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dest, std::fs::Permissions::from_mode(0o644)).unwrap();
+}
+
+/// The golden image rewritten as if made on a CPU with one more feature than this one.
+fn image_from_a_richer_cpu(dest: &Path) -> String {
+    let extra = a_feature_this_cpu_lacks();
+    rewrite_image(Path::new(GOLDEN_SESSION), dest, |info, _| {
+        info.cpu_features.push(extra.clone())
+    });
+    extra
 }
 
 #[test]
@@ -738,10 +759,6 @@ fn a_cpu_without_a_feature_the_image_had_is_refused_unless_forced() {
     let env = Env::unprivileged();
     let image = env.dir.path().join("richer.img");
     let extra = image_from_a_richer_cpu(&image);
-    let _ = std::process::Command::new("chmod")
-        .arg("644")
-        .arg(&image)
-        .output();
     let wide = other_tmux(&env);
     resume_in(&env, &wide, "r", 250, 30, &image);
     let screen = wide.wait_text("r", "CRTERM_EXIT=", T);

@@ -1,7 +1,7 @@
 //! The command line: clap structs in, plain calls out. No clap type leaves this module.
 
 use crate::config;
-use crate::pty_proxy::protocol::{FrameReader, ToClient, ToDaemon};
+use crate::pty_proxy::protocol::{CheckpointOrder, FrameReader, ToClient, ToDaemon};
 use crate::pty_proxy::{client, daemon, paths};
 use crate::sys::{self, WinSize};
 use anyhow::{Context, Result, bail};
@@ -67,6 +67,10 @@ enum Cmd {
         /// back closed; fail, naming them, if some are still open then.
         #[arg(long, value_name = "SECS", default_value_t = 0)]
         wait_connections: u32,
+        /// Carry the content of open regular files up to this size (bytes, or with K, M,
+        /// G), so that a resume where they are missing makes them again; 0: none.
+        #[arg(long, value_name = "SIZE", default_value = "4M", value_parser = parse_size)]
+        carry_files: u64,
     },
     /// Bring a checkpointed session back in this terminal.
     Resume {
@@ -115,6 +119,8 @@ enum Cmd {
         wait_connections: u32,
         #[arg(long)]
         cpu_baseline: bool,
+        #[arg(long)]
+        carry_files: u64,
     },
     /// The session daemon (started by `crterm start`).
     #[command(name = "__daemon", hide = true)]
@@ -193,6 +199,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             out,
             wait_connections,
             cpu_baseline,
+            carry_files,
         } => {
             let line = crate::ckpt::dumper::run(&crate::ckpt::dumper::DumpRequest {
                 root,
@@ -201,6 +208,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 out: &out,
                 wait_connections: std::time::Duration::from_secs(wait_connections.into()),
                 cpu_baseline,
+                carry_files,
             });
             println!("{line}");
             Ok(0)
@@ -210,7 +218,17 @@ pub fn run(cli: Cli) -> Result<i32> {
             output,
             exit,
             wait_connections,
-        } => checkpoint(&name, output, exit, wait_connections),
+            carry_files,
+        } => checkpoint(
+            &name,
+            output,
+            CheckpointOrder {
+                exit,
+                path: String::new(),
+                wait: wait_connections,
+                carry_files,
+            },
+        ),
         Cmd::Daemon {
             name,
             socket,
@@ -639,7 +657,7 @@ fn format_time(unix: u64) -> String {
     )
 }
 
-fn checkpoint(name: &str, output: Option<PathBuf>, exit: bool, wait: u32) -> Result<i32> {
+fn checkpoint(name: &str, output: Option<PathBuf>, mut order: CheckpointOrder) -> Result<i32> {
     paths::check_name(name)?;
     // The daemon has another working directory: send it an absolute path.
     let stream = output.as_ref().is_some_and(|p| p.as_os_str() == "-");
@@ -652,11 +670,9 @@ fn checkpoint(name: &str, output: Option<PathBuf>, exit: bool, wait: u32) -> Res
         Some(p) => p,
         None => PathBuf::new(),
     };
-    let msg = ToDaemon::Checkpoint {
-        exit,
-        path: path.display().to_string(),
-        wait,
-    };
+    order.path = path.display().to_string();
+    let wait = order.wait;
+    let msg = ToDaemon::Checkpoint(order);
     let stdout = std::io::stdout();
     let passed = stream.then(|| stdout.as_fd());
     match ask_passing(name, msg, passed, 600 + u64::from(wait))? {
@@ -672,4 +688,29 @@ fn checkpoint(name: &str, output: Option<PathBuf>, exit: bool, wait: u32) -> Res
         ToClient::Checkpointed { ok: false, text } | ToClient::Refused(text) => bail!("{text}"),
         _ => bail!("unexpected answer from session {name}"),
     }
+}
+
+/// A size as `4096`, `64K`, `4M`, `1G`.
+fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let (digits, unit) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => t.split_at(i),
+        None => (t, ""),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (as 4096, 64K, 4M, 1G)"))?;
+    let scale = match unit
+        .to_ascii_uppercase()
+        .trim_end_matches("IB")
+        .trim_end_matches('B')
+    {
+        "" => 1,
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        _ => return Err(format!("{text:?} is not a size (as 4096, 64K, 4M, 1G)")),
+    };
+    n.checked_mul(scale)
+        .ok_or_else(|| format!("{text:?} is too large"))
 }

@@ -380,10 +380,15 @@ pub struct FileIdentity {
     pub ino: u64,
     pub size: u64,
     pub mtime_ns: i128,
+    /// Permission bits, for a file made again where it is missing.
+    pub mode: u32,
     /// SHA-256 of its content (files up to `HASHED_FILE_LIMIT`), read after the thaw: a
     /// file changed with its size and mtime kept is caught too.
     pub sha256: Option<String>,
 }
+
+/// Open regular files up to this size are carried unless `--carry-files` says otherwise.
+pub const DEFAULT_CARRY_FILES: u64 = 4 << 20;
 
 /// Files deleted while open are carried up to this size.
 pub const DELETED_FILE_LIMIT: u64 = 1 << 30;
@@ -455,6 +460,7 @@ fn fd_kind_and_identity(link: &str, path: &str) -> (FdKind, Option<FileIdentity>
         ino: m.ino(),
         size: m.size(),
         mtime_ns: m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
+        mode: m.mode() & 0o7777,
         sha256: None,
     });
     (kind, identity)
@@ -1421,6 +1427,7 @@ fn carry_files<W: Write + Send>(
             dev: m.dev,
             inode: m.inode,
             file: None,
+            limit: None,
         })
         .chain(deleted)
         .collect();
@@ -1452,13 +1459,33 @@ fn carry_files<W: Write + Send>(
                 by_inode.insert(key, None);
                 continue;
             }
-            let mut hasher = Sha256::new();
-            loop {
-                let n = file.read(&mut buf)?;
-                if n == 0 {
-                    break;
+            // An open file: whole, or not at all.
+            let whole = match m.limit {
+                Some(limit) => {
+                    let mut content = Vec::new();
+                    (&mut file).take(limit + 1).read_to_end(&mut content)?;
+                    if content.len() as u64 > limit {
+                        not_carried(
+                            record,
+                            &format!("larger than --carry-files ({limit} bytes)"),
+                        );
+                        by_inode.insert(key, None);
+                        continue;
+                    }
+                    Some(content)
                 }
-                hasher.update(&buf[..n]);
+                None => None,
+            };
+            let mut hasher = Sha256::new();
+            match &whole {
+                Some(content) => hasher.update(content),
+                None => loop {
+                    let n = file.read(&mut buf)?;
+                    if n == 0 {
+                        break;
+                    }
+                    hasher.update(&buf[..n]);
+                },
             }
             let sha256: String = hasher
                 .finalize()
@@ -1478,18 +1505,29 @@ fn carry_files<W: Write + Send>(
             }
             // A new content: send it (read again from the page cache, where hashing just
             // put it).
-            file.seek(std::io::SeekFrom::Start(0))?;
             let mut size = 0u64;
+            let mut from = whole.as_deref();
+            if from.is_none() {
+                file.seek(std::io::SeekFrom::Start(0))?;
+            }
             loop {
                 let mut chunk = feed.buffer()?;
-                let n = read_full(&mut file, &mut chunk)?;
+                let n = match &mut from {
+                    Some(rest) => {
+                        let n = rest.len().min(CHUNK_SIZE);
+                        chunk[..n].copy_from_slice(&rest[..n]);
+                        *rest = &rest[n..];
+                        n
+                    }
+                    None => read_full(&mut file, &mut chunk)?,
+                };
                 size += n as u64;
                 feed.send(chunk, n)?;
                 if n < CHUNK_SIZE {
                     break;
                 }
             }
-            if size != meta.size() {
+            if whole.is_none() && size != meta.size() {
                 return Err(io::Error::other(format!(
                     "{} changed while it was being saved",
                     m.path
@@ -1507,24 +1545,34 @@ fn carry_files<W: Write + Send>(
     })
 }
 
-/// A file whose content the image carries: mapped, or deleted while open (then `file` is
-/// a descriptor of it, opened while the session was frozen).
+/// A file whose content the image carries: mapped, or open (then `file` is a descriptor
+/// of it, opened through its holder's while the session was frozen).
 struct FileToCarry {
     path: String,
     dev: (u32, u32),
     inode: u64,
     file: Option<std::fs::File>,
+    /// An open file the session may go on writing to: carried only up to this size, read
+    /// whole before it is sent, so that a file still growing is not carried half.
+    limit: Option<u64>,
 }
 
-/// Files deleted while the session holds them open: opened now (through the holder's
-/// descriptor, while the session is frozen) so that their content can be carried.
-fn open_deleted_files(record: &SessionRecord, hosts: &[i32]) -> Vec<FileToCarry> {
+/// Files the session holds open whose content the image carries: those deleted while open
+/// (up to `DELETED_FILE_LIMIT`), and the others up to `carry_limit` (a resume where they
+/// are missing makes them again). Opened now, through the holder's descriptor while the
+/// session is frozen.
+fn open_files_to_carry(
+    record: &SessionRecord,
+    hosts: &[i32],
+    carry_limit: u64,
+) -> Vec<FileToCarry> {
     let live = record.processes.iter().filter(|p| p.zombie.is_none());
     let mut out: Vec<FileToCarry> = Vec::new();
     for (p, &host) in live.zip(hosts) {
         for f in &p.fds {
             let Some(id) = &f.identity else { continue };
-            if f.kind != FdKind::File || !f.target.ends_with(" (deleted)") {
+            let deleted = f.target.ends_with(" (deleted)");
+            if f.kind != FdKind::File || (!deleted && id.size > carry_limit) {
                 continue;
             }
             let dev = (libc::major(id.dev), libc::minor(id.dev));
@@ -1537,6 +1585,9 @@ fn open_deleted_files(record: &SessionRecord, hosts: &[i32]) -> Vec<FileToCarry>
                     dev,
                     inode: id.ino,
                     file: Some(file),
+                    // A deleted file (checked against `DELETED_FILE_LIMIT` already) is
+                    // streamed; nothing but its holders can change it.
+                    limit: (!deleted).then_some(carry_limit),
                 });
             }
         }
@@ -1661,6 +1712,8 @@ pub struct About<'a> {
     pub command: &'a str,
     /// Started with `--cpu baseline`.
     pub cpu_baseline: bool,
+    /// Open regular files up to this size are carried (`--carry-files`).
+    pub carry_files: u64,
 }
 
 /// The page data is one stream, the runs of `page_runs` one after another, cut into
@@ -1783,7 +1836,7 @@ pub fn dump<W: Write + Send>(
         }
         number_descriptions(&mut record, &hosts)?;
         let masters = take_pty_queues(&mut record, &hosts);
-        deleted = open_deleted_files(&record, &hosts);
+        deleted = open_files_to_carry(&record, &hosts, about.carry_files);
         before_thaw(&record);
         put_back_queues(&record, &masters);
         made_dumpable.undo();

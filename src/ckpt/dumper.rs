@@ -42,6 +42,8 @@ pub struct DumpRequest<'a> {
     pub wait_connections: std::time::Duration,
     /// The session runs with `--cpu baseline`.
     pub cpu_baseline: bool,
+    /// Open regular files up to this size are carried.
+    pub carry_files: u64,
 }
 
 /// Freeze the session; with `wait_connections`, only once no process of it holds a
@@ -124,6 +126,7 @@ fn dump_session(req: &DumpRequest) -> Result<String, String> {
                 name: req.name,
                 command: req.command,
                 cpu_baseline: req.cpu_baseline,
+                carry_files: req.carry_files,
             },
             &term,
             PAGE_BUDGET,

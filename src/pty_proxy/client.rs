@@ -2,7 +2,7 @@
 //! prefix key's commands. Whatever happens (exit, error, SIGTERM, SIGHUP, panic) the
 //! user's terminal gets its settings back.
 
-use super::protocol::{FrameReader, ToClient, ToDaemon};
+use super::protocol::{CheckpointOrder, FrameReader, ToClient, ToDaemon};
 use crate::sys::{self, PollFd, PollFdExt, Termios, WinSize};
 use anyhow::{Context, Result, bail};
 use std::io::{Read, Write};
@@ -228,16 +228,8 @@ fn relay(stream: &mut UnixStream, signals: BorrowedFd, prefix: u8) -> Result<Out
                 if prefix_pending {
                     prefix_pending = false;
                     let command = match b {
-                        b'd' => Some(ToDaemon::Checkpoint {
-                            exit: true,
-                            path: String::new(),
-                            wait: 0,
-                        }),
-                        b'c' => Some(ToDaemon::Checkpoint {
-                            exit: false,
-                            path: String::new(),
-                            wait: 0,
-                        }),
+                        b'd' => Some(ToDaemon::Checkpoint(CheckpointOrder::from_keys(true))),
+                        b'c' => Some(ToDaemon::Checkpoint(CheckpointOrder::from_keys(false))),
                         b'x' => Some(ToDaemon::Detach),
                         b'?' => {
                             help_shown = true;

@@ -11,7 +11,9 @@
 //! terminal cannot be opened gets the same bytes as Output frames and writes them itself.
 
 use super::overlay;
-use super::protocol::{self, ByteQueue, FrameReader, SessionInfo, ToClient, ToDaemon};
+use super::protocol::{
+    self, ByteQueue, CheckpointOrder, FrameReader, SessionInfo, ToClient, ToDaemon,
+};
 use super::terminal_writer::TerminalWriter;
 use super::world::{self, World};
 use crate::sys::{self, PollFd, PollFdExt, WinSize};
@@ -534,10 +536,11 @@ impl Daemon {
                 c.attached = false;
                 c.closing = true;
             }
-            ToDaemon::Checkpoint { exit, path, wait } => {
+            ToDaemon::Checkpoint(order) => {
                 let conn = self.conns[i].id;
                 let stream = self.conns[i].passed.take();
-                if let Err(text) = self.start_dump(conn, &path, stream, exit, wait) {
+                let exit = order.exit;
+                if let Err(text) = self.start_dump(conn, &order, stream) {
                     self.checkpoint_done(conn, false, text, exit, None);
                 }
             }
@@ -575,11 +578,10 @@ impl Daemon {
     fn start_dump(
         &mut self,
         conn: u64,
-        path: &str,
+        order: &CheckpointOrder,
         passed: Option<OwnedFd>,
-        exit: bool,
-        wait: u32,
     ) -> Result<(), String> {
+        let (path, exit) = (order.path.as_str(), order.exit);
         if self.dump.is_some() {
             return Err("a checkpoint of this session is already under way".into());
         }
@@ -619,7 +621,9 @@ impl Daemon {
             .arg("--out")
             .arg(&path)
             .arg("--wait-connections")
-            .arg(wait.to_string())
+            .arg(order.wait.to_string())
+            .arg("--carry-files")
+            .arg(order.carry_files.to_string())
             .args(self.cpu_baseline.then_some("--cpu-baseline"))
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())

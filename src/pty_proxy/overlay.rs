@@ -8,24 +8,38 @@ use crate::config::key_name;
 /// cut to the width (a wrap on the last row would scroll the screen); the cursor stays
 /// where it was.
 pub fn notice(text: &str, cols: usize, rows: usize) -> Vec<u8> {
-    // One line per line of `text`, on the last rows (as many as fit above the first).
-    let lines: Vec<&str> = text.lines().collect();
-    let shown = &lines[..lines.len().min(rows.max(1))];
+    // One row per line of `text`, a line too long for the screen going on in the rows
+    // below it; on the last rows (as many as fit, the first lines first).
+    let width = cols.saturating_sub(1).max(8);
+    let mut rows_text: Vec<String> = Vec::new();
+    for text in text.lines() {
+        let mut line = format!(" crterm: {text} ");
+        loop {
+            let mut used = 0;
+            let cut = line
+                .char_indices()
+                .find(|(_, c)| {
+                    used += unicode_width::UnicodeWidthChar::width(*c).unwrap_or(0);
+                    used > width
+                })
+                .map(|(i, _)| i);
+            match cut {
+                Some(i) => {
+                    let rest = format!("   {}", &line[i..]);
+                    line.truncate(i);
+                    rows_text.push(std::mem::replace(&mut line, rest));
+                }
+                None => {
+                    rows_text.push(line);
+                    break;
+                }
+            }
+        }
+    }
+    let shown = &rows_text[..rows_text.len().min(rows.max(1))];
     let first_row = rows + 1 - shown.len();
     let mut out = String::from("\x1b7");
-    for (i, text) in shown.iter().enumerate() {
-        let mut line = format!(" crterm: {text} ");
-        let mut width = 0;
-        let cut = line
-            .char_indices()
-            .find(|(_, c)| {
-                width += unicode_width::UnicodeWidthChar::width(*c).unwrap_or(0);
-                width > cols.saturating_sub(1)
-            })
-            .map(|(i, _)| i);
-        if let Some(i) = cut {
-            line.truncate(i);
-        }
+    for (i, line) in shown.iter().enumerate() {
         out.push_str(&format!(
             "\x1b[{};1H\x1b[0;7m{line}\x1b[0m\x1b[K",
             first_row + i

@@ -7,6 +7,32 @@ use std::io;
 
 pub const MAX_FRAME: usize = 4 << 20;
 
+/// What a checkpoint is to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointOrder {
+    /// End the session once the image is written.
+    pub exit: bool,
+    /// Where (empty: the session's image path; `-`: the stream sent with the order).
+    pub path: String,
+    /// Seconds to wait for the session to hold no connection to the outside (0: do not
+    /// wait; connections come back closed).
+    pub wait: u32,
+    /// Open regular files up to this size are carried in the image.
+    pub carry_files: u64,
+}
+
+impl CheckpointOrder {
+    /// A checkpoint from the keyboard: to the session's image, with the defaults.
+    pub fn from_keys(exit: bool) -> CheckpointOrder {
+        CheckpointOrder {
+            exit,
+            path: String::new(),
+            wait: 0,
+            carry_files: crate::ckpt::dump::DEFAULT_CARRY_FILES,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ToDaemon {
     /// Attach with the client's terminal size and the path of its terminal (empty when it
@@ -22,14 +48,7 @@ pub enum ToDaemon {
         rows: u16,
     },
     Detach,
-    /// Write an image to `path` (empty: the session's image path).
-    Checkpoint {
-        exit: bool,
-        path: String,
-        /// Seconds to wait for the session to hold no connection to the outside (0: do
-        /// not wait; connections come back closed).
-        wait: u32,
-    },
+    Checkpoint(CheckpointOrder),
     Redraw,
     /// Show the help box for this prefix key.
     Help {
@@ -117,10 +136,11 @@ impl ToDaemon {
             ToDaemon::Input(b) => frame(2, b),
             ToDaemon::Resize { cols, rows } => frame(3, &size_payload(*cols, *rows)),
             ToDaemon::Detach => frame(4, &[]),
-            ToDaemon::Checkpoint { exit, path, wait } => {
-                let mut p = vec![u8::from(*exit)];
-                p.extend_from_slice(&wait.to_le_bytes());
-                p.extend_from_slice(path.as_bytes());
+            ToDaemon::Checkpoint(o) => {
+                let mut p = vec![u8::from(o.exit)];
+                p.extend_from_slice(&o.wait.to_le_bytes());
+                p.extend_from_slice(&o.carry_files.to_le_bytes());
+                p.extend_from_slice(o.path.as_bytes());
                 frame(5, &p)
             }
             ToDaemon::Redraw => frame(6, &[]),
@@ -149,14 +169,15 @@ impl ToDaemon {
             }
             4 => ToDaemon::Detach,
             5 => {
-                if p.len() < 5 {
+                if p.len() < 13 {
                     return Err(bad("checkpoint"));
                 }
-                ToDaemon::Checkpoint {
+                ToDaemon::Checkpoint(CheckpointOrder {
                     exit: p[0] == 1,
                     wait: u32::from_le_bytes(p[1..5].try_into().expect("4 bytes")),
-                    path: text(&p[5..]),
-                }
+                    carry_files: u64::from_le_bytes(p[5..13].try_into().expect("8 bytes")),
+                    path: text(&p[13..]),
+                })
             }
             6 => ToDaemon::Redraw,
             7 => ToDaemon::Info,

@@ -143,6 +143,37 @@ pub(super) struct Descriptions {
     sockets: HashMap<u64, OwnedFd>,
     /// Named pipes by path, held open both ways while the session's ends are made.
     fifos: HashMap<String, Rc<OwnedFd>>,
+    /// What the file policy did with each open regular file, by path.
+    files: std::collections::BTreeMap<String, FileOutcome>,
+}
+
+/// What the file policy says for an open regular file or directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum FilePlan {
+    /// There as it was (or only grown, and only read): open it.
+    Open,
+    /// Changed where the session writes, and `--force`: open it as it is.
+    OpenChanged,
+    /// Deleted while open: an unnamed file with the carried content.
+    Deleted,
+    /// Missing: make it again at its path from this carried file.
+    MakeAgain(usize),
+    /// Missing with its directory, and `--force`: an unnamed copy.
+    Unnamed,
+    /// Missing and not carried, and `--force`: this in its place, and why.
+    Instead(&'static str, String),
+}
+
+/// What a resume did with an open regular file (`crterm resume` prints a table of them
+/// when any was not simply opened).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum FileOutcome {
+    /// There, unchanged (or only grown, for a file the session reads): opened.
+    Opened,
+    /// Missing here, or deleted while open: made again from the content in the image.
+    MadeAgain,
+    /// Refused but for `--force`: what was done instead.
+    Forced(String),
 }
 
 impl Descriptions {
@@ -152,6 +183,7 @@ impl Descriptions {
             pipes: HashMap::new(),
             sockets: HashMap::new(),
             fifos: HashMap::new(),
+            files: Default::default(),
         }
     }
 }
@@ -396,12 +428,18 @@ impl Restorer<'_> {
         let (sockets, closed) = connected_sockets(self.record)?;
         descs.sockets = sockets;
         self.warnings.extend(closed);
+        let table = self.install_descriptions(&mut descs);
+        self.warnings.extend(files_table(&descs.files));
+        table
+    }
+
+    fn install_descriptions(&mut self, descs: &mut Descriptions) -> Result<()> {
         let pids: Vec<i32> = self.procs.keys().copied().collect();
         for &pid in &pids {
             let rec = self.proc(pid).rec;
             for f in &rec.fds {
                 let what = || format!("process {pid} ({}) fd {} ({})", rec.comm, f.fd, f.target);
-                match self.description(&mut descs, rec, f).with_context(what)? {
+                match self.description(descs, rec, f).with_context(what)? {
                     Some(fd) => self
                         .transfer(pid, fd.as_fd(), f.fd, cloexec(f))
                         .with_context(what)?,
@@ -436,7 +474,14 @@ impl Restorer<'_> {
         }
         let access = f.flags as i32 & libc::O_ACCMODE;
         let made: OwnedFd = match f.kind {
-            FdKind::File | FdKind::Directory => self.open_file(rec, f)?,
+            FdKind::File | FdKind::Directory => {
+                let (fd, outcome) = self.open_file(rec, f)?;
+                let path = f.target.trim_end_matches(" (deleted)").to_string();
+                if f.kind == FdKind::File {
+                    descs.files.insert(path, outcome);
+                }
+                fd
+            }
             FdKind::CharDevice if f.target == "/dev/tty" => return Ok(None),
             FdKind::PtyMaster => {
                 let n = f
@@ -518,47 +563,161 @@ impl Restorer<'_> {
         Ok(Some(made))
     }
 
-    /// A regular file or directory, at its offset, after the identity check.
-    fn open_file(&self, rec: &ProcessRecord, f: &FdRecord) -> Result<OwnedFd> {
+    /// What the file policy says for regular file or directory `f`: there and unchanged
+    /// (or only grown, when only read): open it; missing and carried, or deleted while
+    /// open: make it again from the image; missing and not carried, or changed where the
+    /// session writes: refused, naming it, unless `--force`. Looks, changes nothing: every
+    /// file is planned before any is made, so a refusal leaves no file behind.
+    pub(super) fn file_plan(&self, rec: &ProcessRecord, f: &FdRecord) -> Result<FilePlan> {
         use std::os::unix::fs::MetadataExt;
         if f.target.ends_with(" (deleted)") {
-            return self.deleted_file(f);
+            return Ok(FilePlan::Deleted);
         }
-        let access = f.flags as i32 & libc::O_ACCMODE;
-        let writes = access != libc::O_RDONLY;
-        let meta =
-            std::fs::metadata(&f.target).map_err(|e| anyhow!("{} is gone: {e}", f.target))?;
-        if let Some(id) = &f.identity
-            && f.kind == FdKind::File
-        {
-            let mtime = meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128;
-            // The content it had is still its beginning (when it was hashed).
-            let prefix_same = || match &id.sha256 {
-                Some(h) => crate::ckpt::dump::hash_prefix(&f.target, id.size).as_ref() == Some(h),
-                None => true,
-            };
-            let same = meta.size() == id.size && mtime == id.mtime_ns && prefix_same();
-            let only_grew = !writes && meta.size() >= id.size && prefix_same();
-            if !same && !only_grew && !self.opts.force {
-                bail!(
-                    "{} changed since the checkpoint ({} bytes then, {} now) and process {} ({}) {} it; resume with --force to go on anyway",
-                    f.target,
-                    id.size,
-                    meta.size(),
-                    rec.pid,
-                    rec.comm,
-                    if writes { "writes" } else { "reads" }
-                );
+        let refuse_or = |why: String, plan: FilePlan| -> Result<FilePlan> {
+            if self.opts.force {
+                Ok(plan)
+            } else {
+                Err(anyhow!(
+                    "{} {why}; resume with --force to go on anyway",
+                    f.target
+                ))
+            }
+        };
+        let meta = match std::fs::metadata(&f.target) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let carried = f.identity.as_ref().and_then(|id| {
+                    let dev = (libc::major(id.dev), libc::minor(id.dev));
+                    self.record
+                        .files
+                        .iter()
+                        .position(|c| c.copies.iter().any(|k| k.dev == dev && k.inode == id.ino))
+                });
+                let dir_here = std::path::Path::new(&f.target)
+                    .parent()
+                    .is_some_and(|d| d.is_dir());
+                return match (f.kind, carried) {
+                    (FdKind::Directory, _) => refuse_or(
+                        "is missing here".into(),
+                        FilePlan::Instead("/", "is missing here".into()),
+                    ),
+                    (_, Some(index)) if dir_here => Ok(FilePlan::MakeAgain(index)),
+                    (_, Some(_)) => refuse_or(
+                        "is missing here and so is its directory (--force: an unnamed copy)"
+                            .into(),
+                        FilePlan::Unnamed,
+                    ),
+                    (_, None) => refuse_or(
+                        "is missing here, and the image holds no copy of it (it was larger than --carry-files)".into(),
+                        FilePlan::Instead(
+                            "/dev/null",
+                            "is missing here and not in the image".into(),
+                        ),
+                    ),
+                };
+            }
+            Err(e) => bail!("cannot look at {}: {e}", f.target),
+        };
+        let (Some(id), FdKind::File) = (&f.identity, f.kind) else {
+            return Ok(FilePlan::Open);
+        };
+        let writes = f.flags as i32 & libc::O_ACCMODE != libc::O_RDONLY;
+        let mtime = meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128;
+        // The content it had is still its beginning (when it was hashed).
+        let prefix_same = || match &id.sha256 {
+            Some(h) => crate::ckpt::dump::hash_prefix(&f.target, id.size).as_ref() == Some(h),
+            None => true,
+        };
+        let same = meta.size() == id.size && mtime == id.mtime_ns && prefix_same();
+        let only_grew = !writes && meta.size() >= id.size && prefix_same();
+        if same || only_grew {
+            return Ok(FilePlan::Open);
+        }
+        refuse_or(
+            format!(
+                "changed since the checkpoint ({} bytes then, {} now) and process {} ({}) {} it",
+                id.size,
+                meta.size(),
+                rec.pid,
+                rec.comm,
+                if writes { "writes" } else { "reads" }
+            ),
+            FilePlan::OpenChanged,
+        )
+    }
+
+    /// The file policy for every open file of the session, before any process or file is
+    /// made: a refusal leaves nothing behind.
+    pub(super) fn check_file_policy(&self) -> Result<()> {
+        for p in &self.record.processes {
+            for f in &p.fds {
+                if matches!(f.kind, FdKind::File | FdKind::Directory) {
+                    self.file_plan(p, f)
+                        .with_context(|| format!("process {} ({}) fd {}", p.pid, p.comm, f.fd))?;
+                }
             }
         }
+        Ok(())
+    }
+
+    /// Regular file or directory `f`, made as `file_plan` says, at its offset.
+    fn open_file(&self, rec: &ProcessRecord, f: &FdRecord) -> Result<(OwnedFd, FileOutcome)> {
+        let (path, outcome): (&str, FileOutcome) = match self.file_plan(rec, f)? {
+            FilePlan::Open => (&f.target, FileOutcome::Opened),
+            FilePlan::OpenChanged => (
+                &f.target,
+                FileOutcome::Forced("changed since the checkpoint; opened as it is".into()),
+            ),
+            FilePlan::Deleted => return Ok((self.deleted_file(f)?, FileOutcome::MadeAgain)),
+            FilePlan::Unnamed => {
+                return Ok((
+                    self.deleted_file(f)?,
+                    FileOutcome::Forced("its directory is missing here; an unnamed copy".into()),
+                ));
+            }
+            FilePlan::MakeAgain(index) => {
+                self.make_again(f, index)?;
+                (&f.target, FileOutcome::MadeAgain)
+            }
+            FilePlan::Instead(instead, why) => {
+                let flags = if f.kind == FdKind::Directory {
+                    libc::O_RDONLY | libc::O_DIRECTORY
+                } else {
+                    libc::O_RDWR
+                };
+                let fd = sys::open(&sys::cstring(instead)?, flags)?;
+                return Ok((
+                    fd,
+                    FileOutcome::Forced(format!("{why}; {instead} in its place")),
+                ));
+            }
+        };
         let mut flags = f.flags as i32 & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL);
         flags |= libc::O_CLOEXEC | libc::O_NOCTTY;
-        let fd = sys::open(&sys::cstring(&f.target)?, flags)
-            .with_context(|| format!("cannot open {}", f.target))?;
+        let fd = sys::open(&sys::cstring(path)?, flags)
+            .with_context(|| format!("cannot open {path}"))?;
         if f.pos > 0 {
             t::lseek(fd.as_fd(), f.pos).context("seeking to the saved offset")?;
         }
-        Ok(fd)
+        Ok((fd, outcome))
+    }
+
+    /// Make missing file `f` again at its path from carried file `index`: content,
+    /// permissions and modification time (so that a later resume finds it unchanged).
+    fn make_again(&self, f: &FdRecord, index: usize) -> Result<()> {
+        let id = f
+            .identity
+            .as_ref()
+            .ok_or_else(|| anyhow!("a file without its identity"))?;
+        let content = self.carried_content(index)?;
+        if content.len() as u64 != self.record.files[index].size {
+            bail!("the image's copy of {} is damaged", f.target);
+        }
+        let made = sys::create_new(&sys::cstring(&f.target)?, id.mode)
+            .with_context(|| format!("cannot make {} again", f.target))?;
+        sys::write_all(made.as_fd(), &content)?;
+        sys::set_mtime(made.as_fd(), id.mtime_ns)?;
+        Ok(())
     }
 
     /// A file deleted while open: made again, unnamed (O_TMPFILE) in the directory it was
@@ -832,6 +991,29 @@ fn named_socket(s: &crate::ckpt::dump::SocketRecord) -> Result<OwnedFd> {
 
 fn cloexec(f: &FdRecord) -> bool {
     f.flags as i32 & libc::O_CLOEXEC != 0
+}
+
+/// The open files table `crterm resume` shows (nothing when every file was simply
+/// opened): one line of counts, then a line for each file not simply opened.
+fn files_table(files: &std::collections::BTreeMap<String, FileOutcome>) -> Vec<String> {
+    let count = |f: fn(&FileOutcome) -> bool| files.values().filter(|o| f(o)).count();
+    let made = count(|o| *o == FileOutcome::MadeAgain);
+    let forced = count(|o| matches!(o, FileOutcome::Forced(_)));
+    if made + forced == 0 {
+        return Vec::new();
+    }
+    let mut out = vec![format!(
+        "open files: {} opened as they were, {made} made again from the image, {forced} forced",
+        files.len() - made - forced
+    )];
+    for (path, o) in files {
+        match o {
+            FileOutcome::Opened => {}
+            FileOutcome::MadeAgain => out.push(format!("  made again  {path}")),
+            FileOutcome::Forced(how) => out.push(format!("  forced      {path}: {how}")),
+        }
+    }
+    out
 }
 
 #[cfg(test)]

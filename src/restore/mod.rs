@@ -102,6 +102,7 @@ pub fn restore(record: &SessionRecord, image: &Image, opts: &Options) -> Result<
         masters,
         warnings: Vec::new(),
     };
+    r.check_file_policy()?;
     r.create_tree(xfer_child.as_raw_fd())?;
     drop(xfer_child);
     r.install_files()?;

@@ -315,6 +315,38 @@ pub fn sethostname(name: &str) -> io::Result<()> {
     Ok(())
 }
 
+/// Create a new file (it must not exist) with permission bits `mode`, for writing.
+pub fn create_new(path: &CStr, mode: u32) -> io::Result<OwnedFd> {
+    let fd = check_retry(|| unsafe {
+        libc::open(
+            path.as_ptr(),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
+            mode as libc::c_uint,
+        )
+    })?;
+    // SAFETY: just opened, owned by nothing else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // The umask may have taken bits away.
+    check(unsafe { libc::fchmod(fd.as_raw_fd(), mode as libc::mode_t) })?;
+    Ok(fd)
+}
+
+/// Set a file's modification time (ns since the epoch); its access time is now.
+pub fn set_mtime(fd: BorrowedFd, mtime_ns: i128) -> io::Result<()> {
+    let times = [
+        libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_NOW,
+        },
+        libc::timespec {
+            tv_sec: (mtime_ns.div_euclid(1_000_000_000)) as libc::time_t,
+            tv_nsec: (mtime_ns.rem_euclid(1_000_000_000)) as libc::c_long,
+        },
+    ];
+    check(unsafe { libc::futimens(fd.as_raw_fd(), times.as_ptr()) })?;
+    Ok(())
+}
+
 /// An empty memfd (close-on-exec).
 pub fn memfd(name: &CStr) -> io::Result<OwnedFd> {
     let fd = check(unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) })?;

@@ -2,6 +2,7 @@
 
 use super::roundtrip::*;
 use super::*;
+use std::path::Path;
 
 /// `crterm checkpoint NAME -o - … | …` as this env's user, through bash; returns crterm's
 /// exit status and what it said on standard error.
@@ -304,4 +305,133 @@ fn the_session_keeps_its_host_name_unless_resumed_with_hostname_real() {
     env.tmux.wait_text("c", &format!("name={real}"), T);
     enter(&env, "c", "exit");
     env.tmux.wait_text("c", "CRTERM_EXIT=0", T);
+}
+
+/// The open-file policy, row by row: a file there and unchanged is opened; a missing file
+/// small enough to be carried (`--carry-files`) is made again at its path, with its mode,
+/// and read on from its offset; a missing file that was not carried is refused by name,
+/// and nothing is made (not even the files that could be); `--force` goes on with what
+/// is possible, and the table resume shows says what was done.
+fn open_files_follow_the_policy(env: &Env, name: &str) {
+    let dir = env.dir.path().join(format!("files-{name}"));
+    let setup = format!(
+        "mkdir {d} && cd {d} && printf 'line one\\nline two\\nline three\\n' > small.txt && chmod 640 small.txt && head -c 4096 /dev/zero > big.txt && echo log > log.txt",
+        d = dir.display()
+    );
+    assert!(env.run(&["sh", "-c", &setup], None).status.success());
+    bash_pane(env, "a", name);
+    enter(
+        env,
+        "a",
+        &format!(
+            "cd {} && exec 3<>small.txt 4<big.txt 5>>log.txt && read -u 3 l && echo \"got $l\"",
+            dir.display()
+        ),
+    );
+    env.tmux.wait_text("a", "got line one", T);
+    let checkpoint = |image: &Path| {
+        let out = env.crterm(&[
+            "checkpoint",
+            name,
+            "-o",
+            image.to_str().unwrap(),
+            "--exit",
+            "--carry-files",
+            "1K",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        wait_for("the session to end", T, || {
+            env.sessions().is_empty().then_some(())
+        });
+    };
+    let first = image_path(env, &format!("{name}-1"));
+    checkpoint(&first);
+
+    // Missing and carried: made again, read on from where it was.
+    std::fs::remove_file(dir.join("small.txt")).unwrap();
+    resume_with(
+        env,
+        &env.tmux,
+        "b",
+        (100, 30),
+        &format!("--name {name}"),
+        &first,
+    );
+    env.tmux.wait_text(
+        "b",
+        "open files: 2 opened as they were, 1 made again from the image, 0 forced",
+        T,
+    );
+    env.tmux.wait_text("b", "made again  ", T);
+    enter(
+        env,
+        "b",
+        "read -u 3 l; echo \"next $l\"; stat -c 'mode %a' small.txt",
+    );
+    env.tmux.wait_text("b", "next line two", T);
+    env.tmux.wait_text("b", "mode 640", T);
+    let second = image_path(env, &format!("{name}-2"));
+    checkpoint(&second);
+
+    // Missing and not carried (4 KiB, over 1K): refused by name, nothing made.
+    std::fs::remove_file(dir.join("small.txt")).unwrap();
+    std::fs::remove_file(dir.join("big.txt")).unwrap();
+    std::fs::write(dir.join("log.txt"), "log\nchanged elsewhere\n").unwrap();
+    resume_pane(env, "c", 100, 30, &second);
+    let screen = env.tmux.wait_text("c", "CRTERM_EXIT=1", T);
+    // Wrapped at the pane's width wherever the path's length puts it.
+    let squeezed = |s: &str| s.split_whitespace().collect::<String>();
+    assert!(
+        squeezed(&screen).contains(&squeezed(
+            "big.txt is missing here, and the image holds no copy of it"
+        )),
+        "{screen}"
+    );
+    assert!(
+        !dir.join("small.txt").exists(),
+        "a refused resume makes no file"
+    );
+    assert!(env.sessions().is_empty());
+
+    // --force: what can be made is, the rest is said.
+    resume_with(env, &env.tmux, "d", (120, 30), "--force", &second);
+    // Rows wrap at the pane's width wherever the paths' lengths put them.
+    let screen = wait_for("the open files table", T, || {
+        let screen = env.tmux.capture_plain("d");
+        let flat = squeezed(&screen);
+        [
+            "open files: 0 opened as they were, 1 made again from the image, 2 forced",
+            "log.txt: changed since the checkpoint; opened as it is",
+            "big.txt: is missing here and not in the image; /dev/null in its place",
+            "made again",
+        ]
+        .iter()
+        .all(|row| flat.contains(&squeezed(row)))
+        .then_some(screen)
+    });
+    assert!(!screen.contains("CRTERM_EXIT"), "{screen}");
+    enter(
+        env,
+        "d",
+        "read -u 3 l; echo \"then $l\"; readlink /proc/$$/fd/4",
+    );
+    env.tmux.wait_text("d", "then line three", T);
+    env.tmux.wait_text("d", "\n/dev/null", T);
+    enter(env, "d", "exit");
+    env.tmux.wait_text("d", "CRTERM_EXIT=0", T);
+}
+
+#[test]
+fn open_files_follow_the_policy_as_a_user() {
+    open_files_follow_the_policy(&Env::unprivileged(), "fpu");
+}
+
+#[test]
+fn open_files_follow_the_policy_as_root() {
+    let env = Env::root_if_possible("open_files_follow_the_policy_as_root");
+    open_files_follow_the_policy(&env, "fpr");
 }

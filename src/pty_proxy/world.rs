@@ -279,7 +279,14 @@ fn private_mounts() -> Result<()> {
         (libc::MS_REC | libc::MS_PRIVATE) as libc::c_ulong,
         None,
     )
-    .context("cannot make the session's mounts private")?;
+    .map_err(|e| {
+        if e.raw_os_error() == Some(libc::EINVAL) {
+            // A chroot whose root is a plain directory.
+            anyhow!("cannot make the session's mounts private: / is not a mount point (in a chroot, bind-mount its root onto itself first)")
+        } else {
+            anyhow!("cannot make the session's mounts private: {e}")
+        }
+    })?;
     sys::mount(
         c"devpts",
         c"/dev/pts",

@@ -435,3 +435,190 @@ fn open_files_follow_the_policy_as_root() {
     let env = Env::root_if_possible("open_files_follow_the_policy_as_root");
     open_files_follow_the_policy(&env, "fpr");
 }
+
+/// The other Debian release's root filesystem `tests/run-all.sh` builds (trixie: another
+/// glibc, vim, python and screen than this machine's bookworm).
+fn other_root() -> std::path::PathBuf {
+    let root = std::env::var_os("CRTERM_OTHER_ROOT")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/var/tmp/crterm-test-cache/trixie".into());
+    assert!(
+        root.join("usr/bin/screen").exists(),
+        "no other root filesystem at {} (tests/run-all.sh builds it, as root)",
+        root.display()
+    );
+    root
+}
+
+/// A shell command that runs `cmd` chrooted into the other root, in a mount namespace of
+/// its own where the root is a mount point with this machine's /dev, /proc and /tmp (the
+/// test's files, its crterm and its images live in /tmp, as a home directory would on the
+/// other machine).
+fn in_other_root(cmd: &str) -> String {
+    let r = other_root();
+    let r = r.display();
+    format!(
+        "unshare -m --propagation private sh -c 'mount --bind {r} {r} && mount --rbind /dev {r}/dev && mount --rbind /proc {r}/proc && mount --rbind /tmp {r}/tmp && exec /usr/sbin/chroot {r} sh -c \"{cmd}\"'"
+    )
+}
+
+/// `crterm resume IMAGE` inside the other root, in pane `target`.
+fn resume_in_other_root(env: &Env, target: &str, image: &Path) {
+    env.tmux.start(
+        target,
+        100,
+        30,
+        &in_other_root(&format!(
+            "{} resume {}; echo CRTERM_EXIT=\\$?; sleep 600",
+            env.crterm_cmd(),
+            image.display()
+        )),
+    );
+}
+
+/// chroot needs root; without it there is no other root to resume in.
+fn root_for_other_root(test: &str) -> Option<Env> {
+    if !is_root() {
+        eprintln!("{test}: needs root (chroot into another root filesystem); not run");
+        return None;
+    }
+    Some(Env::root())
+}
+
+#[test]
+fn vim_resumes_inside_another_debian_release() {
+    let Some(env) = root_for_other_root("vim_resumes_inside_another_debian_release") else {
+        return;
+    };
+    let file = env.dir.path().join("bookworm.txt");
+    env.pane(
+        "a",
+        &format!(
+            "{} start --name ov -- vim -u NONE -N -i NONE -n {}",
+            env.crterm_cmd(),
+            file.display()
+        ),
+    );
+    env.tmux.wait_text("a", "bookworm.txt", T);
+    env.tmux.type_text("a", "ihello from bookworm");
+    env.tmux.wait_text("a", "-- INSERT --", T);
+    let image = image_path(&env, "ov");
+    checkpoint_and_end(&env, "ov", &image);
+    // There, the programs' own files are not: they come from the image.
+    let out = std::process::Command::new("sh")
+        .args([
+            "-c",
+            &in_other_root(&format!("{} check {}", env.crterm_cmd(), image.display())),
+        ])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("verdict      it will resume here"), "{said}");
+    let from_image: usize = said
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("files        ")?
+                .split(", ")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .expect("a files line");
+    assert!(
+        from_image >= 5,
+        "vim and its libraries from the image: {said}"
+    );
+
+    resume_in_other_root(&env, "b", &image);
+    env.tmux.wait_text("b", "hello from bookworm", T);
+    env.tmux.type_text("b", " and trixie");
+    env.tmux.send_keys("b", &["Escape"]);
+    env.tmux.type_text("b", ":wq");
+    env.tmux.send_keys("b", &["Enter"]);
+    env.tmux.wait_text("b", "CRTERM_EXIT=0", T);
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "hello from bookworm and trixie\n"
+    );
+}
+
+#[test]
+fn a_python_repl_resumes_inside_another_debian_release() {
+    let Some(env) = root_for_other_root("a_python_repl_resumes_inside_another_debian_release")
+    else {
+        return;
+    };
+    python_pane(&env, "a", "op");
+    enter(&env, "a", "import sys, os; v = sys.version.split()[0]");
+    let image = image_path(&env, "op");
+    checkpoint_and_end(&env, "op", &image);
+    resume_in_other_root(&env, "b", &image);
+    env.tmux.wait_text("b", ">>> import sys", T);
+    let file = env.dir.path().join("python.txt");
+    enter(
+        &env,
+        "b",
+        &format!(
+            "open('{}', 'w').write(v + ' ' + open('/etc/debian_version').read().split('.')[0])",
+            file.display()
+        ),
+    );
+    enter(&env, "b", "print('saved')");
+    env.tmux.wait_text("b", "\nsaved", T);
+    // The REPL is this machine's python; the files it sees are the other root's.
+    let ours = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", "import sys; print(sys.version.split()[0])"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        format!("{} 13", String::from_utf8_lossy(&ours.stdout).trim())
+    );
+    end_with_ctrl_d(&env, "b");
+}
+
+#[test]
+fn screen_with_two_windows_resumes_inside_another_debian_release() {
+    use super::world::{fill_screen, screen_setup, top_refreshes};
+    let Some(env) =
+        root_for_other_root("screen_with_two_windows_resumes_inside_another_debian_release")
+    else {
+        return;
+    };
+    let file = env.dir.path().join("screen-trixie.txt");
+    let (screendir, rc) = screen_setup(&env, &file);
+    env.pane(
+        "a",
+        &format!(
+            "{screendir} {} start --name os -- screen -S t -c {}",
+            env.crterm_cmd(),
+            rc.display()
+        ),
+    );
+    fill_screen(&env.tmux, "a", "hello from screen");
+    let image = image_path(&env, "os");
+    checkpoint_and_end(&env, "os", &image);
+    resume_in_other_root(&env, "b", &image);
+    env.tmux.wait_text("b", "hello from screen", T);
+    env.tmux.send_keys("b", &["C-a", "n"]);
+    env.tmux.wait_text("b", "0*shell", T);
+    top_refreshes(&env.tmux, "b");
+    env.tmux.send_keys("b", &["C-a", "n"]);
+    env.tmux.wait_text("b", "-- INSERT --", T);
+    env.tmux.type_text("b", " in trixie");
+    env.tmux.send_keys("b", &["Escape"]);
+    env.tmux.type_text("b", ":wq");
+    env.tmux.send_keys("b", &["Enter"]);
+    top_refreshes(&env.tmux, "b");
+    env.tmux.type_text("b", "q");
+    env.tmux.wait_text("b", "bash-", T);
+    env.tmux.type_text("b", "exit");
+    env.tmux.send_keys("b", &["Enter"]);
+    env.tmux.wait_text("b", "CRTERM_EXIT=0", T);
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "hello from screen in trixie\n"
+    );
+}

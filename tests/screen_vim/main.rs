@@ -13,7 +13,7 @@ const T: Duration = Duration::from_secs(20);
 
 mod elsewhere;
 mod roundtrip;
-mod world;
+pub(crate) mod world;
 
 fn vim_round(env: &Env) {
     let file = env.dir.path().join("notes.txt");

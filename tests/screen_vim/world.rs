@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 /// the host's screens never meet) and a screenrc with a status line on the last row, a
 /// shell in window 0 and vim on `file` in window 1. Returns the environment assignment to
 /// run screen with, and the screenrc.
-fn screen_setup(env: &Env, file: &Path) -> (String, PathBuf) {
+pub(crate) fn screen_setup(env: &Env, file: &Path) -> (String, PathBuf) {
     let dir = env.dir.path().join("screens");
     let out = env.run(&["mkdir", "-m", "700", dir.to_str().unwrap()], None);
     assert!(out.status.success());
@@ -30,7 +30,7 @@ fn screen_setup(env: &Env, file: &Path) -> (String, PathBuf) {
 
 /// In the screen shown in `target`: top in window 0, text typed into vim in window 1,
 /// which is left shown, in insert mode.
-fn fill_screen(tmux: &Tmux, target: &str, word: &str) {
+pub(crate) fn fill_screen(tmux: &Tmux, target: &str, word: &str) {
     tmux.wait_text(target, "1*editor", T);
     tmux.type_text(target, &format!("i{word}"));
     tmux.wait_text(target, "-- INSERT --", T);
@@ -44,7 +44,7 @@ fn fill_screen(tmux: &Tmux, target: &str, word: &str) {
 }
 
 /// top in the window shown keeps refreshing.
-fn top_refreshes(tmux: &Tmux, target: &str) {
+pub(crate) fn top_refreshes(tmux: &Tmux, target: &str) {
     tmux.wait_text(target, "PID USER", T);
     wait_for("top to keep refreshing", T, || {
         let a = line(tmux, target, 0);

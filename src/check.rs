@@ -106,8 +106,34 @@ pub fn run(image_path: Option<&Path>) -> Result<i32> {
         .map(|p| machine::vdso_layout(p.maps.iter().map(|m| (m.path.as_str(), m.start, m.end))))
         .find(|l| !l.is_empty())
         .unwrap_or_default();
-    if theirs.is_empty() || theirs == vdso {
-        row("vdso", "the same layout".into());
+    let here_vdso = machine::vdso_here();
+    let old_vdso = &record.machine.vdso;
+    if theirs.is_empty() || (theirs == vdso && (old_vdso.is_empty() || *old_vdso == here_vdso)) {
+        row("vdso", "the same".into());
+    } else if machine::vdso_proxy(old_vdso, &here_vdso, 0).is_some() {
+        let names = machine::vdso_symbols(old_vdso);
+        let ours = machine::vdso_symbols(&here_vdso);
+        let missing: Vec<&str> = names
+            .iter()
+            .filter(|(n, _)| !ours.iter().any(|(o, _)| o == n))
+            .map(|(n, _)| n.as_str())
+            .collect();
+        row(
+            "vdso",
+            format!(
+                "another kernel's ({}): its {} entry points lead to this one's{}",
+                machine::describe_vdso(&theirs),
+                names.len(),
+                if missing.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " (missing here, made to fail with ENOSYS: {})",
+                        missing.join(" ")
+                    )
+                }
+            ),
+        );
     } else {
         row(
             "vdso",

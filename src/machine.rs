@@ -171,6 +171,9 @@ pub struct MachineRecord {
     pub cpu_baseline: bool,
     /// The host name the session's programs saw (its UTS namespace's).
     pub hostname: String,
+    /// The kernel's vDSO (its `[vdso]` pages): on a kernel with another one, its entry
+    /// points are redirected to the new one's (`vdso_proxy`).
+    pub vdso: Vec<u8>,
 }
 
 /// The kernel's special mappings ([vvar], [vvar_vclock], [vdso]) as (name, size) in
@@ -182,6 +185,131 @@ pub fn vdso_layout<'m>(maps: impl Iterator<Item = (&'m str, u64, u64)>) -> Vec<(
         .collect();
     v.sort_by_key(|m| m.1);
     v.into_iter().map(|(n, s, e)| (n, e - s)).collect()
+}
+
+/// This kernel's vDSO: the bytes of the `[vdso]` this process has.
+pub fn vdso_here() -> Vec<u8> {
+    let text = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+    let Some((start, end)) = text.lines().find_map(|l| {
+        let mut f = l.split_whitespace();
+        let (s, e) = f.next()?.split_once('-')?;
+        (f.nth(4)? == "[vdso]").then(|| {
+            Some((
+                u64::from_str_radix(s, 16).ok()?,
+                u64::from_str_radix(e, 16).ok()?,
+            ))
+        })?
+    }) else {
+        return Vec::new();
+    };
+    let mut bytes = vec![0u8; (end - start) as usize];
+    match crate::sys::read_process_memory(std::process::id() as i32, start, &mut bytes) {
+        Ok(n) if n == bytes.len() => bytes,
+        _ => Vec::new(),
+    }
+}
+
+/// The functions a vDSO exports, as (name, offset from its start); empty for bytes that
+/// are not an ELF image with a dynamic symbol table. Every offset is checked against the
+/// image (the bytes come from an image file, and are not trusted).
+pub fn vdso_symbols(elf: &[u8]) -> Vec<(String, u64)> {
+    let u16_at = |o: usize| elf.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let u32_at = |o: usize| {
+        elf.get(o..o + 4)
+            .map(|b| u32::from_le_bytes(b.try_into().expect("4")))
+    };
+    let u64_at = |o: usize| {
+        elf.get(o..o + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8")))
+    };
+    let parse = || -> Option<Vec<(String, u64)>> {
+        if elf.get(..5)? != b"\x7fELF\x02" {
+            return None;
+        }
+        // The address the image was linked at: its first loadable segment's.
+        let (phoff, phentsize, phnum) = (
+            u64_at(0x20)? as usize,
+            u16_at(0x36)? as usize,
+            u16_at(0x38)? as usize,
+        );
+        let base = (0..phnum.min(64)).find_map(|i| {
+            let p = phoff.checked_add(i.checked_mul(phentsize)?)?;
+            (u32_at(p)? == 1).then(|| u64_at(p + 0x10))?
+        })?;
+        let (shoff, shentsize, shnum) = (
+            u64_at(0x28)? as usize,
+            u16_at(0x3a)? as usize,
+            u16_at(0x3c)? as usize,
+        );
+        let section = |i: usize| -> Option<(u32, usize, usize, u32)> {
+            let s = shoff.checked_add(i.checked_mul(shentsize)?)?;
+            // (type, offset, size, link)
+            Some((
+                u32_at(s + 4)?,
+                u64_at(s + 0x18)? as usize,
+                u64_at(s + 0x20)? as usize,
+                u32_at(s + 0x28)?,
+            ))
+        };
+        const SHT_DYNSYM: u32 = 11;
+        let (_, symoff, symsize, link) = (0..shnum.min(256))
+            .filter_map(section)
+            .find(|s| s.0 == SHT_DYNSYM)?;
+        let (_, stroff, strsize, _) = section(link as usize)?;
+        let strtab = elf.get(stroff..stroff.checked_add(strsize)?)?;
+        let mut out = Vec::new();
+        for i in 0..symsize / 24 {
+            let e = symoff.checked_add(i * 24)?;
+            let (name, info, shndx, value) =
+                (u32_at(e)?, *elf.get(e + 4)?, u16_at(e + 6)?, u64_at(e + 8)?);
+            const STT_FUNC: u8 = 2;
+            if info & 0xf != STT_FUNC || shndx == 0 {
+                continue;
+            }
+            let name = strtab.get(name as usize..)?;
+            let name = &name[..name.iter().position(|&b| b == 0)?];
+            let offset = value.checked_sub(base)?;
+            if offset as usize >= elf.len() {
+                continue;
+            }
+            out.push((String::from_utf8_lossy(name).into_owned(), offset));
+        }
+        Some(out)
+    };
+    parse().unwrap_or_default()
+}
+
+/// The old vDSO made into a proxy for the new one: `old` (the image's vDSO, to be placed
+/// at its old address) with each function it exports replaced by a jump to the same
+/// function of the new vDSO at `new_base` (whose bytes are `new`), or, where the new one
+/// has no such function, by `return -ENOSYS` (glibc then makes the system call). None
+/// when the old bytes name no function.
+pub fn vdso_proxy(old: &[u8], new: &[u8], new_base: u64) -> Option<Vec<u8>> {
+    let theirs = vdso_symbols(old);
+    if theirs.is_empty() {
+        return None;
+    }
+    let ours = vdso_symbols(new);
+    let mut out = old.to_vec();
+    let mut done = std::collections::HashSet::new();
+    for (name, off) in theirs {
+        if !done.insert(off) {
+            continue;
+        }
+        let at = off as usize;
+        let code: Vec<u8> = match ours.iter().find(|(n, _)| *n == name) {
+            // jmp *0(%rip); .quad target
+            Some((_, new_off)) => [0xff, 0x25, 0, 0, 0, 0]
+                .into_iter()
+                .chain((new_base + new_off).to_le_bytes())
+                .collect(),
+            // mov $-ENOSYS, %rax; ret
+            None => vec![0x48, 0xc7, 0xc0, 0xda, 0xff, 0xff, 0xff, 0xc3],
+        };
+        out.get_mut(at..at.checked_add(code.len())?)?
+            .copy_from_slice(&code);
+    }
+    Some(out)
 }
 
 /// This kernel's vDSO layout (as it maps it into this process).
@@ -215,7 +343,7 @@ pub fn describe_vdso(layout: &[(String, u64)]) -> String {
 /// The one line resume (and `crterm check`) says when the vDSO layouts differ.
 pub fn vdso_message(theirs: &[(String, u64)], here: &[(String, u64)]) -> String {
     format!(
-        "the image was made on a kernel with another vDSO layout ({}; this kernel: {}); resuming on another kernel is not supported yet",
+        "the image was made on a kernel with another vDSO layout ({}; this kernel: {}) and holds no copy of that vDSO to redirect from",
         describe_vdso(theirs),
         describe_vdso(here)
     )
@@ -306,6 +434,31 @@ mod tests {
         assert_eq!(back.len(), 2432);
         assert_eq!(back[576..832], area[576..832]);
         assert_eq!(u64::from_le_bytes(back[512..520].try_into().unwrap()), 0x07);
+    }
+
+    #[test]
+    fn this_kernels_vdso_names_its_functions_and_becomes_a_proxy() {
+        let vdso = vdso_here();
+        let syms = vdso_symbols(&vdso);
+        let clock = syms
+            .iter()
+            .find(|(n, _)| n == "__vdso_clock_gettime")
+            .expect("clock_gettime in the vDSO");
+        let proxy = vdso_proxy(&vdso, &vdso, 0x7000_0000_0000).expect("a proxy");
+        let at = clock.1 as usize;
+        assert_eq!(proxy[at..at + 6], [0xff, 0x25, 0, 0, 0, 0]);
+        assert_eq!(
+            u64::from_le_bytes(proxy[at + 6..at + 14].try_into().unwrap()),
+            0x7000_0000_0000 + clock.1
+        );
+        // A function the new vDSO lacks fails with ENOSYS.
+        let none = vdso_proxy(&vdso, &[], 0).expect("a proxy");
+        assert_eq!(
+            none[at..at + 8],
+            [0x48, 0xc7, 0xc0, 0xda, 0xff, 0xff, 0xff, 0xc3]
+        );
+        // Bytes that are not an ELF image name nothing.
+        assert!(vdso_symbols(&vdso[1..]).is_empty() && vdso_proxy(b"junk", &vdso, 0).is_none());
     }
 
     #[test]

@@ -1740,6 +1740,7 @@ pub fn dump<W: Write + Send>(
             xsave: crate::machine::XsaveLayout::here(),
             cpu_baseline: about.cpu_baseline,
             hostname: String::new(),
+            vdso: crate::machine::vdso_here(),
         },
     };
     // The session's clocks: the host's plus its time namespace's offsets.

@@ -73,6 +73,7 @@ pub(super) struct MappedFiles {
 impl Restorer<'_> {
     pub(super) fn restore_memory(&mut self) -> Result<()> {
         let here = crate::machine::vdso_layout_here();
+        let here_vdso = crate::machine::vdso_here();
         let mut files = MappedFiles {
             by_inode: HashMap::new(),
             shm: HashMap::new(),
@@ -83,11 +84,36 @@ impl Restorer<'_> {
             let theirs = crate::machine::vdso_layout(
                 rec.maps.iter().map(|m| (m.path.as_str(), m.start, m.end)),
             );
-            if !theirs.is_empty() && theirs != here {
-                bail!("{}", crate::machine::vdso_message(&theirs, &here));
-            }
-            self.empty_address_space(pid)?;
+            let old_start = rec
+                .maps
+                .iter()
+                .filter(|m| matches!(m.path.as_str(), "[vvar]" | "[vvar_vclock]" | "[vdso]"))
+                .map(|m| m.start)
+                .min();
+            let old_vdso = &self.record.machine.vdso;
+            // The same kernel's vDSO goes where it was; another kernel's is placed
+            // elsewhere, and the old one's entry points lead to it.
+            let same = theirs == here && (old_vdso.is_empty() || *old_vdso == here_vdso);
+            let proxy_to = match old_start {
+                Some(_) if !same => {
+                    if old_vdso.is_empty() {
+                        bail!("{}", crate::machine::vdso_message(&theirs, &here));
+                    }
+                    Some(self.free_vdso_address(rec, here.iter().map(|(_, s)| s).sum())?)
+                }
+                _ => None,
+            };
+            self.empty_address_space(pid, proxy_to.or(old_start))?;
             self.map_regions(pid, &mut files)?;
+            if let Some(new_at) = proxy_to {
+                let new_vdso = new_at
+                    + here
+                        .iter()
+                        .take_while(|(n, _)| n != "[vdso]")
+                        .map(|(_, s)| s)
+                        .sum::<u64>();
+                self.map_vdso_proxy(pid, new_vdso, &here_vdso)?;
+            }
         }
         drop(files);
         self.write_pages()?;
@@ -97,9 +123,86 @@ impl Restorer<'_> {
         Ok(())
     }
 
+    /// An address for this kernel's vDSO block (`len` bytes) below the old one, free in
+    /// process `rec` and apart from the trampoline.
+    fn free_vdso_address(&self, rec: &crate::ckpt::dump::ProcessRecord, len: u64) -> Result<u64> {
+        let old = rec
+            .maps
+            .iter()
+            .filter(|m| m.kind() == MapKind::Kernel && m.path != "[vsyscall]")
+            .map(|m| m.start)
+            .min()
+            .unwrap_or(TASK_SIZE / 2);
+        let tramp = (self.tramp, self.tramp + TRAMPOLINE_PAGES * PAGE);
+        let clear = |a: u64| {
+            let end = a + len;
+            rec.maps.iter().all(|m| end <= m.start || m.end <= a)
+                && (end <= tramp.0 || tramp.1 <= a)
+        };
+        let step = 16 * PAGE;
+        (1..4096u64)
+            .filter_map(|k| old.checked_sub(len + k * step))
+            .find(|&a| a >= 1 << 20 && clear(a))
+            .ok_or_else(|| {
+                anyhow!(
+                    "process {}: no free address for this kernel's vDSO",
+                    rec.pid
+                )
+            })
+    }
+
+    /// The old kernel's vDSO regions made again as plain memory: its data pages empty and
+    /// read-only, its code the image's copy with every entry point leading to this
+    /// kernel's vDSO at `new_vdso` (`machine::vdso_proxy`).
+    fn map_vdso_proxy(&self, pid: i32, new_vdso: u64, here_vdso: &[u8]) -> Result<()> {
+        let rec = self.proc(pid).rec;
+        let old = &self.record.machine.vdso;
+        for m in rec
+            .maps
+            .iter()
+            .filter(|m| matches!(m.path.as_str(), "[vvar]" | "[vvar_vclock]" | "[vdso]"))
+        {
+            let len = m.end - m.start;
+            let code = m.path == "[vdso]";
+            let flags = (libc::MAP_ANONYMOUS | libc::MAP_PRIVATE | libc::MAP_FIXED) as u64;
+            let prot = if code {
+                libc::PROT_READ | libc::PROT_WRITE
+            } else {
+                libc::PROT_READ
+            } as u64;
+            let got = self.call(
+                pid,
+                "mmap",
+                nr::MMAP,
+                &[m.start, len, prot, flags, u64::MAX, 0],
+            )?;
+            if got != m.start {
+                bail!(
+                    "process {pid}: the old vDSO's place {:#x} is taken",
+                    m.start
+                );
+            }
+            if code {
+                if old.len() as u64 != len {
+                    bail!(
+                        "the image's copy of the old vDSO has {} bytes, its mapping {len}",
+                        old.len()
+                    );
+                }
+                let proxy = crate::machine::vdso_proxy(old, here_vdso, new_vdso)
+                    .ok_or_else(|| anyhow!("the image's copy of the old vDSO names no function"))?;
+                t::write_process_memory(pid, m.start, &proxy)
+                    .with_context(|| format!("process {pid}: writing the old vDSO's proxy"))?;
+                let rx = (libc::PROT_READ | libc::PROT_EXEC) as u64;
+                self.call(pid, "mprotect", nr::MPROTECT, &[m.start, len, rx])?;
+            }
+        }
+        Ok(())
+    }
+
     /// Undo what the copy of the init has: its rseq registration and alternate stack, and
-    /// every mapping but the trampoline; then the vDSO at its recorded address.
-    fn empty_address_space(&self, pid: i32) -> Result<()> {
+    /// every mapping but the trampoline; then the vDSO block at `vdso_at`.
+    fn empty_address_space(&self, pid: i32, vdso_at: Option<u64>) -> Result<()> {
         if let Some((addr, len, sig, _)) = sys::ptrace_get_rseq(pid)? {
             self.call(
                 pid,
@@ -117,14 +220,7 @@ impl Restorer<'_> {
         let end = self.tramp + TRAMPOLINE_PAGES * PAGE;
         self.call(pid, "munmap", nr::MUNMAP, &[0, self.tramp])?;
         self.call(pid, "munmap", nr::MUNMAP, &[end, TASK_SIZE - end])?;
-        let rec = self.proc(pid).rec;
-        if let Some(vvar) = rec
-            .maps
-            .iter()
-            .filter(|m| matches!(m.path.as_str(), "[vvar]" | "[vvar_vclock]" | "[vdso]"))
-            .map(|m| m.start)
-            .min()
-        {
+        if let Some(vvar) = vdso_at {
             const ARCH_MAP_VDSO_64: u64 = 0x2003;
             self.call(
                 pid,

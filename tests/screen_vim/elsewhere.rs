@@ -163,16 +163,83 @@ fn check_reports_this_machine_and_whether_an_image_resumes_here() {
     assert_eq!(code, 0, "{said}");
     assert!(said.contains("cpu baseline (x86-64-v2)"), "{said}");
 
-    // Another kernel's vDSO layout: refused, both layouts named.
+    // Another kernel's vDSO layout: its entry points are redirected; without the old
+    // vDSO's copy (an older image) there is nothing to redirect from: refused.
     let other_kernel = env.dir.path().join("kernel.img");
     rewrite_image(golden, &other_kernel, |_, record| {
-        for p in &mut record.processes {
-            p.maps.retain(|m| m.path != "[vvar_vclock]");
-        }
+        as_if_on_linux_6_1(record)
     });
     let (code, said) = check(&env, &[other_kernel.to_str().unwrap()]);
+    assert_eq!(code, 0, "{said}");
+    assert!(
+        said.contains("vdso         another kernel's ([vvar] 4 pages, [vdso] 2 pages): its"),
+        "{said}"
+    );
+    let no_copy = env.dir.path().join("no-copy.img");
+    rewrite_image(golden, &no_copy, |_, record| {
+        as_if_on_linux_6_1(record);
+        record.machine.vdso.clear();
+    });
+    let (code, said) = check(&env, &[no_copy.to_str().unwrap()]);
     assert_eq!(code, 1, "{said}");
     assert!(said.contains("another vDSO layout"), "{said}");
+}
+
+/// The image's vDSO regions laid out as Linux 6.1 lays them out (Debian 12's kernel:
+/// `[vvar]` of 4 pages right before a `[vdso]` of 2, no `[vvar_vclock]`), the `[vdso]`
+/// where it was.
+fn as_if_on_linux_6_1(record: &mut crterm::ckpt::dump::SessionRecord) {
+    for p in &mut record.processes {
+        let Some(vdso) = p.maps.iter().find(|m| m.path == "[vdso]").map(|m| m.start) else {
+            continue;
+        };
+        p.maps.retain(|m| m.path != "[vvar_vclock]");
+        for m in p.maps.iter_mut().filter(|m| m.path == "[vvar]") {
+            m.start = vdso - 4 * 4096;
+            m.end = vdso;
+        }
+    }
+}
+
+/// A session made on a kernel with another vDSO: this kernel's is mapped elsewhere and
+/// the old one's entry points (where glibc keeps its pointers) jump to it. The clocks
+/// work through it (the REPL's own `time.time()` and `time.monotonic()`, which call the
+/// vDSO), and the resumed session checkpoints and resumes again.
+#[test]
+fn a_session_from_a_kernel_with_another_vdso_calls_this_ones_through_the_old_entry_points() {
+    let env = Env::unprivileged();
+    python_pane(&env, "a", "vd");
+    enter(
+        &env,
+        "a",
+        "import time, ctypes; vd = [l.split()[0] for l in open('/proc/self/maps') if '[vdso]' in l][0]; t0 = time.time()",
+    );
+    let image = image_path(&env, "vd");
+    checkpoint_and_end(&env, "vd", &image);
+    let moved = env.dir.path().join("vd-6.1.img");
+    rewrite_image(&image, &moved, |_, record| as_if_on_linux_6_1(record));
+    resume_with(&env, &env.tmux, "b", (100, 30), "--name vd", &moved);
+    env.tmux.wait_text("b", ">>> import time", T);
+    enter(
+        &env,
+        "b",
+        "now = [l.split()[0] for l in open('/proc/self/maps') if '[vdso]' in l][0]; print('moved', now != vd)",
+    );
+    env.tmux.wait_text("b", "moved True", T);
+    // glibc's pointer to clock_gettime is into the old vDSO: a call goes through it.
+    enter(
+        &env,
+        "b",
+        "a = time.monotonic(); time.sleep(0.2); b = time.monotonic(); print('clocks', 0.15 < b - a < 5, abs(time.time() - t0) < 600)",
+    );
+    env.tmux.wait_text("b", "clocks True True", T);
+    let again = image_path(&env, "vd-again");
+    checkpoint_and_end(&env, "vd", &again);
+    resume_pane(&env, "c", 100, 30, &again);
+    env.tmux.wait_text("c", ">>> import time", T);
+    enter(&env, "c", "print('still', time.monotonic() > b)");
+    env.tmux.wait_text("c", "still True", T);
+    end_with_ctrl_d(&env, "c");
 }
 
 /// The golden session's registers as a CPU with another XSAVE layout would have saved

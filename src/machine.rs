@@ -34,7 +34,7 @@ const X86_64_V4: &[&str] = &["avx512f", "avx512bw", "avx512cd", "avx512dq", "avx
 /// trampoline saves registers with FXSAVE, whose size is the same on every CPU; the
 /// scalar x86-64-v3 features go too. Its string functions and its choice of
 /// `glibc-hwcaps` library directories then stay at x86-64-v2.
-pub const BASELINE_TUNABLES: &str = "glibc.cpu.hwcaps=-XSAVEC,-XSAVE,-AVX,-AVX2,-AVX512F,-AVX512BW,-AVX512CD,-AVX512DQ,-AVX512VL,-FMA,-F16C,-BMI1,-BMI2,-LZCNT,-MOVBE";
+pub const BASELINE_TUNABLES: &str = "glibc.cpu.hwcaps=-XSAVEC,-XSAVE,-AVX_Fast_Unaligned_Load,-RTM,-AVX,-AVX2,-AVX512F,-AVX512BW,-AVX512CD,-AVX512DQ,-AVX512VL,-FMA,-F16C,-BMI1,-BMI2,-LZCNT,-MOVBE";
 
 /// `GLIBC_TUNABLES` for a baseline session: the baseline added to what the user has.
 pub fn baseline_environment(current: Option<&str>) -> String {

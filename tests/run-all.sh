@@ -2,14 +2,16 @@
 # The whole test suite, from a fresh Debian 12 machine with a Rust toolchain.
 #
 # As root it installs what the tests drive (tmux, vim, screen, emacs-nox, python3, htop,
-# less, strace, debootstrap), creates the ordinary users the unprivileged tests run as, and
-# builds (once) a Debian trixie root filesystem for the other-root tests; as another user it
-# checks that those are present. Then it builds, lints and runs every test.
+# less, strace, debootstrap, qemu), creates the ordinary users the unprivileged tests run as,
+# and builds (once) a Debian trixie root filesystem and a Linux 6.1 guest for the tests that
+# resume elsewhere; as another user it checks that those are present. Then it builds, lints and runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-programs=(tmux vim screen emacs python3 htop less strace script runuser useradd ps cmp debootstrap)
-packages=(tmux vim screen emacs-nox python3 htop less strace bsdutils util-linux passwd procps diffutils debootstrap)
+programs=(tmux vim screen emacs python3 htop less strace script runuser useradd ps cmp debootstrap
+    qemu-system-x86_64 busybox cpio depmod)
+packages=(tmux vim screen emacs-nox python3 htop less strace bsdutils util-linux passwd procps diffutils debootstrap
+    qemu-system-x86 busybox-static cpio kmod)
 
 missing=()
 for p in "${programs[@]}"; do
@@ -45,6 +47,13 @@ if [ "$(id -u)" = 0 ] && [ ! -x "$CRTERM_OTHER_ROOT/usr/bin/screen" ]; then
         "$CRTERM_OTHER_ROOT.tmp" http://deb.debian.org/debian >"$cache/debootstrap.log" 2>&1 ||
         { tail -20 "$cache/debootstrap.log" >&2; exit 1; }
     mv "$CRTERM_OTHER_ROOT.tmp" "$CRTERM_OTHER_ROOT"
+fi
+
+# Another machine for the other-kernel tests: Debian 12's Linux 6.1 (unpacked, not
+# installed) and an initramfs, booted under QEMU's emulator by the tests.
+export CRTERM_GUEST="$cache/guest"
+if [ "$(id -u)" = 0 ]; then
+    tests/guest/build.sh "$CRTERM_GUEST"
 fi
 
 if [ "$(cat /proc/sys/user/max_user_namespaces 2>/dev/null || echo 0)" = 0 ]; then

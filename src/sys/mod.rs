@@ -850,8 +850,13 @@ pub fn time_offsets(pid: i32) -> (i64, i64) {
     out
 }
 
-/// Put the children this process makes from now on into a new time namespace whose
-/// CLOCK_MONOTONIC and CLOCK_BOOTTIME are the host's plus these offsets (ns).
+/// Put this process, and so every process it makes from now on, into a new time
+/// namespace whose CLOCK_MONOTONIC and CLOCK_BOOTTIME are the host's plus these offsets
+/// (ns). The caller must be single-threaded.
+///
+/// unshare alone moves only the children; the caller joins too, because older kernels
+/// (Debian 12's 6.1 among them) refuse to make a thread in a process whose children go
+/// into another time namespace than its own (EINVAL from clone).
 pub fn new_time_namespace(monotonic: i64, boottime: i64) -> io::Result<()> {
     check(unsafe { libc::unshare(libc::CLONE_NEWTIME) })?;
     let line = |clock: &str, v: i64| {
@@ -861,7 +866,10 @@ pub fn new_time_namespace(monotonic: i64, boottime: i64) -> io::Result<()> {
     std::fs::write(
         "/proc/self/timens_offsets",
         line("monotonic", monotonic) + &line("boottime", boottime),
-    )
+    )?;
+    let ns = std::fs::File::open("/proc/self/ns/time_for_children")?;
+    check(unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWTIME) })?;
+    Ok(())
 }
 
 /// A new regular file with no name in directory `dir` (O_TMPFILE), open read-write.

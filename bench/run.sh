@@ -110,13 +110,16 @@ ckpt_row() { # label session-name ready-text [end]; median of three checkpoints
         frozens+=("$(sed -n 's/.*frozen \([0-9]*\) ms.*/\1/p' <<<"$out")")
     done
     local size=$(( $(stat -c %s "$work/$name.img") / 1024 ))
+    # Of it, the carried programs, libraries and open files (what a machine without them
+    # needs); the rest is memory, registers and the like.
+    local files=$(( $("$CRTERM" info --json "$work/$name.img" | python3 -c 'import json, sys; print(json.load(sys.stdin)["file_bytes"])') / 1024 ))
     # "end": the session holds a name only one program can have (screen's socket), so the
     # original ends before its image is resumed.
     if [ "${4:-}" = end ]; then
         "$CRTERM" ls | awk -v n="$name" '$1 == n {print $2}' | xargs -r kill
         sleep 0.5
     fi
-    row "checkpoint: $label" "$(median3 "${walls[@]}") ms" "frozen $(median3 "${frozens[@]}") ms, image ${size} KiB (medians of 3)"
+    row "checkpoint: $label" "$(median3 "${walls[@]}") ms" "frozen $(median3 "${frozens[@]}") ms, image ${size} KiB, $(( size - files )) KiB without its ${files} KiB of files (medians of 3)"
     # Resume the last image three times (the image in page cache), each in a new pane,
     # until the ready text is on the screen again.
     local resumes=() r
@@ -150,6 +153,32 @@ tm new-session -d -s ck-scr -x 100 -y 30 "SCREENDIR=$work/screens $CRTERM start 
 for _ in $(seq 1 100); do tm capture-pane -p -t ck-scr | grep -q "1\*vim" && break; sleep 0.1; done
 tm send-keys -t ck-scr "ihello from screen" Escape
 ckpt_row "screen: top and vim in two windows" ck-scr "hello from screen" end
+# screen with vim and a python REPL: what its image carries of programs and libraries
+# (issue 5's goal: under 15 MB).
+printf 'startup_message off\nscreen -t vim vim -u NONE -N -i NONE -n %s\nscreen -t py python3 -q\n' \
+    "$work/screen3.txt" > "$work/screenrc3"
+tm new-session -d -s ck-s3 -x 100 -y 30 "SCREENDIR=$work/screens $CRTERM start --name ck-s3 -- screen -S bench3 -c $work/screenrc3"
+sleep 1
+tm send-keys -t ck-s3 "print('RE' 'ADY')" Enter
+ckpt_row "screen: vim and python in two windows" ck-s3 "^READY" end
+# The vim image resumed inside another Debian release (the tests' trixie root, when
+# tests/run-all.sh has built it; as root): its programs and libraries from the image.
+other=${CRTERM_OTHER_ROOT:-/var/tmp/crterm-test-cache/trixie}
+if [ "$(id -u)" = 0 ] && [ -x "$other/usr/bin/screen" ]; then
+    resumes=()
+    # crterm, the image and the session's control socket in /tmp, which the root shares.
+    cp "$CRTERM" "$work/crterm"
+    mkdir -m 700 "$work/run"
+    for r in 1 2 3; do
+        s=$(date +%s%N)
+        tm new-session -d -s "ot-$r" -x 100 -y 30 "unshare -m --propagation private sh -c 'mount --bind $other $other && mount --rbind /dev $other/dev && mount --rbind /proc $other/proc && mount --rbind /tmp $other/tmp && exec chroot $other env XDG_RUNTIME_DIR=$work/run $work/crterm resume --name ot-$r $work/ck-vim.img'"
+        for _ in $(seq 1 3000); do tm capture-pane -p -t "ot-$r" | grep -q "hello from the benchmark" && break; sleep 0.005; done
+        e=$(date +%s%N)
+        resumes+=("$(( (e - s) / 1000000 ))")
+        XDG_RUNTIME_DIR=$work/run "$CRTERM" ls | awk -v n="ot-$r" '$1 == n {print $2}' | xargs -r kill
+    done
+    row "resume: vim, inside a Debian trixie root" "$(median3 "${resumes[@]}") ms" "its files from the image (median of 3)"
+fi
 tm new-session -d -s ck-em -x 100 -y 30 "$CRTERM start --name ck-em -- emacs -nw -Q $work/emacs.txt"
 for _ in $(seq 1 100); do tm capture-pane -p -t ck-em | grep -q "emacs.txt" && break; sleep 0.1; done
 tm send-keys -t ck-em "hello from emacs"

@@ -13,6 +13,8 @@ struct InfoJson {
     path: String,
     format: String,
     bytes: u64,
+    /// Of `bytes`: the carried files (mapped programs and libraries, open files) as stored.
+    file_bytes: u64,
     creator: String,
     kernel: String,
     machine: String,
@@ -81,6 +83,12 @@ pub fn show(path: &Path, json: bool) -> Result<i32> {
         Err(e) => return Err(named(e)),
     };
     let bytes = std::fs::metadata(path).map_or(0, |m| m.len());
+    let file_bytes: u64 = img
+        .sections
+        .iter()
+        .filter(|s| s.kind == SectionKind::FILES)
+        .map(|s| s.stored_len)
+        .sum();
     let screen = ScreenJson {
         cols: term.cols,
         lines: term.lines,
@@ -132,6 +140,7 @@ pub fn show(path: &Path, json: bool) -> Result<i32> {
         path: path.display().to_string(),
         format: format!("{}.{}", img.format.0, img.format.1),
         bytes,
+        file_bytes,
         creator: img.info.creator.clone(),
         kernel: img.info.kernel.clone(),
         machine: img.info.machine.clone(),
@@ -144,10 +153,11 @@ pub fn show(path: &Path, json: bool) -> Result<i32> {
         return Ok(0);
     }
     println!(
-        "image      {} (format {}, {})",
+        "image      {} (format {}, {}; carried files {})",
         info.path,
         info.format,
-        mib(bytes)
+        mib(bytes),
+        mib(file_bytes)
     );
     println!(
         "made by    {} on Linux {} ({})",

@@ -58,6 +58,11 @@ pub fn mapped_file_here(record: &SessionRecord, m: &MapRecord) -> bool {
                 .iter()
                 .any(|c| c.path == m.path && meta.size() == f.size && mtime == c.mtime_ns)
                 || (dev == m.dev && meta.ino() == m.inode && meta.size() == f.size)
+                // Another machine's copy of the same file (installed at another time):
+                // the same content.
+                || (meta.size() == f.size
+                    && crate::ckpt::dump::hash_prefix(&m.path, f.size).as_deref()
+                        == Some(f.sha256.as_str()))
         }
         None => dev == m.dev && meta.ino() == m.inode,
     }

@@ -60,6 +60,19 @@ impl SectionKind {
     pub const PAGES: SectionKind = SectionKind(3);
     pub const FILES: SectionKind = SectionKind(4);
 
+    /// How hard its chunks are compressed. Memory pages are compressed while the session
+    /// may still be frozen: the fastest level. Carried files are compressed after it runs
+    /// again, and are what a session's image holds most of when its memory is small:
+    /// level 3 makes them about 9 % smaller at about the same speed (vim, libc, python and
+    /// screen: 6.5 → 5.9 MB).
+    pub fn zstd_level(self) -> i32 {
+        if self == SectionKind::FILES {
+            3
+        } else {
+            ZSTD_LEVEL
+        }
+    }
+
     pub fn name(self) -> String {
         match self.0 {
             0 => "end".into(),
@@ -272,7 +285,7 @@ impl<W: Write> ImageWriter<W> {
     /// as data arrives; readers get the chunks of a kind back in order.
     /// (`pipeline` does the same on all cores while the data is still being produced.)
     pub fn chunks(&mut self, kind: SectionKind, data: &[u8]) -> io::Result<()> {
-        let mut zstd = zstd::bulk::Compressor::new(ZSTD_LEVEL)?;
+        let mut zstd = zstd::bulk::Compressor::new(kind.zstd_level())?;
         let mut packed = vec![0u8; CHUNK_SIZE];
         for chunk in data.chunks(CHUNK_SIZE) {
             match pipeline::pack_into(&mut zstd, chunk, &mut packed) {

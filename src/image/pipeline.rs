@@ -10,7 +10,7 @@
 //! fault, about a microsecond on these machines), and at most `limit` bytes of them exist:
 //! a producer faster than the rest waits for a buffer to come back.
 
-use super::{CHUNK_SIZE, Codec, ImageWriter, SectionKind, ZSTD_LEVEL};
+use super::{CHUNK_SIZE, Codec, ImageWriter, SectionKind};
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -114,7 +114,7 @@ impl<W: Write + Send> ImageWriter<W> {
         std::thread::scope(|scope| {
             for _ in 0..workers {
                 let (work_rx, done_tx, spent) = (&work_rx, done_tx.clone(), &spent);
-                scope.spawn(move || compress_jobs(work_rx, done_tx, spent));
+                scope.spawn(move || compress_jobs(work_rx, done_tx, spent, kind.zstd_level()));
             }
             drop(done_tx);
             let (failed, spent) = (&failed, &spent);
@@ -178,8 +178,9 @@ fn compress_jobs(
     work: &Mutex<mpsc::Receiver<Job>>,
     done: mpsc::Sender<Done>,
     spent: &Mutex<Vec<Vec<u8>>>,
+    level: i32,
 ) {
-    let mut zstd = zstd::bulk::Compressor::new(ZSTD_LEVEL).ok();
+    let mut zstd = zstd::bulk::Compressor::new(level).ok();
     loop {
         let job = match work.lock().expect("no panics").recv() {
             Ok(job) => job,

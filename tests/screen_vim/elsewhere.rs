@@ -793,8 +793,14 @@ fn sessions_resume_on_another_kernel_and_cpu_in_an_emulated_machine() {
     python_pane(&env, "o", "go");
     checkpoint_and_end(&env, "go", &share.join("plain.img"));
 
-    // The guest has an empty /tmp of its own but for the share: crterm goes there too.
+    // The guest has an empty /tmp of its own but for the share: crterm and the driver
+    // go there too (the repository itself may be under /tmp).
     std::fs::copy(&env.bin, share.join("crterm")).unwrap();
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/guest/drive.py"),
+        share.join("drive.py"),
+    )
+    .unwrap();
     let crterm = share.join("crterm").display().to_string();
     let resume = |image: &str| {
         serde_json::json!([crterm, "resume", share.join(image).display().to_string()])
@@ -817,7 +823,7 @@ fn sessions_resume_on_another_kernel_and_cpu_in_an_emulated_machine() {
     std::fs::write(share.join("cases.json"), cases.to_string()).unwrap();
     let script = format!(
         "mkdir -m 700 /run/crterm && export XDG_RUNTIME_DIR=/run/crterm XDG_DATA_HOME=/run/data HOME=/run\nuname -r\n{crterm} check\nexec /usr/bin/python3 {} {}\n",
-        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/guest/drive.py"),
+        share.join("drive.py").display(),
         share.join("cases.json").display()
     );
     let log = run_in_guest(&share, &script);

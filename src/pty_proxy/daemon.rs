@@ -160,17 +160,9 @@ pub fn run(cfg: DaemonConfig) -> i32 {
 }
 
 fn setup(cfg: DaemonConfig) -> Result<Daemon> {
-    let listener = UnixListener::bind(&cfg.socket).map_err(|e| {
-        if e.kind() == io::ErrorKind::AddrInUse {
-            anyhow::anyhow!("a session named {} is already running", cfg.name)
-        } else {
-            anyhow::anyhow!("cannot listen on {}: {e}", cfg.socket.display())
-        }
-    })?;
+    let listener = listen_at(&cfg.socket, &cfg.name)?;
     let socket_path = cfg.socket.clone();
     let cleanup = scopeguard(&socket_path);
-    std::fs::set_permissions(&cfg.socket, std::fs::Permissions::from_mode(0o600))
-        .context("socket permissions")?;
     listener.set_nonblocking(true)?;
     // Block SIGCHLD (and the rest) before the init exists: a command that ends at once
     // would otherwise send its SIGCHLD while it is still discarded, and the daemon would
@@ -232,6 +224,32 @@ fn setup(cfg: DaemonConfig) -> Result<Daemon> {
         dump: None,
         cpu_baseline,
     })
+}
+
+/// Listen on `path`, which appears only once the socket listens, with mode 0600: it is
+/// bound under a temporary name beside it and then hard-linked into place (failing if a
+/// session holds the name). Bound straight at `path`, it would exist for a moment before
+/// `listen`, and a client that connected then (another `crterm resume` of the same image,
+/// choosing a name; `crterm ls`) would take it for the stale socket of a crashed daemon
+/// and remove it.
+fn listen_at(path: &std::path::Path, name: &str) -> Result<UnixListener> {
+    let tmp = path.with_extension(format!("sock.new-{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let listener =
+        UnixListener::bind(&tmp).with_context(|| format!("cannot listen on {}", tmp.display()))?;
+    let placed = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
+        .context("socket permissions")
+        .and_then(|()| {
+            std::fs::hard_link(&tmp, path).map_err(|e| {
+                if e.kind() == io::ErrorKind::AlreadyExists {
+                    anyhow::anyhow!("a session named {name} is already running")
+                } else {
+                    anyhow::anyhow!("cannot listen on {}: {e}", path.display())
+                }
+            })
+        });
+    let _ = std::fs::remove_file(&tmp);
+    placed.map(|()| listener)
 }
 
 /// Removes the socket file unless defused (setup failed after binding).

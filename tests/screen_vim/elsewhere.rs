@@ -650,7 +650,7 @@ fn a_python_repl_resumes_inside_another_debian_release() {
 
 #[test]
 fn screen_with_two_windows_resumes_inside_another_debian_release() {
-    use super::world::{fill_screen, screen_setup, top_refreshes};
+    use super::world::{fill_screen, screen_setup, use_both_windows_and_end};
     let Some(env) =
         root_for_other_root("screen_with_two_windows_resumes_inside_another_debian_release")
     else {
@@ -671,21 +671,7 @@ fn screen_with_two_windows_resumes_inside_another_debian_release() {
     checkpoint_and_end(&env, "os", &image);
     resume_in_other_root(&env, "b", &image);
     env.tmux.wait_text("b", "hello from screen", T);
-    env.tmux.send_keys("b", &["C-a", "n"]);
-    env.tmux.wait_text("b", "0*shell", T);
-    top_refreshes(&env.tmux, "b");
-    env.tmux.send_keys("b", &["C-a", "n"]);
-    env.tmux.wait_text("b", "-- INSERT --", T);
-    env.tmux.type_text("b", " in trixie");
-    env.tmux.send_keys("b", &["Escape"]);
-    env.tmux.type_text("b", ":wq");
-    env.tmux.send_keys("b", &["Enter"]);
-    top_refreshes(&env.tmux, "b");
-    env.tmux.type_text("b", "q");
-    env.tmux.wait_text("b", "bash-", T);
-    env.tmux.type_text("b", "exit");
-    env.tmux.send_keys("b", &["Enter"]);
-    env.tmux.wait_text("b", "CRTERM_EXIT=0", T);
+    use_both_windows_and_end(&env.tmux, "b", " in trixie");
     assert_eq!(
         std::fs::read_to_string(&file).unwrap(),
         "hello from screen in trixie\n"

@@ -43,8 +43,30 @@ pub(crate) fn fill_screen(tmux: &Tmux, target: &str, word: &str) {
     tmux.wait_text(target, "-- INSERT --", T);
 }
 
+/// In the screen of `fill_screen` shown in `target`, resumed: `C-a n` shows top still
+/// refreshing, the next `C-a n` vim still in insert mode, which takes `more` and saves;
+/// then top and the shell end, and with them screen and the session.
+pub(crate) fn use_both_windows_and_end(tmux: &Tmux, target: &str, more: &str) {
+    tmux.send_keys(target, &["C-a", "n"]);
+    tmux.wait_text(target, "0*shell", T);
+    top_refreshes(tmux, target);
+    tmux.send_keys(target, &["C-a", "n"]);
+    tmux.wait_text(target, "-- INSERT --", T);
+    tmux.type_text(target, more);
+    tmux.send_keys(target, &["Escape"]);
+    tmux.type_text(target, ":wq");
+    tmux.send_keys(target, &["Enter"]);
+    // vim's window closes; top's is shown; end it and the shell, and screen ends.
+    top_refreshes(tmux, target);
+    tmux.type_text(target, "q");
+    tmux.wait_text(target, "bash-", T);
+    tmux.type_text(target, "exit");
+    tmux.send_keys(target, &["Enter"]);
+    tmux.wait_text(target, "CRTERM_EXIT=0", T);
+}
+
 /// top in the window shown keeps refreshing.
-pub(crate) fn top_refreshes(tmux: &Tmux, target: &str) {
+fn top_refreshes(tmux: &Tmux, target: &str) {
     tmux.wait_text(target, "PID USER", T);
     wait_for("top to keep refreshing", T, || {
         let a = line(tmux, target, 0);
@@ -84,22 +106,7 @@ fn screen_round_trip(env: &Env) {
     resume_pane(env, "b", 100, 30, &image);
     env.tmux.wait_text("b", "hello from screen", T);
     assert_same_pane(env, "b", &before, &cursor_before);
-    env.tmux.send_keys("b", &["C-a", "n"]);
-    env.tmux.wait_text("b", "0*shell", T);
-    top_refreshes(&env.tmux, "b");
-    env.tmux.send_keys("b", &["C-a", "n"]);
-    env.tmux.wait_text("b", "-- INSERT --", T);
-    env.tmux.type_text("b", " and after");
-    env.tmux.send_keys("b", &["Escape"]);
-    env.tmux.type_text("b", ":wq");
-    env.tmux.send_keys("b", &["Enter"]);
-    // vim's window closes; top's is shown; end it and the shell, and screen ends.
-    top_refreshes(&env.tmux, "b");
-    env.tmux.type_text("b", "q");
-    env.tmux.wait_text("b", "bash-", T);
-    env.tmux.type_text("b", "exit");
-    env.tmux.send_keys("b", &["Enter"]);
-    env.tmux.wait_text("b", "CRTERM_EXIT=0", T);
+    use_both_windows_and_end(&env.tmux, "b", " and after");
     assert_eq!(
         std::fs::read_to_string(&file).unwrap(),
         "hello from screen and after\n"

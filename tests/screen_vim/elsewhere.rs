@@ -378,13 +378,14 @@ fn the_session_keeps_its_host_name_unless_resumed_with_hostname_real() {
 
 /// The open-file policy, row by row: a file there and unchanged is opened; a missing file
 /// small enough to be carried (`--carry-files`) is made again at its path, with its mode,
-/// and read on from its offset; a missing file that was not carried is refused by name,
+/// and read on from its offset; a file deleted while open comes back deleted, with its
+/// content; a missing file that was not carried is refused by name,
 /// and nothing is made (not even the files that could be); `--force` goes on with what
 /// is possible, and the table resume shows says what was done.
 fn open_files_follow_the_policy(env: &Env, name: &str) {
     let dir = env.dir.path().join(format!("files-{name}"));
     let setup = format!(
-        "mkdir {d} && cd {d} && printf 'line one\\nline two\\nline three\\n' > small.txt && chmod 640 small.txt && head -c 4096 /dev/zero > big.txt && echo log > log.txt",
+        "mkdir {d} && cd {d} && printf 'line one\\nline two\\nline three\\n' > small.txt && chmod 640 small.txt && head -c 4096 /dev/zero > big.txt && echo log > log.txt && echo kept > gone.txt",
         d = dir.display()
     );
     assert!(env.run(&["sh", "-c", &setup], None).status.success());
@@ -393,7 +394,7 @@ fn open_files_follow_the_policy(env: &Env, name: &str) {
         env,
         "a",
         &format!(
-            "cd {} && exec 3<>small.txt 4<big.txt 5>>log.txt && read -u 3 l && echo \"got $l\"",
+            "cd {} && exec 3<>small.txt 4<big.txt 5>>log.txt 6<gone.txt && rm gone.txt && read -u 3 l && echo \"got $l\"",
             dir.display()
         ),
     );
@@ -432,17 +433,20 @@ fn open_files_follow_the_policy(env: &Env, name: &str) {
     );
     env.tmux.wait_text(
         "b",
-        "open files: 2 opened as they were, 1 made again from the image, 0 forced",
+        "open files: 2 opened as they were, 2 made again from the image, 0 forced",
         T,
     );
     env.tmux.wait_text("b", "made again  ", T);
     enter(
         env,
         "b",
-        "read -u 3 l; echo \"next $l\"; stat -c 'mode %a' small.txt",
+        "read -u 3 l; echo \"next $l\"; stat -c 'mode %a' small.txt; cat <&6; ls -l /proc/$$/fd/6 | grep -o 'gone.txt (deleted)'",
     );
     env.tmux.wait_text("b", "next line two", T);
     env.tmux.wait_text("b", "mode 640", T);
+    env.tmux.wait_text("b", "\nkept\n", T);
+    env.tmux.wait_text("b", "gone.txt (deleted)", T);
+    assert!(!dir.join("gone.txt").exists(), "it comes back deleted");
     let second = image_path(env, &format!("{name}-2"));
     checkpoint(&second);
 
@@ -473,7 +477,7 @@ fn open_files_follow_the_policy(env: &Env, name: &str) {
         let screen = env.tmux.capture_plain("d");
         let flat = squeezed(&screen);
         [
-            "open files: 0 opened as they were, 1 made again from the image, 2 forced",
+            "open files: 0 opened as they were, 2 made again from the image, 2 forced",
             "log.txt: changed since the checkpoint; opened as it is",
             "big.txt: is missing here and not in the image; /dev/null in its place",
             "made again",

@@ -179,7 +179,7 @@ if [ "$(id -u)" = 0 ] && [ -x "$other/usr/bin/screen" ]; then
     done
     row "resume: vim, inside a Debian trixie root" "$(median3 "${resumes[@]}") ms" "its files from the image (median of 3)"
 fi
-tm new-session -d -s ck-em -x 100 -y 30 "$CRTERM start --name ck-em -- emacs -nw -Q $work/emacs.txt"
+tm new-session -d -s ck-em -x 100 -y 30 "TMPDIR=$work $CRTERM start --name ck-em -- emacs -nw -Q $work/emacs.txt"
 for _ in $(seq 1 100); do tm capture-pane -p -t ck-em | grep -q "emacs.txt" && break; sleep 0.1; done
 tm send-keys -t ck-em "hello from emacs"
 ckpt_row "emacs -nw" ck-em "hello from emacs"

@@ -32,6 +32,8 @@ impl Recorder {
             ),
             ("TERM".into(), "screen".into()),
             ("LANG".into(), "C.UTF-8".into()),
+            // emacs leaves a native-compilation file in TMPDIR each run: in ours.
+            ("TMPDIR".into(), dir.path().display().to_string()),
         ];
         let shell = format!(
             "cd {}; script -q -f --log-out {} -c {}; sleep 600",

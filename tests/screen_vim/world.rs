@@ -234,7 +234,9 @@ fn emacs_with_a_modified_buffer_and_a_shell_inside_goes_on() {
     env.pane(
         "a",
         &format!(
-            "{} start --name em -- emacs -nw -Q {}",
+            // Its own TMPDIR: emacs leaves a native-compilation file there each run.
+            "TMPDIR={} {} start --name em -- emacs -nw -Q {}",
+            env.dir.path().display(),
             env.crterm_cmd(),
             file.display()
         ),

@@ -910,6 +910,23 @@ fn present_runs(pagemap: &std::fs::File, map: &MapRecord, changed_only: bool) ->
 /// Refuse, before anything is written, what a resume could not bring back: the checkpoint
 /// fails naming the process, the descriptor and its kind, and the session goes on. (An
 /// `Unsupported` error: the dumper words it as such.)
+/// A process under seccomp (a sandboxed helper, like man-db's) is refused: its filter
+/// cannot be read without privilege, and resumed without it, the program would run with
+/// its sandbox silently gone.
+fn check_no_seccomp(host_pid: i32, p: &ProcessRecord) -> io::Result<()> {
+    let status = read(format!("/proc/{host_pid}/status"))?;
+    match status_last(&status, "Seccomp:") {
+        Some(mode) if mode != 0 => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!(
+                "process {} ({}) runs under a seccomp filter, which this version cannot carry (resumed, it would run without its sandbox)",
+                p.pid, p.comm
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn check_carriable(p: &ProcessRecord) -> io::Result<()> {
     for f in &p.fds {
         let what = match f.kind {
@@ -1782,6 +1799,7 @@ pub fn dump<W: Write + Send>(
                 .push((pid, tids.clone(), exec_maps(&proc_record.maps)));
         }
         check_carriable(&proc_record)?;
+        check_no_seccomp(pid, &proc_record)?;
         proc_record.fg_pgid = if proc_record.fg_pgid > 0 {
             host_to_ns.get(&proc_record.fg_pgid).copied().unwrap_or(0)
         } else {

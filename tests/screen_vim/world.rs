@@ -1152,3 +1152,24 @@ fn nscds_cache_is_dropped_and_glibc_maps_a_new_one() {
     env.tmux.wait_text("c", "home /root []", T);
     end_with_ctrl_d(&env, "c");
 }
+
+/// A process under a seccomp filter (here one that allows everything) is refused at
+/// checkpoint, named: its filter cannot be read without privilege, and resumed without
+/// it, a sandboxed program would run with its sandbox gone.
+#[test]
+fn a_process_under_a_seccomp_filter_is_refused_at_checkpoint_naming_it() {
+    let env = Env::unprivileged();
+    python_pane(&env, "a", "sc");
+    enter(
+        &env,
+        "a",
+        "import ctypes, struct; allow = struct.pack('HBBI', 0x06, 0, 0, 0x7fff0000); buf = ctypes.create_string_buffer(allow); prog = struct.pack('HxxxxxxQ', 1, ctypes.addressof(buf)); c = ctypes.CDLL(None); print('nnp', c.prctl(38, 1, 0, 0, 0), 'filter', c.prctl(22, 2, ctypes.c_char_p(prog), 0, 0))",
+    );
+    env.tmux.wait_text("a", "nnp 0 filter 0", T);
+    assert_refused(
+        &env,
+        "sc",
+        "a",
+        "process 2 (python3) runs under a seccomp filter, which this version cannot carry",
+    );
+}

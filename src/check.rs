@@ -3,7 +3,7 @@
 //! are resume's own (`crate::machine`, `restore::mapped_file_here`), so the verdict is the
 //! one resume would reach before it starts a process.
 
-use crate::ckpt::dump::{MapKind, SessionRecord};
+use crate::ckpt::record::{MapKind, SessionRecord};
 use crate::image::{self, ImageInfo, SectionKind};
 use crate::machine::{self, XsaveLayout};
 use crate::sys::{self, Forked};

@@ -108,19 +108,7 @@ enum Cmd {
     #[command(name = "__dump", hide = true)]
     Dump {
         #[arg(long)]
-        root: i32,
-        #[arg(long)]
-        name: String,
-        #[arg(long)]
-        command: String,
-        #[arg(long)]
         out: PathBuf,
-        #[arg(long, default_value_t = 0)]
-        wait_connections: u32,
-        #[arg(long)]
-        cpu_baseline: bool,
-        #[arg(long)]
-        carry_files: u64,
     },
     /// The session daemon (started by `crterm start`).
     #[command(name = "__daemon", hide = true)]
@@ -174,7 +162,10 @@ pub fn run(cli: Cli) -> Result<i32> {
             let dir = paths::runtime_dir()?;
             client::attach(&paths::socket_path(&dir, &name), &name, prefix)
         }
-        Cmd::Ls => list(),
+        Cmd::Ls => {
+            sys::die_quietly_on_broken_pipe();
+            list()
+        }
         Cmd::Resume {
             file,
             name,
@@ -190,29 +181,15 @@ pub fn run(cli: Cli) -> Result<i32> {
             };
             resume(file, name, opts, prefix)
         }
-        Cmd::Check { file } => crate::check::run(file.as_deref()),
-        Cmd::Info { file, json } => crate::info::show(&file, json),
-        Cmd::Dump {
-            root,
-            name,
-            command,
-            out,
-            wait_connections,
-            cpu_baseline,
-            carry_files,
-        } => {
-            let line = crate::ckpt::dumper::run(&crate::ckpt::dumper::DumpRequest {
-                root,
-                name: &name,
-                command: &command,
-                out: &out,
-                wait_connections: std::time::Duration::from_secs(wait_connections.into()),
-                cpu_baseline,
-                carry_files,
-            });
-            println!("{line}");
-            Ok(0)
+        Cmd::Check { file } => {
+            sys::die_quietly_on_broken_pipe();
+            crate::check::run(file.as_deref())
         }
+        Cmd::Info { file, json } => {
+            sys::die_quietly_on_broken_pipe();
+            crate::info::show(&file, json)
+        }
+        Cmd::Dump { out } => Ok(crate::ckpt::dumper::run(&out)),
         Cmd::Checkpoint {
             name,
             output,
@@ -362,8 +339,9 @@ fn resume(
     } else {
         file
     };
-    // One clear line for a file that is not there, before anything starts.
-    std::fs::metadata(&file).with_context(|| format!("cannot resume {}", file.display()))?;
+    // One clear line for a file that is not there or not an image file, before anything
+    // starts.
+    crate::image::open_image(&file).context("cannot resume")?;
     let size = client::terminal_size()?;
     let dir = paths::runtime_dir()?;
     let explicit = name.is_some();
@@ -595,7 +573,12 @@ fn ask_passing(
         if let Some((kind, payload)) = reader.next_frame()? {
             return Ok(ToClient::decode(kind, &payload)?);
         }
-        let n = stream.read(&mut buf)?;
+        // Stopped and continued (Ctrl-Z, fg), a read with a timeout returns EINTR: the
+        // answer is still coming.
+        let n = match stream.read(&mut buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            r => r?,
+        };
         if n == 0 {
             bail!("session {name} closed the connection");
         }

@@ -1,7 +1,7 @@
 //! `crterm info IMAGE`: what an image holds, for people (a table and the saved screen) or
 //! for programs (`--json`).
 
-use crate::ckpt::dump::SessionRecord;
+use crate::ckpt::record::SessionRecord;
 use crate::image::{self, ImageError, SectionKind};
 use crate::term_model::{Term, row_text};
 use anyhow::{Result, anyhow};
@@ -241,7 +241,7 @@ pub fn show(path: &Path, json: bool) -> Result<i32> {
 
 /// Whether a resume here would use this machine's copy of carried file `f`: it is mapped
 /// and the mapped file is here as it was (files deleted while open come from the image).
-fn file_is_here(s: &SessionRecord, f: &crate::ckpt::dump::CarriedFile) -> bool {
+fn file_is_here(s: &SessionRecord, f: &crate::ckpt::record::CarriedFile) -> bool {
     s.processes
         .iter()
         .flat_map(|p| &p.maps)

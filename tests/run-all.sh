@@ -44,7 +44,7 @@ if [ "$(id -u)" = 0 ] && [ ! -x "$CRTERM_OTHER_ROOT/usr/bin/screen" ]; then
     mkdir -p "$cache"
     rm -rf "$CRTERM_OTHER_ROOT.tmp"
     debootstrap --variant=minbase --include=vim-nox,python3,screen trixie \
-        "$CRTERM_OTHER_ROOT.tmp" http://deb.debian.org/debian >"$cache/debootstrap.log" 2>&1 ||
+        "$CRTERM_OTHER_ROOT.tmp" >"$cache/debootstrap.log" 2>&1 ||
         { tail -20 "$cache/debootstrap.log" >&2; exit 1; }
     mv "$CRTERM_OTHER_ROOT.tmp" "$CRTERM_OTHER_ROOT"
 fi

@@ -113,7 +113,8 @@ impl Frozen {
         self.threads.values().any(|h| h.pid == pid && h.job_stopped)
     }
 
-    pub fn thaw(mut self) {
+    /// Let every thread go on (once; dropping does it too).
+    pub fn thaw(&mut self) {
         self.release();
     }
 

@@ -34,6 +34,11 @@ pub struct Inside {
     /// themselves so) is made dumpable for the checkpoint, so that its /proc files can be
     /// read, and made undumpable again before it goes on (`set_undumpable`).
     pub dumpable: bool,
+    /// Its securebits (PR_GET_SECUREBITS): 0 unless a privileged program set them.
+    pub securebits: u64,
+    /// The dynamic XSAVE components it was permitted (ARCH_GET_XCOMP_PERM; AMX tile
+    /// data must be asked for before use).
+    pub xcomp_perm: u64,
 }
 
 /// A POSIX timer of the process: how it notifies, and what is left of it.
@@ -51,56 +56,6 @@ pub struct PosixTimer {
     pub spec: [u64; 4],
 }
 
-/// /proc/PID/timers: `ID:`, `signal: N/VALUE`, `notify: KIND/tid.N` or `KIND/pid.N`,
-/// `ClockID:` per timer.
-fn parse_timers(text: &str) -> Vec<PosixTimer> {
-    let mut out: Vec<PosixTimer> = Vec::new();
-    for line in text.lines() {
-        let Some((key, v)) = line.split_once(':') else {
-            continue;
-        };
-        let v = v.trim();
-        if key == "ID" {
-            out.push(PosixTimer {
-                id: v.parse().unwrap_or(-1),
-                clock: 0,
-                signo: 0,
-                notify: 0,
-                tid: 0,
-                value: 0,
-                spec: [0; 4],
-            });
-            continue;
-        }
-        let Some(t) = out.last_mut() else { continue };
-        match key {
-            "signal" => {
-                if let Some((n, val)) = v.split_once('/') {
-                    t.signo = n.parse().unwrap_or(0);
-                    t.value = u64::from_str_radix(val, 16).unwrap_or(0);
-                }
-            }
-            "notify" => {
-                if let Some((kind, who)) = v.split_once('/') {
-                    t.notify = match kind {
-                        "none" => libc::SIGEV_NONE,
-                        "thread" => libc::SIGEV_THREAD,
-                        _ => libc::SIGEV_SIGNAL,
-                    };
-                    if let Some(tid) = who.strip_prefix("tid.") {
-                        t.notify |= libc::SIGEV_THREAD_ID;
-                        t.tid = tid.parse().unwrap_or(0);
-                    }
-                }
-            }
-            "ClockID" => t.clock = v.parse().unwrap_or(0),
-            _ => {}
-        }
-    }
-    out.retain(|t| t.id >= 0);
-    out
-}
-
 /// Registers and signal masks taken before injecting, put back on drop.
 struct Saved {
     threads: Vec<(i32, t::Regs, u64)>,
@@ -115,11 +70,42 @@ impl Drop for Saved {
     }
 }
 
+/// Processes a checkpoint made dumpable (to read their /proc files), to be made
+/// undumpable again before they go on, whatever happens: each is noted before the change
+/// is made, and `undo` (or dropping) sets them back.
+#[derive(Default)]
+pub struct MadeDumpable(Vec<(i32, Vec<i32>, Vec<CodeMap>)>);
+
+impl MadeDumpable {
+    pub fn undo(&mut self) {
+        for (pid, tids, maps) in self.0.drain(..) {
+            let _ = set_undumpable(pid, &tids, &maps);
+        }
+    }
+
+    /// Forget them: the session ends with the checkpoint.
+    pub fn forget(&mut self) {
+        self.0.clear();
+    }
+}
+
+impl Drop for MadeDumpable {
+    fn drop(&mut self) {
+        self.undo();
+    }
+}
+
 /// Read what is inside process `pid` (host view), whose threads `tids` are frozen.
-/// `exec_maps`: its executable mappings (start, end, executable, path).
-pub fn read_inside(pid: i32, tids: &[i32], exec_maps: &[CodeMap]) -> io::Result<Inside> {
+/// `exec_maps`: its executable mappings (start, end, executable, path). A process that is
+/// not dumpable is made so (noted in `made` first).
+pub fn read_inside(
+    pid: i32,
+    tids: &[i32],
+    exec_maps: &[CodeMap],
+    made: &mut MadeDumpable,
+) -> io::Result<Inside> {
     inject_into(pid, tids, exec_maps, |main, at, scratch| {
-        read_with(main, pid, tids, at, scratch)
+        read_with(main, pid, tids, at, scratch, exec_maps, made)
     })
 }
 
@@ -241,15 +227,27 @@ fn read_words<const N: usize>(pid: i32, addr: u64) -> io::Result<[u64; N]> {
     Ok(out)
 }
 
-fn read_with(main: &Injector, pid: i32, tids: &[i32], at: u64, scratch: u64) -> io::Result<Inside> {
+fn read_with(
+    main: &Injector,
+    pid: i32,
+    tids: &[i32],
+    at: u64,
+    scratch: u64,
+    exec_maps: &[CodeMap],
+    made: &mut MadeDumpable,
+) -> io::Result<Inside> {
     let dumpable = main.call("prctl(PR_GET_DUMPABLE)", nr::PRCTL, &[PR_GET_DUMPABLE])? != 0;
     if !dumpable {
+        made.0.push((pid, tids.to_vec(), exec_maps.to_vec()));
         main.call("prctl(PR_SET_DUMPABLE)", nr::PRCTL, &[PR_SET_DUMPABLE, 1])?;
+        super::hooks::fail_at("dumpable")?;
     }
     let mut sigactions = vec![[0u64; 4]; 64];
     for sig in handled_signals() {
         main.call("rt_sigaction", nr::RT_SIGACTION, &[sig, 0, scratch, 8])?;
         sigactions[sig as usize - 1] = read_words::<4>(pid, scratch)?;
+        // Registers set for a call, the mask all blocked, the scratch page mapped.
+        super::hooks::fail_at("injected")?;
     }
     let mut itimers = Vec::new();
     for which in 0..3 {
@@ -257,8 +255,22 @@ fn read_with(main: &Injector, pid: i32, tids: &[i32], at: u64, scratch: u64) -> 
         itimers.push(read_words::<4>(pid, scratch)?);
     }
     let brk = main.call("brk", nr::BRK, &[0])?;
-    let mut timers =
-        parse_timers(&std::fs::read_to_string(format!("/proc/{pid}/timers")).unwrap_or_default());
+    const PR_GET_SECUREBITS: u64 = 27;
+    let securebits = main.call("prctl(PR_GET_SECUREBITS)", nr::PRCTL, &[PR_GET_SECUREBITS])?;
+    const ARCH_GET_XCOMP_PERM: u64 = 0x1022;
+    // A kernel without dynamic XSAVE features (before 5.16) has none to permit.
+    let xcomp_perm = match main.call(
+        "arch_prctl(ARCH_GET_XCOMP_PERM)",
+        nr::ARCH_PRCTL,
+        &[ARCH_GET_XCOMP_PERM, scratch],
+    ) {
+        Ok(_) => read_words::<1>(pid, scratch)?[0],
+        Err(e) if e.errno == libc::EINVAL => 0,
+        Err(e) => return Err(e.into()),
+    };
+    let mut timers = super::procfs::parse_timers(
+        &std::fs::read_to_string(format!("/proc/{pid}/timers")).unwrap_or_default(),
+    );
     for t in &mut timers {
         const TIMER_GETTIME: i64 = 224;
         main.call("timer_gettime", TIMER_GETTIME, &[t.id as u64, scratch])?;
@@ -285,24 +297,7 @@ fn read_with(main: &Injector, pid: i32, tids: &[i32], at: u64, scratch: u64) -> 
         threads,
         timers,
         dumpable,
+        securebits,
+        xcomp_perm,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn timers_as_proc_shows_them() {
-        let text = "ID: 0\nsignal: 32/000055c7c67accb0\nnotify: signal/tid.7742\nClockID: 1\nID: 1\nsignal: 14/0000000000000000\nnotify: none/pid.7\nClockID: 0\n";
-        let t = parse_timers(text);
-        assert_eq!(t.len(), 2);
-        assert_eq!(
-            (t[0].id, t[0].signo, t[0].clock, t[0].tid),
-            (0, 32, 1, 7742)
-        );
-        assert_eq!(t[0].value, 0x55c7c67accb0);
-        assert_eq!(t[0].notify, libc::SIGEV_SIGNAL | libc::SIGEV_THREAD_ID);
-        assert_eq!((t[1].notify, t[1].tid), (libc::SIGEV_NONE, 0));
-    }
 }

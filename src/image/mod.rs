@@ -276,7 +276,12 @@ impl<W: Write> ImageWriter<W> {
     /// A metadata section: postcard, compressed.
     pub fn meta<T: Serialize>(&mut self, kind: SectionKind, value: &T) -> io::Result<()> {
         let raw = postcard::to_allocvec(value).map_err(io::Error::other)?;
-        let stored = zstd::bulk::compress(&raw, ZSTD_LEVEL)?;
+        self.meta_raw(kind, &raw)
+    }
+
+    /// A metadata section from bytes already postcard-encoded.
+    pub fn meta_raw(&mut self, kind: SectionKind, raw: &[u8]) -> io::Result<()> {
+        let stored = zstd::bulk::compress(raw, ZSTD_LEVEL)?;
         self.section(kind, Codec::Zstd, &stored, raw.len() as u64)
     }
 
@@ -371,48 +376,82 @@ impl Write for FileSink {
     }
 }
 
-/// Write an image file so that a crash, a full disk or an error in `fill` never leaves a
-/// half image at `path` nor harms the image that was there: a temporary file next to it
-/// (mode 0600, it holds the session's memory), fsync, rename, fsync of the directory.
+/// An image file being made: a temporary file next to its place (mode 0600, it holds the
+/// session's memory), renamed into place only when complete and on disk, so that a crash,
+/// a full disk or an error never leaves a half image at the path nor harms the image that
+/// was there. Dropped before `commit`, it removes the temporary file.
+pub struct ImageFile {
+    path: std::path::PathBuf,
+    tmp: std::path::PathBuf,
+    file: Option<std::fs::File>,
+}
+
+impl ImageFile {
+    /// Check the place (nothing but a regular file may be replaced) and make the temporary
+    /// file.
+    pub fn create(path: &Path) -> io::Result<ImageFile> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let tmp = temp_path(path, std::process::id())
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
+        check_output(path)?;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        Ok(ImageFile {
+            path: path.to_path_buf(),
+            tmp,
+            file: Some(file),
+        })
+    }
+
+    /// A writer into the temporary file (once).
+    pub fn writer(&mut self, info: &ImageInfo) -> io::Result<ImageWriter<FileSink>> {
+        let file = self
+            .file
+            .take()
+            .ok_or_else(|| io::Error::other("the image file is already being written"))?;
+        ImageWriter::new(FileSink::new(file), info)
+    }
+
+    /// Finish the image, put it on disk, and (after `before_rename`) rename it into place.
+    pub fn commit(self, w: ImageWriter<FileSink>, before_rename: impl FnOnce()) -> io::Result<()> {
+        let file = w.finish()?.into_file()?;
+        file.sync_all()?;
+        before_rename();
+        // Again at the last moment: something else may have been put there meanwhile.
+        check_output(&self.path)?;
+        std::fs::rename(&self.tmp, &self.path)?;
+        let dir = self
+            .path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ImageFile {
+    fn drop(&mut self) {
+        // After a rename there is nothing left at the temporary name.
+        let _ = std::fs::remove_file(&self.tmp);
+    }
+}
+
+/// Write an image file whole or not at all (`ImageFile`).
 pub fn write_file<E: From<io::Error>>(
     path: &Path,
     info: &ImageInfo,
     fill: impl FnOnce(&mut ImageWriter<FileSink>) -> Result<(), E>,
 ) -> Result<(), E> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
-    let tmp = temp_path(path, std::process::id())
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
-    let _ = name;
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    let result = (|| -> Result<(), E> {
-        let mut w = ImageWriter::new(FileSink::new(file), info)?;
-        fill(&mut w)?;
-        let file = w.finish()?.into_file()?;
-        file.sync_all()?;
-        Ok(())
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
-    if let Err(e) = std::fs::rename(&tmp, path) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e.into());
-    }
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
+    let mut out = ImageFile::create(path)?;
+    let mut w = out.writer(info)?;
+    fill(&mut w)?;
+    out.commit(w, || {})?;
     Ok(())
 }
 
@@ -729,12 +768,74 @@ pub fn read_file(path: &Path) -> Result<Image, ImageError> {
     read_file_with(path, |_| true)
 }
 
+/// What kind of file a mode says (for messages): "a FIFO", "a directory" ...
+pub fn file_kind(ft: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if ft.is_dir() {
+        "a directory"
+    } else if ft.is_fifo() {
+        "a FIFO"
+    } else if ft.is_socket() {
+        "a socket"
+    } else if ft.is_char_device() {
+        "a character device"
+    } else if ft.is_block_device() {
+        "a block device"
+    } else if ft.is_symlink() {
+        "a symbolic link"
+    } else {
+        "a regular file"
+    }
+}
+
+/// Open an image to read: only a regular file is one (a FIFO, a device or a directory is
+/// refused, naming it). Opened without blocking, so that a FIFO with no writer does not
+/// hang the reader before it can be refused.
+pub fn open_image(path: &Path) -> io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    let ft = f.metadata()?.file_type();
+    if !ft.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{} is {}, not an image: an image is a regular file (or `-`, standard input, where a command takes one)",
+                path.display(),
+                file_kind(ft)
+            ),
+        ));
+    }
+    Ok(f)
+}
+
+/// Refuse to write an image over anything but a regular file: a temporary file renamed
+/// into place would replace a device, a FIFO, a socket or a symbolic link (as root,
+/// `-o /dev/null` would have replaced /dev/null with a file holding the session's
+/// memory), and a directory cannot be replaced at all.
+pub fn check_output(path: &Path) -> io::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if !m.file_type().is_file() => Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!(
+                "{} exists and is {}, not a regular file; an image replaces only a regular file",
+                path.display(),
+                file_kind(m.file_type())
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Read and check an image file, keeping only the sections `keep` wants.
 pub fn read_file_with(
     path: &Path,
     keep: impl Fn(SectionKind) -> bool,
 ) -> Result<Image, ImageError> {
-    let f = std::fs::File::open(path)?;
+    let f = open_image(path)?;
     // A regular file of some size is mapped rather than read: its sections are sliced
     // out of the mapping, not copied (an image of gigabytes is not read twice).
     if f.metadata()?.len() >= 1 << 20

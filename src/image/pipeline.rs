@@ -153,7 +153,9 @@ impl<W: Write + Send> ImageWriter<W> {
             let written = writer.join().expect("the image writer does not panic");
             match (produced, written) {
                 (Ok(r), Ok(())) => Ok(r),
-                (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+                // A failed write stops the producer too ("the image writer stopped"): the
+                // write's own error says why (a full disk, a closed stream).
+                (_, Err(e)) | (Err(e), Ok(())) => Err(e),
             }
         })
     }

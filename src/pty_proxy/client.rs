@@ -5,7 +5,7 @@
 use super::protocol::{CheckpointOrder, FrameReader, ToClient, ToDaemon};
 use crate::sys::{self, PollFd, PollFdExt, Termios, WinSize};
 use anyhow::{Context, Result, bail};
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -191,7 +191,10 @@ fn relay(stream: &mut UnixStream, signals: BorrowedFd, prefix: u8) -> Result<Out
             }
         }
         if fds[1].has(libc::POLLIN | libc::POLLHUP | libc::POLLERR) {
-            let n = stream.read(&mut buf).unwrap_or(0);
+            let n = match stream.read(&mut buf) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => r.unwrap_or(0),
+            };
             if n == 0 {
                 let _ = sys::write_all(stdout(), RESET_MODES.as_bytes());
                 bail!("lost the connection to the session daemon");
@@ -288,6 +291,7 @@ fn detach_before_exit(stream: &mut UnixStream, reader: &mut FrameReader) -> bool
         }
         match stream.read(&mut buf) {
             Ok(n) if n > 0 => reader.push(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             _ => return false,
         }
     }

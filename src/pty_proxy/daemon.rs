@@ -19,7 +19,7 @@ use super::world::{self, World};
 use crate::sys::{self, PollFd, PollFdExt, WinSize};
 use crate::term_model::{Term, TermParser};
 use anyhow::{Context, Result};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -117,7 +117,11 @@ struct Daemon {
     signals: OwnedFd,
     uid: u32,
     /// The checkpoint under way, if any.
-    dump: Option<PendingDump>,
+    checkpoint: Option<Checkpoint>,
+    /// The session is frozen for a checkpoint, whose thread takes typed keys out of the
+    /// pty and puts them back: nothing is written to the pty meanwhile, so that keys typed
+    /// now come after them.
+    input_held: bool,
     /// The session's programs use x86-64-v2 code only (`--cpu baseline`).
     cpu_baseline: bool,
     /// A resumed session: at the first attach the programs are made to redraw (SIGWINCH
@@ -125,13 +129,9 @@ struct Daemon {
     redraw_on_attach: bool,
 }
 
-/// A dump process at work for a client's checkpoint request.
-struct PendingDump {
-    child: std::process::Child,
-    output: std::process::ChildStdout,
-    /// Where the terminal model goes once the dumper says the session is frozen.
-    input: Option<std::process::ChildStdin>,
-    said: Vec<u8>,
+/// A checkpoint at work for a client's request.
+struct Checkpoint {
+    hold: crate::ckpt::hold::Hold,
     conn: u64,
     path: PathBuf,
     exit: bool,
@@ -184,7 +184,7 @@ fn setup(cfg: DaemonConfig) -> Result<Daemon> {
             let term: Term = image
                 .meta(crate::image::SectionKind::TERM_MODEL)
                 .map_err(|e| anyhow::anyhow!("cannot resume {what}: {e}"))?;
-            let record: crate::ckpt::dump::SessionRecord = image
+            let record: crate::ckpt::record::SessionRecord = image
                 .meta(crate::image::SectionKind::SESSION)
                 .map_err(|e| anyhow::anyhow!("cannot resume {what}: {e}"))?;
             let world = world::resume(&record, &image, opts)?;
@@ -221,7 +221,8 @@ fn setup(cfg: DaemonConfig) -> Result<Daemon> {
         next_conn: 0,
         signals,
         uid: sys::geteuid(),
-        dump: None,
+        checkpoint: None,
+        input_held: false,
         cpu_baseline,
     })
 }
@@ -288,7 +289,7 @@ impl Daemon {
             if self.master_open && backlog < CLIENT_BACKLOG_LIMIT {
                 master_events |= libc::POLLIN;
             }
-            if self.master_open && !self.to_master.is_empty() {
+            if self.master_open && !self.to_master.is_empty() && !self.input_held {
                 master_events |= libc::POLLOUT;
             }
             fds.push(PollFd::new(
@@ -300,7 +301,9 @@ impl Daemon {
                 master_events,
             ));
             fds.push(PollFd::new(
-                self.dump.as_ref().map_or(-1, |d| d.output.as_raw_fd()),
+                self.checkpoint
+                    .as_ref()
+                    .map_or(-1, |c| c.hold.wake.as_raw_fd()),
                 libc::POLLIN,
             ));
             // Two entries per connection: its socket and its terminal writer's wakeups.
@@ -334,7 +337,7 @@ impl Daemon {
                 self.write_master();
             }
             if fds[3].has(libc::POLLIN | libc::POLLHUP | libc::POLLERR) {
-                self.read_dump_output();
+                self.checkpoint_events();
             }
             for i in 0..self.conns.len() {
                 let (sock, wake) = (fds[4 + 2 * i], fds[5 + 2 * i]);
@@ -387,6 +390,9 @@ impl Daemon {
     }
 
     fn write_master(&mut self) {
+        if self.input_held {
+            return;
+        }
         match sys::write(self.world.master.as_fd(), &self.to_master) {
             Ok(n) => {
                 self.to_master.drain(..n);
@@ -558,7 +564,7 @@ impl Daemon {
                 let conn = self.conns[i].id;
                 let stream = self.conns[i].passed.take();
                 let exit = order.exit;
-                if let Err(text) = self.start_dump(conn, &order, stream) {
+                if let Err(text) = self.start_checkpoint(conn, &order, stream) {
                     self.checkpoint_done(conn, false, text, exit, None);
                 }
             }
@@ -591,26 +597,25 @@ impl Daemon {
         }
     }
 
-    /// Start a dump process for a checkpoint into `path` (empty: the session's image; `-`:
-    /// `stream`, the client's standard output).
-    fn start_dump(
+    /// Start a checkpoint into `path` (empty: the session's image; `-`: `stream`, the
+    /// client's standard output).
+    fn start_checkpoint(
         &mut self,
         conn: u64,
         order: &CheckpointOrder,
-        passed: Option<OwnedFd>,
+        stream: Option<OwnedFd>,
     ) -> Result<(), String> {
-        let (path, exit) = (order.path.as_str(), order.exit);
-        if self.dump.is_some() {
+        if self.checkpoint.is_some() {
             return Err("a checkpoint of this session is already under way".into());
         }
-        let path = if path.is_empty() {
+        let path = if order.path.is_empty() {
             self.image.clone()
         } else {
-            PathBuf::from(path)
+            PathBuf::from(&order.path)
         };
-        let stream = path.as_os_str() == "-";
+        let to_stream = path.as_os_str() == "-";
         if let Some(dir) = path.parent()
-            && !stream
+            && !to_stream
             && !dir.as_os_str().is_empty()
             && let Err(e) = std::fs::DirBuilder::new()
                 .recursive(true)
@@ -622,141 +627,83 @@ impl Daemon {
                 dir.display()
             ));
         }
-        // /proc/self/exe: the very binary running, even if it was replaced on disk since.
-        let mut cmd = std::process::Command::new("/proc/self/exe");
-        if stream {
-            let fd = passed.ok_or("checkpoint failed: the client sent no stream to write to")?;
-            sys::pass_fd_as(&mut cmd, fd, crate::ckpt::dumper::STREAM_FD);
+        if to_stream && stream.is_none() {
+            return Err("checkpoint failed: the client sent no stream to write to".into());
         }
-        let mut child = cmd
-            .arg("__dump")
-            .arg("--root")
-            .arg(self.world.init_pid.to_string())
-            .arg("--name")
-            .arg(&self.name)
-            .arg("--command")
-            .arg(&self.command)
-            .arg("--out")
-            .arg(&path)
-            .arg("--wait-connections")
-            .arg(order.wait.to_string())
-            .arg("--carry-files")
-            .arg(order.carry_files.to_string())
-            .args(self.cpu_baseline.then_some("--cpu-baseline"))
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .map_err(|e| format!("checkpoint failed: cannot start the dump process: {e}"))?;
-        let input = child.stdin.take();
-        let output = child.stdout.take().expect("piped");
-        let _ = sys::set_nonblocking(output.as_fd(), true);
-        self.dump = Some(PendingDump {
-            child,
-            output,
-            input,
-            said: Vec::new(),
+        let master = self
+            .world
+            .master
+            .try_clone()
+            .map_err(|e| format!("checkpoint failed: {e}"))?;
+        let hold = crate::ckpt::hold::Hold::start(crate::ckpt::hold::Order {
+            root: self.world.init_pid,
+            about: crate::ckpt::state::About {
+                name: self.name.clone(),
+                command: self.command.clone(),
+                cpu_baseline: self.cpu_baseline,
+                user_namespace: self.world.user_namespace,
+            },
+            out: path.clone(),
+            stream,
+            wait_connections: std::time::Duration::from_secs(order.wait.into()),
+            carry_files: order.carry_files,
+            exit: order.exit,
+            master,
+        })
+        .map_err(|e| format!("checkpoint failed: {e}"))?;
+        self.checkpoint = Some(Checkpoint {
+            hold,
             conn,
             path,
-            exit,
+            exit: order.exit,
         });
         Ok(())
     }
 
-    /// The session is frozen: take in everything its programs wrote before (nothing is
-    /// left in the pty), so the model the image gets is the screen as they left it, and
-    /// hand the model to the dumper.
-    fn send_model(&mut self, mut input: std::process::ChildStdin) {
-        let mut buf = vec![0u8; 64 * 1024];
-        while self.master_open {
-            match sys::read(self.world.master.as_fd(), &mut buf) {
-                Ok(n) if n > 0 => self.output(&buf[..n]),
-                _ => break,
-            }
-        }
-        let Ok(model) = postcard::to_allocvec(&self.parser.term) else {
+    /// What the checkpoint under way says: the session is frozen (take in everything its
+    /// programs wrote before, so the model the image gets is the screen as they left it,
+    /// and hand the model over), it goes on, or the checkpoint is over.
+    fn checkpoint_events(&mut self) {
+        let Some(c) = self.checkpoint.as_ref() else {
             return;
         };
-        // The model can be megabytes: hand it over without stopping the event loop.
-        std::thread::spawn(move || {
-            let _ = input.write_all(&model);
-        });
-    }
-
-    /// The dump process wrote or ended: once it has ended, answer the client.
-    fn read_dump_output(&mut self) {
-        let Some(d) = self.dump.as_mut() else {
-            return;
-        };
-        let mut buf = [0u8; 4096];
-        let mut ended = false;
-        loop {
-            match d.output.read(&mut buf) {
-                Ok(0) => {
-                    ended = true;
-                    break;
+        for event in c.hold.take_events() {
+            use crate::ckpt::hold::Event;
+            match event {
+                Event::Frozen => {
+                    self.input_held = true;
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while self.master_open {
+                        match sys::read(self.world.master.as_fd(), &mut buf) {
+                            Ok(n) if n > 0 => self.output(&buf[..n]),
+                            _ => break,
+                        }
+                    }
+                    let model = postcard::to_allocvec(&self.parser.term).unwrap_or_default();
+                    if let Some(c) = &self.checkpoint {
+                        c.hold.send_model(model);
+                    }
                 }
-                Ok(n) => d.said.extend_from_slice(&buf[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(_) => {
-                    ended = true;
-                    break;
+                Event::Thawed => {
+                    self.input_held = false;
+                    self.write_master();
+                }
+                Event::Done { ok, text, end } => {
+                    self.input_held = false;
+                    let Some(mut c) = self.checkpoint.take() else {
+                        return;
+                    };
+                    self.checkpoint_done(c.conn, ok, text, c.exit, Some(c.path.clone()));
+                    if end {
+                        // checkpoint_done ended the session: the frozen processes go.
+                        c.hold.session_ended();
+                    }
+                    drop(c);
+                    self.write_master();
+                    return;
                 }
             }
         }
-        let mut model_to = None;
-        if d.input.is_some() && d.said.starts_with(b"frozen\n") {
-            d.said.drain(..7);
-            model_to = d.input.take();
-        }
-        // Keys typed and not yet read, taken out for the image: back into the pty.
-        let mut typed = Vec::new();
-        if d.said.starts_with(b"typed ")
-            && let Some(end) = d.said.iter().position(|&b| b == b'\n')
-        {
-            let line: Vec<u8> = d.said.drain(..=end).collect();
-            let hex = String::from_utf8_lossy(&line[6..end]).into_owned();
-            typed = (0..hex.len() / 2)
-                .filter_map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok())
-                .collect();
-        }
-        if let Some(input) = model_to {
-            self.send_model(input);
-        }
-        if !typed.is_empty() {
-            let mut queued = std::mem::take(&mut self.to_master);
-            self.to_master = typed;
-            self.to_master.append(&mut queued);
-            self.write_master();
-        }
-        if !ended {
-            return;
-        }
-        let mut d = self.dump.take().expect("checked");
-        let status = d.child.wait();
-        let said = String::from_utf8_lossy(&d.said).trim_end().to_string();
-        let (ok, text) = if let Some(t) = said.strip_prefix("ok ") {
-            (true, t.to_string())
-        } else if let Some(t) = said.strip_prefix("err ") {
-            (false, t.to_string())
-        } else {
-            // It died midway: its tracees were let go by the kernel; what it had written
-            // is removed here.
-            if let Some(tmp) = crate::image::temp_path(&d.path, d.child.id()) {
-                let _ = std::fs::remove_file(tmp);
-            }
-            let how = match status {
-                Ok(s) => s.to_string(),
-                Err(e) => e.to_string(),
-            };
-            (
-                false,
-                format!(
-                    "checkpoint failed: the dump process died ({how}); the session goes on unchanged, any earlier image is untouched"
-                ),
-            )
-        };
-        self.checkpoint_done(d.conn, ok, text, d.exit, Some(d.path.clone()));
     }
 
     fn checkpoint_done(
@@ -816,12 +763,8 @@ impl Daemon {
         }
         let _ = std::fs::remove_file(&self.socket);
         // A checkpoint of a session that has ended is of no use: stop it and its litter.
-        if let Some(mut d) = self.dump.take() {
-            let _ = d.child.kill();
-            let _ = d.child.wait();
-            if let Some(tmp) = crate::image::temp_path(&d.path, d.child.id()) {
-                let _ = std::fs::remove_file(tmp);
-            }
+        if let Some(mut c) = self.checkpoint.take() {
+            c.hold.abort();
         }
         for c in &mut self.conns {
             c.release_terminal();

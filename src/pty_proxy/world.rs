@@ -9,7 +9,7 @@
 //! namespace, so a session never leaves processes behind. Later the same init is the
 //! in-namespace agent that recreates processes with exact pids on restore.
 
-use crate::ckpt::dump::SessionRecord;
+use crate::ckpt::record::SessionRecord;
 use crate::image::Image;
 use crate::restore;
 use crate::sys::{self, Forked, WinSize};
@@ -26,6 +26,9 @@ pub struct World {
     pub control: OwnedFd,
     /// What a resume could not put back exactly (one line each).
     pub warnings: Vec<String>,
+    /// The session runs in a user namespace of its own mapping this (uid, gid) to
+    /// themselves.
+    pub user_namespace: Option<(u32, u32)>,
 }
 
 /// Start `argv` in a new world with a pty of `size`. Errors say what failed: a mount, the
@@ -108,6 +111,7 @@ fn build(init: impl FnOnce(OwnedFd) -> std::convert::Infallible) -> Result<World
                     init_pid: pid,
                     master,
                     control,
+                    user_namespace: unprivileged.then_some((uid, gid)),
                     warnings: rest
                         .lines()
                         .filter(|l| !l.is_empty())

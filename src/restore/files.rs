@@ -5,7 +5,7 @@
 //! and `dup3` puts it at its number. Descriptions shared before stay shared, offsets too.
 
 use super::{PAGE, Restorer};
-use crate::ckpt::dump::{FdKind, FdRecord, ProcessRecord, SessionRecord, TtyRecord};
+use crate::ckpt::record::{FdKind, FdRecord, ProcessRecord, SessionRecord, TtyRecord};
 use crate::inject::nr;
 use crate::sys::{self, trace as t};
 use anyhow::{Context, Result, anyhow, bail};
@@ -194,7 +194,7 @@ impl Descriptions {
 /// (the program sees what it sees when the other side goes away). Returns the sockets by
 /// inode and a line for each connection that came back closed.
 fn connected_sockets(record: &SessionRecord) -> Result<(HashMap<u64, OwnedFd>, Vec<String>)> {
-    use crate::ckpt::dump::SocketRecord;
+    use crate::ckpt::record::SocketRecord;
     let mut by_inode: BTreeMap<u64, (&ProcessRecord, &FdRecord, &SocketRecord)> = BTreeMap::new();
     let mut made = HashMap::new();
     let mut closed = Vec::new();
@@ -349,7 +349,7 @@ fn inotify_again(f: &FdRecord) -> Result<OwnedFd> {
 
 /// A TCP socket listening (or bound) where it was, with its options. A port another
 /// program has taken now is an error that says so.
-fn tcp_socket(s: &crate::ckpt::dump::SocketRecord) -> Result<OwnedFd> {
+fn tcp_socket(s: &crate::ckpt::record::SocketRecord) -> Result<OwnedFd> {
     let sock = sys::sock::socket(s.domain, s.kind).context("socket")?;
     for &(level, opt, v) in &s.options {
         let _ = sys::sock::set_int(sock.as_fd(), level, opt, v);
@@ -373,7 +373,7 @@ fn tcp_socket(s: &crate::ckpt::dump::SocketRecord) -> Result<OwnedFd> {
 
 /// A TCP connection whose other side has closed it: a real TCP socket, connected over
 /// the loopback to a peer that sends what the old connection had queued, then closes.
-fn closed_tcp(s: &crate::ckpt::dump::SocketRecord) -> Result<OwnedFd> {
+fn closed_tcp(s: &crate::ckpt::record::SocketRecord) -> Result<OwnedFd> {
     let listener = sys::sock::socket(s.domain, libc::SOCK_STREAM).context("socket")?;
     sys::sock::bind(listener.as_fd(), &sys::sock::loopback(s.domain))
         .context("binding a loopback socket")?;
@@ -625,7 +625,7 @@ impl Restorer<'_> {
         let mtime = meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128;
         // The content it had is still its beginning (when it was hashed).
         let prefix_same = || match &id.sha256 {
-            Some(h) => crate::ckpt::dump::hash_prefix(&f.target, id.size).as_ref() == Some(h),
+            Some(h) => crate::ckpt::record::hash_prefix(&f.target, id.size).as_ref() == Some(h),
             None => true,
         };
         let same = meta.size() == id.size && mtime == id.mtime_ns && prefix_same();
@@ -951,7 +951,7 @@ impl Restorer<'_> {
 /// A unix socket bound to its name again (and listening, if it was). A socket file left
 /// at its path by the checkpointed program (it was killed, so it could not remove it) is
 /// replaced; one that a running program listens on is not.
-fn named_socket(s: &crate::ckpt::dump::SocketRecord) -> Result<OwnedFd> {
+fn named_socket(s: &crate::ckpt::record::SocketRecord) -> Result<OwnedFd> {
     use std::os::unix::fs::{FileTypeExt, PermissionsExt};
     if s.domain != libc::AF_UNIX || s.name.is_empty() {
         bail!("only unix sockets are carried");

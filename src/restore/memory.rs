@@ -5,7 +5,7 @@
 //! arguments, environment, auxv, exe) are put back with PR_SET_MM_MAP.
 
 use super::{PAGE, Restorer, TASK_SIZE, TRAMPOLINE_PAGES};
-use crate::ckpt::dump::{CarriedFile, MapKind, MapRecord, SessionRecord};
+use crate::ckpt::record::{CarriedFile, MapKind, MapRecord, SessionRecord};
 use crate::image::SectionKind;
 use crate::inject::nr;
 use crate::sys::{self, trace as t};
@@ -61,7 +61,7 @@ pub fn mapped_file_here(record: &SessionRecord, m: &MapRecord) -> bool {
                 // Another machine's copy of the same file (installed at another time):
                 // the same content.
                 || (meta.size() == f.size
-                    && crate::ckpt::dump::hash_prefix(&m.path, f.size).as_deref()
+                    && crate::ckpt::record::hash_prefix(&m.path, f.size).as_deref()
                         == Some(f.sha256.as_str()))
         }
         None => dev == m.dev && meta.ino() == m.inode,
@@ -130,7 +130,7 @@ impl Restorer<'_> {
 
     /// An address for this kernel's vDSO block (`len` bytes) below the old one, free in
     /// process `rec` and apart from the trampoline.
-    fn free_vdso_address(&self, rec: &crate::ckpt::dump::ProcessRecord, len: u64) -> Result<u64> {
+    fn free_vdso_address(&self, rec: &crate::ckpt::record::ProcessRecord, len: u64) -> Result<u64> {
         let old = rec
             .maps
             .iter()

@@ -21,7 +21,7 @@ mod memory;
 pub use memory::mapped_file_here;
 mod tree;
 
-use crate::ckpt::dump::{ProcessRecord, SessionRecord};
+use crate::ckpt::record::{ProcessRecord, SessionRecord};
 use crate::image::Image;
 use crate::inject::{Injector, nr};
 use crate::sys::{self, trace as t};
@@ -487,7 +487,7 @@ impl<'a> Restorer<'a> {
         &self,
         pid: i32,
         tid: i32,
-        th: &crate::ckpt::dump::ThreadRecord,
+        th: &crate::ckpt::record::ThreadRecord,
     ) -> Result<()> {
         let inj = Injector::new(tid, self.tramp, TRACE_CHILDREN)?;
         let fail = |e: crate::inject::CallError| anyhow!("thread {tid} of process {pid}: {e}");
@@ -606,7 +606,7 @@ impl<'a> Restorer<'a> {
 }
 
 /// Whether a thread's saved registers re-issue a system call on restore.
-fn reissues_call(th: &crate::ckpt::dump::ThreadRecord) -> bool {
+fn reissues_call(th: &crate::ckpt::record::ThreadRecord) -> bool {
     let mut regs: t::Regs = [0; 27];
     regs.copy_from_slice(&th.regs);
     crate::inject::restart_regs(regs, false) != regs
@@ -642,7 +642,7 @@ fn step_into_call(tid: i32) -> Result<()> {
 /// A thread's saved registers (a call it was in is re-issued), XSAVE state and mask.
 fn set_final(
     tid: i32,
-    th: &crate::ckpt::dump::ThreadRecord,
+    th: &crate::ckpt::record::ThreadRecord,
     xsave: &(crate::machine::XsaveLayout, crate::machine::XsaveLayout),
 ) -> Result<()> {
     let mut regs: t::Regs = [0; 27];

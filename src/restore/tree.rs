@@ -3,7 +3,7 @@
 //! foreground group; zombies made to exit with their status.
 
 use super::{Proc, Restorer, TRACE_CHILDREN, files::pts_number};
-use crate::ckpt::dump::ProcessRecord;
+use crate::ckpt::record::ProcessRecord;
 use crate::inject::{Injector, nr};
 use crate::sys::{self, trace as t};
 use anyhow::{Context, Result, anyhow, bail};

@@ -613,6 +613,15 @@ pub unsafe fn fork() -> io::Result<Forked> {
     unsafe { fork_into(0) }
 }
 
+/// Let SIGPIPE end this process, as it ends other command-line tools whose reader went
+/// away (`crterm ls | head -1`): quietly, instead of an error about a broken pipe. (Rust
+/// starts programs with SIGPIPE ignored, which suits the daemon and the dumper: they
+/// handle EPIPE themselves.)
+pub fn die_quietly_on_broken_pipe() {
+    // SAFETY: resetting a signal's disposition to its default touches no memory.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+}
+
 pub fn setsid() -> io::Result<()> {
     check(unsafe { libc::setsid() })?;
     Ok(())

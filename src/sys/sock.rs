@@ -278,9 +278,11 @@ pub fn send_now(fd: BorrowedFd, mut bytes: &[u8], stream: bool) -> io::Result<()
 /// stream. Fails with `InvalidData` if descriptors are in flight in the queue (SCM_RIGHTS:
 /// they cannot be carried).
 pub fn peek_queue(fd: BorrowedFd, stream: bool) -> io::Result<Vec<Vec<u8>>> {
+    // The program's own peek offset (-1: none) is put back afterwards.
+    let was = get_opt(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF)?;
     set_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0)?;
     let result = peek_from_offset(fd, stream);
-    let _ = set_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, -1);
+    let _ = set_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, was);
     result
 }
 

@@ -704,7 +704,7 @@ fn a_checkpoint_writes_an_image_that_info_reads() {
     .unwrap();
     assert!(found, "the python process's memory is not in the image");
     // Every thread's full register state, and what restore needs of signals and rseq.
-    let session: crterm::ckpt::dump::SessionRecord =
+    let session: crterm::ckpt::record::SessionRecord =
         img.meta(crterm::image::SectionKind::SESSION).unwrap();
     for p in &session.processes {
         for t in &p.threads {
@@ -733,7 +733,7 @@ fn a_checkpoint_writes_an_image_that_info_reads() {
     );
     assert_eq!((bash.pid, bash.ppid, bash.sid), (2, 1, 2));
     // The shell's terminal and the identity of regular files it holds.
-    use crterm::ckpt::dump::FdKind;
+    use crterm::ckpt::record::FdKind;
     let tty = bash.fds.iter().find(|f| f.fd == 0).unwrap();
     assert_eq!(
         (tty.kind, tty.target.as_str()),
@@ -974,7 +974,7 @@ fn a_zombie_in_the_session_is_recorded_not_a_failure() {
         String::from_utf8_lossy(&out.stderr)
     );
     let img = crterm::image::read_file(&image).unwrap();
-    let session: crterm::ckpt::dump::SessionRecord =
+    let session: crterm::ckpt::record::SessionRecord =
         img.meta(crterm::image::SectionKind::SESSION).unwrap();
     let zombie = session
         .processes
@@ -1011,7 +1011,7 @@ fn pipes_queued_bytes_and_fdinfo_are_saved_without_consuming_them() {
     );
     env.tmux.send_keys("p", &["Enter"]);
     env.tmux.wait_text("p", "WRITTEN", T);
-    let session = |n: &str| -> crterm::ckpt::dump::SessionRecord {
+    let session = |n: &str| -> crterm::ckpt::record::SessionRecord {
         let image = env.dir.path().join(n);
         let out = env.crterm(&["checkpoint", "pq", "-o", image.to_str().unwrap()]);
         assert!(

@@ -604,7 +604,7 @@ fn the_golden_session_image_still_reads_and_resumes() {
     }
     let img = crterm::image::read_file(Path::new(GOLDEN_SESSION)).unwrap();
     assert_eq!(img.format.0, 1);
-    let record: crterm::ckpt::dump::SessionRecord = img
+    let record: crterm::ckpt::record::SessionRecord = img
         .meta(crterm::image::SectionKind::SESSION)
         .expect("this build reads the golden session record");
     assert_eq!(record.processes.len(), 1);
@@ -723,13 +723,13 @@ pub(crate) fn a_feature_this_cpu_lacks() -> String {
 pub(crate) fn rewrite_image(
     src: &Path,
     dest: &Path,
-    change: impl FnOnce(&mut crterm::image::ImageInfo, &mut crterm::ckpt::dump::SessionRecord),
+    change: impl FnOnce(&mut crterm::image::ImageInfo, &mut crterm::ckpt::record::SessionRecord),
 ) {
     use crterm::image::{self, SectionKind};
     let img = image::read_file(src).unwrap();
     let mut info = img.info.clone();
     let term: crterm::term_model::Term = img.meta(SectionKind::TERM_MODEL).unwrap();
-    let mut record: crterm::ckpt::dump::SessionRecord = img.meta(SectionKind::SESSION).unwrap();
+    let mut record: crterm::ckpt::record::SessionRecord = img.meta(SectionKind::SESSION).unwrap();
     change(&mut info, &mut record);
     image::write_file(dest, &info, |w| {
         w.meta(SectionKind::TERM_MODEL, &term)?;

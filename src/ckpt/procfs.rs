@@ -1,0 +1,312 @@
+//! Parsers for the text the kernel writes in /proc: a process's `status`, `stat`, `maps`,
+//! a descriptor's `fdinfo` (inotify watches among it) and `timers`. Pure functions of the
+//! text, so each is tested on the kernel's own formats (the tests below) without a
+//! process; the readers that open the files are in `state`.
+
+use super::inside::PosixTimer;
+use super::record::{InotifyWatch, MapRecord};
+
+/// The last value of a `status` line such as `NSpid:\t812\t3` (the innermost namespace's
+/// view).
+pub fn status_last(status: &str, key: &str) -> Option<i32> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
+}
+
+/// A `status` line holding one hexadecimal number (`SigBlk:\t0000000000010000`); 0 when
+/// missing.
+pub fn status_hex(status: &str, key: &str) -> u64 {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0)
+}
+
+/// The first `N` numbers of a `status` line (`Uid:\t1000\t1000\t1000\t1000`), decimal or
+/// hexadecimal; missing ones are 0.
+pub fn status_words<const N: usize>(status: &str, key: &str, hex: bool) -> [u64; N] {
+    let mut out = [0u64; N];
+    if let Some(v) = status.lines().find_map(|l| l.strip_prefix(key)) {
+        for (o, f) in out.iter_mut().zip(v.split_whitespace()) {
+            *o = if hex {
+                u64::from_str_radix(f, 16).unwrap_or(0)
+            } else {
+                f.parse().unwrap_or(0)
+            };
+        }
+    }
+    out
+}
+
+/// Every number of a `status` line (`Groups:\t4 24 27 1000 `): the supplementary groups.
+pub fn status_list(status: &str, key: &str) -> Vec<u32> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .map(|v| {
+            v.split_whitespace()
+                .filter_map(|g| g.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The fields of `stat` after the command name (field 3, the state, is index 0; it and
+/// other fields that are not numbers read as 0). The command name may hold spaces and
+/// parentheses: it ends at the last `)`.
+pub fn stat_fields(stat: &str) -> Option<Vec<u64>> {
+    let rest = stat.rsplit_once(')')?.1;
+    Some(
+        rest.split_whitespace()
+            .map(|f| f.parse::<i64>().map_or(0, |v| v as u64))
+            .collect(),
+    )
+}
+
+/// A process's state letter (`R`, `S`, `T`, `Z` ...) from its `stat`.
+pub fn stat_state(stat: &str) -> Option<char> {
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+/// One line of `maps`: `start-end perms offset major:minor inode   path`. The path is the
+/// rest of the line after the padding (it may hold spaces of its own).
+pub fn parse_map(line: &str) -> Option<MapRecord> {
+    let mut rest = line;
+    let mut next = || -> Option<&str> {
+        let t = rest.trim_start_matches(' ');
+        let end = t.find(' ').unwrap_or(t.len());
+        let (field, after) = t.split_at(end);
+        rest = after;
+        (!field.is_empty()).then_some(field)
+    };
+    let range = next()?;
+    let perms = next()?.to_string();
+    let offset = u64::from_str_radix(next()?, 16).ok()?;
+    let (major, minor) = next()?.split_once(':')?;
+    let inode = next()?.parse().ok()?;
+    let path = rest.trim_start_matches(' ').to_string();
+    let (s, e) = range.split_once('-')?;
+    if perms.len() != 4 {
+        return None;
+    }
+    Some(MapRecord {
+        start: u64::from_str_radix(s, 16).ok()?,
+        end: u64::from_str_radix(e, 16).ok()?,
+        perms,
+        offset,
+        path,
+        dev: (
+            u32::from_str_radix(major, 16).ok()?,
+            u32::from_str_radix(minor, 16).ok()?,
+        ),
+        inode,
+    })
+}
+
+/// A field of `fdinfo` (`pos:`, `flags:` ...), its value trimmed; empty when missing.
+pub fn fdinfo_field(fdinfo: &str, key: &str) -> String {
+    fdinfo
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// A descriptor's file status flags (`flags:`, octal) and offset (`pos:`, decimal).
+pub fn fdinfo_flags_and_pos(fdinfo: &str) -> (u32, u64) {
+    (
+        u32::from_str_radix(&fdinfo_field(fdinfo, "flags:"), 8).unwrap_or(0),
+        fdinfo_field(fdinfo, "pos:").parse().unwrap_or(0),
+    )
+}
+
+/// The watches an inotify descriptor's fdinfo lists (`inotify wd:1 ino:263 sdev:fe00000
+/// mask:2 ...`, numbers in hex; sdev is the kernel's dev_t, major << 20 | minor).
+pub fn parse_watches(fdinfo: &str) -> Vec<InotifyWatch> {
+    fdinfo
+        .lines()
+        .filter_map(|l| l.strip_prefix("inotify "))
+        .filter_map(|l| {
+            let field = |k: &str| {
+                l.split_whitespace()
+                    .find_map(|w| w.strip_prefix(k))
+                    .and_then(|v| u64::from_str_radix(v, 16).ok())
+            };
+            let sdev = field("sdev:")?;
+            Some(InotifyWatch {
+                wd: field("wd:")? as i32,
+                mask: field("mask:")? as u32,
+                ino: field("ino:")?,
+                dev: ((sdev >> 20) as u32, (sdev & 0xfffff) as u32),
+                path: String::new(),
+            })
+        })
+        .collect()
+}
+
+/// `timers`: `ID:`, `signal: N/VALUE`, `notify: KIND/tid.N` or `KIND/pid.N`, `ClockID:`
+/// per timer (the time left is asked from inside the process).
+pub fn parse_timers(text: &str) -> Vec<PosixTimer> {
+    let mut out: Vec<PosixTimer> = Vec::new();
+    for line in text.lines() {
+        let Some((key, v)) = line.split_once(':') else {
+            continue;
+        };
+        let v = v.trim();
+        if key == "ID" {
+            out.push(PosixTimer {
+                id: v.parse().unwrap_or(-1),
+                clock: 0,
+                signo: 0,
+                notify: 0,
+                tid: 0,
+                value: 0,
+                spec: [0; 4],
+            });
+            continue;
+        }
+        let Some(t) = out.last_mut() else { continue };
+        match key {
+            "signal" => {
+                if let Some((n, val)) = v.split_once('/') {
+                    t.signo = n.parse().unwrap_or(0);
+                    t.value = u64::from_str_radix(val, 16).unwrap_or(0);
+                }
+            }
+            "notify" => {
+                if let Some((kind, who)) = v.split_once('/') {
+                    t.notify = match kind {
+                        "none" => libc::SIGEV_NONE,
+                        "thread" => libc::SIGEV_THREAD,
+                        _ => libc::SIGEV_SIGNAL,
+                    };
+                    if let Some(tid) = who.strip_prefix("tid.") {
+                        t.notify |= libc::SIGEV_THREAD_ID;
+                        t.tid = tid.parse().unwrap_or(0);
+                    }
+                }
+            }
+            "ClockID" => t.clock = v.parse().unwrap_or(0),
+            _ => {}
+        }
+    }
+    out.retain(|t| t.id >= 0);
+    out
+}
+
+/// The auxiliary vector (`auxv`, native words) as words.
+pub fn auxv_words(bytes: &[u8]) -> Vec<u64> {
+    bytes
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Lines as Linux 6.x writes them (a python3 process of a session).
+    const STATUS: &str = "Name:\tpython3\nUmask:\t0022\nState:\tS (sleeping)\nTgid:\t4242\nNgid:\t0\nPid:\t4242\nPPid:\t4240\nTracerPid:\t0\nUid:\t1000\t1000\t1000\t1000\nGid:\t1001\t1001\t1001\t1001\nFDSize:\t64\nGroups:\t24 27 1001 \nNStgid:\t4242\t2\nNSpid:\t4242\t2\nNSpgid:\t4242\t2\nNSsid:\t4240\t1\nThreads:\t2\nSigQ:\t0/63318\nSigPnd:\t0000000000000000\nShdPnd:\t0000000000000100\nSigBlk:\t0000000000010000\nSigIgn:\t0000000001001000\nSigCgt:\t0000000180000002\nCapInh:\t0000000000000000\nCapPrm:\t0000000000000000\nCapEff:\t0000000000000000\nCapBnd:\t000001ffffffffff\nCapAmb:\t0000000000000000\nNoNewPrivs:\t1\nSeccomp:\t0\n";
+
+    #[test]
+    fn status_lines_give_ids_sets_and_groups() {
+        assert_eq!(status_last(STATUS, "NSpid:"), Some(2));
+        assert_eq!(status_last(STATUS, "NSsid:"), Some(1));
+        assert_eq!(status_last(STATUS, "PPid:"), Some(4240));
+        assert_eq!(status_last(STATUS, "Nothing:"), None);
+        assert_eq!(status_hex(STATUS, "ShdPnd:"), 0x100);
+        assert_eq!(status_hex(STATUS, "SigBlk:"), 0x10000);
+        assert_eq!(status_hex(STATUS, "CapBnd:"), 0x1ff_ffff_ffff);
+        assert_eq!(status_hex(STATUS, "Missing:"), 0);
+        assert_eq!(status_words::<4>(STATUS, "Uid:", false), [1000; 4]);
+        assert_eq!(status_words::<4>(STATUS, "Gid:", false), [1001; 4]);
+        assert_eq!(status_words::<1>(STATUS, "NoNewPrivs:", false), [1]);
+        assert_eq!(status_list(STATUS, "Groups:"), vec![24, 27, 1001]);
+        assert_eq!(status_list("Groups:\t\n", "Groups:"), Vec::<u32>::new());
+    }
+
+    #[test]
+    fn stat_fields_survive_a_command_name_with_spaces_and_parentheses() {
+        let stat = "4242 (a (weird) name) T 4240 4242 4240 34816 4242 4194560 1 2 3 4";
+        let f = stat_fields(stat).unwrap();
+        assert_eq!(f[0], 0, "the state letter reads as 0");
+        assert_eq!(&f[1..4], &[4240, 4242, 4240]);
+        assert_eq!(f[4], 34816, "field 7, the controlling terminal");
+        assert_eq!(stat_state(stat), Some('T'));
+        assert_eq!(stat_fields("no parenthesis"), None);
+        // A negative field (no foreground group) stays a two's complement word.
+        let neg = stat_fields("1 (x) S 0 1 1 0 -1").unwrap();
+        assert_eq!(neg[5] as i64, -1);
+    }
+
+    #[test]
+    fn maps_lines_keep_paths_with_spaces() {
+        let m = parse_map(
+            "7f3a1c000000-7f3a1c021000 r-xp 00002000 fe:01 1835019                    /usr/lib/x86_64-linux-gnu/libc.so.6",
+        )
+        .unwrap();
+        assert_eq!((m.start, m.end), (0x7f3a1c000000, 0x7f3a1c021000));
+        assert_eq!((m.perms.as_str(), m.offset), ("r-xp", 0x2000));
+        assert_eq!((m.dev, m.inode), ((0xfe, 1), 1835019));
+        assert_eq!(m.path, "/usr/lib/x86_64-linux-gnu/libc.so.6");
+        let anon = parse_map("7ffd5a1c2000-7ffd5a1e3000 rw-p 00000000 00:00 0 ").unwrap();
+        assert_eq!((anon.path.as_str(), anon.inode), ("", 0));
+        let stack = parse_map("7ffd5a1c2000-7ffd5a1e3000 rw-p 00000000 00:00 0          [stack]");
+        assert_eq!(stack.unwrap().path, "[stack]");
+        let spaced = parse_map(
+            "555555554000-555555556000 r--p 00000000 08:02 42       /tmp/two  spaces (deleted)",
+        )
+        .unwrap();
+        assert_eq!(spaced.path, "/tmp/two  spaces (deleted)");
+        assert!(parse_map("garbage").is_none());
+        assert!(parse_map("1000-2000 rw 0 0:0 0").is_none());
+    }
+
+    #[test]
+    fn fdinfo_gives_flags_offset_and_inotify_watches() {
+        let file = "pos:\t4096\nflags:\t02100002\nmnt_id:\t29\nino:\t131\n";
+        assert_eq!(fdinfo_flags_and_pos(file), (0o2100002, 4096));
+        assert_eq!(fdinfo_field(file, "mnt_id:"), "29");
+        assert_eq!(fdinfo_flags_and_pos(""), (0, 0));
+        let inotify = "pos:\t0\nflags:\t00\nmnt_id:\t15\nino:\t1057\ninotify wd:2 ino:1e0004 sdev:fe00001 mask:fce ignored_mask:0 fhandle-bytes:8 fhandle-type:1 f_handle:040001e0b8d1a1c2\ninotify wd:1 ino:263 sdev:800002 mask:2 ignored_mask:0\n";
+        let w = parse_watches(inotify);
+        assert_eq!(w.len(), 2);
+        assert_eq!((w[0].wd, w[0].ino, w[0].mask), (2, 0x1e0004, 0xfce));
+        assert_eq!(w[0].dev, (0xfe, 1));
+        assert_eq!((w[1].wd, w[1].dev), (1, (8, 2)));
+        assert!(parse_watches(file).is_empty());
+    }
+
+    #[test]
+    fn timers_as_proc_shows_them() {
+        let text = "ID: 0\nsignal: 32/000055c7c67accb0\nnotify: signal/tid.7742\nClockID: 1\nID: 1\nsignal: 14/0000000000000000\nnotify: none/pid.7\nClockID: 0\n";
+        let t = parse_timers(text);
+        assert_eq!(t.len(), 2);
+        assert_eq!(
+            (t[0].id, t[0].signo, t[0].clock, t[0].tid),
+            (0, 32, 1, 7742)
+        );
+        assert_eq!(t[0].value, 0x55c7c67accb0);
+        assert_eq!(t[0].notify, libc::SIGEV_SIGNAL | libc::SIGEV_THREAD_ID);
+        assert_eq!((t[1].notify, t[1].tid), (libc::SIGEV_NONE, 0));
+        assert!(
+            parse_timers("signal: 3/0\n").is_empty(),
+            "no ID line: nothing"
+        );
+    }
+
+    #[test]
+    fn auxv_is_read_as_words() {
+        let mut b = Vec::new();
+        for w in [33u64, 0x7ffd_0000_1000, 0, 0] {
+            b.extend_from_slice(&w.to_le_bytes());
+        }
+        b.push(7); // a stray byte is not a word
+        assert_eq!(auxv_words(&b), vec![33, 0x7ffd_0000_1000, 0, 0]);
+    }
+}

@@ -1,0 +1,421 @@
+//! What an image says about a session: the records the checkpoint fills and the resume
+//! reads (postcard, in the image's SESSION section), and what they mean. Nothing here reads
+//! a process or writes an image; `validate` checks a record read from an image before
+//! anything uses it (an image is never trusted).
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    pub name: String,
+    pub command: String,
+    pub processes: Vec<ProcessRecord>,
+    /// Where each run of saved memory belongs, in the order of the page chunks.
+    pub page_runs: Vec<PageRun>,
+    /// Mapped files' contents, deduplicated, in the order of the FILES chunks.
+    pub files: Vec<CarriedFile>,
+    /// Mapped files that could not be carried, and why.
+    pub files_not_carried: Vec<(String, String)>,
+    /// CLOCK_MONOTONIC and CLOCK_BOOTTIME as the session saw them at the checkpoint (ns):
+    /// a resume goes on from there.
+    pub monotonic_ns: i64,
+    pub boottime_ns: i64,
+    /// What the machine it was made on needs of the one it resumes on.
+    pub machine: crate::machine::MachineRecord,
+    /// The session ran in a user namespace of its own mapping this user and group to
+    /// themselves (a session of an ordinary user): its capabilities meant something only
+    /// there, so a resume, even by root, gives it such a namespace again.
+    pub user_namespace: Option<(u32, u32)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessRecord {
+    /// Ids as the session sees them (its own pid namespace).
+    pub pid: i32,
+    pub ppid: i32,
+    pub pgid: i32,
+    pub sid: i32,
+    pub comm: String,
+    pub cmdline: Vec<String>,
+    pub exe: String,
+    pub cwd: String,
+    /// Stopped by job control (Ctrl-Z).
+    pub stopped: bool,
+    /// Exited and not yet reaped by its parent: the exit status it waits to hand over
+    /// (as waitpid reports it). A zombie has no threads, memory or files.
+    pub zombie: Option<i32>,
+    /// Signals pending for the whole process, ignored, and caught.
+    pub shared_pending_signals: u64,
+    pub ignored_signals: u64,
+    pub caught_signals: u64,
+    /// The kernel's sigaction per signal 1..=64: (handler, flags, restorer, mask).
+    pub sigactions: Vec<[u64; 4]>,
+    /// ITIMER_REAL, ITIMER_VIRTUAL, ITIMER_PROF: (interval s, µs, value s, µs).
+    pub itimers: Vec<[u64; 4]>,
+    /// POSIX timers, their target threads as the session sees them.
+    pub timers: Vec<super::inside::PosixTimer>,
+    pub mm: MmRecord,
+    pub root: String,
+    pub umask: u32,
+    pub personality: u64,
+    /// Whether the process may be dumped and traced by its user (PR_SET_DUMPABLE).
+    pub dumpable: bool,
+    /// (soft, hard) per resource, RLIMIT_CPU .. RLIMIT_RTTIME.
+    pub rlimits: Vec<(u64, u64)>,
+    /// Capability sets: inheritable, permitted, effective, bounding, ambient.
+    pub caps: [u64; 5],
+    /// Real, effective, saved and filesystem user and group ids, and the supplementary
+    /// groups, as the host sees them.
+    pub uids: [u32; 4],
+    pub gids: [u32; 4],
+    pub groups: Vec<u32>,
+    /// PR_SET_NO_NEW_PRIVS was set (it cannot be unset).
+    pub no_new_privs: bool,
+    /// The dynamic XSAVE features the process was permitted (arch_prctl
+    /// ARCH_GET_XCOMP_PERM: AMX's tile data, which a process must ask for before it can
+    /// use it), as a mask of XSAVE components.
+    pub xcomp_perm: u64,
+    /// The controlling terminal (its device number; 0: none) and, when there is one, its
+    /// foreground process group as the session sees it.
+    pub ctty: u32,
+    pub fg_pgid: i32,
+    pub threads: Vec<ThreadRecord>,
+    pub maps: Vec<MapRecord>,
+    pub fds: Vec<FdRecord>,
+}
+
+/// The memory layout the kernel keeps per process (what PR_SET_MM_MAP sets again).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MmRecord {
+    pub start_code: u64,
+    pub end_code: u64,
+    pub start_data: u64,
+    pub end_data: u64,
+    pub start_brk: u64,
+    pub brk: u64,
+    pub start_stack: u64,
+    pub arg_start: u64,
+    pub arg_end: u64,
+    pub env_start: u64,
+    pub env_end: u64,
+    /// The auxiliary vector as the process got it (pairs of words).
+    pub auxv: Vec<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThreadRecord {
+    pub tid: i32,
+    /// The thread's name (`/proc/PID/task/TID/comm`).
+    pub comm: String,
+    /// x86_64 `user_regs_struct`.
+    pub regs: Vec<u64>,
+    /// The XSAVE area (x87, SSE, AVX, AVX-512 ...) in this CPU's layout.
+    pub xstate: Vec<u8>,
+    /// rseq registration: (area, length, signature, flags).
+    pub rseq: Option<(u64, u32, u32, u32)>,
+    pub blocked_signals: u64,
+    /// Signals pending for this thread alone.
+    pub pending_signals: u64,
+    /// The address the kernel clears (and wakes) when the thread ends.
+    pub clear_child_tid: u64,
+    /// The alternate signal stack: (sp, flags, size).
+    pub altstack: [u64; 3],
+    /// The robust futex list glibc keeps per thread: (head, length).
+    pub robust_list: (u64, u64),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MapRecord {
+    pub start: u64,
+    pub end: u64,
+    pub perms: String,
+    pub offset: u64,
+    pub path: String,
+    /// The mapped file's device (major, minor) and inode; 0 for anonymous memory.
+    pub dev: (u32, u32),
+    pub inode: u64,
+}
+
+/// The content of a file the session maps, carried in the image once however many
+/// processes and mappings use it (its bytes are in the FILES chunks, in record order).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CarriedFile {
+    pub sha256: String,
+    pub size: u64,
+    /// Every (path, device, inode, mtime) of the session that has this content.
+    pub copies: Vec<FileCopy>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileCopy {
+    pub path: String,
+    pub dev: (u32, u32),
+    pub inode: u64,
+    pub mtime_ns: i128,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FdRecord {
+    pub fd: i32,
+    /// Which open file description this is, numbered across the session: descriptors with
+    /// the same number share one (after fork or dup), and with it the offset and flags.
+    pub desc: u32,
+    pub target: String,
+    pub flags: u32,
+    pub pos: u64,
+    pub kind: FdKind,
+    /// For regular files and directories: what identifies the file, so that a resume can
+    /// tell whether it changed.
+    pub identity: Option<FileIdentity>,
+    /// The kernel's own description (/proc/PID/fdinfo/FD): an eventfd's count, a timerfd's
+    /// clock and settings, a signalfd's mask, an epoll set's registrations, inotify
+    /// watches. Kept whole; restore reads what it needs.
+    pub fdinfo: String,
+    /// Bytes queued in a pipe, read without consuming them, and the pipe's capacity.
+    pub queued: Vec<u8>,
+    pub pipe_size: u32,
+    /// For a terminal: its settings (the kernel's termios, as bytes) and window size.
+    pub tty: Option<TtyRecord>,
+    pub socket: Option<SocketRecord>,
+    /// For an inotify instance: its watches.
+    pub watches: Vec<InotifyWatch>,
+}
+
+/// One inotify watch: its descriptor number, its mask and the path of what it watches
+/// (found by inode among the files the session has open, its directories and mapped files:
+/// the kernel keeps no path).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InotifyWatch {
+    pub wd: i32,
+    pub mask: u32,
+    pub ino: u64,
+    pub dev: (u32, u32),
+    pub path: String,
+}
+
+/// A socket (what is carried: a unix socket listening on a name).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SocketRecord {
+    pub domain: i32,
+    pub kind: i32,
+    pub listening: bool,
+    /// Connections that arrived and were not accepted yet.
+    pub pending: bool,
+    pub passcred: bool,
+    /// The unix address: a path, or an abstract name (leading 0 byte); empty if unbound.
+    pub name: Vec<u8>,
+    /// The mode of the socket file of a path name (screen marks attached sessions by it).
+    pub mode: u32,
+    pub inode: u64,
+    /// The socket at the other end (0: not connected), and whether it is held in the
+    /// session (a pair made again on resume) or outside (the connection comes back closed).
+    pub peer: u64,
+    pub peer_inside: bool,
+    /// RCV_SHUTDOWN (1), SEND_SHUTDOWN (2).
+    pub shutdown: u8,
+    /// A connection not accepted yet: the listening socket of the session it waits in
+    /// (resume connects to it again), else 0.
+    pub pending_on: u64,
+    /// The bytes waiting to be read: one piece per datagram, or one for a stream.
+    pub queued: Vec<Vec<u8>>,
+    /// A TCP socket's own address and its peer's (sockaddr bytes; empty: none).
+    pub addr: Vec<u8>,
+    pub peer_addr: Vec<u8>,
+    /// Options set again on resume: (level, option, value).
+    pub options: Vec<(i32, i32, i32)>,
+}
+
+impl SocketRecord {
+    pub fn stream(&self) -> bool {
+        self.kind == libc::SOCK_STREAM
+    }
+
+    pub fn inet(&self) -> bool {
+        matches!(self.domain, libc::AF_INET | libc::AF_INET6)
+    }
+
+    /// The name for messages: the path, `@name` for an abstract one.
+    pub fn display_name(&self) -> String {
+        if self.inet() {
+            return format!("TCP {}", crate::sys::sock::inet_text(&self.addr));
+        }
+        match self.name.first() {
+            None => "(unbound)".into(),
+            Some(0) => format!("@{}", String::from_utf8_lossy(&self.name[1..])),
+            Some(_) => String::from_utf8_lossy(&self.name).into_owned(),
+        }
+    }
+}
+
+impl FdRecord {
+    /// For a pty master: the number of its pty.
+    pub fn pty_index(&self) -> Option<u32> {
+        if self.kind != FdKind::PtyMaster {
+            return None;
+        }
+        self.fdinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("tty-index:"))
+            .and_then(|v| v.trim().parse().ok())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TtyRecord {
+    pub termios: Vec<u8>,
+    pub cols: u16,
+    pub rows: u16,
+    /// Bytes typed but not yet read by the program (a terminal in raw mode only: in
+    /// canonical mode a partial line cannot be read out). Put back on resume.
+    pub typed: Vec<u8>,
+    /// Through a pty master (screen's, tmux's): the programs' output not yet read by the
+    /// master's holder, and whether the master is in packet mode.
+    pub output: Vec<u8>,
+    pub packet: bool,
+    /// Whether the pty is locked (its slave cannot be opened yet).
+    pub locked: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FdKind {
+    File,
+    Directory,
+    CharDevice,
+    Pipe,
+    Socket,
+    /// eventfd, timerfd, signalfd, epoll, inotify ... (the target names which).
+    Anon,
+    Other,
+    /// The master side of a pty of the session (`/dev/ptmx`; which pty: `tty-index` in
+    /// the fdinfo).
+    PtyMaster,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileIdentity {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime_ns: i128,
+    /// Permission bits, for a file made again where it is missing.
+    pub mode: u32,
+    /// SHA-256 of its content (files up to `HASHED_FILE_LIMIT`), read after the thaw: a
+    /// file changed with its size and mtime kept is caught too.
+    pub sha256: Option<String>,
+}
+
+/// Open regular files up to this size are carried unless `--carry-files` says otherwise.
+pub const DEFAULT_CARRY_FILES: u64 = 4 << 20;
+
+/// Files deleted while open are carried up to this size.
+pub const DELETED_FILE_LIMIT: u64 = 1 << 30;
+
+/// Open files up to this size have their content hashed for the identity check.
+pub const HASHED_FILE_LIMIT: u64 = 16 << 20;
+
+/// SHA-256 of the first `len` bytes of the file at `path` (None if it has fewer).
+pub fn hash_prefix(path: &str, len: u64) -> Option<String> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).ok()?.take(len);
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut got = 0u64;
+    loop {
+        let n = f.read(&mut buf).ok()?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        got += n as u64;
+    }
+    (got == len).then(|| {
+        hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    })
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageRun {
+    pub pid: i32,
+    pub addr: u64,
+    pub len: u64,
+}
+
+impl SessionRecord {
+    pub fn memory_bytes(&self) -> u64 {
+        self.page_runs.iter().map(|r| r.len).sum()
+    }
+
+    pub fn threads(&self) -> usize {
+        self.processes.iter().map(|p| p.threads.len()).sum()
+    }
+}
+
+/// Where a mapping's content comes from, for saving and for restoring it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MapKind {
+    /// Private memory of the process: every present page is saved.
+    Anon,
+    /// A private mapping of a file: pages still the file's are not saved (the file, or its
+    /// copy in the image, gives them back); pages the process changed are.
+    PrivateFile,
+    /// A shared mapping of a file: the file holds the content.
+    SharedFile,
+    /// Shared memory with no file behind it (or a deleted one): pages saved.
+    SharedAnon,
+    /// `[vvar]`, `[vdso]`, `[vsyscall]`: the kernel provides them.
+    Kernel,
+    /// nscd's cache, shared with the nscd daemon outside the session (the seed's "nscd"
+    /// case). Nothing is saved: on resume the mapping is zero-filled memory, which glibc's
+    /// nscd client takes for a cache nscd stopped updating long ago, so it asks nscd for a
+    /// new one (or does without nscd when there is none).
+    NscdCache,
+}
+
+/// Where nscd keeps the caches it shares with its clients: its database files, and its
+/// run directory (a cache that is not persistent is a deleted file there).
+const NSCD_CACHE_DIRS: [&str; 3] = ["/var/cache/nscd/", "/run/nscd/", "/var/run/nscd/"];
+
+impl MapRecord {
+    pub fn kind(&self) -> MapKind {
+        if matches!(
+            self.path.as_str(),
+            "[vvar]" | "[vvar_vclock]" | "[vdso]" | "[vsyscall]"
+        ) {
+            return MapKind::Kernel;
+        }
+        let shared = self.perms.as_bytes().get(3) == Some(&b's');
+        if shared && NSCD_CACHE_DIRS.iter().any(|d| self.path.starts_with(d)) {
+            return MapKind::NscdCache;
+        }
+        let file =
+            self.inode != 0 && self.path.starts_with('/') && !self.path.ends_with(" (deleted)");
+        match (shared, file) {
+            (false, false) => MapKind::Anon,
+            (false, true) => MapKind::PrivateFile,
+            (true, true) => MapKind::SharedFile,
+            (true, false) => MapKind::SharedAnon,
+        }
+    }
+
+    pub fn executable(&self) -> bool {
+        self.perms.as_bytes().get(2) == Some(&b'x')
+    }
+}
+
+/// The bytes typed at the session's own terminal (pts 0) that the dump took out of it (the
+/// daemon puts them back when the session goes on).
+pub fn typed_input(record: &SessionRecord) -> Vec<u8> {
+    record
+        .processes
+        .iter()
+        .flat_map(|p| &p.fds)
+        .filter(|f| f.target == "/dev/pts/0")
+        .find_map(|f| f.tty.as_ref().filter(|t| !t.typed.is_empty()))
+        .map(|t| t.typed.clone())
+        .unwrap_or_default()
+}

@@ -1,0 +1,993 @@
+//! Reading a frozen session's state into a `SessionRecord`: the process tree with the ids
+//! the session sees, each thread's registers, signal state and what only the process can
+//! tell (injected calls), mappings, descriptors with their kinds' state (pipes' and
+//! sockets' queues read without consuming them, ptys' queues taken out to be put back),
+//! and refusals, by name, of what a resume could not bring back.
+//!
+//! This runs in the session's daemon (`hold`), the tracer of the frozen session: every
+//! change it makes to the session (a thread's registers and mask for an injected call, a
+//! process made dumpable, a pty's queue read out) is undone by it before the session goes
+//! on, so the death of the dump process, which only reads memory and writes the image,
+//! cannot leave the session changed.
+
+use super::freeze::Frozen;
+use super::inside::MadeDumpable;
+use super::procfs;
+use super::record::*;
+use crate::sys;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+
+/// The socket options a TCP socket gets back.
+const TCP_OPTIONS: &[(i32, i32)] = &[
+    (libc::SOL_SOCKET, libc::SO_REUSEADDR),
+    (libc::SOL_SOCKET, libc::SO_REUSEPORT),
+    (libc::SOL_SOCKET, libc::SO_KEEPALIVE),
+    (libc::IPPROTO_TCP, libc::TCP_NODELAY),
+    (libc::IPPROTO_IPV6, libc::IPV6_V6ONLY),
+];
+
+fn read_socket(pid: i32, fd: i32, target: &str) -> io::Result<SocketRecord> {
+    use std::os::unix::fs::PermissionsExt;
+    let sock = sys::trace::copy_fd_of(pid, fd)?;
+    let info = sys::sock::socket_info(sock.as_fd())?;
+    let path = (info.name.first().is_some_and(|&b| b != 0))
+        .then(|| String::from_utf8_lossy(&info.name).into_owned());
+    let inet = matches!(info.domain, libc::AF_INET | libc::AF_INET6);
+    let (addr, peer_addr, options) = if inet {
+        let fd = sock.as_fd();
+        let options = TCP_OPTIONS
+            .iter()
+            .filter(|(level, _)| *level != libc::IPPROTO_IPV6 || info.domain == libc::AF_INET6)
+            .filter_map(|&(level, opt)| {
+                sys::sock::get_opt(fd, level, opt)
+                    .ok()
+                    .map(|v| (level, opt, v))
+            })
+            .collect();
+        (
+            sys::sock::local_addr(fd).unwrap_or_default(),
+            sys::sock::peer_addr(fd).unwrap_or_default(),
+            options,
+        )
+    } else {
+        Default::default()
+    };
+    Ok(SocketRecord {
+        addr,
+        peer_addr,
+        options,
+        domain: info.domain,
+        kind: info.kind,
+        listening: info.listening,
+        pending: info.listening && sys::readable(sock.as_fd()),
+        passcred: info.passcred,
+        mode: path
+            .and_then(|p| std::fs::symlink_metadata(p).ok())
+            .map_or(0, |m| m.permissions().mode() & 0o7777),
+        name: info.name,
+        inode: target
+            .strip_prefix("socket:[")
+            .and_then(|t| t.strip_suffix(']'))
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(0),
+        peer: 0,
+        peer_inside: false,
+        shutdown: 0,
+        pending_on: 0,
+        queued: Vec::new(),
+    })
+}
+
+fn fd_kind_and_identity(link: &str, path: &str) -> (FdKind, Option<FileIdentity>) {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    if link.starts_with("pipe:") {
+        return (FdKind::Pipe, None);
+    }
+    if link.starts_with("socket:") {
+        return (FdKind::Socket, None);
+    }
+    if link.starts_with("anon_inode:") {
+        return (FdKind::Anon, None);
+    }
+    // Through the magic link: the very file the process holds, even if renamed or deleted.
+    let Ok(m) = std::fs::metadata(path) else {
+        return (FdKind::Other, None);
+    };
+    let ft = m.file_type();
+    let kind = if ft.is_file() {
+        FdKind::File
+    } else if ft.is_dir() {
+        FdKind::Directory
+    } else if ft.is_char_device() {
+        FdKind::CharDevice
+    } else if ft.is_fifo() {
+        FdKind::Pipe
+    } else if ft.is_socket() {
+        FdKind::Socket
+    } else {
+        FdKind::Other
+    };
+    let kind = if kind == FdKind::CharDevice && (link == "/dev/ptmx" || link == "/dev/pts/ptmx") {
+        FdKind::PtyMaster
+    } else {
+        kind
+    };
+    let identity = matches!(kind, FdKind::File | FdKind::Directory).then(|| FileIdentity {
+        dev: m.dev(),
+        ino: m.ino(),
+        size: m.size(),
+        mtime_ns: m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
+        mode: m.mode() & 0o7777,
+        sha256: None,
+    });
+    (kind, identity)
+}
+
+fn read(path: String) -> io::Result<String> {
+    std::fs::read_to_string(path)
+}
+
+fn link(path: String) -> String {
+    std::fs::read_link(path)
+        .map(|p| p.display().to_string())
+        .unwrap_or_default()
+}
+
+/// What every record holds, a zombie's too: the ids as the session sees them and the
+/// name; everything else empty.
+fn base_record(pid: i32, status: &str) -> ProcessRecord {
+    // The parent's id as the session sees it.
+    let host_ppid = procfs::status_last(status, "PPid:").unwrap_or(0);
+    ProcessRecord {
+        pid: procfs::status_last(status, "NSpid:").unwrap_or(pid),
+        ppid: read(format!("/proc/{host_ppid}/status"))
+            .ok()
+            .and_then(|s| procfs::status_last(&s, "NSpid:"))
+            .unwrap_or(0),
+        pgid: procfs::status_last(status, "NSpgid:").unwrap_or(0),
+        sid: procfs::status_last(status, "NSsid:").unwrap_or(0),
+        comm: read(format!("/proc/{pid}/comm"))
+            .unwrap_or_default()
+            .trim_end()
+            .to_string(),
+        cmdline: Vec::new(),
+        exe: String::new(),
+        cwd: String::new(),
+        stopped: false,
+        zombie: None,
+        shared_pending_signals: 0,
+        ignored_signals: 0,
+        caught_signals: 0,
+        sigactions: Vec::new(),
+        itimers: Vec::new(),
+        timers: Vec::new(),
+        mm: MmRecord::default(),
+        root: String::new(),
+        umask: 0o022,
+        personality: 0,
+        dumpable: true,
+        rlimits: Vec::new(),
+        caps: [0; 5],
+        uids: procfs::status_words::<4>(status, "Uid:", false).map(|v| v as u32),
+        gids: procfs::status_words::<4>(status, "Gid:", false).map(|v| v as u32),
+        groups: procfs::status_list(status, "Groups:"),
+        no_new_privs: false,
+        xcomp_perm: 0,
+        ctty: 0,
+        fg_pgid: 0,
+        threads: Vec::new(),
+        maps: Vec::new(),
+        fds: Vec::new(),
+    }
+}
+
+/// The memory layout fields of /proc/PID/stat (fields 26-28, 45-51) and the auxv.
+fn mm_record(pid: i32, stat: &[u64]) -> MmRecord {
+    let f = |n: usize| stat.get(n - 3).copied().unwrap_or(0);
+    let auxv = procfs::auxv_words(&std::fs::read(format!("/proc/{pid}/auxv")).unwrap_or_default());
+    MmRecord {
+        start_code: f(26),
+        end_code: f(27),
+        start_stack: f(28),
+        start_data: f(45),
+        end_data: f(46),
+        start_brk: f(47),
+        brk: 0,
+        arg_start: f(48),
+        arg_end: f(49),
+        env_start: f(50),
+        env_end: f(51),
+        auxv,
+    }
+}
+
+fn process_record(
+    pid: i32,
+    tids: &[i32],
+    job_stopped: bool,
+    made_dumpable: &mut MadeDumpable,
+) -> io::Result<ProcessRecord> {
+    let status = read(format!("/proc/{pid}/status"))?;
+    let stat = procfs::stat_fields(&read(format!("/proc/{pid}/stat"))?)
+        .ok_or_else(|| io::Error::other(format!("unreadable /proc/{pid}/stat")))?;
+    let cmdline = read(format!("/proc/{pid}/cmdline"))
+        .unwrap_or_default()
+        .split('\0')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
+    let mut threads = Vec::new();
+    for &tid in tids {
+        let tstatus = read(format!("/proc/{pid}/task/{tid}/status")).unwrap_or_default();
+        threads.push(ThreadRecord {
+            tid: procfs::status_last(&tstatus, "NSpid:").unwrap_or(tid),
+            comm: read(format!("/proc/{pid}/task/{tid}/comm"))
+                .unwrap_or_default()
+                .trim_end_matches('\n')
+                .to_string(),
+            regs: sys::ptrace_getregs(tid)?.to_vec(),
+            xstate: sys::ptrace_get_xstate(tid)?,
+            rseq: sys::ptrace_get_rseq(tid).unwrap_or(None),
+            blocked_signals: procfs::status_hex(&tstatus, "SigBlk:"),
+            pending_signals: procfs::status_hex(&tstatus, "SigPnd:"),
+            clear_child_tid: 0,
+            altstack: [0, libc::SS_DISABLE as u64, 0],
+            robust_list: sys::trace::get_robust_list(tid).unwrap_or((0, 0)),
+        });
+    }
+    let maps: Vec<MapRecord> = read(format!("/proc/{pid}/maps"))?
+        .lines()
+        .filter_map(procfs::parse_map)
+        .collect();
+    // What only the process can tell, by injected calls (after the registers are read).
+    let inside = super::inside::read_inside(pid, tids, &exec_maps(&maps), made_dumpable)
+        .map_err(|e| io::Error::other(format!("reading process {pid}'s signal handlers: {e}")))?;
+    for (t, (ctid, ss)) in threads.iter_mut().zip(&inside.threads) {
+        t.clear_child_tid = *ctid;
+        t.altstack = *ss;
+    }
+    // Timers name their thread by host tid: the session's.
+    let mut timers = inside.timers;
+    for t in &mut timers {
+        if let Some(i) = tids.iter().position(|&h| h == t.tid) {
+            t.tid = threads[i].tid;
+        }
+    }
+    let mut mm = mm_record(pid, &stat);
+    mm.brk = inside.brk;
+    let mut rlimits = Vec::new();
+    for res in 0..16 {
+        rlimits.push(sys::trace::get_rlimit(pid, res)?);
+    }
+    let mut fds = Vec::new();
+    if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
+        for e in dir.flatten() {
+            let Some(fd) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+                continue;
+            };
+            let info = read(format!("/proc/{pid}/fdinfo/{fd}")).unwrap_or_default();
+            let (flags, pos) = procfs::fdinfo_flags_and_pos(&info);
+            let fd_path = format!("/proc/{pid}/fd/{fd}");
+            let target = link(fd_path.clone());
+            let (kind, identity) = fd_kind_and_identity(&target, &fd_path);
+            let (queued, pipe_size) = if kind == FdKind::Pipe {
+                sys::peek_pipe(pid, fd).unwrap_or_default()
+            } else {
+                (Vec::new(), 0)
+            };
+            let tty = if kind == FdKind::CharDevice && target.starts_with("/dev/pts/") {
+                sys::peek_tty(pid, fd)
+                    .ok()
+                    .map(|(termios, size)| TtyRecord {
+                        termios,
+                        cols: size.cols,
+                        rows: size.rows,
+                        typed: Vec::new(),
+                        output: Vec::new(),
+                        packet: false,
+                        locked: false,
+                    })
+            } else if kind == FdKind::PtyMaster {
+                // Through a copy of the very descriptor: opening the path would make a new
+                // pty.
+                let master = sys::trace::copy_fd_of(pid, fd)?;
+                let (termios, size) = sys::tty_settings(master.as_fd())?;
+                Some(TtyRecord {
+                    termios,
+                    cols: size.cols,
+                    rows: size.rows,
+                    typed: Vec::new(),
+                    output: Vec::new(),
+                    packet: sys::pty_packet_mode(master.as_fd())?,
+                    locked: sys::pty_locked(master.as_fd())?,
+                })
+            } else {
+                None
+            };
+            let socket = if kind == FdKind::Socket && target.starts_with("socket:") {
+                Some(read_socket(pid, fd, &target)?)
+            } else {
+                None
+            };
+            let watches = if target == "anon_inode:inotify" {
+                procfs::parse_watches(&info)
+            } else {
+                Vec::new()
+            };
+            fds.push(FdRecord {
+                fd,
+                desc: 0,
+                target,
+                tty,
+                socket,
+                watches,
+                flags,
+                pos,
+                kind,
+                identity,
+                fdinfo: info.clone(),
+                queued,
+                pipe_size,
+            });
+        }
+    }
+    fds.sort_by_key(|f| f.fd);
+    let [cap_inh] = procfs::status_words::<1>(&status, "CapInh:", true);
+    let [cap_prm] = procfs::status_words::<1>(&status, "CapPrm:", true);
+    let [cap_eff] = procfs::status_words::<1>(&status, "CapEff:", true);
+    let [cap_bnd] = procfs::status_words::<1>(&status, "CapBnd:", true);
+    let [cap_amb] = procfs::status_words::<1>(&status, "CapAmb:", true);
+    if inside.securebits != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!(
+                "process {} ({}) has securebits {:#x} set, which this version cannot carry",
+                procfs::status_last(&status, "NSpid:").unwrap_or(pid),
+                procfs::fdinfo_field(&status, "Name:"),
+                inside.securebits
+            ),
+        ));
+    }
+    let personality = read(format!("/proc/{pid}/personality"))
+        .ok()
+        .and_then(|p| u64::from_str_radix(p.trim(), 16).ok())
+        .unwrap_or(0);
+    Ok(ProcessRecord {
+        cmdline,
+        exe: link(format!("/proc/{pid}/exe")),
+        cwd: link(format!("/proc/{pid}/cwd")),
+        root: link(format!("/proc/{pid}/root")),
+        stopped: job_stopped,
+        shared_pending_signals: procfs::status_hex(&status, "ShdPnd:"),
+        ignored_signals: procfs::status_hex(&status, "SigIgn:"),
+        caught_signals: procfs::status_hex(&status, "SigCgt:"),
+        sigactions: inside.sigactions,
+        itimers: inside.itimers,
+        timers,
+        mm,
+        umask: status
+            .lines()
+            .find_map(|l| l.strip_prefix("Umask:"))
+            .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+            .unwrap_or(0o022),
+        personality,
+        dumpable: inside.dumpable,
+        rlimits,
+        caps: [cap_inh, cap_prm, cap_eff, cap_bnd, cap_amb],
+        no_new_privs: procfs::status_words::<1>(&status, "NoNewPrivs:", false)[0] != 0,
+        xcomp_perm: inside.xcomp_perm,
+        // Field 7; the foreground group (field 8) is a host id, translated by the caller.
+        ctty: stat.get(4).copied().unwrap_or(0) as u32,
+        fg_pgid: stat.get(5).copied().unwrap_or(0) as i64 as i32,
+        threads,
+        maps,
+        fds,
+        ..base_record(pid, &status)
+    })
+}
+
+/// A zombie: its ids and the exit status it holds (`/proc/PID/stat` field 52).
+fn zombie_record(pid: i32) -> io::Result<ProcessRecord> {
+    let status = read(format!("/proc/{pid}/status"))?;
+    let stat = read(format!("/proc/{pid}/stat"))?;
+    let exit_code = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(49))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    Ok(ProcessRecord {
+        zombie: Some(exit_code),
+        ..base_record(pid, &status)
+    })
+}
+
+/// Refuse, before anything is written, what a resume could not bring back: the checkpoint
+/// fails naming the process, the descriptor and its kind, and the session goes on. (An
+/// `Unsupported` error: the dumper words it as such.)
+/// A process under seccomp (a sandboxed helper, like man-db's) is refused: its filter
+/// cannot be read without privilege, and resumed without it, the program would run with
+/// its sandbox silently gone.
+fn check_no_seccomp(host_pid: i32, p: &ProcessRecord) -> io::Result<()> {
+    let status = read(format!("/proc/{host_pid}/status"))?;
+    match procfs::status_last(&status, "Seccomp:") {
+        Some(mode) if mode != 0 => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!(
+                "process {} ({}) runs under a seccomp filter, which this version cannot carry (resumed, it would run without its sandbox)",
+                p.pid, p.comm
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn check_carriable(p: &ProcessRecord) -> io::Result<()> {
+    for f in &p.fds {
+        let what = match f.kind {
+            FdKind::Socket => match &f.socket {
+                None => Some("a socket file opened by path".to_string()),
+                Some(s) if s.inet() && s.stream() => None,
+                Some(s) if s.inet() => Some(format!(
+                    "a UDP or raw {} socket (TCP and unix sockets are carried)",
+                    if s.domain == libc::AF_INET {
+                        "IPv4"
+                    } else {
+                        "IPv6"
+                    }
+                )),
+                Some(s) if s.domain != libc::AF_UNIX => Some(format!(
+                    "{} (only unix and TCP sockets are carried)",
+                    match s.domain {
+                        libc::AF_NETLINK => "a netlink socket".to_string(),
+                        libc::AF_PACKET => "a packet socket".to_string(),
+                        d => format!("a socket of address family {d}"),
+                    }
+                )),
+                Some(s) if s.listening && s.name.is_empty() => {
+                    Some("a listening unix socket without a name".to_string())
+                }
+                Some(_) => None,
+            },
+            FdKind::Directory if f.target.ends_with(" (deleted)") => {
+                Some("a directory deleted while open".to_string())
+            }
+            FdKind::File
+                if f.target.ends_with(" (deleted)")
+                    && f.identity
+                        .as_ref()
+                        .is_some_and(|i| i.size > DELETED_FILE_LIMIT) =>
+            {
+                Some("a file deleted while open, larger than 1 GiB".to_string())
+            }
+            FdKind::Anon
+                if !matches!(
+                    f.target.as_str(),
+                    "anon_inode:[eventfd]"
+                        | "anon_inode:[timerfd]"
+                        | "anon_inode:[signalfd]"
+                        | "anon_inode:[eventpoll]"
+                        | "anon_inode:inotify"
+                ) =>
+            {
+                Some("a kernel object crterm cannot carry".to_string())
+            }
+            FdKind::Other => Some("a file of a kind crterm cannot carry".to_string()),
+            _ => None,
+        };
+        if let Some(what) = what {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!(
+                    "process {} ({}) holds fd {}, {what} ({}), which this version cannot carry",
+                    p.pid, p.comm, f.fd, f.target
+                ),
+            ));
+        }
+    }
+    // SysV shared memory belongs to the host's IPC namespace, by a key other programs may
+    // share: carried as plain memory, it would lose its id and its sharers.
+    if let Some(m) = p.maps.iter().find(|m| m.path.starts_with("/SYSV")) {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!(
+                "process {} ({}) has SysV shared memory attached (shmat, key 0x{}), which this version cannot carry",
+                p.pid,
+                p.comm,
+                m.path
+                    .trim_start_matches("/SYSV")
+                    .trim_end_matches(" (deleted)")
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Number the open file descriptions: descriptors of the session that are one
+/// description (kcmp says so) get the same `desc`. `hosts[i]` is the host pid of
+/// `record.processes[i]` among the non-zombies (zombies come first and hold no files).
+fn number_descriptions(record: &mut SessionRecord, hosts: &[i32]) -> io::Result<()> {
+    let live: Vec<usize> = (0..record.processes.len())
+        .filter(|&i| record.processes[i].zombie.is_none())
+        .collect();
+    // (host pid, fd, target) of the first holder of each description.
+    let mut firsts: Vec<(i32, i32, String)> = Vec::new();
+    for (&pi, &host) in live.iter().zip(hosts) {
+        for f in &mut record.processes[pi].fds {
+            let mut found = None;
+            for (d, (hp, hfd, target)) in firsts.iter().enumerate() {
+                if *target == f.target
+                    && sys::trace::same_file_description(*hp, *hfd, host, f.fd).unwrap_or(false)
+                {
+                    found = Some(d);
+                    break;
+                }
+            }
+            f.desc = match found {
+                Some(d) => d as u32,
+                None => {
+                    firsts.push((host, f.fd, f.target.clone()));
+                    (firsts.len() - 1) as u32
+                }
+            };
+        }
+    }
+    Ok(())
+}
+
+/// What only the whole session tells of its unix sockets: each one's peer (sock_diag),
+/// whether that peer is held in the session too, and the bytes queued to be read (peeked,
+/// not consumed). Refuses what cannot be carried, naming the process and descriptor:
+/// descriptors in flight, a datagram socket connected to one that is not connected back.
+fn read_sockets(record: &mut SessionRecord, hosts: &[i32]) -> io::Result<()> {
+    let live: Vec<usize> = (0..record.processes.len())
+        .filter(|&i| record.processes[i].zombie.is_none())
+        .collect();
+    let has_sockets = live
+        .iter()
+        .any(|&i| record.processes[i].fds.iter().any(|f| f.socket.is_some()));
+    if !has_sockets {
+        return Ok(());
+    }
+    let diag = sys::sock::unix_diag()
+        .map_err(|e| io::Error::other(format!("reading the session's unix sockets: {e}")))?;
+    let held: std::collections::HashSet<u64> = live
+        .iter()
+        .flat_map(|&i| &record.processes[i].fds)
+        .filter_map(|f| f.socket.as_ref().map(|s| s.inode))
+        .collect();
+    let mut queues: std::collections::HashMap<u64, Vec<Vec<u8>>> = Default::default();
+    // Connections not accepted yet, by the inode of their client end (sock_diag lists
+    // those for a listener: its embryo sockets have none): the listener of the session
+    // they wait in.
+    let waiting_in: std::collections::HashMap<u64, u64> = diag
+        .iter()
+        .filter(|(ino, _)| held.contains(ino))
+        .flat_map(|(&listener, d)| d.pending.iter().map(move |&c| (c, listener)))
+        .collect();
+    for (&pi, &host) in live.iter().zip(hosts) {
+        let p = &mut record.processes[pi];
+        for f in &mut p.fds {
+            let Some(s) = f.socket.as_mut() else { continue };
+            if s.listening {
+                continue;
+            }
+            if s.inet() {
+                // A TCP connection comes back closed, with what had arrived still to read.
+                if !s.peer_addr.is_empty() {
+                    let sock = sys::trace::copy_fd_of(host, f.fd)?;
+                    s.queued = sys::sock::peek_queue(sock.as_fd(), true)?;
+                }
+                continue;
+            }
+            if s.domain != libc::AF_UNIX {
+                continue;
+            }
+            let d = diag.get(&s.inode).cloned().unwrap_or_default();
+            s.peer = d.peer;
+            s.shutdown = d.shutdown;
+            s.peer_inside = d.peer != 0 && held.contains(&d.peer);
+            // A connection waiting in a listener of the session: made again by connecting
+            // to it, which needs the bytes sent so far to be none (they cannot be peeked).
+            if let Some(&listener) = waiting_in.get(&s.inode) {
+                if d.unread_sent > 0 {
+                    let refuse = format!(
+                        "process {} ({}) holds fd {}, a unix socket connection not accepted yet that has sent data ({}), which this version cannot carry",
+                        p.pid, p.comm, f.fd, f.target
+                    );
+                    return Err(io::Error::new(io::ErrorKind::Unsupported, refuse));
+                }
+                s.pending_on = listener;
+                continue;
+            }
+            let refuse = |what: &str| {
+                io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    format!(
+                        "process {} ({}) holds fd {}, a unix socket {what} ({}), which this version cannot carry",
+                        p.pid, p.comm, f.fd, f.target
+                    ),
+                )
+            };
+            if s.peer_inside && diag.get(&d.peer).map(|d| d.peer) != Some(s.inode) {
+                return Err(refuse("connected to a socket that is not connected back"));
+            }
+            if let Some(q) = queues.get(&s.inode) {
+                s.queued = q.clone();
+                continue;
+            }
+            let sock = sys::trace::copy_fd_of(host, f.fd)?;
+            s.queued = match sys::sock::peek_queue(sock.as_fd(), s.stream()) {
+                Ok(q) => q,
+                Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                    return Err(refuse(&format!("with {e} queued")));
+                }
+                Err(e) => return Err(e),
+            };
+            queues.insert(s.inode, s.queued.clone());
+        }
+    }
+    Ok(())
+}
+
+/// SysV IPC objects: the session has an IPC namespace of its own, so every object in it
+/// is the session's. Carried, one would lose its key's meaning to programs outside and,
+/// for semaphores, the undo state the kernel keeps per process; so any stops the
+/// checkpoint, named. (A process with shared memory attached is named earlier, by its
+/// mapping.)
+fn check_sysv_objects(found: &[String]) -> io::Result<()> {
+    if found.is_empty() {
+        return Ok(());
+    }
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        format!(
+            "the session holds SysV IPC objects, which this version cannot carry: {}",
+            found.join(", ")
+        ),
+    ))
+}
+
+/// The path of every inotify watch: the file or directory with the watched inode among
+/// what the session holds (open files, their directories, cwd, root, exe, mapped files).
+/// A watch whose path is not found stops the checkpoint, named.
+fn find_watched_paths(record: &mut SessionRecord) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    if !record
+        .processes
+        .iter()
+        .any(|p| p.fds.iter().any(|f| !f.watches.is_empty()))
+    {
+        return Ok(());
+    }
+    let mut candidates: Vec<String> = Vec::new();
+    for p in &record.processes {
+        candidates.extend([p.cwd.clone(), p.root.clone(), p.exe.clone()]);
+        candidates.extend(
+            p.fds
+                .iter()
+                .filter(|f| matches!(f.kind, FdKind::File | FdKind::Directory))
+                .map(|f| f.target.clone()),
+        );
+        candidates.extend(p.maps.iter().map(|m| m.path.clone()));
+    }
+    let mut known: std::collections::HashMap<((u32, u32), u64), String> = Default::default();
+    for c in candidates {
+        let mut path = std::path::PathBuf::from(&c);
+        if !c.starts_with('/') || c.ends_with(" (deleted)") {
+            continue;
+        }
+        // The file and the directories above it.
+        loop {
+            if let Ok(m) = std::fs::metadata(&path) {
+                let key = ((libc::major(m.dev()), libc::minor(m.dev())), m.ino());
+                known
+                    .entry(key)
+                    .or_insert_with(|| path.display().to_string());
+            }
+            if !path.pop() {
+                break;
+            }
+        }
+    }
+    for p in &mut record.processes {
+        for f in &mut p.fds {
+            for w in &mut f.watches {
+                match known.get(&(w.dev, w.ino)) {
+                    Some(path) => w.path = path.clone(),
+                    None => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::Unsupported,
+                            format!(
+                                "process {} ({}) holds fd {}, an inotify watch (wd {}) on inode {} of device {}:{} whose path crterm cannot find (it is not open, mapped or a directory above those), which this version cannot carry",
+                                p.pid, p.comm, f.fd, w.wd, w.ino, w.dev.0, w.dev.1
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What a checkpoint took out of the session's ptys (a pty's queues cannot be peeked): keys
+/// typed and not yet read, and output a master's holder has not read yet. `put_back`
+/// writes them back, in order, before the session goes on (dropping does it too), so a
+/// checkpoint that fails or goes on leaves the queues as they were.
+pub struct TakenQueues {
+    /// (pty number, its master: our copy, or the daemon's own for pty 0, typed, output)
+    ptys: Vec<(u32, OwnedFd, Vec<u8>, Vec<u8>)>,
+}
+
+impl TakenQueues {
+    /// Typed input into the master, output through the slave as it was (OPOST off: it
+    /// was processed when it was first written).
+    pub fn put_back(&mut self) {
+        for (_, master, typed, output) in self.ptys.drain(..) {
+            if !typed.is_empty() {
+                let _ = sys::write_all(master.as_fd(), &typed);
+            }
+            if !output.is_empty()
+                && let Ok(peer) = sys::pty_peer(master.as_fd())
+            {
+                let _ = sys::write_as_output(peer.as_fd(), &output);
+            }
+        }
+    }
+
+    /// Forget them: the session ends with the checkpoint (they are in the image).
+    pub fn forget(&mut self) {
+        self.ptys.clear();
+    }
+}
+
+impl Drop for TakenQueues {
+    fn drop(&mut self) {
+        self.put_back();
+    }
+}
+
+/// Take the bytes queued in the session's ptys out while the session is frozen, into the
+/// record: through each pty master the session holds (screen's, tmux's) and the daemon's
+/// own (`own_master`, pty 0), the output its holder has not read yet, and the keys typed
+/// at its slave and not read (a terminal in raw mode only: in canonical mode a partial line
+/// cannot be read out, and reading the complete lines before it would reorder them when put
+/// back). Only ptys whose master is at hand are touched: what is taken must go back.
+pub fn take_pty_queues(
+    record: &mut SessionRecord,
+    hosts: &[i32],
+    own_master: Option<OwnedFd>,
+) -> io::Result<TakenQueues> {
+    let mut taken = TakenQueues { ptys: Vec::new() };
+    if let Some(m) = own_master {
+        taken.ptys.push((0, m, Vec::new(), Vec::new()));
+    }
+    let live: Vec<usize> = (0..record.processes.len())
+        .filter(|&i| record.processes[i].zombie.is_none())
+        .collect();
+    // Output through the masters the session holds.
+    for (&pi, &host) in live.iter().zip(hosts) {
+        for f in &mut record.processes[pi].fds {
+            let Some(n) = f.pty_index() else { continue };
+            let Some(tty) = f.tty.as_mut() else { continue };
+            if taken.ptys.iter().any(|p| p.0 == n) {
+                continue;
+            }
+            let Ok(master) = sys::trace::copy_fd_of(host, f.fd) else {
+                continue;
+            };
+            let output = read_pty_output(master.as_fd(), tty.packet);
+            tty.output = output.clone();
+            taken.ptys.push((n, master, Vec::new(), output));
+        }
+    }
+    // Typed input at the slaves of those ptys, once per pty.
+    let mut seen = std::collections::HashSet::<u32>::new();
+    for (&pi, &host) in live.iter().zip(hosts) {
+        for f in &mut record.processes[pi].fds {
+            if f.kind != FdKind::CharDevice {
+                continue;
+            }
+            let Some(n) = f
+                .target
+                .strip_prefix("/dev/pts/")
+                .and_then(|n| n.parse().ok())
+            else {
+                continue;
+            };
+            let Some(tty) = f.tty.as_mut() else { continue };
+            let Some(p) = taken.ptys.iter_mut().find(|p| p.0 == n) else {
+                continue;
+            };
+            if !seen.insert(n) {
+                continue;
+            }
+            let typed = sys::take_typed_input(host, f.fd).unwrap_or_default();
+            tty.typed = typed.clone();
+            p.2 = typed;
+        }
+    }
+    super::hooks::fail_at("queues")?;
+    Ok(taken)
+}
+
+/// What a pty's programs wrote and its master's holder has not read yet (consumed: put it
+/// back with `TakenQueues::put_back`). In packet mode each read starts with a status byte.
+fn read_pty_output(master: std::os::fd::BorrowedFd, packet: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 64 << 10];
+    while out.len() < 16 << 20 && sys::readable(master) {
+        match sys::read(master, &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) if packet => {
+                if buf[0] == 0 {
+                    out.extend_from_slice(&buf[1..n]);
+                }
+            }
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    out
+}
+
+/// The connections the frozen session holds to the outside, one line each: TCP
+/// connections, and unix sockets whose peer no process of the session holds.
+pub fn outside_connections(frozen: &Frozen) -> io::Result<Vec<String>> {
+    let tasks = frozen.tasks();
+    // (host pid, session pid, fd, inode) of every socket descriptor.
+    let mut sockets = Vec::new();
+    for (pid, _) in &tasks {
+        let ns = read(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|st| procfs::status_last(&st, "NSpid:"))
+            .unwrap_or(*pid);
+        let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        for e in dir.flatten() {
+            let Some(fd) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+                continue;
+            };
+            let target = link(format!("/proc/{pid}/fd/{fd}"));
+            if let Some(ino) = target
+                .strip_prefix("socket:[")
+                .and_then(|t| t.strip_suffix(']'))
+                .and_then(|t| t.parse::<u64>().ok())
+            {
+                sockets.push((*pid, ns, fd, ino));
+            }
+        }
+    }
+    if sockets.is_empty() {
+        return Ok(Vec::new());
+    }
+    let held: std::collections::HashSet<u64> = sockets.iter().map(|s| s.3).collect();
+    let diag = sys::sock::unix_diag()?;
+    let mut out = Vec::new();
+    for (pid, ns, fd, ino) in sockets {
+        let Ok(sock) = sys::trace::copy_fd_of(pid, fd) else {
+            continue;
+        };
+        let Ok(info) = sys::sock::socket_info(sock.as_fd()) else {
+            continue;
+        };
+        if info.listening {
+            continue;
+        }
+        if matches!(info.domain, libc::AF_INET | libc::AF_INET6) {
+            if let Ok(peer) = sys::sock::peer_addr(sock.as_fd()) {
+                out.push(format!(
+                    "process {ns} fd {fd}: TCP to {}",
+                    sys::sock::inet_text(&peer)
+                ));
+            }
+        } else if info.domain == libc::AF_UNIX
+            && let Some(d) = diag.get(&ino)
+            && d.peer != 0
+            && !held.contains(&d.peer)
+        {
+            out.push(format!(
+                "process {ns} fd {fd}: a unix socket to a program outside"
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// A process's mappings as the injector looks for code.
+fn exec_maps(maps: &[MapRecord]) -> Vec<super::inside::CodeMap> {
+    maps.iter()
+        .map(|m| (m.start, m.end, m.executable(), m.path.clone()))
+        .collect()
+}
+
+/// What the daemon knows of the session it checkpoints.
+#[derive(Debug, Clone)]
+pub struct About {
+    pub name: String,
+    pub command: String,
+    /// Started with `--cpu baseline`.
+    pub cpu_baseline: bool,
+    /// The session runs in a user namespace mapping this (uid, gid) to themselves.
+    pub user_namespace: Option<(u32, u32)>,
+}
+
+/// The state of a frozen session: its record (without the memory and files the dump
+/// process adds) and the host pid of each of its live processes, in record order.
+pub struct SessionState {
+    pub record: SessionRecord,
+    pub hosts: Vec<i32>,
+}
+
+/// Read the frozen session's state, refusing by name anything a resume could not bring
+/// back (before any page is read). Processes that were not dumpable are made so, noted in
+/// `made_dumpable`, which the caller undoes before the session goes on.
+pub fn read_session(
+    frozen: &Frozen,
+    about: &About,
+    made_dumpable: &mut MadeDumpable,
+) -> io::Result<SessionState> {
+    let mut record = SessionRecord {
+        name: about.name.clone(),
+        command: about.command.clone(),
+        processes: Vec::new(),
+        page_runs: Vec::new(),
+        files: Vec::new(),
+        files_not_carried: Vec::new(),
+        monotonic_ns: 0,
+        boottime_ns: 0,
+        machine: crate::machine::MachineRecord {
+            xsave: crate::machine::XsaveLayout::here(),
+            cpu_baseline: about.cpu_baseline,
+            hostname: String::new(),
+            vdso: crate::machine::vdso_here(),
+        },
+        user_namespace: about.user_namespace,
+    };
+    let tasks = frozen.tasks();
+    // The session's clocks: the host's plus its time namespace's offsets.
+    if let Some((pid, _)) = tasks.first() {
+        let (mono, boot) = sys::time_offsets(*pid);
+        record.monotonic_ns = sys::clock_ns(libc::CLOCK_MONOTONIC) + mono;
+        record.boottime_ns = sys::clock_ns(libc::CLOCK_BOOTTIME) + boot;
+    }
+    for &pid in frozen.zombies() {
+        if let Ok(z) = zombie_record(pid) {
+            record.processes.push(z);
+        }
+    }
+    let first_live = record.processes.len();
+    // Host pid -> the session's pid, for ids the kernel gives in the host's numbers.
+    let mut host_to_ns = std::collections::HashMap::new();
+    for (pid, _) in &tasks {
+        if let Ok(st) = read(format!("/proc/{pid}/status"))
+            && let Some(ns) = procfs::status_last(&st, "NSpid:")
+        {
+            host_to_ns.insert(*pid, ns);
+        }
+    }
+    let mut hosts = Vec::new();
+    for (pid, tids) in &tasks {
+        let mut p = process_record(*pid, tids, frozen.job_stopped(*pid), made_dumpable)?;
+        check_carriable(&p)?;
+        check_no_seccomp(*pid, &p)?;
+        p.fg_pgid = if p.fg_pgid > 0 {
+            host_to_ns.get(&p.fg_pgid).copied().unwrap_or(0)
+        } else {
+            0
+        };
+        hosts.push(*pid);
+        record.processes.push(p);
+    }
+    if let (Some((pid, tids)), Some(p)) = (tasks.first(), record.processes.get(first_live)) {
+        let ns = super::inside::session_namespaces(*pid, tids, &exec_maps(&p.maps))
+            .map_err(|e| io::Error::other(format!("asking the session's namespaces: {e}")))?;
+        check_sysv_objects(&ns.sysv)?;
+        record.machine.hostname = ns.hostname;
+    }
+    read_sockets(&mut record, &hosts)?;
+    find_watched_paths(&mut record)?;
+    number_descriptions(&mut record, &hosts)?;
+    Ok(SessionState { record, hosts })
+}

@@ -13,7 +13,7 @@ use std::path::Path;
 
 /// Print the report; the exit status is 0 when everything works (with an image: it will
 /// resume here), 1 otherwise.
-pub fn run(image_path: Option<&Path>) -> Result<i32> {
+pub fn run(image_path: Option<&Path>, strict_cpu: bool) -> Result<i32> {
     let here = ImageInfo::here();
     let xsave = XsaveLayout::here();
     let vdso = machine::vdso_layout_here();
@@ -74,19 +74,30 @@ pub fn run(image_path: Option<&Path>) -> Result<i32> {
         ),
     );
     let mut refusals: Vec<String> = Vec::new();
-    let missing = machine::missing_features(
-        &img.info.cpu_features,
-        record.machine.cpu_baseline,
-        &here.cpu_features,
-    );
-    if missing.is_empty() {
-        row("cpu", "every feature the session needs is here".into());
-    } else {
-        row("cpu", format!("missing {}", missing.join(" ")));
-        refusals.push(machine::missing_message(
-            &missing,
+    let verdict = crate::restore::cpu_verdict_here(&record, &img.info, strict_cpu);
+    if verdict.refused() {
+        row(
+            "cpu",
+            format!(
+                "missing {}",
+                verdict
+                    .missing
+                    .iter()
+                    .chain(&verdict.missing_components)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
+        );
+        refusals.push(machine::refusal_message(
+            &verdict,
             record.machine.cpu_baseline,
         ));
+    } else {
+        row("cpu", "every feature the session needs is here".into());
+    }
+    if !verdict.unused.is_empty() {
+        row("warning", machine::unused_message(&verdict));
     }
     row(
         "xsave",

@@ -91,12 +91,21 @@ enum Cmd {
         /// namespace of its own); `real`: this machine's.
         #[arg(long, value_parser = ["session", "real"], default_value = "session")]
         hostname: String,
+        /// Refuse a CPU that lacks any instruction-set feature the checkpointed machine
+        /// had, not only those the session could have acted on.
+        #[arg(long)]
+        strict_cpu: bool,
         #[arg(long)]
         prefix: Option<String>,
     },
     /// What this kernel and CPU offer crterm; with an image: whether it will resume here,
     /// and if not, why (exit status 1).
-    Check { file: Option<PathBuf> },
+    Check {
+        file: Option<PathBuf>,
+        /// Judge the CPU as `resume --strict-cpu` would.
+        #[arg(long)]
+        strict_cpu: bool,
+    },
     /// Show what an image holds: where it was made, its processes, the saved screen.
     Info {
         file: PathBuf,
@@ -139,6 +148,8 @@ enum Cmd {
         #[arg(long)]
         real_hostname: bool,
         #[arg(long)]
+        strict_cpu: bool,
+        #[arg(long)]
         cpu_baseline: bool,
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
@@ -172,18 +183,20 @@ pub fn run(cli: Cli) -> Result<i32> {
             force,
             clock,
             hostname,
+            strict_cpu,
             prefix,
         } => {
             let opts = crate::restore::Options {
                 force,
                 real_clock: clock == "real",
                 real_hostname: hostname == "real",
+                strict_cpu,
             };
             resume(file, name, opts, prefix)
         }
-        Cmd::Check { file } => {
+        Cmd::Check { file, strict_cpu } => {
             sys::die_quietly_on_broken_pipe();
-            crate::check::run(file.as_deref())
+            crate::check::run(file.as_deref(), strict_cpu)
         }
         Cmd::Info { file, json } => {
             sys::die_quietly_on_broken_pipe();
@@ -219,6 +232,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             force,
             real_clock,
             real_hostname,
+            strict_cpu,
             cpu_baseline,
             command,
         } => Ok(daemon::run(daemon::DaemonConfig {
@@ -226,6 +240,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 force,
                 real_clock,
                 real_hostname,
+                strict_cpu,
             }),
             cpu_baseline,
             resume_from: resume,
@@ -506,6 +521,9 @@ fn spawn_daemon(how: &DaemonStart) -> Result<()> {
     }
     if opts.real_hostname {
         cmd.arg("--real-hostname");
+    }
+    if opts.strict_cpu {
+        cmd.arg("--strict-cpu");
     }
     if cpu_baseline {
         // The session's programs inherit the daemon's environment.

@@ -349,38 +349,208 @@ pub fn vdso_message(theirs: &[(String, u64)], here: &[(String, u64)]) -> String 
     )
 }
 
-/// The instruction-set features an image needs here: every one its machine had, or for a
-/// baseline session those of x86-64-v2; returns those this CPU lacks.
-pub fn missing_features(image_features: &[String], baseline: bool, here: &[String]) -> Vec<String> {
-    let needed: Vec<&str> = if baseline {
-        X86_64_V2.to_vec()
-    } else {
-        crate::restore::ISA_FEATURES
-            .iter()
-            .copied()
-            .filter(|f| image_features.iter().any(|g| g == f))
-            .collect()
-    };
-    needed
-        .into_iter()
-        .filter(|f| !here.iter().any(|g| g == f))
-        .map(str::to_string)
-        .collect()
+/// Instruction-set features a program may pick code paths by, as /proc/cpuinfo names
+/// them: what `--strict-cpu` requires of every one the image's machine had.
+pub const ISA_FEATURES: &[&str] = &[
+    "sse",
+    "sse2",
+    "pni",
+    "ssse3",
+    "sse4_1",
+    "sse4_2",
+    "popcnt",
+    "cx16",
+    "lahf_lm",
+    "avx",
+    "avx2",
+    "fma",
+    "fma4",
+    "f16c",
+    "bmi1",
+    "bmi2",
+    "abm",
+    "movbe",
+    "adx",
+    "aes",
+    "pclmulqdq",
+    "sha_ni",
+    "rdrand",
+    "rdseed",
+    "erms",
+    "fsrm",
+    "rtm",
+    "xsave",
+    "xsaveopt",
+    "xsavec",
+    "vaes",
+    "vpclmulqdq",
+    "gfni",
+    "avx512f",
+    "avx512cd",
+    "avx512bw",
+    "avx512dq",
+    "avx512vl",
+    "avx512ifma",
+    "avx512vbmi",
+    "avx512_vbmi2",
+    "avx512_vnni",
+    "avx512_bitalg",
+    "avx512_vpopcntdq",
+    "avx512_bf16",
+    "avx512_fp16",
+    "avx_vnni",
+    "amx_tile",
+    "amx_bf16",
+    "amx_int8",
+    "amx_fp16",
+    "amx_complex",
+    "avx_ifma",
+    "avx_vnni_int8",
+    "avx_ne_convert",
+    "avx10",
+    "apx",
+];
+
+/// The features glibc (2.36 to 2.41) picks code by at start-up: its string and memory
+/// functions, libm's, its lazy-binding trampoline and its `glibc-hwcaps` library levels.
+/// A session's programs acted on these through glibc whenever its machine had them.
+pub const GLIBC_DISPATCH: &[&str] = &[
+    "sse2", "pni", "ssse3", "sse4_1", "sse4_2", "popcnt", "cx16", "lahf_lm", "avx", "avx2", "fma",
+    "fma4", "f16c", "bmi1", "bmi2", "abm", "movbe", "erms", "fsrm", "rtm", "xsave", "xsavec",
+    "avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl",
+];
+
+/// The XSAVE components a process must ask the kernel for before it may use them
+/// (ARCH_REQ_XCOMP_PERM): AMX tile data. The others every process may use.
+pub const XSAVE_DYNAMIC: u64 = 1 << 18;
+
+/// The features a register state component needs (what its registers are for); empty for
+/// the legacy components and those no feature name stands for.
+fn component_features(i: u8) -> &'static [&'static str] {
+    match i {
+        2 => &["avx"],
+        5..=7 => &["avx512f"],
+        9 => &["pku"],
+        17 | 18 => &["amx_tile"],
+        19 => &["apx"],
+        _ => &[],
+    }
 }
 
-/// The one line resume (and `crterm check`) says when features are missing.
-pub fn missing_message(missing: &[String], baseline: bool) -> String {
-    if baseline {
-        format!(
-            "this CPU lacks {} of x86-64-v2, which the session (started with --cpu baseline) needs; --force to resume anyway",
-            missing.join(", ")
-        )
-    } else {
-        format!(
-            "this CPU lacks {} that the checkpointed machine had (the session's programs may use them; `crterm start --cpu baseline` makes sessions that need only x86-64-v2); --force to resume anyway",
-            missing.join(", ")
-        )
+/// What a CPU must offer to resume an image, and what it lacks that it need not have.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct CpuVerdict {
+    /// Features the session could have acted on that this CPU lacks: the resume is
+    /// refused (unless forced).
+    pub missing: Vec<String>,
+    /// Register state components the session's threads hold, or its processes were
+    /// permitted, that this CPU's XSAVE lacks: refused too (their state would be lost).
+    pub missing_components: Vec<String>,
+    /// Features the image's machine had, this CPU lacks, and no process could have acted
+    /// on through glibc: a warning.
+    pub unused: Vec<String>,
+}
+
+impl CpuVerdict {
+    pub fn refused(&self) -> bool {
+        !self.missing.is_empty() || !self.missing_components.is_empty()
     }
+}
+
+/// The rule (README, "Resuming on another machine"): a session needs of a CPU what its
+/// programs could have acted on: the features glibc picks code by (x86-64-v2 only for a
+/// `--cpu baseline` session), the features of the register state components its threads
+/// hold or its processes were permitted (`components`, an XSAVE mask; AMX can only be used
+/// by a process that asked for it), and the components themselves (`here_xcr0`). The rest
+/// of what its machine had is named as a warning; `strict` requires every one of them.
+pub fn cpu_verdict(
+    image_features: &[String],
+    baseline: bool,
+    components: u64,
+    here: &[String],
+    here_xcr0: u64,
+    strict: bool,
+) -> CpuVerdict {
+    let had = |f: &str| image_features.iter().any(|g| g == f);
+    let has = |f: &str| here.iter().any(|g| g == f);
+    let mut needed: Vec<&str> = if strict {
+        ISA_FEATURES.iter().copied().filter(|f| had(f)).collect()
+    } else if baseline {
+        X86_64_V2.to_vec()
+    } else {
+        GLIBC_DISPATCH.iter().copied().filter(|f| had(f)).collect()
+    };
+    let components = components & !0b11;
+    for i in 2u8..63 {
+        if components & (1 << i) != 0 {
+            needed.extend(component_features(i).iter().copied().filter(|f| had(f)));
+            // Every AMX feature the machine had, for a process allowed to use AMX.
+            if i == 18 {
+                needed.extend(
+                    ISA_FEATURES
+                        .iter()
+                        .copied()
+                        .filter(|f| f.starts_with("amx_") && had(f)),
+                );
+            }
+        }
+    }
+    needed.sort_unstable();
+    needed.dedup();
+    let missing: Vec<String> = needed
+        .iter()
+        .filter(|f| !has(f))
+        .map(|f| f.to_string())
+        .collect();
+    let missing_components = (2u8..63)
+        .filter(|&i| components & (1 << i) != 0 && here_xcr0 & (1 << i) == 0)
+        .map(component_name)
+        .collect();
+    // Only instruction-set features matter; the rest of /proc/cpuinfo's flags (bugs,
+    // power management, virtualisation) are no code path.
+    let unused: Vec<String> = image_features
+        .iter()
+        .filter(|f| !has(f) && !missing.contains(f) && ISA_FEATURES.contains(&f.as_str()))
+        .cloned()
+        .collect();
+    CpuVerdict {
+        missing,
+        missing_components,
+        unused,
+    }
+}
+
+/// The one line resume (and `crterm check`) says when the CPU is refused.
+pub fn refusal_message(v: &CpuVerdict, baseline: bool) -> String {
+    let mut parts = Vec::new();
+    if !v.missing.is_empty() {
+        parts.push(if baseline {
+            format!(
+                "this CPU lacks {} of x86-64-v2, which the session (started with --cpu baseline) needs",
+                v.missing.join(", ")
+            )
+        } else {
+            format!(
+                "this CPU lacks {} that the session's programs may use (glibc picks code by them, or their registers hold state; `crterm start --cpu baseline` makes sessions that need only x86-64-v2)",
+                v.missing.join(", ")
+            )
+        });
+    }
+    if !v.missing_components.is_empty() {
+        parts.push(format!(
+            "this CPU's XSAVE lacks {}, register state the session's threads hold or its processes were allowed to use",
+            v.missing_components.join(", ")
+        ));
+    }
+    format!("{}; --force to resume anyway", parts.join("; "))
+}
+
+/// The warning resume (and `crterm check`) says for features the session did not need.
+pub fn unused_message(v: &CpuVerdict) -> String {
+    format!(
+        "this CPU lacks {} that the checkpointed machine had; no process of the session could have acted on them through glibc or its register state (a program that probes the CPU itself might: `--strict-cpu` refuses)",
+        v.unused.join(", ")
+    )
 }
 
 #[cfg(test)]
@@ -462,15 +632,57 @@ mod tests {
     }
 
     #[test]
-    fn levels_and_baseline_needs() {
-        let v2: Vec<String> = X86_64_V2.iter().map(|s| s.to_string()).collect();
+    fn levels_and_what_a_session_needs_of_a_cpu() {
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let v2 = names(X86_64_V2);
         assert_eq!(x86_64_level(&v2), 2);
         let mut v4 = v2.clone();
-        v4.extend(X86_64_V3.iter().chain(X86_64_V4).map(|s| s.to_string()));
+        v4.extend(names(X86_64_V3).into_iter().chain(names(X86_64_V4)));
         assert_eq!(x86_64_level(&v4), 4);
-        assert!(missing_features(&v4, true, &v2).is_empty());
-        let missing = missing_features(&v4, false, &v2);
-        assert!(missing.contains(&"avx512f".to_string()) && missing.contains(&"avx2".to_string()));
+        // A baseline session needs x86-64-v2 only.
+        assert!(!cpu_verdict(&v4, true, 0, &v2, 0x3, false).refused());
+        // Another needs what glibc picks code by.
+        let v = cpu_verdict(&v4, false, 0, &v2, 0x3, false);
+        assert!(
+            v.missing.contains(&"avx512f".to_string()) && v.missing.contains(&"avx2".to_string())
+        );
+        // AMX (and AVX-512 FP16, VNNI) the machine had and no process asked for: a warning.
+        let mut spr = v4.clone();
+        spr.extend(names(&[
+            "amx_tile",
+            "amx_bf16",
+            "amx_int8",
+            "avx512_fp16",
+            "avx_vnni",
+        ]));
+        let v = cpu_verdict(&spr, false, 0xe7, &v4, 0xe7, false);
+        assert!(!v.refused(), "{v:?}");
+        assert_eq!(
+            v.unused,
+            names(&[
+                "amx_tile",
+                "amx_bf16",
+                "amx_int8",
+                "avx512_fp16",
+                "avx_vnni"
+            ])
+        );
+        assert!(unused_message(&v).contains("amx_tile, amx_bf16"));
+        // A process that was permitted AMX: required, and the components too.
+        let v = cpu_verdict(&spr, false, 0xe7 | (1 << 18), &v4, 0xe7, false);
+        assert_eq!(v.missing, names(&["amx_bf16", "amx_int8", "amx_tile"]));
+        assert_eq!(v.missing_components, names(&["amx-tiledata"]));
+        assert!(refusal_message(&v, false).starts_with("this CPU lacks amx_bf16"));
+        // --strict-cpu: every feature the machine had.
+        let v = cpu_verdict(&spr, false, 0, &v4, 0xe7, true);
+        assert!(v.refused() && v.missing.contains(&"avx_vnni".to_string()));
+        // Flags that are no instruction set are never named.
+        let mut flags = v4.clone();
+        flags.push("ibrs_enhanced".into());
+        assert_eq!(
+            cpu_verdict(&flags, false, 0, &v4, 0xe7, false),
+            CpuVerdict::default()
+        );
         assert_eq!(
             baseline_environment(Some("glibc.malloc.check=3")),
             format!("glibc.malloc.check=3:{BASELINE_TUNABLES}")

@@ -346,6 +346,26 @@ pub struct PageRun {
 }
 
 impl SessionRecord {
+    /// The XSAVE components the session's register state needs: those any thread holds
+    /// in a state other than their initial one (its XSTATE_BV) and the dynamic ones (AMX
+    /// tile data) any process was permitted to use. PKRU is left out: the kernel gives
+    /// every process a PKRU that is not the initial state, used or not, and a CPU
+    /// without protection keys gives the default back.
+    pub fn xsave_components_used(&self) -> u64 {
+        const XSTATE_BV: usize = 512;
+        const PKRU: u64 = 1 << 9;
+        let mut used = 0;
+        for p in &self.processes {
+            used |= p.xcomp_perm & crate::machine::XSAVE_DYNAMIC;
+            for t in &p.threads {
+                if let Some(bv) = t.xstate.get(XSTATE_BV..XSTATE_BV + 8) {
+                    used |= u64::from_le_bytes(bv.try_into().expect("8 bytes")) & !PKRU;
+                }
+            }
+        }
+        used
+    }
+
     pub fn memory_bytes(&self) -> u64 {
         self.page_runs.iter().map(|r| r.len).sum()
     }

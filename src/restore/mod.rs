@@ -50,6 +50,9 @@ pub struct Options {
     /// The host's name as it is (`--hostname real`), rather than the name the session's
     /// programs saw (its UTS namespace).
     pub real_hostname: bool,
+    /// Require every instruction-set feature the image's machine had (`--strict-cpu`),
+    /// not only those the session could have acted on.
+    pub strict_cpu: bool,
 }
 
 /// The result: the masters of the session's ptys by number (0 is the session's own).
@@ -85,7 +88,8 @@ struct Restorer<'a> {
 /// Restore the session in `record` (with its pages and files in `image`).
 pub fn restore(record: &SessionRecord, image: &Image, opts: &Options) -> Result<Restored> {
     check_supported(record)?;
-    check_cpu(record, &image.info, opts.force)?;
+    let mut warnings = Vec::new();
+    check_cpu(record, &image.info, opts, &mut warnings)?;
     let masters = files::open_ptys(record)?;
     let tramp = trampoline_address(record)?;
     map_trampoline(tramp)?;
@@ -100,7 +104,7 @@ pub fn restore(record: &SessionRecord, image: &Image, opts: &Options) -> Result<
         xfer_fd,
         procs: BTreeMap::new(),
         masters,
-        warnings: Vec::new(),
+        warnings,
     };
     r.check_file_policy()?;
     r.create_tree(xfer_child.as_raw_fd())?;
@@ -154,77 +158,42 @@ fn check_supported(record: &SessionRecord) -> Result<()> {
     Ok(())
 }
 
-/// Instruction-set features a program may pick code paths by (glibc does, at start-up),
-/// as /proc/cpuinfo names them.
-pub const ISA_FEATURES: &[&str] = &[
-    "sse",
-    "sse2",
-    "ssse3",
-    "sse4_1",
-    "sse4_2",
-    "popcnt",
-    "avx",
-    "avx2",
-    "fma",
-    "f16c",
-    "bmi1",
-    "bmi2",
-    "abm",
-    "movbe",
-    "adx",
-    "aes",
-    "pclmulqdq",
-    "sha_ni",
-    "rdrand",
-    "rdseed",
-    "erms",
-    "fsrm",
-    "xsave",
-    "xsaveopt",
-    "xsavec",
-    "vaes",
-    "vpclmulqdq",
-    "gfni",
-    "avx512f",
-    "avx512cd",
-    "avx512bw",
-    "avx512dq",
-    "avx512vl",
-    "avx512ifma",
-    "avx512vbmi",
-    "avx512_vbmi2",
-    "avx512_vnni",
-    "avx512_bitalg",
-    "avx512_vpopcntdq",
-    "avx512_bf16",
-    "avx512_fp16",
-    "avx_vnni",
-    "amx_tile",
-    "amx_bf16",
-    "amx_int8",
-    "amx_fp16",
-    "amx_complex",
-    "avx_ifma",
-    "avx_vnni_int8",
-    "avx_ne_convert",
-    "avx10",
-    "apx",
-];
-
-/// Refuse a CPU that lacks a feature the image's machine had (the programs may use it and
-/// would die of SIGILL later) unless forced, and one whose XSAVE area has another layout
-/// (registers could not be put back).
-fn check_cpu(record: &SessionRecord, info: &crate::image::ImageInfo, force: bool) -> Result<()> {
-    let here = crate::image::ImageInfo::here().cpu_features;
-    let missing =
-        crate::machine::missing_features(&info.cpu_features, record.machine.cpu_baseline, &here);
-    if !missing.is_empty() && !force {
+/// Refuse a CPU that lacks what the session could have acted on (`machine::cpu_verdict`:
+/// its programs would die of SIGILL later, or its registers' state would be lost) unless
+/// forced; name what it lacks that no process could have used as a warning.
+fn check_cpu(
+    record: &SessionRecord,
+    info: &crate::image::ImageInfo,
+    opts: &Options,
+    warnings: &mut Vec<String>,
+) -> Result<()> {
+    let v = cpu_verdict_here(record, info, opts.strict_cpu);
+    if v.refused() && !opts.force {
         bail!(
             "{}",
-            crate::machine::missing_message(&missing, record.machine.cpu_baseline)
+            crate::machine::refusal_message(&v, record.machine.cpu_baseline)
         );
     }
+    if !v.unused.is_empty() {
+        warnings.push(crate::machine::unused_message(&v));
+    }
     Ok(())
+}
+
+/// The CPU verdict for an image on this machine (resume's and `crterm check`'s).
+pub fn cpu_verdict_here(
+    record: &SessionRecord,
+    info: &crate::image::ImageInfo,
+    strict: bool,
+) -> crate::machine::CpuVerdict {
+    crate::machine::cpu_verdict(
+        &info.cpu_features,
+        record.machine.cpu_baseline,
+        record.xsave_components_used(),
+        &crate::image::ImageInfo::here().cpu_features,
+        crate::machine::XsaveLayout::here().xcr0,
+        strict,
+    )
 }
 
 /// A run of pages free in every process of the image and in this one.

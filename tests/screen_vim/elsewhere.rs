@@ -145,8 +145,8 @@ fn check_reports_this_machine_and_whether_an_image_resumes_here() {
     // Made on a CPU with a feature this one lacks: refused, named, as resume would.
     let extra = a_feature_this_cpu_lacks();
     let richer = env.dir.path().join("richer.img");
-    rewrite_image(golden, &richer, |info, _| {
-        info.cpu_features.push(extra.clone())
+    rewrite_image(golden, &richer, |info, record| {
+        as_if_made_on_this_cpu_with(info, record, std::slice::from_ref(&extra))
     });
     let (code, said) = check(&env, &[richer.to_str().unwrap()]);
     assert_eq!(code, 1, "{said}");
@@ -156,7 +156,7 @@ fn check_reports_this_machine_and_whether_an_image_resumes_here() {
     // The same from a session started with --cpu baseline: x86-64-v2 is enough.
     let baseline = env.dir.path().join("baseline.img");
     rewrite_image(golden, &baseline, |info, record| {
-        info.cpu_features.push(extra.clone());
+        as_if_made_on_this_cpu_with(info, record, std::slice::from_ref(&extra));
         record.machine.cpu_baseline = true;
     });
     let (code, said) = check(&env, &[baseline.to_str().unwrap()]);
@@ -283,6 +283,112 @@ fn registers_saved_in_another_cpus_xsave_layout_are_moved_into_this_ones() {
     env.tmux.wait_text("r", "golden session resumed: moved", T);
 }
 
+/// Made on a CPU with AMX (or whatever instruction set glibc does not pick code by that
+/// this CPU lacks) that no process asked for: nothing of the session could have acted on
+/// it, so `check` and resume go on with a warning naming it; `--strict-cpu` refuses.
+#[test]
+fn features_no_process_could_have_used_give_a_warning_not_a_refusal() {
+    let env = Env::unprivileged();
+    let unused = a_feature_no_program_used();
+    let mut extra = vec![unused.clone()];
+    // AMX as a whole where this CPU lacks it: what an image from a Sapphire Rapids has.
+    let here = crterm::image::ImageInfo::here().cpu_features;
+    for f in ["amx_tile", "amx_bf16", "amx_int8"] {
+        if !here.iter().any(|g| g == f) && !extra.iter().any(|g| g == f) {
+            extra.push(f.to_string());
+        }
+    }
+    let image = env.dir.path().join("amx.img");
+    rewrite_image(
+        std::path::Path::new(GOLDEN_SESSION),
+        &image,
+        |info, record| {
+            as_if_made_on_this_cpu_with(info, record, &extra);
+            for p in &mut record.processes {
+                assert_eq!(
+                    p.xcomp_perm & crterm::machine::XSAVE_DYNAMIC,
+                    0,
+                    "nothing asked for AMX"
+                );
+            }
+        },
+    );
+    let (code, said) = check(&env, &[image.to_str().unwrap()]);
+    assert_eq!(code, 0, "{said}");
+    assert!(said.contains("verdict      it will resume here"), "{said}");
+    assert!(
+        said.contains("warning") && said.contains(&format!("this CPU lacks {}", extra.join(", "))),
+        "{said}"
+    );
+    let (code, said) = check(&env, &["--strict-cpu", image.to_str().unwrap()]);
+    assert_eq!(code, 1, "{said}");
+    assert!(said.contains(&unused), "{said}");
+    // Resumed: the warning is shown, and the program goes on.
+    resume_pane(&env, "r", 100, 30, &image);
+    env.tmux
+        .wait_text("r", &format!("this CPU lacks {unused}"), T);
+    env.tmux.type_text("r", "warned");
+    env.tmux.send_keys("r", &["Enter"]);
+    env.tmux.wait_text("r", "golden session resumed: warned", T);
+    // And with --strict-cpu, one line and nothing started.
+    let wide = other_tmux(&env);
+    resume_with(&env, &wide, "s", (250, 30), "--strict-cpu", &image);
+    let screen = wide.wait_text("s", "CRTERM_EXIT=", T);
+    assert!(
+        screen.starts_with("crterm: ") && screen.contains("this CPU lacks"),
+        "{screen}"
+    );
+    assert!(screen.contains("CRTERM_EXIT=1"), "{screen}");
+}
+
+/// Register state this CPU cannot hold: a thread's XSAVE area holding a component this
+/// CPU's XSAVE lacks, or (on a CPU without AMX) a process that was permitted AMX: its
+/// state, or its use of AMX, would be lost, so `check` and resume refuse, naming it.
+#[test]
+fn register_state_this_cpu_cannot_hold_is_refused() {
+    let env = Env::unprivileged();
+    let xcr0 = crterm::machine::XsaveLayout::here().xcr0;
+    let (image, named) = if xcr0 & crterm::machine::XSAVE_DYNAMIC == 0 {
+        let image = env.dir.path().join("amx-permitted.img");
+        rewrite_image(
+            std::path::Path::new(GOLDEN_SESSION),
+            &image,
+            |info, record| {
+                as_if_made_on_this_cpu_with(info, record, &["amx_tile".to_string()]);
+                record.processes[0].xcomp_perm |= crterm::machine::XSAVE_DYNAMIC;
+            },
+        );
+        (image, "amx-tiledata")
+    } else {
+        // A component no XCR0 has (11: CET user state is supervisor-managed).
+        let bit = (2u8..63)
+            .find(|&i| xcr0 & (1 << i) == 0)
+            .expect("a component XCR0 lacks");
+        let image = env.dir.path().join("state.img");
+        rewrite_image(std::path::Path::new(GOLDEN_SESSION), &image, |_, record| {
+            let th = &mut record.processes[0].threads[0];
+            let mut bv = u64::from_le_bytes(th.xstate[512..520].try_into().unwrap());
+            bv |= 1 << bit;
+            th.xstate[512..520].copy_from_slice(&bv.to_le_bytes());
+        });
+        (image, "XSAVE lacks")
+    };
+    let (code, said) = check(&env, &[image.to_str().unwrap()]);
+    assert_eq!(code, 1, "{said}");
+    assert!(
+        said.contains("it will not resume here") && said.contains(named),
+        "{said}"
+    );
+    let wide = other_tmux(&env);
+    resume_in(&env, &wide, "r", 250, 30, &image);
+    let screen = wide.wait_text("r", "CRTERM_EXIT=", T);
+    assert!(
+        screen.contains(named) && screen.contains("CRTERM_EXIT=1"),
+        "{screen}"
+    );
+    assert!(env.sessions().is_empty());
+}
+
 /// `crterm start --cpu baseline`: glibc in the session picks x86-64-v2 code (its own
 /// report of the glibc-hwcaps levels), the image says so, and it resumes where an
 /// ordinary image would be refused for a missing feature.
@@ -321,7 +427,8 @@ fn a_baseline_session_uses_x86_64_v2_code_and_resumes_without_the_newer_features
             record.machine.cpu_baseline,
             "the image records the baseline"
         );
-        info.cpu_features.push(extra.clone());
+        as_if_made_on_this_cpu_with(info, record, std::slice::from_ref(&extra));
+        record.machine.cpu_baseline = true;
     });
     resume_pane(&env, "b", 100, 30, &richer);
     env.tmux.wait_text("b", ">>> word = 'baseline'", T);

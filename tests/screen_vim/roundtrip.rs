@@ -569,8 +569,9 @@ pub(crate) const GOLDEN_SESSION: &str =
 
 /// Every build must still read, and resume, the image of a trivial session an earlier
 /// build wrote (tests/golden/trivial.c: no libc, so the image is small; its program is
-/// carried in the image, so nothing of it needs to exist here). Regenerate only with a
-/// format change: `CRTERM_WRITE_GOLDEN=1 cargo test --test screen_vim golden`.
+/// carried in the image, so nothing of it needs to exist here). It is made with `--cpu
+/// baseline`, so it resumes on any x86-64-v2 CPU, whichever made it. Regenerate only with
+/// a format change: `CRTERM_WRITE_GOLDEN=1 cargo test --test screen_vim golden`.
 #[test]
 fn the_golden_session_image_still_reads_and_resumes() {
     let env = Env::unprivileged();
@@ -591,7 +592,7 @@ fn the_golden_session_image_still_reads_and_resumes() {
         env.pane(
             "g",
             &format!(
-                "{} start --name golden -- {}",
+                "{} start --cpu baseline --name golden -- {}",
                 env.crterm_cmd(),
                 bin.display()
             ),
@@ -707,15 +708,41 @@ fn a_changed_file_the_session_writes_is_refused_unless_forced_a_grown_log_is_fin
     );
 }
 
-/// A feature crterm checks that this CPU lacks.
+/// A feature glibc picks code by that this CPU lacks (fma4 on every CPU since AMD's
+/// Bulldozer family; AVX-512 on those): a session made where it was would be refused here.
 pub(crate) fn a_feature_this_cpu_lacks() -> String {
     let here = crterm::image::ImageInfo::here();
-    crterm::restore::ISA_FEATURES
+    crterm::machine::GLIBC_DISPATCH
         .iter()
         .copied()
         .find(|f| !here.cpu_features.iter().any(|g| g == f))
-        .expect("no CPU has every feature crterm checks")
+        .expect("this CPU has every feature glibc picks code by, fma4 and AVX-512 both")
         .to_string()
+}
+
+/// An instruction-set feature this CPU lacks that glibc does not pick code by (AMX, AVX-512
+/// FP16, AVX10 ... whichever this CPU lacks): a session could not have acted on it.
+pub(crate) fn a_feature_no_program_used() -> String {
+    let here = crterm::image::ImageInfo::here();
+    crterm::machine::ISA_FEATURES
+        .iter()
+        .copied()
+        .filter(|f| !crterm::machine::GLIBC_DISPATCH.contains(f) && *f != "apx")
+        .find(|f| !here.cpu_features.iter().any(|g| g == f))
+        .expect("this CPU has every instruction-set feature crterm knows")
+        .to_string()
+}
+
+/// The image's header and record as if made on this CPU with `extra` features more, by a
+/// session started without `--cpu baseline` (the other machine of a test).
+pub(crate) fn as_if_made_on_this_cpu_with(
+    info: &mut crterm::image::ImageInfo,
+    record: &mut crterm::ckpt::record::SessionRecord,
+    extra: &[String],
+) {
+    info.cpu_features = crterm::image::ImageInfo::here().cpu_features;
+    info.cpu_features.extend(extra.iter().cloned());
+    record.machine.cpu_baseline = false;
 }
 
 /// Image `src` written again to `dest` after `change` to its header and session record
@@ -745,11 +772,12 @@ pub(crate) fn rewrite_image(
     std::fs::set_permissions(dest, std::fs::Permissions::from_mode(0o644)).unwrap();
 }
 
-/// The golden image rewritten as if made on a CPU with one more feature than this one.
+/// The golden image rewritten as if made on this CPU with one more feature glibc picks
+/// code by.
 fn image_from_a_richer_cpu(dest: &Path) -> String {
     let extra = a_feature_this_cpu_lacks();
-    rewrite_image(Path::new(GOLDEN_SESSION), dest, |info, _| {
-        info.cpu_features.push(extra.clone())
+    rewrite_image(Path::new(GOLDEN_SESSION), dest, |info, record| {
+        as_if_made_on_this_cpu_with(info, record, std::slice::from_ref(&extra))
     });
     extra
 }

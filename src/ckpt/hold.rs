@@ -162,9 +162,9 @@ impl Notify {
 
 /// How a checkpoint failed, for the one line the client prints.
 enum Failure {
-    /// Before anything of the session was changed or written.
+    /// Before the session was frozen.
     Before(String),
-    /// The session was frozen and is going on again; nothing was written.
+    /// The session was frozen and goes on again as it was; nothing was written.
     Refused(String),
     /// The dump process failed writing (its own words) or died.
     Writing(String),
@@ -173,12 +173,11 @@ enum Failure {
 impl Failure {
     fn text(self) -> String {
         match self {
-            Failure::Before(e) => format!("checkpoint failed: {e}"),
-            Failure::Refused(e) => {
+            Failure::Before(e) | Failure::Refused(e) => {
                 format!("checkpoint failed: {e}; the session goes on unchanged")
             }
             Failure::Writing(e) => format!(
-                "checkpoint failed {e}; the session goes on unchanged, any earlier image is untouched"
+                "checkpoint failed: {e}; the session goes on unchanged, any earlier image is untouched"
             ),
         }
     }

@@ -57,7 +57,7 @@ fn a_stream_cut_midway_fails_cleanly_on_both_ends() {
     let (code, said) = checkpoint_into_pipe(&env, "cut", "head -c 65536 > /dev/null", "--exit");
     assert_ne!(code, 0);
     assert!(
-        said.contains("checkpoint failed writing the output stream") && said.contains("goes on"),
+        said.contains("checkpoint failed: writing the output stream") && said.contains("goes on"),
         "{said}"
     );
     enter(&env, "a", "print('still', y * 2)");

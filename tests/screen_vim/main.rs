@@ -12,6 +12,7 @@ use std::time::Duration;
 const T: Duration = Duration::from_secs(20);
 
 mod elsewhere;
+mod faults;
 mod roundtrip;
 pub(crate) mod world;
 

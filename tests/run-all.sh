@@ -63,9 +63,19 @@ fi
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings
+# Tests that need root are marked #[ignore = "needs root ..."]: as root they all run; as
+# another user they are reported as ignored, with their reason, and counted as skipped.
+include=()
+if [ "$(id -u)" = 0 ]; then
+    include=(--include-ignored)
+fi
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-cargo test --all-targets 2>&1 | tee "$log"
-# One closing line with the totals of every test binary.
-awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
-     END { printf "%d passed, %d failed\n", p, f }' "$log"
+status=0
+cargo test --all-targets --no-fail-fast -- "${include[@]}" 2>&1 | tee "$log" || status=$?
+# One closing line with the totals of every test binary, and what was skipped and why.
+grep -E '^test .* \.\.\. ignored' "$log" | sed 's/^test /skipped: /' || true
+awk '/^test result:/ { for (i = 1; i <= NF; i++) {
+         if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) s += $i } }
+     END { printf "%d passed, %d failed, %d skipped\n", p, f, s }' "$log"
+exit "$status"

@@ -489,6 +489,15 @@ pub fn user_ids(name: &str) -> (u32, u32) {
     (id("-u"), id("-g"))
 }
 
+/// The crterm binary Cargo built for the test binaries (none for an example that borrows
+/// these helpers).
+fn crterm_binary() -> &'static str {
+    match option_env!("CARGO_BIN_EXE_crterm") {
+        Some(b) => b,
+        None => panic!("no crterm binary was built for this program"),
+    }
+}
+
 /// One test's world: a user (an ordinary one when the tests run as root), a private
 /// runtime and config directory, a copy of crterm that user can run, and a tmux server
 /// of that user as the outer terminal. Dropping it ends every session it started.
@@ -507,17 +516,6 @@ impl Env {
             Env::as_user(Some(TEST_USER))
         } else {
             Env::as_user(None)
-        }
-    }
-
-    /// As root (the path without a user namespace) when the tests run as root; otherwise,
-    /// saying so, as the unprivileged user, whose path is then the one tested.
-    pub fn root_if_possible(test: &str) -> Env {
-        if is_root() {
-            Env::root()
-        } else {
-            eprintln!("{test}: not running as root; the unprivileged path is tested instead");
-            Env::unprivileged()
         }
     }
 
@@ -543,7 +541,7 @@ impl Env {
             std::fs::create_dir_all(d).unwrap();
         }
         let bin = bin_dir.join("crterm");
-        std::fs::copy(env!("CARGO_BIN_EXE_crterm"), &bin).unwrap();
+        std::fs::copy(crterm_binary(), &bin).unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::set_permissions(&runtime, std::fs::Permissions::from_mode(0o700)).unwrap();
@@ -722,4 +720,75 @@ pub fn process_tree(pid: i32) -> Vec<i32> {
         i += 1;
     }
     all
+}
+
+/// A process's state letter, parent, group, session and terminal's foreground group,
+/// from its `stat` (the host's numbers).
+pub fn stat_of(pid: i32) -> Option<(char, i32, i32, i32, i32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some((
+        f.first()?.chars().next()?,
+        f.get(1)?.parse().ok()?,
+        f.get(2)?.parse().ok()?,
+        f.get(3)?.parse().ok()?,
+        f.get(5)?.parse().ok()?,
+    ))
+}
+
+pub fn comm_of(pid: i32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+/// Bytes waiting to be read at the terminal process `pid` holds as `fd` (FIONREAD
+/// through a descriptor of our own: nothing is consumed).
+pub fn tty_bytes_waiting(pid: i32, fd: i32) -> usize {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let Ok(f) = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(format!("/proc/{pid}/fd/{fd}"))
+    else {
+        return 0;
+    };
+    let mut n: libc::c_int = 0;
+    if unsafe { libc::ioctl(f.as_raw_fd(), libc::FIONREAD, &mut n) } != 0 {
+        return 0;
+    }
+    n.max(0) as usize
+}
+
+impl Env {
+    /// Wait until a process named `comm` of session `name` is in the foreground of its
+    /// terminal and asleep (waiting for input or for time): what is typed now reaches it,
+    /// and Ctrl-Z stops it. Returns its pid.
+    pub fn wait_foreground(&self, name: &str, comm: &str) -> i32 {
+        let daemon = self.daemon_pid(name);
+        wait_for(
+            &format!("{comm} in the foreground of session {name}"),
+            Duration::from_secs(20),
+            || {
+                process_tree(daemon).into_iter().find(|&p| {
+                    comm_of(p) == comm
+                        && stat_of(p)
+                            .is_some_and(|(state, _, pgrp, _, tpgid)| state == 'S' && pgrp == tpgid)
+                })
+            },
+        )
+    }
+
+    /// Wait until `len` bytes typed at the terminal of process `pid` (its standard input)
+    /// are waiting there, unread.
+    pub fn wait_typed(&self, pid: i32, len: usize) {
+        wait_for(
+            "the keys to reach the terminal",
+            Duration::from_secs(20),
+            || (tty_bytes_waiting(pid, 0) >= len).then_some(()),
+        );
+    }
 }

@@ -193,7 +193,8 @@ pub fn assert_matches_tmux(name: &str, cols: u16, lines: u16, bytes: &[u8]) -> T
 }
 
 /// The shortest prefix of `bytes` on which the model and tmux differ (for investigating a
-/// failing stream: `CRTERM_BISECT=file cargo test --test integration bisect_stream`).
+/// failing stream: `cargo run --example bisect_stream -- FILE`).
+#[allow(dead_code)] // the tool's, not a test's
 pub fn first_divergence(cols: u16, lines: u16, bytes: &[u8]) -> Option<usize> {
     let differs = |n: usize| {
         let b = &bytes[..n];
@@ -228,25 +229,4 @@ pub fn first_divergence(cols: u16, lines: u16, bytes: &[u8]) -> Option<usize> {
         }
     }
     Some(bad)
-}
-
-#[test]
-fn bisect_stream() {
-    // A tool, not a check: runs only when asked to.
-    let Some(file) = std::env::var_os("CRTERM_BISECT") else {
-        return;
-    };
-    let size: Vec<u16> = std::env::var("CRTERM_BISECT_SIZE")
-        .unwrap_or_else(|_| "100x30".into())
-        .split('x')
-        .map(|v| v.parse().unwrap())
-        .collect();
-    let bytes = std::fs::read(file).unwrap();
-    if let Some(n) = first_divergence(size[0], size[1], &bytes) {
-        let from = n.saturating_sub(120);
-        panic!(
-            "first divergence after {n} bytes; the bytes before it:\n{}",
-            String::from_utf8_lossy(&bytes[from..n]).escape_debug()
-        );
-    }
 }

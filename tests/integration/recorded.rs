@@ -166,7 +166,9 @@ fn emacs_nw() {
 fn htop() {
     let r = Recorder::start("htop", |_| {});
     r.wait("F10Quit");
-    std::thread::sleep(Duration::from_millis(1500));
+    // Its meters filled in (the first screen draws them after a moment).
+    r.wait("Load average:");
+    r.wait("Tasks:");
     check("htop", &r.snapshot());
     r.text("q");
 }

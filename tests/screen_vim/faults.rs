@@ -9,7 +9,7 @@
 use super::roundtrip::*;
 use super::*;
 use std::collections::BTreeMap;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 /// What can be seen of a session's processes from outside, for "exactly as it was".
@@ -20,7 +20,10 @@ type Snapshot = BTreeMap<String, String>;
 /// kernel's `restart_syscall` (219), which is how a call interrupted by any stop (a
 /// SIGSTOP too) goes on where it has time left.
 fn same_call(a: &str, b: &str) -> bool {
-    let (a, b): (Vec<&str>, Vec<&str>) = (a.split_whitespace().collect(), b.split_whitespace().collect());
+    let (a, b): (Vec<&str>, Vec<&str>) = (
+        a.split_whitespace().collect(),
+        b.split_whitespace().collect(),
+    );
     match (a.split_first(), b.split_first()) {
         (Some((na, ra)), Some((nb, rb))) => ra == rb && (na == nb || *na == "219" || *nb == "219"),
         _ => a == b,
@@ -30,7 +33,8 @@ fn same_call(a: &str, b: &str) -> bool {
 fn snapshot(init: i32) -> Snapshot {
     let mut s = Snapshot::new();
     for pid in process_tree(init).into_iter().skip(1) {
-        let read = |f: &str| std::fs::read_to_string(format!("/proc/{pid}/{f}")).unwrap_or_default();
+        let read =
+            |f: &str| std::fs::read_to_string(format!("/proc/{pid}/{f}")).unwrap_or_default();
         let status = read("status");
         let field = |st: &str, k: &str| {
             st.lines()
@@ -41,7 +45,14 @@ fn snapshot(init: i32) -> Snapshot {
         let comm = read("comm").trim().to_string();
         let key = |what: &str| format!("{pid} {comm} {what}");
         s.insert(key("maps"), read("maps"));
-        for k in ["TracerPid:", "ShdPnd:", "SigIgn:", "SigCgt:", "Uid:", "State:"] {
+        for k in [
+            "TracerPid:",
+            "ShdPnd:",
+            "SigIgn:",
+            "SigCgt:",
+            "Uid:",
+            "State:",
+        ] {
             s.insert(key(k), field(&status, k));
         }
         // Undumpable: the process's /proc files belong to root.
@@ -148,7 +159,10 @@ impl Busy {
         let mut env = Env::unprivileged();
         let hooks = env.dir.path().join("hooks");
         std::fs::write(&hooks, "").unwrap();
-        let _ = std::process::Command::new("chmod").arg("666").arg(&hooks).output();
+        let _ = std::process::Command::new("chmod")
+            .arg("666")
+            .arg(&hooks)
+            .output();
         env.tmux
             .env
             .push(("CRTERM_TEST_HOOKS".into(), hooks.display().to_string()));
@@ -171,18 +185,29 @@ impl Busy {
         env.tmux.type_text("a", "hello");
         let daemon = env.daemon_pid(name);
         let init = children(daemon)[0];
-        // Everything in place: the agent forked off, the holder in its sleep, the keys
-        // in the pty.
+        // Everything in place: the agent forked off and asleep, the holder's two threads
+        // asleep, the keys in the pty.
+        let sleep = env.wait_foreground(name, "sleep");
+        env.wait_typed(sleep, 5);
         wait_for("the session to settle", T, || {
-            let comms: Vec<String> = process_tree(init)
-                .iter()
-                .map(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default())
-                .collect();
-            let agent = comms.iter().any(|c| c.trim() == "ssh-agent");
-            let sleeping = comms.iter().any(|c| c.trim() == "sleep");
-            (agent && sleeping).then_some(())
+            let tree = process_tree(init);
+            let asleep = |comm: &str, threads: usize| {
+                tree.iter().any(|&p| {
+                    comm_of(p) == comm
+                        && std::fs::read_dir(format!("/proc/{p}/task")).is_ok_and(|d| {
+                            let t: Vec<_> = d.flatten().collect();
+                            t.len() == threads
+                                && t.iter().all(|t| {
+                                    std::fs::read_to_string(t.path().join("stat")).is_ok_and(|s| {
+                                        s.rsplit_once(')')
+                                            .is_some_and(|(_, r)| r.trim_start().starts_with('S'))
+                                    })
+                                })
+                        })
+                })
+            };
+            (asleep("ssh-agent", 1) && asleep("python3", 2)).then_some(())
         });
-        std::thread::sleep(Duration::from_millis(300));
         Busy {
             env,
             name: name.to_string(),
@@ -207,7 +232,8 @@ impl Busy {
         let sleep = process_tree(self.init)
             .into_iter()
             .find(|p| {
-                std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "sleep")
+                std::fs::read_to_string(format!("/proc/{p}/comm"))
+                    .is_ok_and(|c| c.trim() == "sleep")
             })
             .expect("the sleep");
         unsafe { libc::kill(sleep, libc::SIGTERM) };
@@ -215,15 +241,22 @@ impl Busy {
         let holder = process_tree(self.init)
             .into_iter()
             .find(|p| {
-                std::fs::read_to_string(format!("/proc/{p}/cmdline")).is_ok_and(|c| c.contains("holder.py"))
+                std::fs::read_to_string(format!("/proc/{p}/cmdline"))
+                    .is_ok_and(|c| c.contains("holder.py"))
             })
             .expect("the holder");
         unsafe { libc::kill(holder, libc::SIGUSR1) };
         let report = wait_for("the holder's report", T, || {
-            std::fs::read_to_string(&self.report).ok().filter(|r| !r.is_empty())
+            std::fs::read_to_string(&self.report)
+                .ok()
+                .filter(|r| !r.is_empty())
         });
         assert_eq!(report, "b'queued-output' b'in-socket'");
-        enter(&self.env, "a", "ssh-add -l; echo ssh-add=$?; ssh-agent -k >/dev/null; kill %1");
+        enter(
+            &self.env,
+            "a",
+            "ssh-add -l; echo ssh-add=$?; ssh-agent -k >/dev/null; kill %1",
+        );
         self.env.tmux.wait_text("a", "ssh-add=1", T);
     }
 }
@@ -237,21 +270,28 @@ fn a_checkpoint_failing_or_killed_at_any_step_leaves_the_session_exactly_as_it_w
     let busy = Busy::start("steps");
     let before = snapshot(busy.init);
     assert!(
-        before.iter().any(|(k, v)| k.contains("ssh-agent dumpable") && v == "false"),
+        before
+            .iter()
+            .any(|(k, v)| k.contains("ssh-agent dumpable") && v == "false"),
         "the agent is undumpable: {before:?}"
     );
     let image = busy.env.dir.path().join("steps.img");
     let faults = crterm::ckpt::hooks::DUMPER_STEPS
         .iter()
         .map(|s| format!("die {s}"))
-        .chain(crterm::ckpt::hooks::DAEMON_STEPS.iter().map(|s| format!("fail {s}")));
+        .chain(
+            crterm::ckpt::hooks::DAEMON_STEPS
+                .iter()
+                .map(|s| format!("fail {s}")),
+        );
     for fault in faults {
         busy.hook(&fault);
         let out = busy.checkpoint(&image);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{fault}: the checkpoint succeeded");
         assert!(
-            err.starts_with("crterm: checkpoint failed") && err.lines().count() == 1
+            err.starts_with("crterm: checkpoint failed")
+                && err.lines().count() == 1
                 && err.contains("the session goes on unchanged"),
             "{fault}: {err}"
         );
@@ -272,7 +312,11 @@ fn a_checkpoint_failing_or_killed_at_any_step_leaves_the_session_exactly_as_it_w
     }
     busy.hook("");
     let out = busy.checkpoint(&image);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_as_before(&before, busy.init, "after a checkpoint that worked");
     busy.finish();
 }
@@ -306,7 +350,8 @@ fn the_dump_process_killed_at_random_moments_leaves_the_session_exactly_as_it_wa
         let started = std::time::Instant::now();
         let dumper = loop {
             let found = children(daemon).into_iter().find(|p| {
-                std::fs::read_to_string(format!("/proc/{p}/cmdline")).is_ok_and(|c| c.contains("__dump"))
+                std::fs::read_to_string(format!("/proc/{p}/cmdline"))
+                    .is_ok_and(|c| c.contains("__dump"))
             });
             if let Some(p) = found {
                 break p;
@@ -327,7 +372,11 @@ fn the_dump_process_killed_at_random_moments_leaves_the_session_exactly_as_it_wa
                 "run {run} ({delay:?}): {err}"
             );
         }
-        assert_as_before(&before, busy.init, &format!("run {run} (killed after {delay:?})"));
+        assert_as_before(
+            &before,
+            busy.init,
+            &format!("run {run} (killed after {delay:?})"),
+        );
         let _ = std::fs::remove_file(&image);
     }
     eprintln!("{runs} runs: {killed} checkpoints killed, {completed} completed first");
@@ -342,10 +391,20 @@ fn a_checkpoint_client_stopped_and_continued_still_reports_success() {
     let env = Env::unprivileged();
     python_pane(&env, "a", "stop");
     // A few hundred MiB that does not compress: the checkpoint takes a moment.
-    enter(&env, "a", "import os; b = os.urandom(200 << 20); print('FILL' 'ED')");
+    enter(
+        &env,
+        "a",
+        "import os; b = os.urandom(200 << 20); print('FILL' 'ED')",
+    );
     env.tmux.wait_text("a", "FILLED", Duration::from_secs(60));
     let image = image_path(&env, "stop");
-    let mut cmd = env.command(&[&env.crterm_cmd(), "checkpoint", "stop", "-o", image.to_str().unwrap()]);
+    let mut cmd = env.command(&[
+        &env.crterm_cmd(),
+        "checkpoint",
+        "stop",
+        "-o",
+        image.to_str().unwrap(),
+    ]);
     let child = cmd
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -386,7 +445,12 @@ fn a_full_disk_is_named_as_the_cause() {
     enter(&env, "a", "x = 'kept'");
     let mut cmd = env.command(&[&env.crterm_cmd(), "checkpoint", "full", "-o", "-"]);
     let out = cmd
-        .stdout(std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap())
+        .stdout(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open("/dev/full")
+                .unwrap(),
+        )
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
@@ -417,7 +481,11 @@ fn a_file_system_filling_up_names_the_cause_and_keeps_the_old_image() {
         .arg(&mnt)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     struct Unmount(PathBuf);
     impl Drop for Unmount {
         fn drop(&mut self) {
@@ -427,19 +495,31 @@ fn a_file_system_filling_up_names_the_cause_and_keeps_the_old_image() {
     let _unmount = Unmount(mnt.clone());
     let image = mnt.join("s.img");
     std::fs::write(&image, "the earlier image").unwrap();
-    let _ = std::process::Command::new("chown").arg(format!("{uid}:{gid}")).arg(&image).output();
+    let _ = std::process::Command::new("chown")
+        .arg(format!("{uid}:{gid}"))
+        .arg(&image)
+        .output();
     python_pane(&env, "a", "fs");
     enter(&env, "a", "import os; b = os.urandom(4 << 20)");
     let out = env.crterm(&["checkpoint", "fs", "-o", image.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
-        err.contains(&format!("writing {}: No space left on device", image.display()))
-            && err.lines().count() == 1,
+        err.contains(&format!(
+            "writing {}: No space left on device",
+            image.display()
+        )) && err.lines().count() == 1,
         "{err}"
     );
-    assert_eq!(std::fs::read_to_string(&image).unwrap(), "the earlier image");
-    let left: Vec<_> = std::fs::read_dir(&mnt).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert_eq!(
+        std::fs::read_to_string(&image).unwrap(),
+        "the earlier image"
+    );
+    let left: Vec<_> = std::fs::read_dir(&mnt)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
     assert_eq!(left.len(), 1, "{left:?}");
     enter(&env, "a", "print('alive', len(b))");
     env.tmux.wait_text("a", "alive 4194304", T);
@@ -488,11 +568,10 @@ fn listing_checking_and_showing_into_a_closed_pipe_ends_quietly() {
 use std::os::fd::FromRawFd;
 
 /// `-o` naming something that is not a regular file (a FIFO, a socket, a directory, a
-/// symbolic link; as root a device) is refused by name before the session is frozen, and
-/// left as it was.
+/// symbolic link) is refused by name before the session is frozen, and left as it was.
 #[test]
 fn an_output_that_is_not_a_regular_file_is_refused_and_left_alone() {
-    let env = Env::root_if_possible("an_output_that_is_not_a_regular_file_is_refused_and_left_alone");
+    let env = Env::unprivileged();
     python_pane(&env, "a", "out");
     let dir = env.dir.path();
     let fifo = dir.join("fifo.img");
@@ -507,25 +586,27 @@ fn an_output_that_is_not_a_regular_file_is_refused_and_left_alone() {
     let link = dir.join("link.img");
     std::os::unix::fs::symlink(&target, &link).unwrap();
     for p in [&fifo, &sock, &subdir] {
-        let _ = std::process::Command::new("chmod").arg("a+rwx").arg(p).output();
+        let _ = std::process::Command::new("chmod")
+            .arg("a+rwx")
+            .arg(p)
+            .output();
     }
-    let mut cases = vec![
+    let cases = [
         (fifo.clone(), "a FIFO"),
         (sock.clone(), "a socket"),
         (subdir.clone(), "a directory"),
         (link.clone(), "a symbolic link"),
     ];
-    if is_root() {
-        cases.push((PathBuf::from("/dev/null"), "a character device"));
-    }
     for (path, kind) in &cases {
         let before = std::fs::symlink_metadata(path).unwrap();
         let out = env.crterm(&["checkpoint", "out", "-o", path.to_str().unwrap()]);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{}", path.display());
         assert!(
-            err.contains(&format!("{} exists and is {kind}, not a regular file", path.display()))
-                && err.lines().count() == 1,
+            err.contains(&format!(
+                "{} exists and is {kind}, not a regular file",
+                path.display()
+            )) && err.lines().count() == 1,
             "{err}"
         );
         let after = std::fs::symlink_metadata(path).unwrap();
@@ -549,19 +630,31 @@ fn an_image_that_is_not_a_regular_file_is_refused_at_once() {
     let fifo = env.dir.path().join("fifo.img");
     let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o666) }, 0);
-    let _ = std::process::Command::new("chmod").arg("666").arg(&fifo).output();
+    let _ = std::process::Command::new("chmod")
+        .arg("666")
+        .arg(&fifo)
+        .output();
     for args in [vec!["info"], vec!["check"]] {
         let start = std::time::Instant::now();
         let out = env.crterm(&[&args[..], &[fifo.to_str().unwrap()]].concat());
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(start.elapsed() < Duration::from_secs(5), "crterm {args:?} waited");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "crterm {args:?} waited"
+        );
         assert!(!out.status.success());
-        assert!(err.contains("is a FIFO, not an image") && err.lines().count() == 1, "{err}");
+        assert!(
+            err.contains("is a FIFO, not an image") && err.lines().count() == 1,
+            "{err}"
+        );
     }
     let wide = other_tmux(&env);
     resume_in(&env, &wide, "r", 250, 30, &fifo);
     let screen = wide.wait_text("r", "CRTERM_EXIT=", T);
-    assert!(screen.contains("is a FIFO, not an image") && screen.contains("CRTERM_EXIT=1"), "{screen}");
+    assert!(
+        screen.contains("is a FIFO, not an image") && screen.contains("CRTERM_EXIT=1"),
+        "{screen}"
+    );
     assert!(env.sessions().is_empty(), "a daemon was left");
     let server: i32 = wide.display("r", "#{pid}").parse().unwrap();
     let left: Vec<String> = process_tree(server)
@@ -572,4 +665,28 @@ fn an_image_that_is_not_a_regular_file_is_refused_at_once() {
         .filter(|c| c.contains("crterm"))
         .collect();
     assert!(left.is_empty(), "{left:?}");
+}
+
+/// As root, `-o /dev/null` (which the temporary file renamed into place would have
+/// replaced with a file holding the session's memory) is refused, and /dev/null stays the
+/// device it is.
+#[test]
+#[ignore = "needs root (a session of root's, writing where only root may); run by tests/run-all.sh as root"]
+fn as_root_an_output_on_a_device_is_refused_and_the_device_stays() {
+    let env = Env::root();
+    python_pane(&env, "a", "dev");
+    let before = std::fs::symlink_metadata("/dev/null").unwrap();
+    let out = env.crterm(&["checkpoint", "dev", "-o", "/dev/null"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("/dev/null exists and is a character device, not a regular file")
+            && err.lines().count() == 1,
+        "{err}"
+    );
+    let after = std::fs::symlink_metadata("/dev/null").unwrap();
+    assert!(after.file_type().is_char_device() == before.file_type().is_char_device());
+    assert_eq!((before.ino(), before.rdev()), (after.ino(), after.rdev()));
+    enter(&env, "a", "print('fine', 3 * 3)");
+    env.tmux.wait_text("a", "fine 9", T);
 }

@@ -46,8 +46,9 @@ fn vim_edits_and_saves_a_file() {
 }
 
 #[test]
+#[ignore = "needs root (the path without a user namespace); run by tests/run-all.sh as root"]
 fn vim_as_root() {
-    vim_round(&Env::root_if_possible("vim_as_root"));
+    vim_round(&Env::root());
 }
 
 #[test]
@@ -63,10 +64,14 @@ fn resize_of_the_pane_reaches_the_program() {
     env.tmux.wait_text("p", "30 100", T);
     env.tmux
         .ok(&["resize-window", "-t", "p", "-x", "70", "-y", "20"]);
-    std::thread::sleep(Duration::from_millis(300));
-    env.tmux.type_text("p", "clear; stty size");
-    env.tmux.send_keys("p", &["Enter"]);
-    env.tmux.wait_text("p", "20 70", T);
+    // The new size reaches the session's pty through the client and the daemon: asked
+    // until it has.
+    wait_for("the new size in the session", T, || {
+        env.tmux.type_text("p", "clear; stty size");
+        env.tmux.send_keys("p", &["Enter"]);
+        std::thread::sleep(Duration::from_millis(100));
+        env.tmux.capture_plain("p").contains("20 70").then_some(())
+    });
     // A full-screen program redraws to fit: vim's ruler on the new last line.
     env.tmux
         .type_text("p", "vim -u NONE -N -i NONE -c 'set ruler'");
@@ -119,11 +124,8 @@ fn detach_then_attach_from_another_pane_repaints_and_typing_goes_on() {
 }
 
 #[test]
+#[ignore = "needs root (acts as two users); run by tests/run-all.sh as root"]
 fn another_user_can_neither_see_nor_attach() {
-    if !is_root() {
-        eprintln!("another_user_can_neither_see_nor_attach: needs root to act as two users");
-        return;
-    }
     let owner = Env::as_user(Some(TEST_USER));
     owner.pane(
         "p",
@@ -270,12 +272,12 @@ fn job_control_ctrl_z_fg_ctrl_c() {
     env.tmux.wait_text("p", "$", T);
     env.tmux.type_text("p", "sleep 500");
     env.tmux.send_keys("p", &["Enter"]);
-    std::thread::sleep(Duration::from_millis(300));
+    env.wait_foreground("jc", "sleep");
     env.tmux.send_keys("p", &["C-z"]);
     env.tmux.wait_text("p", "Stopped", T);
     env.tmux.type_text("p", "fg");
     env.tmux.send_keys("p", &["Enter"]);
-    std::thread::sleep(Duration::from_millis(300));
+    env.wait_foreground("jc", "sleep");
     env.tmux.send_keys("p", &["C-c"]);
     env.tmux.type_text("p", "echo rc=$?");
     env.tmux.send_keys("p", &["Enter"]);
@@ -295,7 +297,7 @@ fn prefix_keys_literal_help_and_checkpoint_notice() {
     // No quit character, so the literal C-\ reaches cat instead of killing it.
     env.tmux.type_text("p", "stty quit undef; cat -v");
     env.tmux.send_keys("p", &["Enter"]);
-    std::thread::sleep(Duration::from_millis(200));
+    env.wait_foreground("pk", "cat");
     // Prefix twice sends one literal prefix.
     env.prefix("p", "");
     env.tmux.ok(&["send-keys", "-t", "p", "-H", "1c"]);
@@ -437,7 +439,7 @@ fn bracketed_paste_reaches_the_program() {
     env.tmux
         .type_text("p", "printf '\\033[?2004h'; stty quit undef; cat -v");
     env.tmux.send_keys("p", &["Enter"]);
-    std::thread::sleep(Duration::from_millis(300));
+    env.wait_foreground("bp", "cat");
     env.tmux
         .ok(&["set-buffer", "-b", "crterm-paste", "pasted text"]);
     env.tmux
@@ -481,11 +483,8 @@ fn the_session_has_its_own_pids_and_ptys_and_the_hosts_files() {
 }
 
 #[test]
+#[ignore = "needs root (the terminal must belong to another user than crterm); run by tests/run-all.sh as root"]
 fn a_terminal_the_daemon_cannot_open_is_served_through_the_client() {
-    if !is_root() {
-        eprintln!("needs root: the terminal must belong to another user than crterm");
-        return;
-    }
     // The pane (and its terminal) belongs to root; crterm runs as the ordinary user, whose
     // daemon cannot open root's terminal and so sends output through the client.
     let env = Env::as_user(Some(TEST_USER));
@@ -557,7 +556,7 @@ fn a_checkpoint_freezes_the_whole_session_and_lets_it_go_on() {
     env.tmux.send_keys("p", &["Enter"]);
     env.tmux.type_text("p", "sleep 1000");
     env.tmux.send_keys("p", &["Enter"]);
-    std::thread::sleep(Duration::from_millis(300));
+    env.wait_foreground("fr", "sleep");
     env.tmux.send_keys("p", &["C-z"]);
     env.tmux.wait_text("p", "Stopped", T);
     wait_for("the counter", T, || {
@@ -607,12 +606,21 @@ fn a_checkpoint_refuses_a_traced_process_and_names_it() {
         &format!("{} start --name tr -- bash --norc", env.crterm_cmd()),
     );
     env.tmux.wait_text("p", "$", T);
-    env.tmux.type_text(
-        "p",
-        "strace -o /dev/null sleep 1000 & sleep 0.3; echo STARTED",
-    );
+    env.tmux
+        .type_text("p", "strace -o /dev/null sleep 1000 & echo STARTED");
     env.tmux.send_keys("p", &["Enter"]);
     env.tmux.wait_text("p", "\nSTARTED", T);
+    // Until strace holds the sleep.
+    let daemon = env.daemon_pid("tr");
+    wait_for("the traced sleep", T, || {
+        process_tree(daemon).into_iter().find(|&p| {
+            comm_of(p) == "sleep"
+                && std::fs::read_to_string(format!("/proc/{p}/status")).is_ok_and(|s| {
+                    s.lines()
+                        .any(|l| l.starts_with("TracerPid:") && l.trim_end() != "TracerPid:\t0")
+                })
+        })
+    });
     let out = env.crterm(&["checkpoint", "tr"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
@@ -652,13 +660,13 @@ fn a_checkpoint_writes_an_image_that_info_reads() {
     env.tmux.send_keys("p", &["Enter"]);
     env.tmux.type_text("p", "vim -u NONE -N -i NONE");
     env.tmux.send_keys("p", &["Enter"]);
-    std::thread::sleep(Duration::from_millis(400));
+    env.wait_foreground("im", "vim");
     env.tmux.send_keys("p", &["C-z"]);
     env.tmux.wait_text("p", "Stopped", T);
     env.tmux.type_text("p", "echo on the screen");
     env.tmux.send_keys("p", &["Enter"]);
     env.tmux.wait_text("p", "\non the screen", T);
-    std::thread::sleep(Duration::from_millis(300));
+    env.wait_foreground("im", "bash");
 
     let image = env.dir.path().join("im.img");
     let out = env.crterm(&["checkpoint", "im", "-o", image.to_str().unwrap()]);

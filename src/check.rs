@@ -3,8 +3,8 @@
 //! are resume's own (`crate::machine`, `restore::mapped_file_here`), so the verdict is the
 //! one resume would reach before it starts a process.
 
-use crate::ckpt::record::{MapKind, SessionRecord};
-use crate::image::{self, ImageInfo, SectionKind};
+use crate::ckpt::record::MapKind;
+use crate::image::{self, ImageInfo};
 use crate::machine::{self, XsaveLayout};
 use crate::sys::{self, Forked};
 use anyhow::{Result, anyhow};
@@ -53,12 +53,42 @@ pub fn run(image_path: Option<&Path>, strict_cpu: bool) -> Result<i32> {
     let Some(path) = image_path else {
         return Ok(if ok { 0 } else { 1 });
     };
-    let img =
-        image::read_file(path).map_err(|e| anyhow!("cannot check {}: {e}", path.display()))?;
-    let record: SessionRecord = img
-        .meta(SectionKind::SESSION)
-        .map_err(|e| anyhow!("cannot check {}: {e}", path.display()))?;
+    // Everything resume checks before it makes a process, every chunk decoded too.
+    let cannot = |e: image::ImageError| anyhow!("cannot check {}: {e}", path.display());
+    let loaded = crate::load::load(path, true).map_err(cannot)?;
+    crate::load::decode_every_chunk(&loaded.image).map_err(cannot)?;
     println!();
+    let (rows, mut refusals) = image_report(path, &loaded, strict_cpu);
+    for (label, value) in rows {
+        row(label, value);
+    }
+    if !ok {
+        refusals.push("this machine lacks what crterm needs (above)".into());
+    }
+    if refusals.is_empty() {
+        row("verdict", "it will resume here".into());
+        Ok(0)
+    } else {
+        row("verdict", "it will not resume here:".into());
+        for r in &refusals {
+            println!("  - {r}");
+        }
+        Ok(1)
+    }
+}
+
+/// What `check` says of a loaded image on this machine: its rows, and the reasons resume
+/// would refuse it here (none: it will resume).
+pub fn image_report(
+    path: &Path,
+    loaded: &crate::load::Loaded,
+    strict_cpu: bool,
+) -> (Vec<(&'static str, String)>, Vec<String>) {
+    let (img, record) = (&loaded.image, &loaded.record);
+    let xsave = XsaveLayout::here();
+    let vdso = machine::vdso_layout_here();
+    let mut rows = Vec::new();
+    let mut row = |label: &'static str, value: String| rows.push((label, value));
     row(
         "image",
         format!(
@@ -74,7 +104,16 @@ pub fn run(image_path: Option<&Path>, strict_cpu: bool) -> Result<i32> {
         ),
     );
     let mut refusals: Vec<String> = Vec::new();
-    let verdict = crate::restore::cpu_verdict_here(&record, &img.info, strict_cpu);
+    // Who may run it as it was (resume's rule, for whoever runs check).
+    match crate::restore::check_identity(record, &crate::restore::Resumer::me(img.owner)) {
+        Ok(warnings) => {
+            for w in warnings {
+                row("warning", w);
+            }
+        }
+        Err(e) => refusals.push(e.to_string()),
+    }
+    let verdict = crate::restore::cpu_verdict_here(record, &img.info, strict_cpu);
     if verdict.refused() {
         row(
             "cpu",
@@ -162,7 +201,7 @@ pub fn run(image_path: Option<&Path>, strict_cpu: bool) -> Result<i32> {
         {
             continue;
         }
-        if crate::restore::mapped_file_here(&record, m) {
+        if crate::restore::mapped_file_here(record, m) {
             from_here += 1;
         } else if record.files.iter().any(|f| {
             f.copies
@@ -192,19 +231,7 @@ pub fn run(image_path: Option<&Path>, strict_cpu: bool) -> Result<i32> {
             ),
         );
     }
-    if !ok {
-        refusals.push("this machine lacks what crterm needs (above)".into());
-    }
-    if refusals.is_empty() {
-        row("verdict", "it will resume here".into());
-        Ok(0)
-    } else {
-        row("verdict", "it will not resume here:".into());
-        for r in &refusals {
-            println!("  - {r}");
-        }
-        Ok(1)
-    }
+    (rows, refusals)
 }
 
 fn row(label: &str, value: String) {

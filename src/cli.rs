@@ -191,6 +191,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 real_clock: clock == "real",
                 real_hostname: hostname == "real",
                 strict_cpu,
+                set_ids: false,
             };
             resume(file, name, opts, prefix)
         }
@@ -241,6 +242,8 @@ pub fn run(cli: Cli) -> Result<i32> {
                 real_clock,
                 real_hostname,
                 strict_cpu,
+                // Decided by the daemon from who resumes what (`check_identity`).
+                set_ids: false,
             }),
             cpu_baseline,
             resume_from: resume,
@@ -356,7 +359,7 @@ fn resume(
     };
     // One clear line for a file that is not there or not an image file, before anything
     // starts.
-    crate::image::open_image(&file).context("cannot resume")?;
+    crate::image::open_image(&file).with_context(|| format!("cannot resume {}", file.display()))?;
     let size = client::terminal_size()?;
     let dir = paths::runtime_dir()?;
     let explicit = name.is_some();
@@ -455,10 +458,10 @@ fn read_stdin_image() -> Result<std::os::fd::OwnedFd> {
     std::io::copy(&mut stdin.lock(), &mut file)
         .context("cannot resume -: reading standard input")?;
     let memfd = std::os::fd::OwnedFd::from(file);
-    crate::image::read_file(std::path::Path::new(&format!(
-        "/proc/self/fd/{}",
-        memfd.as_raw_fd()
-    )))
+    crate::load::load(
+        std::path::Path::new(&format!("/proc/self/fd/{}", memfd.as_raw_fd())),
+        false,
+    )
     .map_err(|e| anyhow::anyhow!("cannot resume the image from standard input: {e}"))?;
     let tty = sys::open(c"/dev/tty", libc::O_RDWR | libc::O_CLOEXEC).context(
         "cannot resume -: no terminal to resume in (/dev/tty); give the image as a file",

@@ -68,8 +68,11 @@ pub fn parse(text: &str) -> Result<Config> {
         config.prefix = parse_key(&p).map_err(|e| anyhow!("prefix: {e}"))?;
     }
     if let Some(h) = file.history_lines {
-        if h > 1_000_000 {
-            bail!("history_lines: {h} is more than 1000000");
+        if h > crate::term_model::MAX_HISTORY_LINES {
+            bail!(
+                "history_lines: {h} is more than {}",
+                crate::term_model::MAX_HISTORY_LINES
+            );
         }
         config.history_lines = h;
     }

@@ -2,8 +2,8 @@
 //! for programs (`--json`).
 
 use crate::ckpt::record::SessionRecord;
-use crate::image::{self, ImageError, SectionKind};
-use crate::term_model::{Term, row_text};
+use crate::image::{ImageError, SectionKind};
+use crate::term_model::row_text;
 use anyhow::{Result, anyhow};
 use serde::Serialize;
 use std::path::Path;
@@ -73,16 +73,20 @@ fn mib(bytes: u64) -> String {
 
 pub fn show(path: &Path, json: bool) -> Result<i32> {
     let named = |e: ImageError| anyhow!("{}: {e}", path.display());
-    // Page data and file contents are checked but not kept: an image can be gigabytes.
-    let img = image::read_file_with(path, |k| k != SectionKind::PAGES && k != SectionKind::FILES)
-        .map_err(named)?;
-    let term: Term = img.meta(SectionKind::TERM_MODEL).map_err(named)?;
-    let session: Option<SessionRecord> = match img.meta(SectionKind::SESSION) {
-        Ok(s) => Some(s),
-        Err(ImageError::Missing(_)) => None,
-        Err(e) => return Err(named(e)),
-    };
+    // As resume reads it, every chunk decoded as resume would: info refuses what resume
+    // refuses. (A large image file is mapped, not read into memory.)
+    let loaded = crate::load::load(path, true).map_err(named)?;
+    crate::load::decode_every_chunk(&loaded.image).map_err(named)?;
     let bytes = std::fs::metadata(path).map_or(0, |m| m.len());
+    print!("{}", render(path, &loaded, bytes, json)?);
+    Ok(0)
+}
+
+/// What `info` prints of a loaded image (`bytes` long, at `path`).
+pub fn render(path: &Path, loaded: &crate::load::Loaded, bytes: u64, json: bool) -> Result<String> {
+    use std::fmt::Write;
+    let (img, term) = (&loaded.image, &loaded.term);
+    let session = Some(&loaded.record);
     let file_bytes: u64 = img
         .sections
         .iter()
@@ -149,28 +153,32 @@ pub fn show(path: &Path, json: bool) -> Result<i32> {
         screen,
     };
     if json {
-        println!("{}", serde_json::to_string_pretty(&info)?);
-        return Ok(0);
+        return Ok(serde_json::to_string_pretty(&info)? + "\n");
     }
-    println!(
+    let mut out = String::new();
+    writeln!(
+        out,
         "image      {} (format {}, {}; carried files {})",
         info.path,
         info.format,
         mib(bytes),
         mib(file_bytes)
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "made by    {} on Linux {} ({})",
         info.creator, info.kernel, info.machine
-    );
+    )?;
     if let Some(s) = &info.session {
-        println!("session    {}: {}", s.name, s.command);
-        println!(
+        writeln!(out, "session    {}: {}", s.name, s.command)?;
+        writeln!(
+            out,
             "processes  {}, memory {}",
             s.processes.len(),
             mib(s.memory_bytes)
-        );
-        println!(
+        )?;
+        writeln!(
+            out,
             "files      {} mapped files carried ({}){}",
             s.files.len(),
             mib(s.files.iter().map(|f| f.size).sum()),
@@ -179,26 +187,30 @@ pub fn show(path: &Path, json: bool) -> Result<i32> {
             } else {
                 format!(", {} not carried", s.files_not_carried.len())
             }
-        );
+        )?;
         let here = s.files.iter().filter(|f| f.source == "here").count();
-        println!(
+        writeln!(
+            out,
             "           a resume here maps {here} of them from this machine (unchanged), {} from the image",
             s.files.len() - here
-        );
+        )?;
         for f in &s.files {
-            println!(
+            writeln!(
+                out,
                 "  {:<5} {:>10}  {}",
                 f.source,
                 mib(f.size),
                 f.paths.first().map_or("", String::as_str)
-            );
+            )?;
         }
-        println!(
+        writeln!(
+            out,
             "  {:>5} {:>5} {:>5} {:>5} {:>4} {:>10}  {:<8} COMMAND",
             "PID", "PPID", "PGID", "SID", "THR", "MEMORY", "STATE"
-        );
+        )?;
         for p in &s.processes {
-            println!(
+            writeln!(
+                out,
                 "  {:>5} {:>5} {:>5} {:>5} {:>4} {:>10}  {:<8} {}",
                 p.pid,
                 p.ppid,
@@ -214,11 +226,12 @@ pub fn show(path: &Path, json: bool) -> Result<i32> {
                     "running"
                 },
                 p.cmdline.join(" ")
-            );
+            )?;
         }
     }
     let s = &info.screen;
-    println!(
+    writeln!(
+        out,
         "screen     {}x{}{}",
         s.cols,
         s.lines,
@@ -227,16 +240,16 @@ pub fn show(path: &Path, json: bool) -> Result<i32> {
         } else {
             ""
         }
-    );
+    )?;
     let width = s.cols.min(200);
-    println!("+{}+", "-".repeat(width));
+    writeln!(out, "+{}+", "-".repeat(width))?;
     for line in &s.text {
         let shown: String = line.chars().take(width).collect();
         let pad = width.saturating_sub(unicode_width::UnicodeWidthStr::width(shown.as_str()));
-        println!("|{shown}{}|", " ".repeat(pad));
+        writeln!(out, "|{shown}{}|", " ".repeat(pad))?;
     }
-    println!("+{}+", "-".repeat(width));
-    Ok(0)
+    writeln!(out, "+{}+", "-".repeat(width))?;
+    Ok(out)
 }
 
 /// Whether a resume here would use this machine's copy of carried file `f`: it is mapped

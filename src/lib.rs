@@ -11,6 +11,7 @@ pub mod config;
 pub mod image;
 pub mod info;
 pub mod inject;
+pub mod load;
 pub mod machine;
 pub mod pty_proxy;
 pub mod restore;

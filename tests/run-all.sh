@@ -33,6 +33,8 @@ if [ "$(id -u)" = 0 ]; then
     for u in crterm-test crterm-test2; do
         id -u "$u" >/dev/null 2>&1 || useradd -m -s /bin/bash "$u"
     done
+    # A supplementary group, so that the tests see groups carried.
+    usermod -aG users crterm-test
 fi
 
 # Another Debian release's root filesystem (other glibc, vim, python), for the tests that

@@ -198,6 +198,26 @@ pub fn parse_timers(text: &str) -> Vec<PosixTimer> {
     out
 }
 
+/// `limits`: (soft, hard) per resource in the kernel's order (RLIMIT_CPU ..
+/// RLIMIT_RTTIME), `unlimited` as RLIM_INFINITY. None when a line does not read.
+pub fn parse_limits(text: &str) -> Option<Vec<(u64, u64)>> {
+    let value = |v: &str| -> Option<u64> {
+        if v == "unlimited" {
+            Some(u64::MAX)
+        } else {
+            v.parse().ok()
+        }
+    };
+    let mut out = Vec::new();
+    for line in text.lines().skip(1) {
+        // The name is padded to 26 columns and may hold spaces; the numbers follow.
+        let fields = line.get(26..)?;
+        let mut f = fields.split_whitespace();
+        out.push((value(f.next()?)?, value(f.next()?)?));
+    }
+    (out.len() == 16).then_some(out)
+}
+
 /// The auxiliary vector (`auxv`, native words) as words.
 pub fn auxv_words(bytes: &[u8]) -> Vec<u64> {
     bytes
@@ -298,6 +318,42 @@ mod tests {
             parse_timers("signal: 3/0\n").is_empty(),
             "no ID line: nothing"
         );
+    }
+
+    #[test]
+    fn limits_are_read_in_the_kernels_order() {
+        let text = "Limit                     Soft Limit           Hard Limit           Units     \n\
+Max cpu time              unlimited            unlimited            seconds   \n\
+Max file size             unlimited            unlimited            bytes     \n\
+Max data size             unlimited            unlimited            bytes     \n\
+Max stack size            8388608              unlimited            bytes     \n\
+Max core file size        0                    unlimited            bytes     \n\
+Max resident set          unlimited            unlimited            bytes     \n\
+Max processes             63318                63318                processes \n\
+Max open files            1024                 524288               files     \n\
+Max locked memory         8388608              8388608              bytes     \n\
+Max address space         unlimited            unlimited            bytes     \n\
+Max file locks            unlimited            unlimited            locks     \n\
+Max pending signals       63318                63318                signals   \n\
+Max msgqueue size         819200               819200               bytes     \n\
+Max nice priority         0                    0                    \n\
+Max realtime priority     0                    0                    \n\
+Max realtime timeout      unlimited            unlimited            us        \n";
+        let l = parse_limits(text).unwrap();
+        assert_eq!(l.len(), 16);
+        assert_eq!(l[3], (8388608, u64::MAX), "RLIMIT_STACK");
+        assert_eq!(l[7], (1024, 524288), "RLIMIT_NOFILE");
+        assert_eq!(l[15], (u64::MAX, u64::MAX), "RLIMIT_RTTIME");
+        assert_eq!(parse_limits(&text.replace("1024 ", "many ")), None);
+        let here = parse_limits(&std::fs::read_to_string("/proc/self/limits").unwrap()).unwrap();
+        for (res, &lim) in here.iter().enumerate() {
+            let mut r = libc::rlimit64 {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            unsafe { libc::getrlimit64(res as _, &mut r) };
+            assert_eq!(lim, (r.rlim_cur, r.rlim_max), "resource {res}");
+        }
     }
 
     #[test]

@@ -317,7 +317,19 @@ pub const HASHED_FILE_LIMIT: u64 = 16 << 20;
 pub fn hash_prefix(path: &str, len: u64) -> Option<String> {
     use sha2::{Digest, Sha256};
     use std::io::Read;
-    let mut f = std::fs::File::open(path).ok()?.take(len);
+    use std::os::unix::fs::OpenOptionsExt;
+    // The path comes from an image: only a regular file is read (a FIFO would block, a
+    // device never end), and no more of it than it holds.
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .ok()?;
+    let meta = f.metadata().ok()?;
+    if !meta.is_file() || meta.len() < len {
+        return None;
+    }
+    let mut f = f.take(len);
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     let mut got = 0u64;
@@ -438,4 +450,255 @@ pub fn typed_input(record: &SessionRecord) -> Vec<u8> {
         .find_map(|f| f.tty.as_ref().filter(|t| !t.typed.is_empty()))
         .map(|t| t.typed.clone())
         .unwrap_or_default()
+}
+
+/// Limits on what a record read from an image may hold, beyond which it is taken for
+/// damaged or hostile (each well above what a session has).
+pub mod limits {
+    /// The kernel's highest pid (PID_MAX_LIMIT on 64-bit).
+    pub const PID_MAX: i32 = 1 << 22;
+    /// The highest descriptor number (the kernel's hard limit on fs.nr_open).
+    pub const FD_MAX: i32 = 1 << 30;
+    /// Per process.
+    pub const THREADS: usize = 1 << 16;
+    pub const MAPS: usize = 1 << 20;
+    /// The user address space on x86_64 (4-level page tables; `[vsyscall]` is the kernel's).
+    pub const TASK_SIZE: u64 = 0x7fff_ffff_f000;
+    /// An XSAVE area (AMX's tile data makes it about 11 KiB today).
+    pub const XSAVE: usize = 1 << 16;
+    /// The vDSO's code.
+    pub const VDSO: usize = 1 << 20;
+    /// A process's `/proc/PID/fdinfo/FD`, a command line, a path.
+    pub const TEXT: usize = 1 << 20;
+}
+
+impl SessionRecord {
+    /// Check a record read from an image before anything uses it: every id, number,
+    /// address and length within what the kernel allows, every cross-reference to
+    /// something the record holds, and the page runs and carried files against the page
+    /// and file chunks the image holds (`pages` and `files`: each chunk's decoded length,
+    /// in order). Arithmetic is checked: a record that would overflow is refused.
+    pub fn validate(&self, pages: &[u64], files: &[u64]) -> Result<(), String> {
+        use limits::*;
+        let bad = |what: String| Err(format!("the session record: {what}"));
+        let page = 4096u64;
+        if self.name.len() > 256 || self.command.len() > TEXT {
+            return bad("its name".into());
+        }
+        if !(0..=1 << 62).contains(&self.monotonic_ns) || !(0..=1 << 62).contains(&self.boottime_ns)
+        {
+            return bad("its clocks".into());
+        }
+        let m = &self.machine;
+        if m.xsave.size as usize > XSAVE
+            || m.xsave.components.len() > 64
+            || m.xsave
+                .components
+                .iter()
+                .any(|&(i, off, len)| i >= 64 || (off as u64 + len as u64) > m.xsave.size as u64)
+            || m.vdso.len() > VDSO
+            || m.hostname.len() > 64
+        {
+            return bad("what it says of its machine".into());
+        }
+        if !self.processes.iter().any(|p| p.zombie.is_none()) {
+            return bad("it holds no process".into());
+        }
+        let mut pids = std::collections::BTreeSet::new();
+        let mut tids = std::collections::BTreeSet::new();
+        for p in &self.processes {
+            if !(2..=PID_MAX).contains(&p.pid) || !pids.insert(p.pid) {
+                return bad(format!("process id {}", p.pid));
+            }
+        }
+        for p in &self.processes {
+            let who = format!("process {} ({})", p.pid, p.comm.escape_debug());
+            let id_ok = |id: i32| (1..=PID_MAX).contains(&id);
+            if !(p.ppid == 0 || p.ppid == 1 || pids.contains(&p.ppid))
+                || !id_ok(p.pgid)
+                || !id_ok(p.sid)
+                || !(p.fg_pgid == 0 || id_ok(p.fg_pgid))
+            {
+                return bad(format!("the parent, group or session of {who}"));
+            }
+            if p.comm.len() > 64
+                || p.exe.len() > TEXT
+                || p.cwd.len() > TEXT
+                || p.root.len() > TEXT
+                || p.cmdline.iter().map(String::len).sum::<usize>() > TEXT
+            {
+                return bad(format!("the names of {who}"));
+            }
+            if p.zombie.is_some() {
+                if !p.threads.is_empty() || !p.maps.is_empty() || !p.fds.is_empty() {
+                    return bad(format!("{who} is a zombie with threads, memory or files"));
+                }
+                continue;
+            }
+            if p.threads.is_empty() || p.threads.len() > THREADS || p.threads[0].tid != p.pid {
+                return bad(format!("the threads of {who}"));
+            }
+            for t in &p.threads {
+                let ours = t.tid == p.pid || !pids.contains(&t.tid);
+                if !(2..=PID_MAX).contains(&t.tid) || !ours || !tids.insert(t.tid) {
+                    return bad(format!("thread {} of {who}", t.tid));
+                }
+                if t.regs.len() != 27
+                    || t.xstate.len() > XSAVE
+                    || t.comm.len() > 64
+                    || t.altstack[2] > 1 << 40
+                {
+                    return bad(format!("the registers of thread {} of {who}", t.tid));
+                }
+            }
+            if !(p.sigactions.is_empty() || p.sigactions.len() == 64)
+                || p.itimers.len() > 3
+                || p.rlimits.len() > 16
+                || p.timers.len() > 1 << 16
+                || p.groups.len() > 1 << 16
+                || p.mm.auxv.len() > 1024
+                || p.mm.auxv.len() % 2 != 0
+            {
+                return bad(format!("the signal, timer, limit or memory state of {who}"));
+            }
+            let mut timer_ids = std::collections::BTreeSet::new();
+            for t in &p.timers {
+                let targets_a_thread = t.notify & libc::SIGEV_THREAD_ID != 0;
+                if t.id < 0
+                    || !timer_ids.insert(t.id)
+                    || !(0..=64).contains(&t.signo)
+                    || (targets_a_thread && !p.threads.iter().any(|th| th.tid == t.tid))
+                {
+                    return bad(format!("timer {} of {who}", t.id));
+                }
+            }
+            if p.maps.len() > MAPS {
+                return bad(format!("the mappings of {who}"));
+            }
+            let mut end = 0u64;
+            for map in &p.maps {
+                let user = map.path != "[vsyscall]";
+                if map.start >= map.end
+                    || map.start % page != 0
+                    || map.end % page != 0
+                    || map.start < end
+                    || (user && map.end > TASK_SIZE)
+                    || map.offset % page != 0
+                    || map.perms.len() != 4
+                    || !map
+                        .perms
+                        .chars()
+                        .zip(["r-", "w-", "x-", "ps"])
+                        .all(|(c, ok)| ok.contains(c))
+                    || map.path.len() > TEXT
+                {
+                    return bad(format!("mapping {:#x}-{:#x} of {who}", map.start, map.end));
+                }
+                end = map.end;
+            }
+            let mut fds = std::collections::BTreeSet::new();
+            for f in &p.fds {
+                if !(0..FD_MAX).contains(&f.fd) || !fds.insert(f.fd) {
+                    return bad(format!("descriptor {} of {who}", f.fd));
+                }
+                let fd_bad = f.target.len() > TEXT
+                    || f.fdinfo.len() > TEXT
+                    || f.watches.len() > 1 << 20
+                    || f.tty.as_ref().is_some_and(|t| t.termios.len() > 4096)
+                    || f.socket.as_ref().is_some_and(|s| s.name.len() > 108);
+                if fd_bad {
+                    return bad(format!("descriptor {} of {who}", f.fd));
+                }
+            }
+        }
+        // One open file description is one file: every descriptor sharing one says the same
+        // of it.
+        let mut descs: std::collections::BTreeMap<u32, (&str, FdKind)> = Default::default();
+        for f in self.processes.iter().flat_map(|p| &p.fds) {
+            let this = (f.target.as_str(), f.kind);
+            if *descs.entry(f.desc).or_insert(this) != this {
+                return bad(format!("file description {} is two files", f.desc));
+            }
+        }
+        // The page runs: inside the mappings of their process, and as long as the page
+        // chunks together.
+        let mut run_total = 0u64;
+        for r in &self.page_runs {
+            let end = r.addr.checked_add(r.len);
+            let p = self
+                .processes
+                .iter()
+                .find(|p| p.pid == r.pid && p.zombie.is_none());
+            let inside = |p: &ProcessRecord, end: u64| {
+                // A run may span adjacent mappings.
+                let mut at = r.addr;
+                while at < end {
+                    match p.maps.iter().find(|m| m.start <= at && at < m.end) {
+                        Some(m) => at = m.end,
+                        None => return false,
+                    }
+                }
+                true
+            };
+            match (p, end) {
+                (Some(p), Some(end))
+                    if r.len > 0 && r.addr % page == 0 && r.len % page == 0 && inside(p, end) => {}
+                _ => {
+                    return bad(format!(
+                        "pages at {:#x} (+{:#x}) of process {}",
+                        r.addr, r.len, r.pid
+                    ));
+                }
+            }
+            run_total = match run_total.checked_add(r.len) {
+                Some(t) => t,
+                None => return bad("the page runs add up to more than 2^64".into()),
+            };
+        }
+        let chunk_total = pages.iter().try_fold(0u64, |a, &b| a.checked_add(b));
+        if chunk_total != Some(run_total) {
+            return bad(format!(
+                "its page runs hold {run_total} bytes, its page chunks {}",
+                chunk_total.map_or("more than 2^64".into(), |t| t.to_string())
+            ));
+        }
+        // The carried files: each starts a chunk of its own, so file i is the next
+        // size/CHUNK (rounded up) chunks, all full but its last.
+        let chunk = crate::image::CHUNK_SIZE as u64;
+        let mut next = 0usize;
+        for (i, f) in self.files.iter().enumerate() {
+            let hex = f.sha256.len() == 64 && f.sha256.bytes().all(|b| b.is_ascii_hexdigit());
+            if !hex || f.copies.is_empty() || f.copies.iter().any(|c| c.path.len() > TEXT) {
+                return bad(format!("carried file {i}"));
+            }
+            let count = f.size.div_ceil(chunk);
+            let Some(mine) = usize::try_from(count)
+                .ok()
+                .and_then(|c| files.get(next..next.checked_add(c)?))
+            else {
+                return bad(format!(
+                    "carried file {i} needs more file chunks than the image holds"
+                ));
+            };
+            let fits = mine.iter().enumerate().all(|(k, &len)| {
+                let want = if k + 1 < mine.len() {
+                    chunk
+                } else {
+                    f.size - chunk * (count - 1)
+                };
+                len == want
+            });
+            if !fits {
+                return bad(format!("the chunks of carried file {i}"));
+            }
+            next += mine.len();
+        }
+        if next != files.len() {
+            return bad(format!(
+                "{} file chunks belong to no carried file",
+                files.len() - next
+            ));
+        }
+        Ok(())
+    }
 }

@@ -256,10 +256,10 @@ fn process_record(
     }
     let mut mm = mm_record(pid, &stat);
     mm.brk = inside.brk;
-    let mut rlimits = Vec::new();
-    for res in 0..16 {
-        rlimits.push(sys::trace::get_rlimit(pid, res)?);
-    }
+    // From /proc (prlimit on another user's process needs CAP_SYS_RESOURCE, which even
+    // root may lack).
+    let rlimits = procfs::parse_limits(&read(format!("/proc/{pid}/limits"))?)
+        .ok_or_else(|| io::Error::other(format!("unreadable /proc/{pid}/limits")))?;
     let mut fds = Vec::new();
     if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
         for e in dir.flatten() {

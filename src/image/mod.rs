@@ -42,6 +42,16 @@ pub const MAX_META: u64 = 1 << 30;
 pub const MAX_SECTION: u64 = 1 << 30;
 pub const MAX_SECTIONS: usize = 1 << 20;
 
+/// What a metadata section may decode to, whatever its stored size: a reader gives any
+/// image this much memory per section.
+pub const META_FLOOR: u64 = 64 << 20;
+
+/// Beyond `META_FLOOR`, a metadata section may decode to at most this many times its
+/// stored size (real records and models compress 5 to 15 times; blank rows more, but a
+/// model of mostly blank rows is small). So the memory a reader gives an image grows with
+/// the image's own size: a few megabytes of zeros cannot claim a gigabyte.
+pub const META_RATIO: u64 = 32;
+
 /// Uncompressed size of one page-data chunk.
 pub const CHUNK_SIZE: usize = 4 << 20;
 
@@ -242,6 +252,18 @@ impl<W: Write> ImageWriter<W> {
             offset: header.len() as u64,
             table: Vec::new(),
         })
+    }
+
+    /// A section as it is to be stored, with the length its content decodes to: for tools
+    /// and tests that build images by hand (`meta` and `chunks` are the writers' way).
+    pub fn raw_section(
+        &mut self,
+        kind: SectionKind,
+        codec: Codec,
+        stored: &[u8],
+        raw_len: u64,
+    ) -> io::Result<()> {
+        self.section(kind, codec, stored, raw_len)
     }
 
     fn section(
@@ -580,6 +602,8 @@ pub struct Image {
     pub format: (u16, u16),
     pub info: ImageInfo,
     pub sections: Vec<Section>,
+    /// The owner of the image file (the descriptor read), None for a stream.
+    pub owner: Option<u32>,
 }
 
 /// Read exactly `len` bytes, growing the buffer only as bytes arrive (a hostile length
@@ -760,6 +784,7 @@ fn read_from(r: &mut impl Source, keep: impl Fn(SectionKind) -> bool) -> Result<
         format: (major, minor),
         info,
         sections,
+        owner: None,
     })
 }
 
@@ -796,15 +821,13 @@ pub fn open_image(path: &Path) -> io::Result<std::fs::File> {
     let f = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)
-        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        .open(path)?;
     let ft = f.metadata()?.file_type();
     if !ft.is_file() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!(
-                "{} is {}, not an image: an image is a regular file (or `-`, standard input, where a command takes one)",
-                path.display(),
+                "it is {}, not an image: an image is a regular file (or `-`, standard input, where a command takes one)",
                 file_kind(ft)
             ),
         ));
@@ -835,21 +858,26 @@ pub fn read_file_with(
     path: &Path,
     keep: impl Fn(SectionKind) -> bool,
 ) -> Result<Image, ImageError> {
+    use std::os::unix::fs::MetadataExt;
     let f = open_image(path)?;
+    let meta = f.metadata()?;
     // A regular file of some size is mapped rather than read: its sections are sliced
     // out of the mapping, not copied (an image of gigabytes is not read twice).
-    if f.metadata()?.len() >= 1 << 20
+    let mut image = if meta.len() >= 1 << 20
         && let Ok(m) = crate::sys::MappedFile::map(&f)
     {
-        return read_from(
+        read_from(
             &mut Mapped {
                 file: std::sync::Arc::new(m),
                 pos: 0,
             },
             keep,
-        );
-    }
-    read_with(&mut io::BufReader::with_capacity(1 << 20, f), keep)
+        )?
+    } else {
+        read_with(&mut io::BufReader::with_capacity(1 << 20, f), keep)?
+    };
+    image.owner = Some(meta.uid());
+    Ok(image)
 }
 
 impl Image {
@@ -860,7 +888,9 @@ impl Image {
             .ok_or(ImageError::Missing(kind))
     }
 
-    /// Decode a metadata section.
+    /// Decode a metadata section: within `meta_limit` of its stored size before anything
+    /// is allocated, to exactly its declared length, and to one value with no bytes left
+    /// over.
     pub fn meta<T: DeserializeOwned>(&self, kind: SectionKind) -> Result<T, ImageError> {
         let s = self.section(kind)?;
         let what = format!("section '{}'", kind.name());
@@ -872,19 +902,37 @@ impl Image {
                 "{what}: not a metadata section"
             )));
         }
-        if s.raw_len > MAX_META {
+        let limit = meta_limit(s.stored_len);
+        if s.raw_len > limit {
             return Err(ImageError::TooLarge {
                 what,
                 len: s.raw_len,
-                limit: MAX_META,
+                limit,
             });
+        }
+        // The frame says what it holds: it must be what the section header says.
+        match zstd::zstd_safe::get_frame_content_size(&s.stored) {
+            Ok(Some(n)) if n == s.raw_len => {}
+            _ => {
+                return Err(ImageError::Corrupt(format!(
+                    "{what}: its compressed frame does not hold the declared {} bytes",
+                    s.raw_len
+                )));
+            }
         }
         let raw = zstd::bulk::decompress(&s.stored, s.raw_len as usize)
             .map_err(|e| ImageError::Corrupt(format!("{what}: {e}")))?;
         if raw.len() as u64 != s.raw_len {
             return Err(ImageError::Corrupt(format!("{what}: wrong decoded length")));
         }
-        postcard::from_bytes(&raw).map_err(|e| ImageError::Corrupt(format!("{what}: {e}")))
+        match postcard::take_from_bytes(&raw) {
+            Ok((value, [])) => Ok(value),
+            Ok((_, rest)) => Err(ImageError::Corrupt(format!(
+                "{what}: {} bytes left over after its content",
+                rest.len()
+            ))),
+            Err(e) => Err(ImageError::Corrupt(format!("{what}: {e}"))),
+        }
     }
 
     /// The stored chunks of `kind`, in order (to decode elsewhere, e.g. on another thread,
@@ -919,6 +967,13 @@ impl Image {
         }
         Ok(())
     }
+}
+
+/// How many bytes a metadata section stored in `stored_len` bytes may decode to.
+pub fn meta_limit(stored_len: u64) -> u64 {
+    META_FLOOR
+        .max(stored_len.saturating_mul(META_RATIO))
+        .min(MAX_META)
 }
 
 /// A bulk data chunk, checked and decoded into `buf` (whose memory is reused), or, stored

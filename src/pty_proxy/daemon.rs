@@ -178,16 +178,23 @@ fn setup(cfg: DaemonConfig) -> Result<Daemon> {
                 Some(_) => "the image from standard input".to_string(),
                 None => path.display().to_string(),
             };
-            let image = crate::image::read_file(path)
+            let crate::load::Loaded {
+                image,
+                term,
+                record,
+            } = crate::load::load(path, true)
                 .map_err(|e| anyhow::anyhow!("cannot resume {what}: {e}"))?;
             drop(passed);
-            let term: Term = image
-                .meta(crate::image::SectionKind::TERM_MODEL)
+            // Who may run this session as it was: before anything is made.
+            let resumer = crate::restore::Resumer::me(image.owner);
+            let identity_warnings = crate::restore::check_identity(&record, &resumer)
                 .map_err(|e| anyhow::anyhow!("cannot resume {what}: {e}"))?;
-            let record: crate::ckpt::record::SessionRecord = image
-                .meta(crate::image::SectionKind::SESSION)
-                .map_err(|e| anyhow::anyhow!("cannot resume {what}: {e}"))?;
-            let world = world::resume(&record, &image, opts)?;
+            let opts = crate::restore::Options {
+                set_ids: resumer.may_set_ids,
+                ..*opts
+            };
+            let mut world = world::resume(&record, &image, &opts)?;
+            world.warnings.splice(0..0, identity_warnings);
             cpu_baseline = record.machine.cpu_baseline;
             (world, term, record.command)
         }

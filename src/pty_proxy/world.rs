@@ -31,6 +31,27 @@ pub struct World {
     pub user_namespace: Option<(u32, u32)>,
 }
 
+/// A user namespace for the session: `uid` and `gids` mapped to themselves. An ordinary
+/// user's (`setgroups` denied, as the kernel requires of one); or one root makes to
+/// resume another user's session as it ran (its groups mapped, and settable).
+struct UserNamespace {
+    uid: u32,
+    /// The primary group, and every group mapped (it among them).
+    gid: u32,
+    gids: Vec<u32>,
+    deny_setgroups: bool,
+}
+
+/// An ordinary user's session runs in a user namespace of its own; root's does not.
+fn own_user_namespace() -> Option<UserNamespace> {
+    (sys::geteuid() != 0).then(|| UserNamespace {
+        uid: sys::geteuid(),
+        gid: sys::getegid(),
+        gids: vec![sys::getegid()],
+        deny_setgroups: true,
+    })
+}
+
 /// Start `argv` in a new world with a pty of `size`. Errors say what failed: a mount, the
 /// pty, or running the command (`cannot run 'x': No such file or directory`).
 ///
@@ -44,22 +65,46 @@ pub fn spawn(argv: &[String], size: WinSize) -> Result<World> {
         .map(|a| sys::cstring(a))
         .collect::<std::io::Result<_>>()
         .context("command line")?;
-    build(|control| init_main(control, &c_argv, size))
+    build(own_user_namespace(), |control| {
+        init_main(control, &c_argv, size)
+    })
 }
 
 /// Bring the session in `record` (pages and files in `image`) back in a new world. The
-/// init inherits the image already in memory (a fork shares it without a copy).
+/// init inherits the image already in memory (a fork shares it without a copy). Who may
+/// resume what (`restore::check_identity`) is checked before.
 ///
 /// Must be called while the process is single-threaded (it forks).
 pub fn resume(record: &SessionRecord, image: &Image, opts: &restore::Options) -> Result<World> {
-    build(|control| init_resume(control, record, image, opts))
+    // Root resuming a session that ran in a user namespace gives it one again (its
+    // capabilities were that namespace's), with its groups.
+    let userns = match (own_user_namespace(), record.user_namespace) {
+        (None, Some((uid, gid))) => {
+            let mut gids = vec![gid];
+            for p in record.processes.iter().filter(|p| p.zombie.is_none()) {
+                gids.extend(p.groups.iter().copied().chain(p.gids));
+            }
+            gids.sort_unstable();
+            gids.dedup();
+            Some(UserNamespace {
+                uid,
+                gid,
+                gids,
+                deny_setgroups: false,
+            })
+        }
+        (own, _) => own,
+    };
+    build(userns, |control| init_resume(control, record, image, opts))
 }
 
 /// Clone the init into new namespaces; it runs `init` and answers "ok" with the session's
 /// pty master, or "err <why>".
-fn build(init: impl FnOnce(OwnedFd) -> std::convert::Infallible) -> Result<World> {
-    let unprivileged = sys::geteuid() != 0;
-    let (uid, gid) = (sys::geteuid(), sys::getegid());
+fn build(
+    userns: Option<UserNamespace>,
+    init: impl FnOnce(OwnedFd) -> std::convert::Infallible,
+) -> Result<World> {
+    let unprivileged = userns.is_some();
     let (control, control_child) = sys::seqpacket_pair().context("socketpair")?;
     let (sync_r, sync_w) = sys::pipe().context("pipe")?;
     // An IPC namespace of its own, so that the session's SysV objects are told apart
@@ -98,8 +143,8 @@ fn build(init: impl FnOnce(OwnedFd) -> std::convert::Infallible) -> Result<World
                 let _ = sys::wait(pid, true);
                 e
             };
-            if unprivileged {
-                write_id_maps(pid, uid, gid).map_err(kill_child)?;
+            if let Some(ns) = &userns {
+                write_id_maps(pid, ns).map_err(kill_child)?;
             }
             drop(sync_w);
             let mut buf = vec![0u8; 1 << 16];
@@ -111,7 +156,7 @@ fn build(init: impl FnOnce(OwnedFd) -> std::convert::Infallible) -> Result<World
                     init_pid: pid,
                     master,
                     control,
-                    user_namespace: unprivileged.then_some((uid, gid)),
+                    user_namespace: userns.as_ref().map(|ns| (ns.uid, ns.gid)),
                     warnings: rest
                         .lines()
                         .filter(|l| !l.is_empty())
@@ -131,14 +176,17 @@ fn build(init: impl FnOnce(OwnedFd) -> std::convert::Infallible) -> Result<World
     }
 }
 
-fn write_id_maps(pid: i32, uid: u32, gid: u32) -> Result<()> {
+fn write_id_maps(pid: i32, ns: &UserNamespace) -> Result<()> {
     let w = |file: &str, text: String| {
         std::fs::write(format!("/proc/{pid}/{file}"), text)
             .with_context(|| format!("cannot write /proc/{pid}/{file} for the user namespace"))
     };
-    w("setgroups", "deny".into())?;
-    w("uid_map", format!("{uid} {uid} 1\n"))?;
-    w("gid_map", format!("{gid} {gid} 1\n"))?;
+    if ns.deny_setgroups {
+        w("setgroups", "deny".into())?;
+    }
+    w("uid_map", format!("{0} {0} 1\n", ns.uid))?;
+    let gids: String = ns.gids.iter().map(|g| format!("{g} {g} 1\n")).collect();
+    w("gid_map", gids)?;
     Ok(())
 }
 

@@ -437,6 +437,9 @@ impl Restorer<'_> {
         let pids: Vec<i32> = self.procs.keys().copied().collect();
         for &pid in &pids {
             let rec = self.proc(pid).rec;
+            // Its files are opened as it would open them: a description is made as the
+            // first of its holders.
+            let _as = self.act_as(rec)?;
             for f in &rec.fds {
                 let what = || format!("process {pid} ({}) fd {} ({})", rec.comm, f.fd, f.target);
                 match self.description(descs, rec, f).with_context(what)? {
@@ -650,6 +653,11 @@ impl Restorer<'_> {
     /// made: a refusal leaves nothing behind.
     pub(super) fn check_file_policy(&self) -> Result<()> {
         for p in &self.record.processes {
+            let _as = if p.zombie.is_none() {
+                Some(self.act_as(p)?)
+            } else {
+                None
+            };
             for f in &p.fds {
                 if matches!(f.kind, FdKind::File | FdKind::Directory) {
                     self.file_plan(p, f)

@@ -109,7 +109,10 @@ impl Restorer<'_> {
                 _ => None,
             };
             self.empty_address_space(pid, proxy_to.or(old_start))?;
+            // Its mapped files are opened as it would open them.
+            let acting = self.act_as(rec)?;
             self.map_regions(pid, &mut files)?;
+            drop(acting);
             if let Some(new_at) = proxy_to {
                 let new_vdso = new_at
                     + here
@@ -571,6 +574,7 @@ impl Restorer<'_> {
         }
         let auxv_at = self.put(pid, 512, &auxv)?;
         let exe = rec.exe.trim_end_matches(" (deleted)");
+        let acting = self.act_as(rec)?;
         let exe_fd = if exe == rec.exe && !exe.is_empty() {
             match sys::open(&sys::cstring(exe)?, libc::O_RDONLY | libc::O_CLOEXEC) {
                 Ok(fd) => Some(self.receive(pid, fd.as_fd())?),
@@ -579,6 +583,7 @@ impl Restorer<'_> {
         } else {
             None
         };
+        drop(acting);
         let map = |exe_fd: Option<i32>| -> Vec<u8> {
             let words = [
                 mm.start_code,

@@ -16,6 +16,8 @@
 //! registers → detach. Any error ends the init, and with it (pid 1 of the namespace)
 //! everything it created.
 
+mod creds;
+pub use creds::{Resumer, check_identity};
 mod files;
 mod memory;
 pub use memory::mapped_file_here;
@@ -53,6 +55,9 @@ pub struct Options {
     /// Require every instruction-set feature the image's machine had (`--strict-cpu`),
     /// not only those the session could have acted on.
     pub strict_cpu: bool,
+    /// The restore may set ids (root resumes, and `check_identity` allowed the image):
+    /// processes get their recorded groups and ids, and their files are made as them.
+    pub set_ids: bool,
 }
 
 /// The result: the masters of the session's ptys by number (0 is the session's own).
@@ -90,7 +95,13 @@ pub fn restore(record: &SessionRecord, image: &Image, opts: &Options) -> Result<
     check_supported(record)?;
     let mut warnings = Vec::new();
     check_cpu(record, &image.info, opts, &mut warnings)?;
-    let masters = files::open_ptys(record)?;
+    // The ptys belong to the session's user: made as its first process.
+    let masters = if let Some(first) = record.processes.iter().find(|p| p.zombie.is_none()) {
+        let _as = creds::act_as(opts.set_ids, first)?;
+        files::open_ptys(record)?
+    } else {
+        bail!("the image holds no process")
+    };
     let tramp = trampoline_address(record)?;
     map_trampoline(tramp)?;
     let (xfer, xfer_child) = sys::dgram_pair().context("socketpair")?;
@@ -122,18 +133,9 @@ pub fn restore(record: &SessionRecord, image: &Image, opts: &Options) -> Result<
 
 /// Refuse early what this version cannot bring back, naming it.
 fn check_supported(record: &SessionRecord) -> Result<()> {
-    let me = sys::geteuid();
     for p in &record.processes {
         if p.zombie.is_none() && p.threads.is_empty() {
             bail!("process {} ({}) has no threads in the image", p.pid, p.comm);
-        }
-        if p.zombie.is_none() && p.uids[1] != me && me != 0 {
-            bail!(
-                "process {} ({}) ran as user {}; only a session of one's own user can be resumed",
-                p.pid,
-                p.comm,
-                p.uids[1]
-            );
         }
         if p.pid <= 1 {
             bail!("the image holds a process with pid {}", p.pid);
@@ -299,25 +301,6 @@ impl<'a> Restorer<'a> {
             self.call(pid, "umask", nr::UMASK, &[rec.umask as u64])?;
             if rec.personality != 0 {
                 self.call(pid, "personality", nr::PERSONALITY, &[rec.personality])?;
-            }
-            if !rec.cwd.is_empty() {
-                let at = self.put_path(pid, &rec.cwd)?;
-                if self.call(pid, "chdir", 80, &[at]).is_err() {
-                    self.warnings.push(format!(
-                        "process {pid} ({}): its working directory {} is gone; it is in / now",
-                        rec.comm, rec.cwd
-                    ));
-                }
-            }
-            for (res, &lim) in rec.rlimits.iter().enumerate() {
-                if t::get_rlimit(pid, res as u32).ok() != Some(lim)
-                    && t::set_rlimit(pid, res as u32, lim).is_err()
-                {
-                    self.warnings.push(format!(
-                        "process {pid} ({}): resource limit {res} could not be set back",
-                        rec.comm
-                    ));
-                }
             }
             self.restore_mm(pid)?;
             self.restore_threads(pid)?;
@@ -499,37 +482,15 @@ impl<'a> Restorer<'a> {
             self.record.machine.xsave.clone(),
             crate::machine::XsaveLayout::here(),
         );
-        for (&pid, p) in &self.procs {
-            let rec = p.rec;
-            // Close the transfer socket, drop the capabilities a copy of the init has and
-            // the program had not.
+        let pids: Vec<i32> = self.procs.keys().copied().collect();
+        for pid in pids {
+            let rec = self.proc(pid).rec;
+            // Close the transfer socket; then the process becomes who it was (a copy of
+            // the init has the init's ids and capabilities).
             let x = self.xfer_fd as u64;
-            p.inj
-                .call("close", nr::CLOSE, &[x])
-                .map_err(|e| anyhow!("process {pid}: {e}"))?;
-            let header: [u32; 2] = [0x2008_0522, 0];
-            let c = rec.caps;
-            let data: [u32; 6] = [
-                c[2] as u32,
-                c[1] as u32,
-                c[0] as u32,
-                (c[2] >> 32) as u32,
-                (c[1] >> 32) as u32,
-                (c[0] >> 32) as u32,
-            ];
-            let hb: Vec<u8> = header.iter().flat_map(|w| w.to_le_bytes()).collect();
-            let db: Vec<u8> = data.iter().flat_map(|w| w.to_le_bytes()).collect();
-            let h = self.put(pid, 0, &hb)?;
-            let d = self.put(pid, 64, &db)?;
-            p.inj
-                .call("capset", nr::CAPSET, &[h, d])
-                .map_err(|e| anyhow!("process {pid}: {e}"))?;
-            if !rec.dumpable {
-                const PR_SET_DUMPABLE: u64 = 4;
-                p.inj
-                    .call("prctl(PR_SET_DUMPABLE)", nr::PRCTL, &[PR_SET_DUMPABLE, 0])
-                    .map_err(|e| anyhow!("process {pid}: {e}"))?;
-            }
+            self.call(pid, "close", nr::CLOSE, &[x])?;
+            self.set_identity(pid)?;
+            let p = self.proc(pid);
             for (th, &tid) in rec.threads.iter().zip(&p.tids).skip(1) {
                 set_final(tid, th, &xsave)?;
             }

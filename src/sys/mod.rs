@@ -684,6 +684,72 @@ pub fn geteuid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
+/// This thread's supplementary groups.
+pub fn getgroups() -> Vec<u32> {
+    let n = unsafe { libc::getgroups(0, std::ptr::null_mut()) };
+    if n <= 0 {
+        return Vec::new();
+    }
+    let mut v = vec![0 as libc::gid_t; n as usize];
+    let got = unsafe { libc::getgroups(n, v.as_mut_ptr()) };
+    v.truncate(got.max(0) as usize);
+    v
+}
+
+/// Act on the file system as `uid`, `gid` with `groups` (the file system ids and the
+/// supplementary groups), on this thread only (raw system calls: glibc would change every
+/// thread). `groups` None: leave them.
+pub fn act_as_on_this_thread(uid: u32, gid: u32, groups: Option<&[u32]>) -> io::Result<()> {
+    if let Some(g) = groups {
+        let r = unsafe { libc::syscall(libc::SYS_setgroups, g.len(), g.as_ptr()) };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    // setfsuid and setfsgid return the previous id whatever happens: ask again.
+    unsafe {
+        libc::syscall(libc::SYS_setfsgid, gid);
+        libc::syscall(libc::SYS_setfsuid, uid);
+    }
+    let now_gid = unsafe { libc::syscall(libc::SYS_setfsgid, u32::MAX) } as u32;
+    let now_uid = unsafe { libc::syscall(libc::SYS_setfsuid, u32::MAX) } as u32;
+    if (now_uid, now_gid) != (uid, gid) {
+        return Err(io::Error::from_raw_os_error(libc::EPERM));
+    }
+    // A change of file system ids makes the process undumpable, and so would be the
+    // processes it makes next (they could not be traced by a tracer whose privilege is a
+    // user namespace's): dumpable again. Its real ids are unchanged, so no more can trace
+    // it than before.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) };
+    Ok(())
+}
+
+/// The groups user `uid` belongs to (its primary group `gid` among them), from the
+/// system's user and group databases; None when the user is unknown.
+pub fn user_groups(uid: u32, gid: u32) -> Option<Vec<u32>> {
+    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 1 << 14];
+    let mut found = std::ptr::null_mut();
+    let r = unsafe { libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut found) };
+    if r != 0 || found.is_null() {
+        return None;
+    }
+    let mut n: libc::c_int = 64;
+    loop {
+        let mut groups = vec![0 as libc::gid_t; n as usize];
+        let mut count = n;
+        let r = unsafe { libc::getgrouplist(pw.pw_name, gid, groups.as_mut_ptr(), &mut count) };
+        if r >= 0 {
+            groups.truncate(count.max(0) as usize);
+            return Some(groups);
+        }
+        if count <= n || count > 1 << 16 {
+            return None;
+        }
+        n = count;
+    }
+}
+
 pub fn getegid() -> u32 {
     unsafe { libc::getegid() }
 }

@@ -247,6 +247,107 @@ impl Term {
     }
 }
 
+/// The most scrollback a model may keep (the config file's limit too).
+pub const MAX_HISTORY_LINES: usize = 1_000_000;
+
+impl Term {
+    /// Check a model read from an image (which is never trusted) against what every part
+    /// of crterm assumes of one: both screens exactly `lines` rows of `cols` cells,
+    /// scrollback rows no wider, the cursors, the scrolling region, charsets and tab stops
+    /// inside the screen, combining marks sorted and within their rows. What the parser
+    /// makes always passes; an image that does not is refused before anything uses it.
+    pub fn validate(&self) -> Result<(), String> {
+        let bad = |what: String| Err(format!("the terminal model: {what}"));
+        if !(1..=u16::MAX as usize).contains(&self.cols)
+            || !(1..=u16::MAX as usize).contains(&self.lines)
+        {
+            return bad(format!("a screen of {}x{}", self.cols, self.lines));
+        }
+        for (name, grid, history) in [
+            ("primary", &self.primary, true),
+            ("alternate", &self.alternate, false),
+        ] {
+            if grid.rows.len() != self.lines {
+                return bad(format!(
+                    "the {name} screen has {} rows for {} lines",
+                    grid.rows.len(),
+                    self.lines
+                ));
+            }
+            if grid.history_limit > MAX_HISTORY_LINES
+                || grid.history.len() > grid.history_limit
+                || (!history && !grid.history.is_empty())
+            {
+                return bad(format!(
+                    "the {name} screen's scrollback holds {} of {} lines",
+                    grid.history.len(),
+                    grid.history_limit
+                ));
+            }
+            for (i, row) in grid.rows.iter().enumerate() {
+                if row.cells.len() != self.cols {
+                    return bad(format!(
+                        "row {i} of the {name} screen has {} cells for {} columns",
+                        row.cells.len(),
+                        self.cols
+                    ));
+                }
+            }
+            for (i, row) in grid.rows.iter().chain(&grid.history).enumerate() {
+                if row.cells.len() > self.cols {
+                    return bad(format!("a scrollback row of {} cells", row.cells.len()));
+                }
+                let mut last = None;
+                for (col, marks) in &row.combining {
+                    let col = *col as usize;
+                    if col >= self.cols
+                        || last.is_some_and(|l| l >= col)
+                        || marks.is_empty()
+                        || marks.chars().count() > 16
+                    {
+                        return bad(format!(
+                            "the combining marks of row {i} of the {name} screen"
+                        ));
+                    }
+                    last = Some(col);
+                }
+            }
+        }
+        let cursor_ok = |c: &Cursor| c.line < self.lines && c.col <= self.cols;
+        if !cursor_ok(&self.cursor) {
+            return bad(format!(
+                "the cursor at {},{}",
+                self.cursor.line, self.cursor.col
+            ));
+        }
+        for saved in [&self.saved, &self.alt_saved].into_iter().flatten() {
+            if !cursor_ok(&saved.cursor) || saved.active_charset > 3 {
+                return bad("a saved cursor".into());
+            }
+        }
+        if self.scroll_top > self.scroll_bottom || self.scroll_bottom >= self.lines {
+            return bad(format!(
+                "the scrolling region {}..{}",
+                self.scroll_top, self.scroll_bottom
+            ));
+        }
+        if self.active_charset > 3 || self.tabs.len() != self.cols {
+            return bad("the charsets or tab stops".into());
+        }
+        if self.title_stack.len() > TITLE_STACK_LIMIT
+            || std::iter::once(&self.title)
+                .chain(&self.title_stack)
+                .any(|t| t.len() > MAX_TITLE)
+        {
+            return bad("the titles".into());
+        }
+        Ok(())
+    }
+}
+
+/// The longest title kept (a program's longer title is cut).
+pub const MAX_TITLE: usize = 4096;
+
 pub(crate) fn default_tabs(cols: usize) -> Vec<bool> {
     (0..cols).map(|c| c % 8 == 0 && c != 0).collect()
 }

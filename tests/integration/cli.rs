@@ -140,13 +140,26 @@ fn info_on_bad_images() {
     std::fs::write(d.join("bad.img"), &bad).unwrap();
     let err = one_error_line(&env.crterm(&["info", d.join("bad.img").to_str().unwrap()]));
     assert!(err.contains("bad.img: the image is damaged"), "{err}");
+    // An image of a terminal model alone (the model's golden image): resume would refuse
+    // it, so info does.
+    std::fs::write(d.join("model-only.img"), &golden).unwrap();
+    let err = one_error_line(&env.crterm(&["info", d.join("model-only.img").to_str().unwrap()]));
+    assert!(
+        err.contains("model-only.img: the image has no session section"),
+        "{err}"
+    );
     // A good one is shown.
-    std::fs::write(d.join("good.img"), &golden).unwrap();
+    let session = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/golden/session-v1.img"
+    ))
+    .unwrap();
+    std::fs::write(d.join("good.img"), &session).unwrap();
     let out = env.crterm(&["info", d.join("good.img").to_str().unwrap()]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("(alternate screen)") && text.contains("|    alt"),
+        text.contains("screen     100x30") && text.contains("|golden session: type a line"),
         "{text}"
     );
 }

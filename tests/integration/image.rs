@@ -211,6 +211,7 @@ fn golden_image_still_reads() {
     assert_eq!(img.format, (1, 0));
     assert_eq!(img.info.creator, "crterm 0.1.0");
     let term: Term = img.meta(SectionKind::TERM_MODEL).unwrap();
+    term.validate().expect("a model the parser made is valid");
     assert!(term.alt_active);
     assert!(crterm::term_model::row_text(term.primary.row(0)).starts_with("golden image"));
     assert_eq!(pages_of(&img), sample_pages(64 << 10));

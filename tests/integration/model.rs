@@ -311,6 +311,7 @@ fn model_survives_serialization() {
     // images whole, scrollback, saved cursors and modes included.
     for (name, stream) in generated_streams() {
         let term = model_of(80, 24, stream.as_bytes());
+        assert_eq!(term.validate(), Ok(()), "{name}");
         let bytes = postcard::to_allocvec(&term).unwrap();
         let back: Term = postcard::from_bytes(&bytes).unwrap();
         assert_eq!(term_diff(&term, &back), None, "{name}");

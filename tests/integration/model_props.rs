@@ -66,10 +66,14 @@ fn advanced(term: Term, bytes: &[u8]) -> Term {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
 
+    /// Whatever bytes make of a model, and a resize after them, the model is one an image
+    /// may hold (`Term::validate`, which a resume applies, accepts it).
     #[test]
     fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..2000), (c, l) in size()) {
         let mut t = model_of(c, l, &bytes);
+        prop_assert_eq!(t.validate(), Ok(()));
         t.resize(l + 3, c.saturating_sub(2));
+        prop_assert_eq!(t.validate(), Ok(()));
         let _ = t.repaint();
         let _ = t.leave_sequence();
     }

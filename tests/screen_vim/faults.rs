@@ -690,3 +690,87 @@ fn as_root_an_output_on_a_device_is_refused_and_the_device_stays() {
     enter(&env, "a", "print('fine', 3 * 3)");
     env.tmux.wait_text("a", "fine 9", T);
 }
+
+/// Hostile images given to `crterm resume` in a terminal: a terminal model claiming more
+/// lines than it has rows, a record whose pages point outside its process's memory, a page
+/// chunk that does not decode (found by the resume on its way). Each fails with one line,
+/// and nothing of the session is left.
+#[test]
+fn hostile_images_resume_to_one_line_and_leave_nothing() {
+    use crterm::image::{self, Codec, ImageWriter, SectionKind};
+    let env = Env::unprivileged();
+    let golden = image::read_file(Path::new(GOLDEN_SESSION)).unwrap();
+    let term: crterm::term_model::Term = golden.meta(SectionKind::TERM_MODEL).unwrap();
+    let record: crterm::ckpt::record::SessionRecord = golden.meta(SectionKind::SESSION).unwrap();
+    let build = |term: &crterm::term_model::Term,
+                 record: &crterm::ckpt::record::SessionRecord,
+                 cut_pages: bool| {
+        let mut w = ImageWriter::new(Vec::new(), &golden.info).unwrap();
+        w.meta(SectionKind::TERM_MODEL, term).unwrap();
+        for kind in [SectionKind::PAGES, SectionKind::FILES] {
+            for i in 0..golden.stored_chunks(kind).count() {
+                let data = golden.chunk(kind, i).unwrap();
+                if kind == SectionKind::PAGES && cut_pages {
+                    let mut z = zstd::bulk::compress(&data, 1).unwrap();
+                    z.truncate(z.len() - 3);
+                    w.raw_section(kind, Codec::Zstd, &z, data.len() as u64)
+                        .unwrap();
+                } else {
+                    w.raw_section(kind, Codec::Raw, &data, data.len() as u64)
+                        .unwrap();
+                }
+            }
+        }
+        w.meta(SectionKind::SESSION, record).unwrap();
+        w.finish().unwrap()
+    };
+    let mut tall = term.clone();
+    tall.lines = 50;
+    let mut outside = record.clone();
+    outside.page_runs[0].addr = 0x1000;
+    let cases = [
+        (
+            "rows",
+            build(&tall, &record, false),
+            "the primary screen has 30 rows for 50 lines",
+        ),
+        (
+            "runs",
+            build(&term, &outside, false),
+            "the session record: pages at 0x1000",
+        ),
+        ("chunk", build(&term, &record, true), "page chunk 0"),
+    ];
+    let wide = other_tmux(&env);
+    for (name, bytes, want) in cases {
+        let path = env.dir.path().join(format!("{name}.img"));
+        std::fs::write(&path, bytes).unwrap();
+        let _ = std::process::Command::new("chmod")
+            .arg("644")
+            .arg(&path)
+            .output();
+        resume_in(&env, &wide, name, 250, 30, &path);
+        let screen = wide.wait_text(name, "CRTERM_EXIT=", T);
+        let lines: Vec<&str> = screen.lines().filter(|l| !l.is_empty()).collect();
+        assert_eq!(
+            lines.len(),
+            2,
+            "{name}: one line, then the exit status: {screen}"
+        );
+        assert!(
+            lines[0].starts_with("crterm: ") && lines[0].contains(want),
+            "{name}: {screen}"
+        );
+        assert_eq!(lines[1], "CRTERM_EXIT=1", "{name}");
+        assert!(env.sessions().is_empty(), "{name}: a session was left");
+        let server: i32 = wide.display(name, "#{pid}").parse().unwrap();
+        wait_for("the failed resume's processes to be gone", T, || {
+            process_tree(server)
+                .into_iter()
+                .skip(1)
+                .filter(|&p| !process_gone(p))
+                .all(|p| matches!(comm_of(p).as_str(), "sleep" | "bash" | "sh"))
+                .then_some(())
+        });
+    }
+}

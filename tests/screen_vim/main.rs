@@ -13,6 +13,7 @@ const T: Duration = Duration::from_secs(20);
 
 mod elsewhere;
 mod faults;
+mod privileges;
 mod roundtrip;
 pub(crate) mod world;
 

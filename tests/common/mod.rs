@@ -627,6 +627,20 @@ impl Env {
         }
     }
 
+    /// crterm run directly as this env's user (no runuser between: its exit and signals
+    /// are crterm's own), with this env's environment only.
+    pub fn crterm_direct(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(args).env_clear();
+        cmd.envs(self.tmux.env.iter().map(|(k, v)| (k, v)));
+        if let Some(u) = &self.user {
+            use std::os::unix::process::CommandExt;
+            let (uid, gid) = user_ids(u);
+            cmd.uid(uid).gid(gid);
+        }
+        cmd
+    }
+
     /// A tmux pane (its own tmux session) running `cmd` through sh.
     pub fn pane(&self, target: &str, cmd: &str) {
         self.tmux.start(target, 100, 30, cmd);

@@ -81,14 +81,7 @@ fn postcard<T: serde::Serialize>(v: &T) -> Vec<u8> {
 /// `crterm ARGS` (stdin from `stdin`): its one-line error, and its peak memory (KiB).
 #[allow(clippy::zombie_processes)] // reaped by wait4, which gives its resource usage
 fn refused(env: &Env, args: &[&str], stdin: Option<&Path>) -> (String, i64) {
-    use std::os::unix::process::CommandExt;
-    let mut cmd = std::process::Command::new(env.crterm_cmd());
-    cmd.args(args).env_clear();
-    cmd.envs(env.tmux.env.iter().map(|(k, v)| (k, v)));
-    if let Some(u) = &env.user {
-        let (uid, gid) = crate::common::user_ids(u);
-        cmd.uid(uid).gid(gid);
-    }
+    let mut cmd = env.crterm_direct(args);
     cmd.stdin(match stdin {
         Some(p) => std::process::Stdio::from(std::fs::File::open(p).unwrap()),
         None => std::process::Stdio::null(),

@@ -398,29 +398,20 @@ fn a_checkpoint_client_stopped_and_continued_still_reports_success() {
     );
     env.tmux.wait_text("a", "FILLED", Duration::from_secs(60));
     let image = image_path(&env, "stop");
-    let mut cmd = env.command(&[
-        &env.crterm_cmd(),
-        "checkpoint",
-        "stop",
-        "-o",
-        image.to_str().unwrap(),
-    ]);
-    let child = cmd
+    // The client itself as the test's child (runuser in between would stop itself when
+    // its child stops, and wait for a SIGCONT of its own).
+    let child = env
+        .crterm_direct(&["checkpoint", "stop", "-o", image.to_str().unwrap()])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // runuser's child is the client: stop and continue it (and runuser) a few times.
-    let pids = || process_tree(child.id() as i32);
+    let pid = child.id() as i32;
     std::thread::sleep(Duration::from_millis(50));
     for _ in 0..3 {
-        for p in pids() {
-            unsafe { libc::kill(p, libc::SIGSTOP) };
-        }
+        unsafe { libc::kill(pid, libc::SIGSTOP) };
         std::thread::sleep(Duration::from_millis(100));
-        for p in pids() {
-            unsafe { libc::kill(p, libc::SIGCONT) };
-        }
+        unsafe { libc::kill(pid, libc::SIGCONT) };
         std::thread::sleep(Duration::from_millis(30));
     }
     let out = child.wait_with_output().unwrap();
@@ -551,15 +542,11 @@ fn listing_checking_and_showing_into_a_closed_pipe_ends_quietly() {
         };
         drop(r);
         // crterm itself, as the test user (runuser would say what killed its child).
-        let mut cmd = std::process::Command::new(env.crterm_cmd());
-        cmd.args(&args).env_clear();
-        cmd.envs(env.tmux.env.iter().map(|(k, v)| (k, v)));
-        if let Some(u) = &env.user {
-            use std::os::unix::process::CommandExt;
-            let (uid, gid) = user_ids(u);
-            cmd.uid(uid).gid(gid);
-        }
-        let out = cmd.stdout(std::process::Stdio::from(w)).output().unwrap();
+        let out = env
+            .crterm_direct(&args)
+            .stdout(std::process::Stdio::from(w))
+            .output()
+            .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.is_empty(), "crterm {args:?}: {err}");
         assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "crterm {args:?}");

@@ -87,7 +87,20 @@ impl Hold {
         let thread = std::thread::Builder::new()
             .name("checkpoint".into())
             .spawn(move || {
-                if let Some(done) = checkpoint(order, &notify, &model_rx, &ended_rx, &pid) {
+                // A panic unwinds through the guards (queues put back, processes made
+                // undumpable again, the session thawed) before it is caught here; the
+                // daemon is told, and goes on.
+                let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    checkpoint(order, &notify, &model_rx, &ended_rx, &pid)
+                }))
+                .unwrap_or_else(|_| {
+                    Some(Event::Done {
+                        ok: false,
+                        text: Failure::Refused("an internal error (a panic)".into()).text(),
+                        end: false,
+                    })
+                });
+                if let Some(done) = done {
                     notify.send(done);
                 }
             })?;

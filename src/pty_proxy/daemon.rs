@@ -169,6 +169,7 @@ fn setup(cfg: DaemonConfig) -> Result<Daemon> {
     // never learn that the session is over. The init and the command unblock what they
     // need.
     let signals = sys::signalfd(&[libc::SIGCHLD, libc::SIGTERM, libc::SIGHUP, libc::SIGINT])?;
+    sys::sigchld_on_exit_only()?;
     // world::spawn and world::resume fork: nothing has started a thread in this process.
     let mut cpu_baseline = cfg.cpu_baseline;
     let (world, term, command) = match (&cfg.resume_from, &cfg.resume) {

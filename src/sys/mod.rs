@@ -537,6 +537,20 @@ pub fn signalfd(signals: &[libc::c_int]) -> io::Result<OwnedFd> {
     }
 }
 
+/// No SIGCHLD when a child (or a traced thread) stops or continues, only when one ends:
+/// the daemon traces a whole session during a checkpoint, and each injected call's stops
+/// would otherwise wake its event loop.
+pub fn sigchld_on_exit_only() -> io::Result<()> {
+    // SAFETY: a plain sigaction with the default handler.
+    unsafe {
+        let mut act: libc::sigaction = std::mem::zeroed();
+        act.sa_sigaction = libc::SIG_DFL;
+        act.sa_flags = libc::SA_NOCLDSTOP;
+        check(libc::sigaction(libc::SIGCHLD, &act, std::ptr::null_mut()))?;
+    }
+    Ok(())
+}
+
 /// Read all pending signals from a signalfd.
 pub fn read_signals(fd: BorrowedFd) -> Vec<libc::c_int> {
     let mut out = Vec::new();

@@ -681,9 +681,27 @@ impl Env {
 
 impl Drop for Env {
     fn drop(&mut self) {
-        // End every session this test started; the daemons kill their namespaces.
-        for (_, pid) in self.sessions() {
+        // End every session this test started; the daemons kill their namespaces. Found
+        // by this test's own copy of crterm, so also when `crterm ls` cannot list them (a
+        // test that broke the runtime directory).
+        let mut daemons: Vec<i32> = self.sessions().into_iter().map(|(_, p)| p).collect();
+        if let Ok(procs) = std::fs::read_dir("/proc") {
+            for p in procs.flatten() {
+                let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+                    continue;
+                };
+                let ours = std::fs::read_link(p.path().join("exe")).is_ok_and(|e| e == self.bin);
+                let daemon = std::fs::read_to_string(p.path().join("cmdline"))
+                    .is_ok_and(|c| c.contains("__daemon"));
+                if ours && daemon && !daemons.contains(&pid) {
+                    daemons.push(pid);
+                }
+            }
+        }
+        for &pid in &daemons {
             unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+        for pid in daemons {
             let _ = wait_gone(pid, Duration::from_secs(5));
         }
     }

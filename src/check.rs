@@ -191,6 +191,10 @@ pub fn image_report(
         );
         refusals.push(machine::vdso_message(&theirs, &vdso));
     }
+    // Open files: the policy resume applies before it makes anything.
+    if let Err(e) = crate::restore::check_open_files(record) {
+        refusals.push(format!("{e:#}"));
+    }
     // Mapped files: from this machine when they are here as they were, else from the
     // image; one the image does not hold and that is not here stops the resume.
     let mut seen = std::collections::HashSet::new();

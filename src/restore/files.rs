@@ -572,83 +572,8 @@ impl Restorer<'_> {
     /// session writes: refused, naming it, unless `--force`. Looks, changes nothing: every
     /// file is planned before any is made, so a refusal leaves no file behind.
     pub(super) fn file_plan(&self, rec: &ProcessRecord, f: &FdRecord) -> Result<FilePlan> {
-        use std::os::unix::fs::MetadataExt;
-        if f.target.ends_with(" (deleted)") {
-            return Ok(FilePlan::Deleted);
-        }
-        let refuse_or = |why: String, plan: FilePlan| -> Result<FilePlan> {
-            if self.opts.force {
-                Ok(plan)
-            } else {
-                Err(anyhow!(
-                    "{} {why}; resume with --force to go on anyway",
-                    f.target
-                ))
-            }
-        };
-        let meta = match std::fs::metadata(&f.target) {
-            Ok(meta) => meta,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let carried = f.identity.as_ref().and_then(|id| {
-                    let dev = (libc::major(id.dev), libc::minor(id.dev));
-                    self.record
-                        .files
-                        .iter()
-                        .position(|c| c.copies.iter().any(|k| k.dev == dev && k.inode == id.ino))
-                });
-                let dir_here = std::path::Path::new(&f.target)
-                    .parent()
-                    .is_some_and(|d| d.is_dir());
-                return match (f.kind, carried) {
-                    (FdKind::Directory, _) => refuse_or(
-                        "is missing here".into(),
-                        FilePlan::Instead("/", "is missing here".into()),
-                    ),
-                    (_, Some(index)) if dir_here => Ok(FilePlan::MakeAgain(index)),
-                    (_, Some(_)) => refuse_or(
-                        "is missing here and so is its directory (--force: an unnamed copy)"
-                            .into(),
-                        FilePlan::Unnamed,
-                    ),
-                    (_, None) => refuse_or(
-                        "is missing here, and the image holds no copy of it (it was larger than --carry-files)".into(),
-                        FilePlan::Instead(
-                            "/dev/null",
-                            "is missing here and not in the image".into(),
-                        ),
-                    ),
-                };
-            }
-            Err(e) => bail!("cannot look at {}: {e}", f.target),
-        };
-        let (Some(id), FdKind::File) = (&f.identity, f.kind) else {
-            return Ok(FilePlan::Open);
-        };
-        let writes = f.flags as i32 & libc::O_ACCMODE != libc::O_RDONLY;
-        let mtime = meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128;
-        // The content it had is still its beginning (when it was hashed).
-        let prefix_same = || match &id.sha256 {
-            Some(h) => crate::ckpt::record::hash_prefix(&f.target, id.size).as_ref() == Some(h),
-            None => true,
-        };
-        let same = meta.size() == id.size && mtime == id.mtime_ns && prefix_same();
-        let only_grew = !writes && meta.size() >= id.size && prefix_same();
-        if same || only_grew {
-            return Ok(FilePlan::Open);
-        }
-        refuse_or(
-            format!(
-                "changed since the checkpoint ({} bytes then, {} now) and process {} ({}) {} it",
-                id.size,
-                meta.size(),
-                rec.pid,
-                rec.comm,
-                if writes { "writes" } else { "reads" }
-            ),
-            FilePlan::OpenChanged,
-        )
+        plan_file(self.record, self.opts.force, rec, f)
     }
-
     /// The file policy for every open file of the session, before any process or file is
     /// made: a refusal leaves nothing behind.
     pub(super) fn check_file_policy(&self) -> Result<()> {
@@ -1022,6 +947,104 @@ fn files_table(files: &std::collections::BTreeMap<String, FileOutcome>) -> Vec<S
         }
     }
     out
+}
+
+/// The file policy's plan for open file `f` of process `rec` (`Restorer::file_plan`).
+fn plan_file(
+    record: &SessionRecord,
+    force: bool,
+    rec: &ProcessRecord,
+    f: &FdRecord,
+) -> Result<FilePlan> {
+    use std::os::unix::fs::MetadataExt;
+    if f.target.ends_with(" (deleted)") {
+        return Ok(FilePlan::Deleted);
+    }
+    let refuse_or = |why: String, plan: FilePlan| -> Result<FilePlan> {
+        if force {
+            Ok(plan)
+        } else {
+            Err(anyhow!(
+                "{} {why}; resume with --force to go on anyway",
+                f.target
+            ))
+        }
+    };
+    let meta = match std::fs::metadata(&f.target) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let carried = f.identity.as_ref().and_then(|id| {
+                let dev = (libc::major(id.dev), libc::minor(id.dev));
+                record
+                    .files
+                    .iter()
+                    .position(|c| c.copies.iter().any(|k| k.dev == dev && k.inode == id.ino))
+            });
+            let dir_here = std::path::Path::new(&f.target)
+                .parent()
+                .is_some_and(|d| d.is_dir());
+            return match (f.kind, carried) {
+                    (FdKind::Directory, _) => refuse_or(
+                        "is missing here".into(),
+                        FilePlan::Instead("/", "is missing here".into()),
+                    ),
+                    (_, Some(index)) if dir_here => Ok(FilePlan::MakeAgain(index)),
+                    (_, Some(_)) => refuse_or(
+                        "is missing here and so is its directory (--force: an unnamed copy)"
+                            .into(),
+                        FilePlan::Unnamed,
+                    ),
+                    (_, None) => refuse_or(
+                        "is missing here, and the image holds no copy of it (it was larger than --carry-files)".into(),
+                        FilePlan::Instead(
+                            "/dev/null",
+                            "is missing here and not in the image".into(),
+                        ),
+                    ),
+                };
+        }
+        Err(e) => bail!("cannot look at {}: {e}", f.target),
+    };
+    let (Some(id), FdKind::File) = (&f.identity, f.kind) else {
+        return Ok(FilePlan::Open);
+    };
+    let writes = f.flags as i32 & libc::O_ACCMODE != libc::O_RDONLY;
+    let mtime = meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128;
+    // The content it had is still its beginning (when it was hashed).
+    let prefix_same = || match &id.sha256 {
+        Some(h) => crate::ckpt::record::hash_prefix(&f.target, id.size).as_ref() == Some(h),
+        None => true,
+    };
+    let same = meta.size() == id.size && mtime == id.mtime_ns && prefix_same();
+    let only_grew = !writes && meta.size() >= id.size && prefix_same();
+    if same || only_grew {
+        return Ok(FilePlan::Open);
+    }
+    refuse_or(
+        format!(
+            "changed since the checkpoint ({} bytes then, {} now) and process {} ({}) {} it",
+            id.size,
+            meta.size(),
+            rec.pid,
+            rec.comm,
+            if writes { "writes" } else { "reads" }
+        ),
+        FilePlan::OpenChanged,
+    )
+}
+
+/// The file policy for every open file of an image's session as it stands here, without
+/// making anything (`crterm check`): Err names the first file a resume would refuse.
+pub fn check_open_files(record: &SessionRecord) -> Result<()> {
+    for p in &record.processes {
+        for f in &p.fds {
+            if matches!(f.kind, FdKind::File | FdKind::Directory) {
+                plan_file(record, false, p, f)
+                    .with_context(|| format!("process {} ({}) fd {}", p.pid, p.comm, f.fd))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

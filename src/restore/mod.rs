@@ -19,6 +19,7 @@
 mod creds;
 pub use creds::{Resumer, check_identity};
 mod files;
+pub use files::check_open_files;
 mod memory;
 pub use memory::mapped_file_here;
 mod tree;

@@ -561,6 +561,12 @@ fn open_files_follow_the_policy(env: &Env, name: &str) {
     std::fs::remove_file(dir.join("small.txt")).unwrap();
     std::fs::remove_file(dir.join("big.txt")).unwrap();
     std::fs::write(dir.join("log.txt"), "log\nchanged elsewhere\n").unwrap();
+    // `check` says what resume will say.
+    let (code, said) = check(env, &[second.to_str().unwrap()]);
+    assert!(
+        code == 1 && said.contains("big.txt is missing here, and the image holds no copy of it"),
+        "{said}"
+    );
     resume_pane(env, "c", 100, 30, &second);
     let screen = env.tmux.wait_text("c", "CRTERM_EXIT=1", T);
     // Wrapped at the pane's width wherever the path's length puts it.

@@ -254,19 +254,9 @@ impl<W: Write> ImageWriter<W> {
         })
     }
 
-    /// A section as it is to be stored, with the length its content decodes to: for tools
-    /// and tests that build images by hand (`meta` and `chunks` are the writers' way).
+    /// A section as it is to be stored, with the length its content decodes to (`meta` and
+    /// `chunks` make them; tools and tests that build images by hand too).
     pub fn raw_section(
-        &mut self,
-        kind: SectionKind,
-        codec: Codec,
-        stored: &[u8],
-        raw_len: u64,
-    ) -> io::Result<()> {
-        self.section(kind, codec, stored, raw_len)
-    }
-
-    fn section(
         &mut self,
         kind: SectionKind,
         codec: Codec,
@@ -304,7 +294,7 @@ impl<W: Write> ImageWriter<W> {
     /// A metadata section from bytes already postcard-encoded.
     pub fn meta_raw(&mut self, kind: SectionKind, raw: &[u8]) -> io::Result<()> {
         let stored = zstd::bulk::compress(raw, ZSTD_LEVEL)?;
-        self.section(kind, Codec::Zstd, &stored, raw.len() as u64)
+        self.raw_section(kind, Codec::Zstd, &stored, raw.len() as u64)
     }
 
     /// Bulk data (memory pages): one section per chunk of at most `CHUNK_SIZE` bytes,
@@ -316,8 +306,8 @@ impl<W: Write> ImageWriter<W> {
         let mut packed = vec![0u8; CHUNK_SIZE];
         for chunk in data.chunks(CHUNK_SIZE) {
             match pipeline::pack_into(&mut zstd, chunk, &mut packed) {
-                0 => self.section(kind, Codec::Raw, chunk, chunk.len() as u64)?,
-                n => self.section(kind, Codec::Zstd, &packed[..n], chunk.len() as u64)?,
+                0 => self.raw_section(kind, Codec::Raw, chunk, chunk.len() as u64)?,
+                n => self.raw_section(kind, Codec::Zstd, &packed[..n], chunk.len() as u64)?,
             }
         }
         Ok(())
@@ -327,7 +317,7 @@ impl<W: Write> ImageWriter<W> {
     pub fn finish(mut self) -> io::Result<W> {
         let table = postcard::to_allocvec(&self.table).map_err(io::Error::other)?;
         let table_offset = self.offset;
-        self.section(SectionKind::END, Codec::Raw, &table, table.len() as u64)?;
+        self.raw_section(SectionKind::END, Codec::Raw, &table, table.len() as u64)?;
         self.out.write_all(&table_offset.to_le_bytes())?;
         self.out.write_all(FOOTER_MAGIC)?;
         self.out.flush()?;

@@ -163,14 +163,14 @@ impl<W: Write + Send> ImageWriter<W> {
     fn write_done(&mut self, kind: SectionKind, done: &Done) -> io::Result<()> {
         let raw = &done.job.buf[..done.job.len];
         if done.packed_len > 0 {
-            self.section(
+            self.raw_section(
                 kind,
                 Codec::Zstd,
                 &done.packed[..done.packed_len],
                 raw.len() as u64,
             )
         } else {
-            self.section(kind, Codec::Raw, raw, raw.len() as u64)
+            self.raw_section(kind, Codec::Raw, raw, raw.len() as u64)
         }
     }
 }

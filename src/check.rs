@@ -191,6 +191,10 @@ pub fn image_report(
         );
         refusals.push(machine::vdso_message(&theirs, &vdso));
     }
+    // What this version cannot bring back.
+    if let Err(e) = crate::restore::check_supported(record) {
+        refusals.push(format!("{e:#}"));
+    }
     // Open files: the policy resume applies before it makes anything.
     if let Err(e) = crate::restore::check_open_files(record) {
         refusals.push(format!("{e:#}"));

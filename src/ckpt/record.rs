@@ -535,7 +535,7 @@ impl SessionRecord {
                 }
                 continue;
             }
-            if p.threads.is_empty() || p.threads.len() > THREADS || p.threads[0].tid != p.pid {
+            if p.threads.is_empty() || p.threads.len() > THREADS {
                 return bad(format!("the threads of {who}"));
             }
             for t in &p.threads {

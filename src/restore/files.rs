@@ -29,6 +29,18 @@ fn pts_of_path(path: &str) -> Option<u32> {
 /// Open the session's ptys in its fresh devpts, in order, until every number the image
 /// uses exists; set their saved settings, sizes and modes, and put back the bytes that were
 /// queued in them both ways. Returns the masters by number.
+/// The numbers of the ptys a session uses, in order (0, its own, first).
+pub fn pty_numbers(record: &SessionRecord) -> Vec<u32> {
+    let mut n = std::collections::BTreeSet::from([0]);
+    for p in &record.processes {
+        n.extend(pts_number(p.ctty));
+        for f in &p.fds {
+            n.extend(f.pty_index().or_else(|| pts_of_path(&f.target)));
+        }
+    }
+    n.into_iter().collect()
+}
+
 pub fn open_ptys(record: &SessionRecord) -> Result<BTreeMap<u32, OwnedFd>> {
     // Per pty: what a slave's record holds (settings, typed input) and what a master's
     // holds (settings, output, packet mode).

@@ -133,7 +133,12 @@ pub fn restore(record: &SessionRecord, image: &Image, opts: &Options) -> Result<
 }
 
 /// Refuse early what this version cannot bring back, naming it.
-fn check_supported(record: &SessionRecord) -> Result<()> {
+pub fn check_supported(record: &SessionRecord) -> Result<()> {
+    if let Some(last) = files::pty_numbers(record).last()
+        && *last > 255
+    {
+        bail!("the image uses pty {last}; at most 256 ptys are restored");
+    }
     for p in &record.processes {
         if p.zombie.is_none() && p.threads.is_empty() {
             bail!("process {} ({}) has no threads in the image", p.pid, p.comm);

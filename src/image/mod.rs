@@ -534,9 +534,11 @@ impl<R: Read> Source for Stream<'_, R> {
     fn fill(&mut self, buf: &mut [u8]) -> Result<usize, ImageError> {
         let mut got = 0;
         while got < buf.len() {
-            match self.0.read(&mut buf[got..])? {
-                0 => break,
-                n => got += n,
+            match self.0.read(&mut buf[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
             }
         }
         Ok(got)
@@ -635,7 +637,10 @@ fn skim_len(r: &mut impl Read, len: u64, what: &str) -> Result<u32, ImageError> 
     let mut left = len;
     while left > 0 {
         let want = left.min(buf.len() as u64) as usize;
-        let n = r.read(&mut buf[..want])?;
+        let n = match r.read(&mut buf[..want]) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            n => n?,
+        };
         if n == 0 {
             return Err(ImageError::Truncated(format!(
                 "{what} needs {len} bytes, only {} follow",
@@ -834,8 +839,7 @@ pub fn check_output(path: &Path) -> io::Result<()> {
         Ok(m) if !m.file_type().is_file() => Err(io::Error::new(
             io::ErrorKind::AlreadyExists,
             format!(
-                "{} exists and is {}, not a regular file; an image replaces only a regular file",
-                path.display(),
+                "it exists and is {}, not a regular file; an image replaces only a regular file",
                 file_kind(m.file_type())
             ),
         )),

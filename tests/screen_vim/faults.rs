@@ -591,7 +591,7 @@ fn an_output_that_is_not_a_regular_file_is_refused_and_left_alone() {
         assert!(!out.status.success(), "{}", path.display());
         assert!(
             err.contains(&format!(
-                "{} exists and is {kind}, not a regular file",
+                "{}: it exists and is {kind}, not a regular file",
                 path.display()
             )) && err.lines().count() == 1,
             "{err}"
@@ -667,7 +667,7 @@ fn as_root_an_output_on_a_device_is_refused_and_the_device_stays() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
-        err.contains("/dev/null exists and is a character device, not a regular file")
+        err.contains("/dev/null: it exists and is a character device, not a regular file")
             && err.lines().count() == 1,
         "{err}"
     );

@@ -175,9 +175,7 @@ impl Notify {
 
 /// How a checkpoint failed, for the one line the client prints.
 enum Failure {
-    /// Before the session was frozen.
-    Before(String),
-    /// The session was frozen and goes on again as it was; nothing was written.
+    /// Before anything was written (the session, if frozen, goes on as it was).
     Refused(String),
     /// The dump process failed writing (its own words) or died.
     Writing(String),
@@ -186,7 +184,7 @@ enum Failure {
 impl Failure {
     fn text(self) -> String {
         match self {
-            Failure::Before(e) | Failure::Refused(e) => {
+            Failure::Refused(e) => {
                 format!("checkpoint failed: {e}; the session goes on unchanged")
             }
             Failure::Writing(e) => format!(
@@ -348,8 +346,8 @@ fn run(
     dumper_pid: &DumperPid,
 ) -> Result<Outcome, Failure> {
     let mut dumper = Dumper::spawn(order, dumper_pid)
-        .map_err(|e| Failure::Before(format!("cannot start the dump process: {e}")))?;
-    dumper.expect("ready").map_err(Failure::Before)?;
+        .map_err(|e| Failure::Refused(format!("cannot start the dump process: {e}")))?;
+    dumper.expect("ready").map_err(Failure::Refused)?;
     let mut frozen =
         freeze_without_connections(order.root, order.wait_connections).map_err(Failure::Refused)?;
     let frozen_at = Instant::now();

@@ -81,6 +81,9 @@ impl PageStream {
     /// stream and note them in `runs`. With `skip_zeros`, pages of zeros are left out: fresh
     /// memory is zero. (Not in a file mapping, where a zero page the process wrote differs
     /// from the file's.)
+    /// `mem`: the process's /proc/PID/mem, to read through where the mapping may not be
+    /// read (PROT_NONE, write- or execute-only: the kernel reads it for a tracer's view,
+    /// which process_vm_readv does not).
     #[allow(clippy::too_many_arguments)]
     fn copy(
         &mut self,
@@ -90,6 +93,7 @@ impl PageStream {
         addr: u64,
         len: u64,
         skip_zeros: bool,
+        mem: Option<&std::fs::File>,
         runs: &mut Vec<PageRun>,
     ) -> io::Result<()> {
         let page = PAGE as usize;
@@ -104,9 +108,16 @@ impl PageStream {
             }
             let n = (len - at).min((CHUNK_SIZE - self.len) as u64) as usize;
             let base = self.len;
-            let got = sys::read_process_memory(pid, addr + at, &mut self.buf[base..base + n])?;
+            let into = &mut self.buf[base..base + n];
+            let got = match mem {
+                Some(f) => sys::pread(f.as_fd(), into, addr + at)?,
+                None => sys::read_process_memory(pid, addr + at, into)?,
+            };
             if got == 0 {
-                break;
+                return Err(io::Error::other(format!(
+                    "cannot read the memory of process {ns_pid} at {:#x}",
+                    addr + at
+                )));
             }
             // Keep the runs of pages that are not all zeros, moved together.
             let end = base + got;
@@ -422,15 +433,25 @@ pub fn write_image<W: Write + Send>(
         };
         for (&pid, proc_record) in hosts.iter().zip(&record.processes[first_live..]) {
             let pagemap = std::fs::File::open(format!("/proc/{pid}/pagemap"))?;
+            let mut mem = None;
             for map in &proc_record.maps {
                 let kind = map.kind();
                 if matches!(
                     kind,
                     MapKind::Kernel | MapKind::SharedFile | MapKind::NscdCache
-                ) || !map.perms.starts_with('r')
-                {
+                ) {
                     continue;
                 }
+                // A mapping the process may not read now may hold what it wrote before
+                // (or will read after an mprotect): read it as a tracer does.
+                let through_mem = if map.perms.starts_with('r') {
+                    None
+                } else {
+                    if mem.is_none() {
+                        mem = Some(std::fs::File::open(format!("/proc/{pid}/mem"))?);
+                    }
+                    mem.as_ref()
+                };
                 // Shared memory is read whole: a page of it may be present in the shared
                 // object without being mapped in this process (pagemap would not show it).
                 let runs = if kind == MapKind::SharedAnon {
@@ -446,6 +467,7 @@ pub fn write_image<W: Write + Send>(
                         addr,
                         len,
                         kind == MapKind::Anon,
+                        through_mem,
                         &mut record.page_runs,
                     )?;
                 }

@@ -253,7 +253,9 @@ impl Restorer<'_> {
                 bail!("process {pid}: a mapping with bad bounds in the image");
             }
             let len = m.end - m.start;
-            let readable = m.perms.starts_with('r');
+            // Writable while its pages are written: readable ones, and the others that
+            // have pages saved (PROT_NONE may hide content); `protect` sets the rest.
+            let readable = m.perms.starts_with('r') || self.has_pages(pid, m);
             let mut prot = if readable {
                 (libc::PROT_READ | libc::PROT_WRITE) as u64
             } else {
@@ -541,13 +543,21 @@ impl Restorer<'_> {
         Ok(())
     }
 
+    /// Whether the image has pages of mapping `m` of process `pid`.
+    fn has_pages(&self, pid: i32, m: &MapRecord) -> bool {
+        self.record
+            .page_runs
+            .iter()
+            .any(|r| r.pid == pid && r.addr < m.end && r.addr.saturating_add(r.len) > m.start)
+    }
+
     fn protect(&self, pid: i32) -> Result<()> {
         for m in &self.proc(pid).rec.maps {
             let kind = m.kind();
             if matches!(
                 kind,
                 MapKind::Kernel | MapKind::SharedFile | MapKind::NscdCache
-            ) || !m.perms.starts_with('r')
+            ) || !(m.perms.starts_with('r') || self.has_pages(pid, m))
             {
                 continue;
             }

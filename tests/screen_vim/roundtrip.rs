@@ -868,3 +868,65 @@ fn a_session_holding_a_netlink_socket_is_refused_at_checkpoint_naming_it() {
         "process 2 (python3) holds fd 3, a netlink socket",
     );
 }
+
+/// The C program of `layouts.c`, built for this test.
+fn build_layouts(env: &Env) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/screen_vim/layouts.c");
+    let bin = env.dir.path().join("layouts");
+    let out = std::process::Command::new("cc")
+        .args(["-O1", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .output()
+        .expect("cc (a C compiler) is needed for this test");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    bin
+}
+
+/// Random mapping layouts (splits by protection, holes, pages dropped, pages never
+/// touched, pages rewritten) come back byte for byte, each page with its protection:
+/// a property test over seeds (a fixed one, and others from the clock each run; a
+/// failure names its seed).
+#[test]
+fn random_memory_layouts_come_back_byte_for_byte() {
+    let env = Env::unprivileged();
+    let bin = build_layouts(&env);
+    let clock = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    for (i, (seed, mib)) in [(1, 512), (clock, 64), (clock + 1, 64), (clock + 2, 16)]
+        .into_iter()
+        .enumerate()
+    {
+        let name = format!("ly{i}");
+        env.pane(
+            &name,
+            &format!(
+                "{} start --name {name} -- {} {seed} {mib}",
+                env.crterm_cmd(),
+                bin.display()
+            ),
+        );
+        env.tmux.wait_text(&name, "READY", Duration::from_secs(60));
+        env.wait_foreground(&name, "layouts");
+        let image = image_path(&env, &name);
+        checkpoint_and_end(&env, &name, &image);
+        let pane = format!("r{i}");
+        resume_pane(&env, &pane, 100, 30, &image);
+        env.tmux.wait_text(&pane, "READY", T);
+        env.tmux.send_keys(&pane, &["Enter"]);
+        let screen = env
+            .tmux
+            .wait_text(&pane, "CRTERM_EXIT=", Duration::from_secs(60));
+        assert!(
+            screen.contains("LAYOUT OK"),
+            "seed {seed}, {mib} MiB: {screen}"
+        );
+        let _ = std::fs::remove_file(&image);
+    }
+}

@@ -123,7 +123,7 @@ pub fn render(path: &Path, loaded: &crate::load::Loaded, bytes: u64, json: bool)
                     .filter(|r| r.pid == p.pid)
                     .map(|r| r.len)
                     .sum(),
-                stopped: p.stopped,
+                stopped: p.stopped(),
                 zombie: p.zombie,
                 fds: p.fds.len(),
             })

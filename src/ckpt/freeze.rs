@@ -64,8 +64,9 @@ impl std::error::Error for FreezeError {}
 struct Held {
     pid: i32,
     pending_signal: i32,
-    /// Stopped by job control (Ctrl-Z) before we seized it.
-    job_stopped: bool,
+    /// Stopped by job control (Ctrl-Z) before we seized it: the signal that stopped it
+    /// (0: running).
+    stop_signal: i32,
 }
 
 /// A frozen session. Dropping it thaws the session.
@@ -110,7 +111,16 @@ impl Frozen {
     /// Whether job control had stopped the process (Ctrl-Z) before the freeze. Once
     /// seized, such a process reads as "tracing stop" like every other.
     pub fn job_stopped(&self, pid: i32) -> bool {
-        self.threads.values().any(|h| h.pid == pid && h.job_stopped)
+        self.stop_signal(pid) != 0
+    }
+
+    /// The signal that stopped process `pid`'s group stop (SIGSTOP, SIGTSTP, SIGTTIN or
+    /// SIGTTOU), as the seized task reports it; 0 when it was not stopped.
+    pub fn stop_signal(&self, pid: i32) -> i32 {
+        self.threads
+            .values()
+            .find(|h| h.pid == pid && h.stop_signal != 0)
+            .map_or(0, |h| h.stop_signal)
     }
 
     /// Let every thread go on (once; dropping does it too).
@@ -242,13 +252,23 @@ pub fn freeze(root: i32) -> Result<Frozen, FreezeError> {
                     continue;
                 }
                 match sys::wait_traced(tid) {
-                    Ok(TraceStop::Event) => {
+                    Ok(TraceStop::Event(sig)) => {
+                        // A group stop seized reports its signal; our interrupt, SIGTRAP.
+                        let stop_signal = match sig {
+                            libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU
+                                if job_stopped =>
+                            {
+                                sig
+                            }
+                            _ if job_stopped => libc::SIGSTOP,
+                            _ => 0,
+                        };
                         frozen.threads.insert(
                             tid,
                             Held {
                                 pid,
                                 pending_signal: 0,
-                                job_stopped,
+                                stop_signal,
                             },
                         );
                     }
@@ -260,7 +280,7 @@ pub fn freeze(root: i32) -> Result<Frozen, FreezeError> {
                             Held {
                                 pid,
                                 pending_signal: sig,
-                                job_stopped,
+                                stop_signal: if job_stopped { libc::SIGSTOP } else { 0 },
                             },
                         );
                     }

@@ -39,8 +39,9 @@ pub struct ProcessRecord {
     pub cmdline: Vec<String>,
     pub exe: String,
     pub cwd: String,
-    /// Stopped by job control (Ctrl-Z).
-    pub stopped: bool,
+    /// Stopped by job control (Ctrl-Z): the signal that stopped it (SIGTSTP, SIGSTOP,
+    /// SIGTTIN, SIGTTOU; a parent's waitpid reports it); 0: not stopped.
+    pub stop_signal: i32,
     /// Exited and not yet reaped by its parent: the exit status it waits to hand over
     /// (as waitpid reports it). A zombie has no threads, memory or files.
     pub zombie: Option<i32>,
@@ -357,6 +358,13 @@ pub struct PageRun {
     pub len: u64,
 }
 
+impl ProcessRecord {
+    /// Stopped by job control.
+    pub fn stopped(&self) -> bool {
+        self.stop_signal != 0
+    }
+}
+
 impl SessionRecord {
     /// The XSAVE components the session's register state needs: those any thread holds
     /// in a state other than their initial one (its XSTATE_BV) and the dynamic ones (AMX
@@ -528,6 +536,17 @@ impl SessionRecord {
                 || p.cmdline.iter().map(String::len).sum::<usize>() > TEXT
             {
                 return bad(format!("the names of {who}"));
+            }
+            if ![
+                0,
+                libc::SIGSTOP,
+                libc::SIGTSTP,
+                libc::SIGTTIN,
+                libc::SIGTTOU,
+            ]
+            .contains(&p.stop_signal)
+            {
+                return bad(format!("the stop signal of {who}"));
             }
             if p.zombie.is_some() {
                 if !p.threads.is_empty() || !p.maps.is_empty() || !p.fds.is_empty() {

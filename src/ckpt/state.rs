@@ -154,7 +154,7 @@ fn base_record(pid: i32, status: &str) -> ProcessRecord {
         cmdline: Vec::new(),
         exe: String::new(),
         cwd: String::new(),
-        stopped: false,
+        stop_signal: 0,
         zombie: None,
         shared_pending_signals: 0,
         ignored_signals: 0,
@@ -205,7 +205,7 @@ fn mm_record(pid: i32, stat: &[u64]) -> MmRecord {
 fn process_record(
     pid: i32,
     tids: &[i32],
-    job_stopped: bool,
+    stop_signal: i32,
     made_dumpable: &mut MadeDumpable,
 ) -> io::Result<ProcessRecord> {
     let status = read(format!("/proc/{pid}/status"))?;
@@ -358,7 +358,7 @@ fn process_record(
         exe: link(format!("/proc/{pid}/exe")),
         cwd: link(format!("/proc/{pid}/cwd")),
         root: link(format!("/proc/{pid}/root")),
-        stopped: job_stopped,
+        stop_signal,
         shared_pending_signals: procfs::status_hex(&status, "ShdPnd:"),
         ignored_signals: procfs::status_hex(&status, "SigIgn:"),
         caught_signals: procfs::status_hex(&status, "SigCgt:"),
@@ -953,9 +953,23 @@ pub fn read_session(
         record.boottime_ns = sys::clock_ns(libc::CLOCK_BOOTTIME) + boot;
     }
     for &pid in frozen.zombies() {
-        if let Ok(z) = zombie_record(pid) {
-            record.processes.push(z);
+        let z = match zombie_record(pid) {
+            Ok(z) => z,
+            // Reaped meanwhile (by the init, whose orphans it reaps as it runs on).
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io::Error::other(format!("reading zombie {pid}: {e}"))),
+        };
+        let status = z.zombie.unwrap_or(0);
+        if status & 0x7f != 0 && status & 0x80 != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!(
+                    "process {} ({}) is a zombie whose core was dumped, a status a resume cannot make again without dumping a core",
+                    z.pid, z.comm
+                ),
+            ));
         }
+        record.processes.push(z);
     }
     let first_live = record.processes.len();
     // Host pid -> the session's pid, for ids the kernel gives in the host's numbers.
@@ -969,7 +983,7 @@ pub fn read_session(
     }
     let mut hosts = Vec::new();
     for (pid, tids) in &tasks {
-        let mut p = process_record(*pid, tids, frozen.job_stopped(*pid), made_dumpable)?;
+        let mut p = process_record(*pid, tids, frozen.stop_signal(*pid), made_dumpable)?;
         check_carriable(&p)?;
         check_no_seccomp(*pid, &p)?;
         p.fg_pgid = if p.fg_pgid > 0 {

@@ -527,8 +527,10 @@ impl<'a> Restorer<'a> {
                     }
                 }
             }
-            if p.rec.stopped {
-                let _ = sys::kill(pid, libc::SIGSTOP);
+            // Stopped again by the signal that stopped it (its action is the default:
+            // it has been stopped since): its parent's waitpid sees that signal.
+            if p.rec.stopped() {
+                let _ = sys::kill(pid, p.rec.stop_signal);
             }
         }
         for p in self.procs.values() {

@@ -96,7 +96,8 @@ impl<'a> Restorer<'a> {
         self.set_foreground()?;
         end_helpers(helpers)?;
         for z in zombies {
-            self.make_zombie(z)?;
+            self.make_zombie(z)
+                .with_context(|| format!("zombie {} ({})", z.pid, z.comm))?;
         }
         Ok(())
     }
@@ -329,6 +330,20 @@ impl<'a> Restorer<'a> {
         let pid = self.clone_child(rec)?;
         let status = rec.zombie.unwrap_or(0);
         let inj = Injector::new(pid, self.tramp, TRACE_CHILDREN)?;
+        let fail = |e: crate::inject::CallError| anyhow!("zombie {pid}: {e}");
+        // Its own session and group, as it had them when it ended (a clone is in its
+        // parent's).
+        let parent = self.procs.get(&rec.ppid).map(|p| (p.rec.pgid, p.rec.sid));
+        if rec.sid == rec.pid {
+            inj.call("setsid", nr::SETSID, &[]).map_err(fail)?;
+        } else if parent.is_some_and(|(pgid, _)| pgid != rec.pgid) {
+            let to = if rec.pgid == rec.pid {
+                0
+            } else {
+                rec.pgid as u64
+            };
+            inj.call("setpgid", nr::SETPGID, &[0, to]).map_err(fail)?;
+        }
         let sig = status & 0x7f;
         if sig == 0 {
             // The call does not return: the process ends, and `raw` reaps its trace
@@ -341,17 +356,29 @@ impl<'a> Restorer<'a> {
             }
             return Ok(());
         }
-        // Default action, unblocked, then the signal itself.
-        let at = self.put(pid, 0, &[0u8; 32])?;
-        inj.call("rt_sigaction", nr::RT_SIGACTION, &[sig as u64, at, 0, 8])
-            .map_err(|e| anyhow!("zombie {pid}: {e}"))?;
-        t::ptrace_set_sigmask(pid, 0)?;
-        let _ = inj.raw(nr::KILL, &[pid as u64, sig as u64]);
+        // Default action (SIGKILL's cannot be set: it has only that one), unblocked, no
+        // core file (its status says none was written: checkpoint refuses the others),
+        // then the signal itself.
+        if sig != libc::SIGKILL {
+            let at = self.put(pid, 0, &[0u8; 32])?;
+            inj.call("rt_sigaction", nr::RT_SIGACTION, &[sig as u64, at, 0, 8])
+                .map_err(fail)?;
+        }
+        t::set_rlimit(pid, libc::RLIMIT_CORE, (0, 0))
+            .map_err(|e| anyhow!("zombie {pid}: no core file: {e}"))?;
+        t::ptrace_set_sigmask(pid, 0).context("unblocking its signals")?;
+        if inj.raw(nr::KILL, &[pid as u64, sig as u64]).is_err() {
+            // Ended by it already (SIGKILL stops for no tracer): a zombie now.
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            if crate::ckpt::procfs::stat_state(&stat) == Some('Z') {
+                return Ok(());
+            }
+        }
         // As its tracer, pass the fatal signal on and see it end, so its parent can.
         let mut pass = 0;
         for _ in 0..16 {
-            t::ptrace_syscall(pid, pass)?;
-            let st = t::wait_raw(pid)?;
+            t::ptrace_syscall(pid, pass).context("letting it take its signal")?;
+            let st = t::wait_raw(pid).context("waiting for it to end")?;
             if libc::WIFEXITED(st) || libc::WIFSIGNALED(st) {
                 return Ok(());
             }

@@ -830,8 +830,10 @@ pub fn ptrace_detach(tid: i32, sig: i32) -> io::Result<()> {
 /// How a traced thread stopped, as waitpid reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TraceStop {
-    /// PTRACE_EVENT_STOP: our interrupt, or a group stop (job control) while seized.
-    Event,
+    /// PTRACE_EVENT_STOP: our interrupt (SIGTRAP), or a group stop (job control) while
+    /// seized, with the signal that stopped the group (SIGSTOP, SIGTSTP, SIGTTIN,
+    /// SIGTTOU).
+    Event(i32),
     /// About to receive this signal; it must be passed on when detaching.
     Signal(i32),
     /// The thread is gone.
@@ -845,11 +847,11 @@ pub fn wait_traced(tid: i32) -> io::Result<TraceStop> {
     Ok(if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
         TraceStop::Exited
     } else if libc::WIFSTOPPED(status) && (status >> 16) == libc::PTRACE_EVENT_STOP {
-        TraceStop::Event
+        TraceStop::Event(libc::WSTOPSIG(status))
     } else if libc::WIFSTOPPED(status) {
         TraceStop::Signal(libc::WSTOPSIG(status))
     } else {
-        TraceStop::Event
+        TraceStop::Event(0)
     })
 }
 

@@ -335,6 +335,23 @@ pub fn memfd_sized(name: &std::ffi::CStr, size: u64) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
+/// Set process `pid`'s (soft, hard) limits for `resource` (lowering needs no privilege).
+pub fn set_rlimit(pid: i32, resource: u32, limits: (u64, u64)) -> io::Result<()> {
+    let new = libc::rlimit64 {
+        rlim_cur: limits.0,
+        rlim_max: limits.1,
+    };
+    check(unsafe {
+        libc::prlimit64(
+            pid,
+            resource as libc::__rlimit_resource_t,
+            &new,
+            std::ptr::null_mut(),
+        )
+    })?;
+    Ok(())
+}
+
 /// The foreground process group of the terminal whose pty master is `master` (in our
 /// pid namespace's numbers).
 pub fn foreground_group(master: BorrowedFd) -> io::Result<i32> {

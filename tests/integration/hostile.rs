@@ -276,7 +276,7 @@ fn records_that_do_not_match_their_chunks_or_themselves_are_refused() {
     let cases: Vec<(&str, Change)> = vec![
         (
             "its page runs hold",
-            Box::new(|r| r.page_runs[0].len += 4096),
+            Box::new(|r| r.page_runs.push(r.page_runs[0].clone())),
         ),
         ("pages at", Box::new(|r| r.page_runs[0].addr = 0x1000)),
         (

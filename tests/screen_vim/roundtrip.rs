@@ -377,10 +377,10 @@ fn less_htop_and_top_come_back_and_redraw() {
     small.wait_text("t2", "CRTERM_EXIT=0", T);
 }
 
-/// The C program of `resources.c`, built for this test.
-fn build_resources(env: &Env) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/screen_vim/resources.c");
-    let bin = env.dir.path().join("resources");
+/// The C program `tests/screen_vim/NAME.c`, built for this test.
+pub(crate) fn build_c(env: &Env, name: &str) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/screen_vim/{name}.c"));
+    let bin = env.dir.path().join(name);
     let out = std::process::Command::new("cc")
         .args(["-O1", "-pthread", "-o"])
         .arg(&bin)
@@ -395,10 +395,39 @@ fn build_resources(env: &Env) -> PathBuf {
     bin
 }
 
+/// A state set up by C program `NAME.c` (run with `args` as session `session`), which
+/// prints READY, waits for a line, checks its own state and prints `verdict` when all is
+/// as it was: checkpointed with --exit, resumed, given the line; returns the screen.
+pub(crate) fn carried_state(env: &Env, name: &str, args: &str, session: &str, verdict: &str) {
+    let bin = build_c(env, name);
+    env.pane(
+        session,
+        &format!(
+            "{} start --name {session} -- {} {args}",
+            env.crterm_cmd(),
+            bin.display()
+        ),
+    );
+    env.tmux
+        .wait_text(session, "READY", Duration::from_secs(60));
+    env.wait_foreground(session, name);
+    let image = image_path(env, session);
+    checkpoint_and_end(env, session, &image);
+    let pane = format!("{session}-r");
+    resume_pane(env, &pane, 100, 30, &image);
+    env.tmux.wait_text(&pane, "READY", T);
+    env.tmux.send_keys(&pane, &["Enter"]);
+    let screen = env
+        .tmux
+        .wait_text(&pane, "CRTERM_EXIT=", Duration::from_secs(60));
+    assert!(screen.contains(verdict), "{name} {args}: {screen}");
+    let _ = std::fs::remove_file(&image);
+}
+
 #[test]
 fn threads_pipes_timerfd_eventfd_epoll_and_file_offsets_go_on() {
     let env = Env::unprivileged();
-    let bin = build_resources(&env);
+    let bin = build_c(&env, "resources");
     let data = env.dir.path().join("data.txt");
     std::fs::write(&data, "0123456789abcdefghij").unwrap();
     env.pane(
@@ -869,24 +898,6 @@ fn a_session_holding_a_netlink_socket_is_refused_at_checkpoint_naming_it() {
     );
 }
 
-/// The C program of `layouts.c`, built for this test.
-fn build_layouts(env: &Env) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/screen_vim/layouts.c");
-    let bin = env.dir.path().join("layouts");
-    let out = std::process::Command::new("cc")
-        .args(["-O1", "-o"])
-        .arg(&bin)
-        .arg(&src)
-        .output()
-        .expect("cc (a C compiler) is needed for this test");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    bin
-}
-
 /// Random mapping layouts (splits by protection, holes, pages dropped, pages never
 /// touched, pages rewritten) come back byte for byte, each page with its protection:
 /// a property test over seeds (a fixed one, and others from the clock each run; a
@@ -894,7 +905,6 @@ fn build_layouts(env: &Env) -> PathBuf {
 #[test]
 fn random_memory_layouts_come_back_byte_for_byte() {
     let env = Env::unprivileged();
-    let bin = build_layouts(&env);
     let clock = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -903,30 +913,27 @@ fn random_memory_layouts_come_back_byte_for_byte() {
         .into_iter()
         .enumerate()
     {
-        let name = format!("ly{i}");
-        env.pane(
-            &name,
-            &format!(
-                "{} start --name {name} -- {} {seed} {mib}",
-                env.crterm_cmd(),
-                bin.display()
-            ),
+        carried_state(
+            &env,
+            "layouts",
+            &format!("{seed} {mib}"),
+            &format!("ly{i}"),
+            "LAYOUT OK",
         );
-        env.tmux.wait_text(&name, "READY", Duration::from_secs(60));
-        env.wait_foreground(&name, "layouts");
-        let image = image_path(&env, &name);
-        checkpoint_and_end(&env, &name, &image);
-        let pane = format!("r{i}");
-        resume_pane(&env, &pane, 100, 30, &image);
-        env.tmux.wait_text(&pane, "READY", T);
-        env.tmux.send_keys(&pane, &["Enter"]);
-        let screen = env
-            .tmux
-            .wait_text(&pane, "CRTERM_EXIT=", Duration::from_secs(60));
-        assert!(
-            screen.contains("LAYOUT OK"),
-            "seed {seed}, {mib} MiB: {screen}"
-        );
-        let _ = std::fs::remove_file(&image);
     }
+}
+
+/// Zombies: one killed by SIGKILL in a group of its own, one that exited with 3, one
+/// killed by SIGSEGV, one in a session of its own; each comes back with its group,
+/// session and status.
+#[test]
+fn zombies_come_back_with_their_status_group_and_session() {
+    carried_state(&Env::unprivileged(), "zombies", "", "zb", "ZOMBIES OK");
+}
+
+/// A job stopped by SIGTSTP comes back stopped by SIGTSTP (its parent's waitpid, and so
+/// bash's job table, tell it from SIGSTOP), and goes on when continued.
+#[test]
+fn a_job_stopped_by_sigtstp_comes_back_stopped_by_it() {
+    carried_state(&Env::unprivileged(), "jobstop", "", "js", "JOBSTOP OK");
 }

@@ -90,6 +90,11 @@ fn fd_kind_and_identity(link: &str, path: &str) -> (FdKind, Option<FileIdentity>
     if link.starts_with("anon_inode:") {
         return (FdKind::Anon, None);
     }
+    // Kernel objects other than files name themselves `KIND:[INODE]` (a namespace, opened
+    // from /proc/PID/ns): nothing a path leads to again.
+    if !link.starts_with('/') {
+        return (FdKind::Other, None);
+    }
     // Through the magic link: the very file the process holds, even if renamed or deleted.
     let Ok(m) = std::fs::metadata(path) else {
         return (FdKind::Other, None);
@@ -422,6 +427,19 @@ fn check_no_seccomp(host_pid: i32, p: &ProcessRecord) -> io::Result<()> {
     }
 }
 
+/// What a descriptor of a kind crterm cannot carry is, for the refusal.
+fn other_kind(target: &str) -> String {
+    const NAMESPACES: [&str; 9] = [
+        "cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts", "pid_for_children",
+    ];
+    match target.split_once(":[") {
+        Some((ns, _)) if NAMESPACES.contains(&ns) => {
+            format!("a namespace file ({ns}, opened from /proc/PID/ns)")
+        }
+        _ => "a file of a kind crterm cannot carry".to_string(),
+    }
+}
+
 fn check_carriable(p: &ProcessRecord) -> io::Result<()> {
     for f in &p.fds {
         let what = match f.kind {
@@ -472,7 +490,7 @@ fn check_carriable(p: &ProcessRecord) -> io::Result<()> {
             {
                 Some("a kernel object crterm cannot carry".to_string())
             }
-            FdKind::Other => Some("a file of a kind crterm cannot carry".to_string()),
+            FdKind::Other => Some(other_kind(&f.target)),
             _ => None,
         };
         if let Some(what) = what {

@@ -937,3 +937,23 @@ fn zombies_come_back_with_their_status_group_and_session() {
 fn a_job_stopped_by_sigtstp_comes_back_stopped_by_it() {
     carried_state(&Env::unprivileged(), "jobstop", "", "js", "JOBSTOP OK");
 }
+
+/// A descriptor of a namespace (opened from /proc/PID/ns) is refused at checkpoint, named,
+/// instead of failing it with a bare errno.
+#[test]
+fn a_namespace_file_held_open_is_refused_at_checkpoint_naming_it() {
+    let env = Env::unprivileged();
+    python_pane(&env, "a", "nsf");
+    enter(
+        &env,
+        "a",
+        "import os; n = os.open('/proc/self/ns/uts', os.O_RDONLY); print('fd', n)",
+    );
+    env.tmux.wait_text("a", "fd 3", T);
+    assert_refused(
+        &env,
+        "nsf",
+        "a",
+        "process 2 (python3) holds fd 3, a namespace file (uts, opened from /proc/PID/ns)",
+    );
+}

@@ -36,6 +36,8 @@ pub struct Inside {
     pub dumpable: bool,
     /// Its securebits (PR_GET_SECUREBITS): 0 unless a privileged program set them.
     pub securebits: u64,
+    /// The signal it gets when its parent ends (PR_GET_PDEATHSIG; 0: none).
+    pub pdeath_signal: i32,
     /// The dynamic XSAVE components it was permitted (ARCH_GET_XCOMP_PERM; AMX tile
     /// data must be asked for before use).
     pub xcomp_perm: u64,
@@ -257,6 +259,13 @@ fn read_with(
     let brk = main.call("brk", nr::BRK, &[0])?;
     const PR_GET_SECUREBITS: u64 = 27;
     let securebits = main.call("prctl(PR_GET_SECUREBITS)", nr::PRCTL, &[PR_GET_SECUREBITS])?;
+    const PR_GET_PDEATHSIG: u64 = 2;
+    main.call(
+        "prctl(PR_GET_PDEATHSIG)",
+        nr::PRCTL,
+        &[PR_GET_PDEATHSIG, scratch],
+    )?;
+    let pdeath_signal = read_words::<1>(pid, scratch)?[0] as u32 as i32;
     const ARCH_GET_XCOMP_PERM: u64 = 0x1022;
     // A kernel without dynamic XSAVE features (before 5.16) has none to permit.
     let xcomp_perm = match main.call(
@@ -298,6 +307,7 @@ fn read_with(
         timers,
         dumpable,
         securebits,
+        pdeath_signal,
         xcomp_perm,
     })
 }

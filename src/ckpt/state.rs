@@ -133,10 +133,8 @@ fn read(path: String) -> io::Result<String> {
     std::fs::read_to_string(path)
 }
 
-fn link(path: String) -> String {
-    std::fs::read_link(path)
-        .map(|p| p.display().to_string())
-        .unwrap_or_default()
+fn link(path: String) -> io::Result<String> {
+    std::fs::read_link(path).map(|p| p.display().to_string())
 }
 
 /// What every record holds, a zombie's too: the ids as the session sees them and the
@@ -179,6 +177,7 @@ fn base_record(pid: i32, status: &str) -> ProcessRecord {
         groups: procfs::status_list(status, "Groups:"),
         no_new_privs: false,
         xcomp_perm: 0,
+        pdeath_signal: 0,
         ctty: 0,
         fg_pgid: 0,
         threads: Vec::new(),
@@ -214,37 +213,58 @@ fn process_record(
     made_dumpable: &mut MadeDumpable,
 ) -> io::Result<ProcessRecord> {
     let status = read(format!("/proc/{pid}/status"))?;
+    // Whatever cannot be read fails the checkpoint naming the process and what: a record
+    // with a default in its place would resume as something else.
+    let who = format!(
+        "process {} ({})",
+        procfs::status_last(&status, "NSpid:").unwrap_or(pid),
+        procfs::fdinfo_field(&status, "Name:")
+    );
+    let fail = |what: &str, e: &dyn std::fmt::Display| -> io::Error {
+        io::Error::other(format!("{who}: cannot read {what}: {e}"))
+    };
     let stat = procfs::stat_fields(&read(format!("/proc/{pid}/stat"))?)
-        .ok_or_else(|| io::Error::other(format!("unreadable /proc/{pid}/stat")))?;
+        .ok_or_else(|| fail("its stat", &"unparsable"))?;
     let cmdline = read(format!("/proc/{pid}/cmdline"))
-        .unwrap_or_default()
+        .map_err(|e| fail("its command line", &e))?
         .split('\0')
         .filter(|s| !s.is_empty())
         .map(str::to_string)
         .collect();
     let mut threads = Vec::new();
     for &tid in tids {
-        let tstatus = read(format!("/proc/{pid}/task/{tid}/status")).unwrap_or_default();
+        let thread = |what: &str| format!("thread {tid}'s {what}");
+        let tstatus = read(format!("/proc/{pid}/task/{tid}/status"))
+            .map_err(|e| fail(&thread("status"), &e))?;
         threads.push(ThreadRecord {
             tid: procfs::status_last(&tstatus, "NSpid:").unwrap_or(tid),
             comm: read(format!("/proc/{pid}/task/{tid}/comm"))
-                .unwrap_or_default()
+                .map_err(|e| fail(&thread("name"), &e))?
                 .trim_end_matches('\n')
                 .to_string(),
-            regs: sys::ptrace_getregs(tid)?.to_vec(),
-            xstate: sys::ptrace_get_xstate(tid)?,
-            rseq: sys::ptrace_get_rseq(tid).unwrap_or(None),
+            regs: sys::ptrace_getregs(tid)
+                .map_err(|e| fail(&thread("registers"), &e))?
+                .to_vec(),
+            xstate: sys::ptrace_get_xstate(tid).map_err(|e| fail(&thread("XSAVE state"), &e))?,
+            // A kernel without the request (before 5.13) has no rseq to carry.
+            rseq: match sys::ptrace_get_rseq(tid) {
+                Ok(r) => r,
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EIO | libc::EINVAL)) => None,
+                Err(e) => return Err(fail(&thread("rseq registration"), &e)),
+            },
             blocked_signals: procfs::status_hex(&tstatus, "SigBlk:"),
             pending_signals: procfs::status_hex(&tstatus, "SigPnd:"),
             clear_child_tid: 0,
             altstack: [0, libc::SS_DISABLE as u64, 0],
-            robust_list: sys::trace::get_robust_list(tid).unwrap_or((0, 0)),
+            robust_list: sys::trace::get_robust_list(tid)
+                .map_err(|e| fail(&thread("robust futex list"), &e))?,
         });
     }
-    let maps: Vec<MapRecord> = read(format!("/proc/{pid}/maps"))?
+    let maps: Vec<MapRecord> = read(format!("/proc/{pid}/maps"))
+        .map_err(|e| fail("its mappings", &e))?
         .lines()
-        .filter_map(procfs::parse_map)
-        .collect();
+        .map(|l| procfs::parse_map(l).ok_or_else(|| fail("a line of its mappings", &l)))
+        .collect::<io::Result<_>>()?;
     // What only the process can tell, by injected calls (after the registers are read).
     let inside = super::inside::read_inside(pid, tids, &exec_maps(&maps), made_dumpable)
         .map_err(|e| io::Error::other(format!("reading process {pid}'s signal handlers: {e}")))?;
@@ -266,33 +286,38 @@ fn process_record(
     let rlimits = procfs::parse_limits(&read(format!("/proc/{pid}/limits"))?)
         .ok_or_else(|| io::Error::other(format!("unreadable /proc/{pid}/limits")))?;
     let mut fds = Vec::new();
-    if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
-        for e in dir.flatten() {
+    {
+        let dir = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map_err(|e| fail("its descriptors", &e))?;
+        for e in dir {
+            let e = e.map_err(|e| fail("its descriptors", &e))?;
             let Some(fd) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
                 continue;
             };
-            let info = read(format!("/proc/{pid}/fdinfo/{fd}")).unwrap_or_default();
+            let fd_what = |what: &str| format!("{what} of fd {fd}");
+            let info = read(format!("/proc/{pid}/fdinfo/{fd}"))
+                .map_err(|e| fail(&fd_what("the fdinfo"), &e))?;
             let (flags, pos) = procfs::fdinfo_flags_and_pos(&info);
             let fd_path = format!("/proc/{pid}/fd/{fd}");
-            let target = link(fd_path.clone());
+            let target = link(fd_path.clone()).map_err(|e| fail(&fd_what("the target"), &e))?;
             let (kind, identity) = fd_kind_and_identity(&target, &fd_path);
             let (queued, pipe_size) = if kind == FdKind::Pipe {
-                sys::peek_pipe(pid, fd).unwrap_or_default()
+                sys::peek_pipe(pid, fd).map_err(|e| fail(&fd_what("the queue"), &e))?
             } else {
                 (Vec::new(), 0)
             };
             let tty = if kind == FdKind::CharDevice && target.starts_with("/dev/pts/") {
-                sys::peek_tty(pid, fd)
-                    .ok()
-                    .map(|(termios, size)| TtyRecord {
-                        termios,
-                        cols: size.cols,
-                        rows: size.rows,
-                        typed: Vec::new(),
-                        output: Vec::new(),
-                        packet: false,
-                        locked: false,
-                    })
+                let (termios, size) = sys::peek_tty(pid, fd)
+                    .map_err(|e| fail(&fd_what("the terminal settings"), &e))?;
+                Some(TtyRecord {
+                    termios,
+                    cols: size.cols,
+                    rows: size.rows,
+                    typed: Vec::new(),
+                    output: Vec::new(),
+                    packet: false,
+                    locked: false,
+                })
             } else if kind == FdKind::PtyMaster {
                 // Through a copy of the very descriptor: opening the path would make a new
                 // pty.
@@ -360,9 +385,9 @@ fn process_record(
         .unwrap_or(0);
     Ok(ProcessRecord {
         cmdline,
-        exe: link(format!("/proc/{pid}/exe")),
-        cwd: link(format!("/proc/{pid}/cwd")),
-        root: link(format!("/proc/{pid}/root")),
+        exe: link(format!("/proc/{pid}/exe")).map_err(|e| fail("its executable", &e))?,
+        cwd: link(format!("/proc/{pid}/cwd")).map_err(|e| fail("its working directory", &e))?,
+        root: link(format!("/proc/{pid}/root")).map_err(|e| fail("its root", &e))?,
         stop_signal,
         shared_pending_signals: procfs::status_hex(&status, "ShdPnd:"),
         ignored_signals: procfs::status_hex(&status, "SigIgn:"),
@@ -382,6 +407,7 @@ fn process_record(
         caps: [cap_inh, cap_prm, cap_eff, cap_bnd, cap_amb],
         no_new_privs: procfs::status_words::<1>(&status, "NoNewPrivs:", false)[0] != 0,
         xcomp_perm: inside.xcomp_perm,
+        pdeath_signal: inside.pdeath_signal,
         // Field 7; the foreground group (field 8) is a host id, translated by the caller.
         ctty: stat.get(4).copied().unwrap_or(0) as u32,
         fg_pgid: stat.get(5).copied().unwrap_or(0) as i64 as i32,
@@ -430,7 +456,15 @@ fn check_no_seccomp(host_pid: i32, p: &ProcessRecord) -> io::Result<()> {
 /// What a descriptor of a kind crterm cannot carry is, for the refusal.
 fn other_kind(target: &str) -> String {
     const NAMESPACES: [&str; 9] = [
-        "cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts", "pid_for_children",
+        "cgroup",
+        "ipc",
+        "mnt",
+        "net",
+        "pid",
+        "time",
+        "user",
+        "uts",
+        "pid_for_children",
     ];
     match target.split_once(":[") {
         Some((ns, _)) if NAMESPACES.contains(&ns) => {
@@ -786,18 +820,26 @@ pub fn take_pty_queues(
         .collect();
     // Output through the masters the session holds.
     for (&pi, &host) in live.iter().zip(hosts) {
-        for f in &mut record.processes[pi].fds {
+        let p = &mut record.processes[pi];
+        let who = format!("process {} ({})", p.pid, p.comm);
+        for f in &mut p.fds {
             let Some(n) = f.pty_index() else { continue };
             let Some(tty) = f.tty.as_mut() else { continue };
             if taken.ptys.iter().any(|p| p.0 == n) {
                 continue;
             }
-            let Ok(master) = sys::trace::copy_fd_of(host, f.fd) else {
-                continue;
-            };
-            let output = read_pty_output(master.as_fd(), tty.packet);
+            let master = sys::trace::copy_fd_of(host, f.fd).map_err(|e| {
+                io::Error::other(format!("{who}: cannot reach the master of pty {n}: {e}"))
+            })?;
+            let (output, failed) = read_pty_output(master.as_fd(), tty.packet);
             tty.output = output.clone();
+            // What was read goes back whatever happens next.
             taken.ptys.push((n, master, Vec::new(), output));
+            if let Some(e) = failed {
+                return Err(io::Error::other(format!(
+                    "{who}: the output waiting in pty {n}: {e}"
+                )));
+            }
         }
     }
     // Typed input at the slaves of those ptys, once per pty.
@@ -821,7 +863,8 @@ pub fn take_pty_queues(
             if !seen.insert(n) {
                 continue;
             }
-            let typed = sys::take_typed_input(host, f.fd).unwrap_or_default();
+            let typed = sys::take_typed_input(host, f.fd)
+                .map_err(|e| io::Error::other(format!("the keys typed at pty {n}: {e}")))?;
             tty.typed = typed.clone();
             p.2 = typed;
         }
@@ -831,13 +874,21 @@ pub fn take_pty_queues(
 }
 
 /// What a pty's programs wrote and its master's holder has not read yet (consumed: put it
-/// back with `TakenQueues::put_back`). In packet mode each read starts with a status byte.
-fn read_pty_output(master: std::os::fd::BorrowedFd, packet: bool) -> Vec<u8> {
+/// back with `TakenQueues::put_back`), and why it could not all be read. In packet mode
+/// each read starts with a status byte.
+fn read_pty_output(master: std::os::fd::BorrowedFd, packet: bool) -> (Vec<u8>, Option<io::Error>) {
     let mut out = Vec::new();
     let mut buf = vec![0u8; 64 << 10];
-    while out.len() < 16 << 20 && sys::readable(master) {
+    while sys::readable(master) {
+        if out.len() >= 16 << 20 {
+            return (out, Some(io::Error::other("more than 16 MiB")));
+        }
         match sys::read(master, &mut buf) {
-            Ok(0) | Err(_) => break,
+            Ok(0) => break,
+            // No process holds the slave: nothing more will come.
+            Err(e) if e.raw_os_error() == Some(libc::EIO) => break,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => return (out, Some(e)),
             Ok(n) if packet => {
                 if buf[0] == 0 {
                     out.extend_from_slice(&buf[1..n]);
@@ -846,7 +897,7 @@ fn read_pty_output(master: std::os::fd::BorrowedFd, packet: bool) -> Vec<u8> {
             Ok(n) => out.extend_from_slice(&buf[..n]),
         }
     }
-    out
+    (out, None)
 }
 
 /// The connections the frozen session holds to the outside, one line each: TCP
@@ -867,7 +918,7 @@ pub fn outside_connections(frozen: &Frozen) -> io::Result<Vec<String>> {
             let Some(fd) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
                 continue;
             };
-            let target = link(format!("/proc/{pid}/fd/{fd}"));
+            let target = link(format!("/proc/{pid}/fd/{fd}")).unwrap_or_default();
             if let Some(ino) = target
                 .strip_prefix("socket:[")
                 .and_then(|t| t.strip_suffix(']'))

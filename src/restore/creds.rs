@@ -215,15 +215,7 @@ impl Restorer<'_> {
         }
         // Its working directory, entered by itself with its own rights.
         if !rec.cwd.is_empty() {
-            let at = self.put_path(pid, &rec.cwd)?;
-            if let Err(e) = self.proc(pid).inj.call("chdir", 80, &[at]) {
-                self.warnings.push(format!(
-                    "process {pid} ({}): cannot enter its working directory {} ({}); it is in / now",
-                    rec.comm,
-                    rec.cwd,
-                    std::io::Error::from_raw_os_error(e.errno)
-                ));
-            }
+            self.enter_cwd(pid)?;
         }
         // Its resource limits, set by itself: raising a hard limit takes the privilege it
         // has now, no more.
@@ -243,6 +235,16 @@ impl Restorer<'_> {
                 ));
             }
         }
+        // The signal it gets when its parent ends: after the ids, whose change clears it.
+        if rec.pdeath_signal != 0 {
+            const PR_SET_PDEATHSIG: u64 = 1;
+            self.call(
+                pid,
+                "prctl(PR_SET_PDEATHSIG)",
+                nr::PRCTL,
+                &[PR_SET_PDEATHSIG, rec.pdeath_signal as u64],
+            )?;
+        }
         // Dumpable or not, as it was (the last call that writes into it is done).
         self.call(
             pid,
@@ -250,6 +252,50 @@ impl Restorer<'_> {
             nr::PRCTL,
             &[PR_SET_DUMPABLE, u64::from(rec.dumpable)],
         )?;
+        Ok(())
+    }
+}
+
+impl Restorer<'_> {
+    /// Process `pid` enters its recorded working directory. One that was deleted (the
+    /// kernel says `PATH (deleted)`) is made again at its path, entered, and removed, so the
+    /// process is again in a deleted directory of that name (when something else is at the
+    /// path now, it cannot be: refused). One it cannot enter leaves it in `/`, said.
+    fn enter_cwd(&mut self, pid: i32) -> Result<()> {
+        const CHDIR: i64 = 80;
+        let rec = self.proc(pid).rec;
+        if let Some(path) = rec.cwd.strip_suffix(" (deleted)") {
+            let made = {
+                let _as = self.act_as(rec)?;
+                std::fs::create_dir(path)
+            };
+            if let Err(e) = made {
+                bail!(
+                    "process {pid} ({}) was in directory {path}, deleted since; it cannot be made again there ({e})",
+                    rec.comm
+                );
+            }
+            let at = self.put_path(pid, path)?;
+            let entered = self.proc(pid).inj.call("chdir", CHDIR, &[at]);
+            let _ = std::fs::remove_dir(path);
+            return entered.map(|_| ()).map_err(|e| {
+                anyhow!(
+                    "process {pid} ({}): entering its deleted directory: {e}",
+                    rec.comm
+                )
+            });
+        }
+        let at = self.put_path(pid, &rec.cwd)?;
+        if let Err(e) = self.proc(pid).inj.call("chdir", CHDIR, &[at]) {
+            let root = self.put_path(pid, "/")?;
+            self.call(pid, "chdir", CHDIR, &[root])?;
+            self.warnings.push(format!(
+                "process {pid} ({}): cannot enter its working directory {} ({}); it is in / now",
+                rec.comm,
+                rec.cwd,
+                std::io::Error::from_raw_os_error(e.errno)
+            ));
+        }
         Ok(())
     }
 }

@@ -1074,12 +1074,20 @@ pub fn peek_pipe(pid: i32, fd: i32) -> io::Result<(Vec<u8>, u32)> {
     let path = cstring(&format!("/proc/{pid}/fd/{fd}"))?;
     let theirs = open(&path, libc::O_RDONLY | libc::O_NONBLOCK)?;
     let (r, w) = pipe()?;
+    let mut queued: libc::c_int = 0;
+    check(unsafe { libc::ioctl(theirs.as_raw_fd(), libc::FIONREAD, &mut queued) })?;
     // Room for a full pipe.
-    let size = unsafe { libc::fcntl(theirs.as_raw_fd(), libc::F_GETPIPE_SZ) };
+    let size = check(unsafe { libc::fcntl(theirs.as_raw_fd(), libc::F_GETPIPE_SZ) })?;
     let capacity = size.max(0) as u32;
-    if size > 0 {
-        unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, size) };
+    if queued == 0 {
+        return Ok((Vec::new(), capacity));
     }
+    check(unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, size) }).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("a pipe of {size} bytes to copy its {queued} queued bytes into: {e}"),
+        )
+    })?;
     let n = unsafe {
         libc::tee(
             theirs.as_raw_fd(),
@@ -1097,6 +1105,11 @@ pub fn peek_pipe(pid: i32, fd: i32) -> io::Result<(Vec<u8>, u32)> {
         return Err(e);
     }
     drop(w);
+    if n as usize != queued as usize {
+        return Err(io::Error::other(format!(
+            "{queued} bytes queued, {n} copied"
+        )));
+    }
     let mut out = Vec::with_capacity(n as usize);
     let mut buf = [0u8; 65536];
     loop {

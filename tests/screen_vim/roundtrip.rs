@@ -957,3 +957,12 @@ fn a_namespace_file_held_open_is_refused_at_checkpoint_naming_it() {
         "process 2 (python3) holds fd 3, a namespace file (uts, opened from /proc/PID/ns)",
     );
 }
+
+/// A process in a deleted directory comes back in a deleted directory of that name, and
+/// keeps its parent-death signal.
+#[test]
+fn a_deleted_working_directory_and_a_parent_death_signal_come_back() {
+    let env = Env::unprivileged();
+    let dir = env.dir.path().display().to_string();
+    carried_state(&env, "cwdsig", &dir, "cw", "CWDSIG OK");
+}

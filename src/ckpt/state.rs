@@ -1072,5 +1072,8 @@ pub fn read_session(
     read_sockets(&mut record, &hosts)?;
     find_watched_paths(&mut record)?;
     number_descriptions(&mut record, &hosts)?;
+    // What a resume of this version could not bring back is refused now, not at resume.
+    crate::restore::check_supported(&record)
+        .map_err(|e| io::Error::new(io::ErrorKind::Unsupported, format!("{e:#}")))?;
     Ok(SessionState { record, hosts })
 }

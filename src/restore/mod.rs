@@ -132,7 +132,8 @@ pub fn restore(record: &SessionRecord, image: &Image, opts: &Options) -> Result<
     })
 }
 
-/// Refuse early what this version cannot bring back, naming it.
+/// Refuse what this version cannot bring back, naming it: at checkpoint (so no image of it
+/// is made), by `crterm check`, and again before a resume makes anything.
 pub fn check_supported(record: &SessionRecord) -> Result<()> {
     if let Some(last) = files::pty_numbers(record).last()
         && *last > 255
@@ -157,13 +158,13 @@ pub fn check_supported(record: &SessionRecord) -> Result<()> {
         }
         if p.zombie.is_none() && p.threads.first().map(|t| t.tid) != Some(p.pid) {
             bail!(
-                "process {} ({}): its main thread has ended while others run; not supported",
+                "process {} ({}): its main thread has ended while others run, which this version cannot carry",
                 p.pid,
                 p.comm
             );
         }
     }
-    Ok(())
+    tree::check_layout(record)
 }
 
 /// Refuse a CPU that lacks what the session could have acted on (`machine::cpu_verdict`:

@@ -16,6 +16,57 @@ struct Helper {
     inj: Injector,
 }
 
+/// Sessions and groups the tree can be made in again, checked on the record alone (at
+/// checkpoint, by `crterm check`, before a resume): a process is made by its parent (or,
+/// when that is gone, by a helper of its session or the init), so it is in its parent's
+/// session unless it leads its own; a group whose leader is gone needs a helper, which
+/// can only be made in a session whose leader is gone too.
+pub(super) fn check_layout(record: &crate::ckpt::record::SessionRecord) -> Result<()> {
+    let find = |pid: i32| record.processes.iter().find(|p| p.pid == pid);
+    let live = |id: i32| find(id).is_some_and(|l| l.zombie.is_none());
+    for p in &record.processes {
+        if p.sid != p.pid
+            && let Some(parent) = find(p.ppid)
+            && parent.sid != p.sid
+        {
+            bail!(
+                "process {} ({}) is in session {}, whose leader is not its ancestor (its parent's is {}), which this version cannot carry",
+                p.pid,
+                p.comm,
+                p.sid,
+                parent.sid
+            );
+        }
+        // A zombie is made last, when the helpers are gone: its group must be one a live
+        // process of the image is in (or its parent's, or its own).
+        if p.zombie.is_some() {
+            let group_lives = record
+                .processes
+                .iter()
+                .any(|q| q.zombie.is_none() && q.pgid == p.pgid);
+            if p.pgid != p.pid && !group_lives {
+                bail!(
+                    "process {} ({}) is a zombie in group {}, in which nothing lives any more, which this version cannot carry",
+                    p.pid,
+                    p.comm,
+                    p.pgid
+                );
+            }
+            continue;
+        }
+        if p.pgid != p.sid && p.pgid > 1 && find(p.pgid).is_none() && p.sid > 1 && live(p.sid) {
+            bail!(
+                "process {} ({}) is in group {}, whose leader is gone, of session {}, whose leader lives, which this version cannot carry",
+                p.pid,
+                p.comm,
+                p.pgid,
+                p.sid
+            );
+        }
+    }
+    Ok(())
+}
+
 /// End the helpers: group helpers first, reaped by their session helper, then the session
 /// helpers, reaped by the init (whose children the members become).
 fn end_helpers(helpers: Vec<Helper>) -> Result<()> {

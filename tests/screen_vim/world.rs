@@ -1224,3 +1224,40 @@ fn a_process_under_a_seccomp_filter_is_refused_at_checkpoint_naming_it() {
         "process 2 (python3) runs under a seccomp filter, which this version cannot carry",
     );
 }
+
+/// A process in a group whose leader is gone, in a session whose leader lives (a job's
+/// subshell that left its background sleep behind): refused at checkpoint, named, with no
+/// image written; the session goes on.
+#[test]
+fn a_group_whose_leader_is_gone_in_a_living_session_is_refused_at_checkpoint() {
+    let env = Env::unprivileged();
+    bash_pane(&env, "a", "orph");
+    enter(&env, "a", "(sleep 1000 &); echo started");
+    env.tmux.wait_text("a", "\nstarted", T);
+    let init = children(env.daemon_pid("orph"))[0];
+    wait_for("the subshell to be gone", T, || {
+        process_tree(init)
+            .into_iter()
+            .find(|&p| {
+                comm_of(p) == "sleep"
+                    && stat_of(p).is_some_and(|(_, _, pgrp, _, _)| {
+                        !std::path::Path::new(&format!("/proc/{pgrp}")).exists()
+                    })
+            })
+            .map(|_| ())
+    });
+    let image = image_path(&env, "orph");
+    let out = env.crterm(&["checkpoint", "orph", "-o", image.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("(sleep) is in group")
+            && err.contains("whose leader is gone, of session")
+            && err.contains("whose leader lives, which this version cannot carry")
+            && err.contains("goes on"),
+        "{err}"
+    );
+    assert!(!image.exists());
+    enter(&env, "a", "echo still $((6 * 7))");
+    env.tmux.wait_text("a", "still 42", T);
+}

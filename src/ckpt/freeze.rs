@@ -14,6 +14,7 @@
 use crate::sys::{self, TraceStop};
 use std::collections::BTreeMap;
 use std::fmt;
+use std::io;
 use std::time::{Duration, Instant};
 
 #[derive(Debug)]
@@ -64,6 +65,9 @@ impl std::error::Error for FreezeError {}
 struct Held {
     pid: i32,
     pending_signal: i32,
+    /// That signal's siginfo, read when it was caught (later stops replace the one the
+    /// kernel keeps); None: unreadable.
+    pending_info: Option<sys::trace::SigInfo>,
     /// Stopped by job control (Ctrl-Z) before we seized it: the signal that stopped it
     /// (0: running).
     stop_signal: i32,
@@ -121,6 +125,17 @@ impl Frozen {
             .values()
             .find(|h| h.pid == pid && h.stop_signal != 0)
             .map_or(0, |h| h.stop_signal)
+    }
+
+    /// The siginfo of the signal thread `tid` was caught on its way to (taken from its
+    /// queue, handed on at the thaw): None if none, an error if it could not be read.
+    pub fn held_signal(&self, tid: i32) -> io::Result<Option<sys::trace::SigInfo>> {
+        match self.threads.get(&tid) {
+            Some(h) if h.pending_signal != 0 => h.pending_info.map(Some).ok_or_else(|| {
+                io::Error::other(format!("the siginfo of signal {}", h.pending_signal))
+            }),
+            _ => Ok(None),
+        }
     }
 
     /// Let every thread go on (once; dropping does it too).
@@ -224,7 +239,7 @@ pub fn freeze(root: i32) -> Result<Frozen, FreezeError> {
                 }
                 let job_stopped = st == 'T';
                 match sys::ptrace_seize(tid) {
-                    Ok(()) => {}
+                    Ok(()) => super::hooks::slow_at("seize"),
                     // Gone in the meantime: the next scan will not see it.
                     Err(e) if e.raw_os_error() == Some(libc::ESRCH) => continue,
                     Err(e) => {
@@ -268,6 +283,7 @@ pub fn freeze(root: i32) -> Result<Frozen, FreezeError> {
                             Held {
                                 pid,
                                 pending_signal: 0,
+                                pending_info: None,
                                 stop_signal,
                             },
                         );
@@ -280,6 +296,7 @@ pub fn freeze(root: i32) -> Result<Frozen, FreezeError> {
                             Held {
                                 pid,
                                 pending_signal: sig,
+                                pending_info: sys::trace::ptrace_get_siginfo(tid).ok(),
                                 stop_signal: if job_stopped { libc::SIGSTOP } else { 0 },
                             },
                         );

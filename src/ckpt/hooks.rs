@@ -2,7 +2,9 @@
 //! the dump process die by SIGKILL, to show that the session comes back exactly as it was
 //! from each of them (tests/screen_vim/faults.rs). Off unless the environment names a
 //! file, `CRTERM_TEST_HOOKS`, which the test writes between checkpoints of one session:
-//! `fail STEP` (a step of `DAEMON_STEPS`) or `die STEP` (of `DUMPER_STEPS`).
+//! `fail STEP` (a step of `DAEMON_STEPS`) or `die STEP` (of `DUMPER_STEPS`); or
+//! `slow seize`, which widens the moment between seizing a thread and stopping it, where
+//! a thread can be caught on its way to a signal.
 
 use std::io;
 
@@ -39,5 +41,13 @@ pub fn die_at(step: &str) {
     if asked("die", step) {
         // SAFETY: sending a signal to ourselves touches no memory.
         unsafe { libc::raise(libc::SIGKILL) };
+    }
+}
+
+/// Wait a little at `step` when the test asks (`slow STEP`): a moment the freeze passes
+/// through quickly, made long enough to catch what happens in it every time.
+pub fn slow_at(step: &str) {
+    if asked("slow", step) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }

@@ -226,6 +226,16 @@ pub fn auxv_words(bytes: &[u8]) -> Vec<u64> {
         .collect()
 }
 
+/// Whether a path in /proc names a process's own files (`/proc/PID/...`, as a link to
+/// one reads: `self` and `thread-self` are resolved to the pid).
+pub fn names_a_process(path: &str) -> bool {
+    path.strip_prefix("/proc/").is_some_and(|rest| {
+        let first = rest.split('/').next().unwrap_or("");
+        matches!(first, "self" | "thread-self")
+            || (!first.is_empty() && first.bytes().all(|b| b.is_ascii_digit()))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -364,5 +374,16 @@ Max realtime timeout      unlimited            unlimited            us        \n
         }
         b.push(7); // a stray byte is not a word
         assert_eq!(auxv_words(&b), vec![33, 0x7ffd_0000_1000, 0, 0]);
+    }
+
+    #[test]
+    fn a_process_s_files_in_proc_are_told_from_the_system_s() {
+        assert!(names_a_process("/proc/3/status"));
+        assert!(names_a_process("/proc/412"));
+        assert!(names_a_process("/proc/self/fd"));
+        assert!(!names_a_process("/proc/meminfo"));
+        assert!(!names_a_process("/proc/sys/kernel/pid_max"));
+        assert!(!names_a_process("/proc/"));
+        assert!(!names_a_process("/home/u/proc/3"));
     }
 }

@@ -45,8 +45,9 @@ pub struct ProcessRecord {
     /// Exited and not yet reaped by its parent: the exit status it waits to hand over
     /// (as waitpid reports it). A zombie has no threads, memory or files.
     pub zombie: Option<i32>,
-    /// Signals pending for the whole process, ignored, and caught.
-    pub shared_pending_signals: u64,
+    /// Signals queued for the whole process, in order, each with its siginfo (sender,
+    /// value, code: 128 bytes, the number first); ignored and caught signals.
+    pub shared_pending: Vec<Vec<u8>>,
     pub ignored_signals: u64,
     pub caught_signals: u64,
     /// The kernel's sigaction per signal 1..=64: (handler, flags, restorer, mask).
@@ -117,8 +118,9 @@ pub struct ThreadRecord {
     /// rseq registration: (area, length, signature, flags).
     pub rseq: Option<(u64, u32, u32, u32)>,
     pub blocked_signals: u64,
-    /// Signals pending for this thread alone.
-    pub pending_signals: u64,
+    /// Signals queued for this thread alone, in order, each with its siginfo (with the one
+    /// the freeze caught it on its way to, first).
+    pub pending: Vec<Vec<u8>>,
     /// The address the kernel clears (and wakes) when the thread ends.
     pub clear_child_tid: u64,
     /// The alternate signal stack: (sp, flags, size).
@@ -482,6 +484,22 @@ pub mod limits {
     pub const TEXT: usize = 1 << 20;
 }
 
+/// The signal a queued siginfo is for (its first four bytes).
+pub fn signal_of(info: &[u8]) -> i32 {
+    info.get(..4)
+        .map_or(0, |b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+/// A queue of siginfos: each 128 bytes, for a signal 1..=64 other than SIGKILL (a process
+/// with SIGKILL queued is dying, not carried), at most 65536.
+fn signal_queue_ok(q: &[Vec<u8>]) -> bool {
+    q.len() <= 1 << 16
+        && q.iter().all(|i| {
+            let sig = signal_of(i);
+            i.len() == 128 && (1..=64).contains(&sig) && sig != libc::SIGKILL
+        })
+}
+
 impl SessionRecord {
     /// Check a record read from an image before anything uses it: every id, number,
     /// address and length within what the kernel allows, every cross-reference to
@@ -564,6 +582,9 @@ impl SessionRecord {
                 if !(2..=PID_MAX).contains(&t.tid) || !ours || !tids.insert(t.tid) {
                     return bad(format!("thread {} of {who}", t.tid));
                 }
+                if !signal_queue_ok(&t.pending) {
+                    return bad(format!("the signals queued for thread {} of {who}", t.tid));
+                }
                 if t.regs.len() != 27
                     || t.xstate.len() > XSAVE
                     || t.comm.len() > 64
@@ -571,6 +592,9 @@ impl SessionRecord {
                 {
                     return bad(format!("the registers of thread {} of {who}", t.tid));
                 }
+            }
+            if !signal_queue_ok(&p.shared_pending) {
+                return bad(format!("the signals queued for {who}"));
             }
             if !(p.sigactions.is_empty() || p.sigactions.len() == 64)
                 || p.itimers.len() > 3

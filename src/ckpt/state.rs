@@ -99,6 +99,12 @@ fn fd_kind_and_identity(link: &str, path: &str) -> (FdKind, Option<FileIdentity>
     let Ok(m) = std::fs::metadata(path) else {
         return (FdKind::Other, None);
     };
+    // A process's own files in /proc (its status, maps, fd directory) name it by a pid in
+    // one pid namespace's /proc: opened again by that path after a resume, they would be
+    // another process's or nobody's. (The system's, /proc/meminfo and the like, reopen.)
+    if sys::is_procfs(path) && procfs::names_a_process(link) {
+        return (FdKind::Other, None);
+    }
     let ft = m.file_type();
     let kind = if ft.is_file() {
         FdKind::File
@@ -159,7 +165,7 @@ fn base_record(pid: i32, status: &str) -> ProcessRecord {
         cwd: String::new(),
         stop_signal: 0,
         zombie: None,
-        shared_pending_signals: 0,
+        shared_pending: Vec::new(),
         ignored_signals: 0,
         caught_signals: 0,
         sigactions: Vec::new(),
@@ -210,6 +216,7 @@ fn process_record(
     pid: i32,
     tids: &[i32],
     stop_signal: i32,
+    held: &dyn Fn(i32) -> io::Result<Option<sys::trace::SigInfo>>,
     made_dumpable: &mut MadeDumpable,
 ) -> io::Result<ProcessRecord> {
     let status = read(format!("/proc/{pid}/status"))?;
@@ -253,7 +260,20 @@ fn process_record(
                 Err(e) => return Err(fail(&thread("rseq registration"), &e)),
             },
             blocked_signals: procfs::status_hex(&tstatus, "SigBlk:"),
-            pending_signals: procfs::status_hex(&tstatus, "SigPnd:"),
+            pending: {
+                // The signal the freeze caught it on its way to comes first: it was
+                // taken from a queue already.
+                let mut q = Vec::new();
+                if let Some(info) = held(tid).map_err(|e| fail(&thread("signal on its way"), &e))? {
+                    q.push(info.to_vec());
+                }
+                for i in sys::trace::ptrace_peek_siginfo(tid, false)
+                    .map_err(|e| fail(&thread("queued signals"), &e))?
+                {
+                    q.push(i.to_vec());
+                }
+                q
+            },
             clear_child_tid: 0,
             altstack: [0, libc::SS_DISABLE as u64, 0],
             robust_list: sys::trace::get_robust_list(tid)
@@ -389,7 +409,11 @@ fn process_record(
         cwd: link(format!("/proc/{pid}/cwd")).map_err(|e| fail("its working directory", &e))?,
         root: link(format!("/proc/{pid}/root")).map_err(|e| fail("its root", &e))?,
         stop_signal,
-        shared_pending_signals: procfs::status_hex(&status, "ShdPnd:"),
+        shared_pending: sys::trace::ptrace_peek_siginfo(tids[0], true)
+            .map_err(|e| fail("its queued signals", &e))?
+            .into_iter()
+            .map(|i| i.to_vec())
+            .collect(),
         ignored_signals: procfs::status_hex(&status, "SigIgn:"),
         caught_signals: procfs::status_hex(&status, "SigCgt:"),
         sigactions: inside.sigactions,
@@ -466,6 +490,9 @@ fn other_kind(target: &str) -> String {
         "uts",
         "pid_for_children",
     ];
+    if procfs::names_a_process(target) {
+        return "a process's file in /proc".to_string();
+    }
     match target.split_once(":[") {
         Some((ns, _)) if NAMESPACES.contains(&ns) => {
             format!("a namespace file ({ns}, opened from /proc/PID/ns)")
@@ -536,6 +563,32 @@ fn check_carriable(p: &ProcessRecord) -> io::Result<()> {
                 ),
             ));
         }
+    }
+    if procfs::names_a_process(&p.cwd) {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!(
+                "process {} ({}) works in a process's directory in /proc ({}), which this version cannot carry",
+                p.pid, p.comm, p.cwd
+            ),
+        ));
+    }
+    // SIGKILL cannot be blocked or held back: a process with it queued is on its way out.
+    let queued = p
+        .shared_pending
+        .iter()
+        .chain(p.threads.iter().flat_map(|t| &t.pending));
+    if queued
+        .into_iter()
+        .any(|i| super::record::signal_of(i) == libc::SIGKILL)
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!(
+                "process {} ({}) is being killed (SIGKILL is queued for it)",
+                p.pid, p.comm
+            ),
+        ));
     }
     // SysV shared memory belongs to the host's IPC namespace, by a key other programs may
     // share: carried as plain memory, it would lose its id and its sharers.
@@ -1052,7 +1105,8 @@ pub fn read_session(
     }
     let mut hosts = Vec::new();
     for (pid, tids) in &tasks {
-        let mut p = process_record(*pid, tids, frozen.stop_signal(*pid), made_dumpable)?;
+        let held = |tid| frozen.held_signal(tid);
+        let mut p = process_record(*pid, tids, frozen.stop_signal(*pid), &held, made_dumpable)?;
         check_carriable(&p)?;
         check_no_seccomp(*pid, &p)?;
         p.fg_pgid = if p.fg_pgid > 0 {

@@ -24,7 +24,7 @@ mod memory;
 pub use memory::mapped_file_here;
 mod tree;
 
-use crate::ckpt::record::{ProcessRecord, SessionRecord};
+use crate::ckpt::record::{ProcessRecord, SessionRecord, signal_of};
 use crate::image::Image;
 use crate::inject::{Injector, nr};
 use crate::sys::{self, trace as t};
@@ -497,6 +497,7 @@ impl<'a> Restorer<'a> {
             let x = self.xfer_fd as u64;
             self.call(pid, "close", nr::CLOSE, &[x])?;
             self.set_identity(pid)?;
+            self.queue_signals(pid)?;
             let p = self.proc(pid);
             for (th, &tid) in rec.threads.iter().zip(&p.tids).skip(1) {
                 set_final(tid, th, &xsave)?;
@@ -515,23 +516,26 @@ impl<'a> Restorer<'a> {
                 }
             }
         }
-        // Pending signals, then let everything go.
+        // Stopped jobs stopped again, then let everything go.
         for (&pid, p) in &self.procs {
-            for sig in 1..=64 {
-                let bit = 1u64 << (sig - 1);
-                if p.rec.shared_pending_signals & bit != 0 {
-                    let _ = sys::kill(pid, sig);
-                }
-                for (th, &tid) in p.rec.threads.iter().zip(&p.tids) {
-                    if th.pending_signals & bit != 0 {
-                        let _ = sys::tgkill(pid, tid, sig);
-                    }
-                }
-            }
             // Stopped again by the signal that stopped it (its action is the default:
             // it has been stopped since): its parent's waitpid sees that signal.
             if p.rec.stopped() {
                 let _ = sys::kill(pid, p.rec.stop_signal);
+            }
+            // A SIGSTOP queued and not yet taken (nothing can catch it, nothing sees its
+            // siginfo): sent again, to the process or the thread it was queued for.
+            if p.rec
+                .shared_pending
+                .iter()
+                .any(|i| signal_of(i) == libc::SIGSTOP)
+            {
+                let _ = sys::kill(pid, libc::SIGSTOP);
+            }
+            for (th, &tid) in p.rec.threads.iter().zip(&p.tids) {
+                if th.pending.iter().any(|i| signal_of(i) == libc::SIGSTOP) {
+                    let _ = sys::tgkill(pid, tid, libc::SIGSTOP);
+                }
             }
         }
         for p in self.procs.values() {
@@ -540,6 +544,47 @@ impl<'a> Restorer<'a> {
             }
         }
         self.procs.clear();
+        Ok(())
+    }
+}
+
+impl Restorer<'_> {
+    /// The signals queued for process `pid` and each of its threads, in their order, each
+    /// with its siginfo (sender, value, code) as it was: sent by the thread to itself
+    /// (rt_tgsigqueueinfo; rt_sigqueueinfo by the main thread for the process's queue),
+    /// which the kernel allows with any siginfo. Every signal is blocked meanwhile, so
+    /// none is delivered before the threads get their own masks back.
+    fn queue_signals(&self, pid: i32) -> Result<()> {
+        const RT_SIGQUEUEINFO: i64 = 129;
+        const RT_TGSIGQUEUEINFO: i64 = 297;
+        let p = self.proc(pid);
+        for (th, &tid) in p.rec.threads.iter().zip(&p.tids) {
+            t::ptrace_set_sigmask(tid, !0)
+                .with_context(|| format!("thread {tid}: blocking its signals"))?;
+            let inj = Injector::new(tid, self.tramp, TRACE_CHILDREN)?;
+            let queue = |info: &[u8], call: i64, args: &dyn Fn(u64, u64) -> Vec<u64>| {
+                let signo = signal_of(info);
+                if signo == libc::SIGSTOP {
+                    // Cannot be blocked: sent when everything is let go.
+                    return Ok(());
+                }
+                let signo = signo as u64;
+                let at = self.put(pid, 0, info)?;
+                inj.call("sigqueueinfo", call, &args(signo, at))
+                    .map(|_| ())
+                    .map_err(|e| anyhow!("thread {tid} of process {pid}: {e}"))
+            };
+            if tid == pid {
+                for info in &p.rec.shared_pending {
+                    queue(info, RT_SIGQUEUEINFO, &|s, at| vec![pid as u64, s, at])?;
+                }
+            }
+            for info in &th.pending {
+                queue(info, RT_TGSIGQUEUEINFO, &|s, at| {
+                    vec![pid as u64, tid as u64, s, at]
+                })?;
+            }
+        }
         Ok(())
     }
 }

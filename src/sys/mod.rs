@@ -584,6 +584,17 @@ pub fn reset_signals() {
     }
 }
 
+/// Whether `path` is on a proc file system (statfs).
+pub fn is_procfs(path: &str) -> bool {
+    const PROC_SUPER_MAGIC: i64 = 0x9fa0;
+    let Ok(c) = CString::new(path) else {
+        return false;
+    };
+    // SAFETY: a NUL-terminated path and a statfs buffer the kernel fills.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    unsafe { libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == PROC_SUPER_MAGIC }
+}
+
 pub fn kill(pid: i32, sig: libc::c_int) -> io::Result<()> {
     check(unsafe { libc::kill(pid, sig) })?;
     Ok(())

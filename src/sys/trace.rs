@@ -57,6 +57,61 @@ pub fn ptrace_syscall(tid: i32, sig: i32) -> io::Result<()> {
     Ok(())
 }
 
+/// A `siginfo_t` as the kernel keeps it (128 bytes; the signal's number first).
+pub type SigInfo = [u8; 128];
+
+/// The signals queued for a stopped traced thread, in order, each with its siginfo
+/// (PTRACE_PEEKSIGINFO, without taking them): its own queue, or with `shared` its
+/// process's.
+pub fn ptrace_peek_siginfo(tid: i32, shared: bool) -> io::Result<Vec<SigInfo>> {
+    const PTRACE_PEEKSIGINFO: libc::c_uint = 0x4209;
+    const PTRACE_PEEKSIGINFO_SHARED: u32 = 1;
+    #[repr(C)]
+    struct Args {
+        off: u64,
+        flags: u32,
+        nr: i32,
+    }
+    let mut out: Vec<SigInfo> = Vec::new();
+    let mut buf = vec![[0u8; 128]; 32];
+    loop {
+        let args = Args {
+            off: out.len() as u64,
+            flags: if shared { PTRACE_PEEKSIGINFO_SHARED } else { 0 },
+            nr: buf.len() as i32,
+        };
+        let got = check(unsafe {
+            libc::ptrace(
+                PTRACE_PEEKSIGINFO,
+                tid,
+                &args as *const Args as usize,
+                buf.as_mut_ptr() as usize,
+            ) as libc::c_int
+        })? as usize;
+        out.extend_from_slice(&buf[..got.min(buf.len())]);
+        if got < buf.len() {
+            return Ok(out);
+        }
+        if out.len() > 1 << 16 {
+            return Err(io::Error::other("more than 65536 signals queued"));
+        }
+    }
+}
+
+/// The siginfo of the signal a traced thread is stopped delivering (PTRACE_GETSIGINFO).
+pub fn ptrace_get_siginfo(tid: i32) -> io::Result<SigInfo> {
+    let mut info = [0u8; 128];
+    check(unsafe {
+        libc::ptrace(
+            libc::PTRACE_GETSIGINFO,
+            tid,
+            0usize,
+            info.as_mut_ptr() as usize,
+        ) as libc::c_int
+    })?;
+    Ok(info)
+}
+
 /// The blocked-signal mask of a stopped traced thread.
 pub fn ptrace_get_sigmask(tid: i32) -> io::Result<u64> {
     let mut mask = 0u64;

@@ -966,3 +966,84 @@ fn a_deleted_working_directory_and_a_parent_death_signal_come_back() {
     let dir = env.dir.path().display().to_string();
     carried_state(&env, "cwdsig", &dir, "cw", "CWDSIG OK");
 }
+
+/// Blocked signals queued for the process and for each thread come back every copy, in
+/// order, with their siginfo (code, sender, value; the kernel's SIGCHLD with its status),
+/// not one bare signal per number.
+#[test]
+fn queued_signals_come_back_every_copy_in_order_with_their_siginfo() {
+    carried_state(&Env::unprivileged(), "signals", "", "sq", "SIGNALS OK");
+}
+
+/// A stream of queued signals in flight while the checkpoint freezes the session: each
+/// comes back once, in order, including one the freeze caught on its way to its handler
+/// (taken from the queue already). Rounds with the freeze slowed between seizing a thread
+/// and stopping it (`slow seize`), where the stream's receiver is caught on its way to a
+/// signal every time, and rounds at full speed.
+#[test]
+fn a_stream_of_queued_signals_in_flight_loses_none_and_repeats_none() {
+    let (env, hooks) = slow_seize();
+    for i in 0..4 {
+        if i == 2 {
+            std::fs::write(&hooks, "").unwrap();
+        }
+        carried_state(&env, "sigstream", "", &format!("st{i}"), "SIGSTREAM OK");
+    }
+}
+
+/// An environment whose checkpoints wait a moment between seizing each thread and
+/// stopping it (the `slow seize` test hook; emptying the file it returns turns that off).
+fn slow_seize() -> (Env, PathBuf) {
+    let mut env = Env::unprivileged();
+    let hooks = env.dir.path().join("hooks");
+    std::fs::write(&hooks, "slow seize").unwrap();
+    let _ = std::process::Command::new("chmod")
+        .arg("644")
+        .arg(&hooks)
+        .output();
+    env.tmux
+        .env
+        .push(("CRTERM_TEST_HOOKS".into(), hooks.display().to_string()));
+    (env, hooks)
+}
+
+/// A process's own file in /proc held open (opened as /proc/self/status) is refused at
+/// checkpoint, named: opened again by its path after a resume it would be another
+/// process's. A file of the system's in /proc (/proc/meminfo) is not a reason to refuse.
+#[test]
+fn a_process_s_own_file_in_proc_held_open_is_refused_at_checkpoint() {
+    let env = Env::unprivileged();
+    python_pane(&env, "a", "pf");
+    enter(
+        &env,
+        "a",
+        "import os; m = os.open('/proc/meminfo', os.O_RDONLY); s = os.open('/proc/self/status', os.O_RDONLY); print('fds', m, s)",
+    );
+    env.tmux.wait_text("a", "fds 3 4", T);
+    assert_refused(
+        &env,
+        "pf",
+        "a",
+        "process 2 (python3) holds fd 4, a process's file in /proc (/proc/2/status), which this version cannot carry",
+    );
+}
+
+/// A process working in its own directory in /proc is refused at checkpoint, named: a
+/// resume would put it in another process's directory.
+#[test]
+fn a_working_directory_in_a_process_s_proc_directory_is_refused_at_checkpoint() {
+    let env = Env::unprivileged();
+    python_pane(&env, "a", "pc");
+    enter(
+        &env,
+        "a",
+        "import os; os.chdir('/proc/self'); print('in', 6 * 7)",
+    );
+    env.tmux.wait_text("a", "in 42", T);
+    assert_refused(
+        &env,
+        "pc",
+        "a",
+        "process 2 (python3) works in a process's directory in /proc (/proc/2)",
+    );
+}

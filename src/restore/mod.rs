@@ -156,6 +156,16 @@ pub fn check_supported(record: &SessionRecord) -> Result<()> {
                 );
             }
         }
+        // A root of its own (chroot) would have to be entered again by a process that may
+        // lack the privilege, inside a directory this version does not carry.
+        if p.zombie.is_none() && p.root != "/" {
+            bail!(
+                "process {} ({}) has a root of its own (chroot to {}), which this version cannot carry",
+                p.pid,
+                p.comm,
+                p.root
+            );
+        }
         if p.zombie.is_none() && p.threads.first().map(|t| t.tid) != Some(p.pid) {
             bail!(
                 "process {} ({}): its main thread has ended while others run, which this version cannot carry",

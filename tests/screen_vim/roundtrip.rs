@@ -1047,3 +1047,32 @@ fn a_working_directory_in_a_process_s_proc_directory_is_refused_at_checkpoint() 
         "process 2 (python3) works in a process's directory in /proc (/proc/2)",
     );
 }
+
+/// A process chrooted into a directory (root in the session, where it may) is refused at
+/// checkpoint, named, rather than resumed with the session's root.
+#[test]
+#[ignore = "needs root (chroot); run by tests/run-all.sh as root"]
+fn a_chrooted_process_is_refused_at_checkpoint() {
+    let env = Env::root();
+    let jail = env.dir.path().join("jail");
+    std::fs::create_dir(&jail).unwrap();
+    python_pane(&env, "a", "cr");
+    enter(
+        &env,
+        "a",
+        &format!(
+            "import os; os.chroot('{}'); print('in', 6 * 7)",
+            jail.display()
+        ),
+    );
+    env.tmux.wait_text("a", "in 42", T);
+    assert_refused(
+        &env,
+        "cr",
+        "a",
+        &format!(
+            "process 2 (python3) has a root of its own (chroot to {})",
+            jail.display()
+        ),
+    );
+}

@@ -14,6 +14,9 @@ use std::io;
 pub mod nr {
     pub const MMAP: i64 = 9;
     pub const MPROTECT: i64 = 10;
+    pub const MADVISE: i64 = 28;
+    pub const MLOCK2: i64 = 325;
+    pub const MSEAL: i64 = 462;
     pub const MUNMAP: i64 = 11;
     pub const BRK: i64 = 12;
     pub const RT_SIGACTION: i64 = 13;

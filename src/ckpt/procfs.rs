@@ -104,7 +104,36 @@ pub fn parse_map(line: &str) -> Option<MapRecord> {
             u32::from_str_radix(minor, 16).ok()?,
         ),
         inode,
+        vm: 0,
     })
+}
+
+/// Every mapping of `smaps`: its `maps` line, with the `vm::*` bits of its `VmFlags` line
+/// (which every mapping has: without it, or with a line that is neither, None).
+pub fn parse_smaps(text: &str) -> Option<Vec<MapRecord>> {
+    let mut maps: Vec<MapRecord> = Vec::new();
+    let mut flagged = 0;
+    for line in text.lines() {
+        if let Some(names) = line.strip_prefix("VmFlags:") {
+            if flagged == maps.len() {
+                return None;
+            }
+            let m = maps.last_mut()?;
+            m.vm = names
+                .split_whitespace()
+                .map(super::record::vm::bit)
+                .fold(0, |a, b| a | b);
+            flagged = maps.len();
+        } else if line.split_whitespace().next()?.ends_with(':') {
+            continue;
+        } else {
+            if flagged != maps.len() {
+                return None;
+            }
+            maps.push(parse_map(line)?);
+        }
+    }
+    (flagged == maps.len()).then_some(maps)
 }
 
 /// A field of `fdinfo` (`pos:`, `flags:` ...), its value trimmed; empty when missing.
@@ -385,5 +414,37 @@ Max realtime timeout      unlimited            unlimited            us        \n
         assert!(!names_a_process("/proc/sys/kernel/pid_max"));
         assert!(!names_a_process("/proc/"));
         assert!(!names_a_process("/home/u/proc/3"));
+    }
+
+    #[test]
+    fn smaps_gives_each_mapping_its_flags() {
+        use crate::ckpt::record::vm;
+        let text = "\
+7f917cf83000-7f917cf84000 rw-p 00000000 00:00 0 
+Size:                  4 kB
+KernelPageSize:        4 kB
+THPeligible:           0
+VmFlags: rd wr mr mw me nr wf 
+7f917cf87000-7f917cf8b000 rw-s 00001000 fe:00 316534                     /home/u/a file
+Size:                 16 kB
+VmFlags: rd wr sh mr mw me dp lo sl ht 
+";
+        let maps = parse_smaps(text).unwrap();
+        assert_eq!(maps.len(), 2);
+        assert_eq!(
+            maps[0].vm,
+            vm::MAY_WRITE | vm::NO_RESERVE | vm::WIPE_ON_FORK
+        );
+        assert_eq!(maps[1].path, "/home/u/a file");
+        assert_eq!(
+            maps[1].vm,
+            vm::MAY_WRITE | vm::DROPPABLE | vm::LOCKED | vm::SEALED | vm::HUGETLB
+        );
+        // A mapping without its VmFlags line, or a line of neither kind, is not read.
+        assert!(
+            parse_smaps("7f917cf83000-7f917cf84000 rw-p 00000000 00:00 0 \nSize: 4 kB\n").is_none()
+        );
+        assert!(parse_smaps("VmFlags: rd\n").is_none());
+        assert!(parse_smaps("garbage here\n").is_none());
     }
 }

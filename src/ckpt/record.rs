@@ -139,6 +139,85 @@ pub struct MapRecord {
     /// The mapped file's device (major, minor) and inode; 0 for anonymous memory.
     pub dev: (u32, u32),
     pub inode: u64,
+    /// What `VmFlags` in /proc/PID/smaps says of it beyond its protection: `vm::*` bits.
+    pub vm: u32,
+}
+
+/// A mapping's flags from the two-letter names `VmFlags` in /proc/PID/smaps gives them,
+/// as `MapRecord::vm` bits: those a resume sets again (`CARRIED`), and those a checkpoint
+/// refuses (`REFUSED`). The other names are the protection, or set by the kernel alike on
+/// both sides (`ac`, `gd`, `me` ...).
+pub mod vm {
+    /// The file was opened writable: a shared mapping of it may be made writable later.
+    pub const MAY_WRITE: u32 = 1 << 0;
+    /// mlock.
+    pub const LOCKED: u32 = 1 << 1;
+    /// mlock2(MLOCK_ONFAULT).
+    pub const LOCK_ON_FAULT: u32 = 1 << 2;
+    pub const SEQUENTIAL: u32 = 1 << 3;
+    pub const RANDOM: u32 = 1 << 4;
+    pub const DONT_FORK: u32 = 1 << 5;
+    /// MAP_NORESERVE (or no commit charge).
+    pub const NO_RESERVE: u32 = 1 << 6;
+    pub const DONT_DUMP: u32 = 1 << 7;
+    /// Merged with equal pages (KSM).
+    pub const MERGEABLE: u32 = 1 << 8;
+    pub const HUGEPAGE: u32 = 1 << 9;
+    pub const NO_HUGEPAGE: u32 = 1 << 10;
+    pub const WIPE_ON_FORK: u32 = 1 << 11;
+    /// MAP_DROPPABLE: its pages may be dropped under memory pressure.
+    pub const DROPPABLE: u32 = 1 << 12;
+    /// mseal: it cannot be unmapped, moved or reprotected.
+    pub const SEALED: u32 = 1 << 13;
+    /// Huge pages of hugetlbfs (MAP_HUGETLB).
+    pub const HUGETLB: u32 = 1 << 16;
+    /// A shadow stack (x86 user shadow stacks).
+    pub const SHADOW_STACK: u32 = 1 << 17;
+    /// Registered with userfaultfd.
+    pub const USERFAULT: u32 = 1 << 18;
+    /// Device memory (a driver's pages: VM_PFNMAP, VM_IO).
+    pub const DEVICE: u32 = 1 << 19;
+
+    pub const CARRIED: u32 = (1 << 14) - 1;
+    pub const REFUSED: u32 = HUGETLB | SHADOW_STACK | USERFAULT | DEVICE;
+
+    /// The bit of a two-letter name; 0 for names that are not carried or refused.
+    pub fn bit(name: &str) -> u32 {
+        match name {
+            "mw" => MAY_WRITE,
+            "lo" => LOCKED,
+            "lf" => LOCK_ON_FAULT,
+            "sr" => SEQUENTIAL,
+            "rr" => RANDOM,
+            "dc" => DONT_FORK,
+            "nr" => NO_RESERVE,
+            "dd" => DONT_DUMP,
+            "mg" => MERGEABLE,
+            "hg" => HUGEPAGE,
+            "nh" => NO_HUGEPAGE,
+            "wf" => WIPE_ON_FORK,
+            "dp" => DROPPABLE,
+            "sl" => SEALED,
+            "ht" => HUGETLB,
+            "ss" => SHADOW_STACK,
+            "um" | "uw" | "ui" => USERFAULT,
+            "pf" | "io" => DEVICE,
+            _ => 0,
+        }
+    }
+
+    /// What a refused bit is, for the message.
+    pub fn refused_name(bits: u32) -> &'static str {
+        if bits & HUGETLB != 0 {
+            "hugetlb memory (MAP_HUGETLB)"
+        } else if bits & SHADOW_STACK != 0 {
+            "a shadow stack"
+        } else if bits & USERFAULT != 0 {
+            "memory registered with userfaultfd"
+        } else {
+            "device memory (a driver's pages)"
+        }
+    }
 }
 
 /// The content of a file the session maps, carried in the image once however many
@@ -636,6 +715,8 @@ impl SessionRecord {
                         .zip(["r-", "w-", "x-", "ps"])
                         .all(|(c, ok)| ok.contains(c))
                     || map.path.len() > TEXT
+                    || map.vm & !(vm::CARRIED | vm::REFUSED) != 0
+                    || (map.vm & vm::DROPPABLE != 0 && map.kind() != MapKind::Anon)
                 {
                     return bad(format!("mapping {:#x}-{:#x} of {who}", map.start, map.end));
                 }

@@ -280,11 +280,11 @@ fn process_record(
                 .map_err(|e| fail(&thread("robust futex list"), &e))?,
         });
     }
-    let maps: Vec<MapRecord> = read(format!("/proc/{pid}/maps"))
-        .map_err(|e| fail("its mappings", &e))?
-        .lines()
-        .map(|l| procfs::parse_map(l).ok_or_else(|| fail("a line of its mappings", &l)))
-        .collect::<io::Result<_>>()?;
+    // smaps: the maps lines, and each mapping's flags (madvise, mlock, mseal, the open
+    // mode of a shared file).
+    let smaps = read(format!("/proc/{pid}/smaps")).map_err(|e| fail("its mappings", &e))?;
+    let maps: Vec<MapRecord> = procfs::parse_smaps(&smaps)
+        .ok_or_else(|| fail("its mappings", &"an smaps text that does not parse"))?;
     // What only the process can tell, by injected calls (after the registers are read).
     let inside = super::inside::read_inside(pid, tids, &exec_maps(&maps), made_dumpable)
         .map_err(|e| io::Error::other(format!("reading process {pid}'s signal handlers: {e}")))?;

@@ -5,7 +5,7 @@
 //! arguments, environment, auxv, exe) are put back with PR_SET_MM_MAP.
 
 use super::{PAGE, Restorer, TASK_SIZE, TRAMPOLINE_PAGES};
-use crate::ckpt::record::{CarriedFile, MapKind, MapRecord, SessionRecord};
+use crate::ckpt::record::{CarriedFile, MapKind, MapRecord, SessionRecord, vm};
 use crate::image::SectionKind;
 use crate::inject::nr;
 use crate::sys::{self, trace as t};
@@ -127,6 +127,71 @@ impl Restorer<'_> {
         self.write_pages()?;
         for &pid in &pids {
             self.protect(pid)?;
+            self.advise(pid)?;
+        }
+        Ok(())
+    }
+
+    /// Each mapping's advice as it was (madvise: fork, dump, merge, huge page and
+    /// read-ahead behaviour).
+    fn advise(&self, pid: i32) -> Result<()> {
+        const ADVICE: [(u32, i32, &str); 8] = [
+            (vm::SEQUENTIAL, libc::MADV_SEQUENTIAL, "MADV_SEQUENTIAL"),
+            (vm::RANDOM, libc::MADV_RANDOM, "MADV_RANDOM"),
+            (vm::DONT_FORK, libc::MADV_DONTFORK, "MADV_DONTFORK"),
+            (vm::DONT_DUMP, libc::MADV_DONTDUMP, "MADV_DONTDUMP"),
+            (vm::MERGEABLE, libc::MADV_MERGEABLE, "MADV_MERGEABLE"),
+            (vm::HUGEPAGE, libc::MADV_HUGEPAGE, "MADV_HUGEPAGE"),
+            (vm::NO_HUGEPAGE, libc::MADV_NOHUGEPAGE, "MADV_NOHUGEPAGE"),
+            (vm::WIPE_ON_FORK, libc::MADV_WIPEONFORK, "MADV_WIPEONFORK"),
+        ];
+        for m in &self.proc(pid).rec.maps {
+            if m.kind() == MapKind::Kernel {
+                continue;
+            }
+            for (bit, advice, name) in ADVICE {
+                // A droppable mapping has these by its kind.
+                if m.vm & bit == 0
+                    || (m.vm & vm::DROPPABLE != 0 && bit & (vm::DONT_DUMP | vm::WIPE_ON_FORK) != 0)
+                {
+                    continue;
+                }
+                self.call(
+                    pid,
+                    name,
+                    nr::MADVISE,
+                    &[m.start, m.end - m.start, advice as u64],
+                )
+                .with_context(|| format!("mapping {:#x}-{:#x} {}", m.start, m.end, m.path))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Memory locked as it was (mlock, or mlock2 on fault), then sealed mappings sealed
+    /// (mseal): last, by the process itself with its own limits and privileges (locking
+    /// counts against its RLIMIT_MEMLOCK), when nothing more changes its mappings.
+    pub(super) fn lock_and_seal(&self, pid: i32) -> Result<()> {
+        const MLOCK_ONFAULT: u64 = 1;
+        for m in &self.proc(pid).rec.maps {
+            if m.kind() == MapKind::Kernel {
+                continue;
+            }
+            let len = m.end - m.start;
+            let at = || format!("mapping {:#x}-{:#x} {}", m.start, m.end, m.path);
+            if m.vm & vm::LOCKED != 0 {
+                let flags = if m.vm & vm::LOCK_ON_FAULT != 0 {
+                    MLOCK_ONFAULT
+                } else {
+                    0
+                };
+                self.call(pid, "mlock2", nr::MLOCK2, &[m.start, len, flags])
+                    .with_context(at)?;
+            }
+            if m.vm & vm::SEALED != 0 {
+                self.call(pid, "mseal", nr::MSEAL, &[m.start, len, 0])
+                    .with_context(at)?;
+            }
         }
         Ok(())
     }
@@ -264,7 +329,15 @@ impl Restorer<'_> {
             let fixed = libc::MAP_FIXED as u64;
             let (flags, fd, offset) = match kind {
                 MapKind::Anon => {
-                    let mut f = (libc::MAP_ANONYMOUS | libc::MAP_PRIVATE) as u64 | fixed;
+                    // MAP_DROPPABLE is a kind of private mapping of its own (it implies
+                    // no reserve, wipe-on-fork and dont-dump).
+                    const MAP_DROPPABLE: libc::c_int = 0x08;
+                    let private = if m.vm & vm::DROPPABLE != 0 {
+                        MAP_DROPPABLE
+                    } else {
+                        libc::MAP_PRIVATE
+                    };
+                    let mut f = (libc::MAP_ANONYMOUS | private) as u64 | fixed;
                     if m.path == "[stack]" {
                         f |= libc::MAP_GROWSDOWN as u64;
                     }
@@ -295,7 +368,9 @@ impl Restorer<'_> {
                 }
                 MapKind::PrivateFile | MapKind::SharedFile => {
                     let shared = kind == MapKind::SharedFile;
-                    let writable = shared && m.perms.as_bytes().get(1) == Some(&b'w');
+                    // Opened as the process had opened it: writable when the mapping may
+                    // be made writable (an mprotect later), not only when it is.
+                    let writable = shared && m.vm & vm::MAY_WRITE != 0;
                     if shared {
                         // Its pages are the file's: map with the final protection.
                         prot = prot_of(&m.perms);
@@ -319,6 +394,11 @@ impl Restorer<'_> {
                     (f, fd as u64, m.offset)
                 }
                 MapKind::Kernel => unreachable!(),
+            };
+            let flags = if m.vm & vm::NO_RESERVE != 0 {
+                flags | libc::MAP_NORESERVE as u64
+            } else {
+                flags
             };
             let got = self
                 .call(
@@ -386,7 +466,7 @@ impl Restorer<'_> {
                     .with_context(|| format!("cannot open mapped file {}", m.path))?
             }
             _ => {
-                if writable {
+                if m.perms.as_bytes().get(1) == Some(&b'w') {
                     bail!(
                         "{} is shared writable memory of the session and has changed or gone since the checkpoint",
                         m.path

@@ -156,6 +156,24 @@ pub fn check_supported(record: &SessionRecord) -> Result<()> {
                 );
             }
         }
+        if let Some(m) = p.maps.iter().find(|m| {
+            m.vm & crate::ckpt::record::vm::REFUSED != 0
+                && m.kind() != crate::ckpt::record::MapKind::Kernel
+        }) {
+            bail!(
+                "process {} ({}) maps {} at {:#x}-{:#x}{}, which this version cannot carry",
+                p.pid,
+                p.comm,
+                crate::ckpt::record::vm::refused_name(m.vm),
+                m.start,
+                m.end,
+                if m.path.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", m.path)
+                }
+            );
+        }
         // A root of its own (chroot) would have to be entered again by a process that may
         // lack the privilege, inside a directory this version does not carry.
         if p.zombie.is_none() && p.root != "/" {
@@ -507,6 +525,7 @@ impl<'a> Restorer<'a> {
             let x = self.xfer_fd as u64;
             self.call(pid, "close", nr::CLOSE, &[x])?;
             self.set_identity(pid)?;
+            self.lock_and_seal(pid)?;
             self.queue_signals(pid)?;
             let p = self.proc(pid);
             for (th, &tid) in rec.threads.iter().zip(&p.tids).skip(1) {

@@ -301,6 +301,7 @@ fn records_that_do_not_match_their_chunks_or_themselves_are_refused() {
                 std::mem::swap(&mut m.start, &mut m.end);
             }),
         ),
+        ("mapping", Box::new(|r| r.processes[0].maps[0].vm = 1 << 30)),
         (
             "descriptor",
             Box::new(|r| {
@@ -331,6 +332,53 @@ fn records_that_do_not_match_their_chunks_or_themselves_are_refused() {
                 "case {i}: {err}"
             );
         }
+    }
+}
+
+/// Memory a resume cannot make again (hugetlb pages, a shadow stack, userfaultfd ranges,
+/// a driver's pages) is refused by `check` (and so at checkpoint and resume), naming the
+/// process and the mapping.
+#[test]
+fn memory_of_a_kind_not_carried_is_refused_by_name() {
+    use crterm::ckpt::record::{MapKind, vm};
+    let env = Env::unprivileged();
+    let dir = TempDir::new("crterm-hostile");
+    let p = golden();
+    for (i, (bit, want)) in [
+        (vm::HUGETLB, "hugetlb memory (MAP_HUGETLB)"),
+        (vm::SHADOW_STACK, "a shadow stack"),
+        (vm::USERFAULT, "memory registered with userfaultfd"),
+        (vm::DEVICE, "device memory"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut record = p.record.clone();
+        let proc0 = &mut record.processes[0];
+        let (pid, comm) = (proc0.pid, proc0.comm.clone());
+        let m = proc0
+            .maps
+            .iter_mut()
+            .find(|m| m.kind() == MapKind::Anon)
+            .unwrap();
+        m.vm |= bit;
+        let at = format!("{:#x}-{:#x}", m.start, m.end);
+        let image = write(
+            &dir,
+            &format!("m{i}.img"),
+            &with_meta(&p, &postcard(&p.term), &postcard(&record)),
+        );
+        let out = env
+            .crterm_direct(&["check", image.to_str().unwrap()])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let report = String::from_utf8_lossy(&out.stdout);
+        assert!(!out.status.success(), "{report}");
+        assert!(
+            report.contains(&format!("process {pid} ({comm}) maps {want}")) && report.contains(&at),
+            "{report}"
+        );
     }
 }
 

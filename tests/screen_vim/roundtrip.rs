@@ -1076,3 +1076,25 @@ fn a_chrooted_process_is_refused_at_checkpoint() {
         ),
     );
 }
+
+/// Mappings come back with their flags: madvise advice (fork, dump, merge, huge page,
+/// read-ahead), MAP_NORESERVE, MAP_DROPPABLE, mlock and mlock2 on fault, mseal; and a
+/// shared file mapping that is read-only now comes back from an open of the mode the
+/// program had opened the file with (one may still be made writable, one may not).
+#[test]
+fn mappings_keep_their_advice_locks_seals_and_open_mode() {
+    let env = Env::unprivileged();
+    let dir = env.dir.path().join("vm");
+    std::fs::create_dir(&dir).unwrap();
+    let _ = std::process::Command::new("chmod")
+        .arg("777")
+        .arg(&dir)
+        .output();
+    carried_state(
+        &env,
+        "vmflags",
+        &dir.display().to_string(),
+        "vf",
+        "VMFLAGS OK (15 mappings)",
+    );
+}

@@ -94,6 +94,7 @@ impl PageStream {
         len: u64,
         skip_zeros: bool,
         mem: Option<&std::fs::File>,
+        to_eof: bool,
         runs: &mut Vec<PageRun>,
     ) -> io::Result<()> {
         let page = PAGE as usize;
@@ -110,8 +111,17 @@ impl PageStream {
             let base = self.len;
             let into = &mut self.buf[base..base + n];
             let got = match mem {
-                Some(f) => sys::pread(f.as_fd(), into, addr + at)?,
-                None => sys::read_process_memory(pid, addr + at, into)?,
+                Some(f) => sys::pread(f.as_fd(), into, addr + at),
+                None => sys::read_process_memory(pid, addr + at, into),
+            };
+            // A mapping of a file ends where the file does: the pages past its end are no
+            // file's (the process would get SIGBUS there).
+            let got = match got {
+                Ok(0) if to_eof => return Ok(()),
+                Err(e) if to_eof && matches!(e.raw_os_error(), Some(libc::EFAULT | libc::EIO)) => {
+                    return Ok(());
+                }
+                got => got?,
             };
             if got == 0 {
                 return Err(io::Error::other(format!(
@@ -454,7 +464,10 @@ pub fn write_image<W: Write + Send>(
                 };
                 // Shared memory is read whole: a page of it may be present in the shared
                 // object without being mapped in this process (pagemap would not show it).
-                let runs = if kind == MapKind::SharedAnon {
+                // So is a mapping of a deleted file (or a memfd): its pages not in memory
+                // are in a file nothing can open after the resume.
+                let of_gone_file = kind == MapKind::Anon && map.inode != 0;
+                let runs = if kind == MapKind::SharedAnon || of_gone_file {
                     vec![(map.start, map.end - map.start)]
                 } else {
                     present_runs(&pagemap, map, kind == MapKind::PrivateFile)
@@ -468,6 +481,7 @@ pub fn write_image<W: Write + Send>(
                         len,
                         kind == MapKind::Anon,
                         through_mem,
+                        kind == MapKind::SharedAnon || of_gone_file,
                         &mut record.page_runs,
                     )?;
                 }

@@ -1098,3 +1098,19 @@ fn mappings_keep_their_advice_locks_seals_and_open_mode() {
         "VMFLAGS OK (15 mappings)",
     );
 }
+
+/// Mappings of a file deleted since, with no descriptor left (private, shared, and one
+/// longer than the file), come back with every page of the file, also pages the process
+/// never brought into memory.
+#[test]
+fn mappings_of_a_deleted_file_keep_every_page_of_it() {
+    let env = Env::unprivileged();
+    let dir = env.dir.path().join("dm");
+    std::fs::create_dir(&dir).unwrap();
+    let _ = std::process::Command::new("chmod")
+        .arg("777")
+        .arg(&dir)
+        .output();
+    let args = dir.display().to_string();
+    carried_state(&env, "deletedmap", &args, "dm", "DELETEDMAP OK");
+}

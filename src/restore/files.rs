@@ -151,6 +151,9 @@ pub(super) struct Descriptions {
     by_desc: HashMap<u32, Rc<OwnedFd>>,
     /// Anonymous pipes by inode: (read end, write end).
     pipes: HashMap<String, (Rc<OwnedFd>, Rc<OwnedFd>)>,
+    /// The pipe ends (inode, access mode) already given to a description: another
+    /// description of that end (opened again through /proc/PID/fd) is a new open.
+    pipe_ends: std::collections::HashSet<(String, i32)>,
     /// Connected unix sockets, made as pairs beforehand, by the inode each had.
     sockets: HashMap<u64, OwnedFd>,
     /// Named pipes by path, held open both ways while the session's ends are made.
@@ -193,6 +196,7 @@ impl Descriptions {
         Descriptions {
             by_desc: HashMap::new(),
             pipes: HashMap::new(),
+            pipe_ends: Default::default(),
             sockets: HashMap::new(),
             fifos: HashMap::new(),
             files: Default::default(),
@@ -532,11 +536,20 @@ impl Restorer<'_> {
                         p
                     }
                 };
-                // Each end is one description; its status flags are set on it.
                 let end = if access == libc::O_WRONLY { w } else { r };
-                t::set_status_flags(end.as_fd(), f.flags as i32 & STATUS_FLAGS)?;
-                descs.by_desc.insert(f.desc, end.clone());
-                return Ok(Some(end));
+                if access != libc::O_RDWR && descs.pipe_ends.insert((f.target.clone(), access)) {
+                    // The first description of each end is the end pipe() made; its status
+                    // flags are set on it.
+                    t::set_status_flags(end.as_fd(), f.flags as i32 & STATUS_FLAGS)?;
+                    descs.by_desc.insert(f.desc, end.clone());
+                    return Ok(Some(end));
+                }
+                // Another description of the pipe (the process opened /proc/PID/fd/N, maybe
+                // read-write): opened again the same way, with flags of its own (without
+                // blocking: the init holds both ends meanwhile).
+                let again = sys::cstring(&format!("/proc/self/fd/{}", end.as_raw_fd()))?;
+                let flags = access | libc::O_NONBLOCK | libc::O_CLOEXEC;
+                sys::open(&again, flags).context("opening the pipe again as it was")?
             }
             FdKind::Pipe => {
                 let fifo = match descs.fifos.get(&f.target) {

@@ -1114,3 +1114,10 @@ fn mappings_of_a_deleted_file_keep_every_page_of_it() {
     let args = dir.display().to_string();
     carried_state(&env, "deletedmap", &args, "dm", "DELETEDMAP OK");
 }
+
+/// A pipe end opened again through /proc/self/fd (read-only non-blocking, read-write) is
+/// a description of its own after the resume, with its own flags, of the same pipe.
+#[test]
+fn a_pipe_reopened_through_proc_keeps_each_description() {
+    carried_state(&Env::unprivileged(), "pipedesc", "", "pd", "PIPEDESC OK");
+}

@@ -30,7 +30,18 @@ pub enum FreezeError {
     },
     /// The session kept creating tasks faster than they could be frozen.
     Unsettled,
+    /// A thread did not stop: it is in a wait nothing but its end interrupts (a vfork
+    /// parent, a hung file system), in the kernel function `wchan`.
+    Stuck {
+        pid: i32,
+        comm: String,
+        wchan: String,
+    },
 }
+
+/// How long a seized thread may take to stop (a runnable one stops within milliseconds,
+/// also on a loaded machine).
+const STOP_WITHIN: Duration = Duration::from_secs(3);
 
 impl fmt::Display for FreezeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -53,6 +64,16 @@ impl fmt::Display for FreezeError {
             FreezeError::Unsettled => write!(
                 f,
                 "the session kept starting new processes while it was being stopped"
+            ),
+            FreezeError::Stuck { pid, comm, wchan } => write!(
+                f,
+                "process {pid} ({comm}) did not stop within {} s: it is in an uninterruptible wait (in {wchan}{}), which a checkpoint cannot interrupt; try again when it is over",
+                STOP_WITHIN.as_secs(),
+                if wchan == "kernel_clone" {
+                    ": a vfork parent waits there until its child runs another program or exits"
+                } else {
+                    ""
+                }
             ),
         }
     }
@@ -266,7 +287,26 @@ pub fn freeze(root: i32) -> Result<Frozen, FreezeError> {
                     let _ = sys::ptrace_detach(tid, 0);
                     continue;
                 }
-                match sys::wait_traced(tid) {
+                let stop = match sys::wait_traced_within(tid, STOP_WITHIN) {
+                    Ok(None) => {
+                        // Still seized: released when this checkpoint's thread, its tracer,
+                        // ends (the kernel then drops the stop it has not reached).
+                        let wchan = std::fs::read_to_string(format!("/proc/{tid}/wchan"))
+                            .unwrap_or_default();
+                        return Err(FreezeError::Stuck {
+                            pid,
+                            comm: comm(pid),
+                            wchan: if wchan.is_empty() || wchan == "0" {
+                                "the kernel".into()
+                            } else {
+                                wchan
+                            },
+                        });
+                    }
+                    Ok(Some(stop)) => Ok(stop),
+                    Err(e) => Err(e),
+                };
+                match stop {
                     Ok(TraceStop::Event(sig)) => {
                         // A group stop seized reports its signal; our interrupt, SIGTRAP.
                         let stop_signal = match sig {

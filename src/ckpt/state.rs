@@ -608,6 +608,61 @@ fn check_carriable(p: &ProcessRecord) -> io::Result<()> {
     Ok(())
 }
 
+/// Refuse processes (not threads of one) that share their memory, descriptor table,
+/// file-system context or signal handlers (clone with CLONE_VM, CLONE_FILES, CLONE_FS,
+/// CLONE_SIGHAND without CLONE_THREAD; a vfork child before it runs another program): a
+/// resume would make each its own. `procs[i]` is host pid `hosts[i]`. Sorted by kcmp's
+/// order, sharers are neighbours: n log n comparisons, not n².
+fn check_unshared(procs: &[ProcessRecord], hosts: &[i32]) -> io::Result<()> {
+    use sys::trace::{Shared, kcmp_order};
+    for (what, name) in [
+        (
+            Shared::Vm,
+            "their memory (CLONE_VM: a vfork child that has not run another program yet, or a clone)",
+        ),
+        (Shared::Sighand, "their signal handlers (CLONE_SIGHAND)"),
+        (Shared::Files, "one descriptor table (CLONE_FILES)"),
+        (
+            Shared::Fs,
+            "their working directory, root and umask (CLONE_FS)",
+        ),
+    ] {
+        // Each can be compared (an error in the sort would make its order inconsistent).
+        for &h in hosts {
+            kcmp_order(h, h, what).map_err(|e| {
+                io::Error::other(format!("comparing the session's processes (kcmp): {e}"))
+            })?;
+        }
+        let mut order: Vec<usize> = (0..hosts.len()).collect();
+        let mut failed = None;
+        order.sort_by(|&a, &b| {
+            kcmp_order(hosts[a], hosts[b], what).unwrap_or_else(|e| {
+                failed.get_or_insert(e);
+                std::cmp::Ordering::Equal
+            })
+        });
+        if let Some(e) = failed {
+            return Err(io::Error::other(format!(
+                "comparing the session's processes (kcmp): {e}"
+            )));
+        }
+        for w in order.windows(2) {
+            let (a, b) = (&procs[w[0]], &procs[w[1]]);
+            if kcmp_order(hosts[w[0]], hosts[w[1]], what)? == std::cmp::Ordering::Equal {
+                let (a, b) = if a.pid < b.pid { (a, b) } else { (b, a) };
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    format!(
+                        "process {} ({}) and process {} ({}) share {name}, which this version cannot carry",
+                        a.pid, a.comm, b.pid, b.comm
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Number the open file descriptions: descriptors of the session that are one
 /// description (kcmp says so) get the same `desc`. `hosts[i]` is the host pid of
 /// `record.processes[i]` among the non-zombies (zombies come first and hold no files).
@@ -1117,6 +1172,7 @@ pub fn read_session(
         hosts.push(*pid);
         record.processes.push(p);
     }
+    check_unshared(&record.processes[first_live..], &hosts)?;
     if let (Some((pid, tids)), Some(p)) = (tasks.first(), record.processes.get(first_live)) {
         let ns = super::inside::session_namespaces(*pid, tids, &exec_maps(&p.maps))
             .map_err(|e| io::Error::other(format!("asking the session's namespaces: {e}")))?;

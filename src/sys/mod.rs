@@ -852,10 +852,28 @@ pub enum TraceStop {
 }
 
 /// Wait for a traced thread to stop (`__WALL`: threads too).
-pub fn wait_traced(tid: i32) -> io::Result<TraceStop> {
-    let mut status = 0;
-    check_retry(|| unsafe { libc::waitpid(tid, &mut status, libc::__WALL) })?;
-    Ok(if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
+/// `wait_traced`, giving up after `within`: None if the thread has not stopped by then.
+pub fn wait_traced_within(tid: i32, within: std::time::Duration) -> io::Result<Option<TraceStop>> {
+    let deadline = std::time::Instant::now() + within;
+    let mut nap = std::time::Duration::from_micros(50);
+    loop {
+        let mut status = 0;
+        let got = check_retry(|| unsafe {
+            libc::waitpid(tid, &mut status, libc::__WALL | libc::WNOHANG)
+        })?;
+        if got == tid {
+            return Ok(Some(trace_stop(status)));
+        }
+        if std::time::Instant::now() >= deadline {
+            return Ok(None);
+        }
+        std::thread::sleep(nap);
+        nap = (nap * 2).min(std::time::Duration::from_millis(10));
+    }
+}
+
+fn trace_stop(status: i32) -> TraceStop {
+    if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
         TraceStop::Exited
     } else if libc::WIFSTOPPED(status) && (status >> 16) == libc::PTRACE_EVENT_STOP {
         TraceStop::Event(libc::WSTOPSIG(status))
@@ -863,7 +881,13 @@ pub fn wait_traced(tid: i32) -> io::Result<TraceStop> {
         TraceStop::Signal(libc::WSTOPSIG(status))
     } else {
         TraceStop::Event(0)
-    })
+    }
+}
+
+pub fn wait_traced(tid: i32) -> io::Result<TraceStop> {
+    let mut status = 0;
+    check_retry(|| unsafe { libc::waitpid(tid, &mut status, libc::__WALL) })?;
+    Ok(trace_stop(status))
 }
 
 /// The general registers of a stopped traced thread (x86_64 `user_regs_struct`, 27 words).

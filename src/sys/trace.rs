@@ -205,6 +205,37 @@ pub fn same_file_description(pid1: i32, fd1: i32, pid2: i32, fd2: i32) -> io::Re
     Ok(r == 0)
 }
 
+/// What kcmp compares: a process's memory, descriptor table, file-system context
+/// (cwd, root, umask), signal handlers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shared {
+    Vm = 1,
+    Files = 2,
+    Fs = 3,
+    Sighand = 4,
+}
+
+/// How two processes' `what` compare (kcmp: the kernel's objects in an order of its own;
+/// Equal: one object, shared).
+pub fn kcmp_order(pid1: i32, pid2: i32, what: Shared) -> io::Result<std::cmp::Ordering> {
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_kcmp,
+            pid1 as libc::c_long,
+            pid2 as libc::c_long,
+            what as libc::c_long,
+            0 as libc::c_long,
+            0 as libc::c_long,
+        )
+    };
+    match r {
+        0 => Ok(std::cmp::Ordering::Equal),
+        1 => Ok(std::cmp::Ordering::Less),
+        2 => Ok(std::cmp::Ordering::Greater),
+        _ => Err(io::Error::last_os_error()),
+    }
+}
+
 /// A copy of another process's descriptor (pidfd_getfd).
 pub fn copy_fd_of(pid: i32, fd: i32) -> io::Result<OwnedFd> {
     let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };

@@ -1121,3 +1121,91 @@ fn mappings_of_a_deleted_file_keep_every_page_of_it() {
 fn a_pipe_reopened_through_proc_keeps_each_description() {
     carried_state(&Env::unprivileged(), "pipedesc", "", "pd", "PIPEDESC OK");
 }
+
+/// A vfork parent waiting for its child (an uninterruptible wait no tracer can stop) makes
+/// the checkpoint fail within seconds, naming it, instead of hanging; the session goes on:
+/// when the child ends, the parent runs on and is not left stopped.
+#[test]
+fn a_vfork_parent_fails_the_checkpoint_by_name_instead_of_hanging_it() {
+    let env = Env::unprivileged();
+    let bin = build_c(&env, "vforker");
+    env.pane(
+        "a",
+        &format!("{} start --name vk -- {}", env.crterm_cmd(), bin.display()),
+    );
+    env.tmux.wait_text("a", "READY", Duration::from_secs(60));
+    let image = image_path(&env, "vk");
+    let started = std::time::Instant::now();
+    let out = env.crterm(&["checkpoint", "vk", "-o", image.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("(vforker) did not stop within 3 s")
+            && err.contains("a vfork parent waits there")
+            && err.contains("goes on"),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert!(!image.exists(), "no image is written");
+    env.tmux.send_keys("a", &["Enter"]);
+    env.tmux.wait_text("a", "VFORK OVER (child ran)", T);
+}
+
+/// Two processes sharing one descriptor table (clone with CLONE_FILES), or one working
+/// directory, root and umask (CLONE_FS), are refused at checkpoint, named: a resume would
+/// give each its own.
+#[test]
+fn processes_sharing_a_descriptor_table_or_fs_context_are_refused_at_checkpoint() {
+    let env = Env::unprivileged();
+    for (flag, name, shared) in [
+        (0x400, "cf", "one descriptor table (CLONE_FILES)"),
+        (
+            0x200,
+            "cs",
+            "their working directory, root and umask (CLONE_FS)",
+        ),
+    ] {
+        let pane = format!("p{name}");
+        python_pane(&env, &pane, name);
+        enter(
+            &env,
+            &pane,
+            &format!(
+                "import ctypes, time; r = ctypes.CDLL(None).syscall(56, {flag} | 17, 0, 0, 0, 0); time.sleep(100000) if r == 0 else print('cloned', r > 0)"
+            ),
+        );
+        env.tmux.wait_text(&pane, "cloned True", T);
+        assert_refused(
+            &env,
+            name,
+            &pane,
+            &format!("process 2 (python3) and process 3 (python3) share {shared}"),
+        );
+    }
+}
+
+/// Two processes sharing one memory (clone with CLONE_VM, not threads of one process) are
+/// refused at checkpoint, named; the session goes on.
+#[test]
+fn processes_sharing_their_memory_are_refused_at_checkpoint() {
+    let env = Env::unprivileged();
+    let bin = build_c(&env, "sharedvm");
+    env.pane(
+        "a",
+        &format!("{} start --name sv -- {}", env.crterm_cmd(), bin.display()),
+    );
+    env.tmux.wait_text("a", "READY", Duration::from_secs(60));
+    env.wait_foreground("sv", "sharedvm");
+    let image = image_path(&env, "sv");
+    let out = env.crterm(&["checkpoint", "sv", "-o", image.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("process 2 (sharedvm) and process 3 (sharedvm) share their memory (CLONE_VM")
+            && err.contains("goes on"),
+        "{err}"
+    );
+    assert!(!image.exists(), "no image is written");
+    env.tmux.send_keys("a", &["Enter"]);
+    env.tmux.wait_text("a", "SHAREDVM OVER", T);
+}

@@ -207,13 +207,15 @@ fn carry_files<W: Write + Send>(
     use std::io::Read;
     use std::os::unix::fs::MetadataExt;
     let mut by_inode: HashMap<((u32, u32), u64), Option<usize>> = HashMap::new();
-    let mut by_hash: HashMap<String, usize> = HashMap::new();
+    let mut by_hash: HashMap<(String, Vec<(u64, u64)>), usize> = HashMap::new();
     // Mapped files, opened by path; then files deleted while open, already opened.
     let maps: Vec<FileToCarry> = record
         .processes
         .iter()
         .flat_map(|p| p.maps.iter())
-        .filter(|m| m.inode != 0 && m.path.starts_with('/') && m.kind() != MapKind::NscdCache)
+        // (A mapping of a deleted file has its pages in the image; its file, if it is held
+        // open too, is carried as an open file.)
+        .filter(|m| matches!(m.kind(), MapKind::PrivateFile | MapKind::SharedFile))
         .map(|m| FileToCarry {
             path: m.path.clone(),
             dev: m.dev,
@@ -261,6 +263,13 @@ fn carry_files<W: Write + Send>(
                 by_inode.insert(key, None);
                 continue;
             }
+            // A sparse file's holes (it has fewer blocks than its size needs): a copy is one
+            // content with the same holes.
+            let holes = if meta.blocks() * 512 < meta.size() {
+                sys::holes_of(file.as_fd(), meta.size())?
+            } else {
+                Vec::new()
+            };
             // An open file: whole, or not at all.
             let whole = match m.limit {
                 Some(limit) => {
@@ -300,7 +309,7 @@ fn carry_files<W: Write + Send>(
                 inode: m.inode,
                 mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
             };
-            if let Some(&i) = by_hash.get(&sha256) {
+            if let Some(&i) = by_hash.get(&(sha256.clone(), holes.clone())) {
                 record.files[i].copies.push(copy);
                 by_inode.insert(key, Some(i));
                 continue;
@@ -335,12 +344,13 @@ fn carry_files<W: Write + Send>(
                     m.path
                 )));
             }
-            by_hash.insert(sha256.clone(), record.files.len());
+            by_hash.insert((sha256.clone(), holes.clone()), record.files.len());
             by_inode.insert(key, Some(record.files.len()));
             record.files.push(CarriedFile {
                 sha256,
                 size,
                 copies: vec![copy],
+                holes,
             });
         }
         Ok(())
@@ -367,7 +377,7 @@ fn open_files_to_carry(
     record: &SessionRecord,
     hosts: &[i32],
     carry_limit: u64,
-) -> Vec<FileToCarry> {
+) -> io::Result<Vec<FileToCarry>> {
     let live = record.processes.iter().filter(|p| p.zombie.is_none());
     let mut out: Vec<FileToCarry> = Vec::new();
     for (p, &host) in live.zip(hosts) {
@@ -381,8 +391,8 @@ fn open_files_to_carry(
             if out.iter().any(|d| d.dev == dev && d.inode == id.ino) {
                 continue;
             }
-            if let Ok(file) = std::fs::File::open(format!("/proc/{host}/fd/{}", f.fd)) {
-                out.push(FileToCarry {
+            match std::fs::File::open(format!("/proc/{host}/fd/{}", f.fd)) {
+                Ok(file) => out.push(FileToCarry {
                     path: f.target.clone(),
                     dev,
                     inode: id.ino,
@@ -390,11 +400,20 @@ fn open_files_to_carry(
                     // A deleted file (checked against `DELETED_FILE_LIMIT` already) is
                     // streamed; nothing but its holders can change it.
                     limit: (!deleted).then_some(carry_limit),
-                });
+                }),
+                // A file that is still there is opened from its path at resume; a deleted
+                // one exists only in the image, or the checkpoint fails.
+                Err(e) if deleted => {
+                    return Err(io::Error::other(format!(
+                        "process {} ({}) holds fd {}, {}, a file deleted while open that cannot be read: {e}",
+                        p.pid, p.comm, f.fd, f.target
+                    )));
+                }
+                Err(_) => {}
             }
         }
     }
-    out
+    Ok(out)
 }
 
 /// Read until `buf` is full or the file ends; how much was read.
@@ -487,7 +506,7 @@ pub fn write_image<W: Write + Send>(
                 }
             }
         }
-        deleted = open_files_to_carry(&record, &hosts, carry_limit);
+        deleted = open_files_to_carry(&record, &hosts, carry_limit)?;
         frozen_part_done();
         // The last chunk is compressed after the session goes on: a small session (vim)
         // is then not frozen for any compression at all.

@@ -228,6 +228,8 @@ pub struct CarriedFile {
     pub size: u64,
     /// Every (path, device, inode, mtime) of the session that has this content.
     pub copies: Vec<FileCopy>,
+    /// The holes of a sparse file, (offset, length), in order: made again as holes.
+    pub holes: Vec<(u64, u64)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -383,6 +385,8 @@ pub struct FileIdentity {
     pub mtime_ns: i128,
     /// Permission bits, for a file made again where it is missing.
     pub mode: u32,
+    /// Its names (0: deleted, the open descriptors keep it).
+    pub nlink: u64,
     /// SHA-256 of its content (files up to `HASHED_FILE_LIMIT`), read after the thaw: a
     /// file changed with its size and mtime kept is caught too.
     pub sha256: Option<String>,
@@ -794,7 +798,21 @@ impl SessionRecord {
         let mut next = 0usize;
         for (i, f) in self.files.iter().enumerate() {
             let hex = f.sha256.len() == 64 && f.sha256.bytes().all(|b| b.is_ascii_hexdigit());
-            if !hex || f.copies.is_empty() || f.copies.iter().any(|c| c.path.len() > TEXT) {
+            // Holes in order, apart, within the file.
+            let mut hole_end = 0u64;
+            let holes_ok = f.holes.len() <= 1 << 16
+                && f.holes.iter().all(|&(at, len)| {
+                    let ok = len > 0
+                        && at >= hole_end
+                        && at.checked_add(len).is_some_and(|end| end <= f.size);
+                    hole_end = at.saturating_add(len);
+                    ok
+                });
+            if !hex
+                || !holes_ok
+                || f.copies.is_empty()
+                || f.copies.iter().any(|c| c.path.len() > TEXT)
+            {
                 return bad(format!("carried file {i}"));
             }
             let count = f.size.div_ceil(chunk);

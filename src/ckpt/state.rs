@@ -130,6 +130,7 @@ fn fd_kind_and_identity(link: &str, path: &str) -> (FdKind, Option<FileIdentity>
         size: m.size(),
         mtime_ns: m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
         mode: m.mode() & 0o7777,
+        nlink: m.nlink(),
         sha256: None,
     });
     (kind, identity)
@@ -538,6 +539,17 @@ fn check_carriable(p: &ProcessRecord) -> io::Result<()> {
                         .is_some_and(|i| i.size > DELETED_FILE_LIMIT) =>
             {
                 Some("a file deleted while open, larger than 1 GiB".to_string())
+            }
+            // Unlinked from this path, it still has a name elsewhere (a hard link), which
+            // nothing records: made again unnamed, it would no longer be that file.
+            FdKind::File
+                if f.target.ends_with(" (deleted)")
+                    && f.identity.as_ref().is_some_and(|i| i.nlink > 0) =>
+            {
+                Some(
+                    "a file removed from this path that still has another name (a hard link)"
+                        .to_string(),
+                )
             }
             FdKind::Anon
                 if !matches!(

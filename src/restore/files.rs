@@ -673,19 +673,47 @@ impl Restorer<'_> {
         }
         let made = sys::create_new(&sys::cstring(&f.target)?, id.mode)
             .with_context(|| format!("cannot make {} again", f.target))?;
-        sys::write_all(made.as_fd(), &content)?;
+        sys::write_with_holes(made.as_fd(), &content, &self.record.files[index].holes)?;
         sys::set_mtime(made.as_fd(), id.mtime_ns)?;
         Ok(())
     }
 
     /// A file deleted while open: made again, unnamed (O_TMPFILE) in the directory it was
-    /// in, with the content the image carries, and opened as it was.
+    /// in, with the content the image carries (its holes as holes) and its permissions,
+    /// once however many descriptions it has; and opened as each was.
     fn deleted_file(&self, f: &FdRecord) -> Result<OwnedFd> {
         let id = f
             .identity
             .as_ref()
             .ok_or_else(|| anyhow!("a deleted file without its identity"))?;
         let dev = (libc::major(id.dev), libc::minor(id.dev));
+        let made = self.deleted.borrow().get(&(dev, id.ino)).cloned();
+        let file = match made {
+            Some(file) => file,
+            None => {
+                let file = Rc::new(self.make_deleted(f, id, dev)?);
+                self.deleted
+                    .borrow_mut()
+                    .insert((dev, id.ino), file.clone());
+                file
+            }
+        };
+        let mut flags = f.flags as i32 & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL);
+        flags |= libc::O_CLOEXEC | libc::O_NOCTTY;
+        let again = sys::cstring(&format!("/proc/self/fd/{}", file.as_raw_fd()))?;
+        let fd = sys::open(&again, flags).context("opening it as it was")?;
+        if f.pos > 0 {
+            t::lseek(fd.as_fd(), f.pos).context("seeking to the saved offset")?;
+        }
+        Ok(fd)
+    }
+
+    fn make_deleted(
+        &self,
+        f: &FdRecord,
+        id: &crate::ckpt::record::FileIdentity,
+        dev: (u32, u32),
+    ) -> Result<OwnedFd> {
         let (index, carried) = self
             .record
             .files
@@ -704,15 +732,9 @@ impl Restorer<'_> {
             .unwrap_or(std::path::Path::new("/tmp"));
         let file = sys::open_unnamed(dir, 0o600)
             .with_context(|| format!("making it again in {}", dir.display()))?;
-        sys::write_all(file.as_fd(), &content)?;
-        let mut flags = f.flags as i32 & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL);
-        flags |= libc::O_CLOEXEC | libc::O_NOCTTY;
-        let again = sys::cstring(&format!("/proc/self/fd/{}", file.as_raw_fd()))?;
-        let fd = sys::open(&again, flags).context("opening it as it was")?;
-        if f.pos > 0 {
-            t::lseek(fd.as_fd(), f.pos).context("seeking to the saved offset")?;
-        }
-        Ok(fd)
+        sys::write_with_holes(file.as_fd(), &content, &carried.holes)?;
+        sys::fchmod(file.as_fd(), id.mode).context("giving it its permissions")?;
+        Ok(file)
     }
 
     /// eventfd, timerfd, signalfd, epoll: made from what fdinfo said.

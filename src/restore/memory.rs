@@ -425,6 +425,12 @@ impl Restorer<'_> {
         if let Some(fd) = files.shm.get(&key) {
             return Ok(fd.clone());
         }
+        // A file deleted while open and mapped shared: the very file made again for its
+        // descriptors, so that what one writes the other sees.
+        if let Some(fd) = self.deleted.borrow().get(&(m.dev, m.inode)) {
+            files.shm.insert(key, fd.clone());
+            return Ok(fd.clone());
+        }
         let size = self
             .record
             .processes

@@ -88,8 +88,14 @@ struct Restorer<'a> {
     xfer_fd: i32,
     procs: BTreeMap<i32, Proc<'a>>,
     masters: BTreeMap<u32, OwnedFd>,
+    /// Files deleted while open, made again (unnamed), by (device, inode): every
+    /// description of one, and a shared mapping of it, is of the one file made.
+    deleted: std::cell::RefCell<DeletedFiles>,
     warnings: Vec<String>,
 }
+
+/// Files made again by (device (major, minor), inode).
+type DeletedFiles = std::collections::HashMap<((u32, u32), u64), std::rc::Rc<OwnedFd>>;
 
 /// Restore the session in `record` (with its pages and files in `image`).
 pub fn restore(record: &SessionRecord, image: &Image, opts: &Options) -> Result<Restored> {
@@ -116,6 +122,7 @@ pub fn restore(record: &SessionRecord, image: &Image, opts: &Options) -> Result<
         xfer_fd,
         procs: BTreeMap::new(),
         masters,
+        deleted: Default::default(),
         warnings,
     };
     r.check_file_policy()?;

@@ -331,6 +331,89 @@ pub fn create_new(path: &CStr, mode: u32) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
+/// The holes of a file of `size` bytes, (offset, length) in order (SEEK_DATA/SEEK_HOLE;
+/// a file system without them reports none).
+pub fn holes_of(fd: BorrowedFd, size: u64) -> io::Result<Vec<(u64, u64)>> {
+    let mut holes = Vec::new();
+    let mut at = 0u64;
+    while at < size {
+        let data = unsafe { libc::lseek(fd.as_raw_fd(), at as libc::off_t, libc::SEEK_DATA) };
+        let data = if data < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::ENXIO) {
+                return Err(e);
+            }
+            size
+        } else {
+            (data as u64).min(size)
+        };
+        if data > at {
+            holes.push((at, data - at));
+        }
+        if data >= size {
+            break;
+        }
+        let hole = check_off(unsafe {
+            libc::lseek(fd.as_raw_fd(), data as libc::off_t, libc::SEEK_HOLE)
+        })?;
+        at = hole.max(data + 1);
+    }
+    Ok(holes)
+}
+
+fn check_off(r: libc::off_t) -> io::Result<u64> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r as u64)
+    }
+}
+
+/// Write `content` into a new file as a file with `holes` (left unwritten, the file then
+/// cut to its size): a sparse file made again sparse.
+pub fn write_with_holes(fd: BorrowedFd, content: &[u8], holes: &[(u64, u64)]) -> io::Result<()> {
+    let mut at = 0u64;
+    let size = content.len() as u64;
+    for &(start, len) in holes.iter().chain(std::iter::once(&(size, 0))) {
+        let (start, end) = (start.min(size), start.saturating_add(len).min(size));
+        if start > at {
+            let mut off = at;
+            while off < start {
+                let part = &content[off as usize..start as usize];
+                let n = check_isize(unsafe {
+                    libc::pwrite(
+                        fd.as_raw_fd(),
+                        part.as_ptr().cast(),
+                        part.len(),
+                        off as libc::off_t,
+                    )
+                })?;
+                if n == 0 {
+                    return Err(io::Error::other("a write wrote nothing"));
+                }
+                off += n as u64;
+            }
+        }
+        at = at.max(end);
+    }
+    check(unsafe { libc::ftruncate(fd.as_raw_fd(), size as libc::off_t) })?;
+    Ok(())
+}
+
+fn check_isize(r: isize) -> io::Result<usize> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r as usize)
+    }
+}
+
+/// Set a file's permission bits.
+pub fn fchmod(fd: BorrowedFd, mode: u32) -> io::Result<()> {
+    check(unsafe { libc::fchmod(fd.as_raw_fd(), mode as libc::mode_t) })?;
+    Ok(())
+}
+
 /// Set a file's modification time (ns since the epoch); its access time is now.
 pub fn set_mtime(fd: BorrowedFd, mtime_ns: i128) -> io::Result<()> {
     let times = [

@@ -1209,3 +1209,49 @@ fn processes_sharing_their_memory_are_refused_at_checkpoint() {
     env.tmux.send_keys("a", &["Enter"]);
     env.tmux.wait_text("a", "SHAREDVM OVER", T);
 }
+
+/// A file deleted while open comes back as one file however many descriptions (and
+/// processes, and shared mappings) hold it, with its mode; a sparse one keeps its holes.
+#[test]
+fn a_deleted_file_comes_back_as_one_file_with_its_mode_and_holes() {
+    let env = Env::unprivileged();
+    let dir = env.dir.path().join("df");
+    std::fs::create_dir(&dir).unwrap();
+    let _ = std::process::Command::new("chmod")
+        .arg("777")
+        .arg(&dir)
+        .output();
+    let args = dir.display().to_string();
+    carried_state(&env, "deletedfiles", &args, "df", "DELETEDFILES OK");
+}
+
+/// A file removed from the path it was opened by that still has another name (a hard
+/// link) is refused at checkpoint, named: made again unnamed, it would be another file.
+#[test]
+fn an_open_file_unlinked_but_still_linked_elsewhere_is_refused_at_checkpoint() {
+    let env = Env::unprivileged();
+    let dir = env.dir.path().join("hl");
+    std::fs::create_dir(&dir).unwrap();
+    let _ = std::process::Command::new("chmod")
+        .arg("777")
+        .arg(&dir)
+        .output();
+    let d = dir.display();
+    python_pane(&env, "a", "hl");
+    enter(
+        &env,
+        "a",
+        &format!(
+            "import os; f = open('{d}/a', 'w'); os.link('{d}/a', '{d}/b'); os.unlink('{d}/a'); print('fd', f.fileno())"
+        ),
+    );
+    env.tmux.wait_text("a", "fd 3", T);
+    assert_refused(
+        &env,
+        "hl",
+        "a",
+        &format!(
+            "process 2 (python3) holds fd 3, a file removed from this path that still has another name (a hard link) ({d}/a (deleted))"
+        ),
+    );
+}

@@ -265,7 +265,16 @@ pub struct FdRecord {
     pub socket: Option<SocketRecord>,
     /// For an inotify instance: its watches.
     pub watches: Vec<InotifyWatch>,
+    /// Who is sent SIGIO (with O_ASYNC) and SIGURG for it: F_GETOWN_EX's (type, id) with
+    /// the session's id (`OWNER_*`; id 0: nobody), and F_GETSIG's signal (0: SIGIO).
+    pub owner: (i32, i32),
+    pub signal: i32,
 }
+
+/// `FdRecord::owner` types (the kernel's F_OWNER_*).
+pub const OWNER_TID: i32 = 0;
+pub const OWNER_PID: i32 = 1;
+pub const OWNER_PGRP: i32 = 2;
 
 /// One inotify watch: its descriptor number, its mask and the path of what it watches
 /// (found by inode among the files the session has open, its directories and mapped files:
@@ -735,7 +744,10 @@ impl SessionRecord {
                     || f.fdinfo.len() > TEXT
                     || f.watches.len() > 1 << 20
                     || f.tty.as_ref().is_some_and(|t| t.termios.len() > 4096)
-                    || f.socket.as_ref().is_some_and(|s| s.name.len() > 108);
+                    || f.socket.as_ref().is_some_and(|s| s.name.len() > 108)
+                    || !(OWNER_TID..=OWNER_PGRP).contains(&f.owner.0)
+                    || !(0..=PID_MAX).contains(&f.owner.1)
+                    || !(0..=64).contains(&f.signal);
                 if fd_bad {
                     return bad(format!("descriptor {} of {who}", f.fd));
                 }

@@ -310,6 +310,7 @@ fn process_record(
     {
         let dir = std::fs::read_dir(format!("/proc/{pid}/fd"))
             .map_err(|e| fail("its descriptors", &e))?;
+        let pidfd = sys::trace::pidfd_open(pid).map_err(|e| fail("a pidfd of it", &e))?;
         for e in dir {
             let e = e.map_err(|e| fail("its descriptors", &e))?;
             let Some(fd) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
@@ -366,6 +367,9 @@ fn process_record(
             } else {
                 Vec::new()
             };
+            // (The owner in the host's pids: `translate_owners` gives the session's.)
+            let (owner, signal) = sys::trace::fd_owner(pidfd.as_fd(), fd)
+                .map_err(|e| fail(&fd_what("the owner (F_GETOWN_EX)"), &e))?;
             fds.push(FdRecord {
                 fd,
                 desc: 0,
@@ -380,6 +384,8 @@ fn process_record(
                 fdinfo: info.clone(),
                 queued,
                 pipe_size,
+                owner,
+                signal,
             });
         }
     }
@@ -616,6 +622,63 @@ fn check_carriable(p: &ProcessRecord) -> io::Result<()> {
                     .trim_end_matches(" (deleted)")
             ),
         ));
+    }
+    Ok(())
+}
+
+/// Descriptors' owners (who gets SIGIO and SIGURG) in the session's ids: a thread, a
+/// process, a process group of the session, or refused (one outside would be sent
+/// signals by a process the resume makes anew, or by none).
+fn translate_owners(procs: &mut [ProcessRecord], tasks: &[(i32, Vec<i32>)]) -> io::Result<()> {
+    use super::record::{OWNER_PGRP, OWNER_PID, OWNER_TID};
+    let mut tids = std::collections::HashMap::new();
+    let mut pids = std::collections::HashMap::new();
+    let mut groups = std::collections::HashMap::new();
+    for (p, (host, host_tids)) in procs.iter().zip(tasks) {
+        pids.insert(*host, p.pid);
+        for (t, h) in p.threads.iter().zip(host_tids) {
+            tids.insert(*h, t.tid);
+        }
+        let host_pgid = read(format!("/proc/{host}/stat"))
+            .ok()
+            .and_then(|s| procfs::stat_fields(&s))
+            .and_then(|f| f.get(2).copied());
+        if let Some(g) = host_pgid {
+            groups.insert(g as i32, p.pgid);
+        }
+    }
+    for p in procs.iter_mut() {
+        let (pid, comm) = (p.pid, p.comm.clone());
+        for f in &mut p.fds {
+            let (kind, id) = f.owner;
+            if id == 0 {
+                continue;
+            }
+            let ours = match kind {
+                OWNER_TID => tids.get(&id),
+                OWNER_PID => pids.get(&id),
+                OWNER_PGRP => groups.get(&id),
+                _ => None,
+            };
+            match ours {
+                Some(&ours) => f.owner = (kind, ours),
+                None => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::Unsupported,
+                        format!(
+                            "process {pid} ({comm}) holds fd {}, {}, whose SIGIO goes to {} {id} outside the session, which this version cannot carry",
+                            f.fd,
+                            f.target,
+                            match kind {
+                                OWNER_TID => "thread",
+                                OWNER_PGRP => "process group",
+                                _ => "process",
+                            }
+                        ),
+                    ));
+                }
+            }
+        }
     }
     Ok(())
 }
@@ -1185,6 +1248,7 @@ pub fn read_session(
         record.processes.push(p);
     }
     check_unshared(&record.processes[first_live..], &hosts)?;
+    translate_owners(&mut record.processes[first_live..], &tasks)?;
     if let (Some((pid, tids)), Some(p)) = (tasks.first(), record.processes.get(first_live)) {
         let ns = super::inside::session_namespaces(*pid, tids, &exec_maps(&p.maps))
             .map_err(|e| io::Error::other(format!("asking the session's namespaces: {e}")))?;

@@ -145,7 +145,16 @@ fn pair(v: &str) -> Option<(u64, u64)> {
     Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
 }
 
-const STATUS_FLAGS: i32 = libc::O_APPEND | libc::O_NONBLOCK | libc::O_ASYNC | libc::O_NOATIME;
+/// The status flags a description is given when it is made. O_ASYNC is not among them:
+/// it registers the descriptor number that sets it (the signal's si_fd), so the holder
+/// sets it itself (`Restorer::set_owners`); open() would keep the flag without registering.
+pub(super) const STATUS_FLAGS: i32 = libc::O_APPEND | libc::O_NONBLOCK | libc::O_NOATIME;
+
+/// Flags to open a description again with: as it was, but not creating or truncating,
+/// and without O_ASYNC (above).
+fn open_flags(f: &FdRecord) -> i32 {
+    f.flags as i32 & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | libc::O_ASYNC)
+}
 
 pub(super) struct Descriptions {
     by_desc: HashMap<u32, Rc<OwnedFd>>,
@@ -515,9 +524,7 @@ impl Restorer<'_> {
                     .with_context(|| format!("the master of pty {n}"))?
             }
             FdKind::CharDevice => {
-                let flags = (f.flags as i32 & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL))
-                    | libc::O_NOCTTY
-                    | libc::O_CLOEXEC;
+                let flags = open_flags(f) | libc::O_NOCTTY | libc::O_CLOEXEC;
                 sys::open(&sys::cstring(&f.target)?, flags)
                     .with_context(|| format!("cannot open {}", f.target))?
             }
@@ -650,7 +657,7 @@ impl Restorer<'_> {
                 ));
             }
         };
-        let mut flags = f.flags as i32 & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL);
+        let mut flags = open_flags(f);
         flags |= libc::O_CLOEXEC | libc::O_NOCTTY;
         let fd = sys::open(&sys::cstring(path)?, flags)
             .with_context(|| format!("cannot open {path}"))?;
@@ -698,7 +705,7 @@ impl Restorer<'_> {
                 file
             }
         };
-        let mut flags = f.flags as i32 & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL);
+        let mut flags = open_flags(f);
         flags |= libc::O_CLOEXEC | libc::O_NOCTTY;
         let again = sys::cstring(&format!("/proc/self/fd/{}", file.as_raw_fd()))?;
         let fd = sys::open(&again, flags).context("opening it as it was")?;
@@ -887,7 +894,7 @@ impl Restorer<'_> {
     /// `/dev/tty`: opened by the process itself, which has its controlling terminal.
     fn open_inside(&self, pid: i32, f: &FdRecord) -> Result<()> {
         let at = self.put_path(pid, &f.target)?;
-        let flags = (f.flags as i32 & !(libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC)) as u64;
+        let flags = (open_flags(f) & !libc::O_CLOEXEC) as u64;
         let got = self.call(pid, "open", nr::OPEN, &[at, flags, 0])? as i32;
         self.place(pid, got, f.fd, cloexec(f))
     }

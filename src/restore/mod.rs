@@ -525,6 +525,7 @@ impl<'a> Restorer<'a> {
             crate::machine::XsaveLayout::here(),
         );
         let pids: Vec<i32> = self.procs.keys().copied().collect();
+        let mut owned = std::collections::HashSet::new();
         for pid in pids {
             let rec = self.proc(pid).rec;
             // Close the transfer socket; then the process becomes who it was (a copy of
@@ -532,6 +533,7 @@ impl<'a> Restorer<'a> {
             let x = self.xfer_fd as u64;
             self.call(pid, "close", nr::CLOSE, &[x])?;
             self.set_identity(pid)?;
+            self.set_owners(pid, &mut owned)?;
             self.lock_and_seal(pid)?;
             self.queue_signals(pid)?;
             let p = self.proc(pid);
@@ -585,6 +587,57 @@ impl<'a> Restorer<'a> {
 }
 
 impl Restorer<'_> {
+    /// O_ASYNC, and who each description sends SIGIO and SIGURG to with which signal, set
+    /// by its first holder, once per description: O_ASYNC registers the number it is set
+    /// through (the signal's si_fd), and the owner the setter's credentials (checked
+    /// against the receiver's when the kernel sends). A terminal makes its group (or the
+    /// setter) the owner when O_ASYNC is set, so the owner is set after it, even none.
+    fn set_owners(&self, pid: i32, owned: &mut std::collections::HashSet<u32>) -> Result<()> {
+        let rec = self.proc(pid).rec;
+        for f in &rec.fds {
+            let async_ = f.flags as i32 & libc::O_ASYNC != 0;
+            if (f.owner.1 == 0 && f.signal == 0 && !async_) || !owned.insert(f.desc) {
+                continue;
+            }
+            let fd = f.fd as u64;
+            let what = || format!("process {pid} ({}) fd {}: its owner", rec.comm, f.fd);
+            if async_ {
+                let flags = f.flags as i32 & (files::STATUS_FLAGS | libc::O_ASYNC);
+                self.call(
+                    pid,
+                    "fcntl(F_SETFL)",
+                    nr::FCNTL,
+                    &[fd, libc::F_SETFL as u64, flags as u64],
+                )
+                .with_context(what)?;
+            }
+            if f.owner.1 != 0 || async_ {
+                let bytes: Vec<u8> = [f.owner.0, f.owner.1]
+                    .iter()
+                    .flat_map(|w| w.to_le_bytes())
+                    .collect();
+                let at = self.put(pid, 0, &bytes)?;
+                self.call(
+                    pid,
+                    "fcntl(F_SETOWN_EX)",
+                    nr::FCNTL,
+                    &[fd, t::F_SETOWN_EX as u64, at],
+                )
+                .with_context(what)?;
+            }
+            if f.signal != 0 {
+                self.call(
+                    pid,
+                    "fcntl(F_SETSIG)",
+                    nr::FCNTL,
+                    &[fd, t::F_SETSIG as u64, f.signal as u64],
+                )
+                .with_context(what)?;
+            }
+        }
+        Ok(())
+    }
+
     /// The signals queued for process `pid` and each of its threads, in their order, each
     /// with its siginfo (sender, value, code) as it was: sent by the thread to itself
     /// (rt_tgsigqueueinfo; rt_sigqueueinfo by the main thread for the process's queue),

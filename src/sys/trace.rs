@@ -236,6 +236,36 @@ pub fn kcmp_order(pid1: i32, pid2: i32, what: Shared) -> io::Result<std::cmp::Or
     }
 }
 
+/// fcntl commands the libc crate does not name; `struct f_owner_ex` is two ints (type, pid).
+pub const F_SETSIG: i32 = 10;
+pub const F_GETSIG: i32 = 11;
+pub const F_SETOWN_EX: i32 = 15;
+pub const F_GETOWN_EX: i32 = 16;
+
+/// A pidfd of process `pid`.
+pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if pidfd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(unsafe { OwnedFd::from_raw_fd(pidfd as i32) })
+}
+
+/// Who a process's descriptor `fd` sends SIGIO and SIGURG to, and which signal, read from
+/// a copy of it (one open file description, so the same owner): ((F_OWNER_* type, id in
+/// our pid namespace), signal).
+pub fn fd_owner(pidfd: BorrowedFd, fd: i32) -> io::Result<((i32, i32), i32)> {
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let copy = unsafe { OwnedFd::from_raw_fd(r as i32) };
+    let mut owner = [0i32; 2];
+    check(unsafe { libc::fcntl(copy.as_raw_fd(), F_GETOWN_EX, owner.as_mut_ptr()) })?;
+    let signal = check(unsafe { libc::fcntl(copy.as_raw_fd(), F_GETSIG) })?;
+    Ok(((owner[0], owner[1]), signal))
+}
+
 /// A copy of another process's descriptor (pidfd_getfd).
 pub fn copy_fd_of(pid: i32, fd: i32) -> io::Result<OwnedFd> {
     let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };

@@ -407,6 +407,8 @@ fn rich(p: &Parts) -> SessionRecord {
         tty: None,
         socket: None,
         watches: Vec::new(),
+        owner: (1, 3),
+        signal: 40,
     };
     let mut child = base.clone();
     child.pid = 3;

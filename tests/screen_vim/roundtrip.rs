@@ -1255,3 +1255,10 @@ fn an_open_file_unlinked_but_still_linked_elsewhere_is_refused_at_checkpoint() {
         ),
     );
 }
+
+/// Descriptors that signal their owner (O_ASYNC) keep owner and signal: a pipe owned by
+/// its process with F_SETSIG, a socket owned by a process group, a pty owned by a thread.
+#[test]
+fn descriptors_keep_who_they_signal_and_with_which_signal() {
+    carried_state(&Env::unprivileged(), "sigio", "", "si", "SIGIO OK");
+}

@@ -3,9 +3,9 @@
 //! are resume's own (`crate::machine`, `restore::mapped_file_here`), so the verdict is the
 //! one resume would reach before it starts a process.
 
-use crate::ckpt::record::MapKind;
 use crate::image::{self, ImageInfo};
 use crate::machine::{self, XsaveLayout};
+use crate::records::MapKind;
 use crate::sys::{self, Forked};
 use anyhow::{Result, anyhow};
 use std::os::fd::AsRawFd;

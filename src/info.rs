@@ -1,8 +1,8 @@
 //! `crterm info IMAGE`: what an image holds, for people (a table and the saved screen) or
 //! for programs (`--json`).
 
-use crate::ckpt::record::SessionRecord;
 use crate::image::{ImageError, SectionKind};
+use crate::records::SessionRecord;
 use crate::term_model::row_text;
 use anyhow::{Result, anyhow};
 use serde::Serialize;
@@ -254,7 +254,7 @@ pub fn render(path: &Path, loaded: &crate::load::Loaded, bytes: u64, json: bool)
 
 /// Whether a resume here would use this machine's copy of carried file `f`: it is mapped
 /// and the mapped file is here as it was (files deleted while open come from the image).
-fn file_is_here(s: &SessionRecord, f: &crate::ckpt::record::CarriedFile) -> bool {
+fn file_is_here(s: &SessionRecord, f: &crate::records::CarriedFile) -> bool {
     s.processes
         .iter()
         .flat_map(|p| &p.maps)

@@ -7,8 +7,8 @@
 //! so none of them accepts what another refuses; `check` also decodes every chunk, as a
 //! resume does on its way, so that its verdict is the one resume would reach.
 
-use crate::ckpt::record::SessionRecord;
 use crate::image::{self, Image, ImageError, SectionKind};
+use crate::records::SessionRecord;
 use crate::term_model::Term;
 use std::path::Path;
 

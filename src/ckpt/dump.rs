@@ -6,8 +6,8 @@
 //! writes the record. It changes nothing in the session: killed at any moment, it leaves
 //! the session as it was (the daemon, the session's tracer, undoes what it changed).
 
-use super::record::*;
 use crate::image::{CHUNK_SIZE, Feed, ImageWriter, SectionKind};
+use crate::records::*;
 use crate::sys;
 use serde::{Deserialize, Serialize};
 use std::io::{self, Write};
@@ -175,10 +175,7 @@ fn hash_open_files(record: &mut SessionRecord) {
     let mut done: std::collections::HashMap<(u64, u64), Option<String>> = Default::default();
     for p in &mut record.processes {
         for f in &mut p.fds {
-            if f.kind != FdKind::File {
-                continue;
-            }
-            let Some(id) = f.identity.as_mut() else {
+            let FdObject::File(id) = &mut f.object else {
                 continue;
             };
             if id.size > HASHED_FILE_LIMIT || f.target.ends_with(" (deleted)") {
@@ -382,9 +379,11 @@ fn open_files_to_carry(
     let mut out: Vec<FileToCarry> = Vec::new();
     for (p, &host) in live.zip(hosts) {
         for f in &p.fds {
-            let Some(id) = &f.identity else { continue };
+            let FdObject::File(id) = &f.object else {
+                continue;
+            };
             let deleted = f.target.ends_with(" (deleted)");
-            if f.kind != FdKind::File || (!deleted && id.size > carry_limit) {
+            if !deleted && id.size > carry_limit {
                 continue;
             }
             let dev = (libc::major(id.dev), libc::minor(id.dev));

@@ -363,8 +363,9 @@ fn run(
         .master
         .try_clone()
         .map_err(|e| Failure::Refused(e.to_string()))?;
-    let mut taken = state::take_pty_queues(&mut state.record, &state.hosts, Some(own_master))
-        .map_err(|e| Failure::Refused(e.to_string()))?;
+    let mut taken =
+        crate::fds::ttys::take_pty_queues(&mut state.record, &state.hosts, Some(own_master))
+            .map_err(|e| Failure::Refused(e.to_string()))?;
     dumper
         .send_order(&DumpOrder {
             record: state.record,

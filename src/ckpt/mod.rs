@@ -12,5 +12,4 @@ pub mod hold;
 pub mod hooks;
 pub mod inside;
 pub mod procfs;
-pub mod record;
 pub mod state;

@@ -1,10 +1,13 @@
 //! Parsers for the text the kernel writes in /proc: a process's `status`, `stat`, `maps`,
-//! a descriptor's `fdinfo` (inotify watches among it) and `timers`. Pure functions of the
+//! a descriptor's `fdinfo` (each kind's state: eventfd, timerfd, signalfd, epoll, inotify,
+//! locks) and `timers`. Pure functions of the
 //! text, so each is tested on the kernel's own formats (the tests below) without a
 //! process; the readers that open the files are in `state`.
 
 use super::inside::PosixTimer;
-use super::record::{InotifyWatch, MapRecord};
+use crate::records::{
+    EpollRegistration, InotifyWatch, LockKind, LockRecord, MapRecord, TimerFdRecord,
+};
 
 /// The last value of a `status` line such as `NSpid:\t812\t3` (the innermost namespace's
 /// view).
@@ -121,7 +124,7 @@ pub fn parse_smaps(text: &str) -> Option<Vec<MapRecord>> {
             let m = maps.last_mut()?;
             m.vm = names
                 .split_whitespace()
-                .map(super::record::vm::bit)
+                .map(crate::records::vm::bit)
                 .fold(0, |a, b| a | b);
             flagged = maps.len();
         } else if line.split_whitespace().next()?.ends_with(':') {
@@ -145,36 +148,135 @@ pub fn fdinfo_field(fdinfo: &str, key: &str) -> String {
         .unwrap_or_default()
 }
 
-/// A descriptor's file status flags (`flags:`, octal) and offset (`pos:`, decimal).
-pub fn fdinfo_flags_and_pos(fdinfo: &str) -> (u32, u64) {
-    (
-        u32::from_str_radix(&fdinfo_field(fdinfo, "flags:"), 8).unwrap_or(0),
-        fdinfo_field(fdinfo, "pos:").parse().unwrap_or(0),
-    )
+/// A descriptor's file status flags (`flags:`, octal) and offset (`pos:`, decimal); None
+/// if either is missing or unparsable.
+pub fn fdinfo_flags_and_pos(fdinfo: &str) -> Option<(u32, u64)> {
+    Some((
+        u32::from_str_radix(&fdinfo_field(fdinfo, "flags:"), 8).ok()?,
+        fdinfo_field(fdinfo, "pos:").parse().ok()?,
+    ))
+}
+
+/// The words of a line of fdinfo given as `key:value` or `key: value` pairs (`inotify
+/// wd:1 ino:263 ...`, `tfd:        5 events:       19 data: ...`): the value after `key`.
+fn word_after<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let mut words = line.split_whitespace();
+    while let Some(w) = words.next() {
+        if let Some(v) = w.strip_prefix(key) {
+            return if v.is_empty() { words.next() } else { Some(v) };
+        }
+    }
+    None
 }
 
 /// The watches an inotify descriptor's fdinfo lists (`inotify wd:1 ino:263 sdev:fe00000
-/// mask:2 ...`, numbers in hex; sdev is the kernel's dev_t, major << 20 | minor).
-pub fn parse_watches(fdinfo: &str) -> Vec<InotifyWatch> {
+/// mask:2 ...`, numbers in hex; sdev is the kernel's dev_t, major << 20 | minor); None if
+/// one does not parse.
+pub fn parse_watches(fdinfo: &str) -> Option<Vec<InotifyWatch>> {
     fdinfo
         .lines()
         .filter_map(|l| l.strip_prefix("inotify "))
-        .filter_map(|l| {
-            let field = |k: &str| {
-                l.split_whitespace()
-                    .find_map(|w| w.strip_prefix(k))
-                    .and_then(|v| u64::from_str_radix(v, 16).ok())
-            };
+        .map(|l| {
+            let field = |k: &str| word_after(l, k).and_then(|v| u64::from_str_radix(v, 16).ok());
             let sdev = field("sdev:")?;
             Some(InotifyWatch {
-                wd: field("wd:")? as i32,
-                mask: field("mask:")? as u32,
+                wd: i32::try_from(field("wd:")?).ok()?,
+                mask: u32::try_from(field("mask:")?).ok()?,
                 ino: field("ino:")?,
                 dev: ((sdev >> 20) as u32, (sdev & 0xfffff) as u32),
                 path: String::new(),
             })
         })
         .collect()
+}
+
+/// An eventfd's count (`eventfd-count:`, hex) and whether it is a semaphore.
+pub fn parse_eventfd(fdinfo: &str) -> Option<(u64, bool)> {
+    let count = u64::from_str_radix(&fdinfo_field(fdinfo, "eventfd-count:"), 16).ok()?;
+    // (Kernels before 6.4 do not say; such an eventfd is taken for a counter.)
+    let semaphore = fdinfo_field(fdinfo, "eventfd-semaphore:") == "1";
+    Some((count, semaphore))
+}
+
+/// A timerfd's clock and what is left of it, value and interval in ns (`it_value: (s,
+/// ns)`).
+pub fn parse_timerfd(fdinfo: &str) -> Option<TimerFdRecord> {
+    let pair = |key: &str| -> Option<u64> {
+        let v = fdinfo_field(fdinfo, key);
+        let (a, b) = v.strip_prefix('(')?.strip_suffix(')')?.split_once(',')?;
+        let (s, ns): (u64, u64) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+        s.checked_mul(1_000_000_000)?.checked_add(ns)
+    };
+    Some(TimerFdRecord {
+        clock: fdinfo_field(fdinfo, "clockid:").parse().ok()?,
+        value_ns: pair("it_value:")?,
+        interval_ns: pair("it_interval:")?,
+    })
+}
+
+/// A signalfd's mask (`sigmask:`, hex).
+pub fn parse_signalfd(fdinfo: &str) -> Option<u64> {
+    u64::from_str_radix(&fdinfo_field(fdinfo, "sigmask:"), 16).ok()
+}
+
+/// An epoll set's registrations (`tfd: N events: HEX data: HEX ...`).
+pub fn parse_epoll(fdinfo: &str) -> Option<Vec<EpollRegistration>> {
+    fdinfo
+        .lines()
+        .filter(|l| l.starts_with("tfd:"))
+        .map(|l| {
+            Some(EpollRegistration {
+                fd: word_after(l, "tfd:")?.parse().ok()?,
+                events: u32::from_str_radix(word_after(l, "events:")?, 16).ok()?,
+                data: u64::from_str_radix(word_after(l, "data:")?, 16).ok()?,
+            })
+        })
+        .collect()
+}
+
+/// The file locks fdinfo lists (`lock:\t1: FLOCK  ADVISORY  WRITE 1234 08:01:123 0 EOF`;
+/// `->` lines are waiters, not holders): Err with the kind of a lock crterm does not carry
+/// (a lease, a delegation), or with the line that does not parse.
+pub fn parse_locks(fdinfo: &str) -> Result<Vec<LockRecord>, String> {
+    let mut out = Vec::new();
+    for line in fdinfo.lines().filter_map(|l| l.strip_prefix("lock:")) {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        if w.get(1) == Some(&"->") {
+            continue;
+        }
+        let bad = || format!("an unreadable lock line ({})", line.trim());
+        if w.len() < 8 {
+            return Err(bad());
+        }
+        let kind = match w[1] {
+            "FLOCK" => LockKind::Flock,
+            "POSIX" => LockKind::Posix,
+            "OFDLCK" => LockKind::Ofd,
+            other => return Err(format!("a {} lock", other.to_lowercase())),
+        };
+        let write = match w[3] {
+            "WRITE" => true,
+            "READ" => false,
+            _ => return Err(bad()),
+        };
+        let start: i64 = w[6].parse().map_err(|_| bad())?;
+        let len = match w[7] {
+            "EOF" => 0,
+            end => end
+                .parse::<i64>()
+                .ok()
+                .and_then(|e| (e - start).checked_add(1))
+                .ok_or_else(bad)?,
+        };
+        out.push(LockRecord {
+            kind,
+            write,
+            start,
+            len,
+            file: w[5].to_string(),
+        });
+    }
+    Ok(out)
 }
 
 /// `timers`: `ID:`, `signal: N/VALUE`, `notify: KIND/tid.N` or `KIND/pid.N`, `ClockID:`
@@ -329,16 +431,56 @@ mod tests {
     #[test]
     fn fdinfo_gives_flags_offset_and_inotify_watches() {
         let file = "pos:\t4096\nflags:\t02100002\nmnt_id:\t29\nino:\t131\n";
-        assert_eq!(fdinfo_flags_and_pos(file), (0o2100002, 4096));
+        assert_eq!(fdinfo_flags_and_pos(file), Some((0o2100002, 4096)));
         assert_eq!(fdinfo_field(file, "mnt_id:"), "29");
-        assert_eq!(fdinfo_flags_and_pos(""), (0, 0));
+        assert_eq!(fdinfo_flags_and_pos(""), None);
         let inotify = "pos:\t0\nflags:\t00\nmnt_id:\t15\nino:\t1057\ninotify wd:2 ino:1e0004 sdev:fe00001 mask:fce ignored_mask:0 fhandle-bytes:8 fhandle-type:1 f_handle:040001e0b8d1a1c2\ninotify wd:1 ino:263 sdev:800002 mask:2 ignored_mask:0\n";
-        let w = parse_watches(inotify);
+        let w = parse_watches(inotify).unwrap();
         assert_eq!(w.len(), 2);
         assert_eq!((w[0].wd, w[0].ino, w[0].mask), (2, 0x1e0004, 0xfce));
         assert_eq!(w[0].dev, (0xfe, 1));
         assert_eq!((w[1].wd, w[1].dev), (1, (8, 2)));
-        assert!(parse_watches(file).is_empty());
+        assert_eq!(parse_watches(file), Some(vec![]));
+        assert_eq!(parse_watches("inotify wd:zz ino:1 sdev:0 mask:2\n"), None);
+    }
+
+    #[test]
+    fn fdinfo_gives_each_kinds_state() {
+        let eventfd = "pos:\t0\nflags:\t02\nmnt_id:\t15\nino:\t1057\neventfd-count:               2a\neventfd-id: 3\neventfd-semaphore: 1\n";
+        assert_eq!(parse_eventfd(eventfd), Some((42, true)));
+        assert_eq!(parse_eventfd("pos:\t0\n"), None);
+        let timerfd = "clockid: 1\nticks: 0\nsettime flags: 00\nit_value: (2, 500)\nit_interval: (0, 250000000)\n";
+        assert_eq!(
+            parse_timerfd(timerfd),
+            Some(TimerFdRecord {
+                clock: 1,
+                value_ns: 2_000_000_500,
+                interval_ns: 250_000_000
+            })
+        );
+        assert_eq!(parse_timerfd("clockid: 1\nit_value: (2, x)\n"), None);
+        assert_eq!(parse_signalfd("sigmask:\t0000000000004002\n"), Some(0x4002));
+        let epoll = "tfd:        5 events:       19 data:                5  pos:0 ino:3 sdev:f\ntfd:        7 events:       1 data: ffffffffffffffff  pos:0 ino:4 sdev:f\n";
+        let r = parse_epoll(epoll).unwrap();
+        assert_eq!((r[0].fd, r[0].events, r[0].data), (5, 0x19, 5));
+        assert_eq!((r[1].fd, r[1].data), (7, u64::MAX));
+        assert_eq!(parse_epoll("tfd: x events: 1 data: 1\n"), None);
+        let locks = "lock:\t1: FLOCK  ADVISORY  WRITE 1234 08:01:123 0 EOF\nlock:\t2: POSIX  ADVISORY  READ 1234 08:01:123 10 19\nlock:\t2: -> POSIX  ADVISORY  WRITE 99 08:01:123 10 19\n";
+        let l = parse_locks(locks).unwrap();
+        assert_eq!(l.len(), 2);
+        assert_eq!(
+            (l[0].kind, l[0].write, l[0].start, l[0].len),
+            (LockKind::Flock, true, 0, 0)
+        );
+        assert_eq!(
+            (l[1].kind, l[1].write, l[1].start, l[1].len),
+            (LockKind::Posix, false, 10, 10)
+        );
+        assert_eq!(l[1].file, "08:01:123");
+        assert_eq!(
+            parse_locks("lock:\t1: LEASE  ACTIVE    READ 1 08:01:1 0 EOF\n"),
+            Err("a lease lock".into())
+        );
     }
 
     #[test]
@@ -418,7 +560,7 @@ Max realtime timeout      unlimited            unlimited            us        \n
 
     #[test]
     fn smaps_gives_each_mapping_its_flags() {
-        use crate::ckpt::record::vm;
+        use crate::records::vm;
         let text = "\
 7f917cf83000-7f917cf84000 rw-p 00000000 00:00 0 
 Size:                  4 kB

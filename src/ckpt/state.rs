@@ -1,8 +1,7 @@
 //! Reading a frozen session's state into a `SessionRecord`: the process tree with the ids
 //! the session sees, each thread's registers, signal state and what only the process can
-//! tell (injected calls), mappings, descriptors with their kinds' state (pipes' and
-//! sockets' queues read without consuming them, ptys' queues taken out to be put back),
-//! and refusals, by name, of what a resume could not bring back.
+//! tell (injected calls), mappings, descriptors (each kind read by its module in
+//! `crate::fds`), and refusals, by name, of what a resume could not bring back.
 //!
 //! This runs in the session's daemon (`hold`), the tracer of the frozen session: every
 //! change it makes to the session (a thread's registers and mask for an injected call, a
@@ -13,128 +12,10 @@
 use super::freeze::Frozen;
 use super::inside::MadeDumpable;
 use super::procfs;
-use super::record::*;
+use crate::records::*;
 use crate::sys;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
-
-/// The socket options a TCP socket gets back.
-const TCP_OPTIONS: &[(i32, i32)] = &[
-    (libc::SOL_SOCKET, libc::SO_REUSEADDR),
-    (libc::SOL_SOCKET, libc::SO_REUSEPORT),
-    (libc::SOL_SOCKET, libc::SO_KEEPALIVE),
-    (libc::IPPROTO_TCP, libc::TCP_NODELAY),
-    (libc::IPPROTO_IPV6, libc::IPV6_V6ONLY),
-];
-
-fn read_socket(pid: i32, fd: i32, target: &str) -> io::Result<SocketRecord> {
-    use std::os::unix::fs::PermissionsExt;
-    let sock = sys::trace::copy_fd_of(pid, fd)?;
-    let info = sys::sock::socket_info(sock.as_fd())?;
-    let path = (info.name.first().is_some_and(|&b| b != 0))
-        .then(|| String::from_utf8_lossy(&info.name).into_owned());
-    let inet = matches!(info.domain, libc::AF_INET | libc::AF_INET6);
-    let (addr, peer_addr, options) = if inet {
-        let fd = sock.as_fd();
-        let options = TCP_OPTIONS
-            .iter()
-            .filter(|(level, _)| *level != libc::IPPROTO_IPV6 || info.domain == libc::AF_INET6)
-            .filter_map(|&(level, opt)| {
-                sys::sock::get_opt(fd, level, opt)
-                    .ok()
-                    .map(|v| (level, opt, v))
-            })
-            .collect();
-        (
-            sys::sock::local_addr(fd).unwrap_or_default(),
-            sys::sock::peer_addr(fd).unwrap_or_default(),
-            options,
-        )
-    } else {
-        Default::default()
-    };
-    Ok(SocketRecord {
-        addr,
-        peer_addr,
-        options,
-        domain: info.domain,
-        kind: info.kind,
-        listening: info.listening,
-        pending: info.listening && sys::readable(sock.as_fd()),
-        passcred: info.passcred,
-        mode: path
-            .and_then(|p| std::fs::symlink_metadata(p).ok())
-            .map_or(0, |m| m.permissions().mode() & 0o7777),
-        name: info.name,
-        inode: target
-            .strip_prefix("socket:[")
-            .and_then(|t| t.strip_suffix(']'))
-            .and_then(|t| t.parse().ok())
-            .unwrap_or(0),
-        peer: 0,
-        peer_inside: false,
-        shutdown: 0,
-        pending_on: 0,
-        queued: Vec::new(),
-    })
-}
-
-fn fd_kind_and_identity(link: &str, path: &str) -> (FdKind, Option<FileIdentity>) {
-    use std::os::unix::fs::{FileTypeExt, MetadataExt};
-    if link.starts_with("pipe:") {
-        return (FdKind::Pipe, None);
-    }
-    if link.starts_with("socket:") {
-        return (FdKind::Socket, None);
-    }
-    if link.starts_with("anon_inode:") {
-        return (FdKind::Anon, None);
-    }
-    // Kernel objects other than files name themselves `KIND:[INODE]` (a namespace, opened
-    // from /proc/PID/ns): nothing a path leads to again.
-    if !link.starts_with('/') {
-        return (FdKind::Other, None);
-    }
-    // Through the magic link: the very file the process holds, even if renamed or deleted.
-    let Ok(m) = std::fs::metadata(path) else {
-        return (FdKind::Other, None);
-    };
-    // A process's own files in /proc (its status, maps, fd directory) name it by a pid in
-    // one pid namespace's /proc: opened again by that path after a resume, they would be
-    // another process's or nobody's. (The system's, /proc/meminfo and the like, reopen.)
-    if sys::is_procfs(path) && procfs::names_a_process(link) {
-        return (FdKind::Other, None);
-    }
-    let ft = m.file_type();
-    let kind = if ft.is_file() {
-        FdKind::File
-    } else if ft.is_dir() {
-        FdKind::Directory
-    } else if ft.is_char_device() {
-        FdKind::CharDevice
-    } else if ft.is_fifo() {
-        FdKind::Pipe
-    } else if ft.is_socket() {
-        FdKind::Socket
-    } else {
-        FdKind::Other
-    };
-    let kind = if kind == FdKind::CharDevice && (link == "/dev/ptmx" || link == "/dev/pts/ptmx") {
-        FdKind::PtyMaster
-    } else {
-        kind
-    };
-    let identity = matches!(kind, FdKind::File | FdKind::Directory).then(|| FileIdentity {
-        dev: m.dev(),
-        ino: m.ino(),
-        size: m.size(),
-        mtime_ns: m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
-        mode: m.mode() & 0o7777,
-        nlink: m.nlink(),
-        sha256: None,
-    });
-    (kind, identity)
-}
+use std::os::fd::AsFd;
 
 fn read(path: String) -> io::Result<String> {
     std::fs::read_to_string(path)
@@ -316,77 +197,7 @@ fn process_record(
             let Some(fd) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
                 continue;
             };
-            let fd_what = |what: &str| format!("{what} of fd {fd}");
-            let info = read(format!("/proc/{pid}/fdinfo/{fd}"))
-                .map_err(|e| fail(&fd_what("the fdinfo"), &e))?;
-            let (flags, pos) = procfs::fdinfo_flags_and_pos(&info);
-            let fd_path = format!("/proc/{pid}/fd/{fd}");
-            let target = link(fd_path.clone()).map_err(|e| fail(&fd_what("the target"), &e))?;
-            let (kind, identity) = fd_kind_and_identity(&target, &fd_path);
-            let (queued, pipe_size) = if kind == FdKind::Pipe {
-                sys::peek_pipe(pid, fd).map_err(|e| fail(&fd_what("the queue"), &e))?
-            } else {
-                (Vec::new(), 0)
-            };
-            let tty = if kind == FdKind::CharDevice && target.starts_with("/dev/pts/") {
-                let (termios, size) = sys::peek_tty(pid, fd)
-                    .map_err(|e| fail(&fd_what("the terminal settings"), &e))?;
-                Some(TtyRecord {
-                    termios,
-                    cols: size.cols,
-                    rows: size.rows,
-                    typed: Vec::new(),
-                    output: Vec::new(),
-                    packet: false,
-                    locked: false,
-                })
-            } else if kind == FdKind::PtyMaster {
-                // Through a copy of the very descriptor: opening the path would make a new
-                // pty.
-                let master = sys::trace::copy_fd_of(pid, fd)?;
-                let (termios, size) = sys::tty_settings(master.as_fd())?;
-                Some(TtyRecord {
-                    termios,
-                    cols: size.cols,
-                    rows: size.rows,
-                    typed: Vec::new(),
-                    output: Vec::new(),
-                    packet: sys::pty_packet_mode(master.as_fd())?,
-                    locked: sys::pty_locked(master.as_fd())?,
-                })
-            } else {
-                None
-            };
-            let socket = if kind == FdKind::Socket && target.starts_with("socket:") {
-                Some(read_socket(pid, fd, &target)?)
-            } else {
-                None
-            };
-            let watches = if target == "anon_inode:inotify" {
-                procfs::parse_watches(&info)
-            } else {
-                Vec::new()
-            };
-            // (The owner in the host's pids: `translate_owners` gives the session's.)
-            let (owner, signal) = sys::trace::fd_owner(pidfd.as_fd(), fd)
-                .map_err(|e| fail(&fd_what("the owner (F_GETOWN_EX)"), &e))?;
-            fds.push(FdRecord {
-                fd,
-                desc: 0,
-                target,
-                tty,
-                socket,
-                watches,
-                flags,
-                pos,
-                kind,
-                identity,
-                fdinfo: info.clone(),
-                queued,
-                pipe_size,
-                owner,
-                signal,
-            });
+            fds.push(crate::fds::read(pid, fd, pidfd.as_fd(), &who)?);
         }
     }
     fds.sort_by_key(|f| f.fd);
@@ -484,104 +295,7 @@ fn check_no_seccomp(host_pid: i32, p: &ProcessRecord) -> io::Result<()> {
     }
 }
 
-/// What a descriptor of a kind crterm cannot carry is, for the refusal.
-fn other_kind(target: &str) -> String {
-    const NAMESPACES: [&str; 9] = [
-        "cgroup",
-        "ipc",
-        "mnt",
-        "net",
-        "pid",
-        "time",
-        "user",
-        "uts",
-        "pid_for_children",
-    ];
-    if procfs::names_a_process(target) {
-        return "a process's file in /proc".to_string();
-    }
-    match target.split_once(":[") {
-        Some((ns, _)) if NAMESPACES.contains(&ns) => {
-            format!("a namespace file ({ns}, opened from /proc/PID/ns)")
-        }
-        _ => "a file of a kind crterm cannot carry".to_string(),
-    }
-}
-
 fn check_carriable(p: &ProcessRecord) -> io::Result<()> {
-    for f in &p.fds {
-        let what = match f.kind {
-            FdKind::Socket => match &f.socket {
-                None => Some("a socket file opened by path".to_string()),
-                Some(s) if s.inet() && s.stream() => None,
-                Some(s) if s.inet() => Some(format!(
-                    "a UDP or raw {} socket (TCP and unix sockets are carried)",
-                    if s.domain == libc::AF_INET {
-                        "IPv4"
-                    } else {
-                        "IPv6"
-                    }
-                )),
-                Some(s) if s.domain != libc::AF_UNIX => Some(format!(
-                    "{} (only unix and TCP sockets are carried)",
-                    match s.domain {
-                        libc::AF_NETLINK => "a netlink socket".to_string(),
-                        libc::AF_PACKET => "a packet socket".to_string(),
-                        d => format!("a socket of address family {d}"),
-                    }
-                )),
-                Some(s) if s.listening && s.name.is_empty() => {
-                    Some("a listening unix socket without a name".to_string())
-                }
-                Some(_) => None,
-            },
-            FdKind::Directory if f.target.ends_with(" (deleted)") => {
-                Some("a directory deleted while open".to_string())
-            }
-            FdKind::File
-                if f.target.ends_with(" (deleted)")
-                    && f.identity
-                        .as_ref()
-                        .is_some_and(|i| i.size > DELETED_FILE_LIMIT) =>
-            {
-                Some("a file deleted while open, larger than 1 GiB".to_string())
-            }
-            // Unlinked from this path, it still has a name elsewhere (a hard link), which
-            // nothing records: made again unnamed, it would no longer be that file.
-            FdKind::File
-                if f.target.ends_with(" (deleted)")
-                    && f.identity.as_ref().is_some_and(|i| i.nlink > 0) =>
-            {
-                Some(
-                    "a file removed from this path that still has another name (a hard link)"
-                        .to_string(),
-                )
-            }
-            FdKind::Anon
-                if !matches!(
-                    f.target.as_str(),
-                    "anon_inode:[eventfd]"
-                        | "anon_inode:[timerfd]"
-                        | "anon_inode:[signalfd]"
-                        | "anon_inode:[eventpoll]"
-                        | "anon_inode:inotify"
-                ) =>
-            {
-                Some("a kernel object crterm cannot carry".to_string())
-            }
-            FdKind::Other => Some(other_kind(&f.target)),
-            _ => None,
-        };
-        if let Some(what) = what {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                format!(
-                    "process {} ({}) holds fd {}, {what} ({}), which this version cannot carry",
-                    p.pid, p.comm, f.fd, f.target
-                ),
-            ));
-        }
-    }
     if procfs::names_a_process(&p.cwd) {
         return Err(io::Error::new(
             io::ErrorKind::Unsupported,
@@ -598,7 +312,7 @@ fn check_carriable(p: &ProcessRecord) -> io::Result<()> {
         .chain(p.threads.iter().flat_map(|t| &t.pending));
     if queued
         .into_iter()
-        .any(|i| super::record::signal_of(i) == libc::SIGKILL)
+        .any(|i| crate::records::signal_of(i) == libc::SIGKILL)
     {
         return Err(io::Error::new(
             io::ErrorKind::Unsupported,
@@ -622,63 +336,6 @@ fn check_carriable(p: &ProcessRecord) -> io::Result<()> {
                     .trim_end_matches(" (deleted)")
             ),
         ));
-    }
-    Ok(())
-}
-
-/// Descriptors' owners (who gets SIGIO and SIGURG) in the session's ids: a thread, a
-/// process, a process group of the session, or refused (one outside would be sent
-/// signals by a process the resume makes anew, or by none).
-fn translate_owners(procs: &mut [ProcessRecord], tasks: &[(i32, Vec<i32>)]) -> io::Result<()> {
-    use super::record::{OWNER_PGRP, OWNER_PID, OWNER_TID};
-    let mut tids = std::collections::HashMap::new();
-    let mut pids = std::collections::HashMap::new();
-    let mut groups = std::collections::HashMap::new();
-    for (p, (host, host_tids)) in procs.iter().zip(tasks) {
-        pids.insert(*host, p.pid);
-        for (t, h) in p.threads.iter().zip(host_tids) {
-            tids.insert(*h, t.tid);
-        }
-        let host_pgid = read(format!("/proc/{host}/stat"))
-            .ok()
-            .and_then(|s| procfs::stat_fields(&s))
-            .and_then(|f| f.get(2).copied());
-        if let Some(g) = host_pgid {
-            groups.insert(g as i32, p.pgid);
-        }
-    }
-    for p in procs.iter_mut() {
-        let (pid, comm) = (p.pid, p.comm.clone());
-        for f in &mut p.fds {
-            let (kind, id) = f.owner;
-            if id == 0 {
-                continue;
-            }
-            let ours = match kind {
-                OWNER_TID => tids.get(&id),
-                OWNER_PID => pids.get(&id),
-                OWNER_PGRP => groups.get(&id),
-                _ => None,
-            };
-            match ours {
-                Some(&ours) => f.owner = (kind, ours),
-                None => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::Unsupported,
-                        format!(
-                            "process {pid} ({comm}) holds fd {}, {}, whose SIGIO goes to {} {id} outside the session, which this version cannot carry",
-                            f.fd,
-                            f.target,
-                            match kind {
-                                OWNER_TID => "thread",
-                                OWNER_PGRP => "process group",
-                                _ => "process",
-                            }
-                        ),
-                    ));
-                }
-            }
-        }
     }
     Ok(())
 }
@@ -738,133 +395,6 @@ fn check_unshared(procs: &[ProcessRecord], hosts: &[i32]) -> io::Result<()> {
     Ok(())
 }
 
-/// Number the open file descriptions: descriptors of the session that are one
-/// description (kcmp says so) get the same `desc`. `hosts[i]` is the host pid of
-/// `record.processes[i]` among the non-zombies (zombies come first and hold no files).
-fn number_descriptions(record: &mut SessionRecord, hosts: &[i32]) -> io::Result<()> {
-    let live: Vec<usize> = (0..record.processes.len())
-        .filter(|&i| record.processes[i].zombie.is_none())
-        .collect();
-    // (host pid, fd, target) of the first holder of each description.
-    let mut firsts: Vec<(i32, i32, String)> = Vec::new();
-    for (&pi, &host) in live.iter().zip(hosts) {
-        for f in &mut record.processes[pi].fds {
-            let mut found = None;
-            for (d, (hp, hfd, target)) in firsts.iter().enumerate() {
-                if *target == f.target
-                    && sys::trace::same_file_description(*hp, *hfd, host, f.fd).unwrap_or(false)
-                {
-                    found = Some(d);
-                    break;
-                }
-            }
-            f.desc = match found {
-                Some(d) => d as u32,
-                None => {
-                    firsts.push((host, f.fd, f.target.clone()));
-                    (firsts.len() - 1) as u32
-                }
-            };
-        }
-    }
-    Ok(())
-}
-
-/// What only the whole session tells of its unix sockets: each one's peer (sock_diag),
-/// whether that peer is held in the session too, and the bytes queued to be read (peeked,
-/// not consumed). Refuses what cannot be carried, naming the process and descriptor:
-/// descriptors in flight, a datagram socket connected to one that is not connected back.
-fn read_sockets(record: &mut SessionRecord, hosts: &[i32]) -> io::Result<()> {
-    let live: Vec<usize> = (0..record.processes.len())
-        .filter(|&i| record.processes[i].zombie.is_none())
-        .collect();
-    let has_sockets = live
-        .iter()
-        .any(|&i| record.processes[i].fds.iter().any(|f| f.socket.is_some()));
-    if !has_sockets {
-        return Ok(());
-    }
-    let diag = sys::sock::unix_diag()
-        .map_err(|e| io::Error::other(format!("reading the session's unix sockets: {e}")))?;
-    let held: std::collections::HashSet<u64> = live
-        .iter()
-        .flat_map(|&i| &record.processes[i].fds)
-        .filter_map(|f| f.socket.as_ref().map(|s| s.inode))
-        .collect();
-    let mut queues: std::collections::HashMap<u64, Vec<Vec<u8>>> = Default::default();
-    // Connections not accepted yet, by the inode of their client end (sock_diag lists
-    // those for a listener: its embryo sockets have none): the listener of the session
-    // they wait in.
-    let waiting_in: std::collections::HashMap<u64, u64> = diag
-        .iter()
-        .filter(|(ino, _)| held.contains(ino))
-        .flat_map(|(&listener, d)| d.pending.iter().map(move |&c| (c, listener)))
-        .collect();
-    for (&pi, &host) in live.iter().zip(hosts) {
-        let p = &mut record.processes[pi];
-        for f in &mut p.fds {
-            let Some(s) = f.socket.as_mut() else { continue };
-            if s.listening {
-                continue;
-            }
-            if s.inet() {
-                // A TCP connection comes back closed, with what had arrived still to read.
-                if !s.peer_addr.is_empty() {
-                    let sock = sys::trace::copy_fd_of(host, f.fd)?;
-                    s.queued = sys::sock::peek_queue(sock.as_fd(), true)?;
-                }
-                continue;
-            }
-            if s.domain != libc::AF_UNIX {
-                continue;
-            }
-            let d = diag.get(&s.inode).cloned().unwrap_or_default();
-            s.peer = d.peer;
-            s.shutdown = d.shutdown;
-            s.peer_inside = d.peer != 0 && held.contains(&d.peer);
-            // A connection waiting in a listener of the session: made again by connecting
-            // to it, which needs the bytes sent so far to be none (they cannot be peeked).
-            if let Some(&listener) = waiting_in.get(&s.inode) {
-                if d.unread_sent > 0 {
-                    let refuse = format!(
-                        "process {} ({}) holds fd {}, a unix socket connection not accepted yet that has sent data ({}), which this version cannot carry",
-                        p.pid, p.comm, f.fd, f.target
-                    );
-                    return Err(io::Error::new(io::ErrorKind::Unsupported, refuse));
-                }
-                s.pending_on = listener;
-                continue;
-            }
-            let refuse = |what: &str| {
-                io::Error::new(
-                    io::ErrorKind::Unsupported,
-                    format!(
-                        "process {} ({}) holds fd {}, a unix socket {what} ({}), which this version cannot carry",
-                        p.pid, p.comm, f.fd, f.target
-                    ),
-                )
-            };
-            if s.peer_inside && diag.get(&d.peer).map(|d| d.peer) != Some(s.inode) {
-                return Err(refuse("connected to a socket that is not connected back"));
-            }
-            if let Some(q) = queues.get(&s.inode) {
-                s.queued = q.clone();
-                continue;
-            }
-            let sock = sys::trace::copy_fd_of(host, f.fd)?;
-            s.queued = match sys::sock::peek_queue(sock.as_fd(), s.stream()) {
-                Ok(q) => q,
-                Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-                    return Err(refuse(&format!("with {e} queued")));
-                }
-                Err(e) => return Err(e),
-            };
-            queues.insert(s.inode, s.queued.clone());
-        }
-    }
-    Ok(())
-}
-
 /// SysV IPC objects: the session has an IPC namespace of its own, so every object in it
 /// is the session's. Carried, one would lose its key's meaning to programs outside and,
 /// for semaphores, the undo state the kernel keeps per process; so any stops the
@@ -881,206 +411,6 @@ fn check_sysv_objects(found: &[String]) -> io::Result<()> {
             found.join(", ")
         ),
     ))
-}
-
-/// The path of every inotify watch: the file or directory with the watched inode among
-/// what the session holds (open files, their directories, cwd, root, exe, mapped files).
-/// A watch whose path is not found stops the checkpoint, named.
-fn find_watched_paths(record: &mut SessionRecord) -> io::Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    if !record
-        .processes
-        .iter()
-        .any(|p| p.fds.iter().any(|f| !f.watches.is_empty()))
-    {
-        return Ok(());
-    }
-    let mut candidates: Vec<String> = Vec::new();
-    for p in &record.processes {
-        candidates.extend([p.cwd.clone(), p.root.clone(), p.exe.clone()]);
-        candidates.extend(
-            p.fds
-                .iter()
-                .filter(|f| matches!(f.kind, FdKind::File | FdKind::Directory))
-                .map(|f| f.target.clone()),
-        );
-        candidates.extend(p.maps.iter().map(|m| m.path.clone()));
-    }
-    let mut known: std::collections::HashMap<((u32, u32), u64), String> = Default::default();
-    for c in candidates {
-        let mut path = std::path::PathBuf::from(&c);
-        if !c.starts_with('/') || c.ends_with(" (deleted)") {
-            continue;
-        }
-        // The file and the directories above it.
-        loop {
-            if let Ok(m) = std::fs::metadata(&path) {
-                let key = ((libc::major(m.dev()), libc::minor(m.dev())), m.ino());
-                known
-                    .entry(key)
-                    .or_insert_with(|| path.display().to_string());
-            }
-            if !path.pop() {
-                break;
-            }
-        }
-    }
-    for p in &mut record.processes {
-        for f in &mut p.fds {
-            for w in &mut f.watches {
-                match known.get(&(w.dev, w.ino)) {
-                    Some(path) => w.path = path.clone(),
-                    None => {
-                        return Err(io::Error::new(
-                            io::ErrorKind::Unsupported,
-                            format!(
-                                "process {} ({}) holds fd {}, an inotify watch (wd {}) on inode {} of device {}:{} whose path crterm cannot find (it is not open, mapped or a directory above those), which this version cannot carry",
-                                p.pid, p.comm, f.fd, w.wd, w.ino, w.dev.0, w.dev.1
-                            ),
-                        ));
-                    }
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-/// What a checkpoint took out of the session's ptys (a pty's queues cannot be peeked): keys
-/// typed and not yet read, and output a master's holder has not read yet. `put_back`
-/// writes them back, in order, before the session goes on (dropping does it too), so a
-/// checkpoint that fails or goes on leaves the queues as they were.
-pub struct TakenQueues {
-    /// (pty number, its master: our copy, or the daemon's own for pty 0, typed, output)
-    ptys: Vec<(u32, OwnedFd, Vec<u8>, Vec<u8>)>,
-}
-
-impl TakenQueues {
-    /// Typed input into the master, output through the slave as it was (OPOST off: it
-    /// was processed when it was first written).
-    pub fn put_back(&mut self) {
-        for (_, master, typed, output) in self.ptys.drain(..) {
-            if !typed.is_empty() {
-                let _ = sys::write_all(master.as_fd(), &typed);
-            }
-            if !output.is_empty()
-                && let Ok(peer) = sys::pty_peer(master.as_fd())
-            {
-                let _ = sys::write_as_output(peer.as_fd(), &output);
-            }
-        }
-    }
-
-    /// Forget them: the session ends with the checkpoint (they are in the image).
-    pub fn forget(&mut self) {
-        self.ptys.clear();
-    }
-}
-
-impl Drop for TakenQueues {
-    fn drop(&mut self) {
-        self.put_back();
-    }
-}
-
-/// Take the bytes queued in the session's ptys out while the session is frozen, into the
-/// record: through each pty master the session holds (screen's, tmux's) and the daemon's
-/// own (`own_master`, pty 0), the output its holder has not read yet, and the keys typed
-/// at its slave and not read (a terminal in raw mode only: in canonical mode a partial line
-/// cannot be read out, and reading the complete lines before it would reorder them when put
-/// back). Only ptys whose master is at hand are touched: what is taken must go back.
-pub fn take_pty_queues(
-    record: &mut SessionRecord,
-    hosts: &[i32],
-    own_master: Option<OwnedFd>,
-) -> io::Result<TakenQueues> {
-    let mut taken = TakenQueues { ptys: Vec::new() };
-    if let Some(m) = own_master {
-        taken.ptys.push((0, m, Vec::new(), Vec::new()));
-    }
-    let live: Vec<usize> = (0..record.processes.len())
-        .filter(|&i| record.processes[i].zombie.is_none())
-        .collect();
-    // Output through the masters the session holds.
-    for (&pi, &host) in live.iter().zip(hosts) {
-        let p = &mut record.processes[pi];
-        let who = format!("process {} ({})", p.pid, p.comm);
-        for f in &mut p.fds {
-            let Some(n) = f.pty_index() else { continue };
-            let Some(tty) = f.tty.as_mut() else { continue };
-            if taken.ptys.iter().any(|p| p.0 == n) {
-                continue;
-            }
-            let master = sys::trace::copy_fd_of(host, f.fd).map_err(|e| {
-                io::Error::other(format!("{who}: cannot reach the master of pty {n}: {e}"))
-            })?;
-            let (output, failed) = read_pty_output(master.as_fd(), tty.packet);
-            tty.output = output.clone();
-            // What was read goes back whatever happens next.
-            taken.ptys.push((n, master, Vec::new(), output));
-            if let Some(e) = failed {
-                return Err(io::Error::other(format!(
-                    "{who}: the output waiting in pty {n}: {e}"
-                )));
-            }
-        }
-    }
-    // Typed input at the slaves of those ptys, once per pty.
-    let mut seen = std::collections::HashSet::<u32>::new();
-    for (&pi, &host) in live.iter().zip(hosts) {
-        for f in &mut record.processes[pi].fds {
-            if f.kind != FdKind::CharDevice {
-                continue;
-            }
-            let Some(n) = f
-                .target
-                .strip_prefix("/dev/pts/")
-                .and_then(|n| n.parse().ok())
-            else {
-                continue;
-            };
-            let Some(tty) = f.tty.as_mut() else { continue };
-            let Some(p) = taken.ptys.iter_mut().find(|p| p.0 == n) else {
-                continue;
-            };
-            if !seen.insert(n) {
-                continue;
-            }
-            let typed = sys::take_typed_input(host, f.fd)
-                .map_err(|e| io::Error::other(format!("the keys typed at pty {n}: {e}")))?;
-            tty.typed = typed.clone();
-            p.2 = typed;
-        }
-    }
-    super::hooks::fail_at("queues")?;
-    Ok(taken)
-}
-
-/// What a pty's programs wrote and its master's holder has not read yet (consumed: put it
-/// back with `TakenQueues::put_back`), and why it could not all be read. In packet mode
-/// each read starts with a status byte.
-fn read_pty_output(master: std::os::fd::BorrowedFd, packet: bool) -> (Vec<u8>, Option<io::Error>) {
-    let mut out = Vec::new();
-    let mut buf = vec![0u8; 64 << 10];
-    while sys::readable(master) {
-        if out.len() >= 16 << 20 {
-            return (out, Some(io::Error::other("more than 16 MiB")));
-        }
-        match sys::read(master, &mut buf) {
-            Ok(0) => break,
-            // No process holds the slave: nothing more will come.
-            Err(e) if e.raw_os_error() == Some(libc::EIO) => break,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) => return (out, Some(e)),
-            Ok(n) if packet => {
-                if buf[0] == 0 {
-                    out.extend_from_slice(&buf[1..n]);
-                }
-            }
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-        }
-    }
-    (out, None)
 }
 
 /// The connections the frozen session holds to the outside, one line each: TCP
@@ -1248,16 +578,16 @@ pub fn read_session(
         record.processes.push(p);
     }
     check_unshared(&record.processes[first_live..], &hosts)?;
-    translate_owners(&mut record.processes[first_live..], &tasks)?;
+    crate::fds::translate_owners(&mut record.processes[first_live..], &tasks)?;
     if let (Some((pid, tids)), Some(p)) = (tasks.first(), record.processes.get(first_live)) {
         let ns = super::inside::session_namespaces(*pid, tids, &exec_maps(&p.maps))
             .map_err(|e| io::Error::other(format!("asking the session's namespaces: {e}")))?;
         check_sysv_objects(&ns.sysv)?;
         record.machine.hostname = ns.hostname;
     }
-    read_sockets(&mut record, &hosts)?;
-    find_watched_paths(&mut record)?;
-    number_descriptions(&mut record, &hosts)?;
+    crate::fds::sockets::read_connections(&mut record, &hosts)?;
+    crate::fds::notify::find_watched_paths(&mut record)?;
+    crate::fds::number_descriptions(&mut record, &hosts)?;
     // What a resume of this version could not bring back is refused now, not at resume.
     crate::restore::check_supported(&record)
         .map_err(|e| io::Error::new(io::ErrorKind::Unsupported, format!("{e:#}")))?;

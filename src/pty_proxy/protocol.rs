@@ -28,7 +28,7 @@ impl CheckpointOrder {
             exit,
             path: String::new(),
             wait: 0,
-            carry_files: crate::ckpt::record::DEFAULT_CARRY_FILES,
+            carry_files: crate::records::DEFAULT_CARRY_FILES,
         }
     }
 }

@@ -9,8 +9,8 @@
 //! namespace, so a session never leaves processes behind. Later the same init is the
 //! in-namespace agent that recreates processes with exact pids on restore.
 
-use crate::ckpt::record::SessionRecord;
 use crate::image::Image;
+use crate::records::SessionRecord;
 use crate::restore;
 use crate::sys::{self, Forked, WinSize};
 use anyhow::{Context, Result, anyhow, bail};

@@ -15,7 +15,7 @@
 //!   resource limits itself, with no more privilege than it has then.
 
 use super::{Restorer, nr};
-use crate::ckpt::record::{ProcessRecord, SessionRecord};
+use crate::records::{ProcessRecord, SessionRecord};
 use crate::sys;
 use anyhow::{Result, anyhow, bail};
 
@@ -119,7 +119,7 @@ impl Restorer<'_> {
     /// Act on the file system as process `rec` would (its file system ids and groups)
     /// until the guard is dropped, when the restore may set ids (root resuming); an
     /// ordinary user's init is that user already.
-    pub(super) fn act_as(&self, rec: &ProcessRecord) -> Result<ActingAs> {
+    pub(crate) fn act_as(&self, rec: &ProcessRecord) -> Result<ActingAs> {
         act_as(self.opts.set_ids, rec)
     }
 
@@ -303,7 +303,7 @@ impl Restorer<'_> {
 /// The init acting on the file system as a process of the session; dropped, it is itself
 /// again (where it can be: root of a user namespace made for another user's session has
 /// no id of its own there, and stays that user, whose session it restores).
-pub(super) struct ActingAs(Option<(u32, u32, Vec<u32>)>);
+pub(crate) struct ActingAs(Option<(u32, u32, Vec<u32>)>);
 
 impl Drop for ActingAs {
     fn drop(&mut self) {

@@ -5,9 +5,9 @@
 //! arguments, environment, auxv, exe) are put back with PR_SET_MM_MAP.
 
 use super::{PAGE, Restorer, TASK_SIZE, TRAMPOLINE_PAGES};
-use crate::ckpt::record::{CarriedFile, MapKind, MapRecord, SessionRecord, vm};
 use crate::image::SectionKind;
 use crate::inject::nr;
+use crate::records::{CarriedFile, MapKind, MapRecord, SessionRecord, vm};
 use crate::sys::{self, trace as t};
 use anyhow::{Context, Result, anyhow, bail};
 use std::collections::HashMap;
@@ -61,7 +61,7 @@ pub fn mapped_file_here(record: &SessionRecord, m: &MapRecord) -> bool {
                 // Another machine's copy of the same file (installed at another time):
                 // the same content.
                 || (meta.size() == f.size
-                    && crate::ckpt::record::hash_prefix(&m.path, f.size).as_deref()
+                    && crate::records::hash_prefix(&m.path, f.size).as_deref()
                         == Some(f.sha256.as_str()))
         }
         None => dev == m.dev && meta.ino() == m.inode,
@@ -198,7 +198,7 @@ impl Restorer<'_> {
 
     /// An address for this kernel's vDSO block (`len` bytes) below the old one, free in
     /// process `rec` and apart from the trampoline.
-    fn free_vdso_address(&self, rec: &crate::ckpt::record::ProcessRecord, len: u64) -> Result<u64> {
+    fn free_vdso_address(&self, rec: &crate::records::ProcessRecord, len: u64) -> Result<u64> {
         let old = rec
             .maps
             .iter()
@@ -501,7 +501,7 @@ impl Restorer<'_> {
     }
 
     /// The content of carried file `index`: its FILES chunks (each file starts a chunk).
-    pub(super) fn carried_content(&self, index: usize) -> Result<Vec<u8>> {
+    pub(crate) fn carried_content(&self, index: usize) -> Result<Vec<u8>> {
         let chunk = crate::image::CHUNK_SIZE as u64;
         let first: u64 = self.record.files[..index]
             .iter()

@@ -12,25 +12,24 @@
 //! page the calls ran from. Then all threads are let go together.
 //!
 //! Order (`restore`): ptys → trampoline → processes, sessions, groups, terminals
-//! (`tree`) → descriptors (`files`) → memory (`memory`) → per-process state and threads →
+//! (`tree`) → descriptors (`crate::fds`, one module per kind) → memory (`memory`) → per-process state and threads →
 //! registers → detach. Any error ends the init, and with it (pid 1 of the namespace)
 //! everything it created.
 
 mod creds;
+pub use crate::fds::files::check_open_files;
 pub use creds::{Resumer, check_identity};
-mod files;
-pub use files::check_open_files;
 mod memory;
 pub use memory::mapped_file_here;
 mod tree;
 
-use crate::ckpt::record::{ProcessRecord, SessionRecord, signal_of};
 use crate::image::Image;
 use crate::inject::{Injector, nr};
+use crate::records::{ProcessRecord, SessionRecord, signal_of};
 use crate::sys::{self, trace as t};
 use anyhow::{Context, Result, anyhow, bail};
 use std::collections::BTreeMap;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 /// The trampoline: a page with `syscall; int3`, then scratch pages for the calls' data.
 const TRAMPOLINE_PAGES: u64 = 4;
@@ -69,29 +68,31 @@ pub struct Restored {
 }
 
 /// A process being restored: its record and an injector on its main thread.
-struct Proc<'a> {
-    rec: &'a ProcessRecord,
-    inj: Injector,
+pub(crate) struct Proc<'a> {
+    pub(crate) rec: &'a ProcessRecord,
+    pub(crate) inj: Injector,
     /// Its threads as created so far (the main thread first).
-    tids: Vec<i32>,
+    pub(crate) tids: Vec<i32>,
 }
 
-struct Restorer<'a> {
-    record: &'a SessionRecord,
-    image: &'a Image,
-    opts: &'a Options,
+/// The restore's state, shared by its parts (the descriptor kinds in `crate::fds` among
+/// them).
+pub(crate) struct Restorer<'a> {
+    pub(crate) record: &'a SessionRecord,
+    pub(crate) image: &'a Image,
+    pub(crate) opts: &'a Options,
     /// Start of the trampoline, the same in every process.
-    tramp: u64,
+    pub(crate) tramp: u64,
     /// The init's end of the socket descriptors travel over, and the number every process
     /// holds the other end at while it is restored.
-    xfer: OwnedFd,
-    xfer_fd: i32,
-    procs: BTreeMap<i32, Proc<'a>>,
-    masters: BTreeMap<u32, OwnedFd>,
+    pub(crate) xfer: OwnedFd,
+    pub(crate) xfer_fd: i32,
+    pub(crate) procs: BTreeMap<i32, Proc<'a>>,
+    pub(crate) masters: BTreeMap<u32, OwnedFd>,
     /// Files deleted while open, made again (unnamed), by (device, inode): every
     /// description of one, and a shared mapping of it, is of the one file made.
-    deleted: std::cell::RefCell<DeletedFiles>,
-    warnings: Vec<String>,
+    pub(crate) deleted: std::cell::RefCell<DeletedFiles>,
+    pub(crate) warnings: Vec<String>,
 }
 
 /// Files made again by (device (major, minor), inode).
@@ -105,14 +106,14 @@ pub fn restore(record: &SessionRecord, image: &Image, opts: &Options) -> Result<
     // The ptys belong to the session's user: made as its first process.
     let masters = if let Some(first) = record.processes.iter().find(|p| p.zombie.is_none()) {
         let _as = creds::act_as(opts.set_ids, first)?;
-        files::open_ptys(record)?
+        crate::fds::ttys::open_ptys(record)?
     } else {
         bail!("the image holds no process")
     };
     let tramp = trampoline_address(record)?;
     map_trampoline(tramp)?;
     let (xfer, xfer_child) = sys::dgram_pair().context("socketpair")?;
-    let xfer_fd = files::free_fd_number(record);
+    let xfer_fd = crate::fds::free_fd_number(record);
     let mut r = Restorer {
         record,
         image,
@@ -142,7 +143,7 @@ pub fn restore(record: &SessionRecord, image: &Image, opts: &Options) -> Result<
 /// Refuse what this version cannot bring back, naming it: at checkpoint (so no image of it
 /// is made), by `crterm check`, and again before a resume makes anything.
 pub fn check_supported(record: &SessionRecord) -> Result<()> {
-    if let Some(last) = files::pty_numbers(record).last()
+    if let Some(last) = crate::fds::ttys::pty_numbers(record).last()
         && *last > 255
     {
         bail!("the image uses pty {last}; at most 256 ptys are restored");
@@ -164,14 +165,13 @@ pub fn check_supported(record: &SessionRecord) -> Result<()> {
             }
         }
         if let Some(m) = p.maps.iter().find(|m| {
-            m.vm & crate::ckpt::record::vm::REFUSED != 0
-                && m.kind() != crate::ckpt::record::MapKind::Kernel
+            m.vm & crate::records::vm::REFUSED != 0 && m.kind() != crate::records::MapKind::Kernel
         }) {
             bail!(
                 "process {} ({}) maps {} at {:#x}-{:#x}{}, which this version cannot carry",
                 p.pid,
                 p.comm,
-                crate::ckpt::record::vm::refused_name(m.vm),
+                crate::records::vm::refused_name(m.vm),
                 m.start,
                 m.end,
                 if m.path.is_empty() {
@@ -284,16 +284,16 @@ fn map_trampoline(at: u64) -> Result<()> {
 }
 
 impl<'a> Restorer<'a> {
-    fn scratch(&self) -> u64 {
+    pub(crate) fn scratch(&self) -> u64 {
         self.tramp + PAGE
     }
 
-    fn proc(&self, pid: i32) -> &Proc<'a> {
+    pub(crate) fn proc(&self, pid: i32) -> &Proc<'a> {
         &self.procs[&pid]
     }
 
     /// Write `bytes` into process `pid`'s scratch at `off`; returns the address.
-    fn put(&self, pid: i32, off: u64, bytes: &[u8]) -> Result<u64> {
+    pub(crate) fn put(&self, pid: i32, off: u64, bytes: &[u8]) -> Result<u64> {
         let at = self.scratch() + off;
         t::write_process_memory(pid, at, bytes)
             .with_context(|| format!("writing the scratch page of process {pid}"))?;
@@ -301,7 +301,7 @@ impl<'a> Restorer<'a> {
     }
 
     /// A NUL-terminated path in the scratch (at its upper part).
-    fn put_path(&self, pid: i32, path: &str) -> Result<u64> {
+    pub(crate) fn put_path(&self, pid: i32, path: &str) -> Result<u64> {
         let mut b = path.as_bytes().to_vec();
         b.push(0);
         if b.len() as u64 > 2 * PAGE {
@@ -310,7 +310,13 @@ impl<'a> Restorer<'a> {
         self.put(pid, PAGE, &b)
     }
 
-    fn call(&self, pid: i32, what: &'static str, number: i64, args: &[u64]) -> Result<u64> {
+    pub(crate) fn call(
+        &self,
+        pid: i32,
+        what: &'static str,
+        number: i64,
+        args: &[u64],
+    ) -> Result<u64> {
         let p = self.proc(pid);
         p.inj
             .call(what, number, args)
@@ -477,12 +483,7 @@ impl<'a> Restorer<'a> {
         Ok(())
     }
 
-    fn thread_extras(
-        &self,
-        pid: i32,
-        tid: i32,
-        th: &crate::ckpt::record::ThreadRecord,
-    ) -> Result<()> {
+    fn thread_extras(&self, pid: i32, tid: i32, th: &crate::records::ThreadRecord) -> Result<()> {
         let inj = Injector::new(tid, self.tramp, TRACE_CHILDREN)?;
         let fail = |e: crate::inject::CallError| anyhow!("thread {tid} of process {pid}: {e}");
         if !th.comm.is_empty() {
@@ -602,7 +603,7 @@ impl Restorer<'_> {
             let fd = f.fd as u64;
             let what = || format!("process {pid} ({}) fd {}: its owner", rec.comm, f.fd);
             if async_ {
-                let flags = f.flags as i32 & (files::STATUS_FLAGS | libc::O_ASYNC);
+                let flags = f.flags as i32 & (crate::fds::STATUS_FLAGS | libc::O_ASYNC);
                 self.call(
                     pid,
                     "fcntl(F_SETFL)",
@@ -679,7 +680,7 @@ impl Restorer<'_> {
 }
 
 /// Whether a thread's saved registers re-issue a system call on restore.
-fn reissues_call(th: &crate::ckpt::record::ThreadRecord) -> bool {
+fn reissues_call(th: &crate::records::ThreadRecord) -> bool {
     let mut regs: t::Regs = [0; 27];
     regs.copy_from_slice(&th.regs);
     crate::inject::restart_regs(regs, false) != regs
@@ -715,7 +716,7 @@ fn step_into_call(tid: i32) -> Result<()> {
 /// A thread's saved registers (a call it was in is re-issued), XSAVE state and mask.
 fn set_final(
     tid: i32,
-    th: &crate::ckpt::record::ThreadRecord,
+    th: &crate::records::ThreadRecord,
     xsave: &(crate::machine::XsaveLayout, crate::machine::XsaveLayout),
 ) -> Result<()> {
     let mut regs: t::Regs = [0; 27];
@@ -728,4 +729,52 @@ fn set_final(
     t::ptrace_set_sigmask(tid, th.blocked_signals)
         .with_context(|| format!("thread {tid}: setting the signal mask"))?;
     Ok(())
+}
+
+impl Restorer<'_> {
+    /// Send `fd` to process `pid` and put it at number `want`.
+    pub(crate) fn transfer(
+        &self,
+        pid: i32,
+        fd: BorrowedFd,
+        want: i32,
+        cloexec: bool,
+    ) -> Result<()> {
+        let got = self.receive(pid, fd)?;
+        self.place(pid, got, want, cloexec)
+    }
+
+    /// Send `fd` to process `pid`; the number it got there.
+    pub(crate) fn receive(&self, pid: i32, fd: BorrowedFd) -> Result<i32> {
+        sys::send_with_fd(self.xfer.as_fd(), b"f", fd).context("sending a descriptor")?;
+        let base = self.scratch() + 3 * PAGE - 512;
+        let (iov, buf, control) = (base + 64, base + 128, base + 192);
+        let mut msg = [0u64; 7];
+        msg[2] = iov;
+        msg[3] = 1;
+        msg[4] = control;
+        msg[5] = 24;
+        let mut bytes: Vec<u8> = msg.iter().flat_map(|w| w.to_le_bytes()).collect();
+        bytes.resize(64, 0);
+        bytes.extend_from_slice(&buf.to_le_bytes());
+        bytes.extend_from_slice(&8u64.to_le_bytes());
+        t::write_process_memory(pid, base, &bytes)?;
+        t::write_process_memory(pid, control, &[0u8; 24])?;
+        self.call(pid, "recvmsg", nr::RECVMSG, &[self.xfer_fd as u64, base, 0])?;
+        let mut got = [0u8; 4];
+        sys::read_process_memory(pid, control + 16, &mut got)?;
+        Ok(i32::from_le_bytes(got))
+    }
+
+    /// Move descriptor `got` of process `pid` to `want`.
+    pub(crate) fn place(&self, pid: i32, got: i32, want: i32, cloexec: bool) -> Result<()> {
+        if got != want {
+            let flags = if cloexec { libc::O_CLOEXEC as u64 } else { 0 };
+            self.call(pid, "dup3", nr::DUP3, &[got as u64, want as u64, flags])?;
+            self.call(pid, "close", nr::CLOSE, &[got as u64])?;
+        } else if cloexec {
+            self.call(pid, "fcntl", 72, &[got as u64, libc::F_SETFD as u64, 1])?;
+        }
+        Ok(())
+    }
 }

@@ -2,9 +2,10 @@
 //! session and process group, with its controlling terminal and the terminal's
 //! foreground group; zombies made to exit with their status.
 
-use super::{Proc, Restorer, TRACE_CHILDREN, files::pts_number};
-use crate::ckpt::record::ProcessRecord;
+use super::{Proc, Restorer, TRACE_CHILDREN};
+use crate::fds::ttys::pts_number;
 use crate::inject::{Injector, nr};
+use crate::records::ProcessRecord;
 use crate::sys::{self, trace as t};
 use anyhow::{Context, Result, anyhow, bail};
 
@@ -21,7 +22,7 @@ struct Helper {
 /// when that is gone, by a helper of its session or the init), so it is in its parent's
 /// session unless it leads its own; a group whose leader is gone needs a helper, which
 /// can only be made in a session whose leader is gone too.
-pub(super) fn check_layout(record: &crate::ckpt::record::SessionRecord) -> Result<()> {
+pub(super) fn check_layout(record: &crate::records::SessionRecord) -> Result<()> {
     let find = |pid: i32| record.processes.iter().find(|p| p.pid == pid);
     let live = |id: i32| find(id).is_some_and(|l| l.zombie.is_none());
     for p in &record.processes {

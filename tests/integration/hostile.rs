@@ -9,8 +9,8 @@
 //! `CRTERM_FUZZ_SECS=3600 cargo test --release --test integration hostile::fuzz`.
 
 use crate::common::{Env, TempDir};
-use crterm::ckpt::record::SessionRecord;
 use crterm::image::{self, Codec, ImageInfo, ImageWriter, SectionKind};
+use crterm::records::SessionRecord;
 use crterm::term_model::Term;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -340,7 +340,7 @@ fn records_that_do_not_match_their_chunks_or_themselves_are_refused() {
 /// process and the mapping.
 #[test]
 fn memory_of_a_kind_not_carried_is_refused_by_name() {
-    use crterm::ckpt::record::{MapKind, vm};
+    use crterm::records::{MapKind, vm};
     let env = Env::unprivileged();
     let dir = TempDir::new("crterm-hostile");
     let p = golden();
@@ -390,25 +390,19 @@ fn memory_of_a_kind_not_carried_is_refused_by_name() {
 /// timers). Valid: an image of it loads.
 fn rich(p: &Parts) -> SessionRecord {
     use crterm::ckpt::inside::PosixTimer;
-    use crterm::ckpt::record::*;
+    use crterm::records::*;
     let mut r = p.record.clone();
     let base = r.processes[0].clone();
-    let fd = |fd: i32, desc: u32, target: &str, kind: FdKind| FdRecord {
+    let fd = |fd: i32, desc: u32, target: &str, object: FdObject| FdRecord {
         fd,
         desc,
         target: target.into(),
         flags: 0o2,
         pos: 0,
-        kind,
-        identity: None,
-        fdinfo: "pos:\t0\nflags:\t02\n".into(),
-        queued: Vec::new(),
-        pipe_size: 0,
-        tty: None,
-        socket: None,
-        watches: Vec::new(),
         owner: (1, 3),
         signal: 40,
+        locks: Vec::new(),
+        object,
     };
     let mut child = base.clone();
     child.pid = 3;
@@ -427,12 +421,16 @@ fn rich(p: &Parts) -> SessionRecord {
         value: 0,
         spec: [0, 0, 1, 0],
     }];
-    let mut pipe = fd(10, 10, "pipe:[4242]", FdKind::Pipe);
-    pipe.queued = b"queued in a pipe".to_vec();
-    pipe.pipe_size = 65536;
-    let mut master = fd(11, 11, "/dev/ptmx", FdKind::PtyMaster);
-    master.fdinfo.push_str("tty-index:\t1\n");
-    master.tty = Some(TtyRecord {
+    let pipe = fd(
+        10,
+        10,
+        "pipe:[4242]",
+        FdObject::Pipe(PipeRecord {
+            queued: b"queued in a pipe".to_vec(),
+            size: 65536,
+        }),
+    );
+    let tty = TtyRecord {
         termios: vec![0; 60],
         cols: 80,
         rows: 24,
@@ -440,35 +438,101 @@ fn rich(p: &Parts) -> SessionRecord {
         output: b"output".to_vec(),
         packet: false,
         locked: false,
-    });
-    let mut sock = fd(12, 12, "socket:[5151]", FdKind::Socket);
-    sock.socket = Some(SocketRecord {
-        domain: libc::AF_UNIX,
-        kind: libc::SOCK_STREAM,
-        listening: false,
-        pending: false,
-        passcred: false,
-        name: Vec::new(),
-        mode: 0,
-        inode: 5151,
-        peer: 5152,
-        peer_inside: false,
-        shutdown: 0,
-        pending_on: 0,
-        queued: vec![b"in a socket".to_vec()],
-        addr: Vec::new(),
-        peer_addr: Vec::new(),
-        options: Vec::new(),
-    });
-    let mut watch = fd(13, 13, "anon_inode:inotify", FdKind::Anon);
-    watch.watches = vec![InotifyWatch {
-        wd: 1,
-        mask: 2,
-        ino: 42,
-        dev: (8, 1),
-        path: "/tmp".into(),
+    };
+    let master = fd(11, 11, "/dev/ptmx", FdObject::PtyMaster { index: 1, tty });
+    let sock = fd(
+        12,
+        12,
+        "socket:[5151]",
+        FdObject::Socket(SocketRecord {
+            domain: libc::AF_UNIX,
+            kind: libc::SOCK_STREAM,
+            listening: false,
+            pending: false,
+            passcred: false,
+            name: Vec::new(),
+            mode: 0,
+            inode: 5151,
+            peer: 5152,
+            peer_inside: false,
+            shutdown: 0,
+            pending_on: 0,
+            queued: vec![b"in a socket".to_vec()],
+            addr: Vec::new(),
+            peer_addr: Vec::new(),
+            options: Vec::new(),
+        }),
+    );
+    let watch = fd(
+        13,
+        13,
+        "anon_inode:inotify",
+        FdObject::Inotify {
+            watches: vec![InotifyWatch {
+                wd: 1,
+                mask: 2,
+                ino: 42,
+                dev: (8, 1),
+                path: "/tmp".into(),
+            }],
+        },
+    );
+    let timer = fd(
+        14,
+        14,
+        "anon_inode:[timerfd]",
+        FdObject::TimerFd(TimerFdRecord {
+            clock: 1,
+            value_ns: 5_000_000_000,
+            interval_ns: 1_000_000,
+        }),
+    );
+    let poll = fd(
+        15,
+        15,
+        "anon_inode:[eventpoll]",
+        FdObject::Epoll {
+            registrations: vec![EpollRegistration {
+                fd: 14,
+                events: 1,
+                data: 7,
+            }],
+        },
+    );
+    let mut locked = fd(
+        16,
+        16,
+        "/tmp",
+        FdObject::Directory(FileIdentity {
+            dev: 2049,
+            ino: 2,
+            size: 4096,
+            mtime_ns: 1,
+            mode: 0o1777,
+            nlink: 2,
+            sha256: None,
+        }),
+    );
+    locked.locks = vec![LockRecord {
+        kind: LockKind::Flock,
+        write: true,
+        start: 0,
+        len: 0,
+        file: "08:01:2".into(),
     }];
-    child.fds.extend([pipe, master, sock, watch]);
+    let counter = fd(
+        17,
+        17,
+        "anon_inode:[eventfd]",
+        FdObject::EventFd {
+            count: 42,
+            semaphore: true,
+        },
+    );
+    child
+        .fds
+        .extend([pipe, master, sock, watch, timer, poll, locked, counter]);
+
     let mut zombie = base.clone();
     zombie.pid = 4;
     zombie.ppid = 2;

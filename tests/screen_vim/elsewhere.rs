@@ -188,7 +188,7 @@ fn check_reports_this_machine_and_whether_an_image_resumes_here() {
 /// The image's vDSO regions laid out as Linux 6.1 lays them out (Debian 12's kernel:
 /// `[vvar]` of 4 pages right before a `[vdso]` of 2, no `[vvar_vclock]`), the `[vdso]`
 /// where it was.
-fn as_if_on_linux_6_1(record: &mut crterm::ckpt::record::SessionRecord) {
+fn as_if_on_linux_6_1(record: &mut crterm::records::SessionRecord) {
     for p in &mut record.processes {
         let Some(vdso) = p.maps.iter().find(|m| m.path == "[vdso]").map(|m| m.start) else {
             continue;

@@ -688,9 +688,9 @@ fn hostile_images_resume_to_one_line_and_leave_nothing() {
     let env = Env::unprivileged();
     let golden = image::read_file(Path::new(GOLDEN_SESSION)).unwrap();
     let term: crterm::term_model::Term = golden.meta(SectionKind::TERM_MODEL).unwrap();
-    let record: crterm::ckpt::record::SessionRecord = golden.meta(SectionKind::SESSION).unwrap();
+    let record: crterm::records::SessionRecord = golden.meta(SectionKind::SESSION).unwrap();
     let build = |term: &crterm::term_model::Term,
-                 record: &crterm::ckpt::record::SessionRecord,
+                 record: &crterm::records::SessionRecord,
                  cut_pages: bool| {
         let mut w = ImageWriter::new(Vec::new(), &golden.info).unwrap();
         w.meta(SectionKind::TERM_MODEL, term).unwrap();

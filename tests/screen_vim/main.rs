@@ -714,7 +714,7 @@ fn a_checkpoint_writes_an_image_that_info_reads() {
     .unwrap();
     assert!(found, "the python process's memory is not in the image");
     // Every thread's full register state, and what restore needs of signals and rseq.
-    let session: crterm::ckpt::record::SessionRecord =
+    let session: crterm::records::SessionRecord =
         img.meta(crterm::image::SectionKind::SESSION).unwrap();
     for p in &session.processes {
         for t in &p.threads {
@@ -743,13 +743,12 @@ fn a_checkpoint_writes_an_image_that_info_reads() {
     );
     assert_eq!((bash.pid, bash.ppid, bash.sid), (2, 1, 2));
     // The shell's terminal and the identity of regular files it holds.
-    use crterm::ckpt::record::FdKind;
+    use crterm::records::FdObject;
     let tty = bash.fds.iter().find(|f| f.fd == 0).unwrap();
-    assert_eq!(
-        (tty.kind, tty.target.as_str()),
-        (FdKind::CharDevice, "/dev/pts/0")
-    );
-    let state = tty.tty.as_ref().expect("the terminal's state");
+    assert_eq!(tty.target, "/dev/pts/0");
+    let FdObject::PtySlave(state) = &tty.object else {
+        panic!("the terminal's state: {tty:?}");
+    };
     assert_eq!((state.cols, state.rows), (100, 30));
     assert_eq!(state.termios.len(), std::mem::size_of::<libc::termios>());
     // Mapped files are carried once each: libc, mapped by all three processes, once.
@@ -781,13 +780,12 @@ fn a_checkpoint_writes_an_image_that_info_reads() {
                 || f.copies[0].path.contains("python3"))
     );
     let held = bash.fds.iter().find(|f| f.fd == 7).unwrap();
-    assert_eq!(
-        (held.kind, held.target.as_str()),
-        (FdKind::File, "/etc/hostname")
-    );
+    assert_eq!(held.target, "/etc/hostname");
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata("/etc/hostname").unwrap();
-    let id = held.identity.as_ref().unwrap();
+    let FdObject::File(id) = &held.object else {
+        panic!("a regular file: {held:?}");
+    };
     assert_eq!((id.ino, id.size), (meta.ino(), meta.size()));
     assert!(python.ppid == 2 && python.pgid == python.pid && python.sid == 2);
     // The human form names the processes and draws the screen.
@@ -984,7 +982,7 @@ fn a_zombie_in_the_session_is_recorded_not_a_failure() {
         String::from_utf8_lossy(&out.stderr)
     );
     let img = crterm::image::read_file(&image).unwrap();
-    let session: crterm::ckpt::record::SessionRecord =
+    let session: crterm::records::SessionRecord =
         img.meta(crterm::image::SectionKind::SESSION).unwrap();
     let zombie = session
         .processes
@@ -1007,7 +1005,7 @@ fn a_zombie_in_the_session_is_recorded_not_a_failure() {
 }
 
 #[test]
-fn pipes_queued_bytes_and_fdinfo_are_saved_without_consuming_them() {
+fn pipes_queued_bytes_and_eventfd_counts_are_saved_without_consuming_them() {
     let env = Env::unprivileged();
     env.pane(
         "p",
@@ -1021,7 +1019,7 @@ fn pipes_queued_bytes_and_fdinfo_are_saved_without_consuming_them() {
     );
     env.tmux.send_keys("p", &["Enter"]);
     env.tmux.wait_text("p", "WRITTEN", T);
-    let session = |n: &str| -> crterm::ckpt::record::SessionRecord {
+    let session = |n: &str| -> crterm::records::SessionRecord {
         let image = env.dir.path().join(n);
         let out = env.crterm(&["checkpoint", "pq", "-o", image.to_str().unwrap()]);
         assert!(
@@ -1038,32 +1036,33 @@ fn pipes_queued_bytes_and_fdinfo_are_saved_without_consuming_them() {
         let s = session(round);
         let python = s.processes.iter().find(|p| p.comm == "python3").unwrap();
         let writer = python.fds.iter().find(|f| f.fd == 1).unwrap();
+        use crterm::records::FdObject;
+        let queued = |f: &crterm::records::FdRecord| match &f.object {
+            FdObject::Pipe(p) => p.queued.clone(),
+            other => panic!("{round}: not a pipe: {other:?}"),
+        };
         assert_eq!(
-            writer.queued,
+            queued(writer),
             vec![b'Q'; 60000],
             "{round}: the writer's end"
         );
         let sleeper = s.processes.iter().find(|p| p.comm == "sleep").unwrap();
         let reader = sleeper.fds.iter().find(|f| f.fd == 0).unwrap();
-        assert_eq!(reader.queued.len(), 60000, "{round}: the reader's end");
+        assert_eq!(queued(reader).len(), 60000, "{round}: the reader's end");
         let eventfd = python
             .fds
             .iter()
             .find(|f| f.target.contains("eventfd"))
             .unwrap();
         assert!(
-            eventfd.fdinfo.contains("eventfd-count:"),
-            "{}",
-            eventfd.fdinfo
-        );
-        assert!(
-            eventfd
-                .fdinfo
-                .lines()
-                .any(|l| l.starts_with("eventfd-count:")
-                    && u64::from_str_radix(l.split_whitespace().nth(1).unwrap(), 16) == Ok(42)),
-            "{}",
-            eventfd.fdinfo
+            matches!(
+                eventfd.object,
+                FdObject::EventFd {
+                    count: 42,
+                    semaphore: false
+                }
+            ),
+            "{round}: {eventfd:?}"
         );
     }
     env.tmux.type_text("p", "kill %1; exit");

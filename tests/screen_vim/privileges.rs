@@ -127,7 +127,7 @@ fn root_refuses_a_users_image_that_claims_more_than_its_user_had() {
     let (image, _) = users_image(&user, "claim");
     let root = Env::root();
     let (uid, gid) = user_ids(TEST_USER);
-    type Change = Box<dyn Fn(&mut crterm::ckpt::record::SessionRecord)>;
+    type Change = Box<dyn Fn(&mut crterm::records::SessionRecord)>;
     let cases: Vec<(&str, Change)> = vec![
         (
             "ran as user 0",

@@ -635,7 +635,7 @@ fn the_golden_session_image_still_reads_and_resumes() {
     }
     let img = crterm::image::read_file(Path::new(GOLDEN_SESSION)).unwrap();
     assert_eq!(img.format.0, 1);
-    let record: crterm::ckpt::record::SessionRecord = img
+    let record: crterm::records::SessionRecord = img
         .meta(crterm::image::SectionKind::SESSION)
         .expect("this build reads the golden session record");
     assert_eq!(record.processes.len(), 1);
@@ -767,7 +767,7 @@ pub(crate) fn a_feature_no_program_used() -> String {
 /// session started without `--cpu baseline` (the other machine of a test).
 pub(crate) fn as_if_made_on_this_cpu_with(
     info: &mut crterm::image::ImageInfo,
-    record: &mut crterm::ckpt::record::SessionRecord,
+    record: &mut crterm::records::SessionRecord,
     extra: &[String],
 ) {
     info.cpu_features = crterm::image::ImageInfo::here().cpu_features;
@@ -780,13 +780,13 @@ pub(crate) fn as_if_made_on_this_cpu_with(
 pub(crate) fn rewrite_image(
     src: &Path,
     dest: &Path,
-    change: impl FnOnce(&mut crterm::image::ImageInfo, &mut crterm::ckpt::record::SessionRecord),
+    change: impl FnOnce(&mut crterm::image::ImageInfo, &mut crterm::records::SessionRecord),
 ) {
     use crterm::image::{self, SectionKind};
     let img = image::read_file(src).unwrap();
     let mut info = img.info.clone();
     let term: crterm::term_model::Term = img.meta(SectionKind::TERM_MODEL).unwrap();
-    let mut record: crterm::ckpt::record::SessionRecord = img.meta(SectionKind::SESSION).unwrap();
+    let mut record: crterm::records::SessionRecord = img.meta(SectionKind::SESSION).unwrap();
     change(&mut info, &mut record);
     image::write_file(dest, &info, |w| {
         w.meta(SectionKind::TERM_MODEL, &term)?;

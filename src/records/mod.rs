@@ -1,7 +1,15 @@
-//! What an image says about a session: the records the checkpoint fills and the resume
-//! reads (postcard, in the image's SESSION section), and what they mean. Nothing here reads
-//! a process or writes an image; `validate` checks a record read from an image before
+//! The image's schema: what an image says about a session, the records the checkpoint
+//! fills and the resume reads (postcard, in the image's SESSION section), and what they
+//! mean. Processes, threads and signals are here; descriptors, one typed variant per kind,
+//! in `fd`; mappings and the files carried for them in `memory`. Nothing here reads a
+//! process or writes an image; `validate` checks a record read from an image before
 //! anything uses it (an image is never trusted).
+
+mod fd;
+mod memory;
+
+pub use fd::*;
+pub use memory::*;
 
 use serde::{Deserialize, Serialize};
 
@@ -55,7 +63,7 @@ pub struct ProcessRecord {
     /// ITIMER_REAL, ITIMER_VIRTUAL, ITIMER_PROF: (interval s, µs, value s, µs).
     pub itimers: Vec<[u64; 4]>,
     /// POSIX timers, their target threads as the session sees them.
-    pub timers: Vec<super::inside::PosixTimer>,
+    pub timers: Vec<crate::ckpt::inside::PosixTimer>,
     pub mm: MmRecord,
     pub root: String,
     pub umask: u32,
@@ -130,324 +138,6 @@ pub struct ThreadRecord {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MapRecord {
-    pub start: u64,
-    pub end: u64,
-    pub perms: String,
-    pub offset: u64,
-    pub path: String,
-    /// The mapped file's device (major, minor) and inode; 0 for anonymous memory.
-    pub dev: (u32, u32),
-    pub inode: u64,
-    /// What `VmFlags` in /proc/PID/smaps says of it beyond its protection: `vm::*` bits.
-    pub vm: u32,
-}
-
-/// A mapping's flags from the two-letter names `VmFlags` in /proc/PID/smaps gives them,
-/// as `MapRecord::vm` bits: those a resume sets again (`CARRIED`), and those a checkpoint
-/// refuses (`REFUSED`). The other names are the protection, or set by the kernel alike on
-/// both sides (`ac`, `gd`, `me` ...).
-pub mod vm {
-    /// The file was opened writable: a shared mapping of it may be made writable later.
-    pub const MAY_WRITE: u32 = 1 << 0;
-    /// mlock.
-    pub const LOCKED: u32 = 1 << 1;
-    /// mlock2(MLOCK_ONFAULT).
-    pub const LOCK_ON_FAULT: u32 = 1 << 2;
-    pub const SEQUENTIAL: u32 = 1 << 3;
-    pub const RANDOM: u32 = 1 << 4;
-    pub const DONT_FORK: u32 = 1 << 5;
-    /// MAP_NORESERVE (or no commit charge).
-    pub const NO_RESERVE: u32 = 1 << 6;
-    pub const DONT_DUMP: u32 = 1 << 7;
-    /// Merged with equal pages (KSM).
-    pub const MERGEABLE: u32 = 1 << 8;
-    pub const HUGEPAGE: u32 = 1 << 9;
-    pub const NO_HUGEPAGE: u32 = 1 << 10;
-    pub const WIPE_ON_FORK: u32 = 1 << 11;
-    /// MAP_DROPPABLE: its pages may be dropped under memory pressure.
-    pub const DROPPABLE: u32 = 1 << 12;
-    /// mseal: it cannot be unmapped, moved or reprotected.
-    pub const SEALED: u32 = 1 << 13;
-    /// Huge pages of hugetlbfs (MAP_HUGETLB).
-    pub const HUGETLB: u32 = 1 << 16;
-    /// A shadow stack (x86 user shadow stacks).
-    pub const SHADOW_STACK: u32 = 1 << 17;
-    /// Registered with userfaultfd.
-    pub const USERFAULT: u32 = 1 << 18;
-    /// Device memory (a driver's pages: VM_PFNMAP, VM_IO).
-    pub const DEVICE: u32 = 1 << 19;
-
-    pub const CARRIED: u32 = (1 << 14) - 1;
-    pub const REFUSED: u32 = HUGETLB | SHADOW_STACK | USERFAULT | DEVICE;
-
-    /// The bit of a two-letter name; 0 for names that are not carried or refused.
-    pub fn bit(name: &str) -> u32 {
-        match name {
-            "mw" => MAY_WRITE,
-            "lo" => LOCKED,
-            "lf" => LOCK_ON_FAULT,
-            "sr" => SEQUENTIAL,
-            "rr" => RANDOM,
-            "dc" => DONT_FORK,
-            "nr" => NO_RESERVE,
-            "dd" => DONT_DUMP,
-            "mg" => MERGEABLE,
-            "hg" => HUGEPAGE,
-            "nh" => NO_HUGEPAGE,
-            "wf" => WIPE_ON_FORK,
-            "dp" => DROPPABLE,
-            "sl" => SEALED,
-            "ht" => HUGETLB,
-            "ss" => SHADOW_STACK,
-            "um" | "uw" | "ui" => USERFAULT,
-            "pf" | "io" => DEVICE,
-            _ => 0,
-        }
-    }
-
-    /// What a refused bit is, for the message.
-    pub fn refused_name(bits: u32) -> &'static str {
-        if bits & HUGETLB != 0 {
-            "hugetlb memory (MAP_HUGETLB)"
-        } else if bits & SHADOW_STACK != 0 {
-            "a shadow stack"
-        } else if bits & USERFAULT != 0 {
-            "memory registered with userfaultfd"
-        } else {
-            "device memory (a driver's pages)"
-        }
-    }
-}
-
-/// The content of a file the session maps, carried in the image once however many
-/// processes and mappings use it (its bytes are in the FILES chunks, in record order).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CarriedFile {
-    pub sha256: String,
-    pub size: u64,
-    /// Every (path, device, inode, mtime) of the session that has this content.
-    pub copies: Vec<FileCopy>,
-    /// The holes of a sparse file, (offset, length), in order: made again as holes.
-    pub holes: Vec<(u64, u64)>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FileCopy {
-    pub path: String,
-    pub dev: (u32, u32),
-    pub inode: u64,
-    pub mtime_ns: i128,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FdRecord {
-    pub fd: i32,
-    /// Which open file description this is, numbered across the session: descriptors with
-    /// the same number share one (after fork or dup), and with it the offset and flags.
-    pub desc: u32,
-    pub target: String,
-    pub flags: u32,
-    pub pos: u64,
-    pub kind: FdKind,
-    /// For regular files and directories: what identifies the file, so that a resume can
-    /// tell whether it changed.
-    pub identity: Option<FileIdentity>,
-    /// The kernel's own description (/proc/PID/fdinfo/FD): an eventfd's count, a timerfd's
-    /// clock and settings, a signalfd's mask, an epoll set's registrations, inotify
-    /// watches. Kept whole; restore reads what it needs.
-    pub fdinfo: String,
-    /// Bytes queued in a pipe, read without consuming them, and the pipe's capacity.
-    pub queued: Vec<u8>,
-    pub pipe_size: u32,
-    /// For a terminal: its settings (the kernel's termios, as bytes) and window size.
-    pub tty: Option<TtyRecord>,
-    pub socket: Option<SocketRecord>,
-    /// For an inotify instance: its watches.
-    pub watches: Vec<InotifyWatch>,
-    /// Who is sent SIGIO (with O_ASYNC) and SIGURG for it: F_GETOWN_EX's (type, id) with
-    /// the session's id (`OWNER_*`; id 0: nobody), and F_GETSIG's signal (0: SIGIO).
-    pub owner: (i32, i32),
-    pub signal: i32,
-}
-
-/// `FdRecord::owner` types (the kernel's F_OWNER_*).
-pub const OWNER_TID: i32 = 0;
-pub const OWNER_PID: i32 = 1;
-pub const OWNER_PGRP: i32 = 2;
-
-/// One inotify watch: its descriptor number, its mask and the path of what it watches
-/// (found by inode among the files the session has open, its directories and mapped files:
-/// the kernel keeps no path).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InotifyWatch {
-    pub wd: i32,
-    pub mask: u32,
-    pub ino: u64,
-    pub dev: (u32, u32),
-    pub path: String,
-}
-
-/// A socket (what is carried: a unix socket listening on a name).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SocketRecord {
-    pub domain: i32,
-    pub kind: i32,
-    pub listening: bool,
-    /// Connections that arrived and were not accepted yet.
-    pub pending: bool,
-    pub passcred: bool,
-    /// The unix address: a path, or an abstract name (leading 0 byte); empty if unbound.
-    pub name: Vec<u8>,
-    /// The mode of the socket file of a path name (screen marks attached sessions by it).
-    pub mode: u32,
-    pub inode: u64,
-    /// The socket at the other end (0: not connected), and whether it is held in the
-    /// session (a pair made again on resume) or outside (the connection comes back closed).
-    pub peer: u64,
-    pub peer_inside: bool,
-    /// RCV_SHUTDOWN (1), SEND_SHUTDOWN (2).
-    pub shutdown: u8,
-    /// A connection not accepted yet: the listening socket of the session it waits in
-    /// (resume connects to it again), else 0.
-    pub pending_on: u64,
-    /// The bytes waiting to be read: one piece per datagram, or one for a stream.
-    pub queued: Vec<Vec<u8>>,
-    /// A TCP socket's own address and its peer's (sockaddr bytes; empty: none).
-    pub addr: Vec<u8>,
-    pub peer_addr: Vec<u8>,
-    /// Options set again on resume: (level, option, value).
-    pub options: Vec<(i32, i32, i32)>,
-}
-
-impl SocketRecord {
-    pub fn stream(&self) -> bool {
-        self.kind == libc::SOCK_STREAM
-    }
-
-    pub fn inet(&self) -> bool {
-        matches!(self.domain, libc::AF_INET | libc::AF_INET6)
-    }
-
-    /// The name for messages: the path, `@name` for an abstract one.
-    pub fn display_name(&self) -> String {
-        if self.inet() {
-            return format!("TCP {}", crate::sys::sock::inet_text(&self.addr));
-        }
-        match self.name.first() {
-            None => "(unbound)".into(),
-            Some(0) => format!("@{}", String::from_utf8_lossy(&self.name[1..])),
-            Some(_) => String::from_utf8_lossy(&self.name).into_owned(),
-        }
-    }
-}
-
-impl FdRecord {
-    /// For a pty master: the number of its pty.
-    pub fn pty_index(&self) -> Option<u32> {
-        if self.kind != FdKind::PtyMaster {
-            return None;
-        }
-        self.fdinfo
-            .lines()
-            .find_map(|l| l.strip_prefix("tty-index:"))
-            .and_then(|v| v.trim().parse().ok())
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TtyRecord {
-    pub termios: Vec<u8>,
-    pub cols: u16,
-    pub rows: u16,
-    /// Bytes typed but not yet read by the program (a terminal in raw mode only: in
-    /// canonical mode a partial line cannot be read out). Put back on resume.
-    pub typed: Vec<u8>,
-    /// Through a pty master (screen's, tmux's): the programs' output not yet read by the
-    /// master's holder, and whether the master is in packet mode.
-    pub output: Vec<u8>,
-    pub packet: bool,
-    /// Whether the pty is locked (its slave cannot be opened yet).
-    pub locked: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum FdKind {
-    File,
-    Directory,
-    CharDevice,
-    Pipe,
-    Socket,
-    /// eventfd, timerfd, signalfd, epoll, inotify ... (the target names which).
-    Anon,
-    Other,
-    /// The master side of a pty of the session (`/dev/ptmx`; which pty: `tty-index` in
-    /// the fdinfo).
-    PtyMaster,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FileIdentity {
-    pub dev: u64,
-    pub ino: u64,
-    pub size: u64,
-    pub mtime_ns: i128,
-    /// Permission bits, for a file made again where it is missing.
-    pub mode: u32,
-    /// Its names (0: deleted, the open descriptors keep it).
-    pub nlink: u64,
-    /// SHA-256 of its content (files up to `HASHED_FILE_LIMIT`), read after the thaw: a
-    /// file changed with its size and mtime kept is caught too.
-    pub sha256: Option<String>,
-}
-
-/// Open regular files up to this size are carried unless `--carry-files` says otherwise.
-pub const DEFAULT_CARRY_FILES: u64 = 4 << 20;
-
-/// Files deleted while open are carried up to this size.
-pub const DELETED_FILE_LIMIT: u64 = 1 << 30;
-
-/// Open files up to this size have their content hashed for the identity check.
-pub const HASHED_FILE_LIMIT: u64 = 16 << 20;
-
-/// SHA-256 of the first `len` bytes of the file at `path` (None if it has fewer).
-pub fn hash_prefix(path: &str, len: u64) -> Option<String> {
-    use sha2::{Digest, Sha256};
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    // The path comes from an image: only a regular file is read (a FIFO would block, a
-    // device never end), and no more of it than it holds.
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)
-        .ok()?;
-    let meta = f.metadata().ok()?;
-    if !meta.is_file() || meta.len() < len {
-        return None;
-    }
-    let mut f = f.take(len);
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    let mut got = 0u64;
-    loop {
-        let n = f.read(&mut buf).ok()?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        got += n as u64;
-    }
-    (got == len).then(|| {
-        hasher
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
-    })
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PageRun {
     pub pid: i32,
     pub addr: u64,
@@ -491,58 +181,6 @@ impl SessionRecord {
     }
 }
 
-/// Where a mapping's content comes from, for saving and for restoring it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MapKind {
-    /// Private memory of the process: every present page is saved.
-    Anon,
-    /// A private mapping of a file: pages still the file's are not saved (the file, or its
-    /// copy in the image, gives them back); pages the process changed are.
-    PrivateFile,
-    /// A shared mapping of a file: the file holds the content.
-    SharedFile,
-    /// Shared memory with no file behind it (or a deleted one): pages saved.
-    SharedAnon,
-    /// `[vvar]`, `[vdso]`, `[vsyscall]`: the kernel provides them.
-    Kernel,
-    /// nscd's cache, shared with the nscd daemon outside the session (the seed's "nscd"
-    /// case). Nothing is saved: on resume the mapping is zero-filled memory, which glibc's
-    /// nscd client takes for a cache nscd stopped updating long ago, so it asks nscd for a
-    /// new one (or does without nscd when there is none).
-    NscdCache,
-}
-
-/// Where nscd keeps the caches it shares with its clients: its database files, and its
-/// run directory (a cache that is not persistent is a deleted file there).
-const NSCD_CACHE_DIRS: [&str; 3] = ["/var/cache/nscd/", "/run/nscd/", "/var/run/nscd/"];
-
-impl MapRecord {
-    pub fn kind(&self) -> MapKind {
-        if matches!(
-            self.path.as_str(),
-            "[vvar]" | "[vvar_vclock]" | "[vdso]" | "[vsyscall]"
-        ) {
-            return MapKind::Kernel;
-        }
-        let shared = self.perms.as_bytes().get(3) == Some(&b's');
-        if shared && NSCD_CACHE_DIRS.iter().any(|d| self.path.starts_with(d)) {
-            return MapKind::NscdCache;
-        }
-        let file =
-            self.inode != 0 && self.path.starts_with('/') && !self.path.ends_with(" (deleted)");
-        match (shared, file) {
-            (false, false) => MapKind::Anon,
-            (false, true) => MapKind::PrivateFile,
-            (true, true) => MapKind::SharedFile,
-            (true, false) => MapKind::SharedAnon,
-        }
-    }
-
-    pub fn executable(&self) -> bool {
-        self.perms.as_bytes().get(2) == Some(&b'x')
-    }
-}
-
 /// The bytes typed at the session's own terminal (pts 0) that the dump took out of it (the
 /// daemon puts them back when the session goes on).
 pub fn typed_input(record: &SessionRecord) -> Vec<u8> {
@@ -551,7 +189,7 @@ pub fn typed_input(record: &SessionRecord) -> Vec<u8> {
         .iter()
         .flat_map(|p| &p.fds)
         .filter(|f| f.target == "/dev/pts/0")
-        .find_map(|f| f.tty.as_ref().filter(|t| !t.typed.is_empty()))
+        .find_map(|f| f.tty().filter(|t| !t.typed.is_empty()))
         .map(|t| t.typed.clone())
         .unwrap_or_default()
 }
@@ -741,10 +379,8 @@ impl SessionRecord {
                     return bad(format!("descriptor {} of {who}", f.fd));
                 }
                 let fd_bad = f.target.len() > TEXT
-                    || f.fdinfo.len() > TEXT
-                    || f.watches.len() > 1 << 20
-                    || f.tty.as_ref().is_some_and(|t| t.termios.len() > 4096)
-                    || f.socket.as_ref().is_some_and(|s| s.name.len() > 108)
+                    || !f.object_ok()
+                    || f.locks.len() > 1 << 16
                     || !(OWNER_TID..=OWNER_PGRP).contains(&f.owner.0)
                     || !(0..=PID_MAX).contains(&f.owner.1)
                     || !(0..=64).contains(&f.signal);
@@ -755,9 +391,9 @@ impl SessionRecord {
         }
         // One open file description is one file: every descriptor sharing one says the same
         // of it.
-        let mut descs: std::collections::BTreeMap<u32, (&str, FdKind)> = Default::default();
+        let mut descs: std::collections::BTreeMap<u32, (&str, &str)> = Default::default();
         for f in self.processes.iter().flat_map(|p| &p.fds) {
-            let this = (f.target.as_str(), f.kind);
+            let this = (f.target.as_str(), f.kind_name());
             if *descs.entry(f.desc).or_insert(this) != this {
                 return bad(format!("file description {} is two files", f.desc));
             }

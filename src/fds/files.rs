@@ -1,0 +1,406 @@
+//! Regular files, directories, files deleted while open, character devices, and the
+//! locks held through descriptors. At checkpoint a file is its identity (device, inode,
+//! size, mtime, mode, links; its content hashed after the thaw, and carried when small or
+//! deleted: `ckpt::dump`); at resume the file policy decides, before anything is made,
+//! whether each is opened, made again from the image, or refused.
+
+use super::open_flags;
+use crate::inject::nr;
+use crate::records::*;
+use crate::restore::Restorer;
+use crate::sys::{self, trace as t};
+use anyhow::{Context, Result, anyhow, bail};
+use std::collections::BTreeSet;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::rc::Rc;
+
+// ---- checkpoint ----------------------------------------------------------------------
+
+/// A regular file or directory (`m`: what stat says of it through the descriptor): its
+/// identity, or a refusal of what a resume could not make again.
+pub fn read(m: &std::fs::Metadata, target: &str) -> Result<FdObject, super::Why> {
+    use super::Why::Refused;
+    use std::os::unix::fs::MetadataExt;
+    let deleted = target.ends_with(" (deleted)");
+    let identity = FileIdentity {
+        dev: m.dev(),
+        ino: m.ino(),
+        size: m.size(),
+        mtime_ns: m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
+        mode: m.mode() & 0o7777,
+        nlink: m.nlink(),
+        sha256: None,
+    };
+    if m.is_dir() {
+        if deleted {
+            return Err(Refused("a directory deleted while open".into()));
+        }
+        return Ok(FdObject::Directory(identity));
+    }
+    if deleted && m.size() > DELETED_FILE_LIMIT {
+        return Err(Refused(
+            "a file deleted while open, larger than 1 GiB".into(),
+        ));
+    }
+    // Unlinked from this path, it still has a name elsewhere (a hard link), which nothing
+    // records: made again unnamed, it would no longer be that file.
+    if deleted && m.nlink() > 0 {
+        return Err(Refused(
+            "a file removed from this path that still has another name (a hard link)".into(),
+        ));
+    }
+    Ok(FdObject::File(identity))
+}
+
+// ---- resume --------------------------------------------------------------------------
+
+/// What the file policy says for an open regular file or directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum FilePlan {
+    /// There as it was (or only grown, and only read): open it.
+    Open,
+    /// Changed where the session writes, and `--force`: open it as it is.
+    OpenChanged,
+    /// Deleted while open: an unnamed file with the carried content.
+    Deleted,
+    /// Missing: make it again at its path from this carried file.
+    MakeAgain(usize),
+    /// Missing with its directory, and `--force`: an unnamed copy.
+    Unnamed,
+    /// Missing and not carried, and `--force`: this in its place, and why.
+    Instead(&'static str, String),
+}
+
+/// What a resume did with an open regular file (`crterm resume` prints a table of them
+/// when any was not simply opened).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum FileOutcome {
+    /// There, unchanged (or only grown, for a file the session reads): opened.
+    Opened,
+    /// Missing here, or deleted while open: made again from the content in the image.
+    MadeAgain,
+    /// Refused but for `--force`: what was done instead.
+    Forced(String),
+}
+
+/// The open files table `crterm resume` shows (nothing when every file was simply
+/// opened): one line of counts, then a line for each file not simply opened.
+pub(crate) fn files_table(files: &std::collections::BTreeMap<String, FileOutcome>) -> Vec<String> {
+    let count = |f: fn(&FileOutcome) -> bool| files.values().filter(|o| f(o)).count();
+    let made = count(|o| *o == FileOutcome::MadeAgain);
+    let forced = count(|o| matches!(o, FileOutcome::Forced(_)));
+    if made + forced == 0 {
+        return Vec::new();
+    }
+    let mut out = vec![format!(
+        "open files: {} opened as they were, {made} made again from the image, {forced} forced",
+        files.len() - made - forced
+    )];
+    for (path, o) in files {
+        match o {
+            FileOutcome::Opened => {}
+            FileOutcome::MadeAgain => out.push(format!("  made again  {path}")),
+            FileOutcome::Forced(how) => out.push(format!("  forced      {path}: {how}")),
+        }
+    }
+    out
+}
+
+/// The file policy's plan for open file `f` of process `rec` (`Restorer::file_plan`).
+fn plan_file(
+    record: &SessionRecord,
+    force: bool,
+    rec: &ProcessRecord,
+    f: &FdRecord,
+) -> Result<FilePlan> {
+    use std::os::unix::fs::MetadataExt;
+    if f.target.ends_with(" (deleted)") {
+        return Ok(FilePlan::Deleted);
+    }
+    let refuse_or = |why: String, plan: FilePlan| -> Result<FilePlan> {
+        if force {
+            Ok(plan)
+        } else {
+            Err(anyhow!(
+                "{} {why}; resume with --force to go on anyway",
+                f.target
+            ))
+        }
+    };
+    let meta = match std::fs::metadata(&f.target) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let carried = f.identity().and_then(|id| {
+                let dev = (libc::major(id.dev), libc::minor(id.dev));
+                record
+                    .files
+                    .iter()
+                    .position(|c| c.copies.iter().any(|k| k.dev == dev && k.inode == id.ino))
+            });
+            let dir_here = std::path::Path::new(&f.target)
+                .parent()
+                .is_some_and(|d| d.is_dir());
+            return match (&f.object, carried) {
+                    (FdObject::Directory(_), _) => refuse_or(
+                        "is missing here".into(),
+                        FilePlan::Instead("/", "is missing here".into()),
+                    ),
+                    (_, Some(index)) if dir_here => Ok(FilePlan::MakeAgain(index)),
+                    (_, Some(_)) => refuse_or(
+                        "is missing here and so is its directory (--force: an unnamed copy)"
+                            .into(),
+                        FilePlan::Unnamed,
+                    ),
+                    (_, None) => refuse_or(
+                        "is missing here, and the image holds no copy of it (it was larger than --carry-files)".into(),
+                        FilePlan::Instead(
+                            "/dev/null",
+                            "is missing here and not in the image".into(),
+                        ),
+                    ),
+                };
+        }
+        Err(e) => bail!("cannot look at {}: {e}", f.target),
+    };
+    let FdObject::File(id) = &f.object else {
+        return Ok(FilePlan::Open);
+    };
+    let writes = f.flags as i32 & libc::O_ACCMODE != libc::O_RDONLY;
+    let mtime = meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128;
+    // The content it had is still its beginning (when it was hashed).
+    let prefix_same = || match &id.sha256 {
+        Some(h) => crate::records::hash_prefix(&f.target, id.size).as_ref() == Some(h),
+        None => true,
+    };
+    let same = meta.size() == id.size && mtime == id.mtime_ns && prefix_same();
+    let only_grew = !writes && meta.size() >= id.size && prefix_same();
+    if same || only_grew {
+        return Ok(FilePlan::Open);
+    }
+    refuse_or(
+        format!(
+            "changed since the checkpoint ({} bytes then, {} now) and process {} ({}) {} it",
+            id.size,
+            meta.size(),
+            rec.pid,
+            rec.comm,
+            if writes { "writes" } else { "reads" }
+        ),
+        FilePlan::OpenChanged,
+    )
+}
+
+/// The file policy for every open file of an image's session as it stands here, without
+/// making anything (`crterm check`): Err names the first file a resume would refuse.
+pub fn check_open_files(record: &SessionRecord) -> Result<()> {
+    for p in &record.processes {
+        for f in &p.fds {
+            if f.is_file_or_dir() {
+                plan_file(record, false, p, f)
+                    .with_context(|| format!("process {} ({}) fd {}", p.pid, p.comm, f.fd))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Restorer<'_> {
+    /// What the file policy says for regular file or directory `f`: there and unchanged
+    /// (or only grown, when only read): open it; missing and carried, or deleted while
+    /// open: make it again from the image; missing and not carried, or changed where the
+    /// session writes: refused, naming it, unless `--force`. Looks, changes nothing: every
+    /// file is planned before any is made, so a refusal leaves no file behind.
+    pub(crate) fn file_plan(&self, rec: &ProcessRecord, f: &FdRecord) -> Result<FilePlan> {
+        plan_file(self.record, self.opts.force, rec, f)
+    }
+
+    /// The file policy for every open file of the session, before any process or file is
+    /// made: a refusal leaves nothing behind.
+    pub(crate) fn check_file_policy(&self) -> Result<()> {
+        for p in &self.record.processes {
+            let _as = if p.zombie.is_none() {
+                Some(self.act_as(p)?)
+            } else {
+                None
+            };
+            for f in &p.fds {
+                if f.is_file_or_dir() {
+                    self.file_plan(p, f)
+                        .with_context(|| format!("process {} ({}) fd {}", p.pid, p.comm, f.fd))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Regular file or directory `f`, made as `file_plan` says, at its offset.
+    pub(crate) fn open_file(
+        &self,
+        rec: &ProcessRecord,
+        f: &FdRecord,
+    ) -> Result<(OwnedFd, FileOutcome)> {
+        let (path, outcome): (&str, FileOutcome) = match self.file_plan(rec, f)? {
+            FilePlan::Open => (&f.target, FileOutcome::Opened),
+            FilePlan::OpenChanged => (
+                &f.target,
+                FileOutcome::Forced("changed since the checkpoint; opened as it is".into()),
+            ),
+            FilePlan::Deleted => return Ok((self.deleted_file(f)?, FileOutcome::MadeAgain)),
+            FilePlan::Unnamed => {
+                return Ok((
+                    self.deleted_file(f)?,
+                    FileOutcome::Forced("its directory is missing here; an unnamed copy".into()),
+                ));
+            }
+            FilePlan::MakeAgain(index) => {
+                self.make_again(f, index)?;
+                (&f.target, FileOutcome::MadeAgain)
+            }
+            FilePlan::Instead(instead, why) => {
+                let flags = if matches!(f.object, FdObject::Directory(_)) {
+                    libc::O_RDONLY | libc::O_DIRECTORY
+                } else {
+                    libc::O_RDWR
+                };
+                let fd = sys::open(&sys::cstring(instead)?, flags)?;
+                return Ok((
+                    fd,
+                    FileOutcome::Forced(format!("{why}; {instead} in its place")),
+                ));
+            }
+        };
+        let mut flags = open_flags(f);
+        flags |= libc::O_CLOEXEC | libc::O_NOCTTY;
+        let fd = sys::open(&sys::cstring(path)?, flags)
+            .with_context(|| format!("cannot open {path}"))?;
+        if f.pos > 0 {
+            t::lseek(fd.as_fd(), f.pos).context("seeking to the saved offset")?;
+        }
+        Ok((fd, outcome))
+    }
+
+    /// Make missing file `f` again at its path from carried file `index`: content,
+    /// permissions and modification time (so that a later resume finds it unchanged).
+    fn make_again(&self, f: &FdRecord, index: usize) -> Result<()> {
+        let id = f
+            .identity()
+            .ok_or_else(|| anyhow!("a file without its identity"))?;
+        let content = self.carried_content(index)?;
+        if content.len() as u64 != self.record.files[index].size {
+            bail!("the image's copy of {} is damaged", f.target);
+        }
+        let made = sys::create_new(&sys::cstring(&f.target)?, id.mode)
+            .with_context(|| format!("cannot make {} again", f.target))?;
+        sys::write_with_holes(made.as_fd(), &content, &self.record.files[index].holes)?;
+        sys::set_mtime(made.as_fd(), id.mtime_ns)?;
+        Ok(())
+    }
+
+    /// A file deleted while open: made again, unnamed (O_TMPFILE) in the directory it was
+    /// in, with the content the image carries (its holes as holes) and its permissions,
+    /// once however many descriptions it has; and opened as each was.
+    fn deleted_file(&self, f: &FdRecord) -> Result<OwnedFd> {
+        let id = f
+            .identity()
+            .ok_or_else(|| anyhow!("a deleted file without its identity"))?;
+        let dev = (libc::major(id.dev), libc::minor(id.dev));
+        let made = self.deleted.borrow().get(&(dev, id.ino)).cloned();
+        let file = match made {
+            Some(file) => file,
+            None => {
+                let file = Rc::new(self.make_deleted(f, id, dev)?);
+                self.deleted
+                    .borrow_mut()
+                    .insert((dev, id.ino), file.clone());
+                file
+            }
+        };
+        let mut flags = open_flags(f);
+        flags |= libc::O_CLOEXEC | libc::O_NOCTTY;
+        let again = sys::cstring(&format!("/proc/self/fd/{}", file.as_raw_fd()))?;
+        let fd = sys::open(&again, flags).context("opening it as it was")?;
+        if f.pos > 0 {
+            t::lseek(fd.as_fd(), f.pos).context("seeking to the saved offset")?;
+        }
+        Ok(fd)
+    }
+
+    fn make_deleted(
+        &self,
+        f: &FdRecord,
+        id: &crate::records::FileIdentity,
+        dev: (u32, u32),
+    ) -> Result<OwnedFd> {
+        let (index, carried) = self
+            .record
+            .files
+            .iter()
+            .enumerate()
+            .find(|(_, c)| c.copies.iter().any(|k| k.dev == dev && k.inode == id.ino))
+            .ok_or_else(|| anyhow!("the image holds no copy of it"))?;
+        let content = self.carried_content(index)?;
+        if content.len() as u64 != carried.size {
+            bail!("the image's copy of it is damaged");
+        }
+        let path = f.target.trim_end_matches(" (deleted)");
+        let dir = std::path::Path::new(path)
+            .parent()
+            .filter(|d| d.is_dir())
+            .unwrap_or(std::path::Path::new("/tmp"));
+        let file = sys::open_unnamed(dir, 0o600)
+            .with_context(|| format!("making it again in {}", dir.display()))?;
+        sys::write_with_holes(file.as_fd(), &content, &carried.holes)?;
+        sys::fchmod(file.as_fd(), id.mode).context("giving it its permissions")?;
+        Ok(file)
+    }
+
+    /// The file locks the session held (fdinfo's `lock:` lines), taken again by their
+    /// holders: flock and open-file-description locks once per description, POSIX
+    /// record locks once per process and range. A lock another program holds now stops
+    /// the resume, naming the file.
+    pub(crate) fn restore_locks(&self) -> Result<()> {
+        let mut done = BTreeSet::new();
+        for (&pid, p) in &self.procs {
+            let rec = p.rec;
+            for f in &rec.fds {
+                for lock in &f.locks {
+                    let (write, start, len) = (lock.write, lock.start, lock.len);
+                    let key = match lock.kind {
+                        LockKind::Flock => (0, f.desc as i64, 0, 0),
+                        LockKind::Ofd => (1, f.desc as i64, start, len),
+                        LockKind::Posix => (2, pid as i64 * (1 << 32) + f.fd as i64, start, len),
+                    };
+                    if !done.insert((key, lock.file.clone())) {
+                        continue;
+                    }
+                    let fd = f.fd as u64;
+                    let taken = if lock.kind == LockKind::Flock {
+                        let op = if write { libc::LOCK_EX } else { libc::LOCK_SH } | libc::LOCK_NB;
+                        self.call(pid, "flock", nr::FLOCK, &[fd, op as u64])
+                    } else {
+                        // struct flock: type, whence (SEEK_SET), start, len, pid.
+                        let mut fl = [0u8; 32];
+                        let kind = if write { libc::F_WRLCK } else { libc::F_RDLCK } as i16;
+                        fl[0..2].copy_from_slice(&kind.to_le_bytes());
+                        fl[8..16].copy_from_slice(&start.to_le_bytes());
+                        fl[16..24].copy_from_slice(&len.to_le_bytes());
+                        let at = self.put(pid, 0, &fl)?;
+                        let cmd = if lock.kind == LockKind::Posix {
+                            libc::F_SETLK
+                        } else {
+                            libc::F_OFD_SETLK
+                        };
+                        self.call(pid, "fcntl(F_SETLK)", nr::FCNTL, &[fd, cmd as u64, at])
+                    };
+                    taken.with_context(|| {
+                        format!(
+                            "{} was locked by process {} ({}); another program holds a lock on it now",
+                            f.target, rec.pid, rec.comm
+                        )
+                    })?;
+                }
+            }
+        }
+        Ok(())
+    }
+}

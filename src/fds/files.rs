@@ -52,7 +52,73 @@ pub fn read(m: &std::fs::Metadata, target: &str) -> Result<FdObject, super::Why>
     Ok(FdObject::File(identity))
 }
 
+/// A symbolic link held itself (O_PATH | O_NOFOLLOW; `m`: what stat says of it through
+/// the descriptor): its text, read at its path, which must still be this link.
+pub fn read_symlink(m: &std::fs::Metadata, target: &str) -> Result<FdObject, super::Why> {
+    use std::os::unix::fs::MetadataExt;
+    let moved = || super::Why::Refused("a symbolic link no longer at its path".into());
+    let here = std::fs::symlink_metadata(target).map_err(|_| moved())?;
+    if (here.dev(), here.ino()) != (m.dev(), m.ino()) {
+        return Err(moved());
+    }
+    let text = std::fs::read_link(target).map_err(|_| moved())?;
+    let text = text
+        .to_str()
+        .ok_or_else(|| super::Why::Refused("a symbolic link whose text is not UTF-8".into()))?;
+    Ok(FdObject::Symlink {
+        text: text.to_string(),
+        identity: FileIdentity {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime_ns: m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
+            mode: m.mode() & 0o7777,
+            nlink: m.nlink(),
+            sha256: None,
+        },
+    })
+}
+
 // ---- resume --------------------------------------------------------------------------
+
+/// What the file policy says of a symbolic link held itself: there with its text: open
+/// it (None); missing: make it again (`Some(MadeAgain)`); something else at its path:
+/// refused, or with `--force` opened as it is.
+fn symlink_plan(path: &str, text: &str, force: bool) -> Result<Option<FileOutcome>> {
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Some(FileOutcome::MadeAgain)),
+        Err(e) => bail!("cannot look at {path}: {e}"),
+        Ok(m)
+            if m.file_type().is_symlink()
+                && std::fs::read_link(path).is_ok_and(|t| t.as_os_str() == text) =>
+        {
+            Ok(None)
+        }
+        Ok(_) if force => Ok(Some(FileOutcome::Forced(
+            "no longer the symbolic link it was; opened as it is".into(),
+        ))),
+        Ok(_) => bail!(
+            "{path} was a symbolic link to {text} and is something else now (--force: open what is there)"
+        ),
+    }
+}
+
+/// A symbolic link held itself, opened again (made again first where it is missing).
+pub(crate) fn open_symlink(
+    path: &str,
+    text: &str,
+    f: &FdRecord,
+    force: bool,
+) -> Result<(OwnedFd, FileOutcome)> {
+    let plan = symlink_plan(path, text, force)?;
+    if plan == Some(FileOutcome::MadeAgain) {
+        std::os::unix::fs::symlink(text, path)
+            .with_context(|| format!("cannot make the symbolic link {path} again"))?;
+    }
+    let fd = sys::open(&sys::cstring(path)?, open_flags(f) | libc::O_CLOEXEC)
+        .with_context(|| format!("cannot open {path}"))?;
+    Ok((fd, plan.unwrap_or(FileOutcome::Opened)))
+}
 
 /// What the file policy says for an open regular file or directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -195,9 +261,12 @@ fn plan_file(
 pub fn check_open_files(record: &SessionRecord) -> Result<()> {
     for p in &record.processes {
         for f in &p.fds {
+            let what = || format!("process {} ({}) fd {}", p.pid, p.comm, f.fd);
             if f.is_file_or_dir() {
-                plan_file(record, false, p, f)
-                    .with_context(|| format!("process {} ({}) fd {}", p.pid, p.comm, f.fd))?;
+                plan_file(record, false, p, f).with_context(what)?;
+            }
+            if let FdObject::Symlink { text, .. } = &f.object {
+                symlink_plan(&f.target, text, false).with_context(what)?;
             }
         }
     }
@@ -224,9 +293,12 @@ impl Restorer<'_> {
                 None
             };
             for f in &p.fds {
+                let what = || format!("process {} ({}) fd {}", p.pid, p.comm, f.fd);
                 if f.is_file_or_dir() {
-                    self.file_plan(p, f)
-                        .with_context(|| format!("process {} ({}) fd {}", p.pid, p.comm, f.fd))?;
+                    self.file_plan(p, f).with_context(what)?;
+                }
+                if let FdObject::Symlink { text, .. } = &f.object {
+                    symlink_plan(&f.target, text, self.opts.force).with_context(what)?;
                 }
             }
         }

@@ -59,9 +59,13 @@ pub fn read(pid: i32, fd: i32, pidfd: BorrowedFd, who: &str) -> io::Result<FdRec
         Err(Why::Unparsable(what)) => return Err(unparsable(what)),
         Err(Why::Failed(what, e)) => return Err(fail(what, &e)),
     };
-    // (The owner in the host's pids: `translate_owners` gives the session's.)
-    let (owner, signal) =
-        sys::trace::fd_owner(pidfd, fd).map_err(|e| fail("owner (F_GETOWN_EX)", &e))?;
+    // (The owner in the host's pids: `translate_owners` gives the session's.) An O_PATH
+    // descriptor has none: the kernel refuses it F_GETOWN_EX, as it refuses O_ASYNC.
+    let (owner, signal) = if flags as i32 & libc::O_PATH != 0 {
+        ((OWNER_TID, 0), 0)
+    } else {
+        sys::trace::fd_owner(pidfd, fd).map_err(|e| fail("owner (F_GETOWN_EX)", &e))?
+    };
     Ok(FdRecord {
         fd,
         desc: 0,
@@ -125,6 +129,9 @@ fn object(pid: i32, fd: i32, fd_path: &str, target: &str, info: &str) -> Result<
     let ft = m.file_type();
     if ft.is_file() || ft.is_dir() {
         return files::read(&m, target);
+    }
+    if ft.is_symlink() {
+        return files::read_symlink(&m, target);
     }
     if ft.is_fifo() {
         return Ok(FdObject::Fifo(
@@ -380,6 +387,11 @@ impl Restorer<'_> {
                 if matches!(f.object, FdObject::File(_)) {
                     descs.files.insert(path, outcome);
                 }
+                fd
+            }
+            FdObject::Symlink { text, .. } => {
+                let (fd, outcome) = files::open_symlink(&f.target, text, f, self.opts.force)?;
+                descs.files.insert(f.target.clone(), outcome);
                 fd
             }
             FdObject::ControllingTty => return Ok(None),

@@ -37,6 +37,11 @@ pub enum FdObject {
     /// A regular file, by path, or deleted while open (its content is carried).
     File(FileIdentity),
     Directory(FileIdentity),
+    /// A symbolic link itself (an O_PATH | O_NOFOLLOW descriptor), with its text.
+    Symlink {
+        text: String,
+        identity: FileIdentity,
+    },
     /// A character device opened again by its path (`/dev/null`, `/dev/urandom` ...).
     Device,
     /// `/dev/tty`: opened again by the process itself, through its controlling terminal.
@@ -236,6 +241,7 @@ impl FdRecord {
         let tty_ok = |t: &TtyRecord| t.termios.len() <= 4096;
         match &self.object {
             FdObject::File(_) | FdObject::Directory(_) => true,
+            FdObject::Symlink { text, .. } => text.len() <= 4096,
             FdObject::Device | FdObject::ControllingTty => true,
             FdObject::PtySlave(t) => tty_ok(t),
             FdObject::PtyMaster { index, tty } => *index < 1 << 20 && tty_ok(tty),
@@ -259,6 +265,7 @@ impl FdRecord {
         match self.object {
             FdObject::File(_) => "file",
             FdObject::Directory(_) => "directory",
+            FdObject::Symlink { .. } => "symbolic link",
             FdObject::Device => "device",
             FdObject::ControllingTty => "controlling terminal",
             FdObject::PtySlave(_) => "pty",

@@ -529,9 +529,29 @@ fn rich(p: &Parts) -> SessionRecord {
             semaphore: true,
         },
     );
-    child
-        .fds
-        .extend([pipe, master, sock, watch, timer, poll, locked, counter]);
+    let mut link = fd(
+        18,
+        18,
+        "/tmp/a-link",
+        FdObject::Symlink {
+            text: "elsewhere".into(),
+            identity: FileIdentity {
+                dev: 2049,
+                ino: 3,
+                size: 9,
+                mtime_ns: 1,
+                mode: 0o777,
+                nlink: 1,
+                sha256: None,
+            },
+        },
+    );
+    link.flags = (libc::O_PATH | libc::O_NOFOLLOW) as u32;
+    link.owner = (0, 0);
+    link.signal = 0;
+    child.fds.extend([
+        pipe, master, sock, watch, timer, poll, locked, counter, link,
+    ]);
 
     let mut zombie = base.clone();
     zombie.pid = 4;

@@ -1122,6 +1122,21 @@ fn a_pipe_reopened_through_proc_keeps_each_description() {
     carried_state(&Env::unprivileged(), "pipedesc", "", "pd", "PIPEDESC OK");
 }
 
+/// O_PATH descriptors come back as O_PATH descriptors of the same objects: one on a
+/// symbolic link itself (O_NOFOLLOW; its text read through it), one on a file, one on a
+/// directory.
+#[test]
+fn o_path_descriptors_on_a_symlink_a_file_and_a_directory_come_back() {
+    let env = Env::unprivileged();
+    let dir = env.dir.path().join("opath-dir");
+    std::fs::create_dir(&dir).unwrap();
+    let _ = std::process::Command::new("chmod")
+        .arg("777")
+        .arg(&dir)
+        .output();
+    carried_state(&env, "opath", &dir.display().to_string(), "op", "OPATH OK");
+}
+
 /// A vfork parent waiting for its child (an uninterruptible wait no tracer can stop) makes
 /// the checkpoint fail within seconds, naming it, instead of hanging; the session goes on:
 /// when the child ends, the parent runs on and is not left stopped.

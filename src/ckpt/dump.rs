@@ -379,10 +379,11 @@ fn open_files_to_carry(
     let mut out: Vec<FileToCarry> = Vec::new();
     for (p, &host) in live.zip(hosts) {
         for f in &p.fds {
-            let FdObject::File(id) = &f.object else {
-                continue;
+            let (id, deleted) = match &f.object {
+                FdObject::File(id) => (id, f.target.ends_with(" (deleted)")),
+                FdObject::Memfd { identity, .. } => (identity, true),
+                _ => continue,
             };
-            let deleted = f.target.ends_with(" (deleted)");
             if !deleted && id.size > carry_limit {
                 continue;
             }

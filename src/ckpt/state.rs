@@ -579,6 +579,7 @@ pub fn read_session(
     }
     check_unshared(&record.processes[first_live..], &hosts)?;
     crate::fds::translate_owners(&mut record.processes[first_live..], &tasks)?;
+    crate::fds::files::check_memfds(&record)?;
     if let (Some((pid, tids)), Some(p)) = (tasks.first(), record.processes.get(first_live)) {
         let ns = super::inside::session_namespaces(*pid, tids, &exec_maps(&p.maps))
             .map_err(|e| io::Error::other(format!("asking the session's namespaces: {e}")))?;

@@ -52,6 +52,90 @@ pub fn read(m: &std::fs::Metadata, target: &str) -> Result<FdObject, super::Why>
     Ok(FdObject::File(identity))
 }
 
+/// A memfd (`target`: `/memfd:NAME (deleted)`, `m`: what stat says of it): its name,
+/// seals and identity; None for a file of that name that is no memfd (it has no seals to
+/// give, as a file of a disk has none), which is read as any file. A memfd of huge pages
+/// is refused.
+pub fn read_memfd(
+    pid: i32,
+    fd: i32,
+    m: &std::fs::Metadata,
+    target: &str,
+) -> Result<Option<FdObject>, super::Why> {
+    use std::os::unix::fs::MetadataExt;
+    const HUGETLBFS_MAGIC: i64 = 0x958458f6;
+    let Some(name) = target
+        .strip_prefix("/memfd:")
+        .and_then(|t| t.strip_suffix(" (deleted)"))
+    else {
+        return Ok(None);
+    };
+    let failed = |e| super::Why::Failed("memfd", e);
+    let copy = sys::trace::copy_fd_of(pid, fd).map_err(failed)?;
+    if sys::trace::fs_type(copy.as_fd()).map_err(failed)? == HUGETLBFS_MAGIC {
+        return Err(super::Why::Refused(
+            "a memfd of huge pages (MFD_HUGETLB)".into(),
+        ));
+    }
+    let seals = match sys::trace::get_seals(copy.as_fd()) {
+        Ok(seals) => seals,
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Ok(None),
+        Err(e) => return Err(failed(e)),
+    };
+    if m.size() > DELETED_FILE_LIMIT {
+        return Err(super::Why::Refused("a memfd larger than 1 GiB".into()));
+    }
+    Ok(Some(FdObject::Memfd {
+        name: name.to_string(),
+        seals,
+        identity: FileIdentity {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime_ns: m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
+            mode: m.mode() & 0o7777,
+            nlink: m.nlink(),
+            sha256: None,
+        },
+    }))
+}
+
+/// A memfd sealed against writing (F_SEAL_WRITE) that a process maps shared is refused: a
+/// resume writes the pages of shared mappings through them, and the kernel does not let
+/// a memfd be sealed so while a mapping may write it.
+pub fn check_memfds(record: &SessionRecord) -> std::io::Result<()> {
+    for p in &record.processes {
+        for f in &p.fds {
+            let FdObject::Memfd {
+                seals, identity, ..
+            } = &f.object
+            else {
+                continue;
+            };
+            if *seals & libc::F_SEAL_WRITE as u32 == 0 {
+                continue;
+            }
+            let dev = (libc::major(identity.dev), libc::minor(identity.dev));
+            let mapper = record.processes.iter().find(|q| {
+                q.maps.iter().any(|m| {
+                    m.perms.as_bytes().get(3) == Some(&b's')
+                        && (m.dev, m.inode) == (dev, identity.ino)
+                })
+            });
+            if let Some(q) = mapper {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::Unsupported,
+                    format!(
+                        "process {} ({}) holds fd {}, a memfd sealed against writing (F_SEAL_WRITE) that process {} ({}) maps shared ({}), which this version cannot carry",
+                        p.pid, p.comm, f.fd, q.pid, q.comm, f.target
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A symbolic link held itself (O_PATH | O_NOFOLLOW; `m`: what stat says of it through
 /// the descriptor): its text, read at its path, which must still be this link.
 pub fn read_symlink(m: &std::fs::Metadata, target: &str) -> Result<FdObject, super::Why> {
@@ -395,6 +479,65 @@ impl Restorer<'_> {
             t::lseek(fd.as_fd(), f.pos).context("seeking to the saved offset")?;
         }
         Ok(fd)
+    }
+
+    /// A memfd: made again once per (device, inode) with its name, content (holes as
+    /// holes) and mode, its seals noted to be set once the memory is in place (pages of
+    /// shared mappings are written through them); and opened as each description was.
+    pub(crate) fn memfd(&self, f: &FdRecord) -> Result<OwnedFd> {
+        let FdObject::Memfd {
+            name,
+            seals,
+            identity: id,
+        } = &f.object
+        else {
+            bail!("not a memfd");
+        };
+        let dev = (libc::major(id.dev), libc::minor(id.dev));
+        let made = self.deleted.borrow().get(&(dev, id.ino)).cloned();
+        let file = match made {
+            Some(file) => file,
+            None => {
+                let (index, carried) = self
+                    .record
+                    .files
+                    .iter()
+                    .enumerate()
+                    .find(|(_, c)| c.copies.iter().any(|k| k.dev == dev && k.inode == id.ino))
+                    .ok_or_else(|| anyhow!("the image holds no copy of it"))?;
+                let content = self.carried_content(index)?;
+                if content.len() as u64 != carried.size {
+                    bail!("the image's copy of it is damaged");
+                }
+                let file = sys::trace::memfd_sealable(&sys::cstring(name)?)
+                    .context("making the memfd again")?;
+                sys::write_with_holes(file.as_fd(), &content, &carried.holes)?;
+                sys::fchmod(file.as_fd(), id.mode).context("giving it its permissions")?;
+                let file = Rc::new(file);
+                self.deleted
+                    .borrow_mut()
+                    .insert((dev, id.ino), file.clone());
+                self.seals.borrow_mut().push((file.clone(), *seals));
+                file
+            }
+        };
+        let flags = open_flags(f) | libc::O_CLOEXEC;
+        let again = sys::cstring(&format!("/proc/self/fd/{}", file.as_raw_fd()))?;
+        let fd = sys::open(&again, flags).context("opening it as it was")?;
+        if f.pos > 0 {
+            t::lseek(fd.as_fd(), f.pos).context("seeking to the saved offset")?;
+        }
+        Ok(fd)
+    }
+
+    /// The memfds' seals, once their content and the memory mapping them are in place.
+    pub(crate) fn seal_memfds(&self) -> Result<()> {
+        for (file, seals) in self.seals.borrow().iter() {
+            if *seals != 0 {
+                sys::trace::add_seals(file.as_fd(), *seals).context("sealing a memfd again")?;
+            }
+        }
+        Ok(())
     }
 
     fn make_deleted(

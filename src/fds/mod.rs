@@ -127,6 +127,12 @@ fn object(pid: i32, fd: i32, fd_path: &str, target: &str, info: &str) -> Result<
         return Err(Why::Refused("a process's file in /proc".into()));
     }
     let ft = m.file_type();
+    if ft.is_file()
+        && target.starts_with("/memfd:")
+        && let Some(memfd) = files::read_memfd(pid, fd, &m, target)?
+    {
+        return Ok(memfd);
+    }
     if ft.is_file() || ft.is_dir() {
         return files::read(&m, target);
     }
@@ -389,6 +395,7 @@ impl Restorer<'_> {
                 }
                 fd
             }
+            FdObject::Memfd { .. } => self.memfd(f)?,
             FdObject::Symlink { text, .. } => {
                 let (fd, outcome) = files::open_symlink(&f.target, text, f, self.opts.force)?;
                 descs.files.insert(f.target.clone(), outcome);

@@ -37,6 +37,14 @@ pub enum FdObject {
     /// A regular file, by path, or deleted while open (its content is carried).
     File(FileIdentity),
     Directory(FileIdentity),
+    /// A memfd (`memfd_create`), by its name, with its seals (`F_SEAL_*`; F_SEAL_SEAL
+    /// for one made without MFD_ALLOW_SEALING); its content is carried as a deleted
+    /// file's is, by device and inode.
+    Memfd {
+        name: String,
+        seals: u32,
+        identity: FileIdentity,
+    },
     /// A symbolic link itself (an O_PATH | O_NOFOLLOW descriptor), with its text.
     Symlink {
         text: String,
@@ -242,6 +250,7 @@ impl FdRecord {
         match &self.object {
             FdObject::File(_) | FdObject::Directory(_) => true,
             FdObject::Symlink { text, .. } => text.len() <= 4096,
+            FdObject::Memfd { name, seals, .. } => name.len() <= 249 && seals & !0x3f == 0,
             FdObject::Device | FdObject::ControllingTty => true,
             FdObject::PtySlave(t) => tty_ok(t),
             FdObject::PtyMaster { index, tty } => *index < 1 << 20 && tty_ok(tty),
@@ -266,6 +275,7 @@ impl FdRecord {
             FdObject::File(_) => "file",
             FdObject::Directory(_) => "directory",
             FdObject::Symlink { .. } => "symbolic link",
+            FdObject::Memfd { .. } => "memfd",
             FdObject::Device => "device",
             FdObject::ControllingTty => "controlling terminal",
             FdObject::PtySlave(_) => "pty",

@@ -443,7 +443,12 @@ impl Restorer<'_> {
         if size > 1 << 40 {
             bail!("shared memory {} of {size} bytes in the image", m.path);
         }
-        let fd = Rc::new(t::memfd_sized(c"crterm-shared", size)?);
+        // A memfd mapped with no descriptor of it left keeps its name.
+        let name = match m.path.strip_prefix("/memfd:") {
+            Some(rest) => rest.trim_end_matches(" (deleted)"),
+            None => "crterm-shared",
+        };
+        let fd = Rc::new(t::memfd_sized(&sys::cstring(name)?, size)?);
         files.shm.insert(key, fd.clone());
         Ok(fd)
     }

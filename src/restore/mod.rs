@@ -92,6 +92,8 @@ pub(crate) struct Restorer<'a> {
     /// Files deleted while open, made again (unnamed), by (device, inode): every
     /// description of one, and a shared mapping of it, is of the one file made.
     pub(crate) deleted: std::cell::RefCell<DeletedFiles>,
+    /// The memfds made again and the seals each gets once memory is in place.
+    pub(crate) seals: std::cell::RefCell<Vec<(std::rc::Rc<OwnedFd>, u32)>>,
     pub(crate) warnings: Vec<String>,
 }
 
@@ -124,6 +126,7 @@ pub fn restore(record: &SessionRecord, image: &Image, opts: &Options) -> Result<
         procs: BTreeMap::new(),
         masters,
         deleted: Default::default(),
+        seals: Default::default(),
         warnings,
     };
     r.check_file_policy()?;
@@ -132,6 +135,7 @@ pub fn restore(record: &SessionRecord, image: &Image, opts: &Options) -> Result<
     r.install_files()?;
     r.restore_locks()?;
     r.restore_memory()?;
+    r.seal_memfds()?;
     r.restore_state()?;
     r.finish()?;
     Ok(Restored {

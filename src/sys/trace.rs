@@ -425,6 +425,30 @@ pub fn memfd_with(name: &std::ffi::CStr, content: &[u8]) -> io::Result<OwnedFd> 
     Ok(fd)
 }
 
+/// An empty memfd named `name` that may be sealed (close-on-exec).
+pub fn memfd_sealable(name: &std::ffi::CStr) -> io::Result<OwnedFd> {
+    let flags = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
+    let fd = check(unsafe { libc::memfd_create(name.as_ptr(), flags) })?;
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// A memfd's seals (F_GET_SEALS; EINVAL: a file that is not a memfd or of tmpfs).
+pub fn get_seals(fd: BorrowedFd) -> io::Result<u32> {
+    Ok(check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) })? as u32)
+}
+
+pub fn add_seals(fd: BorrowedFd, seals: u32) -> io::Result<()> {
+    check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals as libc::c_int) })?;
+    Ok(())
+}
+
+/// The type of the file system `fd`'s file is on (fstatfs's f_type).
+pub fn fs_type(fd: BorrowedFd) -> io::Result<i64> {
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    check(unsafe { libc::fstatfs(fd.as_raw_fd(), &mut st) })?;
+    Ok(st.f_type as i64)
+}
+
 /// A thread's robust futex list: (head, length).
 pub fn get_robust_list(tid: i32) -> io::Result<(u64, u64)> {
     let mut head = 0u64;

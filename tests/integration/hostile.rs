@@ -549,8 +549,26 @@ fn rich(p: &Parts) -> SessionRecord {
     link.flags = (libc::O_PATH | libc::O_NOFOLLOW) as u32;
     link.owner = (0, 0);
     link.signal = 0;
+    let memfd = fd(
+        19,
+        19,
+        "/memfd:buffer (deleted)",
+        FdObject::Memfd {
+            name: "buffer".into(),
+            seals: 3,
+            identity: FileIdentity {
+                dev: 1,
+                ino: 77,
+                size: 0,
+                mtime_ns: 1,
+                mode: 0o600,
+                nlink: 0,
+                sha256: None,
+            },
+        },
+    );
     child.fds.extend([
-        pipe, master, sock, watch, timer, poll, locked, counter, link,
+        pipe, master, sock, watch, timer, poll, locked, counter, link, memfd,
     ]);
 
     let mut zombie = base.clone();

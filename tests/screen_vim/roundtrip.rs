@@ -1137,6 +1137,35 @@ fn o_path_descriptors_on_a_symlink_a_file_and_a_directory_come_back() {
     carried_state(&env, "opath", &dir.display().to_string(), "op", "OPATH OK");
 }
 
+/// memfds come back as memfds: their names, seals (and the kernel's F_SEAL_SEAL on one
+/// made without sealing), mode and content, one file for the descriptor, a shared mapping
+/// of it and a child's description opened again through /proc/PID/fd.
+#[test]
+fn memfds_come_back_as_memfds_with_their_names_seals_and_sharers() {
+    carried_state(&Env::unprivileged(), "memfd", "", "mf", "MEMFD OK");
+}
+
+/// A memfd sealed against writing and mapped shared cannot be made again so (its pages
+/// are written through the mapping, and the kernel seals no file a mapping may write): it
+/// is refused at checkpoint, naming both, and the session goes on.
+#[test]
+fn a_write_sealed_memfd_mapped_shared_is_refused_at_checkpoint() {
+    let env = Env::unprivileged();
+    python_pane(&env, "a", "ws");
+    enter(
+        &env,
+        "a",
+        "import os, fcntl, mmap; m = os.memfd_create('sealed', os.MFD_ALLOW_SEALING); os.write(m, b'x' * 4096); fcntl.fcntl(m, fcntl.F_ADD_SEALS, fcntl.F_SEAL_WRITE); v = mmap.mmap(m, 4096, mmap.MAP_SHARED, mmap.PROT_READ); print('fd', m)",
+    );
+    env.tmux.wait_text("a", "fd 3", T);
+    assert_refused(
+        &env,
+        "ws",
+        "a",
+        "process 2 (python3) holds fd 3, a memfd sealed against writing (F_SEAL_WRITE) that process 2 (python3) maps shared",
+    );
+}
+
 /// A vfork parent waiting for its child (an uninterruptible wait no tracer can stop) makes
 /// the checkpoint fail within seconds, naming it, instead of hanging; the session goes on:
 /// when the child ends, the parent runs on and is not left stopped.

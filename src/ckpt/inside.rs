@@ -277,9 +277,13 @@ fn read_with(
         Err(e) if e.errno == libc::EINVAL => 0,
         Err(e) => return Err(e.into()),
     };
-    let mut timers = super::procfs::parse_timers(
-        &std::fs::read_to_string(format!("/proc/{pid}/timers")).unwrap_or_default(),
-    );
+    let text = std::fs::read_to_string(format!("/proc/{pid}/timers"))
+        .map_err(|e| io::Error::other(format!("its POSIX timers (/proc/{pid}/timers): {e}")))?;
+    let mut timers = super::procfs::parse_timers(&text).ok_or_else(|| {
+        io::Error::other(format!(
+            "its POSIX timers: /proc/{pid}/timers does not read as the kernel writes it"
+        ))
+    })?;
     for t in &mut timers {
         const TIMER_GETTIME: i64 = 224;
         main.call("timer_gettime", TIMER_GETTIME, &[t.id as u64, scratch])?;

@@ -280,17 +280,16 @@ pub fn parse_locks(fdinfo: &str) -> Result<Vec<LockRecord>, String> {
 }
 
 /// `timers`: `ID:`, `signal: N/VALUE`, `notify: KIND/tid.N` or `KIND/pid.N`, `ClockID:`
-/// per timer (the time left is asked from inside the process).
-pub fn parse_timers(text: &str) -> Vec<PosixTimer> {
+/// per timer (the time left is asked from inside the process). None when a line does
+/// not read as the kernel writes it.
+pub fn parse_timers(text: &str) -> Option<Vec<PosixTimer>> {
     let mut out: Vec<PosixTimer> = Vec::new();
     for line in text.lines() {
-        let Some((key, v)) = line.split_once(':') else {
-            continue;
-        };
+        let (key, v) = line.split_once(':')?;
         let v = v.trim();
         if key == "ID" {
             out.push(PosixTimer {
-                id: v.parse().unwrap_or(-1),
+                id: v.parse().ok()?,
                 clock: 0,
                 signo: 0,
                 notify: 0,
@@ -300,33 +299,33 @@ pub fn parse_timers(text: &str) -> Vec<PosixTimer> {
             });
             continue;
         }
-        let Some(t) = out.last_mut() else { continue };
+        let t = out.last_mut()?;
         match key {
             "signal" => {
-                if let Some((n, val)) = v.split_once('/') {
-                    t.signo = n.parse().unwrap_or(0);
-                    t.value = u64::from_str_radix(val, 16).unwrap_or(0);
-                }
+                let (n, val) = v.split_once('/')?;
+                t.signo = n.parse().ok()?;
+                t.value = u64::from_str_radix(val, 16).ok()?;
             }
             "notify" => {
-                if let Some((kind, who)) = v.split_once('/') {
-                    t.notify = match kind {
-                        "none" => libc::SIGEV_NONE,
-                        "thread" => libc::SIGEV_THREAD,
-                        _ => libc::SIGEV_SIGNAL,
-                    };
-                    if let Some(tid) = who.strip_prefix("tid.") {
-                        t.notify |= libc::SIGEV_THREAD_ID;
-                        t.tid = tid.parse().unwrap_or(0);
-                    }
+                let (kind, who) = v.split_once('/')?;
+                t.notify = match kind {
+                    "none" => libc::SIGEV_NONE,
+                    "thread" => libc::SIGEV_THREAD,
+                    "signal" => libc::SIGEV_SIGNAL,
+                    _ => return None,
+                };
+                if let Some(tid) = who.strip_prefix("tid.") {
+                    t.notify |= libc::SIGEV_THREAD_ID;
+                    t.tid = tid.parse().ok()?;
+                } else {
+                    who.strip_prefix("pid.")?.parse::<i32>().ok()?;
                 }
             }
-            "ClockID" => t.clock = v.parse().unwrap_or(0),
+            "ClockID" => t.clock = v.parse().ok()?,
             _ => {}
         }
     }
-    out.retain(|t| t.id >= 0);
-    out
+    Some(out)
 }
 
 /// `limits`: (soft, hard) per resource in the kernel's order (RLIMIT_CPU ..
@@ -486,7 +485,7 @@ mod tests {
     #[test]
     fn timers_as_proc_shows_them() {
         let text = "ID: 0\nsignal: 32/000055c7c67accb0\nnotify: signal/tid.7742\nClockID: 1\nID: 1\nsignal: 14/0000000000000000\nnotify: none/pid.7\nClockID: 0\n";
-        let t = parse_timers(text);
+        let t = parse_timers(text).unwrap();
         assert_eq!(t.len(), 2);
         assert_eq!(
             (t[0].id, t[0].signo, t[0].clock, t[0].tid),
@@ -495,10 +494,9 @@ mod tests {
         assert_eq!(t[0].value, 0x55c7c67accb0);
         assert_eq!(t[0].notify, libc::SIGEV_SIGNAL | libc::SIGEV_THREAD_ID);
         assert_eq!((t[1].notify, t[1].tid), (libc::SIGEV_NONE, 0));
-        assert!(
-            parse_timers("signal: 3/0\n").is_empty(),
-            "no ID line: nothing"
-        );
+        assert_eq!(parse_timers(""), Some(vec![]));
+        assert_eq!(parse_timers("signal: 3/0\n"), None, "no ID line");
+        assert_eq!(parse_timers("ID: 0\nnotify: odd/pid.1\n"), None);
     }
 
     #[test]

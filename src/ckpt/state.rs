@@ -26,20 +26,23 @@ fn link(path: String) -> io::Result<String> {
 }
 
 /// What every record holds, a zombie's too: the ids as the session sees them and the
-/// name; everything else empty.
-fn base_record(pid: i32, status: &str) -> ProcessRecord {
+/// name; everything else empty. An id that cannot be read fails it.
+fn base_record(pid: i32, status: &str) -> io::Result<ProcessRecord> {
+    let field = |text: &str, key: &str| {
+        procfs::status_last(text, key)
+            .ok_or_else(|| io::Error::other(format!("process {pid}: no {key} in its /proc status")))
+    };
     // The parent's id as the session sees it.
-    let host_ppid = procfs::status_last(status, "PPid:").unwrap_or(0);
-    ProcessRecord {
-        pid: procfs::status_last(status, "NSpid:").unwrap_or(pid),
-        ppid: read(format!("/proc/{host_ppid}/status"))
-            .ok()
-            .and_then(|s| procfs::status_last(&s, "NSpid:"))
-            .unwrap_or(0),
-        pgid: procfs::status_last(status, "NSpgid:").unwrap_or(0),
-        sid: procfs::status_last(status, "NSsid:").unwrap_or(0),
+    let host_ppid = field(status, "PPid:")?;
+    let parent = read(format!("/proc/{host_ppid}/status"))
+        .map_err(|e| io::Error::other(format!("process {pid}: its parent's status: {e}")))?;
+    Ok(ProcessRecord {
+        pid: field(status, "NSpid:")?,
+        ppid: field(&parent, "NSpid:")?,
+        pgid: field(status, "NSpgid:")?,
+        sid: field(status, "NSsid:")?,
         comm: read(format!("/proc/{pid}/comm"))
-            .unwrap_or_default()
+            .map_err(|e| io::Error::other(format!("process {pid}: its name: {e}")))?
             .trim_end()
             .to_string(),
         cmdline: Vec::new(),
@@ -71,14 +74,19 @@ fn base_record(pid: i32, status: &str) -> ProcessRecord {
         threads: Vec::new(),
         maps: Vec::new(),
         fds: Vec::new(),
-    }
+    })
 }
 
 /// The memory layout fields of /proc/PID/stat (fields 26-28, 45-51) and the auxv.
-fn mm_record(pid: i32, stat: &[u64]) -> MmRecord {
-    let f = |n: usize| stat.get(n - 3).copied().unwrap_or(0);
-    let auxv = procfs::auxv_words(&std::fs::read(format!("/proc/{pid}/auxv")).unwrap_or_default());
-    MmRecord {
+fn mm_record(pid: i32, stat: &[u64]) -> io::Result<MmRecord> {
+    if stat.len() < 51 - 2 {
+        return Err(io::Error::other(
+            "its stat ends before the memory layout fields",
+        ));
+    }
+    let f = |n: usize| stat[n - 3];
+    let auxv = procfs::auxv_words(&std::fs::read(format!("/proc/{pid}/auxv"))?);
+    Ok(MmRecord {
         start_code: f(26),
         end_code: f(27),
         start_stack: f(28),
@@ -91,7 +99,7 @@ fn mm_record(pid: i32, stat: &[u64]) -> MmRecord {
         env_start: f(50),
         env_end: f(51),
         auxv,
-    }
+    })
 }
 
 fn process_record(
@@ -181,7 +189,7 @@ fn process_record(
             t.tid = threads[i].tid;
         }
     }
-    let mut mm = mm_record(pid, &stat);
+    let mut mm = mm_record(pid, &stat).map_err(|e| fail("its memory layout", &e))?;
     mm.brk = inside.brk;
     // From /proc (prlimit on another user's process needs CAP_SYS_RESOURCE, which even
     // root may lack).
@@ -218,9 +226,8 @@ fn process_record(
         ));
     }
     let personality = read(format!("/proc/{pid}/personality"))
-        .ok()
-        .and_then(|p| u64::from_str_radix(p.trim(), 16).ok())
-        .unwrap_or(0);
+        .map_err(|e| fail("its personality", &e))
+        .and_then(|p| u64::from_str_radix(p.trim(), 16).map_err(|e| fail("its personality", &e)))?;
     Ok(ProcessRecord {
         cmdline,
         exe: link(format!("/proc/{pid}/exe")).map_err(|e| fail("its executable", &e))?,
@@ -242,7 +249,7 @@ fn process_record(
             .lines()
             .find_map(|l| l.strip_prefix("Umask:"))
             .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
-            .unwrap_or(0o022),
+            .ok_or_else(|| fail("its umask", &"not in its status"))?,
         personality,
         dumpable: inside.dumpable,
         rlimits,
@@ -256,7 +263,7 @@ fn process_record(
         threads,
         maps,
         fds,
-        ..base_record(pid, &status)
+        ..base_record(pid, &status)?
     })
 }
 
@@ -268,10 +275,14 @@ fn zombie_record(pid: i32) -> io::Result<ProcessRecord> {
         .rsplit_once(')')
         .and_then(|(_, rest)| rest.split_whitespace().nth(49))
         .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+        .ok_or_else(|| {
+            io::Error::other(format!(
+                "zombie {pid}: its exit status is not in /proc/{pid}/stat as the kernel writes it"
+            ))
+        })?;
     Ok(ProcessRecord {
         zombie: Some(exit_code),
-        ..base_record(pid, &status)
+        ..base_record(pid, &status)?
     })
 }
 

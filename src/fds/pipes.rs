@@ -15,12 +15,21 @@ pub fn read(pid: i32, fd: i32) -> io::Result<PipeRecord> {
     Ok(PipeRecord { queued, size })
 }
 
+/// Give a pipe the capacity it had (which its queue may need: a full pipe of 1 MiB does
+/// not fit the 64 KiB of a new one). A capacity above what this user may set
+/// (`fs.pipe-max-size`) fails the resume, naming it, rather than leaving it smaller.
+fn set_size(fd: std::os::fd::BorrowedFd, pipe: &PipeRecord) -> Result<()> {
+    if pipe.size > 0 && t::get_pipe_size(fd)? != pipe.size as i32 {
+        t::set_pipe_size(fd, pipe.size as i32)
+            .with_context(|| format!("giving a pipe its capacity of {} bytes", pipe.size))?;
+    }
+    Ok(())
+}
+
 /// A pipe with its queue back: (read end, write end).
 pub fn make(pipe: &PipeRecord) -> Result<(OwnedFd, OwnedFd)> {
     let (r, w) = t::pipe_with(0)?;
-    if pipe.size > 0 {
-        let _ = t::set_pipe_size(w.as_fd(), pipe.size as i32);
-    }
+    set_size(w.as_fd(), pipe)?;
     sys::write_all(w.as_fd(), &pipe.queued).context("refilling the pipe with its queued bytes")?;
     Ok((r, w))
 }
@@ -34,9 +43,7 @@ pub fn open_fifo(target: &str, pipe: &PipeRecord) -> Result<OwnedFd> {
     }
     let fd = sys::open(&path, libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC)
         .with_context(|| format!("cannot open {target}"))?;
-    if pipe.size > 0 {
-        let _ = t::set_pipe_size(fd.as_fd(), pipe.size as i32);
-    }
+    set_size(fd.as_fd(), pipe)?;
     sys::write_all(fd.as_fd(), &pipe.queued).context("refilling the named pipe")?;
     Ok(fd)
 }

@@ -1252,11 +1252,14 @@ pub fn take_typed_input(pid: i32, fd: i32) -> io::Result<Vec<u8>> {
     }
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];
-    while let Ok(n) = read(tty.as_fd(), &mut buf) {
-        if n == 0 || out.len() > 1 << 20 {
-            break;
+    // (The kernel holds at most 4 KiB of input per terminal.)
+    loop {
+        match read(tty.as_fd(), &mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e),
         }
-        out.extend_from_slice(&buf[..n]);
     }
     Ok(out)
 }

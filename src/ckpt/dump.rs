@@ -30,36 +30,99 @@ pub struct DumpOrder {
 const PAGE: u64 = 4096;
 static ZERO_PAGE: [u8; PAGE as usize] = [0; PAGE as usize];
 
-/// Present pages of a mapping, as runs of (address, length), from /proc/PID/pagemap;
-/// with `changed_only`, only pages that are the process's own (not the file's).
-fn present_runs(pagemap: &std::fs::File, map: &MapRecord, changed_only: bool) -> Vec<(u64, u64)> {
-    let mut runs: Vec<(u64, u64)> = Vec::new();
-    let pages = (map.end - map.start) / PAGE;
+/// The pagemap entries of a mapping's pages (`/proc/PID/pagemap`: bit 63 present, 62
+/// swapped, 61 a page of the file or shared memory).
+fn pagemap_entries(pagemap: &std::fs::File, map: &MapRecord) -> io::Result<Vec<u64>> {
+    let pages = ((map.end - map.start) / PAGE) as usize;
+    let mut out = Vec::with_capacity(pages);
     let mut buf = vec![0u8; 8 * 512];
-    let mut page = 0;
-    while page < pages {
-        let n = (pages - page).min(512) as usize;
-        let off = (map.start / PAGE + page) * 8;
-        let got = sys::pread(pagemap.as_fd(), &mut buf[..n * 8], off).unwrap_or(0) / 8;
+    while out.len() < pages {
+        let n = (pages - out.len()).min(512);
+        let off = (map.start / PAGE + out.len() as u64) * 8;
+        let got = sys::pread(pagemap.as_fd(), &mut buf[..n * 8], off)? / 8;
         if got == 0 {
-            break;
+            return Err(io::Error::other(format!(
+                "the pagemap of {:#x}-{:#x} ends early",
+                map.start, map.end
+            )));
         }
-        for i in 0..got {
-            let entry = u64::from_le_bytes(buf[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
-            // Bit 63: present; bit 62: swapped out (its content is still the process's).
-            // Bit 61: a page of the file (or shared memory), not one the process wrote.
-            let own = !changed_only || entry & (1 << 61) == 0;
-            if entry & (3 << 62) != 0 && own {
-                let addr = map.start + (page + i as u64) * PAGE;
-                match runs.last_mut() {
-                    Some((a, l)) if *a + *l == addr => *l += PAGE,
-                    _ => runs.push((addr, PAGE)),
-                }
+        out.extend(
+            buf[..got * 8]
+                .chunks_exact(8)
+                .map(|e| u64::from_le_bytes(e.try_into().expect("8 bytes"))),
+        );
+    }
+    Ok(out)
+}
+
+const PRESENT: u64 = 1 << 63;
+const SWAPPED: u64 = 1 << 62;
+const FILE_PAGE: u64 = 1 << 61;
+
+/// What the dump does with one page of a mapping.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum PageIs {
+    /// Not the process's own (not in memory, or still the file's): nothing saved.
+    Absent,
+    /// Saved.
+    Own,
+    /// Present in this process and its parent at the same address of the same mapping:
+    /// shared copy-on-write since a fork if the content is the same (compared before it
+    /// is left out). (The kernel's "mapped once" bit cannot tell: it calls a huge page
+    /// shared by a fork exclusive to each. Two equal pages written apart are then shared
+    /// too, which no program can tell from two copies but by the memory they take.)
+    MaybeShared,
+}
+
+/// Each page of `map`: absent, the process's own, or maybe shared with its parent
+/// (`parent`: the parent's pagemap entries of the same mapping). With `changed_only`
+/// (a private mapping of a file), only pages the process wrote are its own.
+fn classify(mine: &[u64], parent: Option<&[u64]>, changed_only: bool) -> Vec<PageIs> {
+    mine.iter()
+        .enumerate()
+        .map(|(i, &e)| {
+            let own = e & (PRESENT | SWAPPED) != 0 && (!changed_only || e & FILE_PAGE == 0);
+            let shared = |e: u64| e & PRESENT != 0 && e & FILE_PAGE == 0;
+            match parent.map(|p| p[i]) {
+                _ if !own => PageIs::Absent,
+                Some(p) if shared(e) && shared(p) => PageIs::MaybeShared,
+                _ => PageIs::Own,
+            }
+        })
+        .collect()
+}
+
+/// Runs (address, length, same) of the `len` bytes at `addr` in process `pid` and in
+/// process `parent`: whether each page holds the same bytes in both.
+fn same_pages(pid: i32, parent: i32, addr: u64, len: u64) -> io::Result<Vec<(u64, u64, bool)>> {
+    const BLOCK: u64 = 256 * PAGE;
+    let mut out: Vec<(u64, u64, bool)> = Vec::new();
+    let (mut mine, mut theirs) = (vec![0u8; BLOCK as usize], vec![0u8; BLOCK as usize]);
+    let mut at = addr;
+    while at < addr + len {
+        let n = (addr + len - at).min(BLOCK) as usize;
+        let a = sys::read_process_memory(pid, at, &mut mine[..n])?;
+        let b = sys::read_process_memory(parent, at, &mut theirs[..n])?;
+        if a != n || b != n {
+            return Err(io::Error::other(format!(
+                "cannot read the memory at {at:#x} shared with a parent"
+            )));
+        }
+        for (i, (x, y)) in mine[..n]
+            .chunks(PAGE as usize)
+            .zip(theirs[..n].chunks(PAGE as usize))
+            .enumerate()
+        {
+            let page_at = at + i as u64 * PAGE;
+            let same = x == y;
+            match out.last_mut() {
+                Some((s, l, was)) if *was == same && *s + *l == page_at => *l += PAGE,
+                _ => out.push((page_at, PAGE, same)),
             }
         }
-        page += got as u64;
+        at += n as u64;
     }
-    runs
+    Ok(out)
 }
 
 /// What a dump wrote.
@@ -455,13 +518,26 @@ pub fn write_image<W: Write + Send>(
         .checked_sub(hosts.len())
         .ok_or_else(|| io::Error::other("the order names more processes than its record"))?;
     let mut deleted = Vec::new();
+    let mut record_runs = std::mem::take(&mut record.page_runs);
     w.pipeline(SectionKind::PAGES, budget, |feed| {
         let mut pages = PageStream {
             buf: feed.buffer()?,
             len: 0,
         };
-        for (&pid, proc_record) in hosts.iter().zip(&record.processes[first_live..]) {
+        let live = &record.processes[first_live..];
+        let mut inherited: Vec<Vec<(u64, u64)>> = vec![Vec::new(); live.len()];
+        for (k, (&pid, proc_record)) in hosts.iter().zip(live).enumerate() {
             let pagemap = std::fs::File::open(format!("/proc/{pid}/pagemap"))?;
+            // Its parent, when the session holds it: pages shared with it since a fork
+            // are saved once, in the parent's.
+            let parent = live
+                .iter()
+                .position(|q| q.pid == proc_record.ppid)
+                .map(|i| (hosts[i], &live[i]));
+            let parent_pagemap = match parent {
+                Some((host, _)) => Some(std::fs::File::open(format!("/proc/{host}/pagemap"))?),
+                None => None,
+            };
             let mut mem = None;
             for map in &proc_record.maps {
                 let kind = map.kind();
@@ -486,12 +562,12 @@ pub fn write_image<W: Write + Send>(
                 // So is a mapping of a deleted file (or a memfd): its pages not in memory
                 // are in a file nothing can open after the resume.
                 let of_gone_file = kind == MapKind::Anon && map.inode != 0;
-                let runs = if kind == MapKind::SharedAnon || of_gone_file {
-                    vec![(map.start, map.end - map.start)]
-                } else {
-                    present_runs(&pagemap, map, kind == MapKind::PrivateFile)
-                };
-                for (addr, len) in runs {
+                let whole = kind == MapKind::SharedAnon || of_gone_file;
+                let copy = |pages: &mut PageStream,
+                            feed: &mut Feed,
+                            runs: &mut Vec<PageRun>,
+                            addr: u64,
+                            len: u64| {
                     pages.copy(
                         feed,
                         pid,
@@ -500,12 +576,64 @@ pub fn write_image<W: Write + Send>(
                         len,
                         kind == MapKind::Anon,
                         through_mem,
-                        kind == MapKind::SharedAnon || of_gone_file,
-                        &mut record.page_runs,
+                        whole,
+                        runs,
+                    )
+                };
+                if whole {
+                    copy(
+                        &mut pages,
+                        feed,
+                        &mut record_runs,
+                        map.start,
+                        map.end - map.start,
                     )?;
+                    continue;
+                }
+                let mine = pagemap_entries(&pagemap, map)?;
+                let theirs = match (parent, &parent_pagemap) {
+                    (Some((_, q)), Some(pm)) if inherits(map) && q.maps.contains(map) => {
+                        Some(pagemap_entries(pm, map)?)
+                    }
+                    _ => None,
+                };
+                let class = classify(&mine, theirs.as_deref(), kind == MapKind::PrivateFile);
+                let mut i = 0;
+                while i < class.len() {
+                    let c = class[i];
+                    let from = i;
+                    while i < class.len() && class[i] == c {
+                        i += 1;
+                    }
+                    let addr = map.start + from as u64 * PAGE;
+                    let len = (i - from) as u64 * PAGE;
+                    match c {
+                        PageIs::Absent => {}
+                        PageIs::Own => copy(&mut pages, feed, &mut record_runs, addr, len)?,
+                        PageIs::MaybeShared => {
+                            let host = parent.expect("a parent to share with").0;
+                            for (at, n, same) in same_pages(pid, host, addr, len)? {
+                                if same {
+                                    let list = &mut inherited[k];
+                                    // (Runs of one mapping: the next one is not
+                                    // inherited with it, by a resume's reckoning.)
+                                    match list.last_mut() {
+                                        Some((a, l)) if *a + *l == at && *a >= map.start => *l += n,
+                                        _ => list.push((at, n)),
+                                    }
+                                } else {
+                                    copy(&mut pages, feed, &mut record_runs, at, n)?;
+                                }
+                            }
+                        }
+                    }
                 }
             }
         }
+        for (p, list) in record.processes[first_live..].iter_mut().zip(inherited) {
+            p.inherited = list;
+        }
+        record.page_runs = record_runs;
         deleted = open_files_to_carry(&record, &hosts, carry_limit)?;
         frozen_part_done();
         // The last chunk is compressed after the session goes on: a small session (vim)

@@ -74,6 +74,7 @@ fn base_record(pid: i32, status: &str) -> io::Result<ProcessRecord> {
         threads: Vec::new(),
         maps: Vec::new(),
         fds: Vec::new(),
+        inherited: Vec::new(),
     })
 }
 

@@ -401,10 +401,10 @@ impl Restorer<'_> {
                 &f.target,
                 FileOutcome::Forced("changed since the checkpoint; opened as it is".into()),
             ),
-            FilePlan::Deleted => return Ok((self.deleted_file(f)?, FileOutcome::MadeAgain)),
+            FilePlan::Deleted => return Ok((self.reopen_unnamed(f)?, FileOutcome::MadeAgain)),
             FilePlan::Unnamed => {
                 return Ok((
-                    self.deleted_file(f)?,
+                    self.reopen_unnamed(f)?,
                     FileOutcome::Forced("its directory is missing here; an unnamed copy".into()),
                 ));
             }
@@ -452,27 +452,66 @@ impl Restorer<'_> {
         Ok(())
     }
 
-    /// A file deleted while open: made again, unnamed (O_TMPFILE) in the directory it was
-    /// in, with the content the image carries (its holes as holes) and its permissions,
-    /// once however many descriptions it has; and opened as each was.
-    fn deleted_file(&self, f: &FdRecord) -> Result<OwnedFd> {
-        let id = f
-            .identity()
-            .ok_or_else(|| anyhow!("a deleted file without its identity"))?;
-        let dev = (libc::major(id.dev), libc::minor(id.dev));
-        let made = self.deleted.borrow().get(&(dev, id.ino)).cloned();
-        let file = match made {
-            Some(file) => file,
-            None => {
-                let file = Rc::new(self.make_deleted(f, id, dev)?);
-                self.deleted
-                    .borrow_mut()
-                    .insert((dev, id.ino), file.clone());
+    /// The file deleted while open, or the memfd, that descriptors of the image hold as
+    /// (device, inode), made once for every description and shared mapping of it (by
+    /// whichever needs it first): a file deleted while open unnamed (O_TMPFILE) in the
+    /// directory it was in, a memfd with its name, each with the content the image carries
+    /// (holes as holes) and its permissions; a memfd's seals are noted, to be set once
+    /// memory is in place (pages of shared mappings are written through them). None when
+    /// no descriptor holds it.
+    pub(crate) fn unnamed_file(&self, dev: (u32, u32), ino: u64) -> Result<Option<Rc<OwnedFd>>> {
+        if let Some(file) = self.deleted.borrow().get(&(dev, ino)) {
+            return Ok(Some(file.clone()));
+        }
+        let ours =
+            |id: &FileIdentity| (libc::major(id.dev), libc::minor(id.dev)) == dev && id.ino == ino;
+        let holder = self
+            .record
+            .processes
+            .iter()
+            .flat_map(|p| &p.fds)
+            .find(|f| match &f.object {
+                FdObject::File(id) => f.target.ends_with(" (deleted)") && ours(id),
+                FdObject::Memfd { identity, .. } => ours(identity),
+                _ => false,
+            });
+        let Some(f) = holder else {
+            return Ok(None);
+        };
+        let file = match &f.object {
+            FdObject::Memfd {
+                name,
+                seals,
+                identity: id,
+            } => {
+                let (content, carried) = self.carried_by_inode(dev, ino)?;
+                let file = sys::trace::memfd_sealable(&sys::cstring(name)?)
+                    .context("making the memfd again")?;
+                sys::write_with_holes(file.as_fd(), &content, &carried.holes)?;
+                sys::fchmod(file.as_fd(), id.mode).context("giving it its permissions")?;
+                let file = Rc::new(file);
+                self.seals.borrow_mut().push((file.clone(), *seals));
                 file
             }
+            FdObject::File(id) => Rc::new(self.make_deleted(f, id, dev)?),
+            _ => unreachable!("found above"),
         };
-        let mut flags = open_flags(f);
-        flags |= libc::O_CLOEXEC | libc::O_NOCTTY;
+        self.deleted.borrow_mut().insert((dev, ino), file.clone());
+        Ok(Some(file))
+    }
+
+    /// A description of a file deleted while open, or of a memfd: opened again as it was
+    /// from the one file made (`unnamed_file`), at its offset.
+    pub(crate) fn reopen_unnamed(&self, f: &FdRecord) -> Result<OwnedFd> {
+        let id = match &f.object {
+            FdObject::File(id) | FdObject::Memfd { identity: id, .. } => id,
+            _ => bail!("neither a deleted file nor a memfd"),
+        };
+        let dev = (libc::major(id.dev), libc::minor(id.dev));
+        let file = self
+            .unnamed_file(dev, id.ino)?
+            .ok_or_else(|| anyhow!("it was not made"))?;
+        let flags = open_flags(f) | libc::O_CLOEXEC | libc::O_NOCTTY;
         let again = sys::cstring(&format!("/proc/self/fd/{}", file.as_raw_fd()))?;
         let fd = sys::open(&again, flags).context("opening it as it was")?;
         if f.pos > 0 {
@@ -481,53 +520,20 @@ impl Restorer<'_> {
         Ok(fd)
     }
 
-    /// A memfd: made again once per (device, inode) with its name, content (holes as
-    /// holes) and mode, its seals noted to be set once the memory is in place (pages of
-    /// shared mappings are written through them); and opened as each description was.
-    pub(crate) fn memfd(&self, f: &FdRecord) -> Result<OwnedFd> {
-        let FdObject::Memfd {
-            name,
-            seals,
-            identity: id,
-        } = &f.object
-        else {
-            bail!("not a memfd");
-        };
-        let dev = (libc::major(id.dev), libc::minor(id.dev));
-        let made = self.deleted.borrow().get(&(dev, id.ino)).cloned();
-        let file = match made {
-            Some(file) => file,
-            None => {
-                let (index, carried) = self
-                    .record
-                    .files
-                    .iter()
-                    .enumerate()
-                    .find(|(_, c)| c.copies.iter().any(|k| k.dev == dev && k.inode == id.ino))
-                    .ok_or_else(|| anyhow!("the image holds no copy of it"))?;
-                let content = self.carried_content(index)?;
-                if content.len() as u64 != carried.size {
-                    bail!("the image's copy of it is damaged");
-                }
-                let file = sys::trace::memfd_sealable(&sys::cstring(name)?)
-                    .context("making the memfd again")?;
-                sys::write_with_holes(file.as_fd(), &content, &carried.holes)?;
-                sys::fchmod(file.as_fd(), id.mode).context("giving it its permissions")?;
-                let file = Rc::new(file);
-                self.deleted
-                    .borrow_mut()
-                    .insert((dev, id.ino), file.clone());
-                self.seals.borrow_mut().push((file.clone(), *seals));
-                file
-            }
-        };
-        let flags = open_flags(f) | libc::O_CLOEXEC;
-        let again = sys::cstring(&format!("/proc/self/fd/{}", file.as_raw_fd()))?;
-        let fd = sys::open(&again, flags).context("opening it as it was")?;
-        if f.pos > 0 {
-            t::lseek(fd.as_fd(), f.pos).context("seeking to the saved offset")?;
+    /// The content the image carries of the file (device, inode), and the record of it.
+    fn carried_by_inode(&self, dev: (u32, u32), ino: u64) -> Result<(Vec<u8>, &CarriedFile)> {
+        let (index, carried) = self
+            .record
+            .files
+            .iter()
+            .enumerate()
+            .find(|(_, c)| c.copies.iter().any(|k| k.dev == dev && k.inode == ino))
+            .ok_or_else(|| anyhow!("the image holds no copy of it"))?;
+        let content = self.carried_content(index)?;
+        if content.len() as u64 != carried.size {
+            bail!("the image's copy of it is damaged");
         }
-        Ok(fd)
+        Ok((content, carried))
     }
 
     /// The memfds' seals, once their content and the memory mapping them are in place.
@@ -546,17 +552,7 @@ impl Restorer<'_> {
         id: &crate::records::FileIdentity,
         dev: (u32, u32),
     ) -> Result<OwnedFd> {
-        let (index, carried) = self
-            .record
-            .files
-            .iter()
-            .enumerate()
-            .find(|(_, c)| c.copies.iter().any(|k| k.dev == dev && k.inode == id.ino))
-            .ok_or_else(|| anyhow!("the image holds no copy of it"))?;
-        let content = self.carried_content(index)?;
-        if content.len() as u64 != carried.size {
-            bail!("the image's copy of it is damaged");
-        }
+        let (content, carried) = self.carried_by_inode(dev, id.ino)?;
         let path = f.target.trim_end_matches(" (deleted)");
         let dir = std::path::Path::new(path)
             .parent()

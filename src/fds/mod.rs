@@ -395,7 +395,7 @@ impl Restorer<'_> {
                 }
                 fd
             }
-            FdObject::Memfd { .. } => self.memfd(f)?,
+            FdObject::Memfd { .. } => self.reopen_unnamed(f)?,
             FdObject::Symlink { text, .. } => {
                 let (fd, outcome) = files::open_symlink(&f.target, text, f, self.opts.force)?;
                 descs.files.insert(f.target.clone(), outcome);

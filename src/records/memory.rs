@@ -138,6 +138,20 @@ pub enum MapKind {
 /// run directory (a cache that is not persistent is a deleted file there).
 const NSCD_CACHE_DIRS: [&str; 3] = ["/var/cache/nscd/", "/run/nscd/", "/var/run/nscd/"];
 
+/// Whether a fork gives a child this mapping with the parent's pages (a private mapping
+/// it may read, not dropped or wiped at fork, of anonymous memory or a file that is
+/// there): what a child may share copy-on-write with its parent.
+pub fn inherits(m: &MapRecord) -> bool {
+    let kind = match m.kind() {
+        // (Not a private mapping of a deleted file: it is carried whole.)
+        MapKind::Anon => m.inode == 0,
+        MapKind::PrivateFile => true,
+        _ => false,
+    };
+    kind && m.perms.starts_with('r')
+        && m.vm & (vm::DONT_FORK | vm::WIPE_ON_FORK | vm::DROPPABLE) == 0
+}
+
 impl MapRecord {
     pub fn kind(&self) -> MapKind {
         if matches!(

@@ -94,6 +94,11 @@ pub struct ProcessRecord {
     pub threads: Vec<ThreadRecord>,
     pub maps: Vec<MapRecord>,
     pub fds: Vec<FdRecord>,
+    /// Pages (address, length) of private mappings it shares copy-on-write with its
+    /// parent (the same mapping in both, the page in memory in both with the same
+    /// content): the image holds them once, in the parent's pages, and a resume makes
+    /// this process from its restored parent so that they are shared again.
+    pub inherited: Vec<(u64, u64)>,
 }
 
 /// The memory layout the kernel keeps per process (what PR_SET_MM_MAP sets again).
@@ -372,6 +377,36 @@ impl SessionRecord {
                     return bad(format!("mapping {:#x}-{:#x} of {who}", map.start, map.end));
                 }
                 end = map.end;
+            }
+            // Inherited pages: of a live parent of the image, in order, within mappings
+            // the parent has alike.
+            let parent = self
+                .processes
+                .iter()
+                .find(|q| q.pid == p.ppid && q.zombie.is_none());
+            let mut end = 0u64;
+            for &(at, len) in &p.inherited {
+                let last = at.checked_add(len);
+                let inside = |maps: &[MapRecord]| {
+                    maps.iter()
+                        .any(|m| m.start <= at && last.is_some_and(|l| l <= m.end) && inherits(m))
+                };
+                let alike = parent.is_some_and(|q| {
+                    p.maps
+                        .iter()
+                        .filter(|m| m.start <= at && last.is_some_and(|l| l <= m.end))
+                        .any(|m| q.maps.contains(m))
+                });
+                if len == 0
+                    || at % page != 0
+                    || len % page != 0
+                    || at < end
+                    || !inside(&p.maps)
+                    || !alike
+                {
+                    return bad(format!("the pages {who} shares with its parent"));
+                }
+                end = at + len;
             }
             let mut fds = std::collections::BTreeSet::new();
             for f in &p.fds {

@@ -1,8 +1,12 @@
-//! Memory on restore: each process's address space is emptied (all but the trampoline),
-//! the vDSO is placed where it was, every mapping is made again at its address (files
-//! mapped from the file when it is the same one, else from its copy in the image), the
-//! saved pages are written in, protections are set, and the kernel's mm fields (brk,
-//! arguments, environment, auxv, exe) are put back with PR_SET_MM_MAP.
+//! Memory on restore, process by process as the tree is made (`restore_memory_of`, a
+//! parent's before it makes its children): each process's address space is emptied (all
+//! but the trampoline; a child of a restored parent keeps the mappings it shares pages
+//! with it copy-on-write, and only those pages), the vDSO is placed where it was, every
+//! mapping is made again at its address (files mapped from the file when it is the same
+//! one, else from its copy in the image), the saved pages are written in and protections
+//! set; the advice once every process is made (a parent's don't-fork advice would keep a
+//! mapping from its child); and the kernel's mm fields (brk, arguments, environment,
+//! auxv, exe) are put back with PR_SET_MM_MAP.
 
 use super::{PAGE, Restorer, TASK_SIZE, TRAMPOLINE_PAGES};
 use crate::image::SectionKind;
@@ -69,64 +73,75 @@ pub fn mapped_file_here(record: &SessionRecord, m: &MapRecord) -> bool {
 }
 
 /// Where each mapped file's content comes from, opened once for all processes.
-pub(super) struct MappedFiles {
+#[derive(Default)]
+pub(crate) struct MappedFiles {
     by_inode: HashMap<((u32, u32), u64, bool), Rc<OwnedFd>>,
     /// Shared memory objects without a file, by inode.
     shm: HashMap<((u32, u32), u64, bool), Rc<OwnedFd>>,
 }
 
 impl Restorer<'_> {
-    pub(super) fn restore_memory(&mut self) -> Result<()> {
+    /// The memory of process `pid`, just made: `from_parent` when its restored parent
+    /// cloned it (it then keeps the mappings it shares pages with that parent).
+    pub(super) fn restore_memory_of(&mut self, pid: i32, from_parent: bool) -> Result<()> {
         let here = crate::machine::vdso_layout_here();
         let here_vdso = crate::machine::vdso_here();
-        let mut files = MappedFiles {
-            by_inode: HashMap::new(),
-            shm: HashMap::new(),
-        };
-        let pids: Vec<i32> = self.procs.keys().copied().collect();
-        for &pid in &pids {
-            let rec = self.proc(pid).rec;
-            let theirs = crate::machine::vdso_layout(
-                rec.maps.iter().map(|m| (m.path.as_str(), m.start, m.end)),
-            );
-            let old_start = rec
-                .maps
-                .iter()
-                .filter(|m| matches!(m.path.as_str(), "[vvar]" | "[vvar_vclock]" | "[vdso]"))
-                .map(|m| m.start)
-                .min();
-            let old_vdso = &self.record.machine.vdso;
-            // The same kernel's vDSO goes where it was; another kernel's is placed
-            // elsewhere, and the old one's entry points lead to it.
-            let same = theirs == here && (old_vdso.is_empty() || *old_vdso == here_vdso);
-            let proxy_to = match old_start {
-                Some(_) if !same => {
-                    if old_vdso.is_empty() {
-                        bail!("{}", crate::machine::vdso_message(&theirs, &here));
-                    }
-                    Some(self.free_vdso_address(rec, here.iter().map(|(_, s)| s).sum())?)
+        let rec = self.proc(pid).rec;
+        let theirs =
+            crate::machine::vdso_layout(rec.maps.iter().map(|m| (m.path.as_str(), m.start, m.end)));
+        let old_start = rec
+            .maps
+            .iter()
+            .filter(|m| matches!(m.path.as_str(), "[vvar]" | "[vvar_vclock]" | "[vdso]"))
+            .map(|m| m.start)
+            .min();
+        let old_vdso = &self.record.machine.vdso;
+        // The same kernel's vDSO goes where it was; another kernel's is placed
+        // elsewhere, and the old one's entry points lead to it.
+        let same = theirs == here && (old_vdso.is_empty() || *old_vdso == here_vdso);
+        let proxy_to = match old_start {
+            Some(_) if !same => {
+                if old_vdso.is_empty() {
+                    bail!("{}", crate::machine::vdso_message(&theirs, &here));
                 }
-                _ => None,
-            };
-            self.empty_address_space(pid, proxy_to.or(old_start))?;
-            // Its mapped files are opened as it would open them.
-            let acting = self.act_as(rec)?;
-            self.map_regions(pid, &mut files)?;
-            drop(acting);
-            if let Some(new_at) = proxy_to {
-                let new_vdso = new_at
-                    + here
-                        .iter()
-                        .take_while(|(n, _)| n != "[vdso]")
-                        .map(|(_, s)| s)
-                        .sum::<u64>();
-                self.map_vdso_proxy(pid, new_vdso, &here_vdso)?;
+                Some(self.free_vdso_address(rec, here.iter().map(|(_, s)| s).sum())?)
             }
+            _ => None,
+        };
+        // The mappings it keeps of its parent's: those it shares pages with.
+        let kept: Vec<&MapRecord> = if from_parent {
+            rec.maps
+                .iter()
+                .filter(|m| {
+                    rec.inherited
+                        .iter()
+                        .any(|&(a, l)| m.start <= a && a + l <= m.end)
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        self.empty_address_space(pid, &kept, proxy_to.or(old_start))?;
+        // Its mapped files are opened as it would open them.
+        let acting = self.act_as(rec)?;
+        self.map_regions(pid, &kept)?;
+        drop(acting);
+        if let Some(new_at) = proxy_to {
+            let new_vdso = new_at
+                + here
+                    .iter()
+                    .take_while(|(n, _)| n != "[vdso]")
+                    .map(|(_, s)| s)
+                    .sum::<u64>();
+            self.map_vdso_proxy(pid, new_vdso, &here_vdso)?;
         }
-        drop(files);
-        self.write_pages()?;
-        for &pid in &pids {
-            self.protect(pid)?;
+        self.write_pages(pid)?;
+        self.protect(pid)
+    }
+
+    /// Every process's mappings get their advice, once all are made.
+    pub(super) fn advise_all(&self) -> Result<()> {
+        for &pid in self.procs.keys() {
             self.advise(pid)?;
         }
         Ok(())
@@ -273,9 +288,17 @@ impl Restorer<'_> {
         Ok(())
     }
 
-    /// Undo what the copy of the init has: its rseq registration and alternate stack, and
-    /// every mapping but the trampoline; then the vDSO block at `vdso_at`.
-    fn empty_address_space(&self, pid: i32, vdso_at: Option<u64>) -> Result<()> {
+    /// Undo what the copy of the init (or of its parent) has: its rseq registration and
+    /// alternate stack, and every mapping but the trampoline and `kept`, the mappings a
+    /// child shares pages with its parent in (their other pages dropped: the child's own
+    /// are written next, and the rest are as fresh memory or the file has them); then the
+    /// vDSO block at `vdso_at`.
+    fn empty_address_space(
+        &self,
+        pid: i32,
+        kept: &[&MapRecord],
+        vdso_at: Option<u64>,
+    ) -> Result<()> {
         if let Some((addr, len, sig, _)) = sys::ptrace_get_rseq(pid)? {
             self.call(
                 pid,
@@ -290,9 +313,48 @@ impl Restorer<'_> {
             .collect();
         let at = self.put(pid, 0, &ss)?;
         self.call(pid, "sigaltstack", nr::SIGALTSTACK, &[at, 0])?;
-        let end = self.tramp + TRAMPOLINE_PAGES * PAGE;
-        self.call(pid, "munmap", nr::MUNMAP, &[0, self.tramp])?;
-        self.call(pid, "munmap", nr::MUNMAP, &[end, TASK_SIZE - end])?;
+        // What stays, in order: the kept mappings and the trampoline; the gaps go.
+        let mut stay: Vec<(u64, u64)> = kept.iter().map(|m| (m.start, m.end)).collect();
+        stay.push((self.tramp, self.tramp + TRAMPOLINE_PAGES * PAGE));
+        stay.sort();
+        let mut at = 0;
+        for &(start, end) in &stay {
+            if start > at {
+                self.call(pid, "munmap", nr::MUNMAP, &[at, start - at])?;
+            }
+            at = at.max(end);
+        }
+        if at < TASK_SIZE {
+            self.call(pid, "munmap", nr::MUNMAP, &[at, TASK_SIZE - at])?;
+        }
+        let rec = self.proc(pid).rec;
+        for m in kept {
+            // Writable while its own pages are written (`protect` sets its protection),
+            // and of the parent's pages only those it shares.
+            let rw = (libc::PROT_READ | libc::PROT_WRITE) as u64;
+            self.call(
+                pid,
+                "mprotect",
+                nr::MPROTECT,
+                &[m.start, m.end - m.start, rw],
+            )?;
+            let mut from = m.start;
+            let shared = rec
+                .inherited
+                .iter()
+                .filter(|&&(a, l)| m.start <= a && a + l <= m.end);
+            for &(a, l) in shared.chain(std::iter::once(&(m.end, 0))) {
+                if a > from {
+                    self.call(
+                        pid,
+                        "madvise(MADV_DONTNEED)",
+                        nr::MADVISE,
+                        &[from, a - from, libc::MADV_DONTNEED as u64],
+                    )?;
+                }
+                from = a + l;
+            }
+        }
         if let Some(vvar) = vdso_at {
             const ARCH_MAP_VDSO_64: u64 = 0x2003;
             self.call(
@@ -305,13 +367,16 @@ impl Restorer<'_> {
         Ok(())
     }
 
-    /// Every mapping at its address, writable for now (protections come after the pages).
-    fn map_regions(&self, pid: i32, files: &mut MappedFiles) -> Result<()> {
+    /// Every mapping at its address but those `kept` of the parent's, writable for now
+    /// (protections come after the pages).
+    fn map_regions(&self, pid: i32, kept: &[&MapRecord]) -> Result<()> {
         let rec = self.proc(pid).rec;
+        let mut files = self.mapped.borrow_mut();
+        let files = &mut *files;
         let mut in_process: HashMap<((u32, u32), u64, bool), i32> = HashMap::new();
         for m in &rec.maps {
             let kind = m.kind();
-            if kind == MapKind::Kernel {
+            if kind == MapKind::Kernel || kept.iter().any(|k| std::ptr::eq(*k, m)) {
                 continue;
             }
             if m.start % PAGE != 0 || m.end % PAGE != 0 || m.end <= m.start || m.end > TASK_SIZE {
@@ -425,11 +490,11 @@ impl Restorer<'_> {
         if let Some(fd) = files.shm.get(&key) {
             return Ok(fd.clone());
         }
-        // A file deleted while open and mapped shared: the very file made again for its
-        // descriptors, so that what one writes the other sees.
-        if let Some(fd) = self.deleted.borrow().get(&(m.dev, m.inode)) {
+        // A file deleted while open (or a memfd) and mapped shared: the very file made
+        // again for its descriptors, so that what one writes the other sees.
+        if let Some(fd) = self.unnamed_file(m.dev, m.inode)? {
             files.shm.insert(key, fd.clone());
-            return Ok(fd.clone());
+            return Ok(fd);
         }
         let size = self
             .record
@@ -520,10 +585,10 @@ impl Restorer<'_> {
         Ok(out)
     }
 
-    /// The saved pages, in the order of the image's page runs.
-    fn write_pages(&self) -> Result<()> {
+    /// The saved pages of process `pid`, from the page chunks that hold them.
+    fn write_pages(&self, pid: i32) -> Result<()> {
         let runs = &self.record.page_runs;
-        for r in runs {
+        for r in runs.iter().filter(|r| r.pid == pid) {
             let p = self.procs.get(&r.pid).ok_or_else(|| {
                 anyhow!(
                     "the image has pages of process {}, which it does not hold",
@@ -577,6 +642,19 @@ impl Restorer<'_> {
                 "the image's page data ({total} bytes) does not match its page runs ({run_total} bytes)"
             );
         }
+        // The chunks holding this process's runs (a process's runs are together in the
+        // stream: a run of chunks, the first and last maybe shared with its neighbours).
+        let mut wanted: Vec<usize> = Vec::new();
+        for (k, r) in runs.iter().enumerate().filter(|(_, r)| r.pid == pid) {
+            let (from, to) = (run_start[k], run_start[k] + r.len);
+            let first = chunk_start.partition_point(|&s| s <= from) - 1;
+            let last = chunk_start.partition_point(|&s| s < to) - 1;
+            for i in first..=last {
+                if wanted.last() != Some(&i) {
+                    wanted.push(i);
+                }
+            }
+        }
         let next_chunk = std::sync::atomic::AtomicUsize::new(0);
         let workers = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
@@ -592,13 +670,17 @@ impl Restorer<'_> {
                 let r = &runs[k];
                 let into = at - run_start[k];
                 let n = ((r.len - into) as usize).min(data.len());
-                t::write_process_memory(r.pid, r.addr + into, &data[..n]).with_context(|| {
-                    format!(
-                        "writing the memory of process {} at {:#x}",
-                        r.pid,
-                        r.addr + into
-                    )
-                })?;
+                if r.pid == pid {
+                    t::write_process_memory(r.pid, r.addr + into, &data[..n]).with_context(
+                        || {
+                            format!(
+                                "writing the memory of process {} at {:#x}",
+                                r.pid,
+                                r.addr + into
+                            )
+                        },
+                    )?;
+                }
                 data = &data[n..];
                 at += n as u64;
                 k += 1;
@@ -612,13 +694,13 @@ impl Restorer<'_> {
                         let mut buf = Vec::new();
                         loop {
                             let i = next_chunk.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            if i >= chunks.len() {
+                            let Some(&i) = wanted.get(i) else {
                                 return Ok(());
-                            }
+                            };
                             if let Err(e) = write_chunk(i, &mut buf) {
                                 // Stop the others too.
                                 next_chunk
-                                    .store(chunks.len(), std::sync::atomic::Ordering::Relaxed);
+                                    .store(wanted.len(), std::sync::atomic::Ordering::Relaxed);
                                 return Err(e);
                             }
                         }

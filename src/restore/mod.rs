@@ -11,8 +11,9 @@
 //! tids), registers and masks are set, and the last injected call removes the trampoline
 //! page the calls ran from. Then all threads are let go together.
 //!
-//! Order (`restore`): ptys → trampoline → processes, sessions, groups, terminals
-//! (`tree`) → descriptors (`crate::fds`, one module per kind) → memory (`memory`) → per-process state and threads →
+//! Order (`restore`): ptys → trampoline → processes, sessions, groups, terminals, each
+//! process's memory as it is made, before its children, so that what a child shares
+//! copy-on-write with its parent comes to it by the fork (`tree`, `memory`) → descriptors (`crate::fds`, one module per kind) → memory (`memory`) → per-process state and threads →
 //! registers → detach. Any error ends the init, and with it (pid 1 of the namespace)
 //! everything it created.
 
@@ -92,6 +93,8 @@ pub(crate) struct Restorer<'a> {
     /// Files deleted while open, made again (unnamed), by (device, inode): every
     /// description of one, and a shared mapping of it, is of the one file made.
     pub(crate) deleted: std::cell::RefCell<DeletedFiles>,
+    /// The files mappings map, opened once for all processes.
+    pub(crate) mapped: std::cell::RefCell<memory::MappedFiles>,
     /// The memfds made again and the seals each gets once memory is in place.
     pub(crate) seals: std::cell::RefCell<Vec<(std::rc::Rc<OwnedFd>, u32)>>,
     pub(crate) warnings: Vec<String>,
@@ -127,14 +130,17 @@ pub fn restore(record: &SessionRecord, image: &Image, opts: &Options) -> Result<
         masters,
         deleted: Default::default(),
         seals: Default::default(),
+        mapped: Default::default(),
         warnings,
     };
     r.check_file_policy()?;
+    // Each process's memory is made as the process is, a parent's before its children.
     r.create_tree(xfer_child.as_raw_fd())?;
     drop(xfer_child);
+    r.mapped.take();
     r.install_files()?;
     r.restore_locks()?;
-    r.restore_memory()?;
+    r.advise_all()?;
     r.seal_memfds()?;
     r.restore_state()?;
     r.finish()?;

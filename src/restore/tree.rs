@@ -134,7 +134,8 @@ impl<'a> Restorer<'a> {
             .collect();
         let helpers = self.make_helpers(xfer_child)?;
         for rec in order.iter().filter(|p| p.zombie.is_none()) {
-            if pids.contains(&rec.ppid) {
+            let from_parent = pids.contains(&rec.ppid);
+            if from_parent {
                 self.fork_in_parent(rec)?;
             } else if let Some(h) = helpers.iter().find(|h| h.pid == rec.sid) {
                 let pid = self.clone_from(&h.inj, h.pid, rec)?;
@@ -143,6 +144,9 @@ impl<'a> Restorer<'a> {
                 self.fork_here(rec, xfer_child)?;
             }
             self.join_session(rec)?;
+            // Its memory before its children are made: they get what they share of it.
+            self.restore_memory_of(rec.pid, from_parent)
+                .with_context(|| format!("the memory of process {} ({})", rec.pid, rec.comm))?;
         }
         self.set_groups()?;
         self.set_foreground()?;

@@ -412,6 +412,10 @@ fn rich(p: &Parts) -> SessionRecord {
     let mut second = child.threads[0].clone();
     second.tid = 5;
     child.threads.push(second);
+    // A page it shares with its parent (process 2, whose mappings it has).
+    if let Some(m) = child.maps.iter().find(|m| inherits(m)) {
+        child.inherited = vec![(m.start, 4096)];
+    }
     child.timers = vec![PosixTimer {
         id: 0,
         clock: 1,

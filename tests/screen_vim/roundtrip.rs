@@ -1166,6 +1166,15 @@ fn a_write_sealed_memfd_mapped_shared_is_refused_at_checkpoint() {
     );
 }
 
+/// Memory a parent and its child share copy-on-write since a fork stays shared after a
+/// resume (each shows it as shared, not private: the session takes the memory it took),
+/// with every byte as it was in each: pages either changed after the fork, wrote over,
+/// or dropped (zeros for the one that dropped them).
+#[test]
+fn memory_shared_copy_on_write_between_parent_and_child_stays_shared() {
+    carried_state(&Env::unprivileged(), "cowshare", "", "cw", "COWSHARE OK");
+}
+
 /// A vfork parent waiting for its child (an uninterruptible wait no tracer can stop) makes
 /// the checkpoint fail within seconds, naming it, instead of hanging; the session goes on:
 /// when the child ends, the parent runs on and is not left stopped.

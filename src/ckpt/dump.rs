@@ -643,6 +643,14 @@ pub fn write_image<W: Write + Send>(
     // The session runs again: the files are read now.
     hash_open_files(&mut record);
     carry_files(w, &mut record, deleted, budget)?;
+    // What a resume will check of the record, checked now: a record this version gets
+    // wrong fails the checkpoint, and is not found damaged at resume.
+    record
+        .validate(
+            &w.raw_lens(SectionKind::PAGES),
+            &w.raw_lens(SectionKind::FILES),
+        )
+        .map_err(|e| io::Error::other(format!("the record made does not hold together: {e}")))?;
     w.meta(SectionKind::SESSION, &record)?;
     Ok(DumpSummary {
         processes: record.processes.len(),

@@ -285,6 +285,15 @@ impl<W: Write> ImageWriter<W> {
         Ok(())
     }
 
+    /// The decoded lengths of the sections of `kind` written so far, in order.
+    pub fn raw_lens(&self, kind: SectionKind) -> Vec<u64> {
+        self.table
+            .iter()
+            .filter(|t| t.kind == kind)
+            .map(|t| t.raw_len)
+            .collect()
+    }
+
     /// A metadata section: postcard, compressed.
     pub fn meta<T: Serialize>(&mut self, kind: SectionKind, value: &T) -> io::Result<()> {
         let raw = postcard::to_allocvec(value).map_err(io::Error::other)?;

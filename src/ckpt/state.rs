@@ -69,6 +69,7 @@ fn base_record(pid: i32, status: &str) -> io::Result<ProcessRecord> {
         no_new_privs: false,
         xcomp_perm: 0,
         pdeath_signal: 0,
+        ksm_merge_any: false,
         ctty: 0,
         fg_pgid: 0,
         threads: Vec::new(),
@@ -258,6 +259,7 @@ fn process_record(
         no_new_privs: procfs::status_words::<1>(&status, "NoNewPrivs:", false)[0] != 0,
         xcomp_perm: inside.xcomp_perm,
         pdeath_signal: inside.pdeath_signal,
+        ksm_merge_any: ksm_merge_any(pid).map_err(|e| fail("its KSM state", &e))?,
         // Field 7; the foreground group (field 8) is a host id, translated by the caller.
         ctty: stat.get(4).copied().unwrap_or(0) as u32,
         fg_pgid: stat.get(5).copied().unwrap_or(0) as i64 as i32,
@@ -266,6 +268,18 @@ fn process_record(
         fds,
         ..base_record(pid, &status)?
     })
+}
+
+/// Whether KSM merges all of process `pid`'s memory (PR_SET_MEMORY_MERGE). Setting it
+/// again takes CAP_SYS_RESOURCE: for another user it is refused at checkpoint. (A kernel
+/// without KSM, or before 6.4, has no such setting.)
+fn ksm_merge_any(pid: i32) -> io::Result<bool> {
+    let text = match read(format!("/proc/{pid}/ksm_stat")) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    Ok(procfs::fdinfo_field(&text, "ksm_merge_any:") == "yes")
 }
 
 /// A zombie: its ids and the exit status it holds (`/proc/PID/stat` field 52).
@@ -308,6 +322,16 @@ fn check_no_seccomp(host_pid: i32, p: &ProcessRecord) -> io::Result<()> {
 }
 
 fn check_carriable(p: &ProcessRecord) -> io::Result<()> {
+    // SAFETY: geteuid cannot fail.
+    if p.ksm_merge_any && unsafe { libc::geteuid() } != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!(
+                "process {} ({}) has KSM merging all its memory (PR_SET_MEMORY_MERGE), which only a privileged user can set again, so this version cannot carry it here",
+                p.pid, p.comm
+            ),
+        ));
+    }
     if procfs::names_a_process(&p.cwd) {
         return Err(io::Error::new(
             io::ErrorKind::Unsupported,

@@ -85,6 +85,8 @@ pub struct ProcessRecord {
     /// ARCH_GET_XCOMP_PERM: AMX's tile data, which a process must ask for before it can
     /// use it), as a mask of XSAVE components.
     pub xcomp_perm: u64,
+    /// KSM merges all its memory (PR_SET_MEMORY_MERGE; `ksm_merge_any` in ksm_stat).
+    pub ksm_merge_any: bool,
     /// The signal it gets when its parent ends (PR_SET_PDEATHSIG; 0: none).
     pub pdeath_signal: i32,
     /// The controlling terminal (its device number; 0: none) and, when there is one, its

@@ -136,7 +136,25 @@ impl Restorer<'_> {
             self.map_vdso_proxy(pid, new_vdso, &here_vdso)?;
         }
         self.write_pages(pid)?;
-        self.protect(pid)
+        self.protect(pid)?;
+        // KSM over all its memory, as it was (a child made from its parent has the
+        // parent's: set either way then). Only a privileged resume meets one.
+        let parent_merges = from_parent
+            && self
+                .record
+                .processes
+                .iter()
+                .any(|p| p.pid == rec.ppid && p.ksm_merge_any);
+        if rec.ksm_merge_any || parent_merges {
+            const PR_SET_MEMORY_MERGE: u64 = 67;
+            self.call(
+                pid,
+                "prctl(PR_SET_MEMORY_MERGE)",
+                nr::PRCTL,
+                &[PR_SET_MEMORY_MERGE, u64::from(rec.ksm_merge_any), 0, 0, 0],
+            )?;
+        }
+        Ok(())
     }
 
     /// Every process's mappings get their advice, once all are made.

@@ -1077,6 +1077,33 @@ fn a_chrooted_process_is_refused_at_checkpoint() {
     );
 }
 
+/// KSM merging all of a process's memory (PR_SET_MEMORY_MERGE, which only a privileged
+/// process may set) comes back set, for the process that had it and not for one that
+/// turned it off after it was inherited.
+#[test]
+#[ignore = "needs root (PR_SET_MEMORY_MERGE takes CAP_SYS_RESOURCE); run by tests/run-all.sh as root"]
+fn ksm_merging_all_memory_comes_back_as_root() {
+    let env = Env::root();
+    python_pane(&env, "a", "km");
+    enter(
+        &env,
+        "a",
+        "import ctypes, os; p = ctypes.CDLL(None).prctl; p(67, 1, 0, 0, 0); r, w = os.pipe(); k = os.fork() or (p(67, 0, 0, 0, 0), os.read(r, 1), os._exit(0)); ksm = lambda q: [l for l in open(f'/proc/{q}/ksm_stat') if 'merge_any' in l][0].split()[1]; print('ksm', ksm(os.getpid()), ksm(k))",
+    );
+    env.tmux.wait_text("a", "ksm yes", T);
+    let image = image_path(&env, "km");
+    checkpoint_and_end(&env, "km", &image);
+    resume_pane(&env, "b", 100, 30, &image);
+    enter(
+        &env,
+        "b",
+        "print('af' 'ter', ksm(os.getpid()), ksm(k)); os.write(w, b'x')",
+    );
+    let screen = env.tmux.wait_text("b", "after", T);
+    assert!(screen.contains("after yes no"), "{screen}");
+    enter(&env, "b", "exit()");
+}
+
 /// Mappings come back with their flags: madvise advice (fork, dump, merge, huge page,
 /// read-ahead), MAP_NORESERVE, MAP_DROPPABLE, mlock and mlock2 on fault, mseal; and a
 /// shared file mapping that is read-only now comes back from an open of the mode the

@@ -16,13 +16,10 @@ use std::rc::Rc;
 
 // ---- checkpoint ----------------------------------------------------------------------
 
-/// A regular file or directory (`m`: what stat says of it through the descriptor): its
-/// identity, or a refusal of what a resume could not make again.
-pub fn read(m: &std::fs::Metadata, target: &str) -> Result<FdObject, super::Why> {
-    use super::Why::Refused;
+/// What identifies a file, from what stat says of it (its content hash comes later).
+fn identity_of(m: &std::fs::Metadata) -> FileIdentity {
     use std::os::unix::fs::MetadataExt;
-    let deleted = target.ends_with(" (deleted)");
-    let identity = FileIdentity {
+    FileIdentity {
         dev: m.dev(),
         ino: m.ino(),
         size: m.size(),
@@ -30,7 +27,16 @@ pub fn read(m: &std::fs::Metadata, target: &str) -> Result<FdObject, super::Why>
         mode: m.mode() & 0o7777,
         nlink: m.nlink(),
         sha256: None,
-    };
+    }
+}
+
+/// A regular file or directory (`m`: what stat says of it through the descriptor): its
+/// identity, or a refusal of what a resume could not make again.
+pub fn read(m: &std::fs::Metadata, target: &str) -> Result<FdObject, super::Why> {
+    use super::Why::Refused;
+    use std::os::unix::fs::MetadataExt;
+    let deleted = target.ends_with(" (deleted)");
+    let identity = identity_of(m);
     if m.is_dir() {
         if deleted {
             return Err(Refused("a directory deleted while open".into()));
@@ -88,15 +94,7 @@ pub fn read_memfd(
     Ok(Some(FdObject::Memfd {
         name: name.to_string(),
         seals,
-        identity: FileIdentity {
-            dev: m.dev(),
-            ino: m.ino(),
-            size: m.size(),
-            mtime_ns: m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
-            mode: m.mode() & 0o7777,
-            nlink: m.nlink(),
-            sha256: None,
-        },
+        identity: identity_of(m),
     }))
 }
 
@@ -151,15 +149,7 @@ pub fn read_symlink(m: &std::fs::Metadata, target: &str) -> Result<FdObject, sup
         .ok_or_else(|| super::Why::Refused("a symbolic link whose text is not UTF-8".into()))?;
     Ok(FdObject::Symlink {
         text: text.to_string(),
-        identity: FileIdentity {
-            dev: m.dev(),
-            ino: m.ino(),
-            size: m.size(),
-            mtime_ns: m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
-            mode: m.mode() & 0o7777,
-            nlink: m.nlink(),
-            sha256: None,
-        },
+        identity: identity_of(m),
     })
 }
 

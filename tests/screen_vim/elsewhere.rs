@@ -166,18 +166,19 @@ fn check_reports_this_machine_and_whether_an_image_resumes_here() {
     // Another kernel's vDSO layout: its entry points are redirected; without the old
     // vDSO's copy (an older image) there is nothing to redirect from: refused.
     let other_kernel = env.dir.path().join("kernel.img");
+    let mut layout = String::new();
     rewrite_image(golden, &other_kernel, |_, record| {
-        as_if_on_linux_6_1(record)
+        layout = as_if_on_another_kernel(record)
     });
     let (code, said) = check(&env, &[other_kernel.to_str().unwrap()]);
     assert_eq!(code, 0, "{said}");
     assert!(
-        said.contains("vdso         another kernel's ([vvar] 4 pages, [vdso] 2 pages): its"),
+        said.contains(&format!("vdso         another kernel's ({layout}): its")),
         "{said}"
     );
     let no_copy = env.dir.path().join("no-copy.img");
     rewrite_image(golden, &no_copy, |_, record| {
-        as_if_on_linux_6_1(record);
+        as_if_on_another_kernel(record);
         record.machine.vdso.clear();
     });
     let (code, said) = check(&env, &[no_copy.to_str().unwrap()]);
@@ -185,20 +186,46 @@ fn check_reports_this_machine_and_whether_an_image_resumes_here() {
     assert!(said.contains("another vDSO layout"), "{said}");
 }
 
-/// The image's vDSO regions laid out as Linux 6.1 lays them out (Debian 12's kernel:
-/// `[vvar]` of 4 pages right before a `[vdso]` of 2, no `[vvar_vclock]`), the `[vdso]`
-/// where it was.
-fn as_if_on_linux_6_1(record: &mut crterm::records::SessionRecord) {
+/// The image's vDSO regions laid out as another kernel lays them out, whatever this one
+/// does: where this kernel has a `[vvar_vclock]` (Linux 6.13 and later), as Linux 6.1
+/// does (Debian 12's kernel: `[vvar]` of 4 pages right before `[vdso]`, no
+/// `[vvar_vclock]`); where it has none, its `[vvar]` split into `[vvar]` and a
+/// `[vvar_vclock]` of 2 pages, as later kernels do (an image that has one already keeps
+/// it). The `[vdso]` stays where it was.
+/// Returns the layout it made, as `crterm check` describes it.
+fn as_if_on_another_kernel(record: &mut crterm::records::SessionRecord) -> String {
+    use crterm::machine::{describe_vdso, vdso_layout, vdso_layout_here};
+    let here_has_vclock = vdso_layout_here().iter().any(|(n, _)| n == "[vvar_vclock]");
+    let mut made = String::new();
     for p in &mut record.processes {
         let Some(vdso) = p.maps.iter().find(|m| m.path == "[vdso]").map(|m| m.start) else {
             continue;
         };
-        p.maps.retain(|m| m.path != "[vvar_vclock]");
-        for m in p.maps.iter_mut().filter(|m| m.path == "[vvar]") {
-            m.start = vdso - 4 * 4096;
-            m.end = vdso;
+        if here_has_vclock {
+            p.maps.retain(|m| m.path != "[vvar_vclock]");
+            for m in p.maps.iter_mut().filter(|m| m.path == "[vvar]") {
+                m.start = vdso - 4 * 4096;
+                m.end = vdso;
+            }
+        } else if !p.maps.iter().any(|m| m.path == "[vvar_vclock]") {
+            let at = p.maps.iter().position(|m| m.path == "[vvar]").unwrap();
+            let vvar = p.maps[at].clone();
+            assert!(
+                vvar.end - vvar.start >= 3 * 4096,
+                "a [vvar] of 3 pages or more"
+            );
+            let mut vclock = vvar.clone();
+            vclock.path = "[vvar_vclock]".into();
+            vclock.start = vvar.end - 2 * 4096;
+            p.maps[at].end = vclock.start;
+            p.maps.insert(at + 1, vclock);
         }
+        made = describe_vdso(&vdso_layout(
+            p.maps.iter().map(|m| (m.path.as_str(), m.start, m.end)),
+        ));
     }
+    assert_ne!(made, describe_vdso(&vdso_layout_here()));
+    made
 }
 
 /// A session made on a kernel with another vDSO: this kernel's is mapped elsewhere and
@@ -217,7 +244,9 @@ fn a_session_from_a_kernel_with_another_vdso_calls_this_ones_through_the_old_ent
     let image = image_path(&env, "vd");
     checkpoint_and_end(&env, "vd", &image);
     let moved = env.dir.path().join("vd-6.1.img");
-    rewrite_image(&image, &moved, |_, record| as_if_on_linux_6_1(record));
+    rewrite_image(&image, &moved, |_, record| {
+        as_if_on_another_kernel(record);
+    });
     resume_with(&env, &env.tmux, "b", (100, 30), "--name vd", &moved);
     env.tmux.wait_text("b", ">>> import time", T);
     enter(

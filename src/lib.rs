@@ -18,4 +18,5 @@ pub mod pty_proxy;
 pub mod records;
 pub mod restore;
 pub mod sys;
+pub mod task;
 pub mod term_model;

@@ -1,20 +1,19 @@
-//! What only a process itself can tell: its signal handlers, interval timers and current
-//! program break, and per thread the clear-child-tid address and the alternate signal
-//! stack. Read with system calls injected into the frozen threads (`crate::inject`),
-//! through a scratch page mapped for the purpose and removed afterwards.
+//! What only a process itself can tell, asked of it by system calls injected into its
+//! frozen threads (`crate::inject`) through a scratch page mapped for the purpose and
+//! removed afterwards: its signal handlers and parent-death signal (`task::signals`),
+//! interval and POSIX timers (`task::timers`), current program break, securebits,
+//! dumpability, permitted XSAVE components, and per thread the clear-child-tid address
+//! and the alternate signal stack.
 //!
 //! The threads' registers and signal masks are put back exactly (a thread caught inside a
 //! system call is set up to go on with it), so a checkpoint that goes on leaves the
 //! programs as they were.
 
 use crate::inject::{self, Injector, nr};
+use crate::records::PosixTimer;
 use crate::sys::{self, trace as t};
+use crate::task::{signals, timers};
 use std::io;
-
-/// Signals whose handlers are saved: 1..=64 but SIGKILL and SIGSTOP.
-pub fn handled_signals() -> impl Iterator<Item = u64> {
-    (1..=64u64).filter(|&s| s != libc::SIGKILL as u64 && s != libc::SIGSTOP as u64)
-}
 
 /// A process's mappings as the injector looks for code: (start, end, executable, path).
 pub type CodeMap = (u64, u64, bool, String);
@@ -41,21 +40,6 @@ pub struct Inside {
     /// The dynamic XSAVE components it was permitted (ARCH_GET_XCOMP_PERM; AMX tile
     /// data must be asked for before use).
     pub xcomp_perm: u64,
-}
-
-/// A POSIX timer of the process: how it notifies, and what is left of it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct PosixTimer {
-    pub id: i32,
-    pub clock: i32,
-    pub signo: i32,
-    /// SIGEV_SIGNAL / SIGEV_NONE / SIGEV_THREAD, with SIGEV_THREAD_ID (4) when it targets
-    /// one thread, `tid`.
-    pub notify: i32,
-    pub tid: i32,
-    pub value: u64,
-    /// The kernel's itimerspec: interval (s, ns), then time left (s, ns).
-    pub spec: [u64; 4],
 }
 
 /// Registers and signal masks taken before injecting, put back on drop.
@@ -217,7 +201,7 @@ fn inject_into<T>(
     result
 }
 
-fn read_words<const N: usize>(pid: i32, addr: u64) -> io::Result<[u64; N]> {
+pub(crate) fn read_words<const N: usize>(pid: i32, addr: u64) -> io::Result<[u64; N]> {
     let mut b = vec![0u8; N * 8];
     if sys::read_process_memory(pid, addr, &mut b)? != b.len() {
         return Err(io::Error::other("short read of the scratch page"));
@@ -244,28 +228,12 @@ fn read_with(
         main.call("prctl(PR_SET_DUMPABLE)", nr::PRCTL, &[PR_SET_DUMPABLE, 1])?;
         super::hooks::fail_at("dumpable")?;
     }
-    let mut sigactions = vec![[0u64; 4]; 64];
-    for sig in handled_signals() {
-        main.call("rt_sigaction", nr::RT_SIGACTION, &[sig, 0, scratch, 8])?;
-        sigactions[sig as usize - 1] = read_words::<4>(pid, scratch)?;
-        // Registers set for a call, the mask all blocked, the scratch page mapped.
-        super::hooks::fail_at("injected")?;
-    }
-    let mut itimers = Vec::new();
-    for which in 0..3 {
-        main.call("getitimer", nr::GETITIMER, &[which, scratch])?;
-        itimers.push(read_words::<4>(pid, scratch)?);
-    }
+    let sigactions = signals::read_actions(main, pid, scratch)?;
+    let itimers = timers::read_itimers(main, pid, scratch)?;
     let brk = main.call("brk", nr::BRK, &[0])?;
     const PR_GET_SECUREBITS: u64 = 27;
     let securebits = main.call("prctl(PR_GET_SECUREBITS)", nr::PRCTL, &[PR_GET_SECUREBITS])?;
-    const PR_GET_PDEATHSIG: u64 = 2;
-    main.call(
-        "prctl(PR_GET_PDEATHSIG)",
-        nr::PRCTL,
-        &[PR_GET_PDEATHSIG, scratch],
-    )?;
-    let pdeath_signal = read_words::<1>(pid, scratch)?[0] as u32 as i32;
+    let pdeath_signal = signals::read_pdeath_signal(main, pid, scratch)?;
     const ARCH_GET_XCOMP_PERM: u64 = 0x1022;
     // A kernel without dynamic XSAVE features (before 5.16) has none to permit.
     let xcomp_perm = match main.call(
@@ -277,18 +245,7 @@ fn read_with(
         Err(e) if e.errno == libc::EINVAL => 0,
         Err(e) => return Err(e.into()),
     };
-    let text = std::fs::read_to_string(format!("/proc/{pid}/timers"))
-        .map_err(|e| io::Error::other(format!("its POSIX timers (/proc/{pid}/timers): {e}")))?;
-    let mut timers = super::procfs::parse_timers(&text).ok_or_else(|| {
-        io::Error::other(format!(
-            "its POSIX timers: /proc/{pid}/timers does not read as the kernel writes it"
-        ))
-    })?;
-    for t in &mut timers {
-        const TIMER_GETTIME: i64 = 224;
-        main.call("timer_gettime", TIMER_GETTIME, &[t.id as u64, scratch])?;
-        t.spec = read_words::<4>(pid, scratch)?;
-    }
+    let timers = timers::read_posix_timers(main, pid, scratch)?;
     let mut threads = Vec::new();
     for &tid in tids {
         let inj = Injector::new(tid, at, 0)?;

@@ -1,9 +1,14 @@
-//! The checkpoint engine. The daemon's side (`hold`): freezing every thread of a session
-//! (`freeze`), reading its state (`state`, with what only a process can tell read by
-//! injected calls, `inside`, and the /proc parsers, `procfs`) and undoing every change it
-//! made before the session goes on. The dump process's side (`dumper`, `dump`): the memory
-//! and files into an image. What an image says of a session: `record`. Test hooks:
-//! `hooks`.
+//! The checkpoint engine: the order of a checkpoint and what it shares. How each kind of
+//! resource is read lives with its kind: `crate::task` (processes, identities, memory,
+//! signals, timers, threads) and `crate::fds` (descriptors).
+//!
+//! The daemon's side (`hold`): freezing every thread of a session (`freeze`), reading its
+//! state (`state` puts each process's record together from the kinds' readers; `inside`
+//! runs the injected calls that ask a process what only it can tell; `procfs` parses
+//! /proc) and undoing every change it made before the session goes on. The dump
+//! process's side (`dumper`, `dump`): the pages (`crate::task::memory::pages`) and the
+//! carried files into an image. What an image says of a session: `crate::records`. Test
+//! hooks: `hooks`.
 
 pub mod dump;
 pub mod dumper;

@@ -4,7 +4,7 @@
 //! text, so each is tested on the kernel's own formats (the tests below) without a
 //! process; the readers that open the files are in `state`.
 
-use super::inside::PosixTimer;
+use crate::records::PosixTimer;
 use crate::records::{
     EpollRegistration, InotifyWatch, LockKind, LockRecord, MapRecord, TimerFdRecord,
 };

@@ -1,7 +1,7 @@
-//! Reading a frozen session's state into a `SessionRecord`: the process tree with the ids
-//! the session sees, each thread's registers, signal state and what only the process can
-//! tell (injected calls), mappings, descriptors (each kind read by its module in
-//! `crate::fds`), and refusals, by name, of what a resume could not bring back.
+//! Reading a frozen session's state into a `SessionRecord`: each process's record put
+//! together from its kinds' readers (`crate::task`: ids and tree, threads, signals,
+//! timers, memory; `crate::fds`: descriptors; `inside`: what only the process can tell),
+//! and the refusals, by name, of what a resume could not bring back.
 //!
 //! This runs in the session's daemon (`hold`), the tracer of the frozen session: every
 //! change it makes to the session (a thread's registers and mask for an injected call, a
@@ -14,6 +14,7 @@ use super::inside::MadeDumpable;
 use super::procfs;
 use crate::records::*;
 use crate::sys;
+use crate::task::{memory, signals, threads, timers, tree};
 use std::io;
 use std::os::fd::AsFd;
 
@@ -23,85 +24,6 @@ fn read(path: String) -> io::Result<String> {
 
 fn link(path: String) -> io::Result<String> {
     std::fs::read_link(path).map(|p| p.display().to_string())
-}
-
-/// What every record holds, a zombie's too: the ids as the session sees them and the
-/// name; everything else empty. An id that cannot be read fails it.
-fn base_record(pid: i32, status: &str) -> io::Result<ProcessRecord> {
-    let field = |text: &str, key: &str| {
-        procfs::status_last(text, key)
-            .ok_or_else(|| io::Error::other(format!("process {pid}: no {key} in its /proc status")))
-    };
-    // The parent's id as the session sees it.
-    let host_ppid = field(status, "PPid:")?;
-    let parent = read(format!("/proc/{host_ppid}/status"))
-        .map_err(|e| io::Error::other(format!("process {pid}: its parent's status: {e}")))?;
-    Ok(ProcessRecord {
-        pid: field(status, "NSpid:")?,
-        ppid: field(&parent, "NSpid:")?,
-        pgid: field(status, "NSpgid:")?,
-        sid: field(status, "NSsid:")?,
-        comm: read(format!("/proc/{pid}/comm"))
-            .map_err(|e| io::Error::other(format!("process {pid}: its name: {e}")))?
-            .trim_end()
-            .to_string(),
-        cmdline: Vec::new(),
-        exe: String::new(),
-        cwd: String::new(),
-        stop_signal: 0,
-        zombie: None,
-        shared_pending: Vec::new(),
-        ignored_signals: 0,
-        caught_signals: 0,
-        sigactions: Vec::new(),
-        itimers: Vec::new(),
-        timers: Vec::new(),
-        mm: MmRecord::default(),
-        root: String::new(),
-        umask: 0o022,
-        personality: 0,
-        dumpable: true,
-        rlimits: Vec::new(),
-        caps: [0; 5],
-        uids: procfs::status_words::<4>(status, "Uid:", false).map(|v| v as u32),
-        gids: procfs::status_words::<4>(status, "Gid:", false).map(|v| v as u32),
-        groups: procfs::status_list(status, "Groups:"),
-        no_new_privs: false,
-        xcomp_perm: 0,
-        pdeath_signal: 0,
-        ksm_merge_any: false,
-        ctty: 0,
-        fg_pgid: 0,
-        threads: Vec::new(),
-        maps: Vec::new(),
-        fds: Vec::new(),
-        inherited: Vec::new(),
-    })
-}
-
-/// The memory layout fields of /proc/PID/stat (fields 26-28, 45-51) and the auxv.
-fn mm_record(pid: i32, stat: &[u64]) -> io::Result<MmRecord> {
-    if stat.len() < 51 - 2 {
-        return Err(io::Error::other(
-            "its stat ends before the memory layout fields",
-        ));
-    }
-    let f = |n: usize| stat[n - 3];
-    let auxv = procfs::auxv_words(&std::fs::read(format!("/proc/{pid}/auxv"))?);
-    Ok(MmRecord {
-        start_code: f(26),
-        end_code: f(27),
-        start_stack: f(28),
-        start_data: f(45),
-        end_data: f(46),
-        start_brk: f(47),
-        brk: 0,
-        arg_start: f(48),
-        arg_end: f(49),
-        env_start: f(50),
-        env_end: f(51),
-        auxv,
-    })
 }
 
 fn process_record(
@@ -132,51 +54,14 @@ fn process_record(
         .collect();
     let mut threads = Vec::new();
     for &tid in tids {
-        let thread = |what: &str| format!("thread {tid}'s {what}");
-        let tstatus = read(format!("/proc/{pid}/task/{tid}/status"))
-            .map_err(|e| fail(&thread("status"), &e))?;
-        threads.push(ThreadRecord {
-            tid: procfs::status_last(&tstatus, "NSpid:").unwrap_or(tid),
-            comm: read(format!("/proc/{pid}/task/{tid}/comm"))
-                .map_err(|e| fail(&thread("name"), &e))?
-                .trim_end_matches('\n')
-                .to_string(),
-            regs: sys::ptrace_getregs(tid)
-                .map_err(|e| fail(&thread("registers"), &e))?
-                .to_vec(),
-            xstate: sys::ptrace_get_xstate(tid).map_err(|e| fail(&thread("XSAVE state"), &e))?,
-            // A kernel without the request (before 5.13) has no rseq to carry.
-            rseq: match sys::ptrace_get_rseq(tid) {
-                Ok(r) => r,
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EIO | libc::EINVAL)) => None,
-                Err(e) => return Err(fail(&thread("rseq registration"), &e)),
-            },
-            blocked_signals: procfs::status_hex(&tstatus, "SigBlk:"),
-            pending: {
-                // The signal the freeze caught it on its way to comes first: it was
-                // taken from a queue already.
-                let mut q = Vec::new();
-                if let Some(info) = held(tid).map_err(|e| fail(&thread("signal on its way"), &e))? {
-                    q.push(info.to_vec());
-                }
-                for i in sys::trace::ptrace_peek_siginfo(tid, false)
-                    .map_err(|e| fail(&thread("queued signals"), &e))?
-                {
-                    q.push(i.to_vec());
-                }
-                q
-            },
-            clear_child_tid: 0,
-            altstack: [0, libc::SS_DISABLE as u64, 0],
-            robust_list: sys::trace::get_robust_list(tid)
-                .map_err(|e| fail(&thread("robust futex list"), &e))?,
-        });
+        threads.push(
+            threads::read(pid, tid, held)
+                .map_err(|e| io::Error::other(format!("{who}: cannot read {e}")))?,
+        );
     }
     // smaps: the maps lines, and each mapping's flags (madvise, mlock, mseal, the open
     // mode of a shared file).
-    let smaps = read(format!("/proc/{pid}/smaps")).map_err(|e| fail("its mappings", &e))?;
-    let maps: Vec<MapRecord> = procfs::parse_smaps(&smaps)
-        .ok_or_else(|| fail("its mappings", &"an smaps text that does not parse"))?;
+    let maps = memory::read_maps(pid).map_err(|e| fail("its mappings", &e))?;
     // What only the process can tell, by injected calls (after the registers are read).
     let inside = super::inside::read_inside(pid, tids, &exec_maps(&maps), made_dumpable)
         .map_err(|e| io::Error::other(format!("reading process {pid}'s signal handlers: {e}")))?;
@@ -184,14 +69,10 @@ fn process_record(
         t.clear_child_tid = *ctid;
         t.altstack = *ss;
     }
-    // Timers name their thread by host tid: the session's.
     let mut timers = inside.timers;
-    for t in &mut timers {
-        if let Some(i) = tids.iter().position(|&h| h == t.tid) {
-            t.tid = threads[i].tid;
-        }
-    }
-    let mut mm = mm_record(pid, &stat).map_err(|e| fail("its memory layout", &e))?;
+    let session_tids: Vec<i32> = threads.iter().map(|t| t.tid).collect();
+    timers::in_session_tids(&mut timers, tids, &session_tids);
+    let mut mm = memory::read_mm(pid, &stat).map_err(|e| fail("its memory layout", &e))?;
     mm.brk = inside.brk;
     // From /proc (prlimit on another user's process needs CAP_SYS_RESOURCE, which even
     // root may lack).
@@ -236,11 +117,8 @@ fn process_record(
         cwd: link(format!("/proc/{pid}/cwd")).map_err(|e| fail("its working directory", &e))?,
         root: link(format!("/proc/{pid}/root")).map_err(|e| fail("its root", &e))?,
         stop_signal,
-        shared_pending: sys::trace::ptrace_peek_siginfo(tids[0], true)
-            .map_err(|e| fail("its queued signals", &e))?
-            .into_iter()
-            .map(|i| i.to_vec())
-            .collect(),
+        shared_pending: signals::read_shared_queue(tids[0])
+            .map_err(|e| fail("its queued signals", &e))?,
         ignored_signals: procfs::status_hex(&status, "SigIgn:"),
         caught_signals: procfs::status_hex(&status, "SigCgt:"),
         sigactions: inside.sigactions,
@@ -259,45 +137,14 @@ fn process_record(
         no_new_privs: procfs::status_words::<1>(&status, "NoNewPrivs:", false)[0] != 0,
         xcomp_perm: inside.xcomp_perm,
         pdeath_signal: inside.pdeath_signal,
-        ksm_merge_any: ksm_merge_any(pid).map_err(|e| fail("its KSM state", &e))?,
+        ksm_merge_any: memory::read_ksm_merge_any(pid).map_err(|e| fail("its KSM state", &e))?,
         // Field 7; the foreground group (field 8) is a host id, translated by the caller.
         ctty: stat.get(4).copied().unwrap_or(0) as u32,
         fg_pgid: stat.get(5).copied().unwrap_or(0) as i64 as i32,
         threads,
         maps,
         fds,
-        ..base_record(pid, &status)?
-    })
-}
-
-/// Whether KSM merges all of process `pid`'s memory (PR_SET_MEMORY_MERGE). Setting it
-/// again takes CAP_SYS_RESOURCE: for another user it is refused at checkpoint. (A kernel
-/// without KSM, or before 6.4, has no such setting.)
-fn ksm_merge_any(pid: i32) -> io::Result<bool> {
-    let text = match read(format!("/proc/{pid}/ksm_stat")) {
-        Ok(text) => text,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(e),
-    };
-    Ok(procfs::fdinfo_field(&text, "ksm_merge_any:") == "yes")
-}
-
-/// A zombie: its ids and the exit status it holds (`/proc/PID/stat` field 52).
-fn zombie_record(pid: i32) -> io::Result<ProcessRecord> {
-    let status = read(format!("/proc/{pid}/status"))?;
-    let stat = read(format!("/proc/{pid}/stat"))?;
-    let exit_code = stat
-        .rsplit_once(')')
-        .and_then(|(_, rest)| rest.split_whitespace().nth(49))
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| {
-            io::Error::other(format!(
-                "zombie {pid}: its exit status is not in /proc/{pid}/stat as the kernel writes it"
-            ))
-        })?;
-    Ok(ProcessRecord {
-        zombie: Some(exit_code),
-        ..base_record(pid, &status)?
+        ..tree::read_base(pid, &status)?
     })
 }
 
@@ -571,7 +418,7 @@ pub fn read_session(
         record.boottime_ns = sys::clock_ns(libc::CLOCK_BOOTTIME) + boot;
     }
     for &pid in frozen.zombies() {
-        let z = match zombie_record(pid) {
+        let z = match tree::read_zombie(pid) {
             Ok(z) => z,
             // Reaped meanwhile (by the init, whose orphans it reaps as it runs on).
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,

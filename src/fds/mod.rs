@@ -19,6 +19,7 @@ pub mod sockets;
 pub mod ttys;
 
 use crate::ckpt::procfs;
+use crate::inject::nr;
 use crate::records::*;
 use crate::restore::Restorer;
 use crate::sys::{self, trace as t};
@@ -483,4 +484,61 @@ impl Restorer<'_> {
 
 pub(crate) fn cloexec(f: &FdRecord) -> bool {
     f.flags as i32 & libc::O_CLOEXEC != 0
+}
+
+impl Restorer<'_> {
+    /// O_ASYNC, and who each description sends SIGIO and SIGURG to with which signal, set
+    /// by its first holder, once per description: O_ASYNC registers the number it is set
+    /// through (the signal's si_fd), and the owner the setter's credentials (checked
+    /// against the receiver's when the kernel sends). A terminal makes its group (or the
+    /// setter) the owner when O_ASYNC is set, so the owner is set after it, even none.
+    pub(crate) fn set_owners(
+        &self,
+        pid: i32,
+        owned: &mut std::collections::HashSet<u32>,
+    ) -> Result<()> {
+        let rec = self.proc(pid).rec;
+        for f in &rec.fds {
+            let async_ = f.flags as i32 & libc::O_ASYNC != 0;
+            if (f.owner.1 == 0 && f.signal == 0 && !async_) || !owned.insert(f.desc) {
+                continue;
+            }
+            let fd = f.fd as u64;
+            let what = || format!("process {pid} ({}) fd {}: its owner", rec.comm, f.fd);
+            if async_ {
+                let flags = f.flags as i32 & (STATUS_FLAGS | libc::O_ASYNC);
+                self.call(
+                    pid,
+                    "fcntl(F_SETFL)",
+                    nr::FCNTL,
+                    &[fd, libc::F_SETFL as u64, flags as u64],
+                )
+                .with_context(what)?;
+            }
+            if f.owner.1 != 0 || async_ {
+                let bytes: Vec<u8> = [f.owner.0, f.owner.1]
+                    .iter()
+                    .flat_map(|w| w.to_le_bytes())
+                    .collect();
+                let at = self.put(pid, 0, &bytes)?;
+                self.call(
+                    pid,
+                    "fcntl(F_SETOWN_EX)",
+                    nr::FCNTL,
+                    &[fd, t::F_SETOWN_EX as u64, at],
+                )
+                .with_context(what)?;
+            }
+            if f.signal != 0 {
+                self.call(
+                    pid,
+                    "fcntl(F_SETSIG)",
+                    nr::FCNTL,
+                    &[fd, t::F_SETSIG as u64, f.signal as u64],
+                )
+                .with_context(what)?;
+            }
+        }
+        Ok(())
+    }
 }

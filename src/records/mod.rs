@@ -63,7 +63,7 @@ pub struct ProcessRecord {
     /// ITIMER_REAL, ITIMER_VIRTUAL, ITIMER_PROF: (interval s, µs, value s, µs).
     pub itimers: Vec<[u64; 4]>,
     /// POSIX timers, their target threads as the session sees them.
-    pub timers: Vec<crate::ckpt::inside::PosixTimer>,
+    pub timers: Vec<PosixTimer>,
     pub mm: MmRecord,
     pub root: String,
     pub umask: u32,
@@ -101,6 +101,21 @@ pub struct ProcessRecord {
     /// content): the image holds them once, in the parent's pages, and a resume makes
     /// this process from its restored parent so that they are shared again.
     pub inherited: Vec<(u64, u64)>,
+}
+
+/// A POSIX timer of the process: how it notifies, and what is left of it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PosixTimer {
+    pub id: i32,
+    pub clock: i32,
+    pub signo: i32,
+    /// SIGEV_SIGNAL / SIGEV_NONE / SIGEV_THREAD, with SIGEV_THREAD_ID (4) when it targets
+    /// one thread, `tid`.
+    pub notify: i32,
+    pub tid: i32,
+    pub value: u64,
+    /// The kernel's itimerspec: interval (s, ns), then time left (s, ns).
+    pub spec: [u64; 4],
 }
 
 /// The memory layout the kernel keeps per process (what PR_SET_MM_MAP sets again).

@@ -389,7 +389,7 @@ fn memory_of_a_kind_not_carried_is_refused_by_name() {
 /// pty master's settings and output, a socket with its queue and peer, inotify watches,
 /// timers). Valid: an image of it loads.
 fn rich(p: &Parts) -> SessionRecord {
-    use crterm::ckpt::inside::PosixTimer;
+    use crterm::records::PosixTimer;
     use crterm::records::*;
     let mut r = p.record.clone();
     let base = r.processes[0].clone();

@@ -1,13 +1,102 @@
-//! The process tree on restore: every process with its pid, under its parent, in its
-//! session and process group, with its controlling terminal and the terminal's
-//! foreground group; zombies made to exit with their status.
+//! The process tree: every process with its pid, under its parent, in its session and
+//! process group, with its controlling terminal and the terminal's foreground group;
+//! zombies with their exit status.
+//!
+//! Checkpoint: the ids as the session sees them (the NS* lines of /proc/PID/status),
+//! name and parent (`read_base`, every record's start), a zombie's exit status
+//! (`read_zombie`); `check_layout` says at checkpoint which sessions and groups a resume
+//! can make again (helpers stand in for leaders that are gone).
+//!
+//! Resume: the init clones the processes whose parent was pid 1 with their exact pids
+//! (clone3 `set_tid`), each of those clones its own children the same way by injected
+//! calls, each one's memory made as it is made (`crate::task::memory`), so what a child
+//! shares copy-on-write with its parent comes to it by the fork (`create_tree`); sessions,
+//! groups, terminals and the foreground group are set; zombies exit with their status.
 
-use super::{Proc, Restorer, TRACE_CHILDREN};
 use crate::fds::ttys::pts_number;
 use crate::inject::{Injector, nr};
 use crate::records::ProcessRecord;
+use crate::restore::{Proc, Restorer, TRACE_CHILDREN};
 use crate::sys::{self, trace as t};
 use anyhow::{Context, Result, anyhow, bail};
+use std::io;
+
+// ---- checkpoint ----------------------------------------------------------------------
+
+/// What every record holds, a zombie's too: the ids as the session sees them and the
+/// name; everything else empty. An id that cannot be read fails it.
+pub(crate) fn read_base(pid: i32, status: &str) -> io::Result<ProcessRecord> {
+    let field = |text: &str, key: &str| {
+        crate::ckpt::procfs::status_last(text, key)
+            .ok_or_else(|| io::Error::other(format!("process {pid}: no {key} in its /proc status")))
+    };
+    // The parent's id as the session sees it.
+    let host_ppid = field(status, "PPid:")?;
+    let parent = std::fs::read_to_string(format!("/proc/{host_ppid}/status"))
+        .map_err(|e| io::Error::other(format!("process {pid}: its parent's status: {e}")))?;
+    Ok(ProcessRecord {
+        pid: field(status, "NSpid:")?,
+        ppid: field(&parent, "NSpid:")?,
+        pgid: field(status, "NSpgid:")?,
+        sid: field(status, "NSsid:")?,
+        comm: std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .map_err(|e| io::Error::other(format!("process {pid}: its name: {e}")))?
+            .trim_end()
+            .to_string(),
+        cmdline: Vec::new(),
+        exe: String::new(),
+        cwd: String::new(),
+        stop_signal: 0,
+        zombie: None,
+        shared_pending: Vec::new(),
+        ignored_signals: 0,
+        caught_signals: 0,
+        sigactions: Vec::new(),
+        itimers: Vec::new(),
+        timers: Vec::new(),
+        mm: crate::records::MmRecord::default(),
+        root: String::new(),
+        umask: 0o022,
+        personality: 0,
+        dumpable: true,
+        rlimits: Vec::new(),
+        caps: [0; 5],
+        uids: crate::ckpt::procfs::status_words::<4>(status, "Uid:", false).map(|v| v as u32),
+        gids: crate::ckpt::procfs::status_words::<4>(status, "Gid:", false).map(|v| v as u32),
+        groups: crate::ckpt::procfs::status_list(status, "Groups:"),
+        no_new_privs: false,
+        xcomp_perm: 0,
+        pdeath_signal: 0,
+        ksm_merge_any: false,
+        ctty: 0,
+        fg_pgid: 0,
+        threads: Vec::new(),
+        maps: Vec::new(),
+        fds: Vec::new(),
+        inherited: Vec::new(),
+    })
+}
+
+/// A zombie: its ids and the exit status it holds (`/proc/PID/stat` field 52).
+pub(crate) fn read_zombie(pid: i32) -> io::Result<ProcessRecord> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let exit_code = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(49))
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| {
+            io::Error::other(format!(
+                "zombie {pid}: its exit status is not in /proc/{pid}/stat as the kernel writes it"
+            ))
+        })?;
+    Ok(ProcessRecord {
+        zombie: Some(exit_code),
+        ..read_base(pid, &status)?
+    })
+}
+
+// ---- resume --------------------------------------------------------------------------
 
 /// A process that stands in for a session or group leader that is gone.
 struct Helper {
@@ -22,7 +111,7 @@ struct Helper {
 /// when that is gone, by a helper of its session or the init), so it is in its parent's
 /// session unless it leads its own; a group whose leader is gone needs a helper, which
 /// can only be made in a session whose leader is gone too.
-pub(super) fn check_layout(record: &crate::records::SessionRecord) -> Result<()> {
+pub(crate) fn check_layout(record: &crate::records::SessionRecord) -> Result<()> {
     let find = |pid: i32| record.processes.iter().find(|p| p.pid == pid);
     let live = |id: i32| find(id).is_some_and(|l| l.zombie.is_none());
     for p in &record.processes {
@@ -104,7 +193,7 @@ pub fn wait_new_task(tid: i32) -> Result<()> {
 impl<'a> Restorer<'a> {
     /// Create every process of the image. `xfer_child` is the number the transfer socket
     /// has in this process (and so in each fresh copy).
-    pub(super) fn create_tree(&mut self, xfer_child: i32) -> Result<()> {
+    pub(crate) fn create_tree(&mut self, xfer_child: i32) -> Result<()> {
         let record = self.record;
         let pids: std::collections::BTreeSet<i32> =
             record.processes.iter().map(|p| p.pid).collect();

@@ -14,8 +14,9 @@
 //!   that lets each step be taken; then it enters its working directory and sets its
 //!   resource limits itself, with no more privilege than it has then.
 
-use super::{Restorer, nr};
+use crate::inject::nr;
 use crate::records::{ProcessRecord, SessionRecord};
+use crate::restore::Restorer;
 use crate::sys;
 use anyhow::{Result, anyhow, bail};
 
@@ -127,7 +128,7 @@ impl Restorer<'_> {
     /// bounding set, user ids (keeping the permitted capabilities across), capabilities,
     /// ambient capabilities, no-new-privs; then, with no more than that, its working
     /// directory and resource limits.
-    pub(super) fn set_identity(&mut self, pid: i32) -> Result<()> {
+    pub(crate) fn set_identity(&mut self, pid: i32) -> Result<()> {
         let rec = self.proc(pid).rec;
         if self.opts.set_ids {
             let groups: Vec<u8> = rec.groups.iter().flat_map(|g| g.to_le_bytes()).collect();
@@ -236,15 +237,7 @@ impl Restorer<'_> {
             }
         }
         // The signal it gets when its parent ends: after the ids, whose change clears it.
-        if rec.pdeath_signal != 0 {
-            const PR_SET_PDEATHSIG: u64 = 1;
-            self.call(
-                pid,
-                "prctl(PR_SET_PDEATHSIG)",
-                nr::PRCTL,
-                &[PR_SET_PDEATHSIG, rec.pdeath_signal as u64],
-            )?;
-        }
+        self.set_pdeath_signal(pid)?;
         // Dumpable or not, as it was (the last call that writes into it is done).
         self.call(
             pid,
@@ -314,7 +307,7 @@ impl Drop for ActingAs {
 }
 
 /// `Restorer::act_as`, also for what is made before the restorer (the ptys).
-pub(super) fn act_as(set_ids: bool, rec: &ProcessRecord) -> Result<ActingAs> {
+pub(crate) fn act_as(set_ids: bool, rec: &ProcessRecord) -> Result<ActingAs> {
     if !set_ids {
         return Ok(ActingAs(None));
     }

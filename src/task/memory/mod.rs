@@ -1,22 +1,84 @@
-//! Memory on restore, process by process as the tree is made (`restore_memory_of`, a
-//! parent's before it makes its children): each process's address space is emptied (all
-//! but the trampoline; a child of a restored parent keeps the mappings it shares pages
-//! with it copy-on-write, and only those pages), the vDSO is placed where it was, every
-//! mapping is made again at its address (files mapped from the file when it is the same
-//! one, else from its copy in the image), the saved pages are written in and protections
-//! set; the advice once every process is made (a parent's don't-fork advice would keep a
-//! mapping from its child); and the kernel's mm fields (brk, arguments, environment,
-//! auxv, exe) are put back with PR_SET_MM_MAP.
+//! Memory: a process's mappings, their pages (`pages`), the vDSO (`vdso`) and the
+//! kernel's mm fields.
+//!
+//! Checkpoint: the mappings with their flags from /proc/PID/smaps (`read_maps`), the mm
+//! fields from /proc/PID/stat and auxv (`read_mm`; the current brk is asked of the
+//! process by an injected call, `crate::ckpt::inside`), process-wide KSM merging
+//! (`read_ksm_merge_any`); the pages are read by the dump process (`pages`).
+//!
+//! Resume, process by process as the tree is made (`restore_memory_of`, a parent's before
+//! it makes its children): each process's address space is emptied (all but the
+//! trampoline; a child of a restored parent keeps the mappings it shares pages with it
+//! copy-on-write, and only those pages), the vDSO is placed (`vdso`), every mapping is
+//! made again at its address (files mapped from the file when it is the same one, else
+//! from its copy in the image; deleted files and memfds made once for every holder), the
+//! saved pages are written in (`pages`) and protections set; the advice once every
+//! process is made (a parent's don't-fork advice would keep a mapping from its child);
+//! locks and seals last (`lock_and_seal`); and the kernel's mm fields (brk, arguments,
+//! environment, auxv, exe) are put back with PR_SET_MM_MAP (`restore_mm`).
 
-use super::{PAGE, Restorer, TASK_SIZE, TRAMPOLINE_PAGES};
+pub mod pages;
+mod vdso;
+
 use crate::image::SectionKind;
 use crate::inject::nr;
-use crate::records::{CarriedFile, MapKind, MapRecord, SessionRecord, vm};
+use crate::records::{CarriedFile, MapKind, MapRecord, MmRecord, SessionRecord, vm};
+use crate::restore::{PAGE, Restorer, TASK_SIZE, TRAMPOLINE_PAGES};
 use crate::sys::{self, trace as t};
 use anyhow::{Context, Result, anyhow, bail};
 use std::collections::HashMap;
+use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::rc::Rc;
+
+// ---- checkpoint ----------------------------------------------------------------------
+
+/// The mappings of process `pid`, each with its flags (madvise, mlock, mseal, the open
+/// mode of a shared file), from its smaps.
+pub(crate) fn read_maps(pid: i32) -> io::Result<Vec<MapRecord>> {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps"))?;
+    crate::ckpt::procfs::parse_smaps(&smaps)
+        .ok_or_else(|| io::Error::other("an smaps text that does not parse"))
+}
+
+/// The memory layout fields of /proc/PID/stat (fields 26-28, 45-51) and the auxv.
+pub(crate) fn read_mm(pid: i32, stat: &[u64]) -> io::Result<MmRecord> {
+    if stat.len() < 51 - 2 {
+        return Err(io::Error::other(
+            "its stat ends before the memory layout fields",
+        ));
+    }
+    let f = |n: usize| stat[n - 3];
+    let auxv = crate::ckpt::procfs::auxv_words(&std::fs::read(format!("/proc/{pid}/auxv"))?);
+    Ok(MmRecord {
+        start_code: f(26),
+        end_code: f(27),
+        start_stack: f(28),
+        start_data: f(45),
+        end_data: f(46),
+        start_brk: f(47),
+        brk: 0,
+        arg_start: f(48),
+        arg_end: f(49),
+        env_start: f(50),
+        env_end: f(51),
+        auxv,
+    })
+}
+
+/// Whether KSM merges all of process `pid`'s memory (PR_SET_MEMORY_MERGE). Setting it
+/// again takes CAP_SYS_RESOURCE: for another user it is refused at checkpoint. (A kernel
+/// without KSM, or before 6.4, has no such setting.)
+pub(crate) fn read_ksm_merge_any(pid: i32) -> io::Result<bool> {
+    let text = match std::fs::read_to_string(format!("/proc/{pid}/ksm_stat")) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    Ok(crate::ckpt::procfs::fdinfo_field(&text, "ksm_merge_any:") == "yes")
+}
+
+// ---- resume --------------------------------------------------------------------------
 
 fn prot_of(perms: &str) -> u64 {
     let b = perms.as_bytes();
@@ -83,31 +145,9 @@ pub(crate) struct MappedFiles {
 impl Restorer<'_> {
     /// The memory of process `pid`, just made: `from_parent` when its restored parent
     /// cloned it (it then keeps the mappings it shares pages with that parent).
-    pub(super) fn restore_memory_of(&mut self, pid: i32, from_parent: bool) -> Result<()> {
-        let here = crate::machine::vdso_layout_here();
-        let here_vdso = crate::machine::vdso_here();
+    pub(crate) fn restore_memory_of(&mut self, pid: i32, from_parent: bool) -> Result<()> {
         let rec = self.proc(pid).rec;
-        let theirs =
-            crate::machine::vdso_layout(rec.maps.iter().map(|m| (m.path.as_str(), m.start, m.end)));
-        let old_start = rec
-            .maps
-            .iter()
-            .filter(|m| matches!(m.path.as_str(), "[vvar]" | "[vvar_vclock]" | "[vdso]"))
-            .map(|m| m.start)
-            .min();
-        let old_vdso = &self.record.machine.vdso;
-        // The same kernel's vDSO goes where it was; another kernel's is placed
-        // elsewhere, and the old one's entry points lead to it.
-        let same = theirs == here && (old_vdso.is_empty() || *old_vdso == here_vdso);
-        let proxy_to = match old_start {
-            Some(_) if !same => {
-                if old_vdso.is_empty() {
-                    bail!("{}", crate::machine::vdso_message(&theirs, &here));
-                }
-                Some(self.free_vdso_address(rec, here.iter().map(|(_, s)| s).sum())?)
-            }
-            _ => None,
-        };
+        let vdso = self.vdso_plan(rec)?;
         // The mappings it keeps of its parent's: those it shares pages with.
         let kept: Vec<&MapRecord> = if from_parent {
             rec.maps
@@ -121,19 +161,13 @@ impl Restorer<'_> {
         } else {
             Vec::new()
         };
-        self.empty_address_space(pid, &kept, proxy_to.or(old_start))?;
+        self.empty_address_space(pid, &kept, vdso.at)?;
         // Its mapped files are opened as it would open them.
         let acting = self.act_as(rec)?;
         self.map_regions(pid, &kept)?;
         drop(acting);
-        if let Some(new_at) = proxy_to {
-            let new_vdso = new_at
-                + here
-                    .iter()
-                    .take_while(|(n, _)| n != "[vdso]")
-                    .map(|(_, s)| s)
-                    .sum::<u64>();
-            self.map_vdso_proxy(pid, new_vdso, &here_vdso)?;
+        if let Some(plan) = &vdso.proxy {
+            self.map_vdso_proxy(pid, plan)?;
         }
         self.write_pages(pid)?;
         self.protect(pid)?;
@@ -158,7 +192,7 @@ impl Restorer<'_> {
     }
 
     /// Every process's mappings get their advice, once all are made.
-    pub(super) fn advise_all(&self) -> Result<()> {
+    pub(crate) fn advise_all(&self) -> Result<()> {
         for &pid in self.procs.keys() {
             self.advise(pid)?;
         }
@@ -204,7 +238,7 @@ impl Restorer<'_> {
     /// Memory locked as it was (mlock, or mlock2 on fault), then sealed mappings sealed
     /// (mseal): last, by the process itself with its own limits and privileges (locking
     /// counts against its RLIMIT_MEMLOCK), when nothing more changes its mappings.
-    pub(super) fn lock_and_seal(&self, pid: i32) -> Result<()> {
+    pub(crate) fn lock_and_seal(&self, pid: i32) -> Result<()> {
         const MLOCK_ONFAULT: u64 = 1;
         for m in &self.proc(pid).rec.maps {
             if m.kind() == MapKind::Kernel {
@@ -224,83 +258,6 @@ impl Restorer<'_> {
             if m.vm & vm::SEALED != 0 {
                 self.call(pid, "mseal", nr::MSEAL, &[m.start, len, 0])
                     .with_context(at)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// An address for this kernel's vDSO block (`len` bytes) below the old one, free in
-    /// process `rec` and apart from the trampoline.
-    fn free_vdso_address(&self, rec: &crate::records::ProcessRecord, len: u64) -> Result<u64> {
-        let old = rec
-            .maps
-            .iter()
-            .filter(|m| m.kind() == MapKind::Kernel && m.path != "[vsyscall]")
-            .map(|m| m.start)
-            .min()
-            .unwrap_or(TASK_SIZE / 2);
-        let tramp = (self.tramp, self.tramp + TRAMPOLINE_PAGES * PAGE);
-        let clear = |a: u64| {
-            let end = a + len;
-            rec.maps.iter().all(|m| end <= m.start || m.end <= a)
-                && (end <= tramp.0 || tramp.1 <= a)
-        };
-        let step = 16 * PAGE;
-        (1..4096u64)
-            .filter_map(|k| old.checked_sub(len + k * step))
-            .find(|&a| a >= 1 << 20 && clear(a))
-            .ok_or_else(|| {
-                anyhow!(
-                    "process {}: no free address for this kernel's vDSO",
-                    rec.pid
-                )
-            })
-    }
-
-    /// The old kernel's vDSO regions made again as plain memory: its data pages empty and
-    /// read-only, its code the image's copy with every entry point leading to this
-    /// kernel's vDSO at `new_vdso` (`machine::vdso_proxy`).
-    fn map_vdso_proxy(&self, pid: i32, new_vdso: u64, here_vdso: &[u8]) -> Result<()> {
-        let rec = self.proc(pid).rec;
-        let old = &self.record.machine.vdso;
-        for m in rec
-            .maps
-            .iter()
-            .filter(|m| matches!(m.path.as_str(), "[vvar]" | "[vvar_vclock]" | "[vdso]"))
-        {
-            let len = m.end - m.start;
-            let code = m.path == "[vdso]";
-            let flags = (libc::MAP_ANONYMOUS | libc::MAP_PRIVATE | libc::MAP_FIXED) as u64;
-            let prot = if code {
-                libc::PROT_READ | libc::PROT_WRITE
-            } else {
-                libc::PROT_READ
-            } as u64;
-            let got = self.call(
-                pid,
-                "mmap",
-                nr::MMAP,
-                &[m.start, len, prot, flags, u64::MAX, 0],
-            )?;
-            if got != m.start {
-                bail!(
-                    "process {pid}: the old vDSO's place {:#x} is taken",
-                    m.start
-                );
-            }
-            if code {
-                if old.len() as u64 != len {
-                    bail!(
-                        "the image's copy of the old vDSO has {} bytes, its mapping {len}",
-                        old.len()
-                    );
-                }
-                let proxy = crate::machine::vdso_proxy(old, here_vdso, new_vdso)
-                    .ok_or_else(|| anyhow!("the image's copy of the old vDSO names no function"))?;
-                t::write_process_memory(pid, m.start, &proxy)
-                    .with_context(|| format!("process {pid}: writing the old vDSO's proxy"))?;
-                let rx = (libc::PROT_READ | libc::PROT_EXEC) as u64;
-                self.call(pid, "mprotect", nr::MPROTECT, &[m.start, len, rx])?;
             }
         }
         Ok(())
@@ -603,145 +560,6 @@ impl Restorer<'_> {
         Ok(out)
     }
 
-    /// The saved pages of process `pid`, from the page chunks that hold them.
-    fn write_pages(&self, pid: i32) -> Result<()> {
-        let runs = &self.record.page_runs;
-        for r in runs.iter().filter(|r| r.pid == pid) {
-            let p = self.procs.get(&r.pid).ok_or_else(|| {
-                anyhow!(
-                    "the image has pages of process {}, which it does not hold",
-                    r.pid
-                )
-            })?;
-            // A run may span adjacent mappings: walk them.
-            let mut at = r.addr;
-            let end = r.addr.saturating_add(r.len);
-            while at < end {
-                match p
-                    .rec
-                    .maps
-                    .iter()
-                    .find(|m| m.kind() != MapKind::Kernel && m.start <= at && at < m.end)
-                {
-                    Some(m) => at = m.end,
-                    None => break,
-                }
-            }
-            let inside = at >= end;
-            if !inside || r.len == 0 {
-                bail!(
-                    "the image has pages of process {} outside its mappings",
-                    r.pid
-                );
-            }
-        }
-        // The page data is one stream, cut into chunks; the runs say where each byte of
-        // the stream goes. Each chunk is independent: one worker per core takes the next
-        // chunk, decodes it if it is compressed (into a buffer of its own, reused; raw
-        // chunks are written from the mapped image as stored) and writes it where its
-        // runs say. The processes' page faults, most of a large restore's time here,
-        // are then taken on every core, overlapped with decoding.
-        let chunks: Vec<&crate::image::Section> =
-            self.image.stored_chunks(SectionKind::PAGES).collect();
-        let mut chunk_start = Vec::with_capacity(chunks.len());
-        let mut total = 0u64;
-        for c in &chunks {
-            chunk_start.push(total);
-            total += c.raw_len;
-        }
-        let mut run_start = Vec::with_capacity(runs.len());
-        let mut run_total = 0u64;
-        for r in runs.iter() {
-            run_start.push(run_total);
-            run_total += r.len;
-        }
-        if total != run_total {
-            bail!(
-                "the image's page data ({total} bytes) does not match its page runs ({run_total} bytes)"
-            );
-        }
-        // The chunks holding this process's runs (a process's runs are together in the
-        // stream: a run of chunks, the first and last maybe shared with its neighbours).
-        let mut wanted: Vec<usize> = Vec::new();
-        for (k, r) in runs.iter().enumerate().filter(|(_, r)| r.pid == pid) {
-            let (from, to) = (run_start[k], run_start[k] + r.len);
-            let first = chunk_start.partition_point(|&s| s <= from) - 1;
-            let last = chunk_start.partition_point(|&s| s < to) - 1;
-            for i in first..=last {
-                if wanted.last() != Some(&i) {
-                    wanted.push(i);
-                }
-            }
-        }
-        let next_chunk = std::sync::atomic::AtomicUsize::new(0);
-        let workers = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .clamp(1, 4);
-        let write_chunk = |i: usize, buf: &mut Vec<u8>| -> Result<()> {
-            let c = chunks[i];
-            let data = crate::image::decode_chunk_into(c, &format!("page chunk {i}"), buf)?;
-            let mut at = chunk_start[i];
-            let mut data = data;
-            // The run holding the chunk's first byte.
-            let mut k = run_start.partition_point(|&s| s <= at) - 1;
-            while !data.is_empty() {
-                let r = &runs[k];
-                let into = at - run_start[k];
-                let n = ((r.len - into) as usize).min(data.len());
-                if r.pid == pid {
-                    t::write_process_memory(r.pid, r.addr + into, &data[..n]).with_context(
-                        || {
-                            format!(
-                                "writing the memory of process {} at {:#x}",
-                                r.pid,
-                                r.addr + into
-                            )
-                        },
-                    )?;
-                }
-                data = &data[n..];
-                at += n as u64;
-                k += 1;
-            }
-            Ok(())
-        };
-        std::thread::scope(|scope| -> Result<()> {
-            let handles: Vec<_> = (0..workers)
-                .map(|_| {
-                    scope.spawn(|| -> Result<()> {
-                        let mut buf = Vec::new();
-                        loop {
-                            let i = next_chunk.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            let Some(&i) = wanted.get(i) else {
-                                return Ok(());
-                            };
-                            if let Err(e) = write_chunk(i, &mut buf) {
-                                // Stop the others too.
-                                next_chunk
-                                    .store(wanted.len(), std::sync::atomic::Ordering::Relaxed);
-                                return Err(e);
-                            }
-                        }
-                    })
-                })
-                .collect();
-            for h in handles {
-                h.join()
-                    .map_err(|_| anyhow!("a page-writing thread panicked"))??;
-            }
-            Ok(())
-        })?;
-        Ok(())
-    }
-
-    /// Whether the image has pages of mapping `m` of process `pid`.
-    fn has_pages(&self, pid: i32, m: &MapRecord) -> bool {
-        self.record
-            .page_runs
-            .iter()
-            .any(|r| r.pid == pid && r.addr < m.end && r.addr.saturating_add(r.len) > m.start)
-    }
-
     fn protect(&self, pid: i32) -> Result<()> {
         for m in &self.proc(pid).rec.maps {
             let kind = m.kind();
@@ -766,7 +584,7 @@ impl Restorer<'_> {
     }
 
     /// brk, arguments, environment, auxv and the exe link (PR_SET_MM_MAP).
-    pub(super) fn restore_mm(&mut self, pid: i32) -> Result<()> {
+    pub(crate) fn restore_mm(&mut self, pid: i32) -> Result<()> {
         let rec = self.proc(pid).rec;
         let mm = &rec.mm;
         let auxv: Vec<u8> = mm.auxv.iter().flat_map(|w| w.to_le_bytes()).collect();

@@ -1,0 +1,479 @@
+//! Pages: how a process's memory goes into the image at checkpoint and comes back at
+//! resume.
+//!
+//! Checkpoint (the dump process, `crate::ckpt::dump`): per mapping, the pagemap says which
+//! pages are present; those the process owns are read (process_vm_readv, or
+//! /proc/PID/mem where the mapping may not be read now) into chunks of the PAGES section,
+//! pages of zeros left out of anonymous memory, and noted as runs (`PageRun`). A child's
+//! pages equal to its parent's at the same address of the same mapping, present in both,
+//! are shared copy-on-write since a fork: left out, and noted as the child's inherited
+//! runs, so a resume makes the child from its parent with those pages shared again.
+//!
+//! Resume (`Restorer::write_pages`): the runs of each process are written into its fresh
+//! mappings (process_vm_writev), chunks decoded by worker threads.
+
+use crate::image::{CHUNK_SIZE, Feed, SectionKind};
+use crate::records::*;
+use crate::restore::Restorer;
+use crate::sys::{self, trace as t};
+use anyhow::{Context, Result, anyhow, bail};
+use std::io;
+use std::os::fd::AsFd;
+
+// ---- checkpoint ----------------------------------------------------------------------
+
+const PAGE: u64 = 4096;
+static ZERO_PAGE: [u8; PAGE as usize] = [0; PAGE as usize];
+
+/// The pagemap entries of a mapping's pages (`/proc/PID/pagemap`: bit 63 present, 62
+/// swapped, 61 a page of the file or shared memory).
+fn pagemap_entries(pagemap: &std::fs::File, map: &MapRecord) -> io::Result<Vec<u64>> {
+    let pages = ((map.end - map.start) / PAGE) as usize;
+    let mut out = Vec::with_capacity(pages);
+    let mut buf = vec![0u8; 8 * 512];
+    while out.len() < pages {
+        let n = (pages - out.len()).min(512);
+        let off = (map.start / PAGE + out.len() as u64) * 8;
+        let got = sys::pread(pagemap.as_fd(), &mut buf[..n * 8], off)? / 8;
+        if got == 0 {
+            return Err(io::Error::other(format!(
+                "the pagemap of {:#x}-{:#x} ends early",
+                map.start, map.end
+            )));
+        }
+        out.extend(
+            buf[..got * 8]
+                .chunks_exact(8)
+                .map(|e| u64::from_le_bytes(e.try_into().expect("8 bytes"))),
+        );
+    }
+    Ok(out)
+}
+
+const PRESENT: u64 = 1 << 63;
+const SWAPPED: u64 = 1 << 62;
+const FILE_PAGE: u64 = 1 << 61;
+
+/// What the dump does with one page of a mapping.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum PageIs {
+    /// Not the process's own (not in memory, or still the file's): nothing saved.
+    Absent,
+    /// Saved.
+    Own,
+    /// Present in this process and its parent at the same address of the same mapping:
+    /// shared copy-on-write since a fork if the content is the same (compared before it
+    /// is left out). (The kernel's "mapped once" bit cannot tell: it calls a huge page
+    /// shared by a fork exclusive to each. Two equal pages written apart are then shared
+    /// too, which no program can tell from two copies but by the memory they take.)
+    MaybeShared,
+}
+
+/// Each page of `map`: absent, the process's own, or maybe shared with its parent
+/// (`parent`: the parent's pagemap entries of the same mapping). With `changed_only`
+/// (a private mapping of a file), only pages the process wrote are its own.
+fn classify(mine: &[u64], parent: Option<&[u64]>, changed_only: bool) -> Vec<PageIs> {
+    mine.iter()
+        .enumerate()
+        .map(|(i, &e)| {
+            let own = e & (PRESENT | SWAPPED) != 0 && (!changed_only || e & FILE_PAGE == 0);
+            let shared = |e: u64| e & PRESENT != 0 && e & FILE_PAGE == 0;
+            match parent.map(|p| p[i]) {
+                _ if !own => PageIs::Absent,
+                Some(p) if shared(e) && shared(p) => PageIs::MaybeShared,
+                _ => PageIs::Own,
+            }
+        })
+        .collect()
+}
+
+/// Runs (address, length, same) of the `len` bytes at `addr` in process `pid` and in
+/// process `parent`: whether each page holds the same bytes in both.
+fn same_pages(pid: i32, parent: i32, addr: u64, len: u64) -> io::Result<Vec<(u64, u64, bool)>> {
+    const BLOCK: u64 = 256 * PAGE;
+    let mut out: Vec<(u64, u64, bool)> = Vec::new();
+    let (mut mine, mut theirs) = (vec![0u8; BLOCK as usize], vec![0u8; BLOCK as usize]);
+    let mut at = addr;
+    while at < addr + len {
+        let n = (addr + len - at).min(BLOCK) as usize;
+        let a = sys::read_process_memory(pid, at, &mut mine[..n])?;
+        let b = sys::read_process_memory(parent, at, &mut theirs[..n])?;
+        if a != n || b != n {
+            return Err(io::Error::other(format!(
+                "cannot read the memory at {at:#x} shared with a parent"
+            )));
+        }
+        for (i, (x, y)) in mine[..n]
+            .chunks(PAGE as usize)
+            .zip(theirs[..n].chunks(PAGE as usize))
+            .enumerate()
+        {
+            let page_at = at + i as u64 * PAGE;
+            let same = x == y;
+            match out.last_mut() {
+                Some((s, l, was)) if *was == same && *s + *l == page_at => *l += PAGE,
+                _ => out.push((page_at, PAGE, same)),
+            }
+        }
+        at += n as u64;
+    }
+    Ok(out)
+}
+
+/// Page data on its way into the image: the chunk being filled, straight from the
+/// processes' memory.
+pub struct PageStream {
+    buf: Vec<u8>,
+    len: usize,
+}
+
+impl PageStream {
+    pub fn new(feed: &mut Feed) -> io::Result<Self> {
+        Ok(PageStream {
+            buf: feed.buffer()?,
+            len: 0,
+        })
+    }
+
+    /// The pages of process `pid` (host pid; its record `rec`) into the stream, noted in
+    /// `runs`: those of its own, each mapping's present pages (pages of a private file
+    /// mapping only where it wrote them), shared memory and mappings of deleted files
+    /// whole. `parent`: its parent (host pid, record) when the session holds it; the
+    /// pages it shares with it since a fork are left out, and returned as the process's
+    /// inherited runs (`ProcessRecord::inherited`).
+    pub fn process(
+        &mut self,
+        feed: &mut Feed,
+        pid: i32,
+        rec: &ProcessRecord,
+        parent: Option<(i32, &ProcessRecord)>,
+        runs: &mut Vec<PageRun>,
+    ) -> io::Result<Vec<(u64, u64)>> {
+        let mut inherited: Vec<(u64, u64)> = Vec::new();
+        let pagemap = std::fs::File::open(format!("/proc/{pid}/pagemap"))?;
+        let parent_pagemap = match parent {
+            Some((host, _)) => Some(std::fs::File::open(format!("/proc/{host}/pagemap"))?),
+            None => None,
+        };
+        let mut mem = None;
+        for map in &rec.maps {
+            let kind = map.kind();
+            if matches!(
+                kind,
+                MapKind::Kernel | MapKind::SharedFile | MapKind::NscdCache
+            ) {
+                continue;
+            }
+            // A mapping the process may not read now may hold what it wrote before
+            // (or will read after an mprotect): read it as a tracer does.
+            let through_mem = if map.perms.starts_with('r') {
+                None
+            } else {
+                if mem.is_none() {
+                    mem = Some(std::fs::File::open(format!("/proc/{pid}/mem"))?);
+                }
+                mem.as_ref()
+            };
+            // Shared memory is read whole: a page of it may be present in the shared
+            // object without being mapped in this process (pagemap would not show it).
+            // So is a mapping of a deleted file (or a memfd): its pages not in memory
+            // are in a file nothing can open after the resume.
+            let of_gone_file = kind == MapKind::Anon && map.inode != 0;
+            let whole = kind == MapKind::SharedAnon || of_gone_file;
+            let copy = |pages: &mut PageStream,
+                        feed: &mut Feed,
+                        runs: &mut Vec<PageRun>,
+                        addr: u64,
+                        len: u64| {
+                pages.copy(
+                    feed,
+                    pid,
+                    rec.pid,
+                    addr,
+                    len,
+                    kind == MapKind::Anon,
+                    through_mem,
+                    whole,
+                    runs,
+                )
+            };
+            if whole {
+                copy(self, feed, runs, map.start, map.end - map.start)?;
+                continue;
+            }
+            let mine = pagemap_entries(&pagemap, map)?;
+            let theirs = match (parent, &parent_pagemap) {
+                (Some((_, q)), Some(pm)) if inherits(map) && q.maps.contains(map) => {
+                    Some(pagemap_entries(pm, map)?)
+                }
+                _ => None,
+            };
+            let class = classify(&mine, theirs.as_deref(), kind == MapKind::PrivateFile);
+            let mut i = 0;
+            while i < class.len() {
+                let c = class[i];
+                let from = i;
+                while i < class.len() && class[i] == c {
+                    i += 1;
+                }
+                let addr = map.start + from as u64 * PAGE;
+                let len = (i - from) as u64 * PAGE;
+                match c {
+                    PageIs::Absent => {}
+                    PageIs::Own => copy(self, feed, runs, addr, len)?,
+                    PageIs::MaybeShared => {
+                        let host = parent.expect("a parent to share with").0;
+                        for (at, n, same) in same_pages(pid, host, addr, len)? {
+                            if same {
+                                let list = &mut inherited;
+                                // (Runs of one mapping: the next one is not
+                                // inherited with it, by a resume's reckoning.)
+                                match list.last_mut() {
+                                    Some((a, l)) if *a + *l == at && *a >= map.start => *l += n,
+                                    _ => list.push((at, n)),
+                                }
+                            } else {
+                                copy(self, feed, runs, at, n)?;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(inherited)
+    }
+
+    /// Copy `len` bytes at `addr` of host process `pid` (the session's `ns_pid`) into the
+    /// stream and note them in `runs`. With `skip_zeros`, pages of zeros are left out: fresh
+    /// memory is zero. (Not in a file mapping, where a zero page the process wrote differs
+    /// from the file's.)
+    /// `mem`: the process's /proc/PID/mem, to read through where the mapping may not be
+    /// read (PROT_NONE, write- or execute-only: the kernel reads it for a tracer's view,
+    /// which process_vm_readv does not).
+    #[allow(clippy::too_many_arguments)]
+    fn copy(
+        &mut self,
+        feed: &mut Feed,
+        pid: i32,
+        ns_pid: i32,
+        addr: u64,
+        len: u64,
+        skip_zeros: bool,
+        mem: Option<&std::fs::File>,
+        to_eof: bool,
+        runs: &mut Vec<PageRun>,
+    ) -> io::Result<()> {
+        let page = PAGE as usize;
+        let zero = |b: &[u8]| skip_zeros && b == &ZERO_PAGE[..b.len()];
+        let mut at = 0;
+        while at < len {
+            if self.len == CHUNK_SIZE {
+                let full = std::mem::replace(&mut self.buf, feed.buffer()?);
+                feed.send(full, CHUNK_SIZE)?;
+                crate::ckpt::hooks::die_at("pages");
+                self.len = 0;
+            }
+            let n = (len - at).min((CHUNK_SIZE - self.len) as u64) as usize;
+            let base = self.len;
+            let into = &mut self.buf[base..base + n];
+            let got = match mem {
+                Some(f) => sys::pread(f.as_fd(), into, addr + at),
+                None => sys::read_process_memory(pid, addr + at, into),
+            };
+            // A mapping of a file ends where the file does: the pages past its end are no
+            // file's (the process would get SIGBUS there).
+            let got = match got {
+                Ok(0) if to_eof => return Ok(()),
+                Err(e) if to_eof && matches!(e.raw_os_error(), Some(libc::EFAULT | libc::EIO)) => {
+                    return Ok(());
+                }
+                got => got?,
+            };
+            if got == 0 {
+                return Err(io::Error::other(format!(
+                    "cannot read the memory of process {ns_pid} at {:#x}",
+                    addr + at
+                )));
+            }
+            // Keep the runs of pages that are not all zeros, moved together.
+            let end = base + got;
+            let mut keep = base;
+            let mut i = base;
+            while i < end {
+                if zero(&self.buf[i..(i + page).min(end)]) {
+                    i = (i + page).min(end);
+                    continue;
+                }
+                let from = i;
+                while i < end && !zero(&self.buf[i..(i + page).min(end)]) {
+                    i = (i + page).min(end);
+                }
+                if from != keep {
+                    self.buf.copy_within(from..i, keep);
+                }
+                keep += i - from;
+                let run_addr = addr + at + (from - base) as u64;
+                match runs.last_mut() {
+                    Some(r) if r.pid == ns_pid && r.addr + r.len == run_addr => {
+                        r.len += (i - from) as u64
+                    }
+                    _ => runs.push(PageRun {
+                        pid: ns_pid,
+                        addr: run_addr,
+                        len: (i - from) as u64,
+                    }),
+                }
+            }
+            self.len = keep;
+            at += got as u64;
+        }
+        Ok(())
+    }
+
+    pub fn finish(self, feed: &mut Feed) -> io::Result<()> {
+        feed.send(self.buf, self.len)
+    }
+}
+
+// ---- resume --------------------------------------------------------------------------
+
+impl Restorer<'_> {
+    /// The saved pages of process `pid`, from the page chunks that hold them.
+    pub(super) fn write_pages(&self, pid: i32) -> Result<()> {
+        let runs = &self.record.page_runs;
+        for r in runs.iter().filter(|r| r.pid == pid) {
+            let p = self.procs.get(&r.pid).ok_or_else(|| {
+                anyhow!(
+                    "the image has pages of process {}, which it does not hold",
+                    r.pid
+                )
+            })?;
+            // A run may span adjacent mappings: walk them.
+            let mut at = r.addr;
+            let end = r.addr.saturating_add(r.len);
+            while at < end {
+                match p
+                    .rec
+                    .maps
+                    .iter()
+                    .find(|m| m.kind() != MapKind::Kernel && m.start <= at && at < m.end)
+                {
+                    Some(m) => at = m.end,
+                    None => break,
+                }
+            }
+            let inside = at >= end;
+            if !inside || r.len == 0 {
+                bail!(
+                    "the image has pages of process {} outside its mappings",
+                    r.pid
+                );
+            }
+        }
+        // The page data is one stream, cut into chunks; the runs say where each byte of
+        // the stream goes. Each chunk is independent: one worker per core takes the next
+        // chunk, decodes it if it is compressed (into a buffer of its own, reused; raw
+        // chunks are written from the mapped image as stored) and writes it where its
+        // runs say. The processes' page faults, most of a large restore's time here,
+        // are then taken on every core, overlapped with decoding.
+        let chunks: Vec<&crate::image::Section> =
+            self.image.stored_chunks(SectionKind::PAGES).collect();
+        let mut chunk_start = Vec::with_capacity(chunks.len());
+        let mut total = 0u64;
+        for c in &chunks {
+            chunk_start.push(total);
+            total += c.raw_len;
+        }
+        let mut run_start = Vec::with_capacity(runs.len());
+        let mut run_total = 0u64;
+        for r in runs.iter() {
+            run_start.push(run_total);
+            run_total += r.len;
+        }
+        if total != run_total {
+            bail!(
+                "the image's page data ({total} bytes) does not match its page runs ({run_total} bytes)"
+            );
+        }
+        // The chunks holding this process's runs (a process's runs are together in the
+        // stream: a run of chunks, the first and last maybe shared with its neighbours).
+        let mut wanted: Vec<usize> = Vec::new();
+        for (k, r) in runs.iter().enumerate().filter(|(_, r)| r.pid == pid) {
+            let (from, to) = (run_start[k], run_start[k] + r.len);
+            let first = chunk_start.partition_point(|&s| s <= from) - 1;
+            let last = chunk_start.partition_point(|&s| s < to) - 1;
+            for i in first..=last {
+                if wanted.last() != Some(&i) {
+                    wanted.push(i);
+                }
+            }
+        }
+        let next_chunk = std::sync::atomic::AtomicUsize::new(0);
+        let workers = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, 4);
+        let write_chunk = |i: usize, buf: &mut Vec<u8>| -> Result<()> {
+            let c = chunks[i];
+            let data = crate::image::decode_chunk_into(c, &format!("page chunk {i}"), buf)?;
+            let mut at = chunk_start[i];
+            let mut data = data;
+            // The run holding the chunk's first byte.
+            let mut k = run_start.partition_point(|&s| s <= at) - 1;
+            while !data.is_empty() {
+                let r = &runs[k];
+                let into = at - run_start[k];
+                let n = ((r.len - into) as usize).min(data.len());
+                if r.pid == pid {
+                    t::write_process_memory(r.pid, r.addr + into, &data[..n]).with_context(
+                        || {
+                            format!(
+                                "writing the memory of process {} at {:#x}",
+                                r.pid,
+                                r.addr + into
+                            )
+                        },
+                    )?;
+                }
+                data = &data[n..];
+                at += n as u64;
+                k += 1;
+            }
+            Ok(())
+        };
+        std::thread::scope(|scope| -> Result<()> {
+            let handles: Vec<_> = (0..workers)
+                .map(|_| {
+                    scope.spawn(|| -> Result<()> {
+                        let mut buf = Vec::new();
+                        loop {
+                            let i = next_chunk.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some(&i) = wanted.get(i) else {
+                                return Ok(());
+                            };
+                            if let Err(e) = write_chunk(i, &mut buf) {
+                                // Stop the others too.
+                                next_chunk
+                                    .store(wanted.len(), std::sync::atomic::Ordering::Relaxed);
+                                return Err(e);
+                            }
+                        }
+                    })
+                })
+                .collect();
+            for h in handles {
+                h.join()
+                    .map_err(|_| anyhow!("a page-writing thread panicked"))??;
+            }
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    /// Whether the image has pages of mapping `m` of process `pid`.
+    pub(super) fn has_pages(&self, pid: i32, m: &MapRecord) -> bool {
+        self.record
+            .page_runs
+            .iter()
+            .any(|r| r.pid == pid && r.addr < m.end && r.addr.saturating_add(r.len) > m.start)
+    }
+}

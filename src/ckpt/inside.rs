@@ -40,6 +40,8 @@ pub struct Inside {
     /// The dynamic XSAVE components it was permitted (ARCH_GET_XCOMP_PERM; AMX tile
     /// data must be asked for before use).
     pub xcomp_perm: u64,
+    /// What mlockall(MCL_FUTURE) set (`ProcessRecord::lock_future`).
+    pub lock_future: u32,
 }
 
 /// Registers and signal masks taken before injecting, put back on drop.
@@ -246,6 +248,8 @@ fn read_with(
         Err(e) => return Err(e.into()),
     };
     let timers = timers::read_posix_timers(main, pid, scratch)?;
+    // The scratch page was mapped after any mlockall: its flags are what it set.
+    let lock_future = crate::task::memory::read_lock_future(pid, scratch)?;
     let mut threads = Vec::new();
     for &tid in tids {
         let inj = Injector::new(tid, at, 0)?;
@@ -270,5 +274,6 @@ fn read_with(
         securebits,
         pdeath_signal,
         xcomp_perm,
+        lock_future,
     })
 }

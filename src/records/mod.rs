@@ -87,6 +87,9 @@ pub struct ProcessRecord {
     pub xcomp_perm: u64,
     /// KSM merges all its memory (PR_SET_MEMORY_MERGE; `ksm_merge_any` in ksm_stat).
     pub ksm_merge_any: bool,
+    /// What mlockall(MCL_FUTURE) set for the mappings it makes from now on: 0, or
+    /// MCL_FUTURE (2), with MCL_ONFAULT (4) when so.
+    pub lock_future: u32,
     /// The signal it gets when its parent ends (PR_SET_PDEATHSIG; 0: none).
     pub pdeath_signal: i32,
     /// The controlling terminal (its device number; 0: none) and, when there is one, its
@@ -319,6 +322,9 @@ impl SessionRecord {
             .contains(&p.stop_signal)
             {
                 return bad(format!("the stop signal of {who}"));
+            }
+            if ![0, 2, 6].contains(&p.lock_future) {
+                return bad(format!("the mlockall flags of {who}"));
             }
             if p.zombie.is_some() {
                 if !p.threads.is_empty() || !p.maps.is_empty() || !p.fds.is_empty() {

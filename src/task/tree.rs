@@ -68,6 +68,7 @@ pub(crate) fn read_base(pid: i32, status: &str) -> io::Result<ProcessRecord> {
         xcomp_perm: 0,
         pdeath_signal: 0,
         ksm_merge_any: false,
+        lock_future: 0,
         ctty: 0,
         fg_pgid: 0,
         threads: Vec::new(),

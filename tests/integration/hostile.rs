@@ -286,6 +286,10 @@ fn records_that_do_not_match_their_chunks_or_themselves_are_refused() {
         ("carried file 0", Box::new(|r| r.files[0].size += 1)),
         ("process id", Box::new(|r| r.processes[0].pid = 0)),
         (
+            "the mlockall flags",
+            Box::new(|r| r.processes[0].lock_future = 1),
+        ),
+        (
             "thread",
             Box::new(|r| {
                 let mut t = r.processes[0].threads[0].clone();
@@ -416,6 +420,7 @@ fn rich(p: &Parts) -> SessionRecord {
     if let Some(m) = child.maps.iter().find(|m| inherits(m)) {
         child.inherited = vec![(m.start, 4096)];
     }
+    child.lock_future = 2;
     child.timers = vec![PosixTimer {
         id: 0,
         clock: 1,

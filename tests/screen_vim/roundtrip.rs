@@ -1342,3 +1342,18 @@ fn an_open_file_unlinked_but_still_linked_elsewhere_is_refused_at_checkpoint() {
 fn descriptors_keep_who_they_signal_and_with_which_signal() {
     carried_state(&Env::unprivileged(), "sigio", "", "si", "SIGIO OK");
 }
+
+/// mlockall(MCL_FUTURE), with and without MCL_ONFAULT, still locks the mappings a process
+/// makes after the resume, and a process that had not called it gets no lock.
+#[test]
+fn mlockall_for_mappings_to_come_is_carried() {
+    carried_state(&Env::unprivileged(), "mlockall", "", "ml", "MLOCKALL OK");
+}
+
+/// The same as root (no RLIMIT_MEMLOCK in the way; the restore's own mappings are made
+/// before the flag is set again).
+#[test]
+#[ignore = "needs root; run by tests/run-all.sh as root"]
+fn mlockall_for_mappings_to_come_is_carried_as_root() {
+    carried_state(&Env::root(), "mlockall", "", "mr", "MLOCKALL OK");
+}

@@ -78,6 +78,29 @@ pub(crate) fn read_ksm_merge_any(pid: i32) -> io::Result<bool> {
     Ok(crate::ckpt::procfs::fdinfo_field(&text, "ksm_merge_any:") == "yes")
 }
 
+/// What mlockall(MCL_FUTURE) set in process `pid`: the flags the kernel gives the
+/// mappings it makes from now on, which /proc shows nowhere but in those mappings; read
+/// from the mapping holding `probe`, a page just mapped in it (the checkpoint's scratch
+/// page: a mapping merges only with a neighbour of the same flags). 0, or MCL_FUTURE
+/// with MCL_ONFAULT when so.
+pub(crate) fn read_lock_future(pid: i32, probe: u64) -> io::Result<u32> {
+    const MCL_FUTURE: u32 = 2;
+    const MCL_ONFAULT: u32 = 4;
+    let m = read_maps(pid)?
+        .into_iter()
+        .find(|m| m.start <= probe && probe < m.end)
+        .ok_or_else(|| {
+            io::Error::other("the page mapped to look at its flags is not in its smaps")
+        })?;
+    Ok(
+        match (m.vm & vm::LOCKED != 0, m.vm & vm::LOCK_ON_FAULT != 0) {
+            (false, _) => 0,
+            (true, false) => MCL_FUTURE,
+            (true, true) => MCL_FUTURE | MCL_ONFAULT,
+        },
+    )
+}
+
 // ---- resume --------------------------------------------------------------------------
 
 fn prot_of(perms: &str) -> u64 {
@@ -240,7 +263,8 @@ impl Restorer<'_> {
     /// counts against its RLIMIT_MEMLOCK), when nothing more changes its mappings.
     pub(crate) fn lock_and_seal(&self, pid: i32) -> Result<()> {
         const MLOCK_ONFAULT: u64 = 1;
-        for m in &self.proc(pid).rec.maps {
+        let rec = self.proc(pid).rec;
+        for m in &rec.maps {
             if m.kind() == MapKind::Kernel {
                 continue;
             }
@@ -259,6 +283,11 @@ impl Restorer<'_> {
                 self.call(pid, "mseal", nr::MSEAL, &[m.start, len, 0])
                     .with_context(at)?;
             }
+        }
+        // Mappings made from now on locked, as mlockall(MCL_FUTURE) had them (the
+        // trampoline, mapped before, goes unlocked).
+        if rec.lock_future != 0 {
+            self.call(pid, "mlockall", nr::MLOCKALL, &[u64::from(rec.lock_future)])?;
         }
         Ok(())
     }

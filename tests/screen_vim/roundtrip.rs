@@ -1343,6 +1343,42 @@ fn descriptors_keep_who_they_signal_and_with_which_signal() {
     carried_state(&Env::unprivileged(), "sigio", "", "si", "SIGIO OK");
 }
 
+/// The states of the programs above come back as root too, where the resume runs
+/// without a user namespace and with every privilege (and so could hand a process more
+/// than it had, or get a state right only by accident of privilege): zombies, a stopped
+/// job, queued signals, second descriptions of a pipe, memfds, copy-on-write sharing,
+/// owners of descriptors, a deleted working directory with a parent-death signal, O_PATH
+/// descriptors, mappings' flags, deleted files and mappings of them, a random layout.
+#[test]
+#[ignore = "needs root; run by tests/run-all.sh as root"]
+fn processes_signals_memory_and_files_come_back_as_root() {
+    let env = Env::root();
+    for (name, session, verdict) in [
+        ("zombies", "zr", "ZOMBIES OK"),
+        ("jobstop", "jr", "JOBSTOP OK"),
+        ("signals", "sr", "SIGNALS OK"),
+        ("pipedesc", "pr", "PIPEDESC OK"),
+        ("memfd", "fr", "MEMFD OK"),
+        ("cowshare", "cr", "COWSHARE OK"),
+        ("sigio", "ir", "SIGIO OK"),
+        ("layouts", "lr", "LAYOUT OK"),
+    ] {
+        let args = if name == "layouts" { "7 64" } else { "" };
+        carried_state(&env, name, args, session, verdict);
+    }
+    for (name, session, verdict) in [
+        ("cwdsig", "wr", "CWDSIG OK"),
+        ("opath", "or", "OPATH OK"),
+        ("vmflags", "vr", "VMFLAGS OK (15 mappings)"),
+        ("deletedfiles", "dr", "DELETEDFILES OK"),
+        ("deletedmap", "nr", "DELETEDMAP OK"),
+    ] {
+        let dir = env.dir.path().join(format!("{name}-root"));
+        std::fs::create_dir(&dir).unwrap();
+        carried_state(&env, name, &dir.display().to_string(), session, verdict);
+    }
+}
+
 /// mlockall(MCL_FUTURE), with and without MCL_ONFAULT, still locks the mappings a process
 /// makes after the resume, and a process that had not called it gets no lock.
 #[test]

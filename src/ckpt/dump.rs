@@ -325,7 +325,7 @@ pub fn write_image<W: Write + Send>(
     w.pipeline(SectionKind::PAGES, budget, |feed| {
         let mut pages = PageStream::new(feed)?;
         let live = &record.processes[first_live..];
-        let mut inherited: Vec<Vec<(u64, u64)>> = Vec::with_capacity(live.len());
+        let mut found = Vec::with_capacity(live.len());
         for (&pid, rec) in hosts.iter().zip(live) {
             // Its parent, when the session holds it: pages shared with it since a fork
             // are saved once, in the parent's.
@@ -333,10 +333,13 @@ pub fn write_image<W: Write + Send>(
                 .iter()
                 .position(|q| q.pid == rec.ppid)
                 .map(|i| (hosts[i], &live[i]));
-            inherited.push(pages.process(feed, pid, rec, parent, &mut record_runs)?);
+            found.push(pages.process(feed, pid, rec, parent, &mut record_runs)?);
         }
-        for (p, list) in record.processes[first_live..].iter_mut().zip(inherited) {
-            p.inherited = list;
+        for (p, found) in record.processes[first_live..].iter_mut().zip(found) {
+            p.inherited = found.inherited;
+            for (i, end) in found.file_ends {
+                p.maps[i].file_end = Some(end);
+            }
         }
         record.page_runs = record_runs;
         deleted = open_files_to_carry(&record, &hosts, carry_limit)?;

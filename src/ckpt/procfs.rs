@@ -108,6 +108,7 @@ pub fn parse_map(line: &str) -> Option<MapRecord> {
         ),
         inode,
         vm: 0,
+        file_end: None,
     })
 }
 

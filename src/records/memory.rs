@@ -14,6 +14,10 @@ pub struct MapRecord {
     pub inode: u64,
     /// What `VmFlags` in /proc/PID/smaps says of it beyond its protection: `vm::*` bits.
     pub vm: u32,
+    /// Where the file ends, as an offset in it, when it ends inside the mapping and the
+    /// mapping is of a deleted file or a memfd with no descriptor left (the only file a
+    /// resume makes again for it): a page past it raises SIGBUS, after the resume too.
+    pub file_end: Option<u64>,
 }
 
 /// A mapping's flags from the two-letter names `VmFlags` in /proc/PID/smaps gives them,

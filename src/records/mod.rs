@@ -396,6 +396,14 @@ impl SessionRecord {
                     || map.path.len() > TEXT
                     || map.vm & !(vm::CARRIED | vm::REFUSED) != 0
                     || (map.vm & vm::DROPPABLE != 0 && map.kind() != MapKind::Anon)
+                    || map.file_end.is_some_and(|e| {
+                        e % page != 0
+                            || e < map.offset
+                            || e - map.offset >= map.end - map.start
+                            || map.inode == 0
+                            || !matches!(map.kind(), MapKind::Anon | MapKind::SharedAnon)
+                            || map.vm & vm::DROPPABLE != 0
+                    })
                 {
                     return bad(format!("mapping {:#x}-{:#x} of {who}", map.start, map.end));
                 }

@@ -307,6 +307,13 @@ fn records_that_do_not_match_their_chunks_or_themselves_are_refused() {
         ),
         ("mapping", Box::new(|r| r.processes[0].maps[0].vm = 1 << 30)),
         (
+            "mapping",
+            Box::new(|r| {
+                let m = &mut r.processes[0].maps[0];
+                m.file_end = Some(m.offset + (m.end - m.start));
+            }),
+        ),
+        (
             "descriptor",
             Box::new(|r| {
                 if let Some(f) = r.processes[0].fds.first_mut() {

@@ -378,6 +378,7 @@ impl Restorer<'_> {
         let mut files = self.mapped.borrow_mut();
         let files = &mut *files;
         let mut in_process: HashMap<((u32, u32), u64, bool), i32> = HashMap::new();
+        let mut gone: HashMap<((u32, u32), u64, u64), i32> = HashMap::new();
         for m in &rec.maps {
             let kind = m.kind();
             if kind == MapKind::Kernel || kept.iter().any(|k| std::ptr::eq(*k, m)) {
@@ -397,6 +398,32 @@ impl Restorer<'_> {
             };
             let fixed = libc::MAP_FIXED as u64;
             let (flags, fd, offset) = match kind {
+                // A deleted file (or a memfd with no descriptor left) that ends inside
+                // the mapping: mapped from a file as long, so that a page past its end
+                // raises SIGBUS as it did; the pages before it are written in as the
+                // process's own.
+                MapKind::Anon if m.file_end.is_some() => {
+                    let end = m.file_end.expect("checked");
+                    let key = (m.dev, m.inode, end);
+                    let fd = match gone.get(&key) {
+                        Some(&fd) => fd,
+                        None => {
+                            let name = format!(
+                                "crterm:{}",
+                                m.path
+                                    .trim_end_matches(" (deleted)")
+                                    .rsplit('/')
+                                    .next()
+                                    .unwrap_or("")
+                            );
+                            let src = t::memfd_sized(&sys::cstring(&name)?, end)?;
+                            let fd = self.receive(pid, src.as_fd())?;
+                            gone.insert(key, fd);
+                            fd
+                        }
+                    };
+                    (libc::MAP_PRIVATE as u64 | fixed, fd as u64, m.offset)
+                }
                 MapKind::Anon => {
                     // MAP_DROPPABLE is a kind of private mapping of its own (it implies
                     // no reserve, wipe-on-fork and dont-dump).
@@ -481,7 +508,7 @@ impl Restorer<'_> {
                 bail!("process {pid}: {:#x} was mapped at {got:#x}", m.start);
             }
         }
-        for fd in in_process.into_values() {
+        for fd in in_process.into_values().chain(gone.into_values()) {
             self.call(pid, "close", nr::CLOSE, &[fd as u64])?;
         }
         Ok(())
@@ -506,7 +533,7 @@ impl Restorer<'_> {
             .iter()
             .flat_map(|p| &p.maps)
             .filter(|o| o.kind() == MapKind::SharedAnon && (o.dev, o.inode) == (m.dev, m.inode))
-            .map(|o| o.offset + (o.end - o.start))
+            .map(|o| o.file_end.unwrap_or(o.offset + (o.end - o.start)))
             .max()
             .unwrap_or(m.end - m.start);
         if size > 1 << 40 {

@@ -127,6 +127,14 @@ pub struct PageStream {
     len: usize,
 }
 
+/// What `PageStream::process` found out about a process's memory.
+pub struct ProcessPages {
+    /// The runs it shares with its parent (`ProcessRecord::inherited`).
+    pub inherited: Vec<(u64, u64)>,
+    /// (index of a mapping, `MapRecord::file_end` of it).
+    pub file_ends: Vec<(usize, u64)>,
+}
+
 impl PageStream {
     pub fn new(feed: &mut Feed) -> io::Result<Self> {
         Ok(PageStream {
@@ -140,7 +148,9 @@ impl PageStream {
     /// mapping only where it wrote them), shared memory and mappings of deleted files
     /// whole. `parent`: its parent (host pid, record) when the session holds it; the
     /// pages it shares with it since a fork are left out, and returned as the process's
-    /// inherited runs (`ProcessRecord::inherited`).
+    /// inherited runs (`ProcessRecord::inherited`). Also returned: where the file of a
+    /// mapping of a deleted file (or of a memfd with no descriptor left) ends inside the
+    /// mapping, by the mapping's index (`MapRecord::file_end`).
     pub fn process(
         &mut self,
         feed: &mut Feed,
@@ -148,15 +158,16 @@ impl PageStream {
         rec: &ProcessRecord,
         parent: Option<(i32, &ProcessRecord)>,
         runs: &mut Vec<PageRun>,
-    ) -> io::Result<Vec<(u64, u64)>> {
+    ) -> io::Result<ProcessPages> {
         let mut inherited: Vec<(u64, u64)> = Vec::new();
+        let mut file_ends: Vec<(usize, u64)> = Vec::new();
         let pagemap = std::fs::File::open(format!("/proc/{pid}/pagemap"))?;
         let parent_pagemap = match parent {
             Some((host, _)) => Some(std::fs::File::open(format!("/proc/{host}/pagemap"))?),
             None => None,
         };
         let mut mem = None;
-        for map in &rec.maps {
+        for (index, map) in rec.maps.iter().enumerate() {
             let kind = map.kind();
             if matches!(
                 kind,
@@ -198,7 +209,11 @@ impl PageStream {
                 )
             };
             if whole {
-                copy(self, feed, runs, map.start, map.end - map.start)?;
+                let len = map.end - map.start;
+                let covered = copy(self, feed, runs, map.start, len)?;
+                if covered < len {
+                    file_ends.push((index, map.offset + covered.next_multiple_of(PAGE)));
+                }
                 continue;
             }
             let mine = pagemap_entries(&pagemap, map)?;
@@ -220,7 +235,9 @@ impl PageStream {
                 let len = (i - from) as u64 * PAGE;
                 match c {
                     PageIs::Absent => {}
-                    PageIs::Own => copy(self, feed, runs, addr, len)?,
+                    PageIs::Own => {
+                        copy(self, feed, runs, addr, len)?;
+                    }
                     PageIs::MaybeShared => {
                         let host = parent.expect("a parent to share with").0;
                         for (at, n, same) in same_pages(pid, host, addr, len)? {
@@ -240,7 +257,10 @@ impl PageStream {
                 }
             }
         }
-        Ok(inherited)
+        Ok(ProcessPages {
+            inherited,
+            file_ends,
+        })
     }
 
     /// Copy `len` bytes at `addr` of host process `pid` (the session's `ns_pid`) into the
@@ -262,7 +282,7 @@ impl PageStream {
         mem: Option<&std::fs::File>,
         to_eof: bool,
         runs: &mut Vec<PageRun>,
-    ) -> io::Result<()> {
+    ) -> io::Result<u64> {
         let page = PAGE as usize;
         let zero = |b: &[u8]| skip_zeros && b == &ZERO_PAGE[..b.len()];
         let mut at = 0;
@@ -283,9 +303,9 @@ impl PageStream {
             // A mapping of a file ends where the file does: the pages past its end are no
             // file's (the process would get SIGBUS there).
             let got = match got {
-                Ok(0) if to_eof => return Ok(()),
+                Ok(0) if to_eof => return Ok(at),
                 Err(e) if to_eof && matches!(e.raw_os_error(), Some(libc::EFAULT | libc::EIO)) => {
-                    return Ok(());
+                    return Ok(at);
                 }
                 got => got?,
             };
@@ -327,7 +347,7 @@ impl PageStream {
             self.len = keep;
             at += got as u64;
         }
-        Ok(())
+        Ok(len)
     }
 
     pub fn finish(self, feed: &mut Feed) -> io::Result<()> {

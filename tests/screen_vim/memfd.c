@@ -1,7 +1,9 @@
 /* memfds across a checkpoint and resume. One made with sealing allowed, its content
  * written, mode changed, sealed against growing and shrinking, and mapped shared; a child
  * that opened it again through /proc/PARENT/fd (a description of its own of the same
- * file); one made without sealing (sealed with F_SEAL_SEAL by the kernel). After the
+ * file); one made without sealing (sealed with F_SEAL_SEAL by the kernel); one sealed
+ * against writes to come (F_SEAL_FUTURE_WRITE), mapped shared read-only and its
+ * descriptor closed, whose mapping may not be made writable. After the
  * resume each must be a memfd of its name (/proc/self/fd shows "/memfd:NAME (deleted)"),
  * with its seals, mode and content, and the parent's, its mapping and the child's must
  * be the one file. Prints READY, waits for a line, checks, prints MEMFD OK or what
@@ -16,6 +18,10 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#ifndef F_SEAL_FUTURE_WRITE
+#define F_SEAL_FUTURE_WRITE 0x0010
+#endif
 
 static int bad;
 
@@ -37,6 +43,13 @@ int main(void) {
         return 3;
     char *map = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, m, 0);
     if (map == MAP_FAILED)
+        return 3;
+    int ro = memfd_create("crterm-ro", MFD_ALLOW_SEALING);
+    if (ro < 0 || write(ro, "read only", 9) != 9 || fcntl(ro, F_ADD_SEALS, F_SEAL_FUTURE_WRITE))
+        return 3;
+    char *rmap = mmap(NULL, 4096, PROT_READ, MAP_SHARED, ro, 0);
+    close(ro);
+    if (rmap == MAP_FAILED || mprotect(rmap, 4096, PROT_READ | PROT_WRITE) != -1)
         return 3;
     int to_child[2], from_child[2];
     if (pipe(to_child) || pipe(from_child))
@@ -93,6 +106,11 @@ int main(void) {
     char got[16] = {0};
     if (pread(u, got, sizeof got, 0) != 5 || strcmp(got, "plain")) {
         printf("PLAIN WRONG: [%s]\n", got);
+        bad = 1;
+    }
+    if (memcmp(rmap, "read only", 9) || mprotect(rmap, 4096, PROT_READ | PROT_WRITE) != -1) {
+        printf("SEALED MAPPING WRONG: [%.9s], %s\n", rmap,
+               errno == EACCES ? "still not writable" : "made writable");
         bad = 1;
     }
     map[0] = 'S', map[1] = 'E', map[2] = 'A', map[3] = 'L', map[4] = 'E', map[5] = 'D';

@@ -28,7 +28,7 @@ use crate::sys::{self, trace as t};
 use anyhow::{Context, Result, anyhow, bail};
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::rc::Rc;
 
 // ---- checkpoint ----------------------------------------------------------------------
@@ -165,7 +165,7 @@ pub(crate) struct MappedFiles {
     shm: HashMap<((u32, u32), u64, bool), Rc<OwnedFd>>,
 }
 
-impl Restorer<'_> {
+impl<'a> Restorer<'a> {
     /// The memory of process `pid`, just made: `from_parent` when its restored parent
     /// cloned it (it then keeps the mappings it shares pages with that parent).
     pub(crate) fn restore_memory_of(&mut self, pid: i32, from_parent: bool) -> Result<()> {
@@ -187,12 +187,13 @@ impl Restorer<'_> {
         self.empty_address_space(pid, &kept, vdso.at)?;
         // Its mapped files are opened as it would open them.
         let acting = self.act_as(rec)?;
-        self.map_regions(pid, &kept)?;
+        let read_only = self.map_regions(pid, &kept)?;
         drop(acting);
         if let Some(plan) = &vdso.proxy {
             self.map_vdso_proxy(pid, plan)?;
         }
         self.write_pages(pid)?;
+        self.map_read_only(pid, read_only)?;
         self.protect(pid)?;
         // KSM over all its memory, as it was (a child made from its parent has the
         // parent's: set either way then). Only a privileged resume meets one.
@@ -372,13 +373,17 @@ impl Restorer<'_> {
     }
 
     /// Every mapping at its address but those `kept` of the parent's, writable for now
-    /// (protections come after the pages).
-    fn map_regions(&self, pid: i32, kept: &[&MapRecord]) -> Result<()> {
+    /// (protections come after the pages). Returned: the shared memory mappings that may
+    /// not be made writable (no VM_MAYWRITE: mapped from a read-only open, or from a memfd
+    /// sealed against writes), with a read-only descriptor of their object in the
+    /// process, for `map_read_only`.
+    fn map_regions(&self, pid: i32, kept: &[&MapRecord]) -> Result<Vec<(&'a MapRecord, i32)>> {
         let rec = self.proc(pid).rec;
         let mut files = self.mapped.borrow_mut();
         let files = &mut *files;
         let mut in_process: HashMap<((u32, u32), u64, bool), i32> = HashMap::new();
         let mut gone: HashMap<((u32, u32), u64, u64), i32> = HashMap::new();
+        let mut read_only = Vec::new();
         for m in &rec.maps {
             let kind = m.kind();
             if kind == MapKind::Kernel || kept.iter().any(|k| std::ptr::eq(*k, m)) {
@@ -460,6 +465,15 @@ impl Restorer<'_> {
                             fd
                         }
                     };
+                    if m.vm & vm::MAY_WRITE == 0 {
+                        let src = self.shared_memory(files, m)?;
+                        let ro = sys::open(
+                            &sys::cstring(&format!("/proc/self/fd/{}", src.as_raw_fd()))?,
+                            libc::O_RDONLY | libc::O_CLOEXEC,
+                        )
+                        .with_context(|| format!("opening {} again read-only", m.path))?;
+                        read_only.push((m, self.receive(pid, ro.as_fd())?));
+                    }
                     (libc::MAP_SHARED as u64 | fixed, fd as u64, m.offset)
                 }
                 MapKind::PrivateFile | MapKind::SharedFile => {
@@ -509,6 +523,29 @@ impl Restorer<'_> {
             }
         }
         for fd in in_process.into_values().chain(gone.into_values()) {
+            self.call(pid, "close", nr::CLOSE, &[fd as u64])?;
+        }
+        Ok(read_only)
+    }
+
+    /// Shared memory that may not be made writable mapped again, once its pages are in,
+    /// from a read-only descriptor of its object (`read_only`, from `map_regions`), with
+    /// its final protection: an mprotect to writable fails as it did.
+    fn map_read_only(&self, pid: i32, read_only: Vec<(&MapRecord, i32)>) -> Result<()> {
+        for (m, fd) in read_only {
+            let mut flags = (libc::MAP_SHARED | libc::MAP_FIXED) as u64;
+            if m.vm & vm::NO_RESERVE != 0 {
+                flags |= libc::MAP_NORESERVE as u64;
+            }
+            let len = m.end - m.start;
+            let prot = prot_of(&m.perms);
+            self.call(
+                pid,
+                "mmap",
+                nr::MMAP,
+                &[m.start, len, prot, flags, fd as u64, m.offset],
+            )
+            .with_context(|| format!("mapping {:#x}-{:#x} {} read-only", m.start, m.end, m.path))?;
             self.call(pid, "close", nr::CLOSE, &[fd as u64])?;
         }
         Ok(())

@@ -42,6 +42,8 @@ pub struct Inside {
     pub xcomp_perm: u64,
     /// What mlockall(MCL_FUTURE) set (`ProcessRecord::lock_future`).
     pub lock_future: u32,
+    /// Whether it is a child subreaper (PR_GET_CHILD_SUBREAPER).
+    pub child_subreaper: bool,
 }
 
 /// Registers and signal masks taken before injecting, put back on drop.
@@ -248,6 +250,13 @@ fn read_with(
         Err(e) => return Err(e.into()),
     };
     let timers = timers::read_posix_timers(main, pid, scratch)?;
+    const PR_GET_CHILD_SUBREAPER: u64 = 37;
+    main.call(
+        "prctl(PR_GET_CHILD_SUBREAPER)",
+        nr::PRCTL,
+        &[PR_GET_CHILD_SUBREAPER, scratch],
+    )?;
+    let child_subreaper = read_words::<1>(pid, scratch)?[0] as u32 != 0;
     // The scratch page was mapped after any mlockall: its flags are what it set.
     let lock_future = crate::task::memory::read_lock_future(pid, scratch)?;
     let mut threads = Vec::new();
@@ -275,5 +284,6 @@ fn read_with(
         pdeath_signal,
         xcomp_perm,
         lock_future,
+        child_subreaper,
     })
 }

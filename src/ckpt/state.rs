@@ -137,6 +137,7 @@ fn process_record(
         no_new_privs: procfs::status_words::<1>(&status, "NoNewPrivs:", false)[0] != 0,
         xcomp_perm: inside.xcomp_perm,
         lock_future: inside.lock_future,
+        child_subreaper: inside.child_subreaper,
         pdeath_signal: inside.pdeath_signal,
         ksm_merge_any: memory::read_ksm_merge_any(pid).map_err(|e| fail("its KSM state", &e))?,
         // Field 7; the foreground group (field 8) is a host id, translated by the caller.

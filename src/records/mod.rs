@@ -90,6 +90,8 @@ pub struct ProcessRecord {
     /// What mlockall(MCL_FUTURE) set for the mappings it makes from now on: 0, or
     /// MCL_FUTURE (2), with MCL_ONFAULT (4) when so.
     pub lock_future: u32,
+    /// It is a child subreaper (PR_SET_CHILD_SUBREAPER): orphans below it become its.
+    pub child_subreaper: bool,
     /// The signal it gets when its parent ends (PR_SET_PDEATHSIG; 0: none).
     pub pdeath_signal: i32,
     /// The controlling terminal (its device number; 0: none) and, when there is one, its

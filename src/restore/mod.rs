@@ -344,6 +344,7 @@ impl<'a> Restorer<'a> {
                 self.call(pid, "personality", nr::PERSONALITY, &[rec.personality])?;
             }
             self.restore_mm(pid)?;
+            self.set_subreaper(pid)?;
             self.restore_threads(pid)?;
             self.set_posix_timers(pid)?;
         }

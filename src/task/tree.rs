@@ -19,6 +19,7 @@ use crate::records::ProcessRecord;
 use crate::restore::{Proc, Restorer, TRACE_CHILDREN};
 use crate::sys::{self, trace as t};
 use anyhow::{Context, Result, anyhow, bail};
+use std::collections::BTreeSet;
 use std::io;
 
 // ---- checkpoint ----------------------------------------------------------------------
@@ -69,6 +70,7 @@ pub(crate) fn read_base(pid: i32, status: &str) -> io::Result<ProcessRecord> {
         pdeath_signal: 0,
         ksm_merge_any: false,
         lock_future: 0,
+        child_subreaper: false,
         ctty: 0,
         fg_pgid: 0,
         threads: Vec::new(),
@@ -114,7 +116,6 @@ struct Helper {
 /// can only be made in a session whose leader is gone too.
 pub(crate) fn check_layout(record: &crate::records::SessionRecord) -> Result<()> {
     let find = |pid: i32| record.processes.iter().find(|p| p.pid == pid);
-    let live = |id: i32| find(id).is_some_and(|l| l.zombie.is_none());
     for p in &record.processes {
         if p.sid != p.pid
             && let Some(parent) = find(p.ppid)
@@ -145,17 +146,39 @@ pub(crate) fn check_layout(record: &crate::records::SessionRecord) -> Result<()>
             }
             continue;
         }
-        if p.pgid != p.sid && p.pgid > 1 && find(p.pgid).is_none() && p.sid > 1 && live(p.sid) {
-            bail!(
-                "process {} ({}) is in group {}, whose leader is gone, of session {}, whose leader lives, which this version cannot carry",
-                p.pid,
-                p.comm,
-                p.pgid,
-                p.sid
-            );
+        // A zombie is made after everything else: a live process cannot be put in its
+        // session or group then.
+        let zombie = |id: i32| find(id).is_some_and(|l| l.zombie.is_some());
+        for (what, id) in [("session", p.sid), ("group", p.pgid)] {
+            if id != p.pid && zombie(id) {
+                bail!(
+                    "process {} ({}) is in {what} {id}, whose leader is a zombie, which this version cannot carry",
+                    p.pid,
+                    p.comm
+                );
+            }
         }
     }
     Ok(())
+}
+
+/// A helper in a session whose leader lives (`Restorer::live_helper`).
+struct LiveHelper {
+    pid: i32,
+    sid: i32,
+    /// The group it leads (its leader is gone), or none: it is in the session leader's.
+    group: Option<i32>,
+    inj: Injector,
+}
+
+/// End the helpers in sessions whose leader lives: each ends, and the init, its tracer,
+/// takes its status (`raw` does when the call ends the process); its parent, the
+/// leader, ignores SIGCHLD, so it is gone then, and the leader was never told.
+fn end_live_helpers(helpers: Vec<LiveHelper>) {
+    for h in helpers {
+        let _ = h.inj.raw(nr::EXIT_GROUP, &[0]);
+        let _ = sys::wait(h.pid, true);
+    }
 }
 
 /// End the helpers: group helpers first, reaped by their session helper, then the session
@@ -196,56 +219,203 @@ impl<'a> Restorer<'a> {
     /// has in this process (and so in each fresh copy).
     pub(crate) fn create_tree(&mut self, xfer_child: i32) -> Result<()> {
         let record = self.record;
-        let pids: std::collections::BTreeSet<i32> =
-            record.processes.iter().map(|p| p.pid).collect();
+        let pids: BTreeSet<i32> = record.processes.iter().map(|p| p.pid).collect();
+        let live = |id: i32| {
+            record
+                .processes
+                .iter()
+                .any(|p| p.pid == id && p.zombie.is_none())
+        };
         // Parents before children: those whose parent is not in the image (the init's own
-        // children) first, each followed by its descendants.
-        let mut order: Vec<&ProcessRecord> = Vec::new();
-        let mut stack: Vec<&ProcessRecord> = record
+        // children) first, each followed by its descendants. Of those, the ones in a
+        // session whose leader lives (and is another process) come after the rest, from a
+        // helper the leader makes, once the leader is made.
+        let subtree = |root: &'a ProcessRecord| {
+            let mut order: Vec<&'a ProcessRecord> = Vec::new();
+            let mut stack = vec![root];
+            while let Some(p) = stack.pop() {
+                order.push(p);
+                let mut kids: Vec<&ProcessRecord> = record
+                    .processes
+                    .iter()
+                    .filter(|c| c.ppid == p.pid)
+                    .collect();
+                kids.sort_by_key(|c| std::cmp::Reverse(c.pid));
+                stack.extend(kids);
+            }
+            order
+        };
+        let (mut late, early): (Vec<&'a ProcessRecord>, Vec<&'a ProcessRecord>) = record
             .processes
             .iter()
             .filter(|p| !pids.contains(&p.ppid) && p.zombie.is_none())
-            .rev()
-            .collect();
-        while let Some(p) = stack.pop() {
-            order.push(p);
-            let mut kids: Vec<&ProcessRecord> = record
-                .processes
-                .iter()
-                .filter(|c| c.ppid == p.pid)
-                .collect();
-            kids.sort_by_key(|c| std::cmp::Reverse(c.pid));
-            stack.extend(kids);
-        }
-        let zombies: Vec<&ProcessRecord> = order
-            .iter()
-            .filter(|p| p.zombie.is_some())
-            .copied()
-            .collect();
+            .partition(|p| p.sid != p.pid && live(p.sid));
+        let mut zombies: Vec<&ProcessRecord> = Vec::new();
         let helpers = self.make_helpers(xfer_child)?;
-        for rec in order.iter().filter(|p| p.zombie.is_none()) {
-            let from_parent = pids.contains(&rec.ppid);
-            if from_parent {
-                self.fork_in_parent(rec)?;
-            } else if let Some(h) = helpers.iter().find(|h| h.pid == rec.sid) {
-                let pid = self.clone_from(&h.inj, h.pid, rec)?;
-                self.adopt(rec, pid)?;
-            } else {
-                self.fork_here(rec, xfer_child)?;
+        let mut in_live_sessions: Vec<LiveHelper> = Vec::new();
+        for root in early {
+            for rec in subtree(root) {
+                if rec.zombie.is_some() {
+                    zombies.push(rec);
+                    continue;
+                }
+                let from_parent = pids.contains(&rec.ppid);
+                if from_parent {
+                    self.fork_in_parent(rec)?;
+                } else if let Some(h) = helpers.iter().find(|h| h.pid == rec.sid) {
+                    let pid = self.clone_from(&h.inj, h.pid, rec)?;
+                    self.adopt(rec, pid)?;
+                } else {
+                    self.fork_here(rec, xfer_child)?;
+                }
+                self.made(rec, from_parent)?;
             }
-            self.join_session(rec)?;
-            // Its memory before its children are made: they get what they share of it.
-            self.restore_memory_of(rec.pid, from_parent)
-                .with_context(|| format!("the memory of process {} ({})", rec.pid, rec.comm))?;
+        }
+        while !late.is_empty() {
+            let Some(i) = late.iter().position(|p| self.procs.contains_key(&p.sid)) else {
+                bail!(
+                    "process {} ({}) is in session {}, whose leader is made only after it",
+                    late[0].pid,
+                    late[0].comm,
+                    late[0].sid
+                );
+            };
+            let root = late.remove(i);
+            for rec in subtree(root) {
+                if rec.zombie.is_some() {
+                    zombies.push(rec);
+                    continue;
+                }
+                let from_parent = pids.contains(&rec.ppid);
+                if from_parent {
+                    self.fork_in_parent(rec)?;
+                } else {
+                    let gone = (!pids.contains(&rec.pgid)).then_some(rec.pgid);
+                    let h = self.live_helper(&mut in_live_sessions, rec.sid, gone)?;
+                    let h = &in_live_sessions[h];
+                    let pid = self.clone_from(&h.inj, h.pid, rec)?;
+                    self.adopt(rec, pid)?;
+                }
+                self.made(rec, from_parent)?;
+            }
+        }
+        // Groups whose leader is gone in a session whose leader lives, that only children
+        // of live processes are in: their helpers too, so that those can join them.
+        for p in self.procs.values().map(|p| p.rec).collect::<Vec<_>>() {
+            if p.sid != p.pgid && !pids.contains(&p.pgid) && live(p.sid) {
+                self.live_helper(&mut in_live_sessions, p.sid, Some(p.pgid))?;
+            }
         }
         self.set_groups()?;
         self.set_foreground()?;
+        end_live_helpers(in_live_sessions);
         end_helpers(helpers)?;
         for z in zombies {
             self.make_zombie(z)
                 .with_context(|| format!("zombie {} ({})", z.pid, z.comm))?;
         }
         Ok(())
+    }
+
+    /// A child subreaper again (PR_SET_CHILD_SUBREAPER), once the tree is made: orphans
+    /// the resume leaves (its helpers') are the init's, as they were.
+    pub(crate) fn set_subreaper(&self, pid: i32) -> Result<()> {
+        const PR_SET_CHILD_SUBREAPER: u64 = 36;
+        if self.proc(pid).rec.child_subreaper {
+            self.call(
+                pid,
+                "prctl(PR_SET_CHILD_SUBREAPER)",
+                nr::PRCTL,
+                &[PR_SET_CHILD_SUBREAPER, 1],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// A process just made: in its session, and its memory made before its children are
+    /// (they get what they share of it).
+    fn made(&mut self, rec: &ProcessRecord, from_parent: bool) -> Result<()> {
+        self.join_session(rec)?;
+        self.restore_memory_of(rec.pid, from_parent)
+            .with_context(|| format!("the memory of process {} ({})", rec.pid, rec.comm))
+    }
+
+    /// The helper in session `sid` (whose leader lives, and is made) that processes of
+    /// the init's in that session are made from: with `group`, one that leads that group
+    /// (its leader is gone) with its pid; else one in the leader's group with a pid no
+    /// process of the image has. Made by the leader, with its SIGCHLD ignored meanwhile
+    /// (its own action is set again later, with the others), so that the helper, when it
+    /// ends, is reaped at once and the leader is never told. Returns its index.
+    fn live_helper(
+        &self,
+        helpers: &mut Vec<LiveHelper>,
+        sid: i32,
+        group: Option<i32>,
+    ) -> Result<usize> {
+        if let Some(i) = helpers
+            .iter()
+            .position(|h| h.sid == sid && h.group == group)
+        {
+            return Ok(i);
+        }
+        let what = match group {
+            Some(g) => format!("a helper for group {g}, whose leader is gone, in session {sid}"),
+            None => format!("a helper in session {sid}"),
+        };
+        let ignore: Vec<u8> = [libc::SIG_IGN as u64, 0, 0, 0]
+            .iter()
+            .flat_map(|w| w.to_le_bytes())
+            .collect();
+        let at = self.put(sid, 0, &ignore)?;
+        self.call(
+            sid,
+            "rt_sigaction(SIGCHLD)",
+            nr::RT_SIGACTION,
+            &[libc::SIGCHLD as u64, at, 0, 8],
+        )
+        .with_context(|| what.clone())?;
+        let pid = match group {
+            Some(g) => self.clone_pid_from(&self.proc(sid).inj, sid, g, &what)?,
+            None => {
+                // A pid nothing of the image uses; the init's own page-decoding threads
+                // take pids for a moment: then the next.
+                let used: BTreeSet<i32> = self
+                    .record
+                    .processes
+                    .iter()
+                    .flat_map(|p| {
+                        [p.pid, p.pgid, p.sid]
+                            .into_iter()
+                            .chain(p.threads.iter().map(|t| t.tid))
+                    })
+                    .chain(helpers.iter().map(|h| h.pid))
+                    .collect();
+                let mut pid = used.last().copied().unwrap_or(1);
+                let mut tries = 0;
+                loop {
+                    pid += 1;
+                    match self.clone_pid_from(&self.proc(sid).inj, sid, pid, &what) {
+                        Ok(got) => break got,
+                        Err(e) if tries < 64 && format!("{e:#}").contains("File exists") => {
+                            tries += 1;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        };
+        let inj = Injector::new(pid, self.tramp, TRACE_CHILDREN)?;
+        if group.is_some() {
+            inj.call("setpgid", nr::SETPGID, &[0, 0])
+                .map_err(|e| anyhow!("{what}: {e}"))?;
+        }
+        helpers.push(LiveHelper {
+            pid,
+            sid,
+            group,
+            inj,
+        });
+        Ok(helpers.len() - 1)
     }
 
     /// A child of the init: cloned here with its pid, seized, and stripped of what it has
@@ -318,12 +488,9 @@ impl<'a> Restorer<'a> {
                 && !in_image(pgid)
                 && !helpers.iter().any(|h| h.pid == pgid)
             {
+                // In a session whose leader lives: made by the leader (`live_helper`).
                 let Some(s) = helpers.iter().find(|h| h.pid == sid) else {
-                    bail!(
-                        "process {} ({}) is in group {pgid}, whose leader is gone, of session {sid}, whose leader lives; not supported yet",
-                        p.pid,
-                        p.comm
-                    );
+                    continue;
                 };
                 let (s_pid, s_inj) = (s.pid, &s.inj);
                 let pid = self.clone_pid_from(s_inj, s_pid, pgid, &format!("helper {pgid}"))?;

@@ -1379,6 +1379,32 @@ fn processes_signals_memory_and_files_come_back_as_root() {
     }
 }
 
+/// A child subreaper (PR_SET_CHILD_SUBREAPER) is one after the resume: it says so, and
+/// an orphan below it becomes its child, not the init's.
+#[test]
+fn a_child_subreaper_stays_one() {
+    let env = Env::unprivileged();
+    python_pane(&env, "a", "sr");
+    enter(
+        &env,
+        "a",
+        "import ctypes, os, time; p = ctypes.CDLL(None).prctl; p(36, 1, 0, 0, 0); b = ctypes.c_int(); g = lambda: (p(37, ctypes.byref(b), 0, 0, 0), b.value)[1]; print('reaper', g())",
+    );
+    env.tmux.wait_text("a", "reaper 1", T);
+    let image = image_path(&env, "sr");
+    checkpoint_and_end(&env, "sr", &image);
+    resume_pane(&env, "b", 100, 30, &image);
+    env.tmux.wait_text("b", "reaper 1", T);
+    enter(
+        &env,
+        "b",
+        "c = os.fork() or (os.fork() or time.sleep(5), os._exit(0)); os.waitpid(c, 0); time.sleep(0.3); kids = [d for d in os.listdir('/proc') if d.isdigit() and open(f'/proc/{d}/stat').read().rsplit(')', 1)[1].split()[1] == str(os.getpid())]; print('af' 'ter', g(), len(kids))",
+    );
+    let screen = env.tmux.wait_text("b", "after ", T);
+    assert!(screen.contains("after 1 1"), "{screen}");
+    enter(&env, "b", "exit()");
+}
+
 /// mlockall(MCL_FUTURE), with and without MCL_ONFAULT, still locks the mappings a process
 /// makes after the resume, and a process that had not called it gets no lock.
 #[test]

@@ -25,8 +25,9 @@ pub struct Inside {
     /// ITIMER_REAL, ITIMER_VIRTUAL, ITIMER_PROF as (interval s, µs, value s, µs).
     pub itimers: Vec<[u64; 4]>,
     pub brk: u64,
-    /// Per thread, in the order given: (clear_child_tid, sigaltstack sp, flags, size).
-    pub threads: Vec<(u64, [u64; 3])>,
+    /// Per thread, in the order given: (clear_child_tid, sigaltstack sp, flags, size,
+    /// timer slack).
+    pub threads: Vec<(u64, [u64; 3], u64)>,
     /// POSIX timers (timer_create), with `tid` still the host's thread id.
     pub timers: Vec<PosixTimer>,
     /// Whether the process was dumpable. One that was not (ssh-agent, gpg-agent make
@@ -44,6 +45,8 @@ pub struct Inside {
     pub lock_future: u32,
     /// Whether it is a child subreaper (PR_GET_CHILD_SUBREAPER).
     pub child_subreaper: bool,
+    /// Whether transparent huge pages are turned off for it (PR_GET_THP_DISABLE).
+    pub thp_disabled: bool,
 }
 
 /// Registers and signal masks taken before injecting, put back on drop.
@@ -257,6 +260,12 @@ fn read_with(
         &[PR_GET_CHILD_SUBREAPER, scratch],
     )?;
     let child_subreaper = read_words::<1>(pid, scratch)?[0] as u32 != 0;
+    const PR_GET_THP_DISABLE: u64 = 42;
+    let thp_disabled = main.call(
+        "prctl(PR_GET_THP_DISABLE)",
+        nr::PRCTL,
+        &[PR_GET_THP_DISABLE],
+    )? != 0;
     // The scratch page was mapped after any mlockall: its flags are what it set.
     let lock_future = crate::task::memory::read_lock_future(pid, scratch)?;
     let mut threads = Vec::new();
@@ -271,7 +280,9 @@ fn read_with(
         let [ctid] = read_words::<1>(pid, scratch)?;
         inj.call("sigaltstack", nr::SIGALTSTACK, &[0, scratch])?;
         let ss = read_words::<3>(pid, scratch)?;
-        threads.push((ctid, ss));
+        const PR_GET_TIMERSLACK: u64 = 30;
+        let slack = inj.call("prctl(PR_GET_TIMERSLACK)", nr::PRCTL, &[PR_GET_TIMERSLACK])?;
+        threads.push((ctid, ss, slack));
     }
     Ok(Inside {
         sigactions,
@@ -285,5 +296,6 @@ fn read_with(
         xcomp_perm,
         lock_future,
         child_subreaper,
+        thp_disabled,
     })
 }

@@ -65,9 +65,10 @@ fn process_record(
     // What only the process can tell, by injected calls (after the registers are read).
     let inside = super::inside::read_inside(pid, tids, &exec_maps(&maps), made_dumpable)
         .map_err(|e| io::Error::other(format!("reading process {pid}'s signal handlers: {e}")))?;
-    for (t, (ctid, ss)) in threads.iter_mut().zip(&inside.threads) {
+    for (t, (ctid, ss, slack)) in threads.iter_mut().zip(&inside.threads) {
         t.clear_child_tid = *ctid;
         t.altstack = *ss;
+        t.sched.timer_slack = *slack;
     }
     let mut timers = inside.timers;
     let session_tids: Vec<i32> = threads.iter().map(|t| t.tid).collect();
@@ -138,6 +139,14 @@ fn process_record(
         xcomp_perm: inside.xcomp_perm,
         lock_future: inside.lock_future,
         child_subreaper: inside.child_subreaper,
+        oom_score_adj: read(format!("/proc/{pid}/oom_score_adj"))
+            .map_err(|e| fail("its OOM score adjustment", &e))
+            .and_then(|v| {
+                v.trim()
+                    .parse()
+                    .map_err(|e| fail("its OOM score adjustment", &e))
+            })?,
+        thp_disabled: inside.thp_disabled,
         pdeath_signal: inside.pdeath_signal,
         ksm_merge_any: memory::read_ksm_merge_any(pid).map_err(|e| fail("its KSM state", &e))?,
         // Field 7; the foreground group (field 8) is a host id, translated by the caller.
@@ -171,6 +180,11 @@ fn check_no_seccomp(host_pid: i32, p: &ProcessRecord) -> io::Result<()> {
 }
 
 fn check_carriable(p: &ProcessRecord) -> io::Result<()> {
+    // What it may set of its scheduling: CAP_SYS_NICE counts only in a root session.
+    const CAP_SYS_NICE: u64 = 1 << 23;
+    // SAFETY: geteuid cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    crate::task::sched::check(p, root && p.caps[2] & CAP_SYS_NICE != 0)?;
     // SAFETY: geteuid cannot fail.
     if p.ksm_merge_any && unsafe { libc::geteuid() } != 0 {
         return Err(io::Error::new(

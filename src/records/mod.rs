@@ -92,6 +92,10 @@ pub struct ProcessRecord {
     pub lock_future: u32,
     /// It is a child subreaper (PR_SET_CHILD_SUBREAPER): orphans below it become its.
     pub child_subreaper: bool,
+    /// /proc/PID/oom_score_adj.
+    pub oom_score_adj: i32,
+    /// Transparent huge pages turned off for it (PR_SET_THP_DISABLE).
+    pub thp_disabled: bool,
     /// The signal it gets when its parent ends (PR_SET_PDEATHSIG; 0: none).
     pub pdeath_signal: i32,
     /// The controlling terminal (its device number; 0: none) and, when there is one, its
@@ -162,6 +166,28 @@ pub struct ThreadRecord {
     pub altstack: [u64; 3],
     /// The robust futex list glibc keeps per thread: (head, length).
     pub robust_list: (u64, u64),
+    /// How it is scheduled.
+    pub sched: SchedRecord,
+}
+
+/// How a thread is scheduled (`crate::task::sched`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SchedRecord {
+    /// SCHED_OTHER (0), SCHED_FIFO (1), SCHED_RR (2), SCHED_BATCH (3), SCHED_IDLE (5).
+    pub policy: u32,
+    /// SCHED_FLAG_RESET_ON_FORK.
+    pub reset_on_fork: bool,
+    /// Its nice value (-20..=19).
+    pub nice: i32,
+    /// Its real-time priority (1..=99 under SCHED_FIFO and SCHED_RR, else 0).
+    pub priority: u32,
+    /// The CPUs it may run on (a bitmask by CPU number), when fewer than the session's
+    /// daemon may; none: every one.
+    pub affinity: Option<Vec<u64>>,
+    /// Its I/O priority (class << 13 | level); 0: none set (it follows the nice value).
+    pub ioprio: u32,
+    /// Its timer slack (PR_GET_TIMERSLACK), in nanoseconds.
+    pub timer_slack: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -325,8 +351,8 @@ impl SessionRecord {
             {
                 return bad(format!("the stop signal of {who}"));
             }
-            if ![0, 2, 6].contains(&p.lock_future) {
-                return bad(format!("the mlockall flags of {who}"));
+            if !(-1000..=1000).contains(&p.oom_score_adj) || ![0, 2, 6].contains(&p.lock_future) {
+                return bad(format!("the mlockall flags or OOM score of {who}"));
             }
             if p.zombie.is_some() {
                 if !p.threads.is_empty() || !p.maps.is_empty() || !p.fds.is_empty() {
@@ -344,6 +370,17 @@ impl SessionRecord {
                 }
                 if !signal_queue_ok(&t.pending) {
                     return bad(format!("the signals queued for thread {} of {who}", t.tid));
+                }
+                let s = &t.sched;
+                let realtime = matches!(s.policy, 1 | 2);
+                if ![0, 1, 2, 3, 5].contains(&s.policy)
+                    || !(-20..=19).contains(&s.nice)
+                    || (realtime && !(1..=99).contains(&s.priority))
+                    || (!realtime && s.priority != 0)
+                    || s.ioprio >> 13 > 3
+                    || s.affinity.as_ref().is_some_and(|m| m.len() > 128)
+                {
+                    return bad(format!("the scheduling of thread {} of {who}", t.tid));
                 }
                 if t.regs.len() != 27
                     || t.xstate.len() > XSAVE

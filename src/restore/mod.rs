@@ -345,6 +345,7 @@ impl<'a> Restorer<'a> {
             }
             self.restore_mm(pid)?;
             self.set_subreaper(pid)?;
+            self.set_thp_disabled(pid)?;
             self.restore_threads(pid)?;
             self.set_posix_timers(pid)?;
         }
@@ -362,6 +363,7 @@ impl<'a> Restorer<'a> {
         );
         let pids: Vec<i32> = self.procs.keys().copied().collect();
         let mut owned = std::collections::HashSet::new();
+        let base = crate::task::sched::Baseline::here()?;
         for pid in pids {
             let rec = self.proc(pid).rec;
             // Close the transfer socket; then the process becomes who it was (a copy of
@@ -370,6 +372,7 @@ impl<'a> Restorer<'a> {
             self.call(pid, "close", nr::CLOSE, &[x])?;
             self.set_identity(pid)?;
             self.set_owners(pid, &mut owned)?;
+            self.set_sched(pid, &base)?;
             self.lock_and_seal(pid)?;
             self.queue_signals(pid)?;
             let p = self.proc(pid);

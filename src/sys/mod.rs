@@ -1287,3 +1287,64 @@ pub fn tty_settings(tty: BorrowedFd) -> io::Result<(Vec<u8>, WinSize)> {
     .to_vec();
     Ok((bytes, size))
 }
+
+/// A thread's scheduling attributes (`struct sched_attr`, as sched_getattr gives them).
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SchedAttr {
+    pub size: u32,
+    pub policy: u32,
+    pub flags: u64,
+    pub nice: i32,
+    pub priority: u32,
+    pub runtime: u64,
+    pub deadline: u64,
+    pub period: u64,
+    pub util_min: u32,
+    pub util_max: u32,
+}
+
+/// The scheduling attributes of thread `tid` (0: this one); any thread's may be read.
+pub fn sched_getattr(tid: i32) -> io::Result<SchedAttr> {
+    const SCHED_GETATTR: libc::c_long = 315;
+    let mut attr = SchedAttr::default();
+    let size = std::mem::size_of::<SchedAttr>() as libc::c_uint;
+    // SAFETY: the kernel writes at most `size` bytes into `attr`.
+    check(unsafe {
+        libc::syscall(SCHED_GETATTR, tid, &mut attr as *mut SchedAttr, size, 0) as libc::c_int
+    })?;
+    Ok(attr)
+}
+
+/// The CPUs thread `tid` (0: this one) may run on, as a bitmask by CPU number.
+pub fn sched_getaffinity(tid: i32) -> io::Result<Vec<u64>> {
+    let mut mask = vec![0u64; 128];
+    // SAFETY: the kernel writes at most the buffer's length.
+    let n = unsafe {
+        libc::syscall(
+            libc::SYS_sched_getaffinity,
+            tid,
+            mask.len() * 8,
+            mask.as_mut_ptr(),
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    mask.truncate((n as usize).div_ceil(8));
+    while mask.last() == Some(&0) {
+        mask.pop();
+    }
+    Ok(mask)
+}
+
+/// The I/O priority of thread `tid` (0: this one): class << 13 | level; 0: none set.
+pub fn ioprio_get(tid: i32) -> io::Result<u32> {
+    const IOPRIO_WHO_PROCESS: libc::c_int = 1;
+    // SAFETY: no memory is passed.
+    let r = unsafe { libc::syscall(libc::SYS_ioprio_get, IOPRIO_WHO_PROCESS, tid) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(r as u32)
+}

@@ -4,6 +4,7 @@
 //! groups, terminals, zombies), `creds` (user and group ids, capabilities, securebits,
 //! no-new-privs, and who may resume what), `memory` (mappings, their pages and the
 //! copy-on-write sharing between parent and child, the vDSO, the kernel's mm fields),
+//! `sched` (policy, nice value, CPU affinity, I/O priority, timer slack, OOM score),
 //! `signals` (handlers, queued signals with their siginfo, the stop signal, the
 //! parent-death signal), `timers` (interval timers and POSIX timers), `threads` (threads
 //! with their tids, registers, clear-child-tid, robust list, rseq and alternate stack).
@@ -16,6 +17,7 @@
 
 pub mod creds;
 pub mod memory;
+pub mod sched;
 pub mod signals;
 pub mod threads;
 pub mod timers;

@@ -62,6 +62,10 @@ pub(crate) fn read(
         clear_child_tid: 0,
         altstack: [0, libc::SS_DISABLE as u64, 0],
         robust_list: t::get_robust_list(tid).map_err(|e| fail("robust futex list", &e))?,
+        sched: super::sched::read(tid).map_err(|e| match e.kind() {
+            io::ErrorKind::Unsupported => io::Error::new(e.kind(), format!("thread {tid}'s {e}")),
+            _ => fail("scheduling", &e),
+        })?,
     })
 }
 

@@ -71,6 +71,8 @@ pub(crate) fn read_base(pid: i32, status: &str) -> io::Result<ProcessRecord> {
         ksm_merge_any: false,
         lock_future: 0,
         child_subreaper: false,
+        oom_score_adj: 0,
+        thp_disabled: false,
         ctty: 0,
         fg_pgid: 0,
         threads: Vec::new(),

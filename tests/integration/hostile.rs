@@ -286,8 +286,12 @@ fn records_that_do_not_match_their_chunks_or_themselves_are_refused() {
         ("carried file 0", Box::new(|r| r.files[0].size += 1)),
         ("process id", Box::new(|r| r.processes[0].pid = 0)),
         (
-            "the mlockall flags",
+            "the mlockall flags or OOM score",
             Box::new(|r| r.processes[0].lock_future = 1),
+        ),
+        (
+            "the scheduling of thread",
+            Box::new(|r| r.processes[0].threads[0].sched.nice = -21),
         ),
         (
             "thread",
@@ -428,6 +432,15 @@ fn rich(p: &Parts) -> SessionRecord {
         child.inherited = vec![(m.start, 4096)];
     }
     child.lock_future = 2;
+    child.threads[0].sched = SchedRecord {
+        policy: 3,
+        reset_on_fork: true,
+        nice: 5,
+        priority: 0,
+        affinity: Some(vec![1]),
+        ioprio: 3 << 13,
+        timer_slack: 123_456,
+    };
     child.timers = vec![PosixTimer {
         id: 0,
         clock: 1,

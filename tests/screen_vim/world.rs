@@ -1225,6 +1225,28 @@ fn a_process_under_a_seccomp_filter_is_refused_at_checkpoint_naming_it() {
     );
 }
 
+/// A user's process that root reniced below 0 (its RLIMIT_NICE allows it none): the
+/// user's resume could not set that again, so the checkpoint refuses it, naming it.
+#[test]
+#[ignore = "needs root (to renice a user's process below 0); run by tests/run-all.sh as root"]
+fn a_nice_value_only_root_could_set_is_refused_at_checkpoint_for_a_user() {
+    let env = Env::unprivileged();
+    python_pane(&env, "a", "nr");
+    let python = process_tree(env.daemon_pid("nr"))
+        .into_iter()
+        .find(|&p| comm_of(p) == "python3")
+        .expect("python");
+    // SAFETY: setpriority takes no pointer.
+    let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, python as libc::id_t, -5) };
+    assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
+    assert_refused(
+        &env,
+        "nr",
+        "a",
+        "of process 2 (python3) has nice value -5 (its RLIMIT_NICE is 0), which only a privileged user can set again",
+    );
+}
+
 /// A process in a group whose leader is a zombie (it ended and its parent has not
 /// waited for it): refused at checkpoint, named; the session goes on.
 #[test]

@@ -676,6 +676,20 @@ impl<'a> Restorer<'a> {
         Ok(())
     }
 
+    /// Transparent huge pages turned off for the process, as they were.
+    pub(crate) fn set_thp_disabled(&self, pid: i32) -> Result<()> {
+        const PR_SET_THP_DISABLE: u64 = 41;
+        if self.proc(pid).rec.thp_disabled {
+            self.call(
+                pid,
+                "prctl(PR_SET_THP_DISABLE)",
+                nr::PRCTL,
+                &[PR_SET_THP_DISABLE, 1],
+            )?;
+        }
+        Ok(())
+    }
+
     /// brk, arguments, environment, auxv and the exe link (PR_SET_MM_MAP).
     pub(crate) fn restore_mm(&mut self, pid: i32) -> Result<()> {
         let rec = self.proc(pid).rec;

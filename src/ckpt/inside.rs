@@ -266,8 +266,7 @@ fn read_with(
         nr::PRCTL,
         &[PR_GET_THP_DISABLE],
     )? != 0;
-    // The scratch page was mapped after any mlockall: its flags are what it set.
-    let lock_future = crate::task::memory::read_lock_future(pid, scratch)?;
+    let lock_future = crate::task::memory::read_lock_future(main, pid)?;
     let mut threads = Vec::new();
     for &tid in tids {
         let inj = Injector::new(tid, at, 0)?;

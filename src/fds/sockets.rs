@@ -71,6 +71,7 @@ pub fn read(pid: i32, fd: i32, target: &str) -> io::Result<SocketRecord> {
         shutdown: 0,
         pending_on: 0,
         queued: Vec::new(),
+        connected: false,
     })
 }
 
@@ -156,6 +157,13 @@ pub fn read_connections(record: &mut SessionRecord, hosts: &[i32]) -> io::Result
             s.peer = d.peer;
             s.shutdown = d.shutdown;
             s.peer_inside = d.peer != 0 && held.contains(&d.peer);
+            const TCP_ESTABLISHED: u8 = 1;
+            s.connected = d.state == TCP_ESTABLISHED;
+            // A stream that was never connected has nothing queued (and a peek at it
+            // fails).
+            if s.kind != libc::SOCK_DGRAM && !s.connected && !waiting_in.contains_key(&s.inode) {
+                continue;
+            }
             // A connection waiting in a listener of the session: made again by connecting
             // to it, which needs the bytes sent so far to be none (they cannot be peeked).
             if let Some(&listener) = waiting_in.get(&s.inode) {
@@ -264,6 +272,19 @@ pub fn connected(record: &SessionRecord) -> Result<(HashMap<u64, OwnedFd>, Vec<S
                 }
             } else if s.peer != 0 {
                 by_inode.entry(s.inode).or_insert((p, f, s));
+            } else if s.connected && !s.inet() {
+                // Its peer closed: what it sent is still to be read, then the end.
+                let what = || format!("process {} ({}) fd {} ({})", p.pid, p.comm, f.fd, f.target);
+                let (mine, other) = sys::sock::pair(s.kind).with_context(what)?;
+                if s.passcred {
+                    sys::sock::set_int(mine.as_fd(), libc::SOL_SOCKET, libc::SO_PASSCRED, 1)?;
+                }
+                for piece in &s.queued {
+                    sys::sock::send_now(other.as_fd(), piece, s.stream())
+                        .with_context(|| format!("{}: refilling its queue", what()))?;
+                }
+                drop(other);
+                made.insert(s.inode, mine);
             }
         }
     }

@@ -175,6 +175,9 @@ pub struct SocketRecord {
     pub peer_addr: Vec<u8>,
     /// Options set again on resume: (level, option, value).
     pub options: Vec<(i32, i32, i32)>,
+    /// A unix socket that was connected: with no `peer`, the other end has closed (what
+    /// it sent before is still to be read, then the end of the stream).
+    pub connected: bool,
 }
 
 impl SocketRecord {

@@ -490,6 +490,7 @@ fn rich(p: &Parts) -> SessionRecord {
             addr: Vec::new(),
             peer_addr: Vec::new(),
             options: Vec::new(),
+            connected: true,
         }),
     );
     let watch = fd(

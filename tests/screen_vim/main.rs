@@ -15,6 +15,7 @@ mod elsewhere;
 mod faults;
 mod privileges;
 mod roundtrip;
+mod sockets;
 pub(crate) mod world;
 
 fn vim_round(env: &Env) {

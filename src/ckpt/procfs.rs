@@ -230,6 +230,7 @@ pub fn parse_epoll(fdinfo: &str) -> Option<Vec<EpollRegistration>> {
                 fd: word_after(l, "tfd:")?.parse().ok()?,
                 events: u32::from_str_radix(word_after(l, "events:")?, 16).ok()?,
                 data: u64::from_str_radix(word_after(l, "data:")?, 16).ok()?,
+                desc: None,
             })
         })
         .collect()

@@ -488,6 +488,7 @@ pub fn read_session(
     crate::fds::sockets::read_connections(&mut record, &hosts)?;
     crate::fds::notify::find_watched_paths(&mut record)?;
     crate::fds::number_descriptions(&mut record, &hosts)?;
+    crate::fds::notify::find_epoll_targets(&mut record, &hosts)?;
     // What a resume of this version could not bring back is refused now, not at resume.
     crate::restore::check_supported(&record)
         .map_err(|e| io::Error::new(io::ErrorKind::Unsupported, format!("{e:#}")))?;

@@ -360,14 +360,17 @@ impl Restorer<'_> {
                 }
             }
         }
+        // Once per epoll set, by its first holder (a child that inherited it shares it).
+        let mut registered = std::collections::HashSet::new();
         for &pid in &pids {
             let rec = self.proc(pid).rec;
             for f in rec
                 .fds
                 .iter()
                 .filter(|f| matches!(f.object, FdObject::Epoll { .. }))
+                .filter(|f| registered.insert(f.desc))
             {
-                self.register_epoll(pid, f)
+                self.register_epoll(pid, f, descs)
                     .with_context(|| format!("process {pid} ({}) epoll fd {}", rec.comm, f.fd))?;
             }
         }

@@ -38,6 +38,75 @@ pub fn read(kind: &str, info: &str) -> Result<Option<FdObject>, &'static str> {
     }))
 }
 
+/// The file each epoll registration is of, where the owner no longer holds it at the
+/// number it was registered through (it closed that number, or the number holds another
+/// file now): the description of it some process of the session holds
+/// (`EpollRegistration::desc`, kcmp KCMP_EPOLL_TFD says which). A registration of a file
+/// the session holds no descriptor of (one held only outside, or in flight) is refused.
+/// Runs after the descriptions are numbered; `hosts[i]` is the host pid of the i-th live
+/// process.
+pub fn find_epoll_targets(record: &mut SessionRecord, hosts: &[i32]) -> io::Result<()> {
+    let live: Vec<usize> = (0..record.processes.len())
+        .filter(|&i| record.processes[i].zombie.is_none())
+        .collect();
+    // Every descriptor of the session: (host pid, fd, description, made by the init).
+    let held: Vec<(i32, i32, u32, bool)> = live
+        .iter()
+        .zip(hosts)
+        .flat_map(|(&pi, &host)| {
+            record.processes[pi].fds.iter().map(move |f| {
+                (
+                    host,
+                    f.fd,
+                    f.desc,
+                    !matches!(f.object, FdObject::ControllingTty),
+                )
+            })
+        })
+        .collect();
+    for (&pi, &host) in live.iter().zip(hosts) {
+        let p = &mut record.processes[pi];
+        let own: Vec<i32> = p.fds.iter().map(|f| f.fd).collect();
+        for f in &mut p.fds {
+            let efd = f.fd;
+            let FdObject::Epoll { registrations } = &mut f.object else {
+                continue;
+            };
+            let mut seen: Vec<i32> = Vec::new();
+            for r in registrations.iter_mut() {
+                let toff = seen.iter().filter(|&&n| n == r.fd).count() as u32;
+                seen.push(r.fd);
+                let is = |holder: i32, fd: i32| {
+                    sys::trace::same_epoll_target(holder, fd, host, efd, r.fd, toff)
+                        .unwrap_or(false)
+                };
+                if own.contains(&r.fd) && is(host, r.fd) {
+                    continue;
+                }
+                // The owner's own descriptors first, then the others'.
+                let found = held
+                    .iter()
+                    .filter(|h| h.0 == host)
+                    .chain(held.iter().filter(|h| h.0 != host))
+                    .find(|h| is(h.0, h.1));
+                match found {
+                    Some(&(_, _, desc, true)) => r.desc = Some(desc),
+                    _ => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::Unsupported,
+                            format!(
+                                "process {} ({}) holds fd {efd}, an epoll set with a registration (through fd {}) of a file the session holds no descriptor of, which this version cannot carry",
+                                p.pid, p.comm, r.fd
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The path of every inotify watch: the file or directory with the watched inode among
 /// what the session holds (open files, their directories, cwd, root, exe, mapped files).
 /// A watch whose path is not found stops the checkpoint, named.
@@ -178,22 +247,75 @@ pub(crate) fn inotify_again(watches: &[crate::records::InotifyWatch]) -> Result<
 impl Restorer<'_> {
     /// Add the epoll set's registrations again, from the process itself (a registration is
     /// keyed by the number the process gave its target).
-    pub(crate) fn register_epoll(&self, pid: i32, f: &FdRecord) -> Result<()> {
+    pub(crate) fn register_epoll(
+        &self,
+        pid: i32,
+        f: &FdRecord,
+        descs: &super::Descriptions,
+    ) -> Result<()> {
         let FdObject::Epoll { registrations } = &f.object else {
             return Ok(());
         };
+        let holds = |fd: i32| self.proc(pid).rec.fds.iter().find(|g| g.fd == fd);
         for r in registrations {
             let (tfd, events, data) = (r.fd as u64, r.events, r.data);
             let mut ev = events.to_le_bytes().to_vec();
             ev.extend_from_slice(&data.to_le_bytes());
             let at = self.put(pid, 0, &ev)?;
             const EPOLL_CTL_ADD: u64 = 1;
-            self.call(
-                pid,
-                "epoll_ctl",
-                nr::EPOLL_CTL,
-                &[f.fd as u64, EPOLL_CTL_ADD, tfd, at],
-            )?;
+            let add = || {
+                self.call(
+                    pid,
+                    "epoll_ctl",
+                    nr::EPOLL_CTL,
+                    &[f.fd as u64, EPOLL_CTL_ADD, tfd, at],
+                )
+            };
+            let Some(desc) = r.desc else {
+                add()?;
+                continue;
+            };
+            // Its file put at the number for the moment (what the number holds now set
+            // aside and put back, with its close-on-exec flag), so the registration is
+            // keyed as it was.
+            let file = descs.by_desc.get(&desc).ok_or_else(|| {
+                anyhow!("the file of the registration through fd {tfd} was not made")
+            })?;
+            let got = self.receive(pid, file.as_fd())? as u64;
+            let aside = match holds(r.fd) {
+                Some(g) => {
+                    let spare = self.call(
+                        pid,
+                        "fcntl(F_DUPFD)",
+                        nr::FCNTL,
+                        &[tfd, libc::F_DUPFD as u64, 0],
+                    )?;
+                    Some((spare, g))
+                }
+                None => None,
+            };
+            // (Received at the lowest free number: that may be the very one.)
+            if got != tfd {
+                self.call(pid, "dup3", nr::DUP3, &[got, tfd, 0])?;
+            }
+            add()?;
+            match aside {
+                Some((spare, g)) => {
+                    let flags = if super::cloexec(g) {
+                        libc::O_CLOEXEC as u64
+                    } else {
+                        0
+                    };
+                    self.call(pid, "dup3", nr::DUP3, &[spare, tfd, flags])?;
+                    self.call(pid, "close", nr::CLOSE, &[spare])?;
+                }
+                None => {
+                    self.call(pid, "close", nr::CLOSE, &[tfd])?;
+                }
+            }
+            if got != tfd {
+                self.call(pid, "close", nr::CLOSE, &[got])?;
+            }
         }
         Ok(())
     }

@@ -101,9 +101,16 @@ pub struct TimerFdRecord {
 /// its data (the registration is keyed by that number).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EpollRegistration {
+    /// The number it was registered through (the kernel keys it by that number and the
+    /// file).
     pub fd: i32,
     pub events: u32,
     pub data: u64,
+    /// The open file description registered, when the process no longer holds it at
+    /// `fd` (it closed `fd`, or `fd` holds another file now: the registration lives as
+    /// long as the file does): registered again through a descriptor of it put at `fd`
+    /// for the moment. None: `fd` is it.
+    pub desc: Option<u32>,
 }
 
 /// A file lock held through a descriptor.

@@ -503,6 +503,19 @@ impl SessionRecord {
                 return bad(format!("file description {} is two files", f.desc));
             }
         }
+        // An epoll registration's file, when not at its number: a description made for
+        // another descriptor (not one a process opens itself).
+        for f in self.processes.iter().flat_map(|p| &p.fds) {
+            if let FdObject::Epoll { registrations } = &f.object
+                && registrations.iter().filter_map(|r| r.desc).any(|d| {
+                    descs
+                        .get(&d)
+                        .is_none_or(|&(_, kind)| kind == "controlling terminal")
+                })
+            {
+                return bad(format!("the epoll registrations of descriptor {}", f.fd));
+            }
+        }
         // The page runs: inside the mappings of their process, and as long as the page
         // chunks together.
         let mut run_total = 0u64;

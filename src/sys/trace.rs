@@ -205,6 +205,35 @@ pub fn same_file_description(pid1: i32, fd1: i32, pid2: i32, fd2: i32) -> io::Re
     Ok(r == 0)
 }
 
+/// Whether descriptor `fd1` of `pid1` is the file registered in epoll set `efd` of
+/// `pid2` as the `toff`-th registration through number `tfd` (kcmp KCMP_EPOLL_TFD).
+pub fn same_epoll_target(
+    pid1: i32,
+    fd1: i32,
+    pid2: i32,
+    efd: i32,
+    tfd: i32,
+    toff: u32,
+) -> io::Result<bool> {
+    const KCMP_EPOLL_TFD: libc::c_long = 7;
+    let slot: [u32; 3] = [efd as u32, tfd as u32, toff];
+    // SAFETY: the kernel reads the three words of `slot`.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_kcmp,
+            pid1 as libc::c_long,
+            pid2 as libc::c_long,
+            KCMP_EPOLL_TFD,
+            fd1 as libc::c_long,
+            slot.as_ptr() as libc::c_long,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(r == 0)
+}
+
 /// What kcmp compares: a process's memory, descriptor table, file-system context
 /// (cwd, root, umask), signal handlers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

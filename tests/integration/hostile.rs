@@ -522,11 +522,20 @@ fn rich(p: &Parts) -> SessionRecord {
         15,
         "anon_inode:[eventpoll]",
         FdObject::Epoll {
-            registrations: vec![EpollRegistration {
-                fd: 14,
-                events: 1,
-                data: 7,
-            }],
+            registrations: vec![
+                EpollRegistration {
+                    fd: 14,
+                    events: 1,
+                    data: 7,
+                    desc: None,
+                },
+                EpollRegistration {
+                    fd: 16,
+                    events: 1,
+                    data: 8,
+                    desc: Some(10),
+                },
+            ],
         },
     );
     let mut locked = fd(

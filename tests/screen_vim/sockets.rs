@@ -40,3 +40,41 @@ fn unconnected_stream_sockets_and_one_whose_peer_closed_come_back() {
     enter(&env, "b", "exit()");
     let _ = std::fs::remove_file(&image);
 }
+
+/// Epoll registrations whose number the process closed after registering (the kernel
+/// keeps them while the file lives through another descriptor), one whose number holds
+/// another file now, two through one number (the first file's closed, the second's open
+/// there), and one of a file only a child holds: each still reports its events with its
+/// own data, and the numbers hold what they held. Before, the resume failed (`epoll_ctl
+/// failed: Bad file descriptor`) or registered the wrong file; a child sharing the epoll
+/// set failed it too (`File exists`).
+#[test]
+fn epoll_registrations_outliving_their_descriptor_come_back() {
+    let env = Env::unprivileged();
+    python_pane(&env, "a", "ep");
+    for line in [
+        "import os, select, time; e = select.epoll(); at = lambda n: (lambda p: (os.dup2(p[0], n), os.close(p[0]), p[1])[2])(os.pipe())",
+        "w1 = at(40); e.register(40, select.EPOLLIN); keep1 = os.dup(40); os.close(40); w5 = at(40); e.register(40, select.EPOLLIN)",
+        "w2 = at(41); e.register(41, select.EPOLLIN); keep2 = os.dup(41); w3 = at(41)",
+        "w4 = at(42); e.register(42, select.EPOLLIN); k = os.fork() or time.sleep(1000); os.close(42); print('re' 'ady', len(open(f'/proc/self/fdinfo/{e.fileno()}').read().split('tfd:')) - 1)",
+    ] {
+        enter(&env, "a", line);
+    }
+    env.tmux.wait_text("a", "ready 4", T);
+    let image = image_path(&env, "ep");
+    checkpoint_and_end(&env, "ep", &image);
+    resume_pane(&env, "b", 100, 30, &image);
+    env.tmux.wait_text("b", "ready 4", T);
+    enter(
+        &env,
+        "b",
+        "os.write(w1, b'1'); os.write(w4, b'4'); got = sorted(fd for fd, ev in e.poll(1)); os.write(w3, b'3'); again = sorted(fd for fd, ev in e.poll(1)); os.write(w5, b'5'); third = sorted(fd for fd, ev in e.poll(1)); print('af' 'ter', got, again, third, os.read(41, 1), os.read(keep1, 1), os.read(40, 1))",
+    );
+    let after = env.tmux.wait_text("b", "after ", T);
+    assert!(
+        after.contains("after [40, 42] [40, 42] [40, 40, 42] b'3' b'1' b'5'"),
+        "{after}"
+    );
+    enter(&env, "b", "os.kill(k, 9); exit()");
+    let _ = std::fs::remove_file(&image);
+}

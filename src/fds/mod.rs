@@ -160,6 +160,13 @@ fn object(pid: i32, fd: i32, fd_path: &str, target: &str, info: &str) -> Result<
     if target == "/dev/tty" {
         return Ok(FdObject::ControllingTty);
     }
+    // A slave whose master is closed (hung up: reads end, writes fail): its number is
+    // free for another pty, and a resume cannot make a pty hung up at that number.
+    if target.starts_with("/dev/pts/") && target.ends_with(" (deleted)") {
+        return Err(Why::Refused(
+            "a pty slave whose master is closed (hung up)".into(),
+        ));
+    }
     if target.starts_with("/dev/pts/") {
         let tty = ttys::read_slave(pid, fd).map_err(failed("terminal settings"))?;
         return Ok(FdObject::PtySlave(tty));

@@ -78,3 +78,23 @@ fn epoll_registrations_outliving_their_descriptor_come_back() {
     enter(&env, "b", "os.kill(k, 9); exit()");
     let _ = std::fs::remove_file(&image);
 }
+
+/// A pty slave whose master the program closed (hung up) is refused at checkpoint, named;
+/// before, it was accepted and the resume failed (`cannot open /dev/pts/1 (deleted)`).
+#[test]
+fn a_hung_up_pty_slave_is_refused_at_checkpoint() {
+    let env = Env::unprivileged();
+    python_pane(&env, "a", "hu");
+    enter(
+        &env,
+        "a",
+        "import os; m, s = os.openpty(); os.close(m); print('slave', s)",
+    );
+    env.tmux.wait_text("a", "slave 4", T);
+    assert_refused(
+        &env,
+        "hu",
+        "a",
+        "process 2 (python3) holds fd 4, a pty slave whose master is closed (hung up)",
+    );
+}

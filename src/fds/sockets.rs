@@ -72,6 +72,7 @@ pub fn read(pid: i32, fd: i32, target: &str) -> io::Result<SocketRecord> {
         pending_on: 0,
         queued: Vec::new(),
         connected: false,
+        unlinked: false,
     })
 }
 
@@ -139,6 +140,9 @@ pub fn read_connections(record: &mut SessionRecord, hosts: &[i32]) -> io::Result
             let FdObject::Socket(s) = &mut f.object else {
                 continue;
             };
+            if s.domain == libc::AF_UNIX && s.name.first() == Some(&b'/') {
+                s.unlinked = path_unlinked(host, s, diag.get(&s.inode));
+            }
             if s.listening {
                 continue;
             }
@@ -204,7 +208,52 @@ pub fn read_connections(record: &mut SessionRecord, hosts: &[i32]) -> io::Result
             queues.insert(s.inode, s.queued.clone());
         }
     }
+    // A connection not accepted yet is made again by connecting to its listener's path:
+    // one whose path names another socket now cannot be.
+    let unlinked: std::collections::HashSet<u64> = live
+        .iter()
+        .flat_map(|&i| &record.processes[i].fds)
+        .filter_map(|f| f.socket().filter(|s| s.unlinked).map(|s| s.inode))
+        .collect();
+    for &i in &live {
+        let p = &record.processes[i];
+        for f in &p.fds {
+            if let Some(s) = f.socket()
+                && s.pending_on != 0
+                && unlinked.contains(&s.pending_on)
+            {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    format!(
+                        "process {} ({}) holds fd {}, a unix socket connection not accepted yet by a listener whose path was removed, which this version cannot carry",
+                        p.pid, p.comm, f.fd
+                    ),
+                ));
+            }
+        }
+    }
     Ok(())
+}
+
+/// Whether the path unix socket `s` was bound to no longer names it: no socket file is
+/// there, or another one (its inode is not the one the socket made). Looked at through
+/// the holder's root (`host`: its pid here).
+fn path_unlinked(host: i32, s: &SocketRecord, d: Option<&sys::sock::UnixDiag>) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Some((dev, ino)) = d.and_then(|d| d.vfs) else {
+        return false;
+    };
+    let path = String::from_utf8_lossy(&s.name);
+    let path = path.trim_end_matches('\0');
+    match std::fs::symlink_metadata(format!("/proc/{host}/root{path}")) {
+        // The kernel numbers devices major << 20 | minor.
+        Ok(m) => {
+            m.ino() != u64::from(ino)
+                || libc::major(m.dev()) != dev >> 20
+                || libc::minor(m.dev()) != dev & 0xf_ffff
+        }
+        Err(_) => true,
+    }
 }
 
 // ---- resume --------------------------------------------------------------------------
@@ -220,6 +269,26 @@ pub fn connected(record: &SessionRecord) -> Result<(HashMap<u64, OwnedFd>, Vec<S
     let mut made = HashMap::new();
     let mut closed = Vec::new();
     let live = || record.processes.iter().filter(|p| p.zombie.is_none());
+    // Sockets whose path no longer names them first: bound there and the file removed,
+    // so that a socket of the session bound there since can bind after them.
+    for p in live() {
+        for f in &p.fds {
+            let Some(s) = f
+                .socket()
+                .filter(|s| s.unlinked && !made.contains_key(&s.inode))
+            else {
+                continue;
+            };
+            let what = || format!("process {} ({}) fd {}", p.pid, p.comm, f.fd);
+            let sock = named_socket(s).with_context(what)?;
+            let path = String::from_utf8_lossy(&s.name)
+                .trim_end_matches('\0')
+                .to_string();
+            std::fs::remove_file(&path)
+                .with_context(|| format!("{}: removing {path} again", what()))?;
+            made.insert(s.inode, sock);
+        }
+    }
     // Listening sockets first: a connection that was not accepted yet is made again by
     // connecting to its listener.
     let mut listeners: HashMap<u64, &SocketRecord> = HashMap::new();
@@ -228,6 +297,10 @@ pub fn connected(record: &SessionRecord) -> Result<(HashMap<u64, OwnedFd>, Vec<S
             let Some(s) = f.socket().filter(|s| s.listening) else {
                 continue;
             };
+            if made.contains_key(&s.inode) {
+                listeners.insert(s.inode, s);
+                continue;
+            }
             if listeners.contains_key(&s.inode) {
                 continue;
             }

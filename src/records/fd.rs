@@ -185,6 +185,10 @@ pub struct SocketRecord {
     /// A unix socket that was connected: with no `peer`, the other end has closed (what
     /// it sent before is still to be read, then the end of the stream).
     pub connected: bool,
+    /// Its path no longer names it (the socket file was removed, maybe another socket
+    /// bound there since): bound there again and the file removed, before any socket of
+    /// the session that has the path now.
+    pub unlinked: bool,
 }
 
 impl SocketRecord {

@@ -381,6 +381,9 @@ pub struct UnixDiag {
     pub pending: Vec<u64>,
     /// RCV_SHUTDOWN (1) and SEND_SHUTDOWN (2).
     pub shutdown: u8,
+    /// For a socket bound to a path: the socket file it made, (device as the kernel
+    /// numbers it, inode), whether or not a path still names it.
+    pub vfs: Option<(u32, u32)>,
     /// Memory held by what this socket sent and the other end has not read yet (for a
     /// connection not accepted yet: data waiting in the listener's queue, which cannot be
     /// peeked); not a byte count, but zero when nothing waits.
@@ -390,7 +393,9 @@ pub struct UnixDiag {
 /// Every unix socket of this network namespace, by inode.
 pub fn unix_diag() -> io::Result<std::collections::HashMap<u64, UnixDiag>> {
     const SOCK_DIAG_BY_FAMILY: u16 = 20;
+    const UDIAG_SHOW_VFS: u32 = 0x2;
     const UDIAG_SHOW_PEER: u32 = 0x4;
+    const UNIX_DIAG_VFS: u16 = 1;
     const UDIAG_SHOW_ICONS: u32 = 0x8;
     const UNIX_DIAG_PEER: u16 = 2;
     const UNIX_DIAG_ICONS: u16 = 3;
@@ -414,7 +419,7 @@ pub fn unix_diag() -> io::Result<std::collections::HashMap<u64, UnixDiag>> {
     req[20..24].copy_from_slice(&u32::MAX.to_ne_bytes()); // every state
     const UDIAG_SHOW_RQLEN: u32 = 0x10;
     const UNIX_DIAG_RQLEN: u16 = 4;
-    let show = UDIAG_SHOW_PEER | UDIAG_SHOW_ICONS | UDIAG_SHOW_RQLEN;
+    let show = UDIAG_SHOW_VFS | UDIAG_SHOW_PEER | UDIAG_SHOW_ICONS | UDIAG_SHOW_RQLEN;
     req[28..32].copy_from_slice(&show.to_ne_bytes());
     req[32..40].copy_from_slice(&[0xff; 8]); // no cookie
     if unsafe { libc::send(sock.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) } < 0 {
@@ -470,6 +475,11 @@ pub fn unix_diag() -> io::Result<std::collections::HashMap<u64, UnixDiag>> {
                             .collect()
                     }
                     UNIX_DIAG_SHUTDOWN if !data.is_empty() => d.shutdown = data[0],
+                    UNIX_DIAG_VFS if data.len() >= 8 => {
+                        let ino = u32::from_ne_bytes(data[..4].try_into().unwrap());
+                        let dev = u32::from_ne_bytes(data[4..8].try_into().unwrap());
+                        d.vfs = Some((dev, ino));
+                    }
                     // rqueue, wqueue (for a socket not listening: bytes sent, unread).
                     UNIX_DIAG_RQLEN if data.len() >= 8 => {
                         d.unread_sent = u32::from_ne_bytes(data[4..8].try_into().unwrap())

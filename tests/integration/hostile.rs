@@ -491,6 +491,7 @@ fn rich(p: &Parts) -> SessionRecord {
             peer_addr: Vec::new(),
             options: Vec::new(),
             connected: true,
+            unlinked: false,
         }),
     );
     let watch = fd(

@@ -98,3 +98,43 @@ fn a_hung_up_pty_slave_is_refused_at_checkpoint() {
         "process 2 (python3) holds fd 4, a pty slave whose master is closed (hung up)",
     );
 }
+
+/// Two listening sockets bound to one path (the first's file removed, the second bound
+/// there since) and one whose file was removed: each keeps its name, the path leads to
+/// the second, and the removed one's path stays free. Before, the resume failed ("cannot
+/// bind … again: a running program has it": the session's own other socket).
+#[test]
+fn sockets_whose_path_was_removed_or_taken_keep_their_names() {
+    let env = Env::unprivileged();
+    let (p, q) = (
+        env.dir.path().join("one.sock"),
+        env.dir.path().join("gone.sock"),
+    );
+    python_pane(&env, "a", "sn");
+    enter(
+        &env,
+        "a",
+        &format!(
+            "import os, socket as S; p, q = '{}', '{}'; mk = lambda n: (lambda s: (s.bind(n), s.listen(), s)[2])(S.socket(S.AF_UNIX)); s1 = mk(p); os.unlink(p); s2 = mk(p); s3 = mk(q); os.unlink(q); print('ready', os.path.exists(p), os.path.exists(q))",
+            p.display(),
+            q.display()
+        ),
+    );
+    env.tmux.wait_text("a", "ready True False", T);
+    let image = image_path(&env, "sn");
+    checkpoint_and_end(&env, "sn", &image);
+    resume_pane(&env, "b", 100, 30, &image);
+    env.tmux.wait_text("b", "ready True False", T);
+    enter(
+        &env,
+        "b",
+        "c = S.socket(S.AF_UNIX); c.connect(p); s1.setblocking(False); s3.setblocking(False); a, _ = s2.accept(); print('af' 'ter', [s.getsockname() == n for s, n in ((s1, p), (s2, p), (s3, q))], os.path.exists(p), os.path.exists(q), len([x for x in (s1, s3) if x.recv_into if not __import__('select').select([x], [], [], 0)[0]]))",
+    );
+    let after = env.tmux.wait_text("b", "after ", T);
+    assert!(
+        after.contains("after [True, True, True] True False 2"),
+        "{after}"
+    );
+    enter(&env, "b", "exit()");
+    let _ = std::fs::remove_file(&image);
+}

@@ -26,8 +26,17 @@ pub fn read(pid: i32, fd: i32, target: &str) -> io::Result<SocketRecord> {
     use std::os::unix::fs::PermissionsExt;
     let sock = sys::trace::copy_fd_of(pid, fd)?;
     let info = sys::sock::socket_info(sock.as_fd())?;
-    let path = (info.name.first().is_some_and(|&b| b != 0))
-        .then(|| String::from_utf8_lossy(&info.name).into_owned());
+    // Through the holder's working directory: a relative name is relative to where it
+    // was bound (`read_connections` finds out whether that is still there).
+    let path = (info.name.first().is_some_and(|&b| b != 0)).then(|| {
+        let name = String::from_utf8_lossy(&info.name);
+        let name = name.trim_end_matches('\0');
+        if name.starts_with('/') {
+            format!("/proc/{pid}/root{name}")
+        } else {
+            format!("/proc/{pid}/cwd/{name}")
+        }
+    });
     let inet = matches!(info.domain, libc::AF_INET | libc::AF_INET6);
     let (addr, peer_addr, options) = if inet {
         let fd = sock.as_fd();
@@ -73,6 +82,7 @@ pub fn read(pid: i32, fd: i32, target: &str) -> io::Result<SocketRecord> {
         queued: Vec::new(),
         connected: false,
         unlinked: false,
+        bound_in: String::new(),
     })
 }
 
@@ -140,8 +150,27 @@ pub fn read_connections(record: &mut SessionRecord, hosts: &[i32]) -> io::Result
             let FdObject::Socket(s) = &mut f.object else {
                 continue;
             };
-            if s.domain == libc::AF_UNIX && s.name.first() == Some(&b'/') {
-                s.unlinked = path_unlinked(host, s, diag.get(&s.inode));
+            if s.domain == libc::AF_UNIX && s.name.first().is_some_and(|&b| b != 0) {
+                if s.name[0] != b'/' {
+                    // A relative name: bound in the holder's working directory, if the
+                    // socket file is there.
+                    let cwd = std::fs::read_link(format!("/proc/{host}/cwd"))?;
+                    s.bound_in = cwd.display().to_string();
+                    if path_unlinked(host, s, diag.get(&s.inode)) {
+                        return Err(io::Error::new(
+                            io::ErrorKind::Unsupported,
+                            format!(
+                                "process {} ({}) holds fd {}, a unix socket bound to the relative name {} somewhere other than its working directory, which this version cannot carry",
+                                p.pid,
+                                p.comm,
+                                f.fd,
+                                s.display_name()
+                            ),
+                        ));
+                    }
+                } else {
+                    s.unlinked = path_unlinked(host, s, diag.get(&s.inode));
+                }
             }
             if s.listening {
                 continue;
@@ -243,9 +272,10 @@ fn path_unlinked(host: i32, s: &SocketRecord, d: Option<&sys::sock::UnixDiag>) -
     let Some((dev, ino)) = d.and_then(|d| d.vfs) else {
         return false;
     };
-    let path = String::from_utf8_lossy(&s.name);
-    let path = path.trim_end_matches('\0');
-    match std::fs::symlink_metadata(format!("/proc/{host}/root{path}")) {
+    let Some(path) = s.path() else {
+        return false;
+    };
+    match std::fs::symlink_metadata(format!("/proc/{host}/root{}", path.display())) {
         // The kernel numbers devices major << 20 | minor.
         Ok(m) => {
             m.ino() != u64::from(ino)
@@ -327,7 +357,11 @@ pub fn connected(record: &SessionRecord) -> Result<(HashMap<u64, OwnedFd>, Vec<S
                     .get(&s.pending_on)
                     .ok_or_else(|| anyhow!("{}: its listener is not in the image", what()))?;
                 let sock = sys::sock::unix_socket(s.kind).with_context(what)?;
-                sys::sock::connect_unix(sock.as_fd(), &l.name).with_context(|| {
+                let to = match l.path() {
+                    Some(path) => path.into_os_string().into_encoded_bytes(),
+                    None => l.name.clone(),
+                };
+                sys::sock::connect_unix(sock.as_fd(), &to).with_context(|| {
                     format!("{}: connecting to {} again", what(), l.display_name())
                 })?;
                 made.insert(s.inode, sock);
@@ -470,7 +504,7 @@ pub fn named_socket(s: &crate::records::SocketRecord) -> Result<OwnedFd> {
     }
     let name = s.display_name();
     let sock = sys::sock::unix_socket(s.kind).context("socket")?;
-    let path = (s.name[0] != 0).then(|| std::path::PathBuf::from(&name));
+    let path = s.path();
     if let Some(path) = &path
         && let Ok(meta) = std::fs::symlink_metadata(path)
     {
@@ -478,14 +512,19 @@ pub fn named_socket(s: &crate::records::SocketRecord) -> Result<OwnedFd> {
             bail!("cannot bind {name} again: a file that is not a socket is there");
         }
         let probe = sys::sock::unix_socket(s.kind).context("socket")?;
-        if sys::sock::connect_unix(probe.as_fd(), &s.name).is_ok() {
+        let at = path.clone().into_os_string().into_encoded_bytes();
+        if sys::sock::connect_unix(probe.as_fd(), &at).is_ok() {
             bail!("cannot bind {name} again: a running program has it");
         }
         std::fs::remove_file(path)
             .with_context(|| format!("removing the stale socket file {name}"))?;
     }
-    sys::sock::bind_unix(sock.as_fd(), &s.name)
-        .with_context(|| format!("cannot bind {name} again"))?;
+    if s.bound_in.is_empty() {
+        sys::sock::bind_unix(sock.as_fd(), &s.name)
+    } else {
+        bind_in(sock.as_fd(), &s.bound_in, &s.name)
+    }
+    .with_context(|| format!("cannot bind {name} again"))?;
     if let Some(path) = &path
         && s.mode != 0
     {
@@ -499,4 +538,19 @@ pub fn named_socket(s: &crate::records::SocketRecord) -> Result<OwnedFd> {
         sys::sock::set_int(sock.as_fd(), libc::SOL_SOCKET, libc::SO_PASSCRED, 1)?;
     }
     Ok(sock)
+}
+
+/// Bind `sock` to the relative `name` as from directory `dir`: on a thread of its own with
+/// a working directory of its own (unshare CLONE_FS), so the resume's is not changed.
+fn bind_in(sock: BorrowedFd, dir: &str, name: &[u8]) -> io::Result<()> {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                sys::unshare(libc::CLONE_FS)?;
+                std::env::set_current_dir(dir)?;
+                sys::sock::bind_unix(sock, name)
+            })
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the binding thread panicked")))
+    })
 }

@@ -189,6 +189,10 @@ pub struct SocketRecord {
     /// bound there since): bound there again and the file removed, before any socket of
     /// the session that has the path now.
     pub unlinked: bool,
+    /// For a name relative to a directory: the directory it was bound in (found at
+    /// checkpoint as the holder's working directory, where the socket file is); empty
+    /// otherwise. It is bound again from there, under the same relative name.
+    pub bound_in: String,
 }
 
 impl SocketRecord {
@@ -198,6 +202,17 @@ impl SocketRecord {
 
     pub fn inet(&self) -> bool {
         matches!(self.domain, libc::AF_INET | libc::AF_INET6)
+    }
+
+    /// The path a unix socket's name names, made absolute (`bound_in`); none for an
+    /// abstract or no name.
+    pub fn path(&self) -> Option<std::path::PathBuf> {
+        if self.inet() || self.name.first().is_none_or(|&b| b == 0) {
+            return None;
+        }
+        let name = String::from_utf8_lossy(&self.name);
+        let name = name.trim_end_matches('\0');
+        Some(std::path::Path::new(&self.bound_in).join(name))
     }
 
     /// The name for messages: the path, `@name` for an abstract one.

@@ -1348,3 +1348,10 @@ pub fn ioprio_get(tid: i32) -> io::Result<u32> {
     }
     Ok(r as u32)
 }
+
+/// Give the calling thread its own copy of what `flags` names (unshare(2)).
+pub fn unshare(flags: libc::c_int) -> io::Result<()> {
+    // SAFETY: unshare takes no pointer.
+    check(unsafe { libc::unshare(flags) })?;
+    Ok(())
+}

@@ -492,6 +492,7 @@ fn rich(p: &Parts) -> SessionRecord {
             options: Vec::new(),
             connected: true,
             unlinked: false,
+            bound_in: String::new(),
         }),
     );
     let watch = fd(

@@ -138,3 +138,38 @@ fn sockets_whose_path_was_removed_or_taken_keep_their_names() {
     enter(&env, "b", "exit()");
     let _ = std::fs::remove_file(&image);
 }
+
+/// A socket bound to a relative name is bound again in the directory it was bound in (the
+/// program's working directory), under that same relative name, whatever directory the
+/// resume runs in. Before, it was bound relative to where `crterm resume` ran.
+#[test]
+fn a_socket_bound_to_a_relative_name_is_bound_where_it_was() {
+    let env = Env::unprivileged();
+    let dir = env.dir.path().join("rel");
+    std::fs::create_dir(&dir).unwrap();
+    let _ = std::process::Command::new("chmod").arg("777").arg(&dir).output();
+    python_pane(&env, "a", "rn");
+    enter(
+        &env,
+        "a",
+        &format!(
+            "import os, socket as S; os.chdir('{}'); s = S.socket(S.AF_UNIX); s.bind('rel.sock'); s.listen(); print('ready', s.getsockname())",
+            dir.display()
+        ),
+    );
+    env.tmux.wait_text("a", "ready rel.sock", T);
+    let image = image_path(&env, "rn");
+    checkpoint_and_end(&env, "rn", &image);
+    resume_pane(&env, "b", 100, 30, &image);
+    env.tmux.wait_text("b", "ready rel.sock", T);
+    enter(
+        &env,
+        "b",
+        "c = S.socket(S.AF_UNIX); c.connect(os.path.join(os.getcwd(), 'rel.sock')); a, _ = s.accept(); print('af' 'ter', s.getsockname(), os.path.exists('rel.sock'))",
+    );
+    let after = env.tmux.wait_text("b", "after ", T);
+    assert!(after.contains("after rel.sock True"), "{after}");
+    assert!(dir.join("rel.sock").exists());
+    enter(&env, "b", "exit()");
+    let _ = std::fs::remove_file(&image);
+}

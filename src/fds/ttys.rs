@@ -10,7 +10,8 @@ use crate::sys;
 use anyhow::{Context, Result, bail};
 use std::collections::BTreeMap;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
 // ---- checkpoint ----------------------------------------------------------------------
 
@@ -22,6 +23,8 @@ pub fn read_master(pid: i32, fd: i32, info: &str) -> io::Result<Option<(u32, Tty
     let Ok(index) = crate::ckpt::procfs::fdinfo_field(info, "tty-index:").parse() else {
         return Ok(None);
     };
+    // The slave's node, in the holder's devpts.
+    let node = std::fs::metadata(format!("/proc/{pid}/root/dev/pts/{index}"))?;
     let tty = TtyRecord {
         termios,
         cols: size.cols,
@@ -30,6 +33,8 @@ pub fn read_master(pid: i32, fd: i32, info: &str) -> io::Result<Option<(u32, Tty
         output: Vec::new(),
         packet: sys::pty_packet_mode(master.as_fd())?,
         locked: sys::pty_locked(master.as_fd())?,
+        mode: node.permissions().mode() & 0o7777,
+        owner: (node.uid(), node.gid()),
     };
     Ok(Some((index, tty)))
 }
@@ -37,6 +42,7 @@ pub fn read_master(pid: i32, fd: i32, info: &str) -> io::Result<Option<(u32, Tty
 /// Pty slave `fd` of `pid`: its settings and window size.
 pub fn read_slave(pid: i32, fd: i32) -> io::Result<TtyRecord> {
     let (termios, size) = sys::peek_tty(pid, fd)?;
+    let node = std::fs::metadata(format!("/proc/{pid}/fd/{fd}"))?;
     Ok(TtyRecord {
         termios,
         cols: size.cols,
@@ -45,6 +51,8 @@ pub fn read_slave(pid: i32, fd: i32) -> io::Result<TtyRecord> {
         output: Vec::new(),
         packet: false,
         locked: false,
+        mode: node.permissions().mode() & 0o7777,
+        owner: (node.uid(), node.gid()),
     })
 }
 
@@ -266,6 +274,19 @@ pub fn open_ptys(record: &SessionRecord) -> Result<BTreeMap<u32, OwnedFd>> {
                 std::ptr::read_unaligned(settings.termios.as_ptr().cast::<sys::Termios>())
             };
             let _ = sys::set_termios(slave.as_fd(), &t);
+        }
+        // Its node's owner and mode, as the programs left them (`mesg n`; a program that
+        // hands a pty to another user).
+        if settings.mode != 0 {
+            let node = std::fs::metadata(format!("/proc/self/fd/{}", slave.as_raw_fd()))?;
+            if (node.uid(), node.gid()) != settings.owner {
+                sys::fchown(slave.as_fd(), settings.owner.0, settings.owner.1)
+                    .with_context(|| format!("giving /dev/pts/{n} its owner"))?;
+            }
+            if node.permissions().mode() & 0o7777 != settings.mode {
+                sys::fchmod(slave.as_fd(), settings.mode)
+                    .with_context(|| format!("giving /dev/pts/{n} its mode"))?;
+            }
         }
         let size = sys::WinSize {
             cols: settings.cols,

@@ -335,6 +335,10 @@ pub struct TtyRecord {
     pub packet: bool,
     /// Whether the pty is locked (its slave cannot be opened yet).
     pub locked: bool,
+    /// The slave's device node: its mode bits (`mesg n` takes group write away) and its
+    /// (user, group) owner.
+    pub mode: u32,
+    pub owner: (u32, u32),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

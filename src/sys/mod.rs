@@ -408,6 +408,13 @@ fn check_isize(r: isize) -> io::Result<usize> {
     }
 }
 
+/// Give the file open at `fd` the owner (`uid`, `gid`).
+pub fn fchown(fd: BorrowedFd, uid: u32, gid: u32) -> io::Result<()> {
+    // SAFETY: fchown takes no pointer.
+    check(unsafe { libc::fchown(fd.as_raw_fd(), uid, gid) })?;
+    Ok(())
+}
+
 /// Set a file's permission bits.
 pub fn fchmod(fd: BorrowedFd, mode: u32) -> io::Result<()> {
     check(unsafe { libc::fchmod(fd.as_raw_fd(), mode as libc::mode_t) })?;

@@ -467,6 +467,8 @@ fn rich(p: &Parts) -> SessionRecord {
         output: b"output".to_vec(),
         packet: false,
         locked: false,
+        mode: 0o620,
+        owner: (1000, 5),
     };
     let master = fd(11, 11, "/dev/ptmx", FdObject::PtyMaster { index: 1, tty });
     let sock = fd(

@@ -147,7 +147,10 @@ fn a_socket_bound_to_a_relative_name_is_bound_where_it_was() {
     let env = Env::unprivileged();
     let dir = env.dir.path().join("rel");
     std::fs::create_dir(&dir).unwrap();
-    let _ = std::process::Command::new("chmod").arg("777").arg(&dir).output();
+    let _ = std::process::Command::new("chmod")
+        .arg("777")
+        .arg(&dir)
+        .output();
     python_pane(&env, "a", "rn");
     enter(
         &env,
@@ -170,6 +173,29 @@ fn a_socket_bound_to_a_relative_name_is_bound_where_it_was() {
     let after = env.tmux.wait_text("b", "after ", T);
     assert!(after.contains("after rel.sock True"), "{after}");
     assert!(dir.join("rel.sock").exists());
+    enter(&env, "b", "exit()");
+    let _ = std::fs::remove_file(&image);
+}
+
+/// The mode of a pty's device node comes back: the session's own terminal after `mesg n`
+/// (group write taken away), and a pty the program opened, chmod'ed 600.
+#[test]
+fn a_ptys_mode_comes_back() {
+    let env = Env::unprivileged();
+    python_pane(&env, "a", "pm");
+    enter(
+        &env,
+        "a",
+        "import os; m, s = os.openpty(); os.fchmod(s, 0o600); os.fchmod(0, 0o600); st = lambda: [oct(os.fstat(f).st_mode & 0o777) for f in (0, s)]; print('ready', st())",
+    );
+    env.tmux.wait_text("a", "ready ['0o600', '0o600']", T);
+    let image = image_path(&env, "pm");
+    checkpoint_and_end(&env, "pm", &image);
+    resume_pane(&env, "b", 100, 30, &image);
+    env.tmux.wait_text("b", "ready [", T);
+    enter(&env, "b", "print('af' 'ter', st())");
+    let after = env.tmux.wait_text("b", "after [", T);
+    assert!(after.contains("after ['0o600', '0o600']"), "{after}");
     enter(&env, "b", "exit()");
     let _ = std::fs::remove_file(&image);
 }

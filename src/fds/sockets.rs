@@ -83,6 +83,7 @@ pub fn read(pid: i32, fd: i32, target: &str) -> io::Result<SocketRecord> {
         connected: false,
         unlinked: false,
         bound_in: String::new(),
+        peer_name: Vec::new(),
     })
 }
 
@@ -190,8 +191,9 @@ pub fn read_connections(record: &mut SessionRecord, hosts: &[i32]) -> io::Result
             s.peer = d.peer;
             s.shutdown = d.shutdown;
             s.peer_inside = d.peer != 0 && held.contains(&d.peer);
-            const TCP_ESTABLISHED: u8 = 1;
-            s.connected = d.state == TCP_ESTABLISHED;
+            // Connected, its peer maybe gone since (a datagram receiver others connected
+            // to is marked established too, but has no peer of its own).
+            s.connected = d.has_peer;
             // A stream that was never connected has nothing queued (and a peek at it
             // fails).
             if s.kind != libc::SOCK_DGRAM && !s.connected && !waiting_in.contains_key(&s.inode) {
@@ -219,8 +221,22 @@ pub fn read_connections(record: &mut SessionRecord, hosts: &[i32]) -> io::Result
                     ),
                 )
             };
-            if s.peer_inside && diag.get(&d.peer).map(|d| d.peer) != Some(s.inode) {
-                return Err(refuse("connected to a socket that is not connected back"));
+            // Connected to a receiver that is not connected back (a logger others send to
+            // as well): connected to its name again.
+            if s.peer != 0 && diag.get(&d.peer).map(|d| d.peer) != Some(s.inode) {
+                let name = diag
+                    .get(&d.peer)
+                    .map(|d| d.name.clone())
+                    .unwrap_or_default();
+                if s.kind != libc::SOCK_DGRAM || name.is_empty() {
+                    if s.peer_inside {
+                        return Err(refuse(
+                            "connected to a socket without a name that is not connected back",
+                        ));
+                    }
+                } else {
+                    s.peer_name = name;
+                }
             }
             if let Some(q) = queues.get(&s.inode) {
                 s.queued = q.clone();
@@ -235,6 +251,19 @@ pub fn read_connections(record: &mut SessionRecord, hosts: &[i32]) -> io::Result
                 Err(e) => return Err(e),
             };
             queues.insert(s.inode, s.queued.clone());
+            if !s.queued.is_empty() && !s.peer_name.is_empty() {
+                return Err(refuse(
+                    "connected to a receiver, with datagrams queued for it",
+                ));
+            }
+            if !s.queued.is_empty() && s.kind == libc::SOCK_DGRAM && s.peer == 0 && !s.connected {
+                // Refilled by sending to its name: one that names it.
+                if s.unlinked || s.name.is_empty() || s.passcred {
+                    return Err(refuse(
+                        "receiving datagrams, with datagrams queued, whose name does not lead to it or that receives the senders' credentials",
+                    ));
+                }
+            }
         }
     }
     // A connection not accepted yet is made again by connecting to its listener's path:
@@ -319,6 +348,34 @@ pub fn connected(record: &SessionRecord) -> Result<(HashMap<u64, OwnedFd>, Vec<S
             made.insert(s.inode, sock);
         }
     }
+    // Datagram receivers with a name (others send to them, some connected to them): bound
+    // again and their queue refilled by sending to the name, before their clients
+    // connect to them.
+    for p in live() {
+        for f in &p.fds {
+            let Some(s) = f.socket().filter(|s| {
+                s.kind == libc::SOCK_DGRAM
+                    && !s.inet()
+                    && s.peer == 0
+                    && !s.connected
+                    && !s.name.is_empty()
+                    && !made.contains_key(&s.inode)
+            }) else {
+                continue;
+            };
+            let what = || format!("process {} ({}) fd {}", p.pid, p.comm, f.fd);
+            let sock = named_socket(s).with_context(what)?;
+            if !s.queued.is_empty() {
+                let to = address_of(s);
+                let sender = sys::sock::unix_socket(libc::SOCK_DGRAM).context("socket")?;
+                for piece in &s.queued {
+                    sys::sock::send_to_unix(sender.as_fd(), piece, &to)
+                        .with_context(|| format!("{}: refilling its queue", what()))?;
+                }
+            }
+            made.insert(s.inode, sock);
+        }
+    }
     // Listening sockets first: a connection that was not accepted yet is made again by
     // connecting to its listener.
     let mut listeners: HashMap<u64, &SocketRecord> = HashMap::new();
@@ -364,6 +421,38 @@ pub fn connected(record: &SessionRecord) -> Result<(HashMap<u64, OwnedFd>, Vec<S
                 sys::sock::connect_unix(sock.as_fd(), &to).with_context(|| {
                     format!("{}: connecting to {} again", what(), l.display_name())
                 })?;
+                made.insert(s.inode, sock);
+                continue;
+            }
+            if !s.peer_name.is_empty() {
+                let what = || format!("process {} ({}) fd {}", p.pid, p.comm, f.fd);
+                let sock = if s.name.is_empty() {
+                    sys::sock::unix_socket(s.kind).context("socket")?
+                } else {
+                    named_socket(s).with_context(what)?
+                };
+                // The receiver: the session's own (by the path it was bound to), or one
+                // outside (by its name: the system logger's /dev/log).
+                let receiver = live()
+                    .flat_map(|q| &q.fds)
+                    .filter_map(|g| g.socket())
+                    .find(|r| r.inode == s.peer);
+                let to = receiver.map_or_else(|| s.peer_name.clone(), address_of);
+                let name = String::from_utf8_lossy(&to).trim_matches('\0').to_string();
+                match sys::sock::connect_unix(sock.as_fd(), &to) {
+                    Ok(()) if !s.peer_inside => closed.push(format!(
+                        "{}: connected again to {name}, outside the session",
+                        what()
+                    )),
+                    Ok(()) => {}
+                    Err(e) if s.peer_inside => {
+                        return Err(e).with_context(|| format!("{}: connecting to {name} again", what()));
+                    }
+                    Err(e) => closed.push(format!(
+                        "{}: its datagram connection to {name}, outside the session, comes back unconnected ({e})",
+                        what()
+                    )),
+                }
                 made.insert(s.inode, sock);
                 continue;
             }
@@ -553,4 +642,12 @@ fn bind_in(sock: BorrowedFd, dir: &str, name: &[u8]) -> io::Result<()> {
             .join()
             .unwrap_or_else(|_| Err(io::Error::other("the binding thread panicked")))
     })
+}
+
+/// The address to reach unix socket `s` by: its path made absolute, or its abstract name.
+fn address_of(s: &SocketRecord) -> Vec<u8> {
+    match s.path() {
+        Some(path) => path.into_os_string().into_encoded_bytes(),
+        None => s.name.clone(),
+    }
 }

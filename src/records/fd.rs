@@ -193,6 +193,9 @@ pub struct SocketRecord {
     /// checkpoint as the holder's working directory, where the socket file is); empty
     /// otherwise. It is bound again from there, under the same relative name.
     pub bound_in: String,
+    /// A datagram socket connected to a receiver that is not connected back (others send
+    /// to it too, as to a logger): the receiver's name, connected to again on resume.
+    pub peer_name: Vec<u8>,
 }
 
 impl SocketRecord {

@@ -232,6 +232,26 @@ pub fn bind_unix(fd: BorrowedFd, name: &[u8]) -> io::Result<()> {
     bind(fd, &unix_addr(name)?)
 }
 
+/// Send datagram `bytes` to the unix socket named `name`.
+pub fn send_to_unix(fd: BorrowedFd, bytes: &[u8], name: &[u8]) -> io::Result<()> {
+    let addr = unix_addr(name)?;
+    // SAFETY: `addr` holds a sockaddr_un of its length.
+    let n = unsafe {
+        libc::sendto(
+            fd.as_raw_fd(),
+            bytes.as_ptr().cast(),
+            bytes.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            addr.as_ptr().cast(),
+            addr.len() as libc::socklen_t,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 pub fn connect_unix(fd: BorrowedFd, name: &[u8]) -> io::Result<()> {
     connect(fd, &unix_addr(name)?)
 }
@@ -296,7 +316,10 @@ fn peek_from_offset(fd: BorrowedFd, stream: bool) -> io::Result<Vec<Vec<u8>>> {
             iov_base: buf.as_mut_ptr().cast(),
             iov_len: buf.len(),
         };
+        let mut from: libc::sockaddr_un = unsafe { std::mem::zeroed() };
         let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_name = (&mut from as *mut libc::sockaddr_un).cast();
+        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
         msg.msg_iov = &mut iov;
         msg.msg_iovlen = 1;
         msg.msg_control = control.as_mut_ptr().cast();
@@ -335,6 +358,13 @@ fn peek_from_offset(fd: BorrowedFd, stream: bool) -> io::Result<Vec<Vec<u8>>> {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 "descriptors in flight (SCM_RIGHTS)",
+            ));
+        }
+        // A datagram from a sender with a name: made again, it would come from none.
+        if !stream && msg.msg_namelen as usize > std::mem::size_of::<libc::sa_family_t>() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "datagrams from a sender with a name",
             ));
         }
         if msg.msg_flags & libc::MSG_TRUNC != 0 {
@@ -376,6 +406,9 @@ pub struct UnixDiag {
     pub state: u8,
     /// The inode of the socket at the other end (0: none, or it has closed).
     pub peer: u64,
+    /// Whether it has a peer of its own, alive or closed since (it connected, or was
+    /// made a pair).
+    pub has_peer: bool,
     /// For a listening socket: the connections not accepted yet, by their client end's
     /// inode.
     pub pending: Vec<u64>,
@@ -384,6 +417,9 @@ pub struct UnixDiag {
     /// For a socket bound to a path: the socket file it made, (device as the kernel
     /// numbers it, inode), whether or not a path still names it.
     pub vfs: Option<(u32, u32)>,
+    /// The name it is bound to, as it was given (a path, or an abstract name with its
+    /// leading 0 byte); empty: none.
+    pub name: Vec<u8>,
     /// Memory held by what this socket sent and the other end has not read yet (for a
     /// connection not accepted yet: data waiting in the listener's queue, which cannot be
     /// peeked); not a byte count, but zero when nothing waits.
@@ -393,6 +429,8 @@ pub struct UnixDiag {
 /// Every unix socket of this network namespace, by inode.
 pub fn unix_diag() -> io::Result<std::collections::HashMap<u64, UnixDiag>> {
     const SOCK_DIAG_BY_FAMILY: u16 = 20;
+    const UDIAG_SHOW_NAME: u32 = 0x1;
+    const UNIX_DIAG_NAME: u16 = 0;
     const UDIAG_SHOW_VFS: u32 = 0x2;
     const UDIAG_SHOW_PEER: u32 = 0x4;
     const UNIX_DIAG_VFS: u16 = 1;
@@ -419,7 +457,8 @@ pub fn unix_diag() -> io::Result<std::collections::HashMap<u64, UnixDiag>> {
     req[20..24].copy_from_slice(&u32::MAX.to_ne_bytes()); // every state
     const UDIAG_SHOW_RQLEN: u32 = 0x10;
     const UNIX_DIAG_RQLEN: u16 = 4;
-    let show = UDIAG_SHOW_VFS | UDIAG_SHOW_PEER | UDIAG_SHOW_ICONS | UDIAG_SHOW_RQLEN;
+    let show =
+        UDIAG_SHOW_NAME | UDIAG_SHOW_VFS | UDIAG_SHOW_PEER | UDIAG_SHOW_ICONS | UDIAG_SHOW_RQLEN;
     req[28..32].copy_from_slice(&show.to_ne_bytes());
     req[32..40].copy_from_slice(&[0xff; 8]); // no cookie
     if unsafe { libc::send(sock.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) } < 0 {
@@ -466,7 +505,8 @@ pub fn unix_diag() -> io::Result<std::collections::HashMap<u64, UnixDiag>> {
                 let data = &buf[a + 4..a + alen];
                 match akind {
                     UNIX_DIAG_PEER if data.len() >= 4 => {
-                        d.peer = u32::from_ne_bytes(data[..4].try_into().unwrap()) as u64
+                        d.peer = u32::from_ne_bytes(data[..4].try_into().unwrap()) as u64;
+                        d.has_peer = true;
                     }
                     UNIX_DIAG_ICONS => {
                         d.pending = data
@@ -475,6 +515,7 @@ pub fn unix_diag() -> io::Result<std::collections::HashMap<u64, UnixDiag>> {
                             .collect()
                     }
                     UNIX_DIAG_SHUTDOWN if !data.is_empty() => d.shutdown = data[0],
+                    UNIX_DIAG_NAME => d.name = data.to_vec(),
                     UNIX_DIAG_VFS if data.len() >= 8 => {
                         let ino = u32::from_ne_bytes(data[..4].try_into().unwrap());
                         let dev = u32::from_ne_bytes(data[4..8].try_into().unwrap());

@@ -495,6 +495,7 @@ fn rich(p: &Parts) -> SessionRecord {
             connected: true,
             unlinked: false,
             bound_in: String::new(),
+            peer_name: Vec::new(),
         }),
     );
     let watch = fd(

@@ -199,3 +199,41 @@ fn a_ptys_mode_comes_back() {
     enter(&env, "b", "exit()");
     let _ = std::fs::remove_file(&image);
 }
+
+/// The logging pattern: a datagram receiver bound to a path with datagrams queued (from
+/// an unbound client sending to its path, and from a client connected to it, which it is
+/// not connected back to). The receiver keeps its queue in order, the connected client
+/// stays connected to it (what it sends arrives), and nothing else changes. Before, the
+/// connected client was refused at checkpoint, and without it the receiver's queue came
+/// back empty.
+#[test]
+fn a_datagram_receiver_keeps_its_queue_and_its_connected_clients() {
+    let env = Env::unprivileged();
+    let p = env.dir.path().join("log.sock");
+    python_pane(&env, "a", "dg");
+    enter(
+        &env,
+        "a",
+        &format!(
+            "import socket as S; p = '{}'; r = S.socket(S.AF_UNIX, S.SOCK_DGRAM); r.bind(p); c = S.socket(S.AF_UNIX, S.SOCK_DGRAM); c.sendto(b'one', p); k = S.socket(S.AF_UNIX, S.SOCK_DGRAM); k.connect(p); k.send(b'two'); c.sendto(b'three', p); print('ready')",
+            p.display()
+        ),
+    );
+    env.tmux.wait_text("a", "\nready", T);
+    let image = image_path(&env, "dg");
+    checkpoint_and_end(&env, "dg", &image);
+    resume_pane(&env, "b", 100, 30, &image);
+    env.tmux.wait_text("b", "\nready", T);
+    enter(
+        &env,
+        "b",
+        "k.send(b'four'); r.setblocking(False); print('af' 'ter', [r.recv(100) for _ in range(4)], k.getpeername() == p)",
+    );
+    let after = env.tmux.wait_text("b", "after [", T);
+    assert!(
+        after.contains("after [b'one', b'two', b'three', b'four'] True"),
+        "{after}"
+    );
+    enter(&env, "b", "exit()");
+    let _ = std::fs::remove_file(&image);
+}

@@ -13,9 +13,10 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 // ---- checkpoint ----------------------------------------------------------------------
 
-/// The socket options a TCP socket gets back.
+/// The socket options a TCP or UDP socket gets back (those its kind has).
 const TCP_OPTIONS: &[(i32, i32)] = &[
     (libc::SOL_SOCKET, libc::SO_REUSEADDR),
+    (libc::SOL_SOCKET, libc::SO_BROADCAST),
     (libc::SOL_SOCKET, libc::SO_REUSEPORT),
     (libc::SOL_SOCKET, libc::SO_KEEPALIVE),
     (libc::IPPROTO_TCP, libc::TCP_NODELAY),
@@ -91,9 +92,9 @@ pub fn read(pid: i32, fd: i32, target: &str) -> io::Result<SocketRecord> {
 /// decided in `read_sockets`).
 pub fn refusal(s: &SocketRecord) -> Option<String> {
     match s {
-        s if s.inet() && s.stream() => None,
+        s if s.inet() && matches!(s.kind, libc::SOCK_STREAM | libc::SOCK_DGRAM) => None,
         s if s.inet() => Some(format!(
-            "a UDP or raw {} socket (TCP and unix sockets are carried)",
+            "a raw {} socket (TCP, UDP and unix sockets are carried)",
             if s.domain == libc::AF_INET {
                 "IPv4"
             } else {
@@ -174,6 +175,20 @@ pub fn read_connections(record: &mut SessionRecord, hosts: &[i32]) -> io::Result
                 }
             }
             if s.listening {
+                continue;
+            }
+            if s.inet() && !s.stream() {
+                // UDP: datagrams queued came from senders that cannot send them again.
+                let sock = sys::trace::copy_fd_of(host, f.fd)?;
+                if sys::readable(sock.as_fd()) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::Unsupported,
+                        format!(
+                            "process {} ({}) holds fd {}, a UDP socket with datagrams queued ({}), which this version cannot carry (their senders cannot send them again)",
+                            p.pid, p.comm, f.fd, f.target
+                        ),
+                    ));
+                }
                 continue;
             }
             if s.inet() {
@@ -456,7 +471,7 @@ pub fn connected(record: &SessionRecord) -> Result<(HashMap<u64, OwnedFd>, Vec<S
                 made.insert(s.inode, sock);
                 continue;
             }
-            if s.inet() && !s.peer_addr.is_empty() {
+            if s.inet() && s.stream() && !s.peer_addr.is_empty() {
                 if let std::collections::hash_map::Entry::Vacant(e) = made.entry(s.inode) {
                     let what = || format!("process {} ({}) fd {}", p.pid, p.comm, f.fd);
                     e.insert(closed_tcp(s).with_context(what)?);
@@ -525,8 +540,9 @@ pub fn connected(record: &SessionRecord) -> Result<(HashMap<u64, OwnedFd>, Vec<S
     Ok((made, closed))
 }
 
-/// A TCP socket listening (or bound) where it was, with its options. A port another
-/// program has taken now is an error that says so.
+/// A TCP socket listening (or bound) where it was, or a UDP socket bound and connected
+/// as it was, with its options. A port another program has taken now is an error that
+/// says so.
 pub fn tcp_socket(s: &crate::records::SocketRecord) -> Result<OwnedFd> {
     let sock = sys::sock::socket(s.domain, s.kind).context("socket")?;
     for &(level, opt, v) in &s.options {
@@ -534,17 +550,24 @@ pub fn tcp_socket(s: &crate::records::SocketRecord) -> Result<OwnedFd> {
     }
     let bound = s.addr.len() >= 4 && s.addr[2..4] != [0, 0];
     if bound {
-        let addr = sys::sock::inet_text(&s.addr);
         sys::sock::bind(sock.as_fd(), &s.addr).map_err(|e| {
             if e.raw_os_error() == Some(libc::EADDRINUSE) {
-                anyhow!("cannot listen on TCP {addr} again: another program has taken the port")
+                anyhow!(
+                    "cannot bind {} again: another program has taken the port",
+                    s.display_name()
+                )
             } else {
-                anyhow!("cannot bind TCP {addr} again: {e}")
+                anyhow!("cannot bind {} again: {e}", s.display_name())
             }
         })?;
     }
     if s.listening {
         sys::sock::listen(sock.as_fd(), libc::SOMAXCONN)?;
+    }
+    if !s.stream() && !s.peer_addr.is_empty() {
+        let peer = sys::sock::inet_text(&s.peer_addr);
+        sys::sock::connect(sock.as_fd(), &s.peer_addr)
+            .with_context(|| format!("connecting the UDP socket to {peer} again"))?;
     }
     Ok(sock)
 }

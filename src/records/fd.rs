@@ -221,7 +221,8 @@ impl SocketRecord {
     /// The name for messages: the path, `@name` for an abstract one.
     pub fn display_name(&self) -> String {
         if self.inet() {
-            return format!("TCP {}", crate::sys::sock::inet_text(&self.addr));
+            let proto = if self.stream() { "TCP" } else { "UDP" };
+            return format!("{proto} {}", crate::sys::sock::inet_text(&self.addr));
         }
         match self.name.first() {
             None => "(unbound)".into(),

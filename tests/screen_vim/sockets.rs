@@ -237,3 +237,51 @@ fn a_datagram_receiver_keeps_its_queue_and_its_connected_clients() {
     enter(&env, "b", "exit()");
     let _ = std::fs::remove_file(&image);
 }
+
+/// UDP sockets: one bound to a port, one connected to it (with the port the kernel gave
+/// it); each comes back with its addresses, and what the second sends reaches the first
+/// from the same address. Before, any UDP socket was refused at checkpoint.
+#[test]
+fn udp_sockets_come_back_bound_and_connected() {
+    let env = Env::unprivileged();
+    python_pane(&env, "a", "ud");
+    enter(
+        &env,
+        "a",
+        "import socket as S; u = S.socket(S.AF_INET, S.SOCK_DGRAM); u.bind(('127.0.0.1', 0)); v = S.socket(S.AF_INET, S.SOCK_DGRAM); v.connect(u.getsockname()); names = (u.getsockname(), v.getsockname(), v.getpeername()); print('ready', names[0][1] > 0)",
+    );
+    env.tmux.wait_text("a", "ready True", T);
+    let image = image_path(&env, "ud");
+    checkpoint_and_end(&env, "ud", &image);
+    resume_pane(&env, "b", 100, 30, &image);
+    env.tmux.wait_text("b", "ready True", T);
+    enter(
+        &env,
+        "b",
+        "v.send(b'hi'); u.settimeout(5); got = u.recvfrom(100); print('af' 'ter', names == (u.getsockname(), v.getsockname(), v.getpeername()), got == (b'hi', names[1]))",
+    );
+    let after = env.tmux.wait_text("b", "after ", T);
+    assert!(after.contains("after True True"), "{after}");
+    enter(&env, "b", "exit()");
+    let _ = std::fs::remove_file(&image);
+}
+
+/// A UDP socket with datagrams queued is refused at checkpoint, named: their senders
+/// (outside the session, or anywhere) cannot send them again.
+#[test]
+fn a_udp_socket_with_datagrams_queued_is_refused_at_checkpoint() {
+    let env = Env::unprivileged();
+    python_pane(&env, "a", "uq");
+    enter(
+        &env,
+        "a",
+        "import socket as S; u = S.socket(S.AF_INET, S.SOCK_DGRAM); u.bind(('127.0.0.1', 0)); S.socket(S.AF_INET, S.SOCK_DGRAM).sendto(b'x', u.getsockname()); print('fd', u.fileno())",
+    );
+    env.tmux.wait_text("a", "fd 3", T);
+    assert_refused(
+        &env,
+        "uq",
+        "a",
+        "process 2 (python3) holds fd 3, a UDP socket with datagrams queued",
+    );
+}

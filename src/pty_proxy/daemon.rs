@@ -100,6 +100,9 @@ impl Conn {
     }
 }
 
+/// How long a notice crterm draws over the screen stays, unless a key is typed first.
+const NOTICE_TIME: std::time::Duration = std::time::Duration::from_secs(6);
+
 struct Daemon {
     name: String,
     command: String,
@@ -127,6 +130,9 @@ struct Daemon {
     /// A resumed session: at the first attach the programs are made to redraw (SIGWINCH
     /// by a change of size, even when the size is the same).
     redraw_on_attach: bool,
+    /// A notice crterm drew over the screen, and when the screen is drawn again from the
+    /// model without it (sooner if a key is typed).
+    notice_until: Option<std::time::Instant>,
 }
 
 /// A checkpoint at work for a client's request.
@@ -213,6 +219,7 @@ fn setup(cfg: DaemonConfig) -> Result<Daemon> {
     cleanup.defuse();
     Ok(Daemon {
         redraw_on_attach: cfg.resume.is_some(),
+        notice_until: None,
         name: cfg.name,
         command,
         image: cfg.image,
@@ -324,8 +331,19 @@ impl Daemon {
                 let wake = c.tty.as_ref().map_or(-1, TerminalWriter::wake_fd);
                 fds.push(PollFd::new(wake, libc::POLLIN));
             }
-            if sys::poll(&mut fds, -1).is_err() {
+            let timeout = self.notice_until.map_or(-1, |t| {
+                t.saturating_duration_since(std::time::Instant::now())
+                    .as_millis()
+                    .min(60_000) as i32
+            });
+            if sys::poll(&mut fds, timeout).is_err() {
                 continue;
+            }
+            if self
+                .notice_until
+                .is_some_and(|t| std::time::Instant::now() >= t)
+            {
+                self.clear_notice();
             }
             if fds[1].has(libc::POLLIN) {
                 for sig in sys::read_signals(self.signals.as_fd()) {
@@ -518,6 +536,17 @@ impl Daemon {
         self.parser.term.resize(cols as usize, rows as usize);
     }
 
+    /// Draw the screen again from the model, without the notice over it.
+    fn clear_notice(&mut self) {
+        if self.notice_until.take().is_none() {
+            return;
+        }
+        let screen = self.parser.term.repaint_screen();
+        for c in self.conns.iter_mut().filter(|c| c.attached) {
+            c.write_terminal(&screen);
+        }
+    }
+
     fn handle(&mut self, i: usize, msg: ToDaemon) {
         match msg {
             ToDaemon::Attach { cols, rows, tty } => {
@@ -546,10 +575,12 @@ impl Daemon {
                     let text = format!("resumed:\n{}", self.world.warnings.join("\n"));
                     let (cols, lines) = (self.parser.term.cols, self.parser.term.lines);
                     c.write_terminal(&overlay::notice(&text, cols, lines));
+                    self.notice_until = Some(std::time::Instant::now() + NOTICE_TIME);
                 }
             }
             ToDaemon::Input(bytes) => {
                 if self.conns[i].attached {
+                    self.clear_notice();
                     self.to_master.extend_from_slice(&bytes);
                     self.write_master();
                 }
@@ -755,6 +786,7 @@ impl Daemon {
         if let Some(c) = self.conns.iter_mut().find(|c| c.id == conn) {
             if c.attached {
                 c.write_terminal(&overlay::notice(&text, cols, lines));
+                self.notice_until = Some(std::time::Instant::now() + NOTICE_TIME);
             }
             c.send(&ToClient::Checkpointed { ok, text });
         }

@@ -285,3 +285,37 @@ fn a_udp_socket_with_datagrams_queued_is_refused_at_checkpoint() {
         "process 2 (python3) holds fd 3, a UDP socket with datagrams queued",
     );
 }
+
+/// What the resume has to say (here: a TCP connection to the outside comes back closed)
+/// is shown over the repainted screen for a few seconds, then the screen is drawn again
+/// from the model without it, with nothing typed; before, it stayed on the bottom rows
+/// until something drew over them.
+#[test]
+fn resume_notices_go_away_by_themselves() {
+    let env = Env::unprivileged();
+    let outside = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = outside.local_addr().unwrap().port();
+    python_pane(&env, "a", "nt");
+    enter(
+        &env,
+        "a",
+        &format!(
+            "import socket; t = socket.create_connection(('127.0.0.1', {port})); [print('row', i) for i in range(40)] and None"
+        ),
+    );
+    let (_peer, _) = outside.accept().unwrap();
+    env.tmux.wait_text("a", "row 39", T);
+    let image = image_path(&env, "nt");
+    checkpoint_and_end(&env, "nt", &image);
+    resume_pane(&env, "b", 100, 30, &image);
+    env.tmux.wait_text("b", "comes back closed", T);
+    wait_for("the notice to go", Duration::from_secs(15), || {
+        let s = env.tmux.capture_plain("b");
+        (!s.contains("comes back closed") && s.contains("row 39")).then_some(())
+    });
+    let screen = env.tmux.capture_plain("b");
+    let last = screen.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+    assert!(last.starts_with(">>>"), "{screen}");
+    enter(&env, "b", "exit()");
+    let _ = std::fs::remove_file(&image);
+}

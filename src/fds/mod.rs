@@ -101,7 +101,14 @@ fn object(pid: i32, fd: i32, fd_path: &str, target: &str, info: &str) -> Result<
         ));
     }
     if target.starts_with("socket:") {
-        let s = sockets::read(pid, fd, target).map_err(failed("socket"))?;
+        let s = match sockets::read(pid, fd, target) {
+            Ok(s) => s,
+            // A kind of socket read far enough to know it is not carried.
+            Err(e) if e.kind() == io::ErrorKind::Unsupported => {
+                return Err(Why::Refused(e.to_string()));
+            }
+            Err(e) => return Err(Why::Failed("socket", e)),
+        };
         if let Some(what) = sockets::refusal(&s) {
             return Err(Why::Refused(what));
         }
@@ -476,6 +483,7 @@ impl Restorer<'_> {
             FdObject::Socket(s) => match descs.sockets.remove(&s.inode) {
                 Some(end) => end,
                 None if s.inet() => sockets::tcp_socket(s)?,
+                None if s.domain == libc::AF_NETLINK => sockets::netlink_socket(s)?,
                 None if s.listening || !s.name.is_empty() => sockets::named_socket(s)?,
                 None => sys::sock::unix_socket(s.kind).context("socket")?,
             },

@@ -39,7 +39,30 @@ pub fn read(pid: i32, fd: i32, target: &str) -> io::Result<SocketRecord> {
         }
     });
     let inet = matches!(info.domain, libc::AF_INET | libc::AF_INET6);
-    let (addr, peer_addr, options) = if inet {
+    let (addr, peer_addr, options) = if info.domain == libc::AF_NETLINK {
+        let fd = sock.as_fd();
+        let protocol = sys::sock::get_opt(fd, libc::SOL_SOCKET, libc::SO_PROTOCOL)?;
+        if protocol != libc::NETLINK_ROUTE {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("a netlink socket of protocol {protocol} (route sockets are carried)"),
+            ));
+        }
+        // Its options that are set (ints), and the groups it joined.
+        let mut options: Vec<(i32, i32, i32)> = NETLINK_OPTIONS
+            .iter()
+            .filter_map(|&opt| {
+                sys::sock::get_opt(fd, SOL_NETLINK, opt)
+                    .ok()
+                    .filter(|&v| v != 0)
+                    .map(|v| (SOL_NETLINK, opt, v))
+            })
+            .collect();
+        for g in sys::sock::netlink_memberships(fd)? {
+            options.push((SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, g as i32));
+        }
+        (sys::sock::local_addr(fd)?, Vec::new(), options)
+    } else if inet {
         let fd = sock.as_fd();
         let options = TCP_OPTIONS
             .iter()
@@ -88,6 +111,13 @@ pub fn read(pid: i32, fd: i32, target: &str) -> io::Result<SocketRecord> {
     })
 }
 
+const SOL_NETLINK: i32 = 270;
+const NETLINK_ADD_MEMBERSHIP: i32 = 1;
+/// A netlink socket's int options a resume sets again: NETLINK_BROADCAST_ERROR,
+/// NETLINK_NO_ENOBUFS, NETLINK_LISTEN_ALL_NSID, NETLINK_CAP_ACK, NETLINK_EXT_ACK,
+/// NETLINK_GET_STRICT_CHK.
+const NETLINK_OPTIONS: &[i32] = &[4, 5, 8, 10, 11, 12];
+
 /// Why a socket cannot be carried (None: it can; what only the whole session tells is
 /// decided in `read_sockets`).
 pub fn refusal(s: &SocketRecord) -> Option<String> {
@@ -101,10 +131,10 @@ pub fn refusal(s: &SocketRecord) -> Option<String> {
                 "IPv6"
             }
         )),
+        s if s.domain == libc::AF_NETLINK => None,
         s if s.domain != libc::AF_UNIX => Some(format!(
-            "{} (only unix and TCP sockets are carried)",
+            "{} (only unix, TCP, UDP and netlink route sockets are carried)",
             match s.domain {
-                libc::AF_NETLINK => "a netlink socket".to_string(),
                 libc::AF_PACKET => "a packet socket".to_string(),
                 d => format!("a socket of address family {d}"),
             }
@@ -175,6 +205,20 @@ pub fn read_connections(record: &mut SessionRecord, hosts: &[i32]) -> io::Result
                 }
             }
             if s.listening {
+                continue;
+            }
+            if s.domain == libc::AF_NETLINK {
+                // What the kernel sent it cannot be sent again.
+                let sock = sys::trace::copy_fd_of(host, f.fd)?;
+                if sys::readable(sock.as_fd()) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::Unsupported,
+                        format!(
+                            "process {} ({}) holds fd {}, a netlink socket with messages queued ({}), which this version cannot carry",
+                            p.pid, p.comm, f.fd, f.target
+                        ),
+                    ));
+                }
                 continue;
             }
             if s.inet() && !s.stream() {
@@ -673,4 +717,25 @@ fn address_of(s: &SocketRecord) -> Vec<u8> {
         Some(path) => path.into_os_string().into_encoded_bytes(),
         None => s.name.clone(),
     }
+}
+
+/// A netlink route socket made again: bound to its port id and groups as it was (a port
+/// id another socket has taken now is an error that says so), its other groups joined
+/// and its options set.
+pub fn netlink_socket(s: &SocketRecord) -> Result<OwnedFd> {
+    let sock = sys::sock::socket(libc::AF_NETLINK, s.kind).context("socket")?;
+    // sockaddr_nl: family, pad, port id, groups; a port id of 0: never bound.
+    let port = s
+        .addr
+        .get(4..8)
+        .map_or(0, |b| u32::from_ne_bytes(b.try_into().unwrap()));
+    if port != 0 {
+        sys::sock::bind(sock.as_fd(), &s.addr)
+            .map_err(|e| anyhow!("cannot bind the netlink socket to port id {port} again: {e}"))?;
+    }
+    for &(level, opt, v) in &s.options {
+        sys::sock::set_int(sock.as_fd(), level, opt, v)
+            .with_context(|| format!("setting netlink option {opt} to {v}"))?;
+    }
+    Ok(sock)
 }

@@ -534,3 +534,27 @@ pub fn unix_diag() -> io::Result<std::collections::HashMap<u64, UnixDiag>> {
         }
     }
 }
+
+/// The multicast groups a netlink socket has joined (NETLINK_LIST_MEMBERSHIPS), by
+/// number.
+pub fn netlink_memberships(fd: BorrowedFd) -> io::Result<Vec<u32>> {
+    const SOL_NETLINK: libc::c_int = 270;
+    const NETLINK_LIST_MEMBERSHIPS: libc::c_int = 9;
+    let mut words = vec![0u32; 64];
+    let mut len = (words.len() * 4) as libc::socklen_t;
+    // SAFETY: the kernel writes at most `len` bytes into `words`.
+    check(unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            SOL_NETLINK,
+            NETLINK_LIST_MEMBERSHIPS,
+            words.as_mut_ptr().cast(),
+            &mut len,
+        )
+    })?;
+    let n = (len as usize / 4).min(words.len());
+    Ok((0..n * 32)
+        .filter(|&g| words[g / 32] & (1 << (g % 32)) != 0)
+        .map(|g| g as u32 + 1)
+        .collect())
+}

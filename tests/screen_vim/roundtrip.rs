@@ -887,14 +887,14 @@ fn a_session_holding_a_netlink_socket_is_refused_at_checkpoint_naming_it() {
     enter(
         &env,
         "a",
-        "import socket; n = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW); print('fd', n.fileno())",
+        "import socket; n = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 4); print('fd', n.fileno())",
     );
     env.tmux.wait_text("a", "fd 3", T);
     assert_refused(
         &env,
         "so",
         "a",
-        "process 2 (python3) holds fd 3, a netlink socket",
+        "process 2 (python3) holds fd 3, a netlink socket of protocol 4 (route sockets are carried)",
     );
 }
 

@@ -314,8 +314,41 @@ fn resume_notices_go_away_by_themselves() {
         (!s.contains("comes back closed") && s.contains("row 39")).then_some(())
     });
     let screen = env.tmux.capture_plain("b");
-    let last = screen.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+    let last = screen
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
     assert!(last.starts_with(">>>"), "{screen}");
+    enter(&env, "b", "exit()");
+    let _ = std::fs::remove_file(&image);
+}
+
+/// A netlink route socket (as `ip` and glibc's getaddrinfo open them) comes back bound to
+/// its port id and groups, and answers a request: the links of the session's network.
+/// Before, every netlink socket was refused at checkpoint.
+#[test]
+fn a_netlink_route_socket_comes_back_and_answers() {
+    let env = Env::unprivileged();
+    python_pane(&env, "a", "nl");
+    enter(
+        &env,
+        "a",
+        "import socket, struct, os; n = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW); n.bind((0, 1)); name = n.getsockname(); ask = lambda: (n.send(struct.pack('=LHHLLBxHiII', 32, 18, 0x301, 1, 0, 0, 0, 0, 0, 0)), struct.unpack('=LH', n.recv(65536)[:6])[1])[1]; print('ready', name[1] != 0, name[1] > 0)",
+    );
+    env.tmux.wait_text("a", "ready True True", T);
+    let image = image_path(&env, "nl");
+    checkpoint_and_end(&env, "nl", &image);
+    resume_pane(&env, "b", 100, 30, &image);
+    env.tmux.wait_text("b", "ready True True", T);
+    enter(
+        &env,
+        "b",
+        "print('af' 'ter', n.getsockname() == name, ask())",
+    );
+    let after = env.tmux.wait_text("b", "after ", T);
+    // 16: RTM_NEWLINK, the first answer to RTM_GETLINK.
+    assert!(after.contains("after True 16"), "{after}");
     enter(&env, "b", "exit()");
     let _ = std::fs::remove_file(&image);
 }

@@ -186,6 +186,13 @@ pub fn parse_watches(fdinfo: &str) -> Option<Vec<InotifyWatch>> {
                 ino: field("ino:")?,
                 dev: ((sdev >> 20) as u32, (sdev & 0xfffff) as u32),
                 path: String::new(),
+                handle: word_after(l, "fhandle-type:")
+                    .and_then(|t| i32::from_str_radix(t, 16).ok())
+                    .zip(word_after(l, "f_handle:").and_then(|h| {
+                        (0..h.len() / 2)
+                            .map(|i| u8::from_str_radix(h.get(2 * i..2 * i + 2)?, 16).ok())
+                            .collect::<Option<Vec<u8>>>()
+                    })),
             })
         })
         .collect()

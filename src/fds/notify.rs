@@ -107,6 +107,55 @@ pub fn find_epoll_targets(record: &mut SessionRecord, hosts: &[i32]) -> io::Resu
     Ok(())
 }
 
+/// As root: the path of watch `w`'s inode, found by opening the kernel's file handle of
+/// it (open_by_handle_at, which takes CAP_DAC_READ_SEARCH) on its file system (one of
+/// the `known` paths on that device, or its mount point) and reading where it is. None
+/// when that cannot be done or finds no path (the inode is deleted).
+fn path_by_handle(
+    w: &InotifyWatch,
+    known: &std::collections::HashMap<((u32, u32), u64), String>,
+) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return None;
+    }
+    let (kind, bytes) = w.handle.as_ref()?;
+    let on_device = known
+        .iter()
+        // A directory (opening a device or a FIFO to reach its file system would do more).
+        .find(|((dev, _), p)| *dev == w.dev && std::path::Path::new(p).is_dir())
+        .map(|(_, p)| p.clone())
+        .or_else(|| mount_point_of(w.dev))?;
+    let mount = sys::open(
+        &sys::cstring(&on_device).ok()?,
+        libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC,
+    )
+    .ok()?;
+    // (open_by_handle_at takes no O_PATH descriptor for its file system.)
+    let file = sys::open_by_handle(mount.as_fd(), *kind, bytes).ok()?;
+    let path = std::fs::read_link(format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&file)
+    ))
+    .ok()?;
+    let path = path.to_str()?.to_string();
+    let m = std::fs::metadata(&path).ok()?;
+    let same = m.ino() == w.ino && (libc::major(m.dev()), libc::minor(m.dev())) == w.dev;
+    (same && !path.ends_with(" (deleted)")).then_some(path)
+}
+
+/// Where a file system of device `dev` is mounted, from /proc/self/mountinfo.
+fn mount_point_of(dev: (u32, u32)) -> Option<String> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    text.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let (major, minor) = f.get(2)?.split_once(':')?;
+        ((major.parse().ok()?, minor.parse().ok()?) == dev)
+            .then(|| f.get(4).map(|s| s.to_string()))?
+    })
+}
+
 /// The path of every inotify watch: the file or directory with the watched inode among
 /// what the session holds (open files, their directories, cwd, root, exe, mapped files).
 /// A watch whose path is not found stops the checkpoint, named.
@@ -155,8 +204,12 @@ pub fn find_watched_paths(record: &mut SessionRecord) -> io::Result<()> {
                 continue;
             };
             for w in watches {
-                match known.get(&(w.dev, w.ino)) {
-                    Some(path) => w.path = path.clone(),
+                match known
+                    .get(&(w.dev, w.ino))
+                    .cloned()
+                    .or_else(|| path_by_handle(w, &known))
+                {
+                    Some(path) => w.path = path,
                     None => {
                         return Err(io::Error::new(
                             io::ErrorKind::Unsupported,

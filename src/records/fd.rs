@@ -150,6 +150,11 @@ pub struct InotifyWatch {
     pub ino: u64,
     pub dev: (u32, u32),
     pub path: String,
+    /// The kernel's file handle of the watched inode (type, bytes), from fdinfo: as root
+    /// the checkpoint opens it (open_by_handle_at) to find a path no descriptor or
+    /// mapping leads to. Not kept in the image.
+    #[serde(skip)]
+    pub handle: Option<(i32, Vec<u8>)>,
 }
 
 /// A socket (what is carried: a unix socket listening on a name).

@@ -1362,3 +1362,24 @@ pub fn unshare(flags: libc::c_int) -> io::Result<()> {
     check(unsafe { libc::unshare(flags) })?;
     Ok(())
 }
+
+/// Open the file the kernel's file handle (`kind`, `bytes`) names on the file system
+/// `mount` is on, O_PATH (open_by_handle_at: needs CAP_DAC_READ_SEARCH).
+pub fn open_by_handle(mount: BorrowedFd, kind: i32, bytes: &[u8]) -> io::Result<OwnedFd> {
+    // struct file_handle: handle_bytes (u32), handle_type (i32), f_handle.
+    let mut h = Vec::with_capacity(8 + bytes.len());
+    h.extend_from_slice(&(bytes.len() as u32).to_ne_bytes());
+    h.extend_from_slice(&kind.to_ne_bytes());
+    h.extend_from_slice(bytes);
+    // SAFETY: `h` is a file_handle of `bytes.len()` bytes.
+    let fd = check(unsafe {
+        libc::syscall(
+            libc::SYS_open_by_handle_at,
+            mount.as_raw_fd(),
+            h.as_ptr(),
+            libc::O_PATH | libc::O_CLOEXEC,
+        ) as libc::c_int
+    })?;
+    // SAFETY: a new descriptor of ours.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}

@@ -509,6 +509,7 @@ fn rich(p: &Parts) -> SessionRecord {
                 ino: 42,
                 dev: (8, 1),
                 path: "/tmp".into(),
+                handle: None,
             }],
         },
     );

@@ -352,3 +352,64 @@ fn a_netlink_route_socket_comes_back_and_answers() {
     enter(&env, "b", "exit()");
     let _ = std::fs::remove_file(&image);
 }
+
+/// An inotify watch on a directory nothing else of the session leads to (not open, not
+/// mapped, not above those): as an ordinary user its path cannot be found (the kernel
+/// gives its inode and file handle, and opening a handle takes privilege), so it is
+/// refused at checkpoint, named.
+#[test]
+fn an_inotify_watch_whose_path_cannot_be_found_is_refused_for_a_user() {
+    let env = Env::unprivileged();
+    inotify_watch_session(&env, "iu");
+    assert_refused(
+        &env,
+        "iu",
+        "a",
+        "an inotify watch (wd 1) on inode",
+    );
+}
+
+/// As root, the same watch's path is found by opening the kernel's file handle of it
+/// (open_by_handle_at): it comes back and reports what happens in the directory.
+#[test]
+#[ignore = "needs root (open_by_handle_at takes CAP_DAC_READ_SEARCH); run by tests/run-all.sh as root"]
+fn an_inotify_watch_found_by_its_file_handle_comes_back_as_root() {
+    let env = Env::root();
+    let dir = inotify_watch_session(&env, "ir");
+    let image = image_path(&env, "ir");
+    checkpoint_and_end(&env, "ir", &image);
+    resume_pane(&env, "b", 100, 30, &image);
+    env.tmux.wait_text("b", "watching 1", T);
+    std::fs::write(dir.join("new-file"), "x").unwrap();
+    enter(
+        &env,
+        "b",
+        "ev = os.read(fd, 4096); print('af' 'ter', struct.unpack('iIII', ev[:16])[0], ev[16:].rstrip(b'\\0'))",
+    );
+    let after = env.tmux.wait_text("b", "after ", T);
+    assert!(after.contains("after 1 b'new-file'"), "{after}");
+    enter(&env, "b", "exit()");
+    let _ = std::fs::remove_file(&image);
+}
+
+/// A python session in pane "a" watching (IN_CREATE) a directory two levels below the
+/// test's directory, which nothing else of the session leads to; returns the directory.
+fn inotify_watch_session(env: &Env, name: &str) -> std::path::PathBuf {
+    let dir = env.dir.path().join("watched").join("deep");
+    std::fs::create_dir_all(&dir).unwrap();
+    let _ = std::process::Command::new("chmod")
+        .args(["-R", "777"])
+        .arg(env.dir.path().join("watched"))
+        .output();
+    python_pane(env, "a", name);
+    enter(
+        env,
+        "a",
+        &format!(
+            "import ctypes, os, struct; L = ctypes.CDLL(None); fd = L.inotify_init(); print('watching', L.inotify_add_watch(fd, b'{}', 0x100))",
+            dir.display()
+        ),
+    );
+    env.tmux.wait_text("a", "watching 1", T);
+    dir
+}

@@ -15,6 +15,7 @@ pub mod nr {
     pub const MMAP: i64 = 9;
     pub const MPROTECT: i64 = 10;
     pub const MADVISE: i64 = 28;
+    pub const SECCOMP: i64 = 317;
     pub const MLOCKALL: i64 = 151;
     pub const MLOCK2: i64 = 325;
     pub const MSEAL: i64 = 462;

@@ -162,23 +162,6 @@ fn process_record(
 /// Refuse, before anything is written, what a resume could not bring back: the checkpoint
 /// fails naming the process, the descriptor and its kind, and the session goes on. (An
 /// `Unsupported` error: the dumper words it as such.)
-/// A process under seccomp (a sandboxed helper, like man-db's) is refused: its filter
-/// cannot be read without privilege, and resumed without it, the program would run with
-/// its sandbox silently gone.
-fn check_no_seccomp(host_pid: i32, p: &ProcessRecord) -> io::Result<()> {
-    let status = read(format!("/proc/{host_pid}/status"))?;
-    match procfs::status_last(&status, "Seccomp:") {
-        Some(mode) if mode != 0 => Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            format!(
-                "process {} ({}) runs under a seccomp filter, which this version cannot carry (resumed, it would run without its sandbox)",
-                p.pid, p.comm
-            ),
-        )),
-        _ => Ok(()),
-    }
-}
-
 fn check_carriable(p: &ProcessRecord) -> io::Result<()> {
     // What it may set of its scheduling: CAP_SYS_NICE counts only in a root session.
     const CAP_SYS_NICE: u64 = 1 << 23;
@@ -467,7 +450,7 @@ pub fn read_session(
         let held = |tid| frozen.held_signal(tid);
         let mut p = process_record(*pid, tids, frozen.stop_signal(*pid), &held, made_dumpable)?;
         check_carriable(&p)?;
-        check_no_seccomp(*pid, &p)?;
+        p.seccomp = crate::task::seccomp::read(*pid, tids, &p)?;
         p.fg_pgid = if p.fg_pgid > 0 {
             host_to_ns.get(&p.fg_pgid).copied().unwrap_or(0)
         } else {

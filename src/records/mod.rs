@@ -96,6 +96,8 @@ pub struct ProcessRecord {
     pub oom_score_adj: i32,
     /// Transparent huge pages turned off for it (PR_SET_THP_DISABLE).
     pub thp_disabled: bool,
+    /// Its seccomp filters, oldest first (carried as root only).
+    pub seccomp: Vec<SeccompFilter>,
     /// The signal it gets when its parent ends (PR_SET_PDEATHSIG; 0: none).
     pub pdeath_signal: i32,
     /// The controlling terminal (its device number; 0: none) and, when there is one, its
@@ -168,6 +170,14 @@ pub struct ThreadRecord {
     pub robust_list: (u64, u64),
     /// How it is scheduled.
     pub sched: SchedRecord,
+}
+
+/// A seccomp filter: the flags it was installed with and its BPF program (8 bytes an
+/// instruction).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeccompFilter {
+    pub flags: u64,
+    pub code: Vec<u8>,
 }
 
 /// How a thread is scheduled (`crate::task::sched`).
@@ -350,6 +360,13 @@ impl SessionRecord {
             .contains(&p.stop_signal)
             {
                 return bad(format!("the stop signal of {who}"));
+            }
+            if p.seccomp.len() > 64
+                || p.seccomp
+                    .iter()
+                    .any(|f| f.code.is_empty() || f.code.len() % 8 != 0 || f.code.len() > 1024 * 8)
+            {
+                return bad(format!("the seccomp filters of {who}"));
             }
             if !(-1000..=1000).contains(&p.oom_score_adj) || ![0, 2, 6].contains(&p.lock_future) {
                 return bad(format!("the mlockall flags or OOM score of {who}"));

@@ -375,6 +375,7 @@ impl<'a> Restorer<'a> {
             self.set_sched(pid, &base)?;
             self.lock_and_seal(pid)?;
             self.queue_signals(pid)?;
+            self.install_seccomp(pid)?;
             let p = self.proc(pid);
             for (th, &tid) in rec.threads.iter().zip(&p.tids).skip(1) {
                 threads::set_final(tid, th, &xsave)?;

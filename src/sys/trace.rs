@@ -576,3 +576,53 @@ pub fn dont_fork(buf: &[u8]) {
         unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTFORK) };
     }
 }
+
+/// The `index`-th seccomp filter of thread `tid` (0: the one installed last) as its BPF
+/// instructions (8 bytes each); None past the oldest. Needs CAP_SYS_ADMIN.
+pub fn ptrace_seccomp_filter(tid: i32, index: u64) -> io::Result<Option<Vec<u8>>> {
+    const PTRACE_SECCOMP_GET_FILTER: libc::c_uint = 0x420c;
+    // SAFETY: a null buffer asks for the count only.
+    let n = unsafe { libc::ptrace(PTRACE_SECCOMP_GET_FILTER, tid, index as usize, 0usize) };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::ENOENT) => Ok(None),
+            _ => Err(e),
+        };
+    }
+    let mut buf = vec![0u8; n as usize * 8];
+    // SAFETY: the kernel writes `n` instructions of 8 bytes into `buf`.
+    let got = unsafe {
+        libc::ptrace(
+            PTRACE_SECCOMP_GET_FILTER,
+            tid,
+            index as usize,
+            buf.as_mut_ptr() as usize,
+        )
+    };
+    if got < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    buf.truncate(got as usize * 8);
+    Ok(Some(buf))
+}
+
+/// The flags the `index`-th seccomp filter of thread `tid` was installed with
+/// (SECCOMP_FILTER_FLAG_LOG, _NEW_LISTENER ...).
+pub fn ptrace_seccomp_flags(tid: i32, index: u64) -> io::Result<u64> {
+    const PTRACE_SECCOMP_GET_METADATA: libc::c_uint = 0x420d;
+    let mut meta: [u64; 2] = [index, 0];
+    // SAFETY: the kernel reads and writes the two words of `meta`.
+    let r = unsafe {
+        libc::ptrace(
+            PTRACE_SECCOMP_GET_METADATA,
+            tid,
+            16usize,
+            meta.as_mut_ptr() as usize,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(meta[1])
+}

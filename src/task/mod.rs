@@ -5,6 +5,7 @@
 //! no-new-privs, and who may resume what), `memory` (mappings, their pages and the
 //! copy-on-write sharing between parent and child, the vDSO, the kernel's mm fields),
 //! `sched` (policy, nice value, CPU affinity, I/O priority, timer slack, OOM score),
+//! `seccomp` (filters, carried as root),
 //! `signals` (handlers, queued signals with their siginfo, the stop signal, the
 //! parent-death signal), `timers` (interval timers and POSIX timers), `threads` (threads
 //! with their tids, registers, clear-child-tid, robust list, rseq and alternate stack).
@@ -18,6 +19,7 @@
 pub mod creds;
 pub mod memory;
 pub mod sched;
+pub mod seccomp;
 pub mod signals;
 pub mod threads;
 pub mod timers;

@@ -73,6 +73,7 @@ pub(crate) fn read_base(pid: i32, status: &str) -> io::Result<ProcessRecord> {
         child_subreaper: false,
         oom_score_adj: 0,
         thp_disabled: false,
+        seccomp: Vec::new(),
         ctty: 0,
         fg_pgid: 0,
         threads: Vec::new(),

@@ -290,6 +290,15 @@ fn records_that_do_not_match_their_chunks_or_themselves_are_refused() {
             Box::new(|r| r.processes[0].lock_future = 1),
         ),
         (
+            "the seccomp filters of",
+            Box::new(|r| {
+                r.processes[0].seccomp = vec![crterm::records::SeccompFilter {
+                    flags: 0,
+                    code: vec![0; 12],
+                }]
+            }),
+        ),
+        (
             "the scheduling of thread",
             Box::new(|r| r.processes[0].threads[0].sched.nice = -21),
         ),
@@ -432,6 +441,10 @@ fn rich(p: &Parts) -> SessionRecord {
         child.inherited = vec![(m.start, 4096)];
     }
     child.lock_future = 2;
+    child.seccomp = vec![SeccompFilter {
+        flags: 0,
+        code: vec![6, 0, 0, 0, 0, 0, 0xff, 0x7f],
+    }];
     child.threads[0].sched = SchedRecord {
         policy: 3,
         reset_on_fork: true,

@@ -361,12 +361,7 @@ fn a_netlink_route_socket_comes_back_and_answers() {
 fn an_inotify_watch_whose_path_cannot_be_found_is_refused_for_a_user() {
     let env = Env::unprivileged();
     inotify_watch_session(&env, "iu");
-    assert_refused(
-        &env,
-        "iu",
-        "a",
-        "an inotify watch (wd 1) on inode",
-    );
+    assert_refused(&env, "iu", "a", "an inotify watch (wd 1) on inode");
 }
 
 /// As root, the same watch's path is found by opening the kernel's file handle of it
@@ -412,4 +407,34 @@ fn inotify_watch_session(env: &Env, name: &str) -> std::path::PathBuf {
     );
     env.tmux.wait_text("a", "watching 1", T);
     dir
+}
+
+/// As root, a process under a seccomp filter (here: getppid answers EPERM) comes back
+/// under the same filter: it still applies after the resume, and /proc says so.
+#[test]
+#[ignore = "needs root (PTRACE_SECCOMP_GET_FILTER takes CAP_SYS_ADMIN); run by tests/run-all.sh as root"]
+fn a_seccomp_filter_comes_back_and_still_applies_as_root() {
+    let env = Env::root();
+    python_pane(&env, "a", "sc");
+    for line in [
+        "import ctypes, os, struct; L = ctypes.CDLL(None); ins = struct.pack('=' + 'HBBI' * 4, 0x20, 0, 0, 0, 0x15, 0, 1, 110, 0x06, 0, 0, 0x50001, 0x06, 0, 0, 0x7fff0000); buf = ctypes.create_string_buffer(ins)",
+        "prog = struct.pack('=HxxxxxxQ', 4, ctypes.addressof(buf)); st = lambda: [l.split()[1] for l in open('/proc/self/status') if l.startswith('Seccomp')]",
+        "print('set', L.prctl(22, 2, ctypes.c_char_p(prog), 0, 0), os.getppid(), st())",
+    ] {
+        enter(&env, "a", line);
+    }
+    env.tmux.wait_text("a", "set 0 -1 ['2', '1']", T);
+    let image = image_path(&env, "sc");
+    checkpoint_and_end(&env, "sc", &image);
+    resume_pane(&env, "b", 100, 30, &image);
+    env.tmux.wait_text("b", "set 0 -1", T);
+    enter(
+        &env,
+        "b",
+        "print('af' 'ter', os.getppid(), os.getpid() > 0, st())",
+    );
+    let after = env.tmux.wait_text("b", "after ", T);
+    assert!(after.contains("after -1 True ['2', '1']"), "{after}");
+    enter(&env, "b", "exit()");
+    let _ = std::fs::remove_file(&image);
 }

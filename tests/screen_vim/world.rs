@@ -1221,7 +1221,7 @@ fn a_process_under_a_seccomp_filter_is_refused_at_checkpoint_naming_it() {
         &env,
         "sc",
         "a",
-        "process 2 (python3) runs under a seccomp filter, which this version cannot carry",
+        "process 2 (python3) runs under a seccomp filter (its filter can be read only by a privileged user), which this version cannot carry",
     );
 }
 

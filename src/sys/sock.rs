@@ -401,9 +401,6 @@ fn peek_from_offset(fd: BorrowedFd, stream: bool) -> io::Result<Vec<Vec<u8>>> {
 /// getsockopt do not give).
 #[derive(Debug, Clone, Default)]
 pub struct UnixDiag {
-    /// Its state: TCP_ESTABLISHED (1) when connected (the other end may have closed
-    /// since), TCP_LISTEN (10), else TCP_CLOSE (7).
-    pub state: u8,
     /// The inode of the socket at the other end (0: none, or it has closed).
     pub peer: u64,
     /// Whether it has a peer of its own, alive or closed since (it connected, or was
@@ -491,10 +488,7 @@ pub fn unix_diag() -> io::Result<std::collections::HashMap<u64, UnixDiag>> {
             // unix_diag_msg: family, type, state, pad, ino u32, cookie u32[2] = 16 bytes.
             let msg = at + 16;
             let ino = u32_at(msg + 4) as u64;
-            let mut d = UnixDiag {
-                state: buf[msg + 2],
-                ..Default::default()
-            };
+            let mut d = UnixDiag::default();
             let mut a = msg + 16;
             while a + 4 <= at + len {
                 let alen = u16_at(a) as usize;

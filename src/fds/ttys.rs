@@ -70,9 +70,7 @@ impl TakenQueues {
     /// was processed when it was first written).
     pub fn put_back(&mut self) {
         for (_, master, typed, output) in self.ptys.drain(..) {
-            if !typed.is_empty() {
-                let _ = sys::write_all(master.as_fd(), &typed);
-            }
+            let _ = put_typed_input(master.as_fd(), &typed);
             if !output.is_empty()
                 && let Ok(peer) = sys::pty_peer(master.as_fd())
             {
@@ -96,9 +94,8 @@ impl Drop for TakenQueues {
 /// Take the bytes queued in the session's ptys out while the session is frozen, into the
 /// record: through each pty master the session holds (screen's, tmux's) and the daemon's
 /// own (`own_master`, pty 0), the output its holder has not read yet, and the keys typed
-/// at its slave and not read (a terminal in raw mode only: in canonical mode a partial line
-/// cannot be read out, and reading the complete lines before it would reorder them when put
-/// back). Only ptys whose master is at hand are touched: what is taken must go back.
+/// at its slave and not read (`take_typed_input`). Only ptys whose master is at hand are
+/// touched: what is taken must go back.
 pub fn take_pty_queues(
     record: &mut SessionRecord,
     hosts: &[i32],
@@ -157,10 +154,12 @@ pub fn take_pty_queues(
             if !seen.insert(n) {
                 continue;
             }
-            let typed = sys::take_typed_input(host, f.fd)
-                .map_err(|e| io::Error::other(format!("the keys typed at pty {n}: {e}")))?;
+            let (typed, failed) = take_typed_input(host, f.fd);
             tty.typed = typed.clone();
             p.2 = typed;
+            if let Some(e) = failed {
+                return Err(io::Error::other(format!("the keys typed at pty {n}: {e}")));
+            }
         }
     }
     crate::ckpt::hooks::fail_at("queues")?;
@@ -295,8 +294,8 @@ pub fn open_ptys(record: &SessionRecord) -> Result<BTreeMap<u32, OwnedFd>> {
         let _ = sys::set_winsize(master, size);
         // What was typed and not yet read is waiting for the program again, and what the
         // programs wrote and the master's holder had not read, for that holder.
-        if let Some(typed) = slave_rec.map(|t| &t.typed).filter(|t| !t.is_empty()) {
-            sys::write_all(master, typed)
+        if let Some(typed) = slave_rec.map(|t| &t.typed) {
+            put_typed_input(master, typed)
                 .with_context(|| format!("putting typed input back into /dev/pts/{n}"))?;
         }
         if let Some(m) = master_rec {
@@ -340,4 +339,224 @@ mod tests {
         assert_eq!(pts_number((4 << 8) | 1), None);
         assert_eq!(pts_number(0), None);
     }
+}
+
+// ---- typed input, both ways ----------------------------------------------------------
+//
+// The line discipline keeps what was typed and not read after its input processing
+// (erase and kill done, CR made NL ...). In canonical mode a read returns one complete
+// line, and the line being typed is not readable at all. So: complete lines are read one
+// by one as the program would (each read says how the line ended), then canonical mode
+// is switched off for an instant to take the rest, the line being typed, and back on (with
+// nothing left, that leaves the line discipline as it was). The record holds the bytes to
+// write to the master to build the same queue again (`put_typed_input`): each line with
+// its end, the line being typed last.
+
+/// Bytes of a terminal's own that end a line in canonical mode, besides NL.
+fn line_ends(t: &sys::Termios) -> Vec<u8> {
+    let mut ends = vec![b'\n'];
+    ends.push(t.c_cc[libc::VEOL]);
+    if t.c_lflag & libc::IEXTEN != 0 {
+        ends.push(t.c_cc[libc::VEOL2]);
+    }
+    ends.retain(|&c| c != 0);
+    ends
+}
+
+/// The settings under which `typed` is written back: the line discipline takes every byte
+/// as it is (no input processing, no signals, no erase or kill), ends lines where they
+/// ended, and echoes each byte once, unchanged (OPOST off), so that the echo says when it
+/// has taken them all. Flow control stays as it was (in packet mode its changes reach the
+/// master's holder). Returns those settings and the byte that quotes the next one.
+fn write_back_settings(t: &sys::Termios) -> (sys::Termios, u8) {
+    let mut w = *t;
+    w.c_iflag &= libc::IXON | libc::IXOFF | libc::IXANY | libc::IUTF8;
+    w.c_oflag &= !libc::OPOST;
+    w.c_lflag = libc::ECHO | (t.c_lflag & libc::ICANON);
+    let mut quote = 0;
+    if t.c_lflag & libc::ICANON != 0 {
+        w.c_lflag |= libc::IEXTEN;
+        for c in [libc::VERASE, libc::VKILL, libc::VWERASE, libc::VREPRINT] {
+            w.c_cc[c] = 0;
+        }
+        if t.c_lflag & libc::IEXTEN == 0 {
+            w.c_cc[libc::VEOL2] = 0;
+        }
+        if w.c_cc[libc::VEOF] == 0 {
+            w.c_cc[libc::VEOF] = 4;
+        }
+        let used = [w.c_cc[libc::VEOF], w.c_cc[libc::VEOL], w.c_cc[libc::VEOL2]];
+        quote = (0x16u8..=0xff).find(|c| !used.contains(c)).unwrap_or(0x16);
+        w.c_cc[libc::VLNEXT] = quote;
+    } else {
+        w.c_cc[libc::VMIN] = t.c_cc[libc::VMIN];
+    }
+    (w, quote)
+}
+
+/// Take out what was typed at the terminal process `pid` holds as `fd` and no program has
+/// read yet, as the bytes that build the same queue again (see above), and why it could
+/// not all be taken (what was taken must go back all the same).
+pub fn take_typed_input(pid: i32, fd: i32) -> (Vec<u8>, Option<io::Error>) {
+    match take_typed(pid, fd) {
+        Ok(r) => r,
+        Err(e) => (Vec::new(), Some(e)),
+    }
+}
+
+fn take_typed(pid: i32, fd: i32) -> io::Result<(Vec<u8>, Option<io::Error>)> {
+    let tty = sys::open_tty_of(pid, fd)?;
+    let t = sys::get_termios(tty.as_fd())?;
+    let mut buf = [0u8; 8192];
+    if t.c_lflag & libc::ICANON == 0 {
+        let mut out = Vec::new();
+        // (The kernel holds at most 4 KiB of input per terminal.)
+        loop {
+            match sys::read(tty.as_fd(), &mut buf) {
+                Ok(0) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Ok((out, Some(e))),
+            }
+        }
+        return Ok((out, None));
+    }
+    let (w, quote) = write_back_settings(&t);
+    let ends = line_ends(&w);
+    let eof = w.c_cc[libc::VEOF];
+    let mut special = ends.clone();
+    special.extend([eof, quote]);
+    if t.c_iflag & libc::IXON != 0 {
+        special.extend([t.c_cc[libc::VSTART], t.c_cc[libc::VSTOP]]);
+    }
+    special.retain(|&c| c != 0);
+    let quoted = |out: &mut Vec<u8>, bytes: &[u8]| {
+        for &b in bytes {
+            if special.contains(&b) {
+                out.push(quote);
+            }
+            out.push(b);
+        }
+    };
+    let mut out = Vec::new();
+    // Complete lines, one per read: one that does not end in a line end was ended by EOF
+    // (^D, which the read drops; an empty one reads as 0 bytes).
+    let mut failed = None;
+    for _ in 0..=4096 {
+        match sys::read(tty.as_fd(), &mut buf) {
+            Ok(n) => {
+                let line = &buf[..n];
+                match line.last() {
+                    Some(c) if ends.contains(c) => {
+                        quoted(&mut out, &line[..n - 1]);
+                        out.push(*c);
+                    }
+                    _ => {
+                        quoted(&mut out, line);
+                        out.push(eof);
+                    }
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    // The line being typed.
+    if failed.is_none() {
+        let mut raw = t;
+        raw.c_lflag &= !libc::ICANON;
+        raw.c_cc[libc::VMIN] = 0;
+        raw.c_cc[libc::VTIME] = 0;
+        match sys::set_termios_now(tty.as_fd(), &raw) {
+            Ok(()) => {
+                loop {
+                    match sys::read(tty.as_fd(), &mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => quoted(&mut out, &buf[..n]),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) => {
+                            failed = Some(e);
+                            break;
+                        }
+                    }
+                }
+                if let Err(e) = sys::set_termios_now(tty.as_fd(), &t) {
+                    failed.get_or_insert(e);
+                }
+            }
+            Err(e) => failed = Some(e),
+        }
+    }
+    Ok((out, failed))
+}
+
+/// Write `typed` (as `take_typed_input` gave it) into the pty whose master is `master`,
+/// under the settings its slave has now, and wait until the line discipline has taken it
+/// all (its echo, read off the master here, says so): the settings are changed for that
+/// while and then set back, and nothing is echoed to the master's holder.
+pub fn put_typed_input(master: std::os::fd::BorrowedFd, typed: &[u8]) -> io::Result<()> {
+    if typed.is_empty() {
+        return Ok(());
+    }
+    let t = sys::get_termios(master)?;
+    let needs_care = t.c_lflag & (libc::ICANON | libc::ECHO | libc::ECHONL | libc::ISIG) != 0
+        || t.c_iflag
+            & (libc::INLCR | libc::IGNCR | libc::ICRNL | libc::ISTRIP | libc::IUCLC | libc::PARMRK)
+            != 0;
+    if !needs_care {
+        return sys::write_all(master, typed);
+    }
+    let (w, quote) = write_back_settings(&t);
+    // What will be echoed: every byte but the quotes and the EOFs.
+    let mut echoed = 0usize;
+    if t.c_lflag & libc::ICANON != 0 {
+        let eof = w.c_cc[libc::VEOF];
+        let mut quoting = false;
+        for &b in typed {
+            if quoting {
+                quoting = false;
+                echoed += 1;
+            } else if b == quote {
+                quoting = true;
+            } else if b != eof {
+                echoed += 1;
+            }
+        }
+    } else {
+        echoed = typed.len();
+    }
+    let packet = sys::pty_packet_mode(master).unwrap_or(false);
+    sys::set_termios_now(master, &w)?;
+    let written = sys::write_all(master, typed).and_then(|()| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        let mut got = 0;
+        let mut buf = [0u8; 4096];
+        while got < echoed {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err(io::Error::other(format!(
+                    "the terminal took {got} of {echoed} typed bytes back in time"
+                )));
+            }
+            let mut p = [<sys::PollFd as sys::PollFdExt>::new(
+                master.as_raw_fd(),
+                libc::POLLIN,
+            )];
+            if sys::poll(&mut p, left.as_millis() as i32 + 1)? == 0 {
+                continue;
+            }
+            match sys::read(master, &mut buf) {
+                Ok(n) if packet => got += n.saturating_sub(1) * usize::from(buf[0] == 0),
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    });
+    let back = sys::set_termios_now(master, &t);
+    written.and(back)
 }

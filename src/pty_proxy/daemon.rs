@@ -123,7 +123,8 @@ struct Daemon {
     checkpoint: Option<Checkpoint>,
     /// The session is frozen for a checkpoint, whose thread takes typed keys out of the
     /// pty and puts them back: nothing is written to the pty meanwhile, so that keys typed
-    /// now come after them.
+    /// now come after them, nor read from it, for the echo of those put back is the
+    /// checkpoint's to read.
     input_held: bool,
     /// The session's programs use x86-64-v2 code only (`--cpu baseline`).
     cpu_baseline: bool,
@@ -301,7 +302,9 @@ impl Daemon {
                 PollFd::new(self.signals.as_raw_fd(), libc::POLLIN),
             ];
             let mut master_events = 0;
-            if self.master_open && backlog < CLIENT_BACKLOG_LIMIT {
+            // While the session is frozen its master is the checkpoint's: putting typed
+            // keys back reads their echo off it.
+            if self.master_open && backlog < CLIENT_BACKLOG_LIMIT && !self.input_held {
                 master_events |= libc::POLLIN;
             }
             if self.master_open && !self.to_master.is_empty() && !self.input_held {

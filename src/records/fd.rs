@@ -284,7 +284,7 @@ impl FdRecord {
     /// Each kind's fields within what the kernel allows (a record read from an image).
     pub fn object_ok(&self) -> bool {
         use super::limits::{FD_MAX, TEXT};
-        let tty_ok = |t: &TtyRecord| t.termios.len() <= 4096;
+        let tty_ok = |t: &TtyRecord| t.termios.len() <= 4096 && t.typed.len() <= 16384;
         match &self.object {
             FdObject::File(_) | FdObject::Directory(_) => true,
             FdObject::Symlink { text, .. } => text.len() <= 4096,
@@ -335,8 +335,9 @@ pub struct TtyRecord {
     pub termios: Vec<u8>,
     pub cols: u16,
     pub rows: u16,
-    /// Bytes typed but not yet read by the program (a terminal in raw mode only: in
-    /// canonical mode a partial line cannot be read out). Put back on resume.
+    /// Bytes typed but not yet read by the program: in canonical mode the complete lines
+    /// each with its end and the line being typed, quoted so that they build the same
+    /// queue again (`fds::ttys::put_typed_input`). Put back on resume.
     pub typed: Vec<u8>,
     /// Through a pty master (screen's, tmux's): the programs' output not yet read by the
     /// master's holder, and whether the master is in packet mode.

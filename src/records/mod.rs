@@ -244,19 +244,6 @@ impl SessionRecord {
     }
 }
 
-/// The bytes typed at the session's own terminal (pts 0) that the dump took out of it (the
-/// daemon puts them back when the session goes on).
-pub fn typed_input(record: &SessionRecord) -> Vec<u8> {
-    record
-        .processes
-        .iter()
-        .flat_map(|p| &p.fds)
-        .filter(|f| f.target == "/dev/pts/0")
-        .find_map(|f| f.tty().filter(|t| !t.typed.is_empty()))
-        .map(|t| t.typed.clone())
-        .unwrap_or_default()
-}
-
 /// Limits on what a record read from an image may hold, beyond which it is taken for
 /// damaged or hostile (each well above what a session has).
 pub mod limits {

@@ -1246,29 +1246,17 @@ pub fn peek_pipe(pid: i32, fd: i32) -> io::Result<(Vec<u8>, u32)> {
     Ok((out, capacity))
 }
 
-/// Take out the bytes typed at the terminal process `pid` holds as `fd` that no program
-/// has read yet, when it is in raw mode (in canonical mode a partial line is not
-/// readable, and reading the complete lines before it would reorder them when put back:
-/// nothing is taken then).
-pub fn take_typed_input(pid: i32, fd: i32) -> io::Result<Vec<u8>> {
+/// Open the terminal process `pid` holds as `fd` through a descriptor of our own
+/// (non-blocking, and without becoming its controlling terminal).
+pub fn open_tty_of(pid: i32, fd: i32) -> io::Result<OwnedFd> {
     let path = cstring(&format!("/proc/{pid}/fd/{fd}"))?;
-    let tty = open(&path, libc::O_RDONLY | libc::O_NOCTTY | libc::O_NONBLOCK)?;
-    let t = get_termios(tty.as_fd())?;
-    if t.c_lflag & libc::ICANON != 0 {
-        return Ok(Vec::new());
-    }
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    // (The kernel holds at most 4 KiB of input per terminal.)
-    loop {
-        match read(tty.as_fd(), &mut buf) {
-            Ok(0) => break,
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(out)
+    open(&path, libc::O_RDONLY | libc::O_NOCTTY | libc::O_NONBLOCK)
+}
+
+/// Set a terminal's settings at once (TCSANOW: nothing waits for output to drain).
+pub fn set_termios_now(fd: BorrowedFd, t: &Termios) -> io::Result<()> {
+    check_retry(|| unsafe { libc::tcsetattr(fd.as_raw_fd(), libc::TCSANOW, t) })?;
+    Ok(())
 }
 
 /// The settings and window size of a terminal that process `pid` holds as `fd`, read

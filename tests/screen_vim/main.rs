@@ -16,6 +16,7 @@ mod faults;
 mod privileges;
 mod roundtrip;
 mod sockets;
+mod terminals;
 pub(crate) mod world;
 
 fn vim_round(env: &Env) {

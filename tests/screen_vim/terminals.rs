@@ -1,0 +1,59 @@
+//! Terminals: what the session's ptys hold besides their settings, and the screen model
+//! through a change of size.
+
+use super::roundtrip::*;
+use super::*;
+
+/// Keys typed in canonical (line) mode while the program is busy: two complete lines (one
+/// ended by Enter, one by ^D) and the line being typed, holding a character quoted with
+/// ^V. A checkpoint that lets the session go on leaves them as they were (the program
+/// reads the same three lines, each once on the screen), and a resume brings them back,
+/// the partial line still partial. Before, a canonical queue was left out: the resumed
+/// program waited for lines that never came.
+#[test]
+fn keys_typed_in_line_mode_and_not_read_come_back() {
+    let env = Env::unprivileged();
+    let flag = env.dir.path().join("go");
+    python_pane(&env, "a", "canon");
+    enter(
+        &env,
+        "a",
+        &format!(
+            "import os, time; print('wait' 'ing'); exec('while not os.path.exists({:?}): time.sleep(0.05)'); print('got', [os.read(0, 100) for _ in range(3)])",
+            flag.display()
+        ),
+    );
+    env.tmux.wait_text("a", "\nwaiting", T);
+    env.tmux.type_text("a", "one two");
+    env.tmux.send_keys("a", &["Enter"]);
+    env.tmux.type_text("a", "abc");
+    env.tmux.send_keys("a", &["C-d"]);
+    env.tmux.type_text("a", "th");
+    env.tmux.send_keys("a", &["C-v", "C-d"]);
+    env.tmux.type_text("a", "r");
+    env.tmux.wait_text("a", "abcth^Dr", T);
+    let image = image_path(&env, "canon");
+    let out = env.crterm(&["checkpoint", "canon", "-o", image.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    let expect = r"got [b'one two\n', b'abc', b'th\x04ree\n']";
+    // The session goes on as if nothing happened.
+    std::fs::write(&flag, "").unwrap();
+    env.tmux.type_text("a", "ee");
+    env.tmux.send_keys("a", &["Enter"]);
+    let screen = env.tmux.wait_text("a", "got [", T);
+    assert!(screen.contains(expect), "{screen}");
+    assert_eq!(screen.matches("one two").count(), 2, "typed once: {screen}");
+    enter(&env, "a", "exit()");
+    env.tmux.wait_text("a", "Pane is dead", T);
+    // And the image has the queue as it was: the program finds the flag there and reads.
+    resume_pane(&env, "b", 100, 30, &image);
+    let screen = env.tmux.wait_text("b", "abcth^Dr", T);
+    assert_eq!(screen.matches("one two").count(), 1, "{screen}");
+    env.tmux.type_text("b", "ee");
+    env.tmux.send_keys("b", &["Enter"]);
+    let screen = env.tmux.wait_text("b", "got [", T);
+    assert!(screen.contains(expect), "{screen}");
+    enter(&env, "b", "exit()");
+    env.tmux.wait_text("b", "CRTERM_EXIT=0", T);
+    let _ = std::fs::remove_file(&image);
+}

@@ -327,20 +327,6 @@ impl Restorer<'_> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pts_numbers_from_tty_nr() {
-        assert_eq!(pts_number(136 << 8), Some(0));
-        assert_eq!(pts_number((136 << 8) | 5), Some(5));
-        assert_eq!(pts_number((137 << 8) | 1), Some(257));
-        assert_eq!(pts_number((4 << 8) | 1), None);
-        assert_eq!(pts_number(0), None);
-    }
-}
-
 // ---- typed input, both ways ----------------------------------------------------------
 //
 // The line discipline keeps what was typed and not read after its input processing
@@ -559,4 +545,18 @@ pub fn put_typed_input(master: std::os::fd::BorrowedFd, typed: &[u8]) -> io::Res
     });
     let back = sys::set_termios_now(master, &t);
     written.and(back)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pts_numbers_from_tty_nr() {
+        assert_eq!(pts_number(136 << 8), Some(0));
+        assert_eq!(pts_number((136 << 8) | 5), Some(5));
+        assert_eq!(pts_number((137 << 8) | 1), Some(257));
+        assert_eq!(pts_number((4 << 8) | 1), None);
+        assert_eq!(pts_number(0), None);
+    }
 }

@@ -119,6 +119,9 @@ enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Read the SysV objects of a session (started by a checkpoint).
+    #[command(name = "__sysv", hide = true)]
+    Sysv { pids: Vec<i32> },
     /// The session daemon (started by `crterm start`).
     #[command(name = "__daemon", hide = true)]
     Daemon {
@@ -204,6 +207,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             crate::info::show(&file, json)
         }
         Cmd::Dump { out } => Ok(crate::ckpt::dumper::run(&out)),
+        Cmd::Sysv { pids } => Ok(crate::sysv::run_reader(&pids)),
         Cmd::Checkpoint {
             name,
             output,

@@ -18,5 +18,6 @@ pub mod pty_proxy;
 pub mod records;
 pub mod restore;
 pub mod sys;
+pub mod sysv;
 pub mod task;
 pub mod term_model;

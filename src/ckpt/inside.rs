@@ -112,55 +112,18 @@ pub fn set_undumpable(pid: i32, tids: &[i32], exec_maps: &[CodeMap]) -> io::Resu
 
 /// What the session's own namespaces hold, asked from inside one of its processes.
 pub struct SessionNamespaces {
-    /// The SysV IPC objects, one phrase each (`a semaphore set (key 0x00000000, id 0)`).
-    pub sysv: Vec<String>,
     /// The host name (UTS namespace).
     pub hostname: String,
 }
 
-/// The session's namespaces as process `pid` sees them. The SysV objects of its IPC
-/// namespace (the session's own, so every object in it is the session's): the kernel
-/// keeps no owner pid for a semaphore set, and the host's /proc/sysvipc shows the host's
-/// namespace, so they are counted from inside, with `*ctl(…, *_INFO)` and `*_STAT` per
-/// index. The host name: `uname`.
+/// The session's namespaces as process `pid` sees them: the host name (`uname`). (The
+/// SysV objects of its IPC namespace are read by `sysv::read_objects`.)
 pub fn session_namespaces(
     pid: i32,
     tids: &[i32],
     exec_maps: &[CodeMap],
 ) -> io::Result<SessionNamespaces> {
-    const SHMCTL: i64 = 31;
-    const SEMCTL: i64 = 66;
-    const MSGCTL: i64 = 71;
-    // (what, syscall, *_INFO, *_STAT, which int of the *_INFO struct counts objects in use)
-    const KINDS: [(&str, i64, u64, u64, usize); 3] = [
-        ("shared memory segment", SHMCTL, 14, 13, 0),
-        ("semaphore set", SEMCTL, 19, 18, 7),
-        ("message queue", MSGCTL, 12, 11, 0),
-    ];
     inject_into(pid, tids, exec_maps, |main, _, scratch| {
-        let mut found = Vec::new();
-        for (what, call, info, stat, count_at) in KINDS {
-            // semctl takes (id, semnum, cmd, arg); the others (id, cmd, buf).
-            let args = |id: u64, cmd: u64| -> Vec<u64> {
-                if call == SEMCTL {
-                    vec![id, 0, cmd, scratch]
-                } else {
-                    vec![id, cmd, scratch]
-                }
-            };
-            let highest = main.call("sysv *ctl(*_INFO)", call, &args(0, info))?;
-            let words = read_words::<8>(pid, scratch)?;
-            let count = (words[count_at / 2] >> (32 * (count_at % 2))) as u32;
-            if count == 0 {
-                continue;
-            }
-            for index in 0..=highest.min(1 << 15) {
-                if let Ok(id) = main.call("sysv *ctl(*_STAT)", call, &args(index, stat)) {
-                    let key = read_words::<1>(pid, scratch)?[0] as u32;
-                    found.push(format!("a {what} (key {key:#010x}, id {id})"));
-                }
-            }
-        }
         const UNAME: i64 = 63;
         main.call("uname", UNAME, &[scratch])?;
         let mut uts = [0u8; 65 * 2];
@@ -169,10 +132,7 @@ pub fn session_namespaces(
         let hostname =
             String::from_utf8_lossy(&node[..node.iter().position(|&b| b == 0).unwrap_or(65)])
                 .into_owned();
-        Ok(SessionNamespaces {
-            sysv: found,
-            hostname,
-        })
+        Ok(SessionNamespaces { hostname })
     })
 }
 

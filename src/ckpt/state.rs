@@ -204,21 +204,6 @@ fn check_carriable(p: &ProcessRecord) -> io::Result<()> {
             ),
         ));
     }
-    // SysV shared memory belongs to the host's IPC namespace, by a key other programs may
-    // share: carried as plain memory, it would lose its id and its sharers.
-    if let Some(m) = p.maps.iter().find(|m| m.path.starts_with("/SYSV")) {
-        return Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            format!(
-                "process {} ({}) has SysV shared memory attached (shmat, key 0x{}), which this version cannot carry",
-                p.pid,
-                p.comm,
-                m.path
-                    .trim_start_matches("/SYSV")
-                    .trim_end_matches(" (deleted)")
-            ),
-        ));
-    }
     Ok(())
 }
 
@@ -275,24 +260,6 @@ fn check_unshared(procs: &[ProcessRecord], hosts: &[i32]) -> io::Result<()> {
         }
     }
     Ok(())
-}
-
-/// SysV IPC objects: the session has an IPC namespace of its own, so every object in it
-/// is the session's. Carried, one would lose its key's meaning to programs outside and,
-/// for semaphores, the undo state the kernel keeps per process; so any stops the
-/// checkpoint, named. (A process with shared memory attached is named earlier, by its
-/// mapping.)
-fn check_sysv_objects(found: &[String]) -> io::Result<()> {
-    if found.is_empty() {
-        return Ok(());
-    }
-    Err(io::Error::new(
-        io::ErrorKind::Unsupported,
-        format!(
-            "the session holds SysV IPC objects, which this version cannot carry: {}",
-            found.join(", ")
-        ),
-    ))
 }
 
 /// The connections the frozen session holds to the outside, one line each: TCP
@@ -408,6 +375,7 @@ pub fn read_session(
             vdso: crate::machine::vdso_here(),
         },
         user_namespace: about.user_namespace,
+        sysv: SysvObjects::default(),
     };
     let tasks = frozen.tasks();
     // The session's clocks: the host's plus its time namespace's offsets.
@@ -465,9 +433,15 @@ pub fn read_session(
     if let (Some((pid, tids)), Some(p)) = (tasks.first(), record.processes.get(first_live)) {
         let ns = super::inside::session_namespaces(*pid, tids, &exec_maps(&p.maps))
             .map_err(|e| io::Error::other(format!("asking the session's namespaces: {e}")))?;
-        check_sysv_objects(&ns.sysv)?;
         record.machine.hostname = ns.hostname;
     }
+    let (sysv, undo_lists) = crate::sysv::read_objects(&hosts)
+        .map_err(|e| io::Error::other(format!("reading the session's SysV IPC objects: {e}")))?;
+    record.sysv = sysv;
+    for (p, host) in record.processes[first_live..].iter().zip(&hosts) {
+        crate::sysv::check_no_undo(&record.sysv, undo_lists.contains(host), p.pid, &p.comm)?;
+    }
+    crate::sysv::check_attachments(&record)?;
     crate::fds::sockets::read_connections(&mut record, &hosts)?;
     crate::fds::notify::find_watched_paths(&mut record)?;
     crate::fds::number_descriptions(&mut record, &hosts)?;

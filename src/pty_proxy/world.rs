@@ -292,10 +292,17 @@ fn init_resume(
             "resume failed: cannot give the session its host name back: {e}; `--hostname real` resumes with this machine's"
         ));
     }
+    // The session's SysV objects, before any process that attaches or uses them.
+    if let Err(e) = crate::sysv::make_objects(&record.sysv) {
+        fail(format!("resume failed: {e:#}"));
+    }
     let restored = match restore::restore(record, image, opts) {
         Ok(r) => r,
         Err(e) => fail(format!("resume failed: {e:#}")),
     };
+    if let Err(e) = crate::sysv::remove_destroyed(&record.sysv) {
+        fail(format!("resume failed: {e:#}"));
+    }
     let Some(master) = restored.masters.get(&0) else {
         fail("resume failed: no pty for the session".into())
     };

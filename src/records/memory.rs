@@ -129,6 +129,9 @@ pub enum MapKind {
     SharedFile,
     /// Shared memory with no file behind it (or a deleted one): pages saved.
     SharedAnon,
+    /// An attachment of a SysV shared memory segment (shmat; its inode number is the
+    /// segment's id): the segment, carried whole, holds the content.
+    SysV,
     /// `[vvar]`, `[vdso]`, `[vsyscall]`: the kernel provides them.
     Kernel,
     /// nscd's cache, shared with the nscd daemon outside the session (the seed's "nscd"
@@ -165,6 +168,9 @@ impl MapRecord {
             return MapKind::Kernel;
         }
         let shared = self.perms.as_bytes().get(3) == Some(&b's');
+        if shared && self.path.starts_with("/SYSV") && self.dev.0 == 0 {
+            return MapKind::SysV;
+        }
         if shared && NSCD_CACHE_DIRS.iter().any(|d| self.path.starts_with(d)) {
             return MapKind::NscdCache;
         }

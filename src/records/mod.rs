@@ -7,9 +7,11 @@
 
 mod fd;
 mod memory;
+mod sysv;
 
 pub use fd::*;
 pub use memory::*;
+pub use sysv::*;
 
 use serde::{Deserialize, Serialize};
 
@@ -34,6 +36,8 @@ pub struct SessionRecord {
     /// themselves (a session of an ordinary user): its capabilities meant something only
     /// there, so a resume, even by root, gives it such a namespace again.
     pub user_namespace: Option<(u32, u32)>,
+    /// The SysV IPC objects of the session's own IPC namespace.
+    pub sysv: SysvObjects,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -312,6 +316,7 @@ impl SessionRecord {
         if !self.processes.iter().any(|p| p.zombie.is_none()) {
             return bad("it holds no process".into());
         }
+        self.sysv.validate().or_else(bad)?;
         let mut pids = std::collections::BTreeSet::new();
         let mut tids = std::collections::BTreeSet::new();
         for p in &self.processes {

@@ -320,6 +320,28 @@ fn records_that_do_not_match_their_chunks_or_themselves_are_refused() {
         ),
         ("mapping", Box::new(|r| r.processes[0].maps[0].vm = 1 << 30)),
         (
+            "shared memory segment 0",
+            Box::new(|r| {
+                r.sysv.shm.push(crterm::records::ShmSegment {
+                    perm: crterm::records::IpcPerm {
+                        key: 0,
+                        id: 0,
+                        uid: 0,
+                        gid: 0,
+                        cuid: 0,
+                        cgid: 0,
+                        mode: 0o600,
+                    },
+                    size: 4096,
+                    content: vec![1; 8192],
+                })
+            }),
+        ),
+        (
+            "IPC limits",
+            Box::new(|r| r.sysv.limits.push(("core_pattern".into(), "|x".into()))),
+        ),
+        (
             "mapping",
             Box::new(|r| {
                 let m = &mut r.processes[0].maps[0];
@@ -638,6 +660,32 @@ fn rich(p: &Parts) -> SessionRecord {
     zombie.fds.clear();
     r.processes.insert(0, zombie);
     r.processes.push(child);
+    let perm = |key: i32, id: i32| IpcPerm {
+        key,
+        id,
+        uid: 1000,
+        gid: 1000,
+        cuid: 1000,
+        cgid: 1000,
+        mode: 0o640,
+    };
+    r.sysv = SysvObjects {
+        shm: vec![ShmSegment {
+            perm: perm(0, 0),
+            size: 12388,
+            content: vec![7; 8192],
+        }],
+        sem: vec![SemSet {
+            perm: perm(0x5eed, 32768),
+            values: vec![3, 0, 7],
+        }],
+        msg: vec![MsgQueue {
+            perm: perm(0x5eee, 0),
+            max_bytes: 4000,
+            messages: vec![(1, b"first".to_vec()), (2, b"second".to_vec())],
+        }],
+        limits: vec![("msgmax".into(), "8192".into())],
+    };
     r
 }
 

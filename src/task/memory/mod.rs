@@ -408,6 +408,10 @@ impl<'a> Restorer<'a> {
             if m.start % PAGE != 0 || m.end % PAGE != 0 || m.end <= m.start || m.end > TASK_SIZE {
                 bail!("process {pid}: a mapping with bad bounds in the image");
             }
+            if kind == MapKind::SysV {
+                self.attach_segment(pid, m)?;
+                continue;
+            }
             let len = m.end - m.start;
             // Writable while its pages are written: readable ones, and the others that
             // have pages saved (PROT_NONE may hide content); `protect` sets the rest.
@@ -519,7 +523,7 @@ impl<'a> Restorer<'a> {
                         | fixed;
                     (f, fd as u64, m.offset)
                 }
-                MapKind::Kernel => unreachable!(),
+                MapKind::Kernel | MapKind::SysV => unreachable!(),
             };
             let flags = if m.vm & vm::NO_RESERVE != 0 {
                 flags | libc::MAP_NORESERVE as u64
@@ -542,6 +546,44 @@ impl<'a> Restorer<'a> {
             self.call(pid, "close", nr::CLOSE, &[fd as u64])?;
         }
         Ok(read_only)
+    }
+
+    /// A SysV segment attached where it was (the first mapping of an attachment attaches
+    /// it whole; the others, parts of it split off by mprotect, are in it then). Read-only
+    /// when it was attached so. Its content is the segment's, made before any process.
+    fn attach_segment(&self, pid: i32, m: &MapRecord) -> Result<()> {
+        const SHMAT: i64 = 30;
+        const SHM_RDONLY: u64 = 0o10000;
+        if m.offset != 0 {
+            return Ok(());
+        }
+        let Some(seg) = self.record.sysv.segment_of(m.inode) else {
+            bail!(
+                "process {pid}: no segment {} in the image for {:#x}",
+                m.inode,
+                m.start
+            );
+        };
+        let flags = if m.vm & vm::MAY_WRITE == 0 {
+            SHM_RDONLY
+        } else {
+            0
+        };
+        let got = self
+            .call(pid, "shmat", SHMAT, &[seg.perm.id as u64, m.start, flags])
+            .with_context(|| {
+                format!(
+                    "attaching shared memory segment {} at {:#x}",
+                    seg.perm.id, m.start
+                )
+            })?;
+        if got != m.start {
+            bail!(
+                "process {pid}: segment {} was attached at {got:#x}",
+                seg.perm.id
+            );
+        }
+        Ok(())
     }
 
     /// Shared memory that may not be made writable mapped again, once its pages are in,

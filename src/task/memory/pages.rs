@@ -171,7 +171,7 @@ impl PageStream {
             let kind = map.kind();
             if matches!(
                 kind,
-                MapKind::Kernel | MapKind::SharedFile | MapKind::NscdCache
+                MapKind::Kernel | MapKind::SharedFile | MapKind::NscdCache | MapKind::SysV
             ) {
                 continue;
             }

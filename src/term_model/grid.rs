@@ -256,4 +256,118 @@ impl Grid {
         }
         moved
     }
+
+    /// Rewrap the text of the screen and its scrollback for `cols` columns, as tmux does
+    /// on a change of width: the rows of a line that wrapped are joined into one line and
+    /// split again at the new width (a wide character is not split: it moves to the next
+    /// row), and a row too long for the new width wraps. The screen is the last `lines`
+    /// rows of the result (rows from the scrollback come down when there are fewer);
+    /// `cursor` (line on the screen, column) moves with the character it was on, and is
+    /// returned in the new screen's terms (the top left when its line went into the
+    /// scrollback).
+    pub fn reflow(&mut self, cols: usize, lines: usize, cursor: (usize, usize)) -> (usize, usize) {
+        let cursor_row = self.history.len() + cursor.0;
+        let all: Vec<Row> = self.history.drain(..).chain(self.rows.drain(..)).collect();
+        // Logical lines: their cells and combining marks (by offset in the line), and the
+        // cursor's line and offset.
+        // (cells, combining marks by offset in the line)
+        type Line = (Vec<Cell>, Vec<(usize, String)>);
+        let mut logical: Vec<Line> = Vec::new();
+        let mut current: Line = (Vec::new(), Vec::new());
+        let mut at = (0usize, 0usize);
+        for (i, row) in all.iter().enumerate() {
+            if i == cursor_row {
+                at = (logical.len(), current.0.len() + cursor.1);
+            }
+            let mut take = if row.wrapped {
+                row.cells.len()
+            } else {
+                row.used_len()
+            };
+            // A wide character that did not fit left its row's last column blank.
+            if row.wrapped
+                && take > 0
+                && row.cells[take - 1].is_default_blank()
+                && all.get(i + 1).is_some_and(|n| n.cell(0).is_wide())
+            {
+                take -= 1;
+            }
+            let base = current.0.len();
+            current
+                .0
+                .extend_from_slice(&row.cells[..take.min(row.cells.len())]);
+            current.1.extend(
+                row.combining
+                    .iter()
+                    .map(|(c, m)| (base + *c as usize, m.clone())),
+            );
+            if !row.wrapped {
+                logical.push(std::mem::take(&mut current));
+            }
+        }
+        if !current.0.is_empty() || !current.1.is_empty() {
+            logical.push(current);
+        }
+        // Split again.
+        let mut out: Vec<Row> = Vec::new();
+        let mut new_cursor = (0usize, 0usize);
+        for (li, (cells, marks)) in logical.into_iter().enumerate() {
+            let first = out.len();
+            let mut row = Row::new(0, Pen::default());
+            // Where each cell of the line went: (row, column).
+            let mut placed = Vec::with_capacity(cells.len());
+            for cell in cells {
+                if row.cells.len() == cols || (cell.is_wide() && row.cells.len() + 1 == cols) {
+                    row.cells.resize(cols, Cell::default());
+                    row.wrapped = true;
+                    out.push(std::mem::replace(&mut row, Row::new(0, Pen::default())));
+                }
+                placed.push((out.len(), row.cells.len()));
+                row.cells.push(cell);
+            }
+            row.cells.resize(cols, Cell::default());
+            out.push(row);
+            for (off, mark) in marks {
+                if let Some(&(r, c)) = placed.get(off) {
+                    out[r].combining.push((c as u16, mark));
+                }
+            }
+            if li == at.0 {
+                let (r, c) = match placed.get(at.1) {
+                    Some(&p) => p,
+                    None => {
+                        // Past the text: as far past its end as it was.
+                        let end = placed.last().map_or((first, 0), |&(r, c)| (r, c + 1));
+                        let off = end.1 + (at.1 - placed.len());
+                        (end.0 + off / cols.max(1), off % cols.max(1))
+                    }
+                };
+                while out.len() <= r {
+                    out.last_mut().expect("a row").wrapped = true;
+                    out.push(Row::new(cols, Pen::default()));
+                }
+                new_cursor = (r, c);
+            }
+        }
+        while out.len() < lines {
+            out.push(Row::new(cols, Pen::default()));
+        }
+        let hsize = out.len() - lines;
+        let mut rest = out.split_off(hsize);
+        for row in &mut out {
+            row.trim();
+            row.combining.sort_by_key(|(c, _)| *c);
+        }
+        let drop = out.len().saturating_sub(self.history_limit);
+        self.history = out.into_iter().skip(drop).collect();
+        for row in &mut rest {
+            row.combining.sort_by_key(|(c, _)| *c);
+        }
+        self.rows = rest.into();
+        if new_cursor.0 < hsize {
+            (0, 0)
+        } else {
+            (new_cursor.0 - hsize, new_cursor.1)
+        }
+    }
 }

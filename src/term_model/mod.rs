@@ -208,8 +208,11 @@ impl Term {
         (self.cursor.line, self.cursor.col.min(self.cols - 1))
     }
 
-    /// Change the size of both screens. Text is not reflowed; the cursor stays on its line
-    /// of text where that line remains on screen.
+    /// Change the size of both screens. The primary screen, when it is the one showing, is
+    /// reflowed as tmux does (the height first, then the text rewrapped for the new width,
+    /// scrollback included: `Grid::reflow`), and the cursor moves with its character.
+    /// Otherwise rows are cut or padded, and the cursor stays on its line of text where
+    /// that line remains on screen.
     pub fn resize(&mut self, cols: usize, lines: usize) {
         let cols = cols.clamp(1, u16::MAX as usize);
         let lines = lines.clamp(1, u16::MAX as usize);
@@ -217,20 +220,29 @@ impl Term {
             return;
         }
         let cursor_line = self.cursor.line;
-        let moved_primary = self.primary.resize(cols, lines, cursor_line, true);
-        let moved_alt = self.alternate.resize(cols, lines, cursor_line, false);
-        let moved = if self.alt_active {
-            moved_alt
+        if !self.alt_active && cols != self.cols {
+            let moved = self.primary.resize(self.cols, lines, cursor_line, true);
+            let line = self.cursor.line.saturating_sub(moved).min(lines - 1);
+            let (line, col) = self.primary.reflow(cols, lines, (line, self.cursor.col));
+            self.cursor.line = line.min(lines - 1);
+            self.cursor.col = col.min(cols - 1);
+            self.alternate.resize(cols, lines, cursor_line, false);
         } else {
-            moved_primary
-        };
-        for row in self.primary.history.iter_mut() {
-            if row.cells.len() > cols {
-                row.fit(cols);
+            let moved_primary = self.primary.resize(cols, lines, cursor_line, true);
+            let moved_alt = self.alternate.resize(cols, lines, cursor_line, false);
+            let moved = if self.alt_active {
+                moved_alt
+            } else {
+                moved_primary
+            };
+            for row in self.primary.history.iter_mut() {
+                if row.cells.len() > cols {
+                    row.fit(cols);
+                }
             }
+            self.cursor.line = self.cursor.line.saturating_sub(moved).min(lines - 1);
+            self.cursor.col = self.cursor.col.min(cols - 1);
         }
-        self.cursor.line = self.cursor.line.saturating_sub(moved).min(lines - 1);
-        self.cursor.col = self.cursor.col.min(cols - 1);
         for saved in [&mut self.saved, &mut self.alt_saved].into_iter().flatten() {
             saved.cursor.line = saved.cursor.line.min(lines - 1);
             saved.cursor.col = saved.cursor.col.min(cols - 1);

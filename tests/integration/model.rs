@@ -317,3 +317,45 @@ fn model_survives_serialization() {
         assert_eq!(term_diff(&term, &back), None, "{name}");
     }
 }
+
+/// The primary screen and its scrollback are reflowed on a change of width as tmux does:
+/// lines that wrapped are joined and wrapped again (a wide character moves whole to the
+/// next row), rows come down from the scrollback when there are fewer, and the cursor
+/// stays on its character. Before, a narrower terminal cut every line at its width and a
+/// wider one left wrapped lines apart.
+#[test]
+fn the_primary_screen_reflows_on_resize_like_tmux() {
+    let mut shell = String::new();
+    for i in 0..45 {
+        shell.push_str(&format!("$ echo {i}\r\n{i}\r\n"));
+        if i % 6 == 0 {
+            let long: String = (0..130)
+                .map(|k| (b'a' + (k + i) as u8 % 26) as char)
+                .collect();
+            shell.push_str(&format!("\x1b[1;32m{long}\x1b[m\r\n"));
+        }
+        if i % 11 == 0 {
+            shell.push_str(&"\u{6f22}".repeat(55));
+            shell.push_str("end\r\n");
+        }
+    }
+    shell.push_str("$ partly typed command");
+    let cases: [&[(u16, u16)]; 5] = [
+        &[(80, 30)],
+        &[(120, 30)],
+        &[(80, 30), (100, 30)],
+        &[(61, 20)],
+        &[(133, 35), (70, 25)],
+    ];
+    for sizes in cases {
+        crate::oracle::assert_resizes_like_tmux("shell", 100, 30, shell.as_bytes(), sizes);
+    }
+    // A screen not full yet: nothing comes from a scrollback, the cursor keeps its line.
+    crate::oracle::assert_resizes_like_tmux(
+        "short",
+        100,
+        30,
+        format!("$ {}\r\n$ ls", "x".repeat(150)).as_bytes(),
+        &[(60, 30), (100, 30)],
+    );
+}

@@ -114,10 +114,19 @@ pub struct TmuxView {
     pub saved_primary: Option<Vec<Vec<CapCell>>>,
     pub state: String,
     pub title: String,
+    /// The scrollback's text, a line per row (trailing blanks dropped), oldest first.
+    pub history: Vec<String>,
 }
 
 /// What tmux shows after reading `bytes`: its screen cells and its state line.
 pub fn tmux_view(cols: u16, lines: u16, bytes: &[u8]) -> TmuxView {
+    tmux_view_resized(cols, lines, bytes, &[])
+}
+
+/// What tmux shows after reading `bytes` in a pane of `cols` x `lines`, then being resized
+/// to each of `sizes` in turn; with the whole scrollback's text (`history`), joined rows
+/// not (one line per row), oldest first, when `sizes` is not empty.
+pub fn tmux_view_resized(cols: u16, lines: u16, bytes: &[u8], sizes: &[(u16, u16)]) -> TmuxView {
     let dir = TempDir::new("crterm-oracle");
     let file = dir.path().join("bytes");
     let done = dir.path().join("done");
@@ -132,8 +141,34 @@ pub fn tmux_view(cols: u16, lines: u16, bytes: &[u8]) -> TmuxView {
     crate::common::wait_for("the bytes to be written", Duration::from_secs(20), || {
         done.exists().then_some(())
     });
+    tmux.settle("o");
+    for (c, l) in sizes {
+        tmux.ok(&[
+            "resize-window",
+            "-t",
+            "o",
+            "-x",
+            &c.to_string(),
+            "-y",
+            &l.to_string(),
+        ]);
+    }
     let cap = tmux.settle("o");
     let state = tmux.display("o", STATE_FORMAT);
+    let hsize: usize = tmux
+        .display("o", "#{history_size}")
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    let history = if hsize == 0 {
+        Vec::new()
+    } else {
+        tmux.ok(&["capture-pane", "-p", "-S", "-", "-E", "-1", "-t", "o"])
+            .lines()
+            .take(hsize)
+            .map(|l| l.trim_end().to_string())
+            .collect()
+    };
     let title = tmux.display("o", "#{pane_title}");
     let mut screen = parse_capture(&cap);
     screen.truncate(lines as usize);
@@ -148,6 +183,7 @@ pub fn tmux_view(cols: u16, lines: u16, bytes: &[u8]) -> TmuxView {
         saved_primary,
         state,
         title,
+        history,
     }
 }
 
@@ -170,6 +206,52 @@ fn diff_rows(a: &[Vec<CapCell>], b: &[Vec<CapCell>]) -> Option<String> {
         }
     }
     None
+}
+
+/// The scrollback's text as `TmuxView::history` has tmux's.
+pub fn model_history(term: &Term) -> Vec<String> {
+    term.primary
+        .history
+        .iter()
+        .map(|r| {
+            let text: String = r
+                .cells
+                .iter()
+                .filter(|c| !c.is_spacer())
+                .map(|c| c.ch)
+                .collect();
+            text.trim_end().to_string()
+        })
+        .collect()
+}
+
+/// Assert that the model, fed `bytes` at `cols` x `lines` and then resized to each of
+/// `sizes`, shows what tmux shows after the same (screen, cursor and modes, scrollback).
+pub fn assert_resizes_like_tmux(
+    name: &str,
+    cols: u16,
+    lines: u16,
+    bytes: &[u8],
+    sizes: &[(u16, u16)],
+) {
+    let view = tmux_view_resized(cols, lines, bytes, sizes);
+    let mut term = model_of(cols as usize, lines as usize, bytes);
+    for &(c, l) in sizes {
+        term.resize(c as usize, l as usize);
+    }
+    if let Some(d) = diff_rows(&view.screen, &model_cells(&term)) {
+        panic!("{name}: model and tmux differ after resizing to {sizes:?}\n{d}");
+    }
+    assert_eq!(
+        view.state,
+        model_state(&term),
+        "{name}: cursor and modes after {sizes:?}"
+    );
+    assert_eq!(
+        view.history,
+        model_history(&term),
+        "{name}: scrollback after {sizes:?}"
+    );
 }
 
 /// Assert that the model shows what tmux shows for `bytes`; returns the model.

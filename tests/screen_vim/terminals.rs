@@ -57,3 +57,36 @@ fn keys_typed_in_line_mode_and_not_read_come_back() {
     env.tmux.wait_text("b", "CRTERM_EXIT=0", T);
     let _ = std::fs::remove_file(&image);
 }
+
+/// A REPL on the primary screen resumed into a narrower terminal, then a wider one: its
+/// long line is wrapped again at each width, whole (tmux joins its rows back into the
+/// line), not cut at the new width; and the REPL goes on. Before, the narrower terminal
+/// showed the line's first 80 characters only.
+#[test]
+fn a_long_line_is_rewrapped_when_resumed_into_another_width() {
+    let env = Env::unprivileged();
+    python_pane(&env, "a", "rw");
+    let line: String = (0..150).map(|k| (b'a' + (k % 26) as u8) as char).collect();
+    enter(
+        &env,
+        "a",
+        "print(''.join(chr(97 + k % 26) for k in range(150)))",
+    );
+    env.tmux.wait_text("a", "uvwxyzabcdefghijklmnopqrst", T);
+    let image = image_path(&env, "rw");
+    checkpoint_and_end(&env, "rw", &image);
+    let narrow = other_tmux(&env);
+    resume_in(&env, &narrow, "n", 80, 30, &image);
+    narrow.wait_text("n", ">>>", T);
+    let joined = narrow.ok(&["capture-pane", "-p", "-J", "-t", "n"]);
+    assert!(joined.lines().any(|l| l == line), "{joined}");
+    narrow.ok(&["resize-window", "-t", "n", "-x", "120", "-y", "30"]);
+    narrow.type_text("n", "print('af' 'ter')");
+    narrow.send_keys("n", &["Enter"]);
+    narrow.wait_text("n", "\nafter", T);
+    let joined = narrow.ok(&["capture-pane", "-p", "-J", "-t", "n"]);
+    assert!(joined.lines().any(|l| l == line), "{joined}");
+    narrow.send_keys("n", &["C-d"]);
+    narrow.wait_text("n", "CRTERM_EXIT=0", T);
+    let _ = std::fs::remove_file(&image);
+}

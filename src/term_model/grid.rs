@@ -317,7 +317,9 @@ impl Grid {
             // Where each cell of the line went: (row, column).
             let mut placed = Vec::with_capacity(cells.len());
             for cell in cells {
-                if row.cells.len() == cols || (cell.is_wide() && row.cells.len() + 1 == cols) {
+                if row.cells.len() == cols
+                    || (cell.is_wide() && !row.cells.is_empty() && row.cells.len() + 1 == cols)
+                {
                     row.cells.resize(cols, Cell::default());
                     row.wrapped = true;
                     out.push(std::mem::replace(&mut row, Row::new(0, Pen::default())));

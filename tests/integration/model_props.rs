@@ -74,6 +74,9 @@ proptest! {
         prop_assert_eq!(t.validate(), Ok(()));
         t.resize(l + 3, c.saturating_sub(2));
         prop_assert_eq!(t.validate(), Ok(()));
+        // And back, the text reflowed twice.
+        t.resize(c, l);
+        prop_assert_eq!(t.validate(), Ok(()));
         let _ = t.repaint();
         let _ = t.leave_sequence();
     }

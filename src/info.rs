@@ -31,6 +31,18 @@ struct SessionJson {
     processes: Vec<ProcessJson>,
     files: Vec<FileJson>,
     files_not_carried: Vec<(String, String)>,
+    sysv: SysvJson,
+}
+
+/// The session's SysV IPC objects.
+#[derive(Serialize)]
+struct SysvJson {
+    /// (key, id, size) of each shared memory segment.
+    shm: Vec<(i32, i32, u64)>,
+    /// (key, id, semaphores) of each semaphore set.
+    sem: Vec<(i32, i32, usize)>,
+    /// (key, id, messages) of each message queue.
+    msg: Vec<(i32, i32, usize)>,
 }
 
 #[derive(Serialize)]
@@ -139,6 +151,26 @@ pub fn render(path: &Path, loaded: &crate::load::Loaded, bytes: u64, json: bool)
             })
             .collect(),
         files_not_carried: s.files_not_carried.clone(),
+        sysv: SysvJson {
+            shm: s
+                .sysv
+                .shm
+                .iter()
+                .map(|o| (o.perm.key, o.perm.id, o.size))
+                .collect(),
+            sem: s
+                .sysv
+                .sem
+                .iter()
+                .map(|o| (o.perm.key, o.perm.id, o.values.len()))
+                .collect(),
+            msg: s
+                .sysv
+                .msg
+                .iter()
+                .map(|o| (o.perm.key, o.perm.id, o.messages.len()))
+                .collect(),
+        },
     });
     let info = InfoJson {
         path: path.display().to_string(),
@@ -188,6 +220,18 @@ pub fn render(path: &Path, loaded: &crate::load::Loaded, bytes: u64, json: bool)
                 format!(", {} not carried", s.files_not_carried.len())
             }
         )?;
+        let v = &s.sysv;
+        if !v.shm.is_empty() || !v.sem.is_empty() || !v.msg.is_empty() {
+            writeln!(
+                out,
+                "sysv ipc   {} shared memory segments ({}), {} semaphore sets, {} message queues ({} messages)",
+                v.shm.len(),
+                mib(v.shm.iter().map(|o| o.2).sum()),
+                v.sem.len(),
+                v.msg.len(),
+                v.msg.iter().map(|o| o.2).sum::<usize>()
+            )?;
+        }
         let here = s.files.iter().filter(|f| f.source == "here").count();
         writeln!(
             out,

@@ -985,6 +985,15 @@ fn the_hosts_sysv_objects_are_not_the_sessions() {
     env.tmux.wait_text("a", "made 0 0 True", T);
     let image = image_path(&env, "sem");
     checkpoint_and_end(&env, "sem", &image);
+    // `info` lists the session's two sets, not the host's.
+    let out = env.crterm(&["info", image.to_str().unwrap()]);
+    let info = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        info.contains(
+            "sysv ipc   0 shared memory segments (0.0 MiB), 2 semaphore sets, 0 message queues"
+        ),
+        "{info}"
+    );
     resume_pane(&env, "b", 100, 30, &image);
     env.tmux.wait_text("b", "made 0", T);
     // SEM_INFO (19) says how many sets the namespace has: the session's two.

@@ -252,19 +252,18 @@ pub fn check_attachments(record: &SessionRecord) -> io::Result<()> {
     for p in &record.processes {
         let mut bases: std::collections::BTreeMap<(u64, u64), u64> = Default::default();
         for m in p.maps.iter().filter(|m| m.kind() == MapKind::SysV) {
-            let Some(seg) = record.sysv.segment_of(m.inode) else {
+            if record.sysv.segment_of(m.inode).is_none() {
                 return Err(io::Error::other(format!(
                     "process {} ({}): no segment {} for its attachment at {:#x}",
                     p.pid, p.comm, m.inode, m.start
                 )));
-            };
+            }
             let base = m.start - m.offset;
             let covered = bases.entry((m.inode, base)).or_insert(0);
             if m.offset != *covered {
                 return Err(partial(p, m.inode, base));
             }
             *covered = m.offset + (m.end - m.start);
-            let _ = seg;
         }
         for ((inode, base), covered) in bases {
             let size = record.sysv.segment_of(inode).map_or(0, |s| s.size);

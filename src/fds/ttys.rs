@@ -396,16 +396,8 @@ fn take_typed(pid: i32, fd: i32) -> io::Result<(Vec<u8>, Option<io::Error>)> {
     let mut buf = [0u8; 8192];
     if t.c_lflag & libc::ICANON == 0 {
         let mut out = Vec::new();
-        // (The kernel holds at most 4 KiB of input per terminal.)
-        loop {
-            match sys::read(tty.as_fd(), &mut buf) {
-                Ok(0) => break,
-                Ok(n) => out.extend_from_slice(&buf[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => return Ok((out, Some(e))),
-            }
-        }
-        return Ok((out, None));
+        let failed = read_available(tty.as_fd(), &mut buf, |b| out.extend_from_slice(b));
+        return Ok((out, failed));
     }
     let (w, quote) = write_back_settings(&t);
     let ends = line_ends(&w);
@@ -458,17 +450,7 @@ fn take_typed(pid: i32, fd: i32) -> io::Result<(Vec<u8>, Option<io::Error>)> {
         raw.c_cc[libc::VTIME] = 0;
         match sys::set_termios_now(tty.as_fd(), &raw) {
             Ok(()) => {
-                loop {
-                    match sys::read(tty.as_fd(), &mut buf) {
-                        Ok(0) => break,
-                        Ok(n) => quoted(&mut out, &buf[..n]),
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                        Err(e) => {
-                            failed = Some(e);
-                            break;
-                        }
-                    }
-                }
+                failed = read_available(tty.as_fd(), &mut buf, |b| quoted(&mut out, b));
                 if let Err(e) = sys::set_termios_now(tty.as_fd(), &t) {
                     failed.get_or_insert(e);
                 }
@@ -477,6 +459,24 @@ fn take_typed(pid: i32, fd: i32) -> io::Result<(Vec<u8>, Option<io::Error>)> {
         }
     }
     Ok((out, failed))
+}
+
+/// Read what a terminal (non-blocking, non-canonical) holds until none is left, handing
+/// each read to `got` (the kernel holds at most 4 KiB of input per terminal); the error
+/// that stopped it early, if any.
+fn read_available(
+    tty: std::os::fd::BorrowedFd,
+    buf: &mut [u8],
+    mut got: impl FnMut(&[u8]),
+) -> Option<io::Error> {
+    loop {
+        match sys::read(tty, buf) {
+            Ok(0) => return None,
+            Ok(n) => got(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+            Err(e) => return Some(e),
+        }
+    }
 }
 
 /// Write `typed` (as `take_typed_input` gave it) into the pty whose master is `master`,

@@ -175,7 +175,11 @@ impl Tmux {
                 return last;
             }
             if start.elapsed() > timeout {
-                panic!("timed out waiting for {needle:?} in pane {target}; screen:\n{last}");
+                panic!(
+                    "timed out waiting for {needle:?} in pane {target}; screen:\n{last}\n\
+                     processes:\n{}",
+                    process_forest()
+                );
             }
             std::thread::sleep(Duration::from_millis(30));
         }
@@ -823,4 +827,15 @@ impl Env {
             || (tty_bytes_waiting(pid, 0) >= len).then_some(()),
         );
     }
+}
+
+/// Every process as a forest, with its state and where it sleeps (for what a test that
+/// timed out says: what the session was doing), at most 150 lines.
+pub fn process_forest() -> String {
+    let out = Command::new("ps")
+        .args(["-eo", "pid,ppid,user:12,stat,wchan:24,args", "--forest"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_else(|e| format!("ps: {e}"));
+    out.lines().take(150).collect::<Vec<_>>().join("\n")
 }

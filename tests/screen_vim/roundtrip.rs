@@ -96,6 +96,18 @@ pub(crate) fn end_with_ctrl_d(env: &Env, target: &str) {
     env.tmux.wait_text(target, "CRTERM_EXIT=0", T);
 }
 
+/// Wait for the python REPL in pane `target` to show its prompt (the last line), then end
+/// it with `exit()`. Typed before readline has the terminal, the line would be typed
+/// ahead in line mode, and Enter would not end it (python does that without crterm too).
+pub(crate) fn exit_repl(env: &Env, target: &str) {
+    wait_for("the REPL's prompt", T, || {
+        let screen = env.tmux.capture_plain(target);
+        let last = screen.lines().rev().find(|l| !l.trim().is_empty());
+        (last.map(str::trim_end) == Some(">>>")).then_some(())
+    });
+    enter(env, target, "exit()");
+}
+
 /// Type `line` into pane `target` and press Enter.
 pub(crate) fn enter(env: &Env, target: &str, line: &str) {
     env.tmux.type_text(target, line);
@@ -1101,7 +1113,7 @@ fn ksm_merging_all_memory_comes_back_as_root() {
     );
     let screen = env.tmux.wait_text("b", "after", T);
     assert!(screen.contains("after yes no"), "{screen}");
-    enter(&env, "b", "exit()");
+    exit_repl(&env, "b");
 }
 
 /// Mappings come back with their flags: madvise advice (fork, dump, merge, huge page,
@@ -1431,7 +1443,7 @@ fn a_child_subreaper_stays_one() {
     );
     let screen = env.tmux.wait_text("b", "after ", T);
     assert!(screen.contains("after 1 1"), "{screen}");
-    enter(&env, "b", "exit()");
+    exit_repl(&env, "b");
 }
 
 /// mlockall(MCL_FUTURE), with and without MCL_ONFAULT, still locks the mappings a process

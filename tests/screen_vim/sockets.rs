@@ -37,7 +37,7 @@ fn unconnected_stream_sockets_and_one_whose_peer_closed_come_back() {
         screen.contains("after bound.sock b'left behind' b'' True"),
         "{screen}"
     );
-    enter(&env, "b", "exit()");
+    exit_repl(&env, "b");
     let _ = std::fs::remove_file(&image);
 }
 
@@ -135,7 +135,7 @@ fn sockets_whose_path_was_removed_or_taken_keep_their_names() {
         after.contains("after [True, True, True] True False 2"),
         "{after}"
     );
-    enter(&env, "b", "exit()");
+    exit_repl(&env, "b");
     let _ = std::fs::remove_file(&image);
 }
 
@@ -173,7 +173,7 @@ fn a_socket_bound_to_a_relative_name_is_bound_where_it_was() {
     let after = env.tmux.wait_text("b", "after ", T);
     assert!(after.contains("after rel.sock True"), "{after}");
     assert!(dir.join("rel.sock").exists());
-    enter(&env, "b", "exit()");
+    exit_repl(&env, "b");
     let _ = std::fs::remove_file(&image);
 }
 
@@ -196,7 +196,7 @@ fn a_ptys_mode_comes_back() {
     enter(&env, "b", "print('af' 'ter', st())");
     let after = env.tmux.wait_text("b", "after [", T);
     assert!(after.contains("after ['0o600', '0o600']"), "{after}");
-    enter(&env, "b", "exit()");
+    exit_repl(&env, "b");
     let _ = std::fs::remove_file(&image);
 }
 
@@ -234,7 +234,7 @@ fn a_datagram_receiver_keeps_its_queue_and_its_connected_clients() {
         after.contains("after [b'one', b'two', b'three', b'four'] True"),
         "{after}"
     );
-    enter(&env, "b", "exit()");
+    exit_repl(&env, "b");
     let _ = std::fs::remove_file(&image);
 }
 
@@ -262,7 +262,7 @@ fn udp_sockets_come_back_bound_and_connected() {
     );
     let after = env.tmux.wait_text("b", "after ", T);
     assert!(after.contains("after True True"), "{after}");
-    enter(&env, "b", "exit()");
+    exit_repl(&env, "b");
     let _ = std::fs::remove_file(&image);
 }
 
@@ -320,7 +320,7 @@ fn resume_notices_go_away_by_themselves() {
         .find(|l| !l.trim().is_empty())
         .unwrap_or("");
     assert!(last.starts_with(">>>"), "{screen}");
-    enter(&env, "b", "exit()");
+    exit_repl(&env, "b");
     let _ = std::fs::remove_file(&image);
 }
 
@@ -349,7 +349,7 @@ fn a_netlink_route_socket_comes_back_and_answers() {
     let after = env.tmux.wait_text("b", "after ", T);
     // 16: RTM_NEWLINK, the first answer to RTM_GETLINK.
     assert!(after.contains("after True 16"), "{after}");
-    enter(&env, "b", "exit()");
+    exit_repl(&env, "b");
     let _ = std::fs::remove_file(&image);
 }
 
@@ -383,7 +383,7 @@ fn an_inotify_watch_found_by_its_file_handle_comes_back_as_root() {
     );
     let after = env.tmux.wait_text("b", "after ", T);
     assert!(after.contains("after 1 b'new-file'"), "{after}");
-    enter(&env, "b", "exit()");
+    exit_repl(&env, "b");
     let _ = std::fs::remove_file(&image);
 }
 
@@ -435,7 +435,7 @@ fn a_seccomp_filter_comes_back_and_still_applies_as_root() {
     );
     let after = env.tmux.wait_text("b", "after ", T);
     assert!(after.contains("after -1 True ['2', '1']"), "{after}");
-    enter(&env, "b", "exit()");
+    exit_repl(&env, "b");
     let _ = std::fs::remove_file(&image);
 }
 

@@ -44,7 +44,7 @@ fn keys_typed_in_line_mode_and_not_read_come_back() {
     let screen = env.tmux.wait_text("a", "']\n>>>", T);
     assert!(screen.contains(expect), "{screen}");
     assert_eq!(screen.matches("one two").count(), 2, "typed once: {screen}");
-    enter(&env, "a", "exit()");
+    exit_repl(&env, "a");
     env.tmux.wait_text("a", "Pane is dead", T);
     // And the image has the queue as it was: the program finds the flag there and reads.
     resume_pane(&env, "b", 100, 30, &image);
@@ -54,7 +54,7 @@ fn keys_typed_in_line_mode_and_not_read_come_back() {
     env.tmux.send_keys("b", &["Enter"]);
     let screen = env.tmux.wait_text("b", "']\n>>>", T);
     assert!(screen.contains(expect), "{screen}");
-    enter(&env, "b", "exit()");
+    exit_repl(&env, "b");
     env.tmux.wait_text("b", "CRTERM_EXIT=0", T);
     let _ = std::fs::remove_file(&image);
 }

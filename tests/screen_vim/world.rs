@@ -1003,7 +1003,7 @@ fn the_hosts_sysv_objects_are_not_the_sessions() {
         "b = ctypes.create_string_buffer(64); c.semctl(0, 0, 19, b); print('af' 'ter', c.semget(0x5eed, 0, 0), c.semctl(0, 1, 12), int.from_bytes(b.raw[28:32], 'little'))",
     );
     env.tmux.wait_text("b", "after 0 5 2", T);
-    enter(&env, "b", "exit()");
+    exit_repl(&env, "b");
     env.tmux.wait_text("b", "CRTERM_EXIT=0", T);
     drop(host_set);
     let _ = std::fs::remove_file(&image);

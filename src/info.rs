@@ -32,6 +32,10 @@ struct SessionJson {
     files: Vec<FileJson>,
     files_not_carried: Vec<(String, String)>,
     sysv: SysvJson,
+    /// Messages waiting in the session's sockets that carry descriptors (SCM_RIGHTS), and
+    /// what the descriptions no process holds are (their targets).
+    in_flight_messages: usize,
+    in_flight_only: Vec<String>,
 }
 
 /// The session's SysV IPC objects.
@@ -151,6 +155,25 @@ pub fn render(path: &Path, loaded: &crate::load::Loaded, bytes: u64, json: bool)
             })
             .collect(),
         files_not_carried: s.files_not_carried.clone(),
+        in_flight_messages: {
+            let mut seen = std::collections::HashSet::new();
+            s.all_fds()
+                .filter_map(|(_, f)| f.socket())
+                .filter(|k| seen.insert(k.inode))
+                .map(|k| k.in_flight.len())
+                .sum()
+        },
+        in_flight_only: s
+            .in_flight
+            .iter()
+            .filter(|f| {
+                !s.processes
+                    .iter()
+                    .flat_map(|p| &p.fds)
+                    .any(|g| g.desc == f.desc)
+            })
+            .map(|f| f.target.clone())
+            .collect(),
         sysv: SysvJson {
             shm: s
                 .sysv
@@ -230,6 +253,19 @@ pub fn render(path: &Path, loaded: &crate::load::Loaded, bytes: u64, json: bool)
                 v.sem.len(),
                 v.msg.len(),
                 v.msg.iter().map(|o| o.2).sum::<usize>()
+            )?;
+        }
+        if s.in_flight_messages > 0 {
+            writeln!(
+                out,
+                "in flight  {} messages carrying descriptors, {} of them held by no process{}",
+                s.in_flight_messages,
+                s.in_flight_only.len(),
+                if s.in_flight_only.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", s.in_flight_only.join(", "))
+                }
             )?;
         }
         let here = s.files.iter().filter(|f| f.source == "here").count();

@@ -36,22 +36,21 @@ pub struct DumpSummary {
 }
 
 /// The content hash of every regular file the session holds open (small enough), read
-/// through the path it had; once per file.
+/// through the path it had (files in flight too); once per file.
 fn hash_open_files(record: &mut SessionRecord) {
     let mut done: std::collections::HashMap<(u64, u64), Option<String>> = Default::default();
-    for p in &mut record.processes {
-        for f in &mut p.fds {
-            let FdObject::File(id) = &mut f.object else {
-                continue;
-            };
-            if id.size > HASHED_FILE_LIMIT || f.target.ends_with(" (deleted)") {
-                continue;
-            }
-            id.sha256 = done
-                .entry((id.dev, id.ino))
-                .or_insert_with(|| hash_prefix(&f.target, id.size))
-                .clone();
+    let held = record.processes.iter_mut().flat_map(|p| &mut p.fds);
+    for f in held.chain(&mut record.in_flight) {
+        let FdObject::File(id) = &mut f.object else {
+            continue;
+        };
+        if id.size > HASHED_FILE_LIMIT || f.target.ends_with(" (deleted)") {
+            continue;
         }
+        id.sha256 = done
+            .entry((id.dev, id.ino))
+            .or_insert_with(|| hash_prefix(&f.target, id.size))
+            .clone();
     }
 }
 

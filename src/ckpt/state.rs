@@ -376,6 +376,7 @@ pub fn read_session(
         },
         user_namespace: about.user_namespace,
         sysv: SysvObjects::default(),
+        in_flight: Vec::new(),
     };
     let tasks = frozen.tasks();
     // The session's clocks: the host's plus its time namespace's offsets.
@@ -442,9 +443,10 @@ pub fn read_session(
         crate::sysv::check_no_undo(&record.sysv, undo_lists.contains(host), p.pid, &p.comm)?;
     }
     crate::sysv::check_attachments(&record)?;
-    crate::fds::sockets::read_connections(&mut record, &hosts)?;
+    let in_flight = crate::fds::sockets::read_connections(&mut record, &hosts)?;
     crate::fds::notify::find_watched_paths(&mut record)?;
-    crate::fds::number_descriptions(&mut record, &hosts)?;
+    crate::fds::number_descriptions(&mut record, &hosts, &in_flight)?;
+    drop(in_flight);
     crate::fds::notify::find_epoll_targets(&mut record, &hosts)?;
     // What a resume of this version could not bring back is refused now, not at resume.
     crate::restore::check_supported(&record)

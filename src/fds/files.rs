@@ -344,6 +344,13 @@ pub fn check_open_files(record: &SessionRecord) -> Result<()> {
             }
         }
     }
+    // Files in flight: opened as the first process (`Restorer::send_in_flight`).
+    if let Some(first) = record.processes.iter().find(|p| p.zombie.is_none()) {
+        for f in record.in_flight.iter().filter(|f| f.is_file_or_dir()) {
+            plan_file(record, false, first, f)
+                .with_context(|| format!("descriptor {} in flight", f.fd))?;
+        }
+    }
     Ok(())
 }
 
@@ -374,6 +381,14 @@ impl Restorer<'_> {
                 if let FdObject::Symlink { text, .. } = &f.object {
                     symlink_plan(&f.target, text, self.opts.force).with_context(what)?;
                 }
+            }
+        }
+        // Files in flight: opened as the first process (`send_in_flight`).
+        if let Some(first) = self.record.processes.iter().find(|p| p.zombie.is_none()) {
+            let _as = self.act_as(first)?;
+            for f in self.record.in_flight.iter().filter(|f| f.is_file_or_dir()) {
+                self.file_plan(first, f)
+                    .with_context(|| format!("descriptor {} in flight", f.fd))?;
             }
         }
         Ok(())

@@ -264,33 +264,78 @@ pub fn translate_owners(procs: &mut [ProcessRecord], tasks: &[(i32, Vec<i32>)]) 
 
 /// Number the open file descriptions: descriptors of the session that are one
 /// description (kcmp says so) get the same `desc`. `hosts[i]` is the host pid of
-/// `record.processes[i]` among the non-zombies (zombies come first and hold no files).
-pub fn number_descriptions(record: &mut SessionRecord, hosts: &[i32]) -> io::Result<()> {
+/// `record.processes[i]` among the non-zombies (zombies come first and hold no files);
+/// `in_flight[i]` our copy of `record.in_flight[i]`, a description in flight, whose place
+/// the sockets' `InFlight::descs` name until now. One that no process holds must be of a
+/// kind a resume makes without a holder.
+pub fn number_descriptions(
+    record: &mut SessionRecord,
+    hosts: &[i32],
+    in_flight: &[OwnedFd],
+) -> io::Result<()> {
     let live: Vec<usize> = (0..record.processes.len())
         .filter(|&i| record.processes[i].zombie.is_none())
         .collect();
     // (host pid, fd, target) of the first holder of each description.
     let mut firsts: Vec<(i32, i32, String)> = Vec::new();
+    let mut number = |host: i32, f: &mut FdRecord| {
+        let found = firsts.iter().position(|(hp, hfd, target)| {
+            *target == f.target
+                && sys::trace::same_file_description(*hp, *hfd, host, f.fd).unwrap_or(false)
+        });
+        f.desc = match found {
+            Some(d) => d as u32,
+            None => {
+                firsts.push((host, f.fd, f.target.clone()));
+                (firsts.len() - 1) as u32
+            }
+        };
+        found.is_some()
+    };
     for (&pi, &host) in live.iter().zip(hosts) {
         for f in &mut record.processes[pi].fds {
-            let mut found = None;
-            for (d, (hp, hfd, target)) in firsts.iter().enumerate() {
-                if *target == f.target
-                    && sys::trace::same_file_description(*hp, *hfd, host, f.fd).unwrap_or(false)
-                {
-                    found = Some(d);
-                    break;
-                }
-            }
-            f.desc = match found {
-                Some(d) => d as u32,
-                None => {
-                    firsts.push((host, f.fd, f.target.clone()));
-                    (firsts.len() - 1) as u32
-                }
-            };
+            number(host, f);
         }
     }
+    let held = live
+        .iter()
+        .flat_map(|&pi| &record.processes[pi].fds)
+        .map(|f| f.desc + 1)
+        .max()
+        .unwrap_or(0);
+    let me = std::process::id() as i32;
+    for (f, copy) in record.in_flight.iter_mut().zip(in_flight) {
+        let fd = std::mem::replace(&mut f.fd, copy.as_raw_fd());
+        number(me, f);
+        f.fd = fd;
+        // (`/dev/tty` is opened again by its holder itself: no description to send.)
+        let tty = matches!(f.object, FdObject::ControllingTty);
+        if tty || (f.desc >= held && !crate::records::in_flight_kind_ok(&f.object)) {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!(
+                    "a descriptor in flight (SCM_RIGHTS) that no process holds: {} ({}), which this version cannot carry",
+                    f.kind_name(),
+                    f.target
+                ),
+            ));
+        }
+    }
+    // The sockets' messages name the descriptions they carry by number now.
+    let descs: Vec<u32> = record.in_flight.iter().map(|f| f.desc).collect();
+    let renumber = |f: &mut FdRecord| {
+        if let FdObject::Socket(s) = &mut f.object {
+            for m in &mut s.in_flight {
+                for d in &mut m.descs {
+                    *d = descs[*d as usize];
+                }
+            }
+        }
+    };
+    for &pi in &live {
+        record.processes[pi].fds.iter_mut().for_each(renumber);
+    }
+    record.in_flight.iter_mut().for_each(renumber);
     Ok(())
 }
 
@@ -349,12 +394,44 @@ impl Restorer<'_> {
     /// Give every process its descriptors, then its epoll sets their registrations.
     pub(crate) fn install_files(&mut self) -> Result<()> {
         let mut descs = Descriptions::new();
-        let (sockets, closed) = sockets::connected(self.record)?;
-        descs.sockets = sockets;
-        self.warnings.extend(closed);
-        let table = self.install_descriptions(&mut descs);
+        let connected = sockets::connected(self.record)?;
+        descs.sockets = connected.sockets;
+        self.warnings.extend(connected.closed);
+        let mut table = self.install_descriptions(&mut descs);
+        if table.is_ok() {
+            table = self.send_in_flight(&mut descs, &connected.refills);
+        }
         self.warnings.extend(files::files_table(&descs.files));
         table
+    }
+
+    /// The descriptors in flight, sent again in their sockets' queues (with the bytes
+    /// around them), once every process holds its descriptors: a description also held by
+    /// a process is that one; one no process holds is made as the first process would
+    /// make it.
+    fn send_in_flight(
+        &mut self,
+        descs: &mut Descriptions,
+        refills: &[sockets::Refill],
+    ) -> Result<()> {
+        let Some(first) = self.record.processes.iter().find(|p| p.zombie.is_none()) else {
+            return Ok(());
+        };
+        for r in refills {
+            let _as = self.act_as(first)?;
+            r.run(|d| {
+                let f = self
+                    .record
+                    .all_fds()
+                    .map(|(_, f)| f)
+                    .find(|f| f.desc == d)
+                    .ok_or_else(|| anyhow!("file description {d} in flight is not in the image"))?;
+                self.description(descs, first, f)
+                    .with_context(|| format!("the descriptor in flight {}", f.target))?
+                    .ok_or_else(|| anyhow!("{} cannot be sent in flight", f.target))
+            })?;
+        }
+        Ok(())
     }
 
     fn install_descriptions(&mut self, descs: &mut Descriptions) -> Result<()> {

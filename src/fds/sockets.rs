@@ -9,7 +9,8 @@ use crate::sys;
 use anyhow::{Context, Result, anyhow, bail};
 use std::collections::{BTreeMap, HashMap};
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::rc::Rc;
 
 // ---- checkpoint ----------------------------------------------------------------------
 
@@ -108,6 +109,7 @@ pub fn read(pid: i32, fd: i32, target: &str) -> io::Result<SocketRecord> {
         unlinked: false,
         bound_in: String::new(),
         peer_name: Vec::new(),
+        in_flight: Vec::new(),
     })
 }
 
@@ -147,10 +149,12 @@ pub fn refusal(s: &SocketRecord) -> Option<String> {
 }
 
 /// What only the whole session tells of its unix sockets: each one's peer (sock_diag),
-/// whether that peer is held in the session too, and the bytes queued to be read (peeked,
-/// not consumed). Refuses what cannot be carried, naming the process and descriptor:
-/// descriptors in flight, a datagram socket connected to one that is not connected back.
-pub fn read_connections(record: &mut SessionRecord, hosts: &[i32]) -> io::Result<()> {
+/// whether that peer is held in the session too, the bytes queued to be read (peeked, not
+/// consumed) and the files in flight among them (SCM_RIGHTS), which become
+/// `record.in_flight` (read through the copies the peek hands over, returned: their
+/// descriptions are numbered with the session's, `crate::fds::number_descriptions`).
+/// Refuses what cannot be carried, naming the process and descriptor.
+pub fn read_connections(record: &mut SessionRecord, hosts: &[i32]) -> io::Result<Vec<OwnedFd>> {
     let live: Vec<usize> = (0..record.processes.len())
         .filter(|&i| record.processes[i].zombie.is_none())
         .collect();
@@ -158,7 +162,7 @@ pub fn read_connections(record: &mut SessionRecord, hosts: &[i32]) -> io::Result
         .iter()
         .any(|&i| record.processes[i].fds.iter().any(|f| f.socket().is_some()));
     if !has_sockets {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let diag = sys::sock::unix_diag()
         .map_err(|e| io::Error::other(format!("reading the session's unix sockets: {e}")))?;
@@ -167,164 +171,90 @@ pub fn read_connections(record: &mut SessionRecord, hosts: &[i32]) -> io::Result
         .flat_map(|&i| &record.processes[i].fds)
         .filter_map(|f| f.socket().map(|s| s.inode))
         .collect();
-    let mut queues: std::collections::HashMap<u64, Vec<Vec<u8>>> = Default::default();
     // Connections not accepted yet, by the inode of their client end (sock_diag lists
     // those for a listener: its embryo sockets have none): the listener of the session
     // they wait in.
-    let waiting_in: std::collections::HashMap<u64, u64> = diag
+    let waiting_in: HashMap<u64, u64> = diag
         .iter()
         .filter(|(ino, _)| held.contains(ino))
         .flat_map(|(&listener, d)| d.pending.iter().map(move |&c| (c, listener)))
         .collect();
+    let mut ctx = Connections {
+        diag,
+        waiting_in,
+        queues: HashMap::new(),
+        flying: Vec::new(),
+        flying_fds: Vec::new(),
+        flying_to: Vec::new(),
+        not_connected_back: Vec::new(),
+    };
     for (&pi, &host) in live.iter().zip(hosts) {
         let p = &mut record.processes[pi];
+        let (pid, comm) = (p.pid, p.comm.clone());
         for f in &mut p.fds {
+            let target = f.target.clone();
             let FdObject::Socket(s) = &mut f.object else {
                 continue;
             };
-            if s.domain == libc::AF_UNIX && s.name.first().is_some_and(|&b| b != 0) {
-                if s.name[0] != b'/' {
-                    // A relative name: bound in the holder's working directory, if the
-                    // socket file is there.
-                    let cwd = std::fs::read_link(format!("/proc/{host}/cwd"))?;
-                    s.bound_in = cwd.display().to_string();
-                    if path_unlinked(host, s, diag.get(&s.inode)) {
-                        return Err(io::Error::new(
-                            io::ErrorKind::Unsupported,
-                            format!(
-                                "process {} ({}) holds fd {}, a unix socket bound to the relative name {} somewhere other than its working directory, which this version cannot carry",
-                                p.pid,
-                                p.comm,
-                                f.fd,
-                                s.display_name()
-                            ),
-                        ));
-                    }
-                } else {
-                    s.unlinked = path_unlinked(host, s, diag.get(&s.inode));
-                }
-            }
-            if s.listening {
-                continue;
-            }
-            if s.domain == libc::AF_NETLINK {
-                // What the kernel sent it cannot be sent again.
-                let sock = sys::trace::copy_fd_of(host, f.fd)?;
-                if sys::readable(sock.as_fd()) {
-                    return Err(io::Error::new(
-                        io::ErrorKind::Unsupported,
-                        format!(
-                            "process {} ({}) holds fd {}, a netlink socket with messages queued ({}), which this version cannot carry",
-                            p.pid, p.comm, f.fd, f.target
-                        ),
-                    ));
-                }
-                continue;
-            }
-            if s.inet() && !s.stream() {
-                // UDP: datagrams queued came from senders that cannot send them again.
-                let sock = sys::trace::copy_fd_of(host, f.fd)?;
-                if sys::readable(sock.as_fd()) {
-                    return Err(io::Error::new(
-                        io::ErrorKind::Unsupported,
-                        format!(
-                            "process {} ({}) holds fd {}, a UDP socket with datagrams queued ({}), which this version cannot carry (their senders cannot send them again)",
-                            p.pid, p.comm, f.fd, f.target
-                        ),
-                    ));
-                }
-                continue;
-            }
-            if s.inet() {
-                // A TCP connection comes back closed, with what had arrived still to read.
-                if !s.peer_addr.is_empty() {
-                    let sock = sys::trace::copy_fd_of(host, f.fd)?;
-                    s.queued = sys::sock::peek_queue(sock.as_fd(), true)?;
-                }
-                continue;
-            }
-            if s.domain != libc::AF_UNIX {
-                continue;
-            }
-            let d = diag.get(&s.inode).cloned().unwrap_or_default();
-            s.peer = d.peer;
-            s.shutdown = d.shutdown;
-            s.peer_inside = d.peer != 0 && held.contains(&d.peer);
-            // Connected, its peer maybe gone since (a datagram receiver others connected
-            // to is marked established too, but has no peer of its own).
-            s.connected = d.has_peer;
-            // A stream that was never connected has nothing queued (and a peek at it
-            // fails).
-            if s.kind != libc::SOCK_DGRAM && !s.connected && !waiting_in.contains_key(&s.inode) {
-                continue;
-            }
-            // A connection waiting in a listener of the session: made again by connecting
-            // to it, which needs the bytes sent so far to be none (they cannot be peeked).
-            if let Some(&listener) = waiting_in.get(&s.inode) {
-                if d.unread_sent > 0 {
-                    let refuse = format!(
-                        "process {} ({}) holds fd {}, a unix socket connection not accepted yet that has sent data ({}), which this version cannot carry",
-                        p.pid, p.comm, f.fd, f.target
-                    );
-                    return Err(io::Error::new(io::ErrorKind::Unsupported, refuse));
-                }
-                s.pending_on = listener;
-                continue;
-            }
-            let refuse = |what: &str| {
-                io::Error::new(
-                    io::ErrorKind::Unsupported,
-                    format!(
-                        "process {} ({}) holds fd {}, a unix socket {what} ({}), which this version cannot carry",
-                        p.pid, p.comm, f.fd, f.target
-                    ),
-                )
-            };
-            // Connected to a receiver that is not connected back (a logger others send to
-            // as well): connected to its name again.
-            if s.peer != 0 && diag.get(&d.peer).map(|d| d.peer) != Some(s.inode) {
-                let name = diag
-                    .get(&d.peer)
-                    .map(|d| d.name.clone())
-                    .unwrap_or_default();
-                if s.kind != libc::SOCK_DGRAM || name.is_empty() {
-                    if s.peer_inside {
-                        return Err(refuse(
-                            "connected to a socket without a name that is not connected back",
-                        ));
-                    }
-                } else {
-                    s.peer_name = name;
-                }
-            }
-            if let Some(q) = queues.get(&s.inode) {
-                s.queued = q.clone();
-                continue;
-            }
-            let sock = sys::trace::copy_fd_of(host, f.fd)?;
-            s.queued = match sys::sock::peek_queue(sock.as_fd(), s.stream()) {
-                Ok(q) => q,
-                Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-                    return Err(refuse(&format!("with {e} queued")));
-                }
-                Err(e) => return Err(e),
-            };
-            queues.insert(s.inode, s.queued.clone());
-            if !s.queued.is_empty() && !s.peer_name.is_empty() {
-                return Err(refuse(
-                    "connected to a receiver, with datagrams queued for it",
-                ));
-            }
-            if !s.queued.is_empty() && s.kind == libc::SOCK_DGRAM && s.peer == 0 && !s.connected {
-                // Refilled by sending to its name: one that names it.
-                if s.unlinked || s.name.is_empty() || s.passcred {
-                    return Err(refuse(
-                        "receiving datagrams, with datagrams queued, whose name does not lead to it or that receives the senders' credentials",
-                    ));
-                }
-            }
+            let who = format!("process {pid} ({comm}) holds fd {},", f.fd);
+            let place = format!("process {pid} ({comm}) fd {}", f.fd);
+            ctx.connection(s, host, f.fd, &who, &place, &target)?;
         }
     }
+    // The sockets in flight, and what is in flight in their queues, in turn.
+    let me = std::process::id() as i32;
+    let mut i = 0;
+    while i < ctx.flying.len() {
+        let fd = ctx.flying_fds[i].as_raw_fd();
+        let target = ctx.flying[i].target.clone();
+        if let FdObject::Socket(mut s) = ctx.flying[i].object.clone() {
+            let place = format!("a descriptor in flight to {}", ctx.flying_to[i]);
+            let who = format!("{place} is");
+            if s.domain == libc::AF_UNIX && s.name.first().is_some_and(|&b| b != 0 && b != b'/') {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    format!(
+                        "{who} a unix socket bound to a relative name ({target}), which this version cannot carry"
+                    ),
+                ));
+            }
+            ctx.connection(&mut s, me, fd, &who, &place, &target)?;
+            ctx.flying[i].object = FdObject::Socket(s);
+        }
+        i += 1;
+    }
+    // Whose peer is in the session, held or in flight.
+    let inside: std::collections::HashSet<u64> = held
+        .iter()
+        .copied()
+        .chain(
+            ctx.flying
+                .iter()
+                .filter_map(|f| f.socket().map(|s| s.inode)),
+        )
+        .collect();
+    let mark = |f: &mut FdRecord| {
+        if let FdObject::Socket(s) = &mut f.object {
+            s.peer_inside = s.peer != 0 && inside.contains(&s.peer);
+        }
+    };
+    for &pi in &live {
+        record.processes[pi].fds.iter_mut().for_each(mark);
+    }
+    ctx.flying.iter_mut().for_each(mark);
+    if let Some((who, target, _)) = ctx
+        .not_connected_back
+        .iter()
+        .find(|(_, _, peer)| inside.contains(peer))
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!(
+                "{who} a unix socket connected to a socket without a name that is not connected back ({target}), which this version cannot carry"
+            ),
+        ));
+    }
+    record.in_flight = ctx.flying;
     // A connection not accepted yet is made again by connecting to its listener's path:
     // one whose path names another socket now cannot be.
     let unlinked: std::collections::HashSet<u64> = live
@@ -332,24 +262,240 @@ pub fn read_connections(record: &mut SessionRecord, hosts: &[i32]) -> io::Result
         .flat_map(|&i| &record.processes[i].fds)
         .filter_map(|f| f.socket().filter(|s| s.unlinked).map(|s| s.inode))
         .collect();
-    for &i in &live {
-        let p = &record.processes[i];
-        for f in &p.fds {
-            if let Some(s) = f.socket()
-                && s.pending_on != 0
-                && unlinked.contains(&s.pending_on)
-            {
-                return Err(io::Error::new(
-                    io::ErrorKind::Unsupported,
-                    format!(
-                        "process {} ({}) holds fd {}, a unix socket connection not accepted yet by a listener whose path was removed, which this version cannot carry",
-                        p.pid, p.comm, f.fd
-                    ),
+    for (who, f) in record.all_fds() {
+        if let Some(s) = f.socket()
+            && s.pending_on != 0
+            && unlinked.contains(&s.pending_on)
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!(
+                    "{who} holds a unix socket connection not accepted yet by a listener whose path was removed, which this version cannot carry"
+                ),
+            ));
+        }
+    }
+    Ok(ctx.flying_fds)
+}
+
+/// What `read_connections` gathers as it goes through the session's sockets.
+struct Connections {
+    diag: HashMap<u64, sys::sock::UnixDiag>,
+    waiting_in: HashMap<u64, u64>,
+    /// Each socket's queue once read, by inode, with the files in flight in it.
+    queues: HashMap<u64, (Vec<Vec<u8>>, Vec<InFlight>)>,
+    /// The descriptions in flight (`InFlight::descs` numbers them by their place here
+    /// until `number_descriptions`), and our copies of them.
+    flying: Vec<FdRecord>,
+    flying_fds: Vec<OwnedFd>,
+    /// Where each is in flight to (for messages).
+    flying_to: Vec<String>,
+    /// Sockets connected to one without a name that is not connected back: (who, target,
+    /// the peer's inode), refused if that peer is the session's.
+    not_connected_back: Vec<(String, String, u64)>,
+}
+
+impl Connections {
+    /// Socket `s`, descriptor `fd` of `host` (`target` its link; `who` the start of a
+    /// refusal, "process 5 (sh) holds fd 3,"; `place` where it is, "process 5 (sh) fd 3").
+    fn connection(
+        &mut self,
+        s: &mut SocketRecord,
+        host: i32,
+        fd: i32,
+        who: &str,
+        place: &str,
+        target: &str,
+    ) -> io::Result<()> {
+        let refuse = |what: &str| {
+            io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("{who} a {what} ({target}), which this version cannot carry"),
+            )
+        };
+        if s.domain == libc::AF_UNIX && s.name.first().is_some_and(|&b| b != 0) {
+            if s.name[0] != b'/' {
+                // A relative name: bound in the holder's working directory, if the
+                // socket file is there.
+                let cwd = std::fs::read_link(format!("/proc/{host}/cwd"))?;
+                s.bound_in = cwd.display().to_string();
+                if path_unlinked(host, s, self.diag.get(&s.inode)) {
+                    return Err(refuse(&format!(
+                        "unix socket bound to the relative name {} somewhere other than its working directory",
+                        s.display_name()
+                    )));
+                }
+            } else {
+                s.unlinked = path_unlinked(host, s, self.diag.get(&s.inode));
+            }
+        }
+        if s.listening {
+            return Ok(());
+        }
+        if s.domain == libc::AF_NETLINK {
+            // What the kernel sent it cannot be sent again.
+            let sock = sys::trace::copy_fd_of(host, fd)?;
+            if sys::readable(sock.as_fd()) {
+                return Err(refuse("netlink socket with messages queued"));
+            }
+            return Ok(());
+        }
+        if s.inet() && !s.stream() {
+            // UDP: datagrams queued came from senders that cannot send them again.
+            let sock = sys::trace::copy_fd_of(host, fd)?;
+            if sys::readable(sock.as_fd()) {
+                return Err(refuse(
+                    "UDP socket with datagrams queued (their senders cannot send them again)",
+                ));
+            }
+            return Ok(());
+        }
+        if s.inet() {
+            // A TCP connection comes back closed, with what had arrived still to read.
+            if !s.peer_addr.is_empty() {
+                let sock = sys::trace::copy_fd_of(host, fd)?;
+                s.queued = sys::sock::peek_queue(sock.as_fd(), true)?.pieces;
+            }
+            return Ok(());
+        }
+        if s.domain != libc::AF_UNIX {
+            return Ok(());
+        }
+        let d = self.diag.get(&s.inode).cloned().unwrap_or_default();
+        s.peer = d.peer;
+        s.shutdown = d.shutdown;
+        // Connected, its peer maybe gone since (a datagram receiver others connected
+        // to is marked established too, but has no peer of its own).
+        s.connected = d.has_peer;
+        // A stream that was never connected has nothing queued (and a peek at it
+        // fails).
+        if s.kind != libc::SOCK_DGRAM && !s.connected && !self.waiting_in.contains_key(&s.inode) {
+            return Ok(());
+        }
+        // A connection waiting in a listener of the session: made again by connecting
+        // to it, which needs the bytes sent so far to be none (they cannot be peeked).
+        if let Some(&listener) = self.waiting_in.get(&s.inode) {
+            if d.unread_sent > 0 {
+                return Err(refuse(
+                    "unix socket connection not accepted yet that has sent data",
+                ));
+            }
+            s.pending_on = listener;
+            return Ok(());
+        }
+        // Connected to a receiver that is not connected back (a logger others send to
+        // as well): connected to its name again.
+        if s.peer != 0 && self.diag.get(&d.peer).map(|d| d.peer) != Some(s.inode) {
+            let name = self
+                .diag
+                .get(&d.peer)
+                .map(|d| d.name.clone())
+                .unwrap_or_default();
+            if s.kind != libc::SOCK_DGRAM || name.is_empty() {
+                self.not_connected_back
+                    .push((who.to_string(), target.to_string(), s.peer));
+            } else {
+                s.peer_name = name;
+            }
+        }
+        if let Some((q, flying)) = self.queues.get(&s.inode) {
+            s.queued = q.clone();
+            s.in_flight = flying.clone();
+            return Ok(());
+        }
+        let sock = sys::trace::copy_fd_of(host, fd)?;
+        let q = match sys::sock::peek_queue(sock.as_fd(), s.stream()) {
+            Ok(q) => q,
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                return Err(refuse(&format!("unix socket with {e} queued")));
+            }
+            Err(e) => return Err(e),
+        };
+        s.queued = q.pieces;
+        if !q.files.is_empty() {
+            if !s.peer_name.is_empty() || (s.kind == libc::SOCK_DGRAM && !s.connected) {
+                return Err(refuse(
+                    "unix socket receiving datagrams with descriptors in flight (SCM_RIGHTS) from senders it is not connected to",
+                ));
+            }
+            for m in q.files {
+                let mut descs = Vec::new();
+                for file in m.files {
+                    descs.push(self.in_flight(file, place)?);
+                }
+                s.in_flight.push(InFlight {
+                    piece: m.piece as u32,
+                    offset: m.offset,
+                    len: m.len,
+                    descs,
+                });
+            }
+        }
+        self.queues
+            .insert(s.inode, (s.queued.clone(), s.in_flight.clone()));
+        if !s.queued.is_empty() && !s.peer_name.is_empty() {
+            return Err(refuse(
+                "unix socket connected to a receiver, with datagrams queued for it",
+            ));
+        }
+        if !s.queued.is_empty() && s.kind == libc::SOCK_DGRAM && s.peer == 0 && !s.connected {
+            // Refilled by sending to its name: one that names it.
+            if s.unlinked || s.name.is_empty() || s.passcred {
+                return Err(refuse(
+                    "unix socket receiving datagrams, with datagrams queued, whose name does not lead to it or that receives the senders' credentials",
                 ));
             }
         }
+        Ok(())
     }
-    Ok(())
+
+    /// A file in flight to `place` (our copy of it), read as a descriptor of ours: its
+    /// place among the descriptions in flight (the one it has there already, if it is one
+    /// of them).
+    fn in_flight(&mut self, file: OwnedFd, place: &str) -> io::Result<u32> {
+        let me = std::process::id() as i32;
+        for (i, other) in self.flying_fds.iter().enumerate() {
+            if sys::trace::same_file_description(me, other.as_raw_fd(), me, file.as_raw_fd())
+                .unwrap_or(false)
+            {
+                return Ok(i as u32);
+            }
+        }
+        let pidfd = sys::trace::pidfd_open(me)?;
+        let who = format!("a descriptor in flight (SCM_RIGHTS) to {place}");
+        let mut f = crate::fds::read(me, file.as_raw_fd(), pidfd.as_fd(), &who).map_err(|e| {
+            // "… holds fd 17, an inotify instance …": our copy's number means nothing.
+            let text = e.to_string();
+            let text = match text.split_once(" holds fd ") {
+                Some((a, b)) => format!("{a} is{}", b.split_once(',').map_or("", |(_, r)| r)),
+                None => text,
+            };
+            io::Error::new(e.kind(), text)
+        })?;
+        let refuse = |what: &str| {
+            io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!(
+                    "{who} is {what} ({}), which this version cannot carry",
+                    f.target
+                ),
+            )
+        };
+        if !f.locks.is_empty() {
+            return Err(refuse("a file with locks"));
+        }
+        if f.owner.1 != 0 || f.signal != 0 || f.flags as i32 & libc::O_ASYNC != 0 {
+            return Err(refuse("a file that sends SIGIO"));
+        }
+        if f.target.ends_with(" (deleted)") {
+            return Err(refuse("a file deleted while open"));
+        }
+        f.fd = self.flying.len() as i32;
+        self.flying.push(f);
+        self.flying_fds.push(file);
+        self.flying_to.push(place.to_string());
+        Ok((self.flying.len() - 1) as u32)
+    }
 }
 
 /// Whether the path unix socket `s` was bound to no longer names it: no socket file is
@@ -381,207 +527,301 @@ fn path_unlinked(host: i32, s: &SocketRecord, d: Option<&sys::sock::UnixDiag>) -
 /// peer was outside the session gets its queued bytes and then finds the connection closed
 /// (the program sees what it sees when the other side goes away). Returns the sockets by
 /// inode and a line for each connection that came back closed.
-pub fn connected(record: &SessionRecord) -> Result<(HashMap<u64, OwnedFd>, Vec<String>)> {
+pub fn connected(record: &SessionRecord) -> Result<Connected<'_>> {
     use crate::records::SocketRecord;
-    let mut by_inode: BTreeMap<u64, (&ProcessRecord, &FdRecord, &SocketRecord)> = BTreeMap::new();
+    let mut by_inode: BTreeMap<u64, (String, &SocketRecord)> = BTreeMap::new();
     let mut made = HashMap::new();
     let mut closed = Vec::new();
-    let live = || record.processes.iter().filter(|p| p.zombie.is_none());
+    let mut refills = Vec::new();
+    // Every socket of the session: held by a process, or in flight.
+    let all: Vec<(String, &FdRecord, &SocketRecord)> = record
+        .processes
+        .iter()
+        .filter(|p| p.zombie.is_none())
+        .flat_map(|p| {
+            p.fds.iter().filter_map(move |f| {
+                f.socket()
+                    .map(|s| (format!("process {} ({}) fd {}", p.pid, p.comm, f.fd), f, s))
+            })
+        })
+        .chain(record.in_flight.iter().filter_map(|f| {
+            f.socket().map(|s| {
+                (
+                    format!("descriptor {} in flight ({})", f.fd, f.target),
+                    f,
+                    s,
+                )
+            })
+        }))
+        .collect();
     // Sockets whose path no longer names them first: bound there and the file removed,
     // so that a socket of the session bound there since can bind after them.
-    for p in live() {
-        for f in &p.fds {
-            let Some(s) = f
-                .socket()
-                .filter(|s| s.unlinked && !made.contains_key(&s.inode))
-            else {
-                continue;
-            };
-            let what = || format!("process {} ({}) fd {}", p.pid, p.comm, f.fd);
-            let sock = named_socket(s).with_context(what)?;
-            let path = String::from_utf8_lossy(&s.name)
-                .trim_end_matches('\0')
-                .to_string();
-            std::fs::remove_file(&path)
-                .with_context(|| format!("{}: removing {path} again", what()))?;
-            made.insert(s.inode, sock);
+    for (what, _, s) in &all {
+        if !s.unlinked || made.contains_key(&s.inode) {
+            continue;
         }
+        let sock = named_socket(s).context(what.clone())?;
+        let path = String::from_utf8_lossy(&s.name)
+            .trim_end_matches('\0')
+            .to_string();
+        std::fs::remove_file(&path).with_context(|| format!("{what}: removing {path} again"))?;
+        made.insert(s.inode, sock);
     }
     // Datagram receivers with a name (others send to them, some connected to them): bound
     // again and their queue refilled by sending to the name, before their clients
     // connect to them.
-    for p in live() {
-        for f in &p.fds {
-            let Some(s) = f.socket().filter(|s| {
-                s.kind == libc::SOCK_DGRAM
-                    && !s.inet()
-                    && s.peer == 0
-                    && !s.connected
-                    && !s.name.is_empty()
-                    && !made.contains_key(&s.inode)
-            }) else {
-                continue;
-            };
-            let what = || format!("process {} ({}) fd {}", p.pid, p.comm, f.fd);
-            let sock = named_socket(s).with_context(what)?;
-            if !s.queued.is_empty() {
-                let to = address_of(s);
-                let sender = sys::sock::unix_socket(libc::SOCK_DGRAM).context("socket")?;
-                for piece in &s.queued {
-                    sys::sock::send_to_unix(sender.as_fd(), piece, &to)
-                        .with_context(|| format!("{}: refilling its queue", what()))?;
-                }
-            }
-            made.insert(s.inode, sock);
+    for (what, _, s) in &all {
+        if !(s.kind == libc::SOCK_DGRAM
+            && !s.inet()
+            && s.peer == 0
+            && !s.connected
+            && !s.name.is_empty()
+            && !made.contains_key(&s.inode))
+        {
+            continue;
         }
+        let sock = named_socket(s).context(what.clone())?;
+        if !s.queued.is_empty() {
+            let to = address_of(s);
+            let sender = sys::sock::unix_socket(libc::SOCK_DGRAM).context("socket")?;
+            for piece in &s.queued {
+                sys::sock::send_to_unix(sender.as_fd(), piece, &to)
+                    .with_context(|| format!("{what}: refilling its queue"))?;
+            }
+        }
+        made.insert(s.inode, sock);
     }
     // Listening sockets first: a connection that was not accepted yet is made again by
     // connecting to its listener.
     let mut listeners: HashMap<u64, &SocketRecord> = HashMap::new();
-    for p in live() {
-        for f in &p.fds {
-            let Some(s) = f.socket().filter(|s| s.listening) else {
-                continue;
-            };
-            if made.contains_key(&s.inode) {
-                listeners.insert(s.inode, s);
-                continue;
-            }
-            if listeners.contains_key(&s.inode) {
-                continue;
-            }
-            let what = || format!("process {} ({}) fd {}", p.pid, p.comm, f.fd);
-            let sock = if s.inet() {
-                tcp_socket(s)
-            } else {
-                named_socket(s)
-            }
-            .with_context(what)?;
-            made.insert(s.inode, sock);
-            listeners.insert(s.inode, s);
-        }
-    }
-    for p in live() {
-        for f in &p.fds {
-            let Some(s) = f.socket() else { continue };
-            if s.listening || made.contains_key(&s.inode) {
-                continue;
-            }
-            if s.pending_on != 0 {
-                let what = || format!("process {} ({}) fd {}", p.pid, p.comm, f.fd);
-                let l = listeners
-                    .get(&s.pending_on)
-                    .ok_or_else(|| anyhow!("{}: its listener is not in the image", what()))?;
-                let sock = sys::sock::unix_socket(s.kind).with_context(what)?;
-                let to = match l.path() {
-                    Some(path) => path.into_os_string().into_encoded_bytes(),
-                    None => l.name.clone(),
-                };
-                sys::sock::connect_unix(sock.as_fd(), &to).with_context(|| {
-                    format!("{}: connecting to {} again", what(), l.display_name())
-                })?;
-                made.insert(s.inode, sock);
-                continue;
-            }
-            if !s.peer_name.is_empty() {
-                let what = || format!("process {} ({}) fd {}", p.pid, p.comm, f.fd);
-                let sock = if s.name.is_empty() {
-                    sys::sock::unix_socket(s.kind).context("socket")?
-                } else {
-                    named_socket(s).with_context(what)?
-                };
-                // The receiver: the session's own (by the path it was bound to), or one
-                // outside (by its name: the system logger's /dev/log).
-                let receiver = live()
-                    .flat_map(|q| &q.fds)
-                    .filter_map(|g| g.socket())
-                    .find(|r| r.inode == s.peer);
-                let to = receiver.map_or_else(|| s.peer_name.clone(), address_of);
-                let name = String::from_utf8_lossy(&to).trim_matches('\0').to_string();
-                match sys::sock::connect_unix(sock.as_fd(), &to) {
-                    Ok(()) if !s.peer_inside => closed.push(format!(
-                        "{}: connected again to {name}, outside the session",
-                        what()
-                    )),
-                    Ok(()) => {}
-                    Err(e) if s.peer_inside => {
-                        return Err(e).with_context(|| format!("{}: connecting to {name} again", what()));
-                    }
-                    Err(e) => closed.push(format!(
-                        "{}: its datagram connection to {name}, outside the session, comes back unconnected ({e})",
-                        what()
-                    )),
-                }
-                made.insert(s.inode, sock);
-                continue;
-            }
-            if s.inet() && s.stream() && !s.peer_addr.is_empty() {
-                if let std::collections::hash_map::Entry::Vacant(e) = made.entry(s.inode) {
-                    let what = || format!("process {} ({}) fd {}", p.pid, p.comm, f.fd);
-                    e.insert(closed_tcp(s).with_context(what)?);
-                    closed.push(format!(
-                        "{}: its TCP connection to {} comes back closed",
-                        what(),
-                        sys::sock::inet_text(&s.peer_addr)
-                    ));
-                }
-            } else if s.peer != 0 {
-                by_inode.entry(s.inode).or_insert((p, f, s));
-            } else if s.connected && !s.inet() {
-                // Its peer closed: what it sent is still to be read, then the end.
-                let what = || format!("process {} ({}) fd {} ({})", p.pid, p.comm, f.fd, f.target);
-                let (mine, other) = sys::sock::pair(s.kind).with_context(what)?;
-                if s.passcred {
-                    sys::sock::set_int(mine.as_fd(), libc::SOL_SOCKET, libc::SO_PASSCRED, 1)?;
-                }
-                for piece in &s.queued {
-                    sys::sock::send_now(other.as_fd(), piece, s.stream())
-                        .with_context(|| format!("{}: refilling its queue", what()))?;
-                }
-                drop(other);
-                made.insert(s.inode, mine);
-            }
-        }
-    }
-    for (&inode, &(p, f, s)) in &by_inode {
-        if made.contains_key(&inode) {
+    for (what, _, s) in &all {
+        if !s.listening {
             continue;
         }
-        let what = || format!("process {} ({}) fd {} ({})", p.pid, p.comm, f.fd, f.target);
-        let (mine, other) = sys::sock::pair(s.kind).with_context(what)?;
+        if made.contains_key(&s.inode) {
+            listeners.insert(s.inode, s);
+            continue;
+        }
+        if listeners.contains_key(&s.inode) {
+            continue;
+        }
+        let sock = if s.inet() {
+            tcp_socket(s)
+        } else {
+            named_socket(s)
+        }
+        .context(what.clone())?;
+        made.insert(s.inode, sock);
+        listeners.insert(s.inode, s);
+    }
+    for (what, f, s) in &all {
+        if s.listening || made.contains_key(&s.inode) {
+            continue;
+        }
+        if s.pending_on != 0 {
+            let l = listeners
+                .get(&s.pending_on)
+                .ok_or_else(|| anyhow!("{what}: its listener is not in the image"))?;
+            let sock = sys::sock::unix_socket(s.kind).context(what.clone())?;
+            let to = match l.path() {
+                Some(path) => path.into_os_string().into_encoded_bytes(),
+                None => l.name.clone(),
+            };
+            sys::sock::connect_unix(sock.as_fd(), &to)
+                .with_context(|| format!("{what}: connecting to {} again", l.display_name()))?;
+            made.insert(s.inode, sock);
+            continue;
+        }
+        if !s.peer_name.is_empty() {
+            let sock = if s.name.is_empty() {
+                sys::sock::unix_socket(s.kind).context("socket")?
+            } else {
+                named_socket(s).context(what.clone())?
+            };
+            // The receiver: the session's own (by the path it was bound to), or one
+            // outside (by its name: the system logger's /dev/log).
+            let receiver = all.iter().map(|a| a.2).find(|r| r.inode == s.peer);
+            let to = receiver.map_or_else(|| s.peer_name.clone(), address_of);
+            let name = String::from_utf8_lossy(&to).trim_matches('\0').to_string();
+            match sys::sock::connect_unix(sock.as_fd(), &to) {
+                Ok(()) if !s.peer_inside => closed.push(format!(
+                    "{what}: connected again to {name}, outside the session"
+                )),
+                Ok(()) => {}
+                Err(e) if s.peer_inside => {
+                    return Err(e).with_context(|| format!("{what}: connecting to {name} again"));
+                }
+                Err(e) => closed.push(format!(
+                    "{what}: its datagram connection to {name}, outside the session, comes back unconnected ({e})"
+                )),
+            }
+            made.insert(s.inode, sock);
+            continue;
+        }
+        if s.inet() && s.stream() && !s.peer_addr.is_empty() {
+            if let std::collections::hash_map::Entry::Vacant(e) = made.entry(s.inode) {
+                e.insert(closed_tcp(s).context(what.clone())?);
+                closed.push(format!(
+                    "{what}: its TCP connection to {} comes back closed",
+                    sys::sock::inet_text(&s.peer_addr)
+                ));
+            }
+        } else if s.peer != 0 {
+            by_inode.entry(s.inode).or_insert((what.clone(), s));
+        } else if s.connected && !s.inet() {
+            // Its peer closed: what it sent is still to be read, then the end.
+            let what = format!("{what} ({})", f.target);
+            let (mine, other) = sys::sock::pair(s.kind).context(what.clone())?;
+            if s.passcred {
+                sys::sock::set_int(mine.as_fd(), libc::SOL_SOCKET, libc::SO_PASSCRED, 1)?;
+            }
+            if s.in_flight.is_empty() {
+                refill(other.as_fd(), s, &[])
+                    .with_context(|| format!("{what}: refilling its queue"))?;
+                drop(other);
+            } else {
+                refills.push(Refill {
+                    what,
+                    sends: vec![(other, *s)],
+                    closes: Vec::new(),
+                });
+            }
+            made.insert(s.inode, mine);
+        }
+    }
+    for (inode, (what, s)) in &by_inode {
+        if made.contains_key(inode) {
+            continue;
+        }
+        let (mine, other) = sys::sock::pair(s.kind).context(what.clone())?;
         if s.passcred {
             sys::sock::set_int(mine.as_fd(), libc::SOL_SOCKET, libc::SO_PASSCRED, 1)?;
         }
         let peer = by_inode.get(&s.peer).filter(|_| s.peer_inside);
-        for piece in &s.queued {
-            sys::sock::send_now(other.as_fd(), piece, s.stream())
-                .with_context(|| format!("{}: refilling its queue", what()))?;
-        }
         match peer {
-            Some(&(_, _, ps)) => {
+            Some(&(_, ps)) => {
                 if ps.passcred {
                     sys::sock::set_int(other.as_fd(), libc::SOL_SOCKET, libc::SO_PASSCRED, 1)?;
                 }
-                for piece in &ps.queued {
-                    sys::sock::send_now(mine.as_fd(), piece, ps.stream())
-                        .with_context(|| format!("{}: refilling its peer's queue", what()))?;
+                if s.in_flight.is_empty() && ps.in_flight.is_empty() {
+                    refill(other.as_fd(), s, &[])
+                        .with_context(|| format!("{what}: refilling its queue"))?;
+                    refill(mine.as_fd(), ps, &[])
+                        .with_context(|| format!("{what}: refilling its peer's queue"))?;
+                    half_close(mine.as_fd(), s.shutdown, ps.shutdown);
+                    half_close(other.as_fd(), ps.shutdown, s.shutdown);
+                } else {
+                    // Once the files they carry are made; then the half-closes.
+                    refills.push(Refill {
+                        what: what.clone(),
+                        sends: vec![(other.try_clone()?, *s), (mine.try_clone()?, ps)],
+                        closes: vec![
+                            (mine.try_clone()?, s.shutdown, ps.shutdown),
+                            (other.try_clone()?, ps.shutdown, s.shutdown),
+                        ],
+                    });
                 }
-                half_close(mine.as_fd(), s.shutdown, ps.shutdown);
-                half_close(other.as_fd(), ps.shutdown, s.shutdown);
-                made.insert(inode, mine);
+                made.insert(*inode, mine);
                 made.insert(s.peer, other);
             }
             None => {
-                drop(other);
+                if s.in_flight.is_empty() {
+                    refill(other.as_fd(), s, &[])
+                        .with_context(|| format!("{what}: refilling its queue"))?;
+                    drop(other);
+                } else {
+                    refills.push(Refill {
+                        what: what.clone(),
+                        sends: vec![(other, *s)],
+                        closes: Vec::new(),
+                    });
+                }
                 closed.push(format!(
-                    "process {} ({}) fd {}: its unix connection to the outside comes back closed",
-                    p.pid, p.comm, f.fd
+                    "{what}: its unix connection to the outside comes back closed"
                 ));
-                made.insert(inode, mine);
+                made.insert(*inode, mine);
             }
         }
     }
-    Ok((made, closed))
+    Ok(Connected {
+        sockets: made,
+        closed,
+        refills,
+    })
+}
+
+/// The session's unix sockets made again (`connected`).
+pub struct Connected<'a> {
+    /// By the inode each had.
+    pub sockets: HashMap<u64, OwnedFd>,
+    /// A line for each connection that came back closed.
+    pub closed: Vec<String>,
+    /// Queues that carry files in flight: refilled once every description is made.
+    pub refills: Vec<Refill<'a>>,
+}
+
+/// Queues to refill through their sending ends once the files in flight in them are
+/// made, then the half-closes of those connections: (socket, its shutdown, its peer's).
+pub struct Refill<'a> {
+    pub what: String,
+    pub sends: Vec<(OwnedFd, &'a SocketRecord)>,
+    pub closes: Vec<(OwnedFd, u8, u8)>,
+}
+
+impl Refill<'_> {
+    /// Send every queue, `files(desc)` giving the descriptor of a description in flight.
+    pub fn run(&self, mut files: impl FnMut(u32) -> Result<Rc<OwnedFd>>) -> Result<()> {
+        for (sender, s) in &self.sends {
+            let mut carried = Vec::new();
+            for m in &s.in_flight {
+                carried.push(
+                    m.descs
+                        .iter()
+                        .map(|&d| files(d))
+                        .collect::<Result<Vec<_>>>()?,
+                );
+            }
+            refill(sender.as_fd(), s, &carried)
+                .with_context(|| format!("{}: refilling its queue", self.what))?;
+        }
+        for (sock, mine, peers) in &self.closes {
+            half_close(sock.as_fd(), *mine, *peers);
+        }
+        Ok(())
+    }
+}
+
+/// Send socket `s`'s queue again through the other end of its connection, `sender`: its
+/// messages in order, those that carried files with the descriptors `carried` gives for
+/// each of `s.in_flight` (in its order).
+fn refill(sender: BorrowedFd, s: &SocketRecord, carried: &[Vec<Rc<OwnedFd>>]) -> io::Result<()> {
+    let send_files = |bytes: &[u8], files: &[Rc<OwnedFd>]| {
+        let files: Vec<BorrowedFd> = files.iter().map(|f| f.as_fd()).collect();
+        sys::sock::send_with_files(sender, bytes, &files)
+    };
+    if s.stream() {
+        let q = s.queued.first().map_or(&[][..], Vec::as_slice);
+        let mut at = 0usize;
+        for (m, files) in s.in_flight.iter().zip(carried) {
+            let (from, to) = (m.offset as usize, (m.offset + m.len) as usize);
+            if from > at {
+                sys::sock::send_now(sender, &q[at..from], true)?;
+            }
+            send_files(&q[from..to], files)?;
+            at = to;
+        }
+        if at < q.len() {
+            sys::sock::send_now(sender, &q[at..], true)?;
+        }
+        return Ok(());
+    }
+    for (i, piece) in s.queued.iter().enumerate() {
+        match s.in_flight.iter().position(|m| m.piece as usize == i) {
+            Some(k) => send_files(piece, &carried[k])?,
+            None => sys::sock::send_now(sender, piece, false)?,
+        }
+    }
+    Ok(())
 }
 
 /// A TCP socket listening (or bound) where it was, or a UDP socket bound and connected

@@ -201,6 +201,25 @@ pub struct SocketRecord {
     /// A datagram socket connected to a receiver that is not connected back (others send
     /// to it too, as to a logger): the receiver's name, connected to again on resume.
     pub peer_name: Vec<u8>,
+    /// The descriptors in flight in its queue (sent with SCM_RIGHTS, not yet received),
+    /// in queue order: each with the message that carries them.
+    pub in_flight: Vec<InFlight>,
+}
+
+/// Open file descriptions sent over a unix socket and not yet received: the message
+/// (stream: the bytes) they came with, and the descriptions, in the order they were sent
+/// (`FdRecord::desc` numbers: of a process's descriptor, or of one of
+/// `SessionRecord::in_flight` when no process holds it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InFlight {
+    /// The datagram of `queued` that carries them; for a stream, 0.
+    pub piece: u32,
+    /// For a stream: where in the queued bytes the message that carries them starts and
+    /// how long it is (a receive that reaches its first byte takes the files and ends
+    /// with its last). For a datagram: 0 and its length.
+    pub offset: u64,
+    pub len: u64,
+    pub descs: Vec<u32>,
 }
 
 impl SocketRecord {

@@ -38,6 +38,10 @@ pub struct SessionRecord {
     pub user_namespace: Option<(u32, u32)>,
     /// The SysV IPC objects of the session's own IPC namespace.
     pub sysv: SysvObjects,
+    /// Open file descriptions that no process holds, only a socket's queue (sent with
+    /// SCM_RIGHTS and not yet received; `SocketRecord::in_flight` says where): each as a
+    /// descriptor record whose `fd` is its place in this list.
+    pub in_flight: Vec<FdRecord>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -284,7 +288,37 @@ fn signal_queue_ok(q: &[Vec<u8>]) -> bool {
         })
 }
 
+/// Whether a description of this kind can be in flight with no process holding it: one a
+/// resume makes without a holder's help (not `/dev/tty`, which a process opens itself;
+/// not an epoll or inotify set, whose registrations name a holder's descriptors; not a
+/// file whose content only a holder reaches: deleted while open, a memfd).
+pub fn in_flight_kind_ok(object: &FdObject) -> bool {
+    !matches!(
+        object,
+        FdObject::ControllingTty
+            | FdObject::Epoll { .. }
+            | FdObject::Inotify { .. }
+            | FdObject::Memfd { .. }
+            | FdObject::Symlink { .. }
+    )
+}
+
 impl SessionRecord {
+    /// Every descriptor record: each process's, with who holds it for messages, and the
+    /// descriptions in flight that no process holds.
+    pub fn all_fds(&self) -> impl Iterator<Item = (String, &FdRecord)> {
+        let held = self.processes.iter().flat_map(|p| {
+            p.fds
+                .iter()
+                .map(move |f| (format!("process {} ({}) fd {}", p.pid, p.comm, f.fd), f))
+        });
+        let flying = self
+            .in_flight
+            .iter()
+            .map(|f| (format!("descriptor {} in flight ({})", f.fd, f.target), f));
+        held.chain(flying)
+    }
+
     /// Check a record read from an image before anything uses it: every id, number,
     /// address and length within what the kernel allows, every cross-reference to
     /// something the record holds, and the page runs and carried files against the page
@@ -506,10 +540,49 @@ impl SessionRecord {
         // One open file description is one file: every descriptor sharing one says the same
         // of it.
         let mut descs: std::collections::BTreeMap<u32, (&str, &str)> = Default::default();
-        for f in self.processes.iter().flat_map(|p| &p.fds) {
+        for f in self.all_fds().map(|(_, f)| f) {
             let this = (f.target.as_str(), f.kind_name());
             if *descs.entry(f.desc).or_insert(this) != this {
                 return bad(format!("file description {} is two files", f.desc));
+            }
+        }
+        // Descriptions in flight: each a kind a resume makes without its holder, each in
+        // some socket's queue, where the messages that carry them are.
+        if self.in_flight.len() > 1 << 16 {
+            return bad("the descriptors in flight".into());
+        }
+        for (i, f) in self.in_flight.iter().enumerate() {
+            let fd_bad = f.fd != i as i32
+                || f.target.len() > TEXT
+                || !f.object_ok()
+                || !f.locks.is_empty()
+                || f.owner.1 != 0
+                || f.signal != 0
+                || !crate::records::in_flight_kind_ok(&f.object);
+            if fd_bad {
+                return bad(format!("descriptor {i} in flight"));
+            }
+        }
+        for (who, f) in self.all_fds() {
+            let Some(s) = f.socket() else { continue };
+            let mut end = 0u64;
+            let mut last_piece = None;
+            for m in &s.in_flight {
+                let piece = s.queued.get(m.piece as usize).map_or(0, |q| q.len() as u64);
+                let ok = (m.piece as usize) < s.queued.len()
+                    && (1..=253).contains(&m.descs.len())
+                    && m.descs.iter().all(|d| descs.contains_key(d))
+                    && m.offset.checked_add(m.len).is_some_and(|e| e <= piece)
+                    && if s.stream() {
+                        m.piece == 0 && m.len > 0 && m.offset >= end
+                    } else {
+                        m.offset == 0 && m.len == piece && last_piece.is_none_or(|l| m.piece > l)
+                    };
+                if !ok {
+                    return bad(format!("the descriptors in flight to {who}"));
+                }
+                end = m.offset + m.len;
+                last_piece = Some(m.piece);
             }
         }
         // An epoll registration's file, when not at its number: a description made for

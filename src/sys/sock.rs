@@ -293,11 +293,74 @@ pub fn send_now(fd: BorrowedFd, mut bytes: &[u8], stream: bool) -> io::Result<()
     }
 }
 
+/// Send `bytes` as one message with `files` attached (SCM_RIGHTS), without waiting: all
+/// of it in one message, or an error (a stream message cut in two would carry its files
+/// with its first part only).
+pub fn send_with_files(fd: BorrowedFd, bytes: &[u8], files: &[BorrowedFd]) -> io::Result<()> {
+    let size = std::mem::size_of::<libc::c_int>() * files.len();
+    let space = unsafe { libc::CMSG_SPACE(size as u32) } as usize;
+    let mut control = vec![0u64; space.div_ceil(8)];
+    let mut iov = libc::iovec {
+        iov_base: bytes.as_ptr() as *mut libc::c_void,
+        iov_len: bytes.len(),
+    };
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = space;
+    // SAFETY: the control buffer holds one header and `files.len()` ints.
+    unsafe {
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        (*c).cmsg_level = libc::SOL_SOCKET;
+        (*c).cmsg_type = libc::SCM_RIGHTS;
+        (*c).cmsg_len = libc::CMSG_LEN(size as u32) as usize;
+        let data = libc::CMSG_DATA(c) as *mut libc::c_int;
+        for (i, f) in files.iter().enumerate() {
+            std::ptr::write_unaligned(data.add(i), f.as_raw_fd());
+        }
+    }
+    let n = unsafe {
+        libc::sendmsg(
+            fd.as_raw_fd(),
+            &msg,
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if n as usize != bytes.len() {
+        return Err(io::Error::other(format!(
+            "a message carrying files went only {n} of {} bytes at once",
+            bytes.len()
+        )));
+    }
+    Ok(())
+}
+
+/// What a socket's receive queue holds, read without consuming it: one piece per
+/// datagram, or one for a stream, and the files in flight in it (SCM_RIGHTS), which the
+/// peek hands over as descriptors of our own.
+#[derive(Debug, Default)]
+pub struct Queue {
+    pub pieces: Vec<Vec<u8>>,
+    pub files: Vec<FilesInFlight>,
+}
+
+/// Files sent with one message: the datagram (`piece`), or for a stream where the message
+/// that carries them starts (`offset`) and its length.
+#[derive(Debug)]
+pub struct FilesInFlight {
+    pub piece: usize,
+    pub offset: u64,
+    pub len: u64,
+    pub files: Vec<OwnedFd>,
+}
+
 /// The bytes waiting in a socket's receive queue, read without consuming them (MSG_PEEK
-/// from a peek offset that moves on, SO_PEEK_OFF): one piece per datagram, or one for a
-/// stream. Fails with `InvalidData` if descriptors are in flight in the queue (SCM_RIGHTS:
-/// they cannot be carried).
-pub fn peek_queue(fd: BorrowedFd, stream: bool) -> io::Result<Vec<Vec<u8>>> {
+/// from a peek offset that moves on, SO_PEEK_OFF), and the files in flight in it.
+pub fn peek_queue(fd: BorrowedFd, stream: bool) -> io::Result<Queue> {
     // The program's own peek offset (-1: none) is put back afterwards.
     let was = get_opt(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF)?;
     set_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0)?;
@@ -306,95 +369,168 @@ pub fn peek_queue(fd: BorrowedFd, stream: bool) -> io::Result<Vec<Vec<u8>>> {
     result
 }
 
-fn peek_from_offset(fd: BorrowedFd, stream: bool) -> io::Result<Vec<Vec<u8>>> {
-    let mut pieces: Vec<Vec<u8>> = Vec::new();
+/// What one peek gave.
+struct Peeked {
+    len: usize,
+    /// The files it handed over.
+    files: Vec<OwnedFd>,
+    /// A sender's name came with it.
+    named: bool,
+    /// It was cut short (MSG_TRUNC).
+    truncated: bool,
+}
+
+/// One peek at the current peek offset into `buf` (None: nothing is queued there).
+fn peek_once(fd: BorrowedFd, buf: &mut [u8]) -> io::Result<Option<Peeked>> {
+    let mut control = [0u64; 160];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let mut from: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = (&mut from as *mut libc::sockaddr_un).cast();
+    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control);
+    // SAFETY: every pointer in `msg` is to a live buffer of the length given.
+    let n = unsafe {
+        libc::recvmsg(
+            fd.as_raw_fd(),
+            &mut msg,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC,
+        )
+    };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::WouldBlock {
+            return Ok(None);
+        }
+        return Err(e);
+    }
+    // Descriptors in flight come to us as copies of the same open file descriptions.
+    let mut files = Vec::new();
+    let mut c = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+    while !c.is_null() {
+        let h = unsafe { &*c };
+        if h.cmsg_level == libc::SOL_SOCKET && h.cmsg_type == libc::SCM_RIGHTS {
+            let data = unsafe { libc::CMSG_DATA(c) } as *const libc::c_int;
+            let count = (h.cmsg_len as usize - unsafe { libc::CMSG_LEN(0) } as usize)
+                / std::mem::size_of::<libc::c_int>();
+            for i in 0..count {
+                // SAFETY: the kernel installed these descriptors for us.
+                files.push(unsafe { OwnedFd::from_raw_fd(std::ptr::read_unaligned(data.add(i))) });
+            }
+        }
+        c = unsafe { libc::CMSG_NXTHDR(&msg, c) };
+    }
+    if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "a message with more descriptors in flight than one message can carry",
+        ));
+    }
+    Ok(Some(Peeked {
+        len: n as usize,
+        files,
+        named: msg.msg_namelen as usize > std::mem::size_of::<libc::sa_family_t>(),
+        truncated: msg.msg_flags & libc::MSG_TRUNC != 0,
+    }))
+}
+
+fn peek_from_offset(fd: BorrowedFd, stream: bool) -> io::Result<Queue> {
+    let mut q = Queue::default();
     let mut buf = vec![0u8; 256 << 10];
-    let mut control = [0u64; 64];
     let mut total = 0usize;
-    loop {
-        let mut iov = libc::iovec {
-            iov_base: buf.as_mut_ptr().cast(),
-            iov_len: buf.len(),
-        };
-        let mut from: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_name = (&mut from as *mut libc::sockaddr_un).cast();
-        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = std::mem::size_of_val(&control);
-        let n = unsafe {
-            libc::recvmsg(
-                fd.as_raw_fd(),
-                &mut msg,
-                libc::MSG_PEEK | libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC,
-            )
-        };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::WouldBlock {
-                break;
-            }
-            return Err(e);
-        }
-        // Descriptors in flight came to us as copies: close them, and refuse.
-        let mut in_flight = false;
-        let mut c = unsafe { libc::CMSG_FIRSTHDR(&msg) };
-        while !c.is_null() {
-            let h = unsafe { &*c };
-            if h.cmsg_level == libc::SOL_SOCKET && h.cmsg_type == libc::SCM_RIGHTS {
-                in_flight = true;
-                let data = unsafe { libc::CMSG_DATA(c) } as *const libc::c_int;
-                let count = (h.cmsg_len as usize - unsafe { libc::CMSG_LEN(0) } as usize)
-                    / std::mem::size_of::<libc::c_int>();
-                for i in 0..count {
-                    unsafe { libc::close(*data.add(i)) };
-                }
-            }
-            c = unsafe { libc::CMSG_NXTHDR(&msg, c) };
-        }
-        if in_flight {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "descriptors in flight (SCM_RIGHTS)",
-            ));
-        }
+    while let Some(Peeked {
+        len: n,
+        files,
+        named,
+        truncated,
+    }) = peek_once(fd, &mut buf)?
+    {
         // A datagram from a sender with a name: made again, it would come from none.
-        if !stream && msg.msg_namelen as usize > std::mem::size_of::<libc::sa_family_t>() {
+        if !stream && named {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 "datagrams from a sender with a name",
             ));
         }
-        if msg.msg_flags & libc::MSG_TRUNC != 0 {
+        if truncated {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 "a queued datagram larger than 256 KiB",
             ));
         }
-        let n = n as usize;
         if stream {
             // End of stream: the peer has closed and nothing more is queued.
             if n == 0 {
                 break;
             }
-            match pieces.first_mut() {
+            let at = q.pieces.first().map_or(0, Vec::len) as u64;
+            match q.pieces.first_mut() {
                 Some(p) => p.extend_from_slice(&buf[..n]),
-                None => pieces.push(buf[..n].to_vec()),
+                None => q.pieces.push(buf[..n].to_vec()),
+            }
+            if !files.is_empty() {
+                // A read stops after the message that carries files, and may have taken
+                // messages without files before it: where it starts is the first byte
+                // whose read hands files over.
+                let start = message_start(fd, at, at + n as u64)?;
+                set_int(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_PEEK_OFF,
+                    (at + n as u64) as i32,
+                )?;
+                q.files.push(FilesInFlight {
+                    piece: 0,
+                    offset: start,
+                    len: at + n as u64 - start,
+                    files,
+                });
             }
         } else {
-            pieces.push(buf[..n].to_vec());
+            if !files.is_empty() {
+                q.files.push(FilesInFlight {
+                    piece: q.pieces.len(),
+                    offset: 0,
+                    len: n as u64,
+                    files,
+                });
+            }
+            q.pieces.push(buf[..n].to_vec());
         }
         total += n.max(1);
-        if total > 64 << 20 || pieces.len() > 100_000 {
+        if total > 64 << 20 || q.pieces.len() > 100_000 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 "more than 64 MiB queued",
             ));
         }
     }
-    Ok(pieces)
+    Ok(q)
+}
+
+/// In a stream whose bytes `from..to` were one read that ended with a message carrying
+/// files: where that message starts (a one-byte peek at any of its bytes hands the files
+/// over, at a byte of a message before it none).
+fn message_start(fd: BorrowedFd, from: u64, to: u64) -> io::Result<u64> {
+    let (mut lo, mut hi) = (from, to - 1);
+    let mut byte = [0u8; 1];
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        set_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, mid as i32)?;
+        let files = peek_once(fd, &mut byte)?.map_or(0, |p| p.files.len());
+        if files > 0 {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    Ok(lo)
 }
 
 /// What the kernel's sock_diag interface tells of a unix socket (the peer, which fdinfo and

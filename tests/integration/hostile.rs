@@ -338,6 +338,32 @@ fn records_that_do_not_match_their_chunks_or_themselves_are_refused() {
             }),
         ),
         (
+            "descriptors in flight to",
+            Box::new(|r| {
+                for f in r.processes.iter_mut().flat_map(|p| &mut p.fds) {
+                    if let crterm::records::FdObject::Socket(s) = &mut f.object {
+                        s.in_flight.push(crterm::records::InFlight {
+                            piece: 0,
+                            offset: 1 << 40,
+                            len: 1,
+                            descs: vec![0],
+                        });
+                        return;
+                    }
+                }
+                panic!("the richer record has a socket");
+            }),
+        ),
+        (
+            "descriptor 1 in flight",
+            Box::new(|r| {
+                let mut f = r.in_flight[0].clone();
+                (f.fd, f.desc, f.target) = (1, 999, "/dev/tty".into());
+                f.object = crterm::records::FdObject::ControllingTty;
+                r.in_flight.push(f);
+            }),
+        ),
+        (
             "IPC limits",
             Box::new(|r| r.sysv.limits.push(("core_pattern".into(), "|x".into()))),
         ),
@@ -360,7 +386,12 @@ fn records_that_do_not_match_their_chunks_or_themselves_are_refused() {
         ),
     ];
     for (i, (want, change)) in cases.iter().enumerate() {
-        let mut record = p.record.clone();
+        // (The golden session has no socket: those cases change the richer record.)
+        let mut record = if want.contains("in flight") {
+            rich(&p)
+        } else {
+            p.record.clone()
+        };
         change(&mut record);
         let image = write(
             &dir,
@@ -531,6 +562,13 @@ fn rich(p: &Parts) -> SessionRecord {
             unlinked: false,
             bound_in: String::new(),
             peer_name: Vec::new(),
+            // "a " carries a pipe's end that only the message holds.
+            in_flight: vec![InFlight {
+                piece: 0,
+                offset: 3,
+                len: 2,
+                descs: vec![40],
+            }],
         }),
     );
     let watch = fd(
@@ -686,6 +724,17 @@ fn rich(p: &Parts) -> SessionRecord {
         }],
         limits: vec![("msgmax".into(), "8192".into())],
     };
+    let mut flying = fd(
+        0,
+        40,
+        "pipe:[4040]",
+        FdObject::Pipe(PipeRecord {
+            queued: b"flying".to_vec(),
+            size: 65536,
+        }),
+    );
+    (flying.owner, flying.signal) = ((0, 0), 0);
+    r.in_flight = vec![flying];
     r
 }
 

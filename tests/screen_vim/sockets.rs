@@ -439,6 +439,91 @@ fn a_seccomp_filter_comes_back_and_still_applies_as_root() {
     let _ = std::fs::remove_file(&image);
 }
 
+/// Descriptors in flight (`inflight.c`): sent with SCM_RIGHTS over a stream, a datagram
+/// and a seqpacket pair and not received yet: a pipe's two ends, a file also held by the
+/// sender (one description: the offset is shared), one end of a connected pair with bytes
+/// queued, an eventfd, and a datagram socket whose own queue carries files. A checkpoint
+/// that lets the session go on leaves them in place, and a resume sends them again at
+/// their messages: the program receives the same (the same receive boundaries, the same
+/// descriptors per message) and the files work as they did, as a run with no checkpoint
+/// shows. Before, any descriptor in flight was refused at checkpoint.
+#[test]
+fn descriptors_in_flight_are_sent_again_at_their_messages() {
+    let env = Env::unprivileged();
+    let bin = build_c(&env, "inflight");
+    let data = env.dir.path().join("data.txt");
+    std::fs::write(&data, "0123456789abcdefghij").unwrap();
+    // What the program receives with no checkpoint in between.
+    let mut alone = std::process::Command::new(&bin)
+        .arg(&data)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    alone.stdin.take().unwrap().write_all(b"\n").unwrap();
+    let oracle = alone.wait_with_output().unwrap();
+    let oracle = String::from_utf8_lossy(&oracle.stdout).into_owned();
+    let oracle = oracle
+        .lines()
+        .find(|l| l.starts_with("RESULT"))
+        .unwrap_or_else(|| panic!("inflight.c alone: {oracle}"))
+        .trim_end()
+        .to_string();
+    assert!(
+        oracle.contains("abcmsg1/2 [through the pipe] [567] offset 8"),
+        "{oracle}"
+    );
+    // Wide enough for the whole line.
+    env.tmux.start(
+        "a",
+        200,
+        30,
+        &format!(
+            "{} start --name if -- {} {}",
+            env.crterm_cmd(),
+            bin.display(),
+            data.display()
+        ),
+    );
+    env.tmux.wait_text("a", "READY", T);
+    env.wait_foreground("if", "inflight");
+    let image = image_path(&env, "if");
+    let out = env.crterm(&["checkpoint", "if", "-o", image.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    // Five messages carry files; six descriptions only they hold (the file's first
+    // description is the program's too).
+    let info = env.crterm(&["info", image.to_str().unwrap()]);
+    let info = String::from_utf8_lossy(&info.stdout);
+    assert!(
+        info.contains("in flight  5 messages carrying descriptors, 6 of them held by no process"),
+        "{info}"
+    );
+    // The session goes on as if nothing happened.
+    env.tmux.send_keys("a", &["Enter"]);
+    let screen = env.tmux.wait_text("a", "Pane is dead", T);
+    assert!(screen.contains(&oracle), "{oracle}\n{screen}");
+    // And the resume brings the same back.
+    resume_pane(&env, "b", 200, 30, &image);
+    env.tmux.wait_text("b", "READY", T);
+    env.tmux.send_keys("b", &["Enter"]);
+    let screen = env.tmux.wait_text("b", "CRTERM_EXIT=", T);
+    assert!(screen.contains(&oracle), "{oracle}\n{screen}");
+    let _ = std::fs::remove_file(&image);
+}
+
+#[test]
+#[ignore = "needs root; run by tests/run-all.sh as root"]
+fn descriptors_in_flight_come_back_as_root() {
+    carried_state(
+        &Env::root(),
+        "inflight",
+        &format!("{}/Cargo.toml", env!("CARGO_MANIFEST_DIR")),
+        "ifr",
+        "abcmsg1/2 [through the pipe] [age] offset 8 xyzm2/1 [hello from u0] [back]",
+    );
+}
+
 /// SysV IPC in the session's own namespace (`sysv.c`): segments attached (read-write,
 /// read-only, split by mprotect, shared with a child), not attached, and removed while
 /// attached; a semaphore set; a message queue with messages of two types. Each comes

@@ -258,3 +258,93 @@ fn read_with(
         thp_disabled,
     })
 }
+
+/// A connection not accepted yet, made again by the process that holds its client end
+/// (`fds::sockets::requeue_pending`): what it connects to and what it sends.
+pub struct Reconnect<'a> {
+    /// The client end's type (SOCK_STREAM, SOCK_SEQPACKET).
+    pub kind: i32,
+    /// The listener's address (a `sockaddr_un` as long as its name needs).
+    pub addr: &'a [u8],
+    /// What the client had sent: one piece of a stream, or its messages.
+    pub pieces: &'a [Vec<u8>],
+    pub passcred: bool,
+    /// It had shut down its sending side.
+    pub shut_wr: bool,
+    /// Its status flags (O_NONBLOCK, O_APPEND ...).
+    pub status: i32,
+    /// The descriptors that held the old end, and whether each is close-on-exec.
+    pub fds: &'a [(i32, bool)],
+}
+
+/// Make process `pid` (frozen, threads `tids`) connect a new client end to the listener
+/// of `r` and send what the old one had sent, then put it at the old one's numbers (the
+/// old end is closed by it). The connection is the process's own, as the first one was
+/// (the listener's holder sees its credentials).
+pub fn reconnect(pid: i32, tids: &[i32], exec_maps: &[CodeMap], r: &Reconnect) -> io::Result<()> {
+    const SOCKET: i64 = 41;
+    const CONNECT: i64 = 42;
+    const SENDTO: i64 = 44;
+    const SHUTDOWN: i64 = 48;
+    const SETSOCKOPT: i64 = 54;
+    // The address, an int 1 for SO_PASSCRED, then the bytes, in memory of its own.
+    let mut bytes = r.addr.to_vec();
+    bytes.resize(bytes.len().div_ceil(8) * 8, 0);
+    let one_at = bytes.len() as u64;
+    bytes.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0, 0]);
+    let data_at = bytes.len() as u64;
+    for p in r.pieces {
+        bytes.extend_from_slice(p);
+    }
+    let size = (bytes.len().max(1).div_ceil(4096) * 4096) as u64;
+    inject_into(pid, tids, exec_maps, |main, _, _| {
+        let prot = (libc::PROT_READ | libc::PROT_WRITE) as u64;
+        let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
+        let buf = main.call("mmap", nr::MMAP, &[0, size, prot, flags, u64::MAX, 0])?;
+        let result = (|| -> io::Result<()> {
+            t::write_process_memory(pid, buf, &bytes)?;
+            let kind = (r.kind | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK) as u64;
+            let fd = main.call("socket", SOCKET, &[libc::AF_UNIX as u64, kind, 0])?;
+            let made = (|| -> io::Result<()> {
+                if r.passcred {
+                    let (level, opt) = (libc::SOL_SOCKET as u64, libc::SO_PASSCRED as u64);
+                    main.call("setsockopt", SETSOCKOPT, &[fd, level, opt, buf + one_at, 4])?;
+                }
+                main.call("connect", CONNECT, &[fd, buf, r.addr.len() as u64])?;
+                let send = (libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) as u64;
+                let mut at = buf + data_at;
+                for p in r.pieces {
+                    let mut left = p.len() as u64;
+                    loop {
+                        let n = main.call("sendto", SENDTO, &[fd, at, left, send, 0, 0])?;
+                        if r.kind != libc::SOCK_STREAM && n != left {
+                            return Err(io::Error::other("a message went out in part"));
+                        }
+                        at += n;
+                        left -= n;
+                        if left == 0 {
+                            break;
+                        }
+                    }
+                }
+                if r.shut_wr {
+                    main.call("shutdown", SHUTDOWN, &[fd, libc::SHUT_WR as u64])?;
+                }
+                main.call(
+                    "fcntl(F_SETFL)",
+                    nr::FCNTL,
+                    &[fd, libc::F_SETFL as u64, r.status as u64],
+                )?;
+                for &(n, cloexec) in r.fds {
+                    let flag = if cloexec { libc::O_CLOEXEC as u64 } else { 0 };
+                    main.call("dup3", nr::DUP3, &[fd, n as u64, flag])?;
+                }
+                Ok(())
+            })();
+            let _ = main.call("close", nr::CLOSE, &[fd]);
+            made
+        })();
+        let _ = main.call("munmap", nr::MUNMAP, &[buf, size]);
+        result
+    })
+}

@@ -443,7 +443,9 @@ pub fn read_session(
         crate::sysv::check_no_undo(&record.sysv, undo_lists.contains(host), p.pid, &p.comm)?;
     }
     crate::sysv::check_attachments(&record)?;
-    let in_flight = crate::fds::sockets::read_connections(&mut record, &hosts)?;
+    // (This one changes the session, frozen: see there.)
+    let sent = crate::fds::sockets::requeue_pending(&mut record, &tasks, first_live)?;
+    let in_flight = crate::fds::sockets::read_connections(&mut record, &hosts, sent)?;
     crate::fds::notify::find_watched_paths(&mut record)?;
     crate::fds::number_descriptions(&mut record, &hosts, &in_flight)?;
     drop(in_flight);

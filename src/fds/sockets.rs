@@ -104,6 +104,8 @@ pub fn read(pid: i32, fd: i32, target: &str) -> io::Result<SocketRecord> {
         peer_inside: false,
         shutdown: 0,
         pending_on: 0,
+        pending_rank: 0,
+        sent: Vec::new(),
         queued: Vec::new(),
         connected: false,
         unlinked: false,
@@ -148,13 +150,233 @@ pub fn refusal(s: &SocketRecord) -> Option<String> {
     }
 }
 
+/// Connections not accepted yet that have sent data: the bytes wait in the server end the
+/// listener keeps for each, which only accept() reaches. With the session frozen, every
+/// connection waiting in such a listener is accepted here, in its order, its bytes read,
+/// and the process holding its client end made to connect again and send them, in the
+/// same order (the queue is as it was, and the connection is that process's own), the new
+/// end put at the old one's numbers (`ckpt::inside::reconnect`). Returns what each sent,
+/// by its new end's inode, for `read_connections`. Refused before anything is accepted
+/// where that cannot be done exactly: a client end held outside the session or by two
+/// processes, bound to a name, or sending SIGIO; a listener bound to a relative name;
+/// descriptors among the bytes (the listener's fdinfo counts them).
+pub fn requeue_pending(
+    record: &mut SessionRecord,
+    tasks: &[(i32, Vec<i32>)],
+    first_live: usize,
+) -> io::Result<HashMap<u64, Vec<Vec<u8>>>> {
+    let mut sent = HashMap::new();
+    // Who holds each socket: (process index, fd).
+    let mut holders: HashMap<u64, Vec<(usize, i32)>> = HashMap::new();
+    let mut listeners = Vec::new();
+    for k in 0..tasks.len() {
+        let pi = first_live + k;
+        for f in &record.processes[pi].fds {
+            let Some(s) = f.socket() else { continue };
+            let first = !holders.contains_key(&s.inode);
+            holders.entry(s.inode).or_default().push((pi, f.fd));
+            if first && s.listening && s.domain == libc::AF_UNIX {
+                listeners.push((s.inode, pi, f.fd));
+            }
+        }
+    }
+    if listeners.is_empty() {
+        return Ok(sent);
+    }
+    let diag = sys::sock::unix_diag()
+        .map_err(|e| io::Error::other(format!("reading the session's unix sockets: {e}")))?;
+    for (l, pi, lfd) in listeners {
+        let Some(d) = diag.get(&l) else { continue };
+        let has_sent = |c: &u64| diag.get(c).is_some_and(|c| c.unread_sent > 0);
+        if !d.pending.iter().any(has_sent) {
+            continue;
+        }
+        let host = tasks[pi - first_live].0;
+        let (lrec, target) = {
+            let p = &record.processes[pi];
+            let f = p
+                .fds
+                .iter()
+                .find(|f| f.fd == lfd)
+                .expect("its holder holds it");
+            (f.socket().expect("a socket").clone(), f.target.clone())
+        };
+        let who = {
+            let p = &record.processes[pi];
+            format!("process {} ({}) holds fd {lfd}", p.pid, p.comm)
+        };
+        let refuse = |why: &str| {
+            io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!(
+                    "{who}, a unix socket listening ({target}) with connections not accepted yet that have sent data, {why}, which this version cannot carry"
+                ),
+            )
+        };
+        let name = match lrec.name.first() {
+            Some(0) => lrec.name.clone(),
+            Some(b'/') => {
+                let end = lrec
+                    .name
+                    .iter()
+                    .position(|&b| b == 0)
+                    .unwrap_or(lrec.name.len());
+                lrec.name[..end].to_vec()
+            }
+            _ => return Err(refuse("bound to a relative name")),
+        };
+        let addr = sys::sock::unix_addr(&name)?;
+        // Each client end: held by one process of the session, at one or more numbers.
+        let mut plan = Vec::new();
+        for c in &d.pending {
+            let hs = holders
+                .get(c)
+                .ok_or_else(|| refuse("one of them from outside the session"))?;
+            if hs.iter().any(|h| h.0 != hs[0].0) {
+                return Err(refuse("one of them held by two processes"));
+            }
+            if diag.get(c).is_some_and(|cd| !cd.name.is_empty()) {
+                return Err(refuse("one of them bound to a name"));
+            }
+            let p = &record.processes[hs[0].0];
+            let f = p.fds.iter().find(|f| f.fd == hs[0].1).expect("held");
+            if f.flags as i32 & libc::O_ASYNC != 0 {
+                return Err(refuse("one of them sending SIGIO"));
+            }
+            plan.push((*c, hs.clone()));
+        }
+        let info = std::fs::read_to_string(format!("/proc/{host}/fdinfo/{lfd}"))?;
+        match info
+            .lines()
+            .find_map(|l| l.strip_prefix("scm_fds:"))
+            .and_then(|v| v.trim().parse::<u32>().ok())
+        {
+            Some(0) => {}
+            Some(_) => return Err(refuse("descriptors among the data (SCM_RIGHTS)")),
+            None => {
+                return Err(refuse(
+                    "on a kernel that does not say whether descriptors are among the data",
+                ));
+            }
+        }
+        // Taken out in their order (new connections from outside would come after them).
+        let listener = sys::trace::copy_fd_of(host, lfd)?;
+        let mut accepted = Vec::new();
+        for _ in &plan {
+            if !sys::readable(listener.as_fd()) {
+                break;
+            }
+            accepted.push(sys::sock::accept(listener.as_fd())?);
+        }
+        let after = sys::sock::unix_diag()?;
+        let peer_of = |e: &OwnedFd| {
+            use std::os::unix::fs::MetadataExt;
+            let ino = std::fs::metadata(format!("/proc/self/fd/{}", e.as_raw_fd()))
+                .map(|m| m.ino())
+                .unwrap_or(0);
+            after.get(&ino).map_or(0, |d| d.peer)
+        };
+        // Every connection taken out goes back, whatever fails on the way (the first
+        // failure is the answer).
+        let mut failed = None;
+        for (c, hs) in &plan {
+            let requeued = (|| -> io::Result<(u64, String, Vec<Vec<u8>>)> {
+                let Some(e) = accepted.iter().find(|e| peer_of(e) == *c) else {
+                    return Err(io::Error::other(format!(
+                        "{who}: a connection waiting in it went away while it was taken out"
+                    )));
+                };
+                let (pi, fd0) = hs[0];
+                let p = &record.processes[pi];
+                let s = p
+                    .fds
+                    .iter()
+                    .find(|f| f.fd == fd0)
+                    .and_then(|f| f.socket())
+                    .expect("a socket");
+                let q = sys::sock::peek_queue(e.as_fd(), s.stream())?;
+                let fds: Vec<(i32, bool)> = hs
+                    .iter()
+                    .map(|&(_, fd)| {
+                        let f = p.fds.iter().find(|f| f.fd == fd).expect("held");
+                        (fd, f.flags as i32 & libc::O_CLOEXEC != 0)
+                    })
+                    .collect();
+                let flags = p.fds.iter().find(|f| f.fd == fd0).expect("held").flags as i32;
+                let host = tasks[pi - first_live].0;
+                let tids = &tasks[pi - first_live].1;
+                let maps: Vec<_> = p
+                    .maps
+                    .iter()
+                    .map(|m| (m.start, m.end, m.executable(), m.path.clone()))
+                    .collect();
+                crate::ckpt::inside::reconnect(
+                host,
+                tids,
+                &maps,
+                &crate::ckpt::inside::Reconnect {
+                    kind: s.kind,
+                    addr: &addr,
+                    pieces: &q.pieces,
+                    passcred: s.passcred,
+                    shut_wr: diag.get(c).is_some_and(|d| d.shutdown & 2 != 0),
+                    status: flags & crate::fds::STATUS_FLAGS,
+                    fds: &fds,
+                },
+            )
+            .map_err(|e| {
+                io::Error::other(format!(
+                    "process {} ({}) fd {fd0}: connecting again to {} to send what it had sent: {e}",
+                    p.pid,
+                    p.comm,
+                    lrec.display_name()
+                ))
+            })?;
+                let link = std::fs::read_link(format!("/proc/{host}/fd/{fd0}"))?
+                    .display()
+                    .to_string();
+                let new = link
+                    .strip_prefix("socket:[")
+                    .and_then(|t| t.strip_suffix(']'))
+                    .and_then(|t| t.parse().ok())
+                    .ok_or_else(|| io::Error::other(format!("fd {fd0} of {host} is {link}")))?;
+                Ok((new, link, q.pieces))
+            })();
+            let (new, link, pieces) = match requeued {
+                Ok(r) => r,
+                Err(e) => {
+                    failed.get_or_insert(e);
+                    continue;
+                }
+            };
+            for &(pi, fd) in hs {
+                if let Some(f) = record.processes[pi].fds.iter_mut().find(|f| f.fd == fd) {
+                    f.target = link.clone();
+                    if let FdObject::Socket(s) = &mut f.object {
+                        s.inode = new;
+                    }
+                }
+            }
+            sent.insert(new, pieces);
+        }
+        if let Some(e) = failed {
+            return Err(e);
+        }
+    }
+    Ok(sent)
+}
+
 /// What only the whole session tells of its unix sockets: each one's peer (sock_diag),
 /// whether that peer is held in the session too, the bytes queued to be read (peeked, not
 /// consumed) and the files in flight among them (SCM_RIGHTS), which become
 /// `record.in_flight` (read through the copies the peek hands over, returned: their
 /// descriptions are numbered with the session's, `crate::fds::number_descriptions`).
 /// Refuses what cannot be carried, naming the process and descriptor.
-pub fn read_connections(record: &mut SessionRecord, hosts: &[i32]) -> io::Result<Vec<OwnedFd>> {
+pub fn read_connections(
+    record: &mut SessionRecord,
+    hosts: &[i32],
+    sent: HashMap<u64, Vec<Vec<u8>>>,
+) -> io::Result<Vec<OwnedFd>> {
     let live: Vec<usize> = (0..record.processes.len())
         .filter(|&i| record.processes[i].zombie.is_none())
         .collect();
@@ -187,6 +409,7 @@ pub fn read_connections(record: &mut SessionRecord, hosts: &[i32]) -> io::Result
         flying_fds: Vec::new(),
         flying_to: Vec::new(),
         not_connected_back: Vec::new(),
+        sent,
     };
     for (&pi, &host) in live.iter().zip(hosts) {
         let p = &mut record.processes[pi];
@@ -293,6 +516,9 @@ struct Connections {
     /// Sockets connected to one without a name that is not connected back: (who, target,
     /// the peer's inode), refused if that peer is the session's.
     not_connected_back: Vec<(String, String, u64)>,
+    /// What connections not accepted yet had sent, by their client end's inode
+    /// (`requeue_pending`).
+    sent: HashMap<u64, Vec<Vec<u8>>>,
 }
 
 impl Connections {
@@ -373,14 +599,20 @@ impl Connections {
             return Ok(());
         }
         // A connection waiting in a listener of the session: made again by connecting
-        // to it, which needs the bytes sent so far to be none (they cannot be peeked).
+        // to it, in its place in the queue, and sending what it had sent (read by
+        // `requeue_pending`).
         if let Some(&listener) = self.waiting_in.get(&s.inode) {
             if d.unread_sent > 0 {
-                return Err(refuse(
-                    "unix socket connection not accepted yet that has sent data",
-                ));
+                s.sent = self.sent.get(&s.inode).cloned().ok_or_else(|| {
+                    refuse("unix socket connection not accepted yet that has sent data")
+                })?;
             }
             s.pending_on = listener;
+            s.pending_rank = self
+                .diag
+                .get(&listener)
+                .and_then(|l| l.pending.iter().position(|&c| c == s.inode))
+                .unwrap_or(0) as u32;
             return Ok(());
         }
         // Connected to a receiver that is not connected back (a logger others send to
@@ -614,22 +846,38 @@ pub fn connected(record: &SessionRecord) -> Result<Connected<'_>> {
         made.insert(s.inode, sock);
         listeners.insert(s.inode, s);
     }
-    for (what, f, s) in &all {
-        if s.listening || made.contains_key(&s.inode) {
+    // Connections not accepted yet, in the order they waited in each listener: connected
+    // again, and what they had sent sent again.
+    let mut pending: Vec<_> = all.iter().filter(|a| a.2.pending_on != 0).collect();
+    pending.sort_by_key(|a| (a.2.pending_on, a.2.pending_rank));
+    for (what, _, s) in pending {
+        if made.contains_key(&s.inode) {
             continue;
         }
-        if s.pending_on != 0 {
-            let l = listeners
-                .get(&s.pending_on)
-                .ok_or_else(|| anyhow!("{what}: its listener is not in the image"))?;
-            let sock = sys::sock::unix_socket(s.kind).context(what.clone())?;
-            let to = match l.path() {
-                Some(path) => path.into_os_string().into_encoded_bytes(),
-                None => l.name.clone(),
-            };
-            sys::sock::connect_unix(sock.as_fd(), &to)
-                .with_context(|| format!("{what}: connecting to {} again", l.display_name()))?;
-            made.insert(s.inode, sock);
+        let l = listeners
+            .get(&s.pending_on)
+            .ok_or_else(|| anyhow!("{what}: its listener is not in the image"))?;
+        let sock = sys::sock::unix_socket(s.kind).context(what.clone())?;
+        if s.passcred {
+            sys::sock::set_int(sock.as_fd(), libc::SOL_SOCKET, libc::SO_PASSCRED, 1)?;
+        }
+        let to = match l.path() {
+            Some(path) => path.into_os_string().into_encoded_bytes(),
+            None => l.name.clone(),
+        };
+        sys::sock::connect_unix(sock.as_fd(), &to)
+            .with_context(|| format!("{what}: connecting to {} again", l.display_name()))?;
+        for piece in &s.sent {
+            sys::sock::send_now(sock.as_fd(), piece, s.stream())
+                .with_context(|| format!("{what}: sending again what it had sent"))?;
+        }
+        if s.shutdown & 2 != 0 {
+            sys::sock::shutdown(sock.as_fd(), libc::SHUT_WR)?;
+        }
+        made.insert(s.inode, sock);
+    }
+    for (what, f, s) in &all {
+        if s.listening || made.contains_key(&s.inode) {
             continue;
         }
         if !s.peer_name.is_empty() {

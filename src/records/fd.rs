@@ -178,8 +178,12 @@ pub struct SocketRecord {
     /// RCV_SHUTDOWN (1), SEND_SHUTDOWN (2).
     pub shutdown: u8,
     /// A connection not accepted yet: the listening socket of the session it waits in
-    /// (resume connects to it again), else 0.
+    /// (resume connects to it again, in the order they waited), else 0; its place in
+    /// that listener's queue; and what it had sent, which waits with it (one piece of a
+    /// stream, or its messages), sent again after it connects.
     pub pending_on: u64,
+    pub pending_rank: u32,
+    pub sent: Vec<Vec<u8>>,
     /// The bytes waiting to be read: one piece per datagram, or one for a stream.
     pub queued: Vec<Vec<u8>>,
     /// A TCP socket's own address and its peer's (sockaddr bytes; empty: none).
@@ -312,7 +316,12 @@ impl FdRecord {
             FdObject::PtySlave(t) => tty_ok(t),
             FdObject::PtyMaster { index, tty } => *index < 1 << 20 && tty_ok(tty),
             FdObject::Pipe(p) | FdObject::Fifo(p) => p.queued.len() <= 1 << 30 && p.size <= 1 << 30,
-            FdObject::Socket(s) => s.name.len() <= 108,
+            FdObject::Socket(s) => {
+                s.name.len() <= 108
+                    && (s.sent.is_empty() || s.pending_on != 0)
+                    && s.sent.len() <= 100_000
+                    && s.sent.iter().map(Vec::len).sum::<usize>() <= 64 << 20
+            }
             FdObject::EventFd { count, .. } => *count < u64::MAX,
             FdObject::TimerFd(t) => (0..16).contains(&t.clock),
             FdObject::SignalFd { .. } => true,

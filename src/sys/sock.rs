@@ -203,7 +203,7 @@ pub fn socket_info(fd: BorrowedFd) -> io::Result<SocketInfo> {
 }
 
 /// A unix address (a path, or an abstract name with its leading 0 byte) as sockaddr bytes.
-fn unix_addr(name: &[u8]) -> io::Result<Vec<u8>> {
+pub fn unix_addr(name: &[u8]) -> io::Result<Vec<u8>> {
     let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
     addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
     if name.is_empty() || name.len() >= addr.sun_path.len() {

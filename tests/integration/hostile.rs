@@ -554,6 +554,8 @@ fn rich(p: &Parts) -> SessionRecord {
             peer_inside: false,
             shutdown: 0,
             pending_on: 0,
+            pending_rank: 0,
+            sent: Vec::new(),
             queued: vec![b"in a socket".to_vec()],
             addr: Vec::new(),
             peer_addr: Vec::new(),

@@ -937,19 +937,83 @@ fn a_connection_not_yet_accepted_is_still_waiting_after_resume() {
         "k, _ = l.accept(); c.send(b'late'); print('accepted', k.recv(4))",
     );
     env.tmux.wait_text("b", "accepted b'late'", T);
-    // One that has already sent bytes (waiting in the listener's queue, where they
-    // cannot be read without accepting) is refused by name.
+    end_with_ctrl_d(&env, "b");
+}
+
+/// A connection not accepted yet that has sent descriptors (SCM_RIGHTS) is refused at
+/// checkpoint, before anything is taken out of its listener: the program accepts it
+/// afterwards with its bytes and its descriptor.
+#[test]
+fn a_connection_not_accepted_yet_that_sent_descriptors_is_refused_and_left_waiting() {
+    let env = Env::unprivileged();
+    let abstract_name = format!("crterm-test-sd-{}", std::process::id());
+    python_pane(&env, "a", "sd");
     enter(
         &env,
-        "b",
+        "a",
         &format!(
-            "d = socket.socket(socket.AF_UNIX); d.connect('{}'); d.send(b'x'); print('sent' 'x')",
+            "import socket; l = socket.socket(socket.AF_UNIX); l.bind('\\0{abstract_name}'); l.listen(); c = socket.socket(socket.AF_UNIX); c.connect('\\0{abstract_name}'); socket.send_fds(c, [b'fd'], [0]); print('se' 'nt')"
+        ),
+    );
+    env.tmux.wait_text("a", "sent", T);
+    assert_refused(&env, "sd", "a", "descriptors among the data (SCM_RIGHTS)");
+    enter(
+        &env,
+        "a",
+        "m, fds, _, _ = socket.recv_fds(l.accept()[0], 10, 4); print('af' 'ter', m, len(fds))",
+    );
+    env.tmux.wait_text("a", "after b'fd' 1", T);
+}
+
+/// Connections not accepted yet that have sent data (their bytes wait where only
+/// accept() reaches them): three to a stream listener, the first and third with bytes
+/// (the third then shut down), and one with two messages to a seqpacket listener. After
+/// a checkpoint that lets the session go on, and after a resume, they are accepted in
+/// the same order, each with its bytes, the shut one ending after them, the messages
+/// apart, and a client still reaches its server end. Before, they were refused.
+#[test]
+fn connections_not_accepted_yet_keep_what_they_sent_and_their_order() {
+    pending_with_data(Env::unprivileged(), "ps");
+}
+
+#[test]
+#[ignore = "needs root; run by tests/run-all.sh as root"]
+fn connections_not_accepted_yet_keep_what_they_sent_as_root() {
+    pending_with_data(Env::root(), "psr");
+}
+
+fn pending_with_data(env: Env, name: &str) {
+    let path = env.dir.path().join("sent.sock");
+    let abstract_name = format!("crterm-test-{name}-{}", std::process::id());
+    python_pane(&env, "a", name);
+    enter(
+        &env,
+        "a",
+        &format!(
+            "import socket; p = '{}'; l = socket.socket(socket.AF_UNIX); l.bind(p); l.listen(8); cs = [socket.socket(socket.AF_UNIX) for _ in range(3)]; [c.connect(p) for c in cs]; cs[0].send(b'first'); cs[2].send(b'third'); cs[2].shutdown(socket.SHUT_WR); q = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET); q.bind('\\0{abstract_name}'); q.listen(); d = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET); d.connect('\\0{abstract_name}'); d.send(b'm1'); d.send(b'm2'); print('con' 'nected')",
             path.display()
         ),
     );
-    env.tmux.wait_text("b", "sentx", T);
-    let name = env.sessions()[0].0.clone();
-    assert_refused(&env, &name, "b", "not accepted yet that has sent data");
+    env.tmux.wait_text("a", "connected", T);
+    let image = image_path(&env, name);
+    let out = env.crterm(&["checkpoint", name, "-o", image.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    let check = "ks = [l.accept()[0] for _ in range(3)]; [k.setblocking(False) for k in ks]; rd = lambda k: k.recv(100) if __import__('select').select([k], [], [], 0.2)[0] else None; qa = q.accept()[0]; print('af' 'ter', [rd(k) for k in ks], rd(ks[2]), qa.recv(10), qa.recv(10), cs[0].send(b'x') and ks[0].recv(1))";
+    let expect = "after [b'first', None, b'third'] b'' b'm1' b'm2' b'x'";
+    enter(&env, "a", check);
+    let screen = env.tmux.wait_text("a", "after [", T);
+    assert!(screen.contains(expect), "{screen}");
+    exit_repl(&env, "a");
+    env.tmux.wait_text("a", "Pane is dead", T);
+
+    resume_pane(&env, "b", 100, 30, &image);
+    env.tmux.wait_text("b", "connected", T);
+    enter(&env, "b", check);
+    let screen = env.tmux.wait_text("b", "after [", T);
+    assert!(screen.contains(expect), "{screen}");
+    exit_repl(&env, "b");
+    env.tmux.wait_text("b", "CRTERM_EXIT=0", T);
+    let _ = std::fs::remove_file(&image);
 }
 
 #[test]

@@ -117,7 +117,7 @@ fn object(pid: i32, fd: i32, fd_path: &str, target: &str, info: &str) -> Result<
     if let Some(kind) = target.strip_prefix("anon_inode:") {
         return match notify::read(kind, info) {
             Ok(Some(object)) => Ok(object),
-            Ok(None) => Err(Why::Refused("a kernel object crterm cannot carry".into())),
+            Ok(None) => Err(Why::Refused(anon_kind(kind))),
             Err(what) => Err(Why::Unparsable(what)),
         };
     }
@@ -179,6 +179,23 @@ fn object(pid: i32, fd: i32, fd_path: &str, target: &str, info: &str) -> Result<
         return Ok(FdObject::PtySlave(tty));
     }
     Ok(FdObject::Device)
+}
+
+/// What a kernel object without a file (`anon_inode:KIND`) that crterm cannot carry is, for
+/// the refusal: by name where it is a known one.
+fn anon_kind(kind: &str) -> String {
+    let named = match kind {
+        "[fanotify]" => {
+            "a fanotify group (its marks and queued events cannot be read and set again)"
+        }
+        "[pidfd]" => "a pidfd (a process's id, held across the resume, would name another)",
+        "[io_uring]" => "an io_uring instance",
+        "[userfaultfd]" => "a userfaultfd",
+        "[perf_event]" => "a perf event",
+        k if k.starts_with("bpf") => "a BPF object",
+        _ => return format!("a kernel object crterm cannot carry ({kind})"),
+    };
+    named.to_string()
 }
 
 /// What a descriptor of a kind crterm cannot carry is, for the refusal.

@@ -353,6 +353,28 @@ fn a_netlink_route_socket_comes_back_and_answers() {
     let _ = std::fs::remove_file(&image);
 }
 
+/// A fanotify group (an ordinary user may make one for inode marks) is refused at
+/// checkpoint by that name: its marks and queued events cannot be read and set again.
+#[test]
+fn a_fanotify_group_is_refused_at_checkpoint_by_name() {
+    let env = Env::unprivileged();
+    python_pane(&env, "a", "fa");
+    // FAN_CLASS_NOTIF | FAN_REPORT_FID: what an ordinary user may ask for.
+    enter(
+        &env,
+        "a",
+        "import ctypes; fa = ctypes.CDLL(None, use_errno=True).fanotify_init(0x200, 0); print('fan' 'otify', fa > 0, ctypes.get_errno())",
+    );
+    let screen = env.tmux.wait_text("a", "fanotify ", T);
+    assert!(screen.contains("fanotify True 0"), "{screen}");
+    assert_refused(
+        &env,
+        "fa",
+        "a",
+        "a fanotify group (its marks and queued events",
+    );
+}
+
 /// An inotify watch on a directory nothing else of the session leads to (not open, not
 /// mapped, not above those): as an ordinary user its path cannot be found (the kernel
 /// gives its inode and file handle, and opening a handle takes privilege), so it is

@@ -651,6 +651,13 @@ impl Connections {
                 ));
             }
             for m in q.files {
+                // A resume sends each message whole; the kernel cuts a stream message of
+                // more than about 36 KiB into pieces and gives the files to the first.
+                if s.stream() && m.len > 32 << 10 {
+                    return Err(refuse(
+                        "unix socket with descriptors in flight (SCM_RIGHTS) in a message of more than 32 KiB",
+                    ));
+                }
                 let mut descs = Vec::new();
                 for file in m.files {
                     descs.push(self.in_flight(file, place)?);

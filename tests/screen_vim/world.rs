@@ -890,6 +890,22 @@ fn unix_socket_pairs_keep_their_queues_both_ways_and_abstract_names_listen_again
     end_with_ctrl_d(&env, "b");
 }
 
+/// Files in flight with a stream message of more than 32 KiB are refused at checkpoint: a
+/// resume could not send such a message whole (the kernel cuts it, the files going with
+/// the first piece, and the receiver's reads would end elsewhere).
+#[test]
+fn files_in_flight_with_a_long_stream_message_are_refused_at_checkpoint() {
+    let env = Env::unprivileged();
+    python_pane(&env, "a", "il");
+    enter(
+        &env,
+        "a",
+        "import socket; x, y = socket.socketpair(); socket.send_fds(x, [b'a' * 40000], [0]); print('se' 'nt')",
+    );
+    env.tmux.wait_text("a", "sent", T);
+    assert_refused(&env, "il", "a", "in a message of more than 32 KiB");
+}
+
 /// A descriptor in flight that a resume cannot make without a process holding it (an
 /// epoll set, whose registrations name its holder's descriptors) is refused at
 /// checkpoint, by kind; the session goes on.

@@ -477,6 +477,23 @@ pub fn read_connections(
             ),
         ));
     }
+    // A listener in flight with connections of the session waiting in it: they would
+    // need connecting again to a listener no process holds yet.
+    for f in &ctx.flying {
+        let Some(s) = f.socket().filter(|s| s.listening) else {
+            continue;
+        };
+        let pending = ctx.diag.get(&s.inode).map_or(&[][..], |d| &d.pending[..]);
+        if pending.iter().any(|c| inside.contains(c)) {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!(
+                    "a descriptor in flight (SCM_RIGHTS) is a unix socket listening ({}) with connections of the session not accepted yet, which this version cannot carry",
+                    f.target
+                ),
+            ));
+        }
+    }
     record.in_flight = ctx.flying;
     // A connection not accepted yet is made again by connecting to its listener's path:
     // one whose path names another socket now cannot be.

@@ -890,6 +890,39 @@ fn unix_socket_pairs_keep_their_queues_both_ways_and_abstract_names_listen_again
     end_with_ctrl_d(&env, "b");
 }
 
+/// A listening socket in flight (handed over as a service manager hands one to a
+/// service) and no longer held by its sender listens again after a resume: the receiver
+/// gets it and accepts a new connection on it.
+#[test]
+fn a_listening_socket_in_flight_listens_again_after_resume() {
+    let env = Env::unprivileged();
+    let path = env.dir.path().join("handed.sock");
+    python_pane(&env, "a", "lf");
+    enter(
+        &env,
+        "a",
+        &format!(
+            "import socket; p = '{}'; l = socket.socket(socket.AF_UNIX); l.bind(p); l.listen(); x, y = socket.socketpair(); socket.send_fds(x, [b'take'], [l.fileno()]); l.close(); print('han' 'ded')",
+            path.display()
+        ),
+    );
+    env.tmux.wait_text("a", "handed", T);
+    let image = image_path(&env, "lf");
+    checkpoint_and_end(&env, "lf", &image);
+    resume_pane(&env, "b", 100, 30, &image);
+    env.tmux.wait_text("b", "handed", T);
+    enter(
+        &env,
+        "b",
+        "m, fds, _, _ = socket.recv_fds(y, 10, 2); s = socket.socket(fileno=fds[0]); c = socket.socket(socket.AF_UNIX); c.connect(p); c.send(b'hi'); print('af' 'ter', m, s.accept()[0].recv(2))",
+    );
+    let screen = env.tmux.wait_text("b", "after ", T);
+    assert!(screen.contains("after b'take' b'hi'"), "{screen}");
+    exit_repl(&env, "b");
+    env.tmux.wait_text("b", "CRTERM_EXIT=0", T);
+    let _ = std::fs::remove_file(&image);
+}
+
 /// Files in flight with a stream message of more than 32 KiB are refused at checkpoint: a
 /// resume could not send such a message whole (the kernel cuts it, the files going with
 /// the first piece, and the receiver's reads would end elsewhere).

@@ -166,6 +166,27 @@ impl Tmux {
             .to_string()
     }
 
+    /// Wait until the pane's program has ended (tmux's `pane_dead`; with remain-on-exit
+    /// the pane stays): returns the screen. ("Pane is dead" on the screen is not enough:
+    /// when the terminal's end reaches tmux before the process's status, tmux marks the
+    /// pane dead without drawing it.)
+    pub fn wait_dead(&self, target: &str, timeout: Duration) -> String {
+        let start = Instant::now();
+        loop {
+            if self.display(target, "#{pane_dead}") == "1" {
+                return self.capture_plain(target);
+            }
+            if start.elapsed() > timeout {
+                panic!(
+                    "timed out waiting for pane {target} to end; screen:\n{}\nprocesses:\n{}",
+                    self.capture_plain(target),
+                    process_forest()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(30));
+        }
+    }
+
     /// Wait until the plain screen contains `needle`.
     pub fn wait_text(&self, target: &str, needle: &str, timeout: Duration) -> String {
         let start = Instant::now();
@@ -837,5 +858,9 @@ pub fn process_forest() -> String {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap_or_else(|e| format!("ps: {e}"));
-    out.lines().take(150).collect::<Vec<_>>().join("\n")
+    out.lines()
+        .filter(|l| !l.contains("\\_ ["))
+        .take(150)
+        .collect::<Vec<_>>()
+        .join("\n")
 }

@@ -11,6 +11,34 @@ use std::time::Duration;
 
 const T: Duration = Duration::from_secs(20);
 
+/// A test run twice: `NAME::as_user` as an ordinary user (a user namespace), and
+/// `NAME::as_root` as root without one (run by tests/run-all.sh as root). The body gets
+/// the `Env` and a tag to keep names that outlive the test's own directory apart.
+macro_rules! user_and_root {
+    ($(#[$m:meta])* fn $name:ident($env:ident, $tag:ident) $body:block) => {
+        $(#[$m])*
+        mod $name {
+            use super::*;
+
+            fn run($env: Env, $tag: &str) {
+                let _ = $tag;
+                $body
+            }
+
+            #[test]
+            fn as_user() {
+                run(Env::unprivileged(), "u")
+            }
+
+            #[test]
+            #[ignore = "needs root; run by tests/run-all.sh as root"]
+            fn as_root() {
+                run(Env::root(), "r")
+            }
+        }
+    };
+}
+
 mod elsewhere;
 mod faults;
 mod privileges;

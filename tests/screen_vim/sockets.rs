@@ -4,375 +4,375 @@
 use super::roundtrip::*;
 use super::*;
 
-/// Unix stream sockets that are not connected (never connected, or bound and not
-/// listening) come back as such, and one whose peer has closed keeps what the peer sent
-/// before it went: it reads that, then the end of the stream. Before, the first two
-/// failed the checkpoint with a bare EINVAL and the last came back as a fresh socket with
-/// its queue gone.
-#[test]
-fn unconnected_stream_sockets_and_one_whose_peer_closed_come_back() {
-    let env = Env::unprivileged();
-    let path = env.dir.path().join("bound.sock");
-    python_pane(&env, "a", "us");
-    enter(
-        &env,
-        "a",
-        &format!(
-            "import socket as S; a = S.socket(S.AF_UNIX, S.SOCK_STREAM); d = S.socket(S.AF_UNIX, S.SOCK_STREAM); d.bind('{}'); b, c = S.socketpair(); c.send(b'left behind'); c.close(); print('ready', d.getsockname()[-10:])",
-            path.display()
-        ),
-    );
-    env.tmux.wait_text("a", "ready bound.sock", T);
-    let image = image_path(&env, "us");
-    checkpoint_and_end(&env, "us", &image);
-    resume_pane(&env, "b", 100, 30, &image);
-    env.tmux.wait_text("b", "ready bound.sock", T);
-    enter(
-        &env,
-        "b",
-        "l = S.socket(S.AF_UNIX, S.SOCK_STREAM); l.bind('\\0crterm-us-' + str(id(l))); l.listen(); a.connect(l.getsockname()); print('af' 'ter', d.getsockname()[-10:], b.recv(100), b.recv(100), a.getpeername() == l.getsockname())",
-    );
-    let screen = env.tmux.wait_text("b", "after ", T);
-    assert!(
-        screen.contains("after bound.sock b'left behind' b'' True"),
-        "{screen}"
-    );
-    exit_repl(&env, "b");
-    let _ = std::fs::remove_file(&image);
-}
-
-/// Epoll registrations whose number the process closed after registering (the kernel
-/// keeps them while the file lives through another descriptor), one whose number holds
-/// another file now, two through one number (the first file's closed, the second's open
-/// there), and one of a file only a child holds: each still reports its events with its
-/// own data, and the numbers hold what they held. Before, the resume failed (`epoll_ctl
-/// failed: Bad file descriptor`) or registered the wrong file; a child sharing the epoll
-/// set failed it too (`File exists`).
-#[test]
-fn epoll_registrations_outliving_their_descriptor_come_back() {
-    let env = Env::unprivileged();
-    python_pane(&env, "a", "ep");
-    for line in [
-        "import os, select, time; e = select.epoll(); at = lambda n: (lambda p: (os.dup2(p[0], n), os.close(p[0]), p[1])[2])(os.pipe())",
-        "w1 = at(40); e.register(40, select.EPOLLIN); keep1 = os.dup(40); os.close(40); w5 = at(40); e.register(40, select.EPOLLIN)",
-        "w2 = at(41); e.register(41, select.EPOLLIN); keep2 = os.dup(41); w3 = at(41)",
-        "w4 = at(42); e.register(42, select.EPOLLIN); k = os.fork() or time.sleep(1000); os.close(42); print('re' 'ady', len(open(f'/proc/self/fdinfo/{e.fileno()}').read().split('tfd:')) - 1)",
-    ] {
-        enter(&env, "a", line);
+user_and_root! {
+    /// Unix stream sockets that are not connected (never connected, or bound and not
+    /// listening) come back as such, and one whose peer has closed keeps what the peer sent
+    /// before it went: it reads that, then the end of the stream. Before, the first two
+    /// failed the checkpoint with a bare EINVAL and the last came back as a fresh socket with
+    /// its queue gone.
+    fn unconnected_stream_sockets_and_one_whose_peer_closed_come_back(env, tag) {
+        let path = env.dir.path().join("bound.sock");
+        python_pane(&env, "a", "us");
+        enter(
+            &env,
+            "a",
+            &format!(
+                "import socket as S; a = S.socket(S.AF_UNIX, S.SOCK_STREAM); d = S.socket(S.AF_UNIX, S.SOCK_STREAM); d.bind('{}'); b, c = S.socketpair(); c.send(b'left behind'); c.close(); print('ready', d.getsockname()[-10:])",
+                path.display()
+            ),
+        );
+        env.tmux.wait_text("a", "ready bound.sock", T);
+        let image = image_path(&env, "us");
+        checkpoint_and_end(&env, "us", &image);
+        resume_pane(&env, "b", 100, 30, &image);
+        env.tmux.wait_text("b", "ready bound.sock", T);
+        enter(
+            &env,
+            "b",
+            "l = S.socket(S.AF_UNIX, S.SOCK_STREAM); l.bind('\\0crterm-us-' + str(id(l))); l.listen(); a.connect(l.getsockname()); print('af' 'ter', d.getsockname()[-10:], b.recv(100), b.recv(100), a.getpeername() == l.getsockname())",
+        );
+        let screen = env.tmux.wait_text("b", "after ", T);
+        assert!(
+            screen.contains("after bound.sock b'left behind' b'' True"),
+            "{screen}"
+        );
+        exit_repl(&env, "b");
+        let _ = std::fs::remove_file(&image);
     }
-    env.tmux.wait_text("a", "ready 4", T);
-    let image = image_path(&env, "ep");
-    checkpoint_and_end(&env, "ep", &image);
-    resume_pane(&env, "b", 100, 30, &image);
-    env.tmux.wait_text("b", "ready 4", T);
-    enter(
-        &env,
-        "b",
-        "os.write(w1, b'1'); os.write(w4, b'4'); got = sorted(fd for fd, ev in e.poll(1)); os.write(w3, b'3'); again = sorted(fd for fd, ev in e.poll(1)); os.write(w5, b'5'); third = sorted(fd for fd, ev in e.poll(1)); print('af' 'ter', got, again, third, os.read(41, 1), os.read(keep1, 1), os.read(40, 1))",
-    );
-    let after = env.tmux.wait_text("b", "after ", T);
-    assert!(
-        after.contains("after [40, 42] [40, 42] [40, 40, 42] b'3' b'1' b'5'"),
-        "{after}"
-    );
-    enter(&env, "b", "os.kill(k, 9); exit()");
-    let _ = std::fs::remove_file(&image);
 }
 
-/// A pty slave whose master the program closed (hung up) is refused at checkpoint, named;
-/// before, it was accepted and the resume failed (`cannot open /dev/pts/1 (deleted)`).
-#[test]
-fn a_hung_up_pty_slave_is_refused_at_checkpoint() {
-    let env = Env::unprivileged();
-    python_pane(&env, "a", "hu");
-    enter(
-        &env,
-        "a",
-        "import os; m, s = os.openpty(); os.close(m); print('slave', s)",
-    );
-    env.tmux.wait_text("a", "slave 4", T);
-    assert_refused(
-        &env,
-        "hu",
-        "a",
-        "process 2 (python3) holds fd 4, a pty slave whose master is closed (hung up)",
-    );
+user_and_root! {
+    /// Epoll registrations whose number the process closed after registering (the kernel
+    /// keeps them while the file lives through another descriptor), one whose number holds
+    /// another file now, two through one number (the first file's closed, the second's open
+    /// there), and one of a file only a child holds: each still reports its events with its
+    /// own data, and the numbers hold what they held. Before, the resume failed (`epoll_ctl
+    /// failed: Bad file descriptor`) or registered the wrong file; a child sharing the epoll
+    /// set failed it too (`File exists`).
+    fn epoll_registrations_outliving_their_descriptor_come_back(env, tag) {
+        python_pane(&env, "a", "ep");
+        for line in [
+            "import os, select, time; e = select.epoll(); at = lambda n: (lambda p: (os.dup2(p[0], n), os.close(p[0]), p[1])[2])(os.pipe())",
+            "w1 = at(40); e.register(40, select.EPOLLIN); keep1 = os.dup(40); os.close(40); w5 = at(40); e.register(40, select.EPOLLIN)",
+            "w2 = at(41); e.register(41, select.EPOLLIN); keep2 = os.dup(41); w3 = at(41)",
+            "w4 = at(42); e.register(42, select.EPOLLIN); k = os.fork() or time.sleep(1000); os.close(42); print('re' 'ady', len(open(f'/proc/self/fdinfo/{e.fileno()}').read().split('tfd:')) - 1)",
+        ] {
+            enter(&env, "a", line);
+        }
+        env.tmux.wait_text("a", "ready 4", T);
+        let image = image_path(&env, "ep");
+        checkpoint_and_end(&env, "ep", &image);
+        resume_pane(&env, "b", 100, 30, &image);
+        env.tmux.wait_text("b", "ready 4", T);
+        enter(
+            &env,
+            "b",
+            "os.write(w1, b'1'); os.write(w4, b'4'); got = sorted(fd for fd, ev in e.poll(1)); os.write(w3, b'3'); again = sorted(fd for fd, ev in e.poll(1)); os.write(w5, b'5'); third = sorted(fd for fd, ev in e.poll(1)); print('af' 'ter', got, again, third, os.read(41, 1), os.read(keep1, 1), os.read(40, 1))",
+        );
+        let after = env.tmux.wait_text("b", "after ", T);
+        assert!(
+            after.contains("after [40, 42] [40, 42] [40, 40, 42] b'3' b'1' b'5'"),
+            "{after}"
+        );
+        enter(&env, "b", "os.kill(k, 9); exit()");
+        let _ = std::fs::remove_file(&image);
+    }
 }
 
-/// Two listening sockets bound to one path (the first's file removed, the second bound
-/// there since) and one whose file was removed: each keeps its name, the path leads to
-/// the second, and the removed one's path stays free. Before, the resume failed ("cannot
-/// bind … again: a running program has it": the session's own other socket).
-#[test]
-fn sockets_whose_path_was_removed_or_taken_keep_their_names() {
-    let env = Env::unprivileged();
-    let (p, q) = (
-        env.dir.path().join("one.sock"),
-        env.dir.path().join("gone.sock"),
-    );
-    python_pane(&env, "a", "sn");
-    enter(
-        &env,
-        "a",
-        &format!(
-            "import os, socket as S; p, q = '{}', '{}'; mk = lambda n: (lambda s: (s.bind(n), s.listen(), s)[2])(S.socket(S.AF_UNIX)); s1 = mk(p); os.unlink(p); s2 = mk(p); s3 = mk(q); os.unlink(q); print('ready', os.path.exists(p), os.path.exists(q))",
-            p.display(),
-            q.display()
-        ),
-    );
-    env.tmux.wait_text("a", "ready True False", T);
-    let image = image_path(&env, "sn");
-    checkpoint_and_end(&env, "sn", &image);
-    resume_pane(&env, "b", 100, 30, &image);
-    env.tmux.wait_text("b", "ready True False", T);
-    enter(
-        &env,
-        "b",
-        "c = S.socket(S.AF_UNIX); c.connect(p); s1.setblocking(False); s3.setblocking(False); a, _ = s2.accept(); print('af' 'ter', [s.getsockname() == n for s, n in ((s1, p), (s2, p), (s3, q))], os.path.exists(p), os.path.exists(q), len([x for x in (s1, s3) if x.recv_into if not __import__('select').select([x], [], [], 0)[0]]))",
-    );
-    let after = env.tmux.wait_text("b", "after ", T);
-    assert!(
-        after.contains("after [True, True, True] True False 2"),
-        "{after}"
-    );
-    exit_repl(&env, "b");
-    let _ = std::fs::remove_file(&image);
+user_and_root! {
+    /// A pty slave whose master the program closed (hung up) is refused at checkpoint, named;
+    /// before, it was accepted and the resume failed (`cannot open /dev/pts/1 (deleted)`).
+    fn a_hung_up_pty_slave_is_refused_at_checkpoint(env, tag) {
+        python_pane(&env, "a", "hu");
+        enter(
+            &env,
+            "a",
+            "import os; m, s = os.openpty(); os.close(m); print('slave', s)",
+        );
+        env.tmux.wait_text("a", "slave 4", T);
+        assert_refused(
+            &env,
+            "hu",
+            "a",
+            "process 2 (python3) holds fd 4, a pty slave whose master is closed (hung up)",
+        );
+    }
 }
 
-/// A socket bound to a relative name is bound again in the directory it was bound in (the
-/// program's working directory), under that same relative name, whatever directory the
-/// resume runs in. Before, it was bound relative to where `crterm resume` ran.
-#[test]
-fn a_socket_bound_to_a_relative_name_is_bound_where_it_was() {
-    let env = Env::unprivileged();
-    let dir = env.dir.path().join("rel");
-    std::fs::create_dir(&dir).unwrap();
-    let _ = std::process::Command::new("chmod")
-        .arg("777")
-        .arg(&dir)
-        .output();
-    python_pane(&env, "a", "rn");
-    enter(
-        &env,
-        "a",
-        &format!(
-            "import os, socket as S; os.chdir('{}'); s = S.socket(S.AF_UNIX); s.bind('rel.sock'); s.listen(); print('ready', s.getsockname())",
-            dir.display()
-        ),
-    );
-    env.tmux.wait_text("a", "ready rel.sock", T);
-    let image = image_path(&env, "rn");
-    checkpoint_and_end(&env, "rn", &image);
-    resume_pane(&env, "b", 100, 30, &image);
-    env.tmux.wait_text("b", "ready rel.sock", T);
-    enter(
-        &env,
-        "b",
-        "c = S.socket(S.AF_UNIX); c.connect(os.path.join(os.getcwd(), 'rel.sock')); a, _ = s.accept(); print('af' 'ter', s.getsockname(), os.path.exists('rel.sock'))",
-    );
-    let after = env.tmux.wait_text("b", "after ", T);
-    assert!(after.contains("after rel.sock True"), "{after}");
-    assert!(dir.join("rel.sock").exists());
-    exit_repl(&env, "b");
-    let _ = std::fs::remove_file(&image);
+user_and_root! {
+    /// Two listening sockets bound to one path (the first's file removed, the second bound
+    /// there since) and one whose file was removed: each keeps its name, the path leads to
+    /// the second, and the removed one's path stays free. Before, the resume failed ("cannot
+    /// bind … again: a running program has it": the session's own other socket).
+    fn sockets_whose_path_was_removed_or_taken_keep_their_names(env, tag) {
+        let (p, q) = (
+            env.dir.path().join("one.sock"),
+            env.dir.path().join("gone.sock"),
+        );
+        python_pane(&env, "a", "sn");
+        enter(
+            &env,
+            "a",
+            &format!(
+                "import os, socket as S; p, q = '{}', '{}'; mk = lambda n: (lambda s: (s.bind(n), s.listen(), s)[2])(S.socket(S.AF_UNIX)); s1 = mk(p); os.unlink(p); s2 = mk(p); s3 = mk(q); os.unlink(q); print('ready', os.path.exists(p), os.path.exists(q))",
+                p.display(),
+                q.display()
+            ),
+        );
+        env.tmux.wait_text("a", "ready True False", T);
+        let image = image_path(&env, "sn");
+        checkpoint_and_end(&env, "sn", &image);
+        resume_pane(&env, "b", 100, 30, &image);
+        env.tmux.wait_text("b", "ready True False", T);
+        enter(
+            &env,
+            "b",
+            "c = S.socket(S.AF_UNIX); c.connect(p); s1.setblocking(False); s3.setblocking(False); a, _ = s2.accept(); print('af' 'ter', [s.getsockname() == n for s, n in ((s1, p), (s2, p), (s3, q))], os.path.exists(p), os.path.exists(q), len([x for x in (s1, s3) if x.recv_into if not __import__('select').select([x], [], [], 0)[0]]))",
+        );
+        let after = env.tmux.wait_text("b", "after ", T);
+        assert!(
+            after.contains("after [True, True, True] True False 2"),
+            "{after}"
+        );
+        exit_repl(&env, "b");
+        let _ = std::fs::remove_file(&image);
+    }
 }
 
-/// The mode of a pty's device node comes back: the session's own terminal after `mesg n`
-/// (group write taken away), and a pty the program opened, chmod'ed 600.
-#[test]
-fn a_ptys_mode_comes_back() {
-    let env = Env::unprivileged();
-    python_pane(&env, "a", "pm");
-    enter(
-        &env,
-        "a",
-        "import os; m, s = os.openpty(); os.fchmod(s, 0o600); os.fchmod(0, 0o600); st = lambda: [oct(os.fstat(f).st_mode & 0o777) for f in (0, s)]; print('ready', st())",
-    );
-    env.tmux.wait_text("a", "ready ['0o600', '0o600']", T);
-    let image = image_path(&env, "pm");
-    checkpoint_and_end(&env, "pm", &image);
-    resume_pane(&env, "b", 100, 30, &image);
-    env.tmux.wait_text("b", "ready [", T);
-    enter(&env, "b", "print('af' 'ter', st())");
-    let after = env.tmux.wait_text("b", "after [", T);
-    assert!(after.contains("after ['0o600', '0o600']"), "{after}");
-    exit_repl(&env, "b");
-    let _ = std::fs::remove_file(&image);
+user_and_root! {
+    /// A socket bound to a relative name is bound again in the directory it was bound in (the
+    /// program's working directory), under that same relative name, whatever directory the
+    /// resume runs in. Before, it was bound relative to where `crterm resume` ran.
+    fn a_socket_bound_to_a_relative_name_is_bound_where_it_was(env, tag) {
+        let dir = env.dir.path().join("rel");
+        std::fs::create_dir(&dir).unwrap();
+        let _ = std::process::Command::new("chmod")
+            .arg("777")
+            .arg(&dir)
+            .output();
+        python_pane(&env, "a", "rn");
+        enter(
+            &env,
+            "a",
+            &format!(
+                "import os, socket as S; os.chdir('{}'); s = S.socket(S.AF_UNIX); s.bind('rel.sock'); s.listen(); print('ready', s.getsockname())",
+                dir.display()
+            ),
+        );
+        env.tmux.wait_text("a", "ready rel.sock", T);
+        let image = image_path(&env, "rn");
+        checkpoint_and_end(&env, "rn", &image);
+        resume_pane(&env, "b", 100, 30, &image);
+        env.tmux.wait_text("b", "ready rel.sock", T);
+        enter(
+            &env,
+            "b",
+            "c = S.socket(S.AF_UNIX); c.connect(os.path.join(os.getcwd(), 'rel.sock')); a, _ = s.accept(); print('af' 'ter', s.getsockname(), os.path.exists('rel.sock'))",
+        );
+        let after = env.tmux.wait_text("b", "after ", T);
+        assert!(after.contains("after rel.sock True"), "{after}");
+        assert!(dir.join("rel.sock").exists());
+        exit_repl(&env, "b");
+        let _ = std::fs::remove_file(&image);
+    }
 }
 
-/// The logging pattern: a datagram receiver bound to a path with datagrams queued (from
-/// an unbound client sending to its path, and from a client connected to it, which it is
-/// not connected back to). The receiver keeps its queue in order, the connected client
-/// stays connected to it (what it sends arrives), and nothing else changes. Before, the
-/// connected client was refused at checkpoint, and without it the receiver's queue came
-/// back empty.
-#[test]
-fn a_datagram_receiver_keeps_its_queue_and_its_connected_clients() {
-    let env = Env::unprivileged();
-    let p = env.dir.path().join("log.sock");
-    python_pane(&env, "a", "dg");
-    enter(
-        &env,
-        "a",
-        &format!(
-            "import socket as S; p = '{}'; r = S.socket(S.AF_UNIX, S.SOCK_DGRAM); r.bind(p); c = S.socket(S.AF_UNIX, S.SOCK_DGRAM); c.sendto(b'one', p); k = S.socket(S.AF_UNIX, S.SOCK_DGRAM); k.connect(p); k.send(b'two'); c.sendto(b'three', p); print('ready')",
-            p.display()
-        ),
-    );
-    env.tmux.wait_text("a", "\nready", T);
-    let image = image_path(&env, "dg");
-    checkpoint_and_end(&env, "dg", &image);
-    resume_pane(&env, "b", 100, 30, &image);
-    env.tmux.wait_text("b", "\nready", T);
-    enter(
-        &env,
-        "b",
-        "k.send(b'four'); r.setblocking(False); print('af' 'ter', [r.recv(100) for _ in range(4)], k.getpeername() == p)",
-    );
-    let after = env.tmux.wait_text("b", "after [", T);
-    assert!(
-        after.contains("after [b'one', b'two', b'three', b'four'] True"),
-        "{after}"
-    );
-    exit_repl(&env, "b");
-    let _ = std::fs::remove_file(&image);
+user_and_root! {
+    /// The mode of a pty's device node comes back: the session's own terminal after `mesg n`
+    /// (group write taken away), and a pty the program opened, chmod'ed 600.
+    fn a_ptys_mode_comes_back(env, tag) {
+        python_pane(&env, "a", "pm");
+        enter(
+            &env,
+            "a",
+            "import os; m, s = os.openpty(); os.fchmod(s, 0o600); os.fchmod(0, 0o600); st = lambda: [oct(os.fstat(f).st_mode & 0o777) for f in (0, s)]; print('ready', st())",
+        );
+        env.tmux.wait_text("a", "ready ['0o600', '0o600']", T);
+        let image = image_path(&env, "pm");
+        checkpoint_and_end(&env, "pm", &image);
+        resume_pane(&env, "b", 100, 30, &image);
+        env.tmux.wait_text("b", "ready [", T);
+        enter(&env, "b", "print('af' 'ter', st())");
+        let after = env.tmux.wait_text("b", "after [", T);
+        assert!(after.contains("after ['0o600', '0o600']"), "{after}");
+        exit_repl(&env, "b");
+        let _ = std::fs::remove_file(&image);
+    }
 }
 
-/// UDP sockets: one bound to a port, one connected to it (with the port the kernel gave
-/// it); each comes back with its addresses, and what the second sends reaches the first
-/// from the same address. Before, any UDP socket was refused at checkpoint.
-#[test]
-fn udp_sockets_come_back_bound_and_connected() {
-    let env = Env::unprivileged();
-    python_pane(&env, "a", "ud");
-    enter(
-        &env,
-        "a",
-        "import socket as S; u = S.socket(S.AF_INET, S.SOCK_DGRAM); u.bind(('127.0.0.1', 0)); v = S.socket(S.AF_INET, S.SOCK_DGRAM); v.connect(u.getsockname()); names = (u.getsockname(), v.getsockname(), v.getpeername()); print('ready', names[0][1] > 0)",
-    );
-    env.tmux.wait_text("a", "ready True", T);
-    let image = image_path(&env, "ud");
-    checkpoint_and_end(&env, "ud", &image);
-    resume_pane(&env, "b", 100, 30, &image);
-    env.tmux.wait_text("b", "ready True", T);
-    enter(
-        &env,
-        "b",
-        "v.send(b'hi'); u.settimeout(5); got = u.recvfrom(100); print('af' 'ter', names == (u.getsockname(), v.getsockname(), v.getpeername()), got == (b'hi', names[1]))",
-    );
-    let after = env.tmux.wait_text("b", "after ", T);
-    assert!(after.contains("after True True"), "{after}");
-    exit_repl(&env, "b");
-    let _ = std::fs::remove_file(&image);
+user_and_root! {
+    /// The logging pattern: a datagram receiver bound to a path with datagrams queued (from
+    /// an unbound client sending to its path, and from a client connected to it, which it is
+    /// not connected back to). The receiver keeps its queue in order, the connected client
+    /// stays connected to it (what it sends arrives), and nothing else changes. Before, the
+    /// connected client was refused at checkpoint, and without it the receiver's queue came
+    /// back empty.
+    fn a_datagram_receiver_keeps_its_queue_and_its_connected_clients(env, tag) {
+        let p = env.dir.path().join("log.sock");
+        python_pane(&env, "a", "dg");
+        enter(
+            &env,
+            "a",
+            &format!(
+                "import socket as S; p = '{}'; r = S.socket(S.AF_UNIX, S.SOCK_DGRAM); r.bind(p); c = S.socket(S.AF_UNIX, S.SOCK_DGRAM); c.sendto(b'one', p); k = S.socket(S.AF_UNIX, S.SOCK_DGRAM); k.connect(p); k.send(b'two'); c.sendto(b'three', p); print('ready')",
+                p.display()
+            ),
+        );
+        env.tmux.wait_text("a", "\nready", T);
+        let image = image_path(&env, "dg");
+        checkpoint_and_end(&env, "dg", &image);
+        resume_pane(&env, "b", 100, 30, &image);
+        env.tmux.wait_text("b", "\nready", T);
+        enter(
+            &env,
+            "b",
+            "k.send(b'four'); r.setblocking(False); print('af' 'ter', [r.recv(100) for _ in range(4)], k.getpeername() == p)",
+        );
+        let after = env.tmux.wait_text("b", "after [", T);
+        assert!(
+            after.contains("after [b'one', b'two', b'three', b'four'] True"),
+            "{after}"
+        );
+        exit_repl(&env, "b");
+        let _ = std::fs::remove_file(&image);
+    }
 }
 
-/// A UDP socket with datagrams queued is refused at checkpoint, named: their senders
-/// (outside the session, or anywhere) cannot send them again.
-#[test]
-fn a_udp_socket_with_datagrams_queued_is_refused_at_checkpoint() {
-    let env = Env::unprivileged();
-    python_pane(&env, "a", "uq");
-    enter(
-        &env,
-        "a",
-        "import socket as S; u = S.socket(S.AF_INET, S.SOCK_DGRAM); u.bind(('127.0.0.1', 0)); S.socket(S.AF_INET, S.SOCK_DGRAM).sendto(b'x', u.getsockname()); print('fd', u.fileno())",
-    );
-    env.tmux.wait_text("a", "fd 3", T);
-    assert_refused(
-        &env,
-        "uq",
-        "a",
-        "process 2 (python3) holds fd 3, a UDP socket with datagrams queued",
-    );
+user_and_root! {
+    /// UDP sockets: one bound to a port, one connected to it (with the port the kernel gave
+    /// it); each comes back with its addresses, and what the second sends reaches the first
+    /// from the same address. Before, any UDP socket was refused at checkpoint.
+    fn udp_sockets_come_back_bound_and_connected(env, tag) {
+        python_pane(&env, "a", "ud");
+        enter(
+            &env,
+            "a",
+            "import socket as S; u = S.socket(S.AF_INET, S.SOCK_DGRAM); u.bind(('127.0.0.1', 0)); v = S.socket(S.AF_INET, S.SOCK_DGRAM); v.connect(u.getsockname()); names = (u.getsockname(), v.getsockname(), v.getpeername()); print('ready', names[0][1] > 0)",
+        );
+        env.tmux.wait_text("a", "ready True", T);
+        let image = image_path(&env, "ud");
+        checkpoint_and_end(&env, "ud", &image);
+        resume_pane(&env, "b", 100, 30, &image);
+        env.tmux.wait_text("b", "ready True", T);
+        enter(
+            &env,
+            "b",
+            "v.send(b'hi'); u.settimeout(5); got = u.recvfrom(100); print('af' 'ter', names == (u.getsockname(), v.getsockname(), v.getpeername()), got == (b'hi', names[1]))",
+        );
+        let after = env.tmux.wait_text("b", "after ", T);
+        assert!(after.contains("after True True"), "{after}");
+        exit_repl(&env, "b");
+        let _ = std::fs::remove_file(&image);
+    }
 }
 
-/// What the resume has to say (here: a TCP connection to the outside comes back closed)
-/// is shown over the repainted screen for a few seconds, then the screen is drawn again
-/// from the model without it, with nothing typed; before, it stayed on the bottom rows
-/// until something drew over them.
-#[test]
-fn resume_notices_go_away_by_themselves() {
-    let env = Env::unprivileged();
-    let outside = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = outside.local_addr().unwrap().port();
-    python_pane(&env, "a", "nt");
-    enter(
-        &env,
-        "a",
-        &format!(
-            "import socket; t = socket.create_connection(('127.0.0.1', {port})); [print('row', i) for i in range(40)] and None"
-        ),
-    );
-    let (_peer, _) = outside.accept().unwrap();
-    env.tmux.wait_text("a", "row 39", T);
-    let image = image_path(&env, "nt");
-    checkpoint_and_end(&env, "nt", &image);
-    resume_pane(&env, "b", 100, 30, &image);
-    env.tmux.wait_text("b", "comes back closed", T);
-    wait_for("the notice to go", Duration::from_secs(15), || {
-        let s = env.tmux.capture_plain("b");
-        (!s.contains("comes back closed") && s.contains("row 39")).then_some(())
-    });
-    let screen = env.tmux.capture_plain("b");
-    let last = screen
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("");
-    assert!(last.starts_with(">>>"), "{screen}");
-    exit_repl(&env, "b");
-    let _ = std::fs::remove_file(&image);
+user_and_root! {
+    /// A UDP socket with datagrams queued is refused at checkpoint, named: their senders
+    /// (outside the session, or anywhere) cannot send them again.
+    fn a_udp_socket_with_datagrams_queued_is_refused_at_checkpoint(env, tag) {
+        python_pane(&env, "a", "uq");
+        enter(
+            &env,
+            "a",
+            "import socket as S; u = S.socket(S.AF_INET, S.SOCK_DGRAM); u.bind(('127.0.0.1', 0)); S.socket(S.AF_INET, S.SOCK_DGRAM).sendto(b'x', u.getsockname()); print('fd', u.fileno())",
+        );
+        env.tmux.wait_text("a", "fd 3", T);
+        assert_refused(
+            &env,
+            "uq",
+            "a",
+            "process 2 (python3) holds fd 3, a UDP socket with datagrams queued",
+        );
+    }
 }
 
-/// A netlink route socket (as `ip` and glibc's getaddrinfo open them) comes back bound to
-/// its port id and groups, and answers a request: the links of the session's network.
-/// Before, every netlink socket was refused at checkpoint.
-#[test]
-fn a_netlink_route_socket_comes_back_and_answers() {
-    let env = Env::unprivileged();
-    python_pane(&env, "a", "nl");
-    enter(
-        &env,
-        "a",
-        "import socket, struct, os; n = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW); n.bind((0, 1)); name = n.getsockname(); ask = lambda: (n.send(struct.pack('=LHHLLBxHiII', 32, 18, 0x301, 1, 0, 0, 0, 0, 0, 0)), struct.unpack('=LH', n.recv(65536)[:6])[1])[1]; print('ready', name[1] != 0, name[1] > 0)",
-    );
-    env.tmux.wait_text("a", "ready True True", T);
-    let image = image_path(&env, "nl");
-    checkpoint_and_end(&env, "nl", &image);
-    resume_pane(&env, "b", 100, 30, &image);
-    env.tmux.wait_text("b", "ready True True", T);
-    enter(
-        &env,
-        "b",
-        "print('af' 'ter', n.getsockname() == name, ask())",
-    );
-    let after = env.tmux.wait_text("b", "after ", T);
-    // 16: RTM_NEWLINK, the first answer to RTM_GETLINK.
-    assert!(after.contains("after True 16"), "{after}");
-    exit_repl(&env, "b");
-    let _ = std::fs::remove_file(&image);
+user_and_root! {
+    /// What the resume has to say (here: a TCP connection to the outside comes back closed)
+    /// is shown over the repainted screen for a few seconds, then the screen is drawn again
+    /// from the model without it, with nothing typed; before, it stayed on the bottom rows
+    /// until something drew over them.
+    fn resume_notices_go_away_by_themselves(env, tag) {
+        let outside = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = outside.local_addr().unwrap().port();
+        python_pane(&env, "a", "nt");
+        enter(
+            &env,
+            "a",
+            &format!(
+                "import socket; t = socket.create_connection(('127.0.0.1', {port})); [print('row', i) for i in range(40)] and None"
+            ),
+        );
+        let (_peer, _) = outside.accept().unwrap();
+        env.tmux.wait_text("a", "row 39", T);
+        let image = image_path(&env, "nt");
+        checkpoint_and_end(&env, "nt", &image);
+        resume_pane(&env, "b", 100, 30, &image);
+        env.tmux.wait_text("b", "comes back closed", T);
+        wait_for("the notice to go", Duration::from_secs(15), || {
+            let s = env.tmux.capture_plain("b");
+            (!s.contains("comes back closed") && s.contains("row 39")).then_some(())
+        });
+        let screen = env.tmux.capture_plain("b");
+        let last = screen
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("");
+        assert!(last.starts_with(">>>"), "{screen}");
+        exit_repl(&env, "b");
+        let _ = std::fs::remove_file(&image);
+    }
 }
 
-/// A fanotify group (an ordinary user may make one for inode marks) is refused at
-/// checkpoint by that name: its marks and queued events cannot be read and set again.
-#[test]
-fn a_fanotify_group_is_refused_at_checkpoint_by_name() {
-    let env = Env::unprivileged();
-    python_pane(&env, "a", "fa");
-    // FAN_CLASS_NOTIF | FAN_REPORT_FID: what an ordinary user may ask for.
-    enter(
-        &env,
-        "a",
-        "import ctypes; fa = ctypes.CDLL(None, use_errno=True).fanotify_init(0x200, 0); print('fan' 'otify', fa > 0, ctypes.get_errno())",
-    );
-    let screen = env.tmux.wait_text("a", "fanotify ", T);
-    assert!(screen.contains("fanotify True 0"), "{screen}");
-    assert_refused(
-        &env,
-        "fa",
-        "a",
-        "a fanotify group (its marks and queued events",
-    );
+user_and_root! {
+    /// A netlink route socket (as `ip` and glibc's getaddrinfo open them) comes back bound to
+    /// its port id and groups, and answers a request: the links of the session's network.
+    /// Before, every netlink socket was refused at checkpoint.
+    fn a_netlink_route_socket_comes_back_and_answers(env, tag) {
+        python_pane(&env, "a", "nl");
+        enter(
+            &env,
+            "a",
+            "import socket, struct, os; n = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW); n.bind((0, 1)); name = n.getsockname(); ask = lambda: (n.send(struct.pack('=LHHLLBxHiII', 32, 18, 0x301, 1, 0, 0, 0, 0, 0, 0)), struct.unpack('=LH', n.recv(65536)[:6])[1])[1]; print('ready', name[1] != 0, name[1] > 0)",
+        );
+        env.tmux.wait_text("a", "ready True True", T);
+        let image = image_path(&env, "nl");
+        checkpoint_and_end(&env, "nl", &image);
+        resume_pane(&env, "b", 100, 30, &image);
+        env.tmux.wait_text("b", "ready True True", T);
+        enter(
+            &env,
+            "b",
+            "print('af' 'ter', n.getsockname() == name, ask())",
+        );
+        let after = env.tmux.wait_text("b", "after ", T);
+        // 16: RTM_NEWLINK, the first answer to RTM_GETLINK.
+        assert!(after.contains("after True 16"), "{after}");
+        exit_repl(&env, "b");
+        let _ = std::fs::remove_file(&image);
+    }
+}
+
+user_and_root! {
+    /// A fanotify group (an ordinary user may make one for inode marks) is refused at
+    /// checkpoint by that name: its marks and queued events cannot be read and set again.
+    fn a_fanotify_group_is_refused_at_checkpoint_by_name(env, tag) {
+        python_pane(&env, "a", "fa");
+        // FAN_CLASS_NOTIF | FAN_REPORT_FID: what an ordinary user may ask for.
+        enter(
+            &env,
+            "a",
+            "import ctypes; fa = ctypes.CDLL(None, use_errno=True).fanotify_init(0x200, 0); print('fan' 'otify', fa > 0, ctypes.get_errno())",
+        );
+        let screen = env.tmux.wait_text("a", "fanotify ", T);
+        assert!(screen.contains("fanotify True 0"), "{screen}");
+        assert_refused(
+            &env,
+            "fa",
+            "a",
+            "a fanotify group (its marks and queued events",
+        );
+    }
 }
 
 /// An inotify watch on a directory nothing else of the session leads to (not open, not
@@ -461,89 +461,77 @@ fn a_seccomp_filter_comes_back_and_still_applies_as_root() {
     let _ = std::fs::remove_file(&image);
 }
 
-/// Descriptors in flight (`inflight.c`): sent with SCM_RIGHTS over a stream, a datagram
-/// and a seqpacket pair and not received yet: a pipe's two ends, a file also held by the
-/// sender (one description: the offset is shared), one end of a connected pair with bytes
-/// queued, an eventfd, and a datagram socket whose own queue carries files. A checkpoint
-/// that lets the session go on leaves them in place, and a resume sends them again at
-/// their messages: the program receives the same (the same receive boundaries, the same
-/// descriptors per message) and the files work as they did, as a run with no checkpoint
-/// shows. Before, any descriptor in flight was refused at checkpoint.
-#[test]
-fn descriptors_in_flight_are_sent_again_at_their_messages() {
-    let env = Env::unprivileged();
-    let bin = build_c(&env, "inflight");
-    let data = env.dir.path().join("data.txt");
-    std::fs::write(&data, "0123456789abcdefghij").unwrap();
-    // What the program receives with no checkpoint in between.
-    let mut alone = std::process::Command::new(&bin)
-        .arg(&data)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    alone.stdin.take().unwrap().write_all(b"\n").unwrap();
-    let oracle = alone.wait_with_output().unwrap();
-    let oracle = String::from_utf8_lossy(&oracle.stdout).into_owned();
-    let oracle = oracle
-        .lines()
-        .find(|l| l.starts_with("RESULT"))
-        .unwrap_or_else(|| panic!("inflight.c alone: {oracle}"))
-        .trim_end()
-        .to_string();
-    assert!(
-        oracle.contains("abcmsg1/2 [through the pipe] [567] offset 8"),
-        "{oracle}"
-    );
-    // Wide enough for the whole line.
-    env.tmux.start(
-        "a",
-        200,
-        30,
-        &format!(
-            "{} start --name if -- {} {}",
-            env.crterm_cmd(),
-            bin.display(),
-            data.display()
-        ),
-    );
-    env.tmux.wait_text("a", "READY", T);
-    env.wait_foreground("if", "inflight");
-    let image = image_path(&env, "if");
-    let out = env.crterm(&["checkpoint", "if", "-o", image.to_str().unwrap()]);
-    assert!(out.status.success(), "{out:?}");
-    // Five messages carry files; six descriptions only they hold (the file's first
-    // description is the program's too).
-    let info = env.crterm(&["info", image.to_str().unwrap()]);
-    let info = String::from_utf8_lossy(&info.stdout);
-    assert!(
-        info.contains("in flight  5 messages carrying descriptors, 6 of them held by no process"),
-        "{info}"
-    );
-    // The session goes on as if nothing happened.
-    env.tmux.send_keys("a", &["Enter"]);
-    let screen = env.tmux.wait_text("a", "Pane is dead", T);
-    assert!(screen.contains(&oracle), "{oracle}\n{screen}");
-    // And the resume brings the same back.
-    resume_pane(&env, "b", 200, 30, &image);
-    env.tmux.wait_text("b", "READY", T);
-    env.tmux.send_keys("b", &["Enter"]);
-    let screen = env.tmux.wait_text("b", "CRTERM_EXIT=", T);
-    assert!(screen.contains(&oracle), "{oracle}\n{screen}");
-    let _ = std::fs::remove_file(&image);
-}
-
-#[test]
-#[ignore = "needs root; run by tests/run-all.sh as root"]
-fn descriptors_in_flight_come_back_as_root() {
-    carried_state(
-        &Env::root(),
-        "inflight",
-        &format!("{}/Cargo.toml", env!("CARGO_MANIFEST_DIR")),
-        "ifr",
-        "abcmsg1/2 [through the pipe] [age] offset 8 xyzm2/1 [hello from u0] [back]",
-    );
+user_and_root! {
+    /// Descriptors in flight (`inflight.c`): sent with SCM_RIGHTS over a stream, a datagram
+    /// and a seqpacket pair and not received yet: a pipe's two ends, a file also held by the
+    /// sender (one description: the offset is shared), one end of a connected pair with bytes
+    /// queued, an eventfd, and a datagram socket whose own queue carries files. A checkpoint
+    /// that lets the session go on leaves them in place, and a resume sends them again at
+    /// their messages: the program receives the same (the same receive boundaries, the same
+    /// descriptors per message) and the files work as they did, as a run with no checkpoint
+    /// shows. Before, any descriptor in flight was refused at checkpoint.
+    fn descriptors_in_flight_are_sent_again_at_their_messages(env, tag) {
+        let bin = build_c(&env, "inflight");
+        let data = env.dir.path().join("data.txt");
+        std::fs::write(&data, "0123456789abcdefghij").unwrap();
+        // What the program receives with no checkpoint in between.
+        let mut alone = std::process::Command::new(&bin)
+            .arg(&data)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        alone.stdin.take().unwrap().write_all(b"\n").unwrap();
+        let oracle = alone.wait_with_output().unwrap();
+        let oracle = String::from_utf8_lossy(&oracle.stdout).into_owned();
+        let oracle = oracle
+            .lines()
+            .find(|l| l.starts_with("RESULT"))
+            .unwrap_or_else(|| panic!("inflight.c alone: {oracle}"))
+            .trim_end()
+            .to_string();
+        assert!(
+            oracle.contains("abcmsg1/2 [through the pipe] [567] offset 8"),
+            "{oracle}"
+        );
+        // Wide enough for the whole line.
+        env.tmux.start(
+            "a",
+            200,
+            30,
+            &format!(
+                "{} start --name if -- {} {}",
+                env.crterm_cmd(),
+                bin.display(),
+                data.display()
+            ),
+        );
+        env.tmux.wait_text("a", "READY", T);
+        env.wait_foreground("if", "inflight");
+        let image = image_path(&env, "if");
+        let out = env.crterm(&["checkpoint", "if", "-o", image.to_str().unwrap()]);
+        assert!(out.status.success(), "{out:?}");
+        // Five messages carry files; six descriptions only they hold (the file's first
+        // description is the program's too).
+        let info = env.crterm(&["info", image.to_str().unwrap()]);
+        let info = String::from_utf8_lossy(&info.stdout);
+        assert!(
+            info.contains("in flight  5 messages carrying descriptors, 6 of them held by no process"),
+            "{info}"
+        );
+        // The session goes on as if nothing happened.
+        env.tmux.send_keys("a", &["Enter"]);
+        let screen = env.tmux.wait_dead("a", T);
+        assert!(screen.contains(&oracle), "{oracle}\n{screen}");
+        // And the resume brings the same back.
+        resume_pane(&env, "b", 200, 30, &image);
+        env.tmux.wait_text("b", "READY", T);
+        env.tmux.send_keys("b", &["Enter"]);
+        let screen = env.tmux.wait_text("b", "CRTERM_EXIT=", T);
+        assert!(screen.contains(&oracle), "{oracle}\n{screen}");
+        let _ = std::fs::remove_file(&image);
+    }
 }
 
 /// SysV IPC in the session's own namespace (`sysv.c`): segments attached (read-write,
@@ -562,31 +550,31 @@ fn sysv_objects_come_back_as_root() {
     carried_state(&Env::root(), "sysv", "", "svr", "SYSV OK");
 }
 
-/// A process the kernel keeps semaphore adjustments for (semop with SEM_UNDO) is refused
-/// at checkpoint, named: the adjustments cannot be read, and a resume without them would
-/// not undo them at its exit.
-#[test]
-fn semaphore_adjustments_to_undo_are_refused_at_checkpoint() {
-    let env = Env::unprivileged();
-    let bin = build_c(&env, "sysv");
-    env.pane(
-        "a",
-        &format!(
-            "{} start --name su -- {} undo",
-            env.crterm_cmd(),
-            bin.display()
-        ),
-    );
-    env.tmux.wait_text("a", "READY", T);
-    let image = image_path(&env, "su");
-    let out = env.crterm(&["checkpoint", "su", "-o", image.to_str().unwrap(), "--exit"]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(
-        err.contains("(sysv) has a SysV semaphore undo list"),
-        "{err}"
-    );
-    assert!(!image.exists());
-    env.tmux.send_keys("a", &["Enter"]);
-    env.tmux.wait_text("a", "SYSV OK", T);
+user_and_root! {
+    /// A process the kernel keeps semaphore adjustments for (semop with SEM_UNDO) is refused
+    /// at checkpoint, named: the adjustments cannot be read, and a resume without them would
+    /// not undo them at its exit.
+    fn semaphore_adjustments_to_undo_are_refused_at_checkpoint(env, tag) {
+        let bin = build_c(&env, "sysv");
+        env.pane(
+            "a",
+            &format!(
+                "{} start --name su -- {} undo",
+                env.crterm_cmd(),
+                bin.display()
+            ),
+        );
+        env.tmux.wait_text("a", "READY", T);
+        let image = image_path(&env, "su");
+        let out = env.crterm(&["checkpoint", "su", "-o", image.to_str().unwrap(), "--exit"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(
+            err.contains("(sysv) has a SysV semaphore undo list"),
+            "{err}"
+        );
+        assert!(!image.exists());
+        env.tmux.send_keys("a", &["Enter"]);
+        env.tmux.wait_text("a", "SYSV OK", T);
+    }
 }

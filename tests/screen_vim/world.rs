@@ -890,128 +890,128 @@ fn unix_socket_pairs_keep_their_queues_both_ways_and_abstract_names_listen_again
     end_with_ctrl_d(&env, "b");
 }
 
-/// A listening socket in flight (handed over as a service manager hands one to a
-/// service) and no longer held by its sender listens again after a resume: the receiver
-/// gets it and accepts a new connection on it.
-#[test]
-fn a_listening_socket_in_flight_listens_again_after_resume() {
-    let env = Env::unprivileged();
-    let path = env.dir.path().join("handed.sock");
-    python_pane(&env, "a", "lf");
-    enter(
-        &env,
-        "a",
-        &format!(
-            "import socket; p = '{}'; l = socket.socket(socket.AF_UNIX); l.bind(p); l.listen(); x, y = socket.socketpair(); socket.send_fds(x, [b'take'], [l.fileno()]); l.close(); print('han' 'ded')",
-            path.display()
-        ),
-    );
-    env.tmux.wait_text("a", "handed", T);
-    let image = image_path(&env, "lf");
-    checkpoint_and_end(&env, "lf", &image);
-    resume_pane(&env, "b", 100, 30, &image);
-    env.tmux.wait_text("b", "handed", T);
-    enter(
-        &env,
-        "b",
-        "m, fds, _, _ = socket.recv_fds(y, 10, 2); s = socket.socket(fileno=fds[0]); c = socket.socket(socket.AF_UNIX); c.connect(p); c.send(b'hi'); print('af' 'ter', m, s.accept()[0].recv(2))",
-    );
-    let screen = env.tmux.wait_text("b", "after ", T);
-    assert!(screen.contains("after b'take' b'hi'"), "{screen}");
-    exit_repl(&env, "b");
-    env.tmux.wait_text("b", "CRTERM_EXIT=0", T);
-    let _ = std::fs::remove_file(&image);
+user_and_root! {
+    /// A listening socket in flight (handed over as a service manager hands one to a
+    /// service) and no longer held by its sender listens again after a resume: the receiver
+    /// gets it and accepts a new connection on it.
+    fn a_listening_socket_in_flight_listens_again_after_resume(env, tag) {
+        let path = env.dir.path().join("handed.sock");
+        python_pane(&env, "a", "lf");
+        enter(
+            &env,
+            "a",
+            &format!(
+                "import socket; p = '{}'; l = socket.socket(socket.AF_UNIX); l.bind(p); l.listen(); x, y = socket.socketpair(); socket.send_fds(x, [b'take'], [l.fileno()]); l.close(); print('han' 'ded')",
+                path.display()
+            ),
+        );
+        env.tmux.wait_text("a", "handed", T);
+        let image = image_path(&env, "lf");
+        checkpoint_and_end(&env, "lf", &image);
+        resume_pane(&env, "b", 100, 30, &image);
+        env.tmux.wait_text("b", "handed", T);
+        enter(
+            &env,
+            "b",
+            "m, fds, _, _ = socket.recv_fds(y, 10, 2); s = socket.socket(fileno=fds[0]); c = socket.socket(socket.AF_UNIX); c.connect(p); c.send(b'hi'); print('af' 'ter', m, s.accept()[0].recv(2))",
+        );
+        let screen = env.tmux.wait_text("b", "after ", T);
+        assert!(screen.contains("after b'take' b'hi'"), "{screen}");
+        exit_repl(&env, "b");
+        env.tmux.wait_text("b", "CRTERM_EXIT=0", T);
+        let _ = std::fs::remove_file(&image);
+    }
 }
 
-/// Files in flight with a stream message of more than 32 KiB are refused at checkpoint: a
-/// resume could not send such a message whole (the kernel cuts it, the files going with
-/// the first piece, and the receiver's reads would end elsewhere).
-#[test]
-fn files_in_flight_with_a_long_stream_message_are_refused_at_checkpoint() {
-    let env = Env::unprivileged();
-    python_pane(&env, "a", "il");
-    enter(
-        &env,
-        "a",
-        "import socket; x, y = socket.socketpair(); socket.send_fds(x, [b'a' * 40000], [0]); print('se' 'nt')",
-    );
-    env.tmux.wait_text("a", "sent", T);
-    assert_refused(&env, "il", "a", "in a message of more than 32 KiB");
+user_and_root! {
+    /// Files in flight with a stream message of more than 32 KiB are refused at checkpoint: a
+    /// resume could not send such a message whole (the kernel cuts it, the files going with
+    /// the first piece, and the receiver's reads would end elsewhere).
+    fn files_in_flight_with_a_long_stream_message_are_refused_at_checkpoint(env, tag) {
+        python_pane(&env, "a", "il");
+        enter(
+            &env,
+            "a",
+            "import socket; x, y = socket.socketpair(); socket.send_fds(x, [b'a' * 40000], [0]); print('se' 'nt')",
+        );
+        env.tmux.wait_text("a", "sent", T);
+        assert_refused(&env, "il", "a", "in a message of more than 32 KiB");
+    }
 }
 
-/// A descriptor in flight that a resume cannot make without a process holding it (an
-/// epoll set, whose registrations name its holder's descriptors) is refused at
-/// checkpoint, by kind; the session goes on.
-#[test]
-fn an_epoll_set_in_flight_that_no_process_holds_is_refused_at_checkpoint() {
-    let env = Env::unprivileged();
-    python_pane(&env, "a", "ir");
-    enter(
-        &env,
-        "a",
-        "import socket, select; x, y = socket.socketpair(); e = select.epoll(); socket.send_fds(x, [b'f'], [e.fileno()]); e.close(); print('se' 'nt')",
-    );
-    env.tmux.wait_text("a", "sent", T);
-    assert_refused(
-        &env,
-        "ir",
-        "a",
-        "a descriptor in flight (SCM_RIGHTS) that no process holds: epoll",
-    );
+user_and_root! {
+    /// A descriptor in flight that a resume cannot make without a process holding it (an
+    /// epoll set, whose registrations name its holder's descriptors) is refused at
+    /// checkpoint, by kind; the session goes on.
+    fn an_epoll_set_in_flight_that_no_process_holds_is_refused_at_checkpoint(env, tag) {
+        python_pane(&env, "a", "ir");
+        enter(
+            &env,
+            "a",
+            "import socket, select; x, y = socket.socketpair(); e = select.epoll(); socket.send_fds(x, [b'f'], [e.fileno()]); e.close(); print('se' 'nt')",
+        );
+        env.tmux.wait_text("a", "sent", T);
+        assert_refused(
+            &env,
+            "ir",
+            "a",
+            "a descriptor in flight (SCM_RIGHTS) that no process holds: epoll",
+        );
+    }
 }
 
-#[test]
-fn a_connection_not_yet_accepted_is_still_waiting_after_resume() {
-    let env = Env::unprivileged();
-    let path = env.dir.path().join("listen.sock");
-    python_pane(&env, "a", "pc");
-    enter(
-        &env,
-        "a",
-        &format!(
-            "import socket; l = socket.socket(socket.AF_UNIX); l.bind('{}'); l.listen(); c = socket.socket(socket.AF_UNIX); c.connect('{}'); print('pen' 'ding')",
-            path.display(),
-            path.display()
-        ),
-    );
-    env.tmux.wait_text("a", "pending", T);
-    let image = image_path(&env, "pc");
-    checkpoint_and_end(&env, "pc", &image);
+user_and_root! {
+    fn a_connection_not_yet_accepted_is_still_waiting_after_resume(env, tag) {
+        let path = env.dir.path().join("listen.sock");
+        python_pane(&env, "a", "pc");
+        enter(
+            &env,
+            "a",
+            &format!(
+                "import socket; l = socket.socket(socket.AF_UNIX); l.bind('{}'); l.listen(); c = socket.socket(socket.AF_UNIX); c.connect('{}'); print('pen' 'ding')",
+                path.display(),
+                path.display()
+            ),
+        );
+        env.tmux.wait_text("a", "pending", T);
+        let image = image_path(&env, "pc");
+        checkpoint_and_end(&env, "pc", &image);
 
-    resume_pane(&env, "b", 100, 30, &image);
-    env.tmux.wait_text("b", "pending", T);
-    enter(
-        &env,
-        "b",
-        "k, _ = l.accept(); c.send(b'late'); print('accepted', k.recv(4))",
-    );
-    env.tmux.wait_text("b", "accepted b'late'", T);
-    end_with_ctrl_d(&env, "b");
+        resume_pane(&env, "b", 100, 30, &image);
+        env.tmux.wait_text("b", "pending", T);
+        enter(
+            &env,
+            "b",
+            "k, _ = l.accept(); c.send(b'late'); print('accepted', k.recv(4))",
+        );
+        env.tmux.wait_text("b", "accepted b'late'", T);
+        end_with_ctrl_d(&env, "b");
+    }
 }
 
-/// A connection not accepted yet that has sent descriptors (SCM_RIGHTS) is refused at
-/// checkpoint, before anything is taken out of its listener: the program accepts it
-/// afterwards with its bytes and its descriptor.
-#[test]
-fn a_connection_not_accepted_yet_that_sent_descriptors_is_refused_and_left_waiting() {
-    let env = Env::unprivileged();
-    let abstract_name = format!("crterm-test-sd-{}", std::process::id());
-    python_pane(&env, "a", "sd");
-    enter(
-        &env,
-        "a",
-        &format!(
-            "import socket; l = socket.socket(socket.AF_UNIX); l.bind('\\0{abstract_name}'); l.listen(); c = socket.socket(socket.AF_UNIX); c.connect('\\0{abstract_name}'); socket.send_fds(c, [b'fd'], [0]); print('se' 'nt')"
-        ),
-    );
-    env.tmux.wait_text("a", "sent", T);
-    assert_refused(&env, "sd", "a", "descriptors among the data (SCM_RIGHTS)");
-    enter(
-        &env,
-        "a",
-        "m, fds, _, _ = socket.recv_fds(l.accept()[0], 10, 4); print('af' 'ter', m, len(fds))",
-    );
-    env.tmux.wait_text("a", "after b'fd' 1", T);
+user_and_root! {
+    /// A connection not accepted yet that has sent descriptors (SCM_RIGHTS) is refused at
+    /// checkpoint, before anything is taken out of its listener: the program accepts it
+    /// afterwards with its bytes and its descriptor.
+    fn a_connection_not_accepted_yet_that_sent_descriptors_is_refused_and_left_waiting(env, tag) {
+        let abstract_name = format!("crterm-test-sd{tag}-{}", std::process::id());
+        python_pane(&env, "a", "sd");
+        enter(
+            &env,
+            "a",
+            &format!(
+                "import socket; l = socket.socket(socket.AF_UNIX); l.bind('\\0{abstract_name}'); l.listen(); c = socket.socket(socket.AF_UNIX); c.connect('\\0{abstract_name}'); socket.send_fds(c, [b'fd'], [0]); print('se' 'nt')"
+            ),
+        );
+        env.tmux.wait_text("a", "sent", T);
+        assert_refused(&env, "sd", "a", "descriptors among the data (SCM_RIGHTS)");
+        enter(
+            &env,
+            "a",
+            "m, fds, _, _ = socket.recv_fds(l.accept()[0], 10, 4); print('af' 'ter', m, len(fds))",
+        );
+        env.tmux.wait_text("a", "after b'fd' 1", T);
+    }
 }
 
 /// Connections not accepted yet that have sent data (their bytes wait where only
@@ -1053,7 +1053,7 @@ fn pending_with_data(env: Env, name: &str) {
     let screen = env.tmux.wait_text("a", "after [", T);
     assert!(screen.contains(expect), "{screen}");
     exit_repl(&env, "a");
-    env.tmux.wait_text("a", "Pane is dead", T);
+    env.tmux.wait_dead("a", T);
 
     resume_pane(&env, "b", 100, 30, &image);
     env.tmux.wait_text("b", "connected", T);

@@ -178,23 +178,25 @@ user_and_root! {
 }
 
 user_and_root! {
-    /// The mode of a pty's device node comes back: the session's own terminal after `mesg n`
-    /// (group write taken away), and a pty the program opened, chmod'ed 600.
+    /// The mode and owner of a pty's device node come back: the session's own terminal
+    /// after `mesg n` (group write taken away), and a pty the program opened, chmod'ed 600
+    /// and, as root, given to group 100 (an ordinary user's session maps no group but the
+    /// user's own, which the pty has already).
     fn a_ptys_mode_comes_back(env, tag) {
         python_pane(&env, "a", "pm");
         enter(
             &env,
             "a",
-            "import os; m, s = os.openpty(); os.fchmod(s, 0o600); os.fchmod(0, 0o600); st = lambda: [oct(os.fstat(f).st_mode & 0o777) for f in (0, s)]; print('ready', st())",
+            "import os; m, s = os.openpty(); g = os.fstat(s).st_gid; os.fchmod(s, 0o600); os.fchmod(0, 0o600); want = 100 if os.getuid() == 0 else g; os.fchown(s, -1, want); st = lambda: [oct(os.fstat(f).st_mode & 0o777) for f in (0, s)] + [os.fstat(s).st_gid == want]; print('ready', st())",
         );
-        env.tmux.wait_text("a", "ready ['0o600', '0o600']", T);
+        env.tmux.wait_text("a", "ready ['0o600', '0o600', True]", T);
         let image = image_path(&env, "pm");
         checkpoint_and_end(&env, "pm", &image);
         resume_pane(&env, "b", 100, 30, &image);
         env.tmux.wait_text("b", "ready [", T);
         enter(&env, "b", "print('af' 'ter', st())");
         let after = env.tmux.wait_text("b", "after [", T);
-        assert!(after.contains("after ['0o600', '0o600']"), "{after}");
+        assert!(after.contains("after ['0o600', '0o600', True]"), "{after}");
         exit_repl(&env, "b");
         let _ = std::fs::remove_file(&image);
     }

@@ -947,17 +947,7 @@ pub fn connected(record: &SessionRecord) -> Result<Connected<'_>> {
             if s.passcred {
                 sys::sock::set_int(mine.as_fd(), libc::SOL_SOCKET, libc::SO_PASSCRED, 1)?;
             }
-            if s.in_flight.is_empty() {
-                refill(other.as_fd(), s, &[])
-                    .with_context(|| format!("{what}: refilling its queue"))?;
-                drop(other);
-            } else {
-                refills.push(Refill {
-                    what,
-                    sends: vec![(other, *s)],
-                    closes: Vec::new(),
-                });
-            }
+            refill_alone(&mut refills, what, other, s)?;
             made.insert(s.inode, mine);
         }
     }
@@ -997,17 +987,7 @@ pub fn connected(record: &SessionRecord) -> Result<Connected<'_>> {
                 made.insert(s.peer, other);
             }
             None => {
-                if s.in_flight.is_empty() {
-                    refill(other.as_fd(), s, &[])
-                        .with_context(|| format!("{what}: refilling its queue"))?;
-                    drop(other);
-                } else {
-                    refills.push(Refill {
-                        what: what.clone(),
-                        sends: vec![(other, *s)],
-                        closes: Vec::new(),
-                    });
-                }
+                refill_alone(&mut refills, what.clone(), other, s)?;
                 closed.push(format!(
                     "{what}: its unix connection to the outside comes back closed"
                 ));
@@ -1061,6 +1041,27 @@ impl Refill<'_> {
         }
         Ok(())
     }
+}
+
+/// Refill `s`'s queue through `other`, the end of its connection no process holds, then
+/// close that end (what was sent is still to be read, then the end); once the files in
+/// flight are made if the queue carries some.
+fn refill_alone<'a>(
+    refills: &mut Vec<Refill<'a>>,
+    what: String,
+    other: OwnedFd,
+    s: &'a SocketRecord,
+) -> Result<()> {
+    if s.in_flight.is_empty() {
+        refill(other.as_fd(), s, &[]).with_context(|| format!("{what}: refilling its queue"))?;
+    } else {
+        refills.push(Refill {
+            what,
+            sends: vec![(other, s)],
+            closes: Vec::new(),
+        });
+    }
+    Ok(())
 }
 
 /// Send socket `s`'s queue again through the other end of its connection, `sender`: its

@@ -329,13 +329,19 @@ user_and_root! {
 user_and_root! {
     /// A netlink route socket (as `ip` and glibc's getaddrinfo open them) comes back bound to
     /// its port id and groups, and answers a request: the links of the session's network.
+    /// (A port id another program holds by then is an error of the resume, as a TCP port
+    /// is.)
     /// Before, every netlink socket was refused at checkpoint.
     fn a_netlink_route_socket_comes_back_and_answers(env, tag) {
+        // A port id of its own, above every pid: an automatic one is the process's pid in
+        // its namespace, 2 in every session, which two sessions (this test as a user and
+        // as root, at once) cannot both have in the one network namespace.
+        let port = 0x4000_0000 + 2 * std::process::id() + u32::from(tag == "r");
         python_pane(&env, "a", "nl");
         enter(
             &env,
             "a",
-            "import socket, struct, os; n = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW); n.bind((0, 1)); name = n.getsockname(); ask = lambda: (n.send(struct.pack('=LHHLLBxHiII', 32, 18, 0x301, 1, 0, 0, 0, 0, 0, 0)), struct.unpack('=LH', n.recv(65536)[:6])[1])[1]; print('ready', name[1] != 0, name[1] > 0)",
+            &format!("import socket, struct, os; n = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW); n.bind(({port}, 1)); name = n.getsockname(); ask = lambda: (n.send(struct.pack('=LHHLLBxHiII', 32, 18, 0x301, 1, 0, 0, 0, 0, 0, 0)), struct.unpack('=LH', n.recv(65536)[:6])[1])[1]; print('ready', name[0] == {port}, name[1] == 1)"),
         );
         env.tmux.wait_text("a", "ready True True", T);
         let image = image_path(&env, "nl");

@@ -1,8 +1,11 @@
 //! Sockets: unix sockets (named, listening, connected pairs with their queues and
-//! half-closes, connections not yet accepted) and TCP sockets (listening again; a
-//! connection comes back closed with what had arrived still to read). At checkpoint what
-//! one descriptor tells is read by `read`, what only the whole session tells (peers,
-//! queues, pending connections, from sock_diag) by `read_connections`.
+//! half-closes, connections not yet accepted, descriptors in flight), TCP sockets
+//! (listening again; a connection comes back closed with what had arrived still to read),
+//! UDP and netlink route sockets. At checkpoint what one descriptor tells is read by
+//! `read`, what only the whole session tells (peers, queues and the files in flight in
+//! them, pending connections, from sock_diag) by `read_connections`, after
+//! `requeue_pending` has made connections not accepted yet readable. At resume
+//! `connected` makes them again; queues that carry files are refilled last (`Refill`).
 
 use crate::records::*;
 use crate::sys;

@@ -348,3 +348,22 @@ pub fn reconnect(pid: i32, tids: &[i32], exec_maps: &[CodeMap], r: &Reconnect) -
         result
     })
 }
+
+/// Make process `pid` (frozen, threads `tids`) create a userfaultfd with `flags`
+/// (O_CLOEXEC and O_NONBLOCK are added), and hand it over: ours, and the process's own
+/// descriptor closed again, so the program sees none (`task::memory::tracking`).
+pub fn take_userfaultfd(
+    pid: i32,
+    tids: &[i32],
+    exec_maps: &[CodeMap],
+    flags: u64,
+) -> io::Result<std::os::fd::OwnedFd> {
+    const USERFAULTFD: i64 = 323;
+    inject_into(pid, tids, exec_maps, |main, _, _| {
+        let flags = flags | (libc::O_CLOEXEC | libc::O_NONBLOCK) as u64;
+        let fd = main.call("userfaultfd", USERFAULTFD, &[flags])?;
+        let ours = sys::trace::copy_fd_of(pid, fd as i32);
+        let _ = main.call("close", nr::CLOSE, &[fd]);
+        ours
+    })
+}

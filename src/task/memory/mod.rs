@@ -18,6 +18,7 @@
 //! environment, auxv, exe) are put back with PR_SET_MM_MAP (`restore_mm`).
 
 pub mod pages;
+pub mod tracking;
 mod vdso;
 
 use crate::image::SectionKind;

@@ -327,7 +327,7 @@ pub fn outside_connections(frozen: &Frozen) -> io::Result<Vec<String>> {
 }
 
 /// A process's mappings as the injector looks for code.
-fn exec_maps(maps: &[MapRecord]) -> Vec<super::inside::CodeMap> {
+pub(crate) fn exec_maps(maps: &[MapRecord]) -> Vec<super::inside::CodeMap> {
     maps.iter()
         .map(|m| (m.start, m.end, m.executable(), m.path.clone()))
         .collect()

@@ -295,23 +295,23 @@ pub fn number_descriptions(
         .collect();
     // (host pid, fd, target) of the first holder of each description.
     let mut firsts: Vec<(i32, i32, String)> = Vec::new();
-    let mut number = |host: i32, f: &mut FdRecord| {
+    // `f` as descriptor `fd` of `host`.
+    let mut number = |host: i32, fd: i32, f: &mut FdRecord| {
         let found = firsts.iter().position(|(hp, hfd, target)| {
             *target == f.target
-                && sys::trace::same_file_description(*hp, *hfd, host, f.fd).unwrap_or(false)
+                && sys::trace::same_file_description(*hp, *hfd, host, fd).unwrap_or(false)
         });
         f.desc = match found {
             Some(d) => d as u32,
             None => {
-                firsts.push((host, f.fd, f.target.clone()));
+                firsts.push((host, fd, f.target.clone()));
                 (firsts.len() - 1) as u32
             }
         };
-        found.is_some()
     };
     for (&pi, &host) in live.iter().zip(hosts) {
         for f in &mut record.processes[pi].fds {
-            number(host, f);
+            number(host, f.fd, f);
         }
     }
     let held = live
@@ -322,9 +322,7 @@ pub fn number_descriptions(
         .unwrap_or(0);
     let me = std::process::id() as i32;
     for (f, copy) in record.in_flight.iter_mut().zip(in_flight) {
-        let fd = std::mem::replace(&mut f.fd, copy.as_raw_fd());
-        number(me, f);
-        f.fd = fd;
+        number(me, copy.as_raw_fd(), f);
         // (`/dev/tty` is opened again by its holder itself: no description to send.)
         let tty = matches!(f.object, FdObject::ControllingTty);
         if tty || (f.desc >= held && !crate::records::in_flight_kind_ok(&f.object)) {

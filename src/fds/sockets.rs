@@ -308,11 +308,7 @@ pub fn requeue_pending(
                 let flags = p.fds.iter().find(|f| f.fd == fd0).expect("held").flags as i32;
                 let host = tasks[pi - first_live].0;
                 let tids = &tasks[pi - first_live].1;
-                let maps: Vec<_> = p
-                    .maps
-                    .iter()
-                    .map(|m| (m.start, m.end, m.executable(), m.path.clone()))
-                    .collect();
+                let maps = crate::ckpt::state::exec_maps(&p.maps);
                 crate::ckpt::inside::reconnect(
                 host,
                 tids,
@@ -411,6 +407,7 @@ pub fn read_connections(
         flying: Vec::new(),
         flying_fds: Vec::new(),
         flying_to: Vec::new(),
+        own_pidfd: None,
         not_connected_back: Vec::new(),
         sent,
     };
@@ -533,6 +530,8 @@ struct Connections {
     flying_fds: Vec<OwnedFd>,
     /// Where each is in flight to (for messages).
     flying_to: Vec<String>,
+    /// A pidfd of our own, to read our copies' owners through (opened at the first).
+    own_pidfd: Option<OwnedFd>,
     /// Sockets connected to one without a name that is not connected back: (who, target,
     /// the peer's inode), refused if that peer is the session's.
     not_connected_back: Vec<(String, String, u64)>,
@@ -720,7 +719,10 @@ impl Connections {
                 return Ok(i as u32);
             }
         }
-        let pidfd = sys::trace::pidfd_open(me)?;
+        if self.own_pidfd.is_none() {
+            self.own_pidfd = Some(sys::trace::pidfd_open(me)?);
+        }
+        let pidfd = self.own_pidfd.as_ref().expect("opened");
         let who = format!("a descriptor in flight (SCM_RIGHTS) to {place}");
         let mut f = crate::fds::read(me, file.as_raw_fd(), pidfd.as_fd(), &who).map_err(|e| {
             // "… holds fd 17, an inotify instance …": our copy's number means nothing.

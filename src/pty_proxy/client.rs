@@ -109,6 +109,17 @@ pub fn attach(socket: &Path, name: &str, prefix: u8) -> Result<i32> {
         .filter(|_| sys::isatty(stdout()))
         .map(|p| p.display().to_string())
         .unwrap_or_default();
+    let signals = sys::signalfd(&[
+        libc::SIGWINCH,
+        libc::SIGTERM,
+        libc::SIGHUP,
+        libc::SIGINT,
+        libc::SIGQUIT,
+    ])?;
+    // Raw before the daemon draws: a key typed as soon as the screen is there must reach
+    // the session as it is, not be echoed, cooked or turned into a signal by this
+    // terminal's line discipline.
+    let raw = RawMode::enter()?;
     stream.write_all(
         &ToDaemon::Attach {
             cols: size.cols,
@@ -117,14 +128,6 @@ pub fn attach(socket: &Path, name: &str, prefix: u8) -> Result<i32> {
         }
         .encode(),
     )?;
-    let signals = sys::signalfd(&[
-        libc::SIGWINCH,
-        libc::SIGTERM,
-        libc::SIGHUP,
-        libc::SIGINT,
-        libc::SIGQUIT,
-    ])?;
-    let raw = RawMode::enter()?;
     let outcome = relay(&mut stream, signals.as_fd(), prefix);
     drop(raw);
     match outcome? {

@@ -57,6 +57,9 @@ pub fn run(image_path: Option<&Path>, strict_cpu: bool) -> Result<i32> {
     let cannot = |e: image::ImageError| anyhow!("cannot check {}: {e}", path.display());
     let loaded = crate::load::load(path, true).map_err(cannot)?;
     crate::load::decode_every_chunk(&loaded.image).map_err(cannot)?;
+    for a in &loaded.ancestors {
+        crate::load::decode_every_chunk(&a.image).map_err(cannot)?;
+    }
     println!();
     let (rows, mut refusals) = image_report(path, &loaded, strict_cpu);
     for (label, value) in rows {

@@ -71,6 +71,11 @@ enum Cmd {
         /// G), so that a resume where they are missing makes them again; 0: none.
         #[arg(long, value_name = "SIZE", default_value = "4M", value_parser = parse_size)]
         carry_files: u64,
+        /// Write a standalone image. Without it, a checkpoint of a session checkpointed
+        /// before (by this daemon, into an image still there) stores only the memory
+        /// written and the files changed since, and refers to that image for the rest.
+        #[arg(long)]
+        full: bool,
     },
     /// Bring a checkpointed session back in this terminal.
     Resume {
@@ -105,6 +110,14 @@ enum Cmd {
         /// Judge the CPU as `resume --strict-cpu` would.
         #[arg(long)]
         strict_cpu: bool,
+    },
+    /// Write one standalone image of an incremental image and the chain of images it
+    /// was made after (in place, or to OUT).
+    Compact {
+        file: PathBuf,
+        /// Where to write it (default: over FILE, once it is complete).
+        #[arg(short = 'o')]
+        output: Option<PathBuf>,
     },
     /// Show what an image holds: where it was made, its processes, the saved screen.
     Info {
@@ -202,6 +215,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             sys::die_quietly_on_broken_pipe();
             crate::check::run(file.as_deref(), strict_cpu)
         }
+        Cmd::Compact { file, output } => crate::compact::run(&file, output.as_deref()),
         Cmd::Info { file, json } => {
             sys::die_quietly_on_broken_pipe();
             crate::info::show(&file, json)
@@ -214,6 +228,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             exit,
             wait_connections,
             carry_files,
+            full,
         } => checkpoint(
             &name,
             output,
@@ -222,6 +237,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 path: String::new(),
                 wait: wait_connections,
                 carry_files,
+                full,
             },
         ),
         Cmd::Daemon {

@@ -19,6 +19,12 @@ struct InfoJson {
     kernel: String,
     machine: String,
     created_unix: u64,
+    /// An incremental image: its parent as it names it, and the images of its chain
+    /// (parent first).
+    parent: Option<String>,
+    chain: Vec<String>,
+    /// Memory it takes from its chain (the rest of `memory_bytes` it holds itself).
+    memory_from_chain_bytes: u64,
     session: Option<SessionJson>,
     screen: ScreenJson,
 }
@@ -93,6 +99,9 @@ pub fn show(path: &Path, json: bool) -> Result<i32> {
     // refuses. (A large image file is mapped, not read into memory.)
     let loaded = crate::load::load(path, true).map_err(named)?;
     crate::load::decode_every_chunk(&loaded.image).map_err(named)?;
+    for a in &loaded.ancestors {
+        crate::load::decode_every_chunk(&a.image).map_err(named)?;
+    }
     let bytes = std::fs::metadata(path).map_or(0, |m| m.len());
     print!("{}", render(path, &loaded, bytes, json)?);
     Ok(0)
@@ -204,6 +213,13 @@ pub fn render(path: &Path, loaded: &crate::load::Loaded, bytes: u64, json: bool)
         kernel: img.info.kernel.clone(),
         machine: img.info.machine.clone(),
         created_unix: img.info.created_unix,
+        parent: loaded.record.parent.as_ref().map(|l| l.path.clone()),
+        chain: loaded
+            .ancestors
+            .iter()
+            .map(|a| a.path.display().to_string())
+            .collect(),
+        memory_from_chain_bytes: loaded.record.parent_runs.iter().map(|r| r.len).sum(),
         session: session_json,
         screen,
     };
@@ -224,6 +240,14 @@ pub fn render(path: &Path, loaded: &crate::load::Loaded, bytes: u64, json: bool)
         "made by    {} on Linux {} ({})",
         info.creator, info.kernel, info.machine
     )?;
+    if let Some(parent) = &info.parent {
+        writeln!(
+            out,
+            "chain      incremental, made after {parent}: {} images before it; {} of its memory from them",
+            info.chain.len(),
+            mib(info.memory_from_chain_bytes)
+        )?;
+    }
     if let Some(s) = &info.session {
         writeln!(out, "session    {}: {}", s.name, s.command)?;
         writeln!(

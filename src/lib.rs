@@ -7,6 +7,7 @@
 pub mod check;
 pub mod ckpt;
 pub mod cli;
+pub mod compact;
 pub mod config;
 pub mod fds;
 pub mod image;

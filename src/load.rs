@@ -17,15 +17,70 @@ pub struct Loaded {
     pub image: Image,
     pub term: Term,
     pub record: SessionRecord,
+    /// An incremental image's chain: its parent, the parent's parent ... each read and
+    /// checked as the image is, and each the very image its child names.
+    pub ancestors: Vec<Ancestor>,
 }
 
-/// Read the image at `path` and check it. With `keep_bulk` false the page and file chunks
-/// are checked (checksums, lengths) but not kept: `crterm info` on an image of gigabytes.
+/// An image of a chain, older than the one resumed.
+pub struct Ancestor {
+    pub path: std::path::PathBuf,
+    pub image: Image,
+    pub record: SessionRecord,
+}
+
+/// How many images a chain may have.
+pub const MAX_CHAIN: usize = 1000;
+
+/// Read the image at `path` and check it, and the chain of images it was made after, if
+/// it is incremental: a parent missing or not the image it was made after refuses the
+/// whole. With `keep_bulk` false the page and file chunks are checked (checksums, lengths)
+/// but not kept: `crterm info` on an image of gigabytes.
 pub fn load(path: &Path, keep_bulk: bool) -> Result<Loaded, ImageError> {
-    let image = image::read_file_with(path, |k| {
-        keep_bulk || (k != SectionKind::PAGES && k != SectionKind::FILES)
-    })?;
-    checked(image)
+    let read = |path: &Path| {
+        image::read_file_with(path, |k| {
+            keep_bulk || (k != SectionKind::PAGES && k != SectionKind::FILES)
+        })
+    };
+    let mut loaded = checked(read(path)?)?;
+    let mut child = (path.to_path_buf(), loaded.record.parent.clone());
+    while let (at, Some(link)) = child {
+        if loaded.ancestors.len() >= MAX_CHAIN {
+            return Err(ImageError::Corrupt(format!(
+                "its chain of parent images is longer than {MAX_CHAIN}"
+            )));
+        }
+        let parent = match Path::new(&link.path).is_absolute() {
+            true => std::path::PathBuf::from(&link.path),
+            false => at.parent().unwrap_or(Path::new(".")).join(&link.path),
+        };
+        let named = |why: String| {
+            ImageError::Chain(format!(
+                "its parent image {} {why} (an incremental image needs the images it was made after; `crterm compact` makes a standalone one)",
+                parent.display()
+            ))
+        };
+        let image = match read(&parent) {
+            Ok(i) => i,
+            Err(ImageError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(named("is missing".into()));
+            }
+            Err(e) => return Err(named(format!("cannot be read: {e}"))),
+        };
+        if image.id != link.id {
+            return Err(named(
+                "is not the image it was made after (it was replaced or changed since)".into(),
+            ));
+        }
+        let Loaded { image, record, .. } = checked(image).map_err(|e| named(e.to_string()))?;
+        child = (parent.clone(), record.parent.clone());
+        loaded.ancestors.push(Ancestor {
+            path: parent,
+            image,
+            record,
+        });
+    }
+    Ok(loaded)
 }
 
 /// Check an image read already.
@@ -55,6 +110,7 @@ pub fn checked(image: Image) -> Result<Loaded, ImageError> {
         image,
         term,
         record,
+        ancestors: Vec::new(),
     })
 }
 

@@ -26,6 +26,20 @@ pub struct DumpOrder {
     pub model: Vec<u8>,
     /// Open regular files up to this size are carried (`--carry-files`).
     pub carry_files: u64,
+    /// An incremental image: made after this parent.
+    pub incremental: Option<Incremental>,
+}
+
+/// What an incremental checkpoint knows of its parent image.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Incremental {
+    pub link: ParentLink,
+    /// The carried files of the parent's record: their contents are in its chain, and
+    /// their copies say which files (device, inode, size, times) have them.
+    pub files: Vec<CarriedFile>,
+    /// By live process (as `hosts`): whether its memory has been tracked since the parent
+    /// was made (only then are the pages it did not write taken as the parent's).
+    pub tracked: Vec<bool>,
 }
 
 /// What a dump wrote.
@@ -62,6 +76,7 @@ fn carry_files<W: Write + Send>(
     w: &mut ImageWriter<W>,
     record: &mut SessionRecord,
     deleted: Vec<FileToCarry>,
+    parent_files: &[CarriedFile],
     budget: usize,
 ) -> io::Result<()> {
     use sha2::{Digest, Sha256};
@@ -70,6 +85,17 @@ fn carry_files<W: Write + Send>(
     use std::os::unix::fs::MetadataExt;
     let mut by_inode: HashMap<((u32, u32), u64), Option<usize>> = HashMap::new();
     let mut by_hash: HashMap<(String, Vec<(u64, u64)>), usize> = HashMap::new();
+    // What the parent's chain has: a file of the same device, inode, size, mtime and
+    // ctime as one it carried has the same content (nothing changes a file without
+    // changing its ctime), not read again.
+    // (device, inode, size, mtime, ctime) -> the parent's file.
+    type FileKey = ((u32, u32), u64, u64, i128, i128);
+    let mut in_parent: HashMap<FileKey, usize> = HashMap::new();
+    for (i, f) in parent_files.iter().enumerate() {
+        for c in &f.copies {
+            in_parent.insert((c.dev, c.inode, c.size, c.mtime_ns, c.ctime_ns), i);
+        }
+    }
     // Mapped files, opened by path; then files deleted while open, already opened.
     let maps: Vec<FileToCarry> = record
         .processes
@@ -125,6 +151,37 @@ fn carry_files<W: Write + Send>(
                 by_inode.insert(key, None);
                 continue;
             }
+            let copy = FileCopy {
+                path: m.path.clone(),
+                dev: m.dev,
+                inode: m.inode,
+                mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
+                size: meta.size(),
+                ctime_ns: meta.ctime() as i128 * 1_000_000_000 + meta.ctime_nsec() as i128,
+            };
+            let known = (m.dev, m.inode, copy.size, copy.mtime_ns, copy.ctime_ns);
+            if let Some(&p) = in_parent.get(&known) {
+                let f = &parent_files[p];
+                let key_hash = (f.sha256.clone(), f.holes.clone());
+                match by_hash.get(&key_hash) {
+                    Some(&i) => record.files[i].copies.push(copy),
+                    None => {
+                        by_hash.insert(key_hash, record.files.len());
+                        record.files.push(CarriedFile {
+                            sha256: f.sha256.clone(),
+                            size: f.size,
+                            copies: vec![copy],
+                            holes: f.holes.clone(),
+                            in_parent: true,
+                        });
+                    }
+                }
+                by_inode.insert(
+                    key,
+                    by_hash.get(&(f.sha256.clone(), f.holes.clone())).copied(),
+                );
+                continue;
+            }
             // A sparse file's holes (it has fewer blocks than its size needs): a copy is one
             // content with the same holes.
             let holes = if meta.blocks() * 512 < meta.size() {
@@ -165,12 +222,6 @@ fn carry_files<W: Write + Send>(
                 .iter()
                 .map(|b| format!("{b:02x}"))
                 .collect();
-            let copy = FileCopy {
-                path: m.path.clone(),
-                dev: m.dev,
-                inode: m.inode,
-                mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
-            };
             if let Some(&i) = by_hash.get(&(sha256.clone(), holes.clone())) {
                 record.files[i].copies.push(copy);
                 by_inode.insert(key, Some(i));
@@ -213,6 +264,7 @@ fn carry_files<W: Write + Send>(
                 size,
                 copies: vec![copy],
                 holes,
+                in_parent: false,
             });
         }
         Ok(())
@@ -312,8 +364,15 @@ pub fn write_image<W: Write + Send>(
         mut record,
         hosts,
         carry_files: carry_limit,
+        incremental,
         ..
     } = order;
+    let tracked = |i: usize| {
+        incremental
+            .as_ref()
+            .is_some_and(|inc| inc.tracked.get(i) == Some(&true))
+    };
+    let mut parent_runs = Vec::new();
     let first_live = record
         .processes
         .len()
@@ -332,7 +391,9 @@ pub fn write_image<W: Write + Send>(
                 .iter()
                 .position(|q| q.pid == rec.ppid)
                 .map(|i| (hosts[i], &live[i]));
-            found.push(pages.process(feed, pid, rec, parent, &mut record_runs)?);
+            let i = found.len();
+            let from_parent = tracked(i).then_some(&mut parent_runs);
+            found.push(pages.process(feed, pid, rec, parent, &mut record_runs, from_parent)?);
         }
         for (p, found) in record.processes[first_live..].iter_mut().zip(found) {
             p.inherited = found.inherited;
@@ -349,7 +410,15 @@ pub fn write_image<W: Write + Send>(
     })?;
     // The session runs again: the files are read now.
     hash_open_files(&mut record);
-    carry_files(w, &mut record, deleted, budget)?;
+    let parent_files = incremental.as_ref().map_or(&[][..], |i| &i.files[..]);
+    carry_files(w, &mut record, deleted, parent_files, budget)?;
+    // (An image that refers to nothing of its parent's stands alone.)
+    if let Some(inc) = incremental
+        && (!parent_runs.is_empty() || record.files.iter().any(|f| f.in_parent))
+    {
+        record.parent = Some(inc.link);
+        record.parent_runs = parent_runs;
+    }
     // What a resume will check of the record, checked now: a record this version gets
     // wrong fails the checkpoint, and is not found damaged at resume.
     record

@@ -18,6 +18,7 @@ use super::dump::DumpOrder;
 use super::freeze::{self, Frozen};
 use super::inside::MadeDumpable;
 use super::state::{self, About};
+use crate::records::ProcessRecord;
 use crate::sys;
 use std::io::{self, BufRead, Write};
 use std::os::fd::{AsFd, OwnedFd};
@@ -43,6 +44,11 @@ pub struct Order {
     /// A copy of the session's pty master (pty 0): keys typed and not read are taken out
     /// through its slave and put back through it.
     pub master: OwnedFd,
+    /// What the last checkpoints left for this one to be incremental, kept by the
+    /// daemon and updated here.
+    pub tracking: Arc<Mutex<super::incremental::Tracking>>,
+    /// Write every page, whatever the last checkpoint left.
+    pub full: bool,
 }
 
 /// What the checkpoint tells the daemon's event loop, in this order.
@@ -354,8 +360,27 @@ fn run(
     // Undone in the reverse order of their declaration, before `frozen` thaws.
     let mut made_dumpable = MadeDumpable::default();
     notify.send(Event::Frozen);
-    let mut state = state::read_session(&frozen, &order.about, &mut made_dumpable)
-        .map_err(|e| Failure::Refused(e.to_string()))?;
+    // The tracking is this checkpoint's until it ends (one checkpoint at a time).
+    let tracking = order.tracking.clone();
+    let mut tracking = tracking.lock().unwrap_or_else(|e| e.into_inner());
+    let parent = match order.stream.is_none() && !order.full {
+        true => tracking.parent_for(&order.out),
+        false => None,
+    };
+    // A link made to keep the parent, removed again unless the image refers to it.
+    struct Kept(Option<PathBuf>);
+    impl Drop for Kept {
+        fn drop(&mut self) {
+            if let Some(p) = self.0.take() {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+    }
+    let mut kept = Kept(parent.as_ref().and_then(|p| p.made.clone()));
+    let mut state = state::read_session(&frozen, &order.about, &mut made_dumpable, &|pid| {
+        tracking.holds(pid)
+    })
+    .map_err(|e| Failure::Refused(e.to_string()))?;
     let model = model
         .recv()
         .map_err(|_| Failure::Refused("the session ended".into()))?;
@@ -366,15 +391,48 @@ fn run(
     let mut taken =
         crate::fds::ttys::take_pty_queues(&mut state.record, &state.hosts, Some(own_master))
             .map_err(|e| Failure::Refused(e.to_string()))?;
+    let incremental = parent.map(|p| super::dump::Incremental {
+        link: p.link,
+        files: p.files,
+        tracked: state.hosts.iter().map(|&h| tracking.tracks(h)).collect(),
+    });
+    // What the trackers start from again once the memory is read.
+    let to_track: Vec<(i32, Vec<i32>, ProcessRecord)> = match order.exit {
+        true => Vec::new(),
+        false => {
+            let live = state.record.processes.iter().filter(|p| p.zombie.is_none());
+            let tasks = frozen.tasks();
+            state
+                .hosts
+                .iter()
+                .zip(live)
+                .filter_map(|(&h, p)| {
+                    let tids = tasks.iter().find(|(pid, _)| *pid == h)?.1.clone();
+                    Some((h, tids, tracked_part(p)))
+                })
+                .collect()
+        }
+    };
+    // From here the dump's scans protect written pages again: until it succeeds, the
+    // writes counted are not to be trusted.
+    tracking.forget_base();
     dumper
         .send_order(&DumpOrder {
             record: state.record,
             hosts: state.hosts,
             model,
             carry_files: order.carry_files,
+            incremental,
         })
         .map_err(Failure::Writing)?;
     dumper.expect("read").map_err(Failure::Writing)?;
+    if !order.exit {
+        let procs: Vec<(i32, Vec<i32>, &ProcessRecord)> = to_track
+            .iter()
+            .map(|(h, t, p)| (*h, t.clone(), p))
+            .collect();
+        tracking.restart(&procs);
+    }
     let frozen_for = frozen_at.elapsed();
     if !order.exit {
         taken.put_back();
@@ -394,6 +452,11 @@ fn run(
         None => return Err(Failure::Writing(dumper.death())),
     };
     let text = format!("{text}, frozen {:.0} ms", frozen_for.as_secs_f64() * 1000.0);
+    // The next checkpoint counts from this image (whose parent, if kept, stays).
+    if let Ok(index) = crate::image::read_index(&order.out, |_| false) {
+        tracking.set_base(order.out.clone(), index.id);
+    }
+    kept.0 = None;
     if order.exit {
         // The image is in place: the session ends frozen, as the image has it (nothing it
         // does after the checkpoint can make a resume find its files changed).
@@ -409,4 +472,13 @@ fn run(
         return Ok(Outcome::Ended);
     }
     Ok(Outcome::Written(text))
+}
+
+/// What the tracking needs of a process's record: its mappings.
+fn tracked_part(p: &ProcessRecord) -> ProcessRecord {
+    ProcessRecord {
+        threads: Vec::new(),
+        fds: Vec::new(),
+        ..p.clone()
+    }
 }

@@ -5,7 +5,8 @@
 //! The daemon's side (`hold`): freezing every thread of a session (`freeze`), reading its
 //! state (`state` puts each process's record together from the kinds' readers; `inside`
 //! runs the injected calls that ask a process what only it can tell; `procfs` parses
-//! /proc) and undoing every change it made before the session goes on. The dump
+//! /proc) and undoing every change it made before the session goes on; what it keeps
+//! between checkpoints so that the next stores only what changed (`incremental`). The dump
 //! process's side (`dumper`, `dump`): the pages (`crate::task::memory::pages`) and the
 //! carried files into an image. What an image says of a session: `crate::records`. Test
 //! hooks: `hooks`.
@@ -15,6 +16,7 @@ pub mod dumper;
 pub mod freeze;
 pub mod hold;
 pub mod hooks;
+pub mod incremental;
 pub mod inside;
 pub mod procfs;
 pub mod state;

@@ -358,6 +358,7 @@ pub fn read_session(
     frozen: &Frozen,
     about: &About,
     made_dumpable: &mut MadeDumpable,
+    tracked: &dyn Fn(i32) -> bool,
 ) -> io::Result<SessionState> {
     let mut record = SessionRecord {
         name: about.name.clone(),
@@ -377,6 +378,8 @@ pub fn read_session(
         user_namespace: about.user_namespace,
         sysv: SysvObjects::default(),
         in_flight: Vec::new(),
+        parent: None,
+        parent_runs: Vec::new(),
     };
     let tasks = frozen.tasks();
     // The session's clocks: the host's plus its time namespace's offsets.
@@ -418,6 +421,13 @@ pub fn read_session(
     for (pid, tids) in &tasks {
         let held = |tid| frozen.held_signal(tid);
         let mut p = process_record(*pid, tids, frozen.stop_signal(*pid), &held, made_dumpable)?;
+        // Memory registered for write-protection is crterm's own tracking only in a
+        // process it tracks; anywhere else it is the program's userfaultfd: refused.
+        if !tracked(*pid) {
+            for m in p.maps.iter_mut().filter(|m| m.vm & vm::WRITE_TRACKED != 0) {
+                m.vm = (m.vm & !vm::WRITE_TRACKED) | vm::USERFAULT;
+            }
+        }
         check_carriable(&p)?;
         p.seccomp = crate::task::seccomp::read(*pid, tids, &p)?;
         p.fg_pgid = if p.fg_pgid > 0 {

@@ -184,11 +184,20 @@ pub struct TableEntry {
 #[derive(Debug)]
 pub enum ImageError {
     NotAnImage,
-    Version { major: u16, minor: u16 },
+    Version {
+        major: u16,
+        minor: u16,
+    },
     Truncated(String),
     Corrupt(String),
-    TooLarge { what: String, len: u64, limit: u64 },
+    TooLarge {
+        what: String,
+        len: u64,
+        limit: u64,
+    },
     Missing(SectionKind),
+    /// An incremental image whose chain is not whole: what is wrong with it.
+    Chain(String),
     Io(io::Error),
 }
 
@@ -209,6 +218,7 @@ impl fmt::Display for ImageError {
                 )
             }
             ImageError::Missing(kind) => write!(f, "the image has no {} section", kind.name()),
+            ImageError::Chain(what) => write!(f, "{what}"),
             ImageError::Io(e) => write!(f, "{e}"),
         }
     }
@@ -605,6 +615,18 @@ pub struct Image {
     pub sections: Vec<Section>,
     /// The owner of the image file (the descriptor read), None for a stream.
     pub owner: Option<u32>,
+    /// Its identity: the SHA-256 of its section table (hex), which holds the checksum of
+    /// every section. An incremental image names its parent by it.
+    pub id: String,
+}
+
+/// The identity of an image whose section table is `table` (as stored).
+pub fn table_id(table: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(table)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Read exactly `len` bytes, growing the buffer only as bytes arrive (a hostile length
@@ -711,6 +733,7 @@ fn read_from(r: &mut impl Source, keep: impl Fn(SectionKind) -> bool) -> Result<
     let mut sections = Vec::new();
     let mut table: Option<Vec<TableEntry>> = None;
     let mut table_offset = 0;
+    let mut id = String::new();
     while table.is_none() {
         if sections.len() >= MAX_SECTIONS {
             return Err(ImageError::Corrupt("too many sections".into()));
@@ -752,6 +775,7 @@ fn read_from(r: &mut impl Source, keep: impl Fn(SectionKind) -> bool) -> Result<
                 return Err(ImageError::Corrupt("the section table's header".into()));
             }
             table_offset = offset;
+            id = table_id(&stored);
             let t: Vec<TableEntry> = postcard::from_bytes(&stored)
                 .map_err(|e| ImageError::Corrupt(format!("the section table: {e}")))?;
             table = Some(t);
@@ -789,6 +813,96 @@ fn read_from(r: &mut impl Source, keep: impl Fn(SectionKind) -> bool) -> Result<
         info,
         sections,
         owner: None,
+        id,
+    })
+}
+
+/// The identity (`Image::id`) and record sections of an image file, read from its table
+/// at the end without reading the rest: what a checkpoint needs of the parent it refers
+/// to. Only the sections `keep` wants are read, each checked against its checksum.
+pub fn read_index(path: &Path, keep: impl Fn(SectionKind) -> bool) -> Result<Image, ImageError> {
+    use std::os::unix::fs::FileExt;
+    let f = open_image(path)?;
+    let len = f.metadata()?.len();
+    let at = |off: u64, n: usize, what: &str| -> Result<Vec<u8>, ImageError> {
+        if off.checked_add(n as u64).is_none_or(|e| e > len) {
+            return Err(ImageError::Truncated(what.to_string()));
+        }
+        let mut buf = vec![0u8; n];
+        f.read_exact_at(&mut buf, off)?;
+        Ok(buf)
+    };
+    let head = at(0, 24, "the header")?;
+    if &head[..8] != MAGIC {
+        return Err(ImageError::NotAnImage);
+    }
+    let (major, minor) = (
+        u16::from_le_bytes([head[8], head[9]]),
+        u16::from_le_bytes([head[10], head[11]]),
+    );
+    if major != FORMAT_MAJOR {
+        return Err(ImageError::Version { major, minor });
+    }
+    let info_len = u32_at(&head, 12).min(MAX_INFO);
+    let info_bytes = at(24, info_len as usize, "the header's information")?;
+    if crc(&info_bytes) != u32_at(&head, 16) {
+        return Err(ImageError::Corrupt(
+            "checksum of the header's information".into(),
+        ));
+    }
+    let info: ImageInfo = postcard::from_bytes(&info_bytes)
+        .map_err(|e| ImageError::Corrupt(format!("the header's information: {e}")))?;
+    let footer = at(len.saturating_sub(16), 16, "the footer")?;
+    if &footer[8..] != FOOTER_MAGIC {
+        return Err(ImageError::Truncated("the footer".into()));
+    }
+    // One section: its header, checked, and its stored bytes, checked.
+    let section = |off: u64,
+                   what: &str|
+     -> Result<(SectionKind, Codec, u64, Vec<u8>), ImageError> {
+        let h = at(off, 32, what)?;
+        let kind = SectionKind(u32_at(&h, 4));
+        let codec = Codec::from_u32(u32_at(&h, 8));
+        let (stored_len, raw_len) = (u64_at(&h, 16), u64_at(&h, 24));
+        if &h[..4] != SECTION_MAGIC || stored_len > MAX_SECTION || raw_len > MAX_SECTION {
+            return Err(ImageError::Corrupt(format!("{what}: its header")));
+        }
+        let codec = codec.ok_or_else(|| ImageError::Corrupt(format!("{what}: unknown codec")))?;
+        let stored = at(off + 32, stored_len as usize, what)?;
+        if crc(&stored) != u32_at(&h, 12) {
+            return Err(ImageError::Corrupt(format!("{what}: checksum mismatch")));
+        }
+        Ok((kind, codec, raw_len, stored))
+    };
+    let (kind, _, _, table_bytes) = section(u64_at(&footer, 0), "the section table")?;
+    if kind != SectionKind::END {
+        return Err(ImageError::Corrupt("the footer".into()));
+    }
+    let table: Vec<TableEntry> = postcard::from_bytes(&table_bytes)
+        .map_err(|e| ImageError::Corrupt(format!("the section table: {e}")))?;
+    let mut sections = Vec::new();
+    for t in table.iter().filter(|t| keep(t.kind)) {
+        let what = format!("section '{}'", t.kind.name());
+        let (kind, codec, raw_len, stored) = section(t.offset, &what)?;
+        if kind != t.kind || codec != t.codec || raw_len != t.raw_len {
+            return Err(ImageError::Corrupt(format!(
+                "{what} does not match the section table"
+            )));
+        }
+        sections.push(Section {
+            kind,
+            codec,
+            raw_len,
+            stored_len: stored.len() as u64,
+            stored: Bytes::Owned(stored),
+        });
+    }
+    Ok(Image {
+        format: (major, minor),
+        info,
+        sections,
+        owner: None,
+        id: table_id(&table_bytes),
     })
 }
 

@@ -134,6 +134,8 @@ struct Daemon {
     /// A notice crterm drew over the screen, and when the screen is drawn again from the
     /// model without it (sooner if a key is typed).
     notice_until: Option<std::time::Instant>,
+    /// What the last checkpoint left for the next to store only what changed.
+    tracking: std::sync::Arc<std::sync::Mutex<crate::ckpt::incremental::Tracking>>,
 }
 
 /// A checkpoint at work for a client's request.
@@ -190,6 +192,7 @@ fn setup(cfg: DaemonConfig) -> Result<Daemon> {
                 image,
                 term,
                 record,
+                ancestors,
             } = crate::load::load(path, true)
                 .map_err(|e| anyhow::anyhow!("cannot resume {what}: {e}"))?;
             drop(passed);
@@ -201,7 +204,7 @@ fn setup(cfg: DaemonConfig) -> Result<Daemon> {
                 set_ids: resumer.may_set_ids,
                 ..*opts
             };
-            let mut world = world::resume(&record, &image, &opts)?;
+            let mut world = world::resume(&record, &image, &ancestors, &opts)?;
             world.warnings.splice(0..0, identity_warnings);
             cpu_baseline = record.machine.cpu_baseline;
             (world, term, record.command)
@@ -221,6 +224,7 @@ fn setup(cfg: DaemonConfig) -> Result<Daemon> {
     Ok(Daemon {
         redraw_on_attach: cfg.resume.is_some(),
         notice_until: None,
+        tracking: Default::default(),
         name: cfg.name,
         command,
         image: cfg.image,
@@ -691,6 +695,8 @@ impl Daemon {
             carry_files: order.carry_files,
             exit: order.exit,
             master,
+            tracking: self.tracking.clone(),
+            full: order.full,
         })
         .map_err(|e| format!("checkpoint failed: {e}"))?;
         self.checkpoint = Some(Checkpoint {

@@ -19,6 +19,8 @@ pub struct CheckpointOrder {
     pub wait: u32,
     /// Open regular files up to this size are carried in the image.
     pub carry_files: u64,
+    /// A standalone image, whatever the last checkpoint left to refer to.
+    pub full: bool,
 }
 
 impl CheckpointOrder {
@@ -29,6 +31,7 @@ impl CheckpointOrder {
             path: String::new(),
             wait: 0,
             carry_files: crate::records::DEFAULT_CARRY_FILES,
+            full: false,
         }
     }
 }
@@ -137,7 +140,8 @@ impl ToDaemon {
             ToDaemon::Resize { cols, rows } => frame(3, &size_payload(*cols, *rows)),
             ToDaemon::Detach => frame(4, &[]),
             ToDaemon::Checkpoint(o) => {
-                let mut p = vec![u8::from(o.exit)];
+                // Flags: 1 end the session, 2 a full image.
+                let mut p = vec![u8::from(o.exit) | u8::from(o.full) << 1];
                 p.extend_from_slice(&o.wait.to_le_bytes());
                 p.extend_from_slice(&o.carry_files.to_le_bytes());
                 p.extend_from_slice(o.path.as_bytes());
@@ -173,7 +177,8 @@ impl ToDaemon {
                     return Err(bad("checkpoint"));
                 }
                 ToDaemon::Checkpoint(CheckpointOrder {
-                    exit: p[0] == 1,
+                    exit: p[0] & 1 != 0,
+                    full: p[0] & 2 != 0,
                     wait: u32::from_le_bytes(p[1..5].try_into().expect("4 bytes")),
                     carry_files: u64::from_le_bytes(p[5..13].try_into().expect("8 bytes")),
                     path: text(&p[13..]),

@@ -75,7 +75,12 @@ pub fn spawn(argv: &[String], size: WinSize) -> Result<World> {
 /// resume what (`restore::check_identity`) is checked before.
 ///
 /// Must be called while the process is single-threaded (it forks).
-pub fn resume(record: &SessionRecord, image: &Image, opts: &restore::Options) -> Result<World> {
+pub fn resume(
+    record: &SessionRecord,
+    image: &Image,
+    ancestors: &[crate::load::Ancestor],
+    opts: &restore::Options,
+) -> Result<World> {
     // Root resuming a session that ran in a user namespace gives it one again (its
     // capabilities were that namespace's), with its groups.
     let userns = match (own_user_namespace(), record.user_namespace) {
@@ -95,7 +100,9 @@ pub fn resume(record: &SessionRecord, image: &Image, opts: &restore::Options) ->
         }
         (own, _) => own,
     };
-    build(userns, |control| init_resume(control, record, image, opts))
+    build(userns, |control| {
+        init_resume(control, record, image, ancestors, opts)
+    })
 }
 
 /// Clone the init into new namespaces; it runs `init` and answers "ok" with the session's
@@ -260,6 +267,7 @@ fn init_resume(
     control: OwnedFd,
     record: &SessionRecord,
     image: &Image,
+    ancestors: &[crate::load::Ancestor],
     opts: &restore::Options,
 ) -> ! {
     let fail = |msg: String| -> ! { init_fail(&control, msg) };
@@ -296,7 +304,7 @@ fn init_resume(
     if let Err(e) = crate::sysv::make_objects(&record.sysv) {
         fail(format!("resume failed: {e:#}"));
     }
-    let restored = match restore::restore(record, image, opts) {
+    let restored = match restore::restore(record, image, ancestors, opts) {
         Ok(r) => r,
         Err(e) => fail(format!("resume failed: {e:#}")),
     };

@@ -54,6 +54,10 @@ pub mod vm {
     pub const USERFAULT: u32 = 1 << 18;
     /// Device memory (a driver's pages: VM_PFNMAP, VM_IO).
     pub const DEVICE: u32 = 1 << 19;
+    /// Registered for write-protection with userfaultfd ("uw"): by crterm's own write
+    /// tracking (`task::memory::tracking`) in a process it tracks; the checkpoint turns it
+    /// into `USERFAULT` (refused) in any other.
+    pub const WRITE_TRACKED: u32 = 1 << 20;
 
     pub const CARRIED: u32 = (1 << 14) - 1;
     pub const REFUSED: u32 = HUGETLB | SHADOW_STACK | USERFAULT | DEVICE;
@@ -77,7 +81,8 @@ pub mod vm {
             "sl" => SEALED,
             "ht" => HUGETLB,
             "ss" => SHADOW_STACK,
-            "um" | "uw" | "ui" => USERFAULT,
+            "um" | "ui" => USERFAULT,
+            "uw" => WRITE_TRACKED,
             "pf" | "io" => DEVICE,
             _ => 0,
         }
@@ -107,6 +112,9 @@ pub struct CarriedFile {
     pub copies: Vec<FileCopy>,
     /// The holes of a sparse file, (offset, length), in order: made again as holes.
     pub holes: Vec<(u64, u64)>,
+    /// Its content is not in this image but in its parent's chain (an incremental
+    /// image), where a carried file of the same hash, size and holes has it.
+    pub in_parent: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,6 +123,10 @@ pub struct FileCopy {
     pub dev: (u32, u32),
     pub inode: u64,
     pub mtime_ns: i128,
+    /// Its size and change time when it was read: with the device, inode and mtime, what
+    /// the next checkpoint compares to know the content is the same without reading it.
+    pub size: u64,
+    pub ctime_ns: i128,
 }
 
 /// Where a mapping's content comes from, for saving and for restoring it.

@@ -42,6 +42,24 @@ pub struct SessionRecord {
     /// SCM_RIGHTS and not yet received; `SocketRecord::in_flight` says where): each as a
     /// descriptor record whose `fd` is its place in this list.
     pub in_flight: Vec<FdRecord>,
+    /// An incremental image: the image it was made after, whose memory and files it
+    /// refers to for what did not change since.
+    pub parent: Option<ParentLink>,
+    /// Runs of memory (in address order per process) that hold what the parent image
+    /// has for the same process at the same place: pages the process did not write
+    /// since the parent was made. (What the parent holds nothing of there is memory
+    /// that was never written: zeros, or the mapped file's.)
+    pub parent_runs: Vec<PageRun>,
+}
+
+/// Where an incremental image's parent is, and which image it must be.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParentLink {
+    /// Its path: relative to the directory of the image naming it, or absolute.
+    pub path: String,
+    /// Its identity (`Image::id`): the SHA-256 of its section table, which holds the
+    /// checksum of every section it has.
+    pub id: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -476,7 +494,7 @@ impl SessionRecord {
                         .zip(["r-", "w-", "x-", "ps"])
                         .all(|(c, ok)| ok.contains(c))
                     || map.path.len() > TEXT
-                    || map.vm & !(vm::CARRIED | vm::REFUSED) != 0
+                    || map.vm & !(vm::CARRIED | vm::REFUSED | vm::WRITE_TRACKED) != 0
                     || (map.vm & vm::DROPPABLE != 0 && map.kind() != MapKind::Anon)
                     || map.file_end.is_some_and(|e| {
                         e % page != 0
@@ -633,6 +651,58 @@ impl SessionRecord {
                 None => return bad("the page runs add up to more than 2^64".into()),
             };
         }
+        // An incremental image: its parent named, its runs of the parent's pages inside
+        // their process's mappings, in address order, apart from its own runs.
+        if let Some(link) = &self.parent {
+            let hex = link.id.len() == 64 && link.id.bytes().all(|b| b.is_ascii_hexdigit());
+            if !hex || link.path.is_empty() || link.path.len() > TEXT || link.path.contains('\0') {
+                return bad("the name of its parent image".into());
+            }
+        } else if !self.parent_runs.is_empty() || self.files.iter().any(|f| f.in_parent) {
+            return bad("it refers to a parent image it does not name".into());
+        }
+        let mut own: std::collections::BTreeMap<i32, Vec<(u64, u64)>> = Default::default();
+        for r in &self.page_runs {
+            own.entry(r.pid).or_default().push((r.addr, r.addr + r.len));
+        }
+        for v in own.values_mut() {
+            v.sort_unstable();
+        }
+        let mut last: Option<(i32, u64)> = None;
+        let mut done = std::collections::BTreeSet::new();
+        for r in &self.parent_runs {
+            // A process's runs together (each new process is one not seen before).
+            if last.is_none_or(|(pid, _)| pid != r.pid) && !done.insert(r.pid) {
+                return bad(format!("the parent's pages of process {}", r.pid));
+            }
+            let p = self
+                .processes
+                .iter()
+                .find(|p| p.pid == r.pid && p.zombie.is_none());
+            let end = r.addr.checked_add(r.len);
+            let in_order = last.is_none_or(|(pid, e)| pid != r.pid || r.addr >= e);
+            let ok = match (p, end) {
+                (Some(p), Some(end)) => {
+                    r.len > 0
+                        && r.addr % page == 0
+                        && r.len % page == 0
+                        && in_order
+                        && p.maps.iter().any(|m| m.start <= r.addr && end <= m.end)
+                        && own.get(&r.pid).is_none_or(|v| {
+                            let i = v.partition_point(|&(_, e)| e <= r.addr);
+                            v.get(i).is_none_or(|&(s, _)| s >= end)
+                        })
+                }
+                _ => false,
+            };
+            if !ok {
+                return bad(format!(
+                    "the parent's pages at {:#x} (+{:#x}) of process {}",
+                    r.addr, r.len, r.pid
+                ));
+            }
+            last = Some((r.pid, r.addr + r.len));
+        }
         let chunk_total = pages.iter().try_fold(0u64, |a, &b| a.checked_add(b));
         if chunk_total != Some(run_total) {
             return bad(format!(
@@ -662,6 +732,9 @@ impl SessionRecord {
                 || f.copies.iter().any(|c| c.path.len() > TEXT)
             {
                 return bad(format!("carried file {i}"));
+            }
+            if f.in_parent {
+                continue;
             }
             let count = f.size.div_ceil(chunk);
             let Some(mine) = usize::try_from(count)

@@ -79,6 +79,8 @@ pub(crate) struct Proc<'a> {
 pub(crate) struct Restorer<'a> {
     pub(crate) record: &'a SessionRecord,
     pub(crate) image: &'a Image,
+    /// An incremental image's chain, its parent first.
+    pub(crate) ancestors: &'a [crate::load::Ancestor],
     pub(crate) opts: &'a Options,
     /// Start of the trampoline, the same in every process.
     pub(crate) tramp: u64,
@@ -102,7 +104,12 @@ pub(crate) struct Restorer<'a> {
 type DeletedFiles = std::collections::HashMap<((u32, u32), u64), std::rc::Rc<OwnedFd>>;
 
 /// Restore the session in `record` (with its pages and files in `image`).
-pub fn restore(record: &SessionRecord, image: &Image, opts: &Options) -> Result<Restored> {
+pub fn restore(
+    record: &SessionRecord,
+    image: &Image,
+    ancestors: &[crate::load::Ancestor],
+    opts: &Options,
+) -> Result<Restored> {
     check_supported(record)?;
     let mut warnings = Vec::new();
     check_cpu(record, &image.info, opts, &mut warnings)?;
@@ -120,6 +127,7 @@ pub fn restore(record: &SessionRecord, image: &Image, opts: &Options) -> Result<
     let mut r = Restorer {
         record,
         image,
+        ancestors,
         opts,
         tramp,
         xfer,

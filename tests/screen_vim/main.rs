@@ -39,6 +39,7 @@ macro_rules! user_and_root {
     };
 }
 
+mod chains;
 mod elsewhere;
 mod faults;
 mod privileges;

@@ -698,18 +698,37 @@ impl<'a> Restorer<'a> {
     }
 
     /// The content of carried file `index`: its FILES chunks (each file starts a chunk).
+    /// (An incremental image's file in its parent's chain: in the nearest image that has
+    /// the content itself.)
     pub(crate) fn carried_content(&self, index: usize) -> Result<Vec<u8>> {
-        let chunk = crate::image::CHUNK_SIZE as u64;
-        let first: u64 = self.record.files[..index]
-            .iter()
-            .map(|f| f.size.div_ceil(chunk))
-            .sum();
-        let count = self.record.files[index].size.div_ceil(chunk);
-        let mut out = Vec::new();
-        for i in first..first + count {
-            out.extend_from_slice(&self.image.chunk(SectionKind::FILES, i as usize)?);
+        let f = &self.record.files[index];
+        let images = std::iter::once((self.image, self.record))
+            .chain(self.ancestors.iter().map(|a| (&a.image, &a.record)));
+        for (image, record) in images {
+            let Some(i) = record.files.iter().position(|g| {
+                !g.in_parent && g.sha256 == f.sha256 && g.size == f.size && g.holes == f.holes
+            }) else {
+                continue;
+            };
+            let chunk = crate::image::CHUNK_SIZE as u64;
+            let first: u64 = record.files[..i]
+                .iter()
+                .filter(|g| !g.in_parent)
+                .map(|g| g.size.div_ceil(chunk))
+                .sum();
+            let count = f.size.div_ceil(chunk);
+            let mut out = Vec::new();
+            for i in first..first + count {
+                out.extend_from_slice(&image.chunk(SectionKind::FILES, i as usize)?);
+            }
+            return Ok(out);
         }
-        Ok(out)
+        bail!(
+            "the image's chain holds no copy of {}",
+            f.copies
+                .first()
+                .map_or("a carried file", |c| c.path.as_str())
+        )
     }
 
     fn protect(&self, pid: i32) -> Result<()> {

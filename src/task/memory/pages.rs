@@ -16,6 +16,9 @@ use crate::image::{CHUNK_SIZE, Feed, SectionKind};
 use crate::records::*;
 use crate::restore::Restorer;
 use crate::sys::{self, trace as t};
+use crate::task::memory::tracking::{
+    self, PAGE_IS_FILE, PAGE_IS_PFNZERO, PAGE_IS_PRESENT, PAGE_IS_SWAPPED, PAGE_IS_WRITTEN,
+};
 use anyhow::{Context, Result, anyhow, bail};
 use std::io;
 use std::os::fd::AsFd;
@@ -150,7 +153,9 @@ impl PageStream {
     /// pages it shares with it since a fork are left out, and returned as the process's
     /// inherited runs (`ProcessRecord::inherited`). Also returned: where the file of a
     /// mapping of a deleted file (or of a memfd with no descriptor left) ends inside the
-    /// mapping, by the mapping's index (`MapRecord::file_end`).
+    /// mapping, by the mapping's index (`MapRecord::file_end`). `parent_runs`, for an
+    /// incremental image when the process has been tracked since the parent image: its
+    /// pages in memory that it did not write since go there instead of into the stream.
     pub fn process(
         &mut self,
         feed: &mut Feed,
@@ -158,6 +163,7 @@ impl PageStream {
         rec: &ProcessRecord,
         parent: Option<(i32, &ProcessRecord)>,
         runs: &mut Vec<PageRun>,
+        mut parent_runs: Option<&mut Vec<PageRun>>,
     ) -> io::Result<ProcessPages> {
         let mut inherited: Vec<(u64, u64)> = Vec::new();
         let mut file_ends: Vec<(usize, u64)> = Vec::new();
@@ -213,6 +219,42 @@ impl PageStream {
                 let covered = copy(self, feed, runs, map.start, len)?;
                 if covered < len {
                     file_ends.push((index, map.offset + covered.next_multiple_of(PAGE)));
+                }
+                continue;
+            }
+            // Tracked since the parent image was made (registered by the tracking then,
+            // and still: a mapping made, moved or inherited since is not): only what
+            // was written since is read; what is in memory and was not written is the
+            // parent's.
+            if let Some(parent_runs) = parent_runs.as_deref_mut()
+                && map.vm & vm::WRITE_TRACKED != 0
+                && matches!(kind, MapKind::Anon | MapKind::PrivateFile)
+                && let Ok(regions) = tracking::scan(&pagemap, map.start, map.end)
+            {
+                for (start, end, what) in regions {
+                    let in_memory = what & (PAGE_IS_PRESENT | PAGE_IS_SWAPPED) != 0
+                        && what & (PAGE_IS_PFNZERO | PAGE_IS_FILE) == 0;
+                    if !in_memory {
+                        continue;
+                    }
+                    if what & PAGE_IS_WRITTEN != 0 {
+                        copy(self, feed, runs, start, end - start)?;
+                    } else {
+                        match parent_runs.last_mut() {
+                            Some(r)
+                                if r.pid == rec.pid
+                                    && r.addr + r.len == start
+                                    && start > map.start =>
+                            {
+                                r.len += end - start
+                            }
+                            _ => parent_runs.push(PageRun {
+                                pid: rec.pid,
+                                addr: start,
+                                len: end - start,
+                            }),
+                        }
+                    }
                 }
                 continue;
             }
@@ -360,6 +402,7 @@ impl PageStream {
 impl Restorer<'_> {
     /// The saved pages of process `pid`, from the page chunks that hold them.
     pub(super) fn write_pages(&self, pid: i32) -> Result<()> {
+        self.write_chain_pages(pid)?;
         let runs = &self.record.page_runs;
         for r in runs.iter().filter(|r| r.pid == pid) {
             let p = self.procs.get(&r.pid).ok_or_else(|| {
@@ -489,11 +532,186 @@ impl Restorer<'_> {
         Ok(())
     }
 
-    /// Whether the image has pages of mapping `m` of process `pid`.
+    /// Whether the image has pages of mapping `m` of process `pid` (its own, or its
+    /// parent's).
     pub(super) fn has_pages(&self, pid: i32, m: &MapRecord) -> bool {
         self.record
             .page_runs
             .iter()
+            .chain(&self.record.parent_runs)
             .any(|r| r.pid == pid && r.addr < m.end && r.addr.saturating_add(r.len) > m.start)
+    }
+
+    /// The pages of process `pid` an incremental image takes from its chain: each found
+    /// in the image that holds it (`resolve`), its chunks decoded and written.
+    fn write_chain_pages(&self, pid: i32) -> Result<()> {
+        let want: Vec<(u64, u64)> = self
+            .record
+            .parent_runs
+            .iter()
+            .filter(|r| r.pid == pid)
+            .map(|r| (r.addr, r.addr + r.len))
+            .collect();
+        if want.is_empty() {
+            return Ok(());
+        }
+        let mut pieces = Vec::new();
+        let mut steps = 0usize;
+        resolve(self.ancestors, 0, pid, want, &mut steps, &mut pieces)?;
+        pieces.sort_unstable();
+        let mut buf = Vec::new();
+        for (k, a) in self.ancestors.iter().enumerate() {
+            let chunks: Vec<&crate::image::Section> =
+                a.image.stored_chunks(SectionKind::PAGES).collect();
+            let mut starts = Vec::with_capacity(chunks.len());
+            let mut total = 0u64;
+            for c in &chunks {
+                starts.push(total);
+                total += c.raw_len;
+            }
+            let mut decoded: Option<usize> = None;
+            for &(_, off, addr, len) in pieces.iter().filter(|p| p.0 == k) {
+                let mut done = 0u64;
+                while done < len {
+                    let at = off + done;
+                    let i = starts.partition_point(|&s| s <= at).saturating_sub(1);
+                    let Some(c) = chunks.get(i).filter(|c| at < starts[i] + c.raw_len) else {
+                        bail!(
+                            "the parent image {} has no pages where its record says",
+                            a.path.display()
+                        );
+                    };
+                    if decoded != Some(i) {
+                        crate::image::decode_chunk_into(c, &format!("page chunk {i}"), &mut buf)?;
+                        decoded = Some(i);
+                    }
+                    let data: &[u8] = match c.codec {
+                        crate::image::Codec::Raw => &c.stored,
+                        _ => &buf,
+                    };
+                    let from = (at - starts[i]) as usize;
+                    let n = ((len - done) as usize).min(data.len() - from);
+                    t::write_process_memory(pid, addr + done, &data[from..from + n]).with_context(
+                        || format!("writing the memory of process {pid} at {:#x}", addr + done),
+                    )?;
+                    done += n as u64;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where the content of `want` ([start, end) runs in address order) of process `src` is in
+/// image `k` of the chain: in its own page data (pushed to `out` as (image, offset in its
+/// page stream, address, length)), in the parent process's pages it shares (looked up
+/// there), or in its own parent image (looked up there). What none holds was never
+/// written: it stays as the mapping gives it.
+pub(crate) fn resolve(
+    chain: &[crate::load::Ancestor],
+    k: usize,
+    src: i32,
+    want: Vec<(u64, u64)>,
+    steps: &mut usize,
+    out: &mut Vec<(usize, u64, u64, u64)>,
+) -> Result<()> {
+    *steps += 1;
+    if *steps > 1 << 20 {
+        bail!("the image's chain refers to its pages in circles");
+    }
+    let Some(a) = chain.get(k) else {
+        return Ok(());
+    };
+    if want.is_empty() {
+        return Ok(());
+    }
+    let rec = &a.record;
+    let mut own: Vec<(u64, u64, u64)> = Vec::new();
+    let mut off = 0u64;
+    for r in &rec.page_runs {
+        if r.pid == src {
+            own.push((r.addr, r.addr + r.len, off));
+        }
+        off += r.len;
+    }
+    own.sort_unstable();
+    let (found, left) = split(&want, &own);
+    out.extend(found.into_iter().map(|(s, e, o)| (k, o, s, e - s)));
+    let Some(p) = rec
+        .processes
+        .iter()
+        .find(|p| p.pid == src && p.zombie.is_none())
+    else {
+        return Ok(());
+    };
+    let shared: Vec<(u64, u64, u64)> = p.inherited.iter().map(|&(a, l)| (a, a + l, 0)).collect();
+    let (inherited, left) = split(&left, &shared);
+    let inherited: Vec<(u64, u64)> = inherited.into_iter().map(|(s, e, _)| (s, e)).collect();
+    resolve(chain, k, p.ppid, inherited, steps, out)?;
+    let older: Vec<(u64, u64, u64)> = rec
+        .parent_runs
+        .iter()
+        .filter(|r| r.pid == src)
+        .map(|r| (r.addr, r.addr + r.len, 0))
+        .collect();
+    let (older, _) = split(&left, &older);
+    resolve(
+        chain,
+        k + 1,
+        src,
+        older.into_iter().map(|(s, e, _)| (s, e)).collect(),
+        steps,
+        out,
+    )
+}
+
+/// Runs [start, end) with an offset.
+type Covered = Vec<(u64, u64, u64)>;
+
+/// The parts of `want` ([start, end), in order, apart) that `have` ([start, end, offset),
+/// in order, apart) covers, each with its offset moved to where it starts, and the parts it
+/// does not.
+fn split(want: &[(u64, u64)], have: &[(u64, u64, u64)]) -> (Covered, Vec<(u64, u64)>) {
+    let (mut covered, mut left) = (Vec::new(), Vec::new());
+    let mut j = 0;
+    for &(a, b) in want {
+        while j < have.len() && have[j].1 <= a {
+            j += 1;
+        }
+        let mut cur = a;
+        let mut i = j;
+        while i < have.len() && have[i].0 < b {
+            let (hs, he, ho) = have[i];
+            let (s, e) = (cur.max(hs), b.min(he));
+            if s > cur {
+                left.push((cur, s));
+            }
+            if e > s {
+                covered.push((s, e, ho + (s - hs)));
+                cur = e;
+            }
+            if he > b {
+                break;
+            }
+            i += 1;
+        }
+        if cur < b {
+            left.push((cur, b));
+        }
+    }
+    (covered, left)
+}
+
+#[cfg(test)]
+mod split_tests {
+    #[test]
+    fn split_finds_the_covered_parts_and_the_rest() {
+        let have = [(10, 20, 100), (30, 40, 200)];
+        let (c, l) = super::split(&[(0, 15), (18, 35), (38, 50)], &have);
+        assert_eq!(
+            c,
+            vec![(10, 15, 100), (18, 20, 108), (30, 35, 200), (38, 40, 208)]
+        );
+        assert_eq!(l, vec![(0, 10), (20, 30), (40, 50)]);
     }
 }

@@ -1,5 +1,5 @@
 //! Which pages a process wrote since a moment: the ground for incremental checkpoints
-//! (issue 14; not used by the checkpoint yet). This kernel has no soft-dirty bits, so
+//! (issue 14). This kernel has no soft-dirty bits, so
 //! writes are tracked with userfaultfd write-protection in asynchronous mode: the kernel
 //! resolves each first write by itself and marks the page written, and the `PAGEMAP_SCAN`
 //! ioctl on /proc/PID/pagemap returns the written pages and protects them again, in one
@@ -30,7 +30,6 @@ const UFFDIO_WRITEPROTECT: u64 = 0xc018_aa06;
 const PAGEMAP_SCAN: u64 = 0xc060_6610;
 const PM_SCAN_WP_MATCHING: u64 = 1 << 0;
 const PM_SCAN_CHECK_WPASYNC: u64 = 1 << 1;
-const PAGE_IS_WRITTEN: u64 = 1 << 1;
 
 /// Write tracking of some ranges of one process's memory.
 pub struct Tracker {
@@ -57,14 +56,21 @@ impl Tracker {
             0,
         ];
         ioctl(&uffd, UFFDIO_API, api.as_mut_ptr().cast(), "UFFDIO_API")?;
+        // A range the kernel will not track (a mapping it does not allow) is left out: its
+        // pages are then read whole at the next checkpoint.
+        let mut tracked = Vec::with_capacity(ranges.len());
         for &(start, end) in ranges {
             let mut reg = [start, end - start, UFFDIO_REGISTER_MODE_WP, 0];
-            ioctl(
+            if ioctl(
                 &uffd,
                 UFFDIO_REGISTER,
                 reg.as_mut_ptr().cast(),
                 "UFFDIO_REGISTER",
-            )?;
+            )
+            .is_err()
+            {
+                continue;
+            }
             let mut wp = [start, end - start, UFFDIO_WRITEPROTECT_MODE_WP];
             ioctl(
                 &uffd,
@@ -72,11 +78,12 @@ impl Tracker {
                 wp.as_mut_ptr().cast(),
                 "UFFDIO_WRITEPROTECT",
             )?;
+            tracked.push((start, end));
         }
         Ok(Tracker {
             pid,
             _uffd: uffd,
-            ranges: ranges.to_vec(),
+            ranges: tracked,
         })
     }
 
@@ -85,44 +92,77 @@ impl Tracker {
     pub fn written(&self) -> io::Result<Vec<(u64, u64)>> {
         let pagemap = std::fs::File::open(format!("/proc/{}/pagemap", self.pid))?;
         let mut out = Vec::new();
-        let mut regions = vec![[0u64; 3]; 512];
         for &(start, end) in &self.ranges {
-            let mut from = start;
-            while from < end {
-                // struct pm_scan_arg: size, flags, start, end, walk_end, vec, vec_len,
-                // max_pages, category_inverted, category_mask, category_anyof_mask,
-                // return_mask.
-                let mut arg: [u64; 12] = [
-                    96,
-                    PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC,
-                    from,
-                    end,
-                    0,
-                    regions.as_mut_ptr() as u64,
-                    regions.len() as u64,
-                    0,
-                    0,
-                    PAGE_IS_WRITTEN,
-                    0,
-                    PAGE_IS_WRITTEN,
-                ];
-                let n = ioctl(
-                    &pagemap,
-                    PAGEMAP_SCAN,
-                    arg.as_mut_ptr().cast(),
-                    "PAGEMAP_SCAN",
-                )?;
-                out.extend(regions[..n as usize].iter().map(|r| (r[0], r[1])));
-                // Where the walk stopped (the vector was full, or the range is done).
-                let walked = arg[4];
-                if walked <= from {
-                    break;
-                }
-                from = walked;
-            }
+            out.extend(
+                scan(&pagemap, start, end)?
+                    .into_iter()
+                    .filter(|r| r.2 & PAGE_IS_WRITTEN != 0)
+                    .map(|r| (r.0, r.1)),
+            );
         }
         Ok(out)
     }
+
+    /// The ranges it tracks.
+    pub fn ranges(&self) -> &[(u64, u64)] {
+        &self.ranges
+    }
+}
+
+/// What `scan` says of a run of pages (`PAGE_IS_*` bits of the kernel's pagemap scan).
+pub const PAGE_IS_WRITTEN: u64 = 1 << 1;
+pub const PAGE_IS_FILE: u64 = 1 << 2;
+pub const PAGE_IS_PRESENT: u64 = 1 << 3;
+pub const PAGE_IS_SWAPPED: u64 = 1 << 4;
+pub const PAGE_IS_PFNZERO: u64 = 1 << 5;
+
+/// Every page of [start, end) of the process whose /proc/PID/pagemap is `pagemap`, as runs
+/// (start, end, `PAGE_IS_*` bits) in address order, and all of it write-protected again:
+/// what was written since the range was last protected, and what is in memory. Fails
+/// (EPERM) when some of the range is not registered for asynchronous write-protection.
+pub fn scan(pagemap: &std::fs::File, start: u64, end: u64) -> io::Result<Vec<(u64, u64, u64)>> {
+    let mut out: Vec<(u64, u64, u64)> = Vec::new();
+    let mut regions = vec![[0u64; 3]; 1024];
+    let want = PAGE_IS_WRITTEN | PAGE_IS_FILE | PAGE_IS_PRESENT | PAGE_IS_SWAPPED | PAGE_IS_PFNZERO;
+    let mut from = start;
+    while from < end {
+        // struct pm_scan_arg: size, flags, start, end, walk_end, vec, vec_len, max_pages,
+        // category_inverted, category_mask, category_anyof_mask, return_mask. Every page
+        // matches (no mask), so every page is protected.
+        let mut arg: [u64; 12] = [
+            96,
+            PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC,
+            from,
+            end,
+            0,
+            regions.as_mut_ptr() as u64,
+            regions.len() as u64,
+            0,
+            0,
+            0,
+            0,
+            want,
+        ];
+        let n = ioctl(
+            pagemap,
+            PAGEMAP_SCAN,
+            arg.as_mut_ptr().cast(),
+            "PAGEMAP_SCAN",
+        )?;
+        for r in &regions[..n as usize] {
+            match out.last_mut() {
+                Some(last) if last.1 == r[0] && last.2 == r[2] => last.1 = r[1],
+                _ => out.push((r[0], r[1], r[2])),
+            }
+        }
+        // Where the walk stopped (the vector was full, or the range is done).
+        let walked = arg[4];
+        if walked <= from {
+            break;
+        }
+        from = walked;
+    }
+    Ok(out)
 }
 
 fn ioctl(fd: &impl AsRawFd, request: u64, arg: *mut libc::c_void, what: &str) -> io::Result<i64> {

@@ -1,0 +1,156 @@
+//! What the daemon keeps between checkpoints so that the next one stores only what changed
+//! (issue 14): the image the last checkpoint wrote (its path and identity) and a write
+//! tracker per process (`task::memory::tracking`), started while the session was frozen
+//! for that checkpoint, just after its memory was read.
+//!
+//! The rule that keeps an incremental image exact: a page is taken as the parent's only if
+//! the process is the one tracked since then (same pid, same start time), its mapping is
+//! still registered by that tracking (a mapping made, moved, or inherited by a fork since
+//! is not), and the kernel's scan says the page is in memory and was not written. Anything
+//! else is read. Whatever goes wrong (a checkpoint that fails after the scans protected the
+//! pages again, a parent image changed or gone) makes the next checkpoint a full one.
+
+use super::state;
+use crate::image::{self, SectionKind};
+use crate::records::{CarriedFile, MapKind, ParentLink, ProcessRecord, SessionRecord};
+use crate::task::memory::tracking::Tracker;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Default)]
+pub struct Tracking {
+    /// The image the trackers count writes since (None: the next checkpoint is full).
+    base: Option<(PathBuf, String)>,
+    /// By host pid.
+    procs: HashMap<i32, Tracked>,
+}
+
+struct Tracked {
+    start_time: u64,
+    _tracker: Tracker,
+}
+
+/// What a checkpoint needs of the parent it refers to.
+pub struct Parent {
+    pub link: ParentLink,
+    pub files: Vec<CarriedFile>,
+    /// The name the parent was kept under (a hard link made for this checkpoint, which
+    /// is to replace the parent's own path): removed again if the checkpoint fails.
+    pub made: Option<PathBuf>,
+}
+
+/// A process's start time (/proc/PID/stat, field 22): with its pid, which process it is.
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.rsplit_once(')')?.1;
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// The ranges of a process's memory the tracking registers: the mappings whose pages a
+/// checkpoint reads page by page (private memory, private mappings of files).
+pub fn ranges(p: &ProcessRecord) -> Vec<(u64, u64)> {
+    p.maps
+        .iter()
+        .filter(|m| match m.kind() {
+            MapKind::Anon => m.inode == 0,
+            MapKind::PrivateFile => true,
+            _ => false,
+        })
+        .map(|m| (m.start, m.end))
+        .collect()
+}
+
+impl Tracking {
+    /// Whether host process `pid` is tracked: its memory registered for write-protection
+    /// is ours.
+    pub fn holds(&self, pid: i32) -> bool {
+        self.procs
+            .get(&pid)
+            .is_some_and(|t| start_time(pid) == Some(t.start_time))
+    }
+
+    /// Whether host process `pid` is the process tracked since the base image.
+    pub fn tracks(&self, pid: i32) -> bool {
+        self.base.is_some() && self.holds(pid)
+    }
+
+    /// The parent for a checkpoint into `out` (None: a full checkpoint): the base image,
+    /// if it is still there and still the image it was. When `out` is where the base is,
+    /// the base is kept under a name of its own beside it (`NAME.ID.img`) for the new image
+    /// to refer to.
+    pub fn parent_for(&self, out: &Path) -> Option<Parent> {
+        let (base, id) = self.base.as_ref()?;
+        let index = image::read_index(base, |k| k == SectionKind::SESSION).ok()?;
+        if &index.id != id {
+            return None;
+        }
+        let record: SessionRecord = index.meta(SectionKind::SESSION).ok()?;
+        let dir = |p: &Path| p.parent().map(Path::to_path_buf).unwrap_or_default();
+        let mut made = None;
+        let path = if base == out {
+            let name = out.file_name()?.to_string_lossy().into_owned();
+            let stem = name.strip_suffix(".img").unwrap_or(&name);
+            let kept_name = format!("{stem}.{}.img", &id[..16]);
+            let kept = dir(out).join(&kept_name);
+            match image::read_index(&kept, |_| false) {
+                Ok(k) if &k.id == id => {}
+                _ => {
+                    let _ = std::fs::remove_file(&kept);
+                    std::fs::hard_link(base, &kept).ok()?;
+                    made = Some(kept);
+                }
+            }
+            kept_name
+        } else if dir(base) == dir(out) {
+            base.file_name()?.to_string_lossy().into_owned()
+        } else {
+            std::path::absolute(base)
+                .ok()?
+                .to_string_lossy()
+                .into_owned()
+        };
+        Some(Parent {
+            link: ParentLink {
+                path,
+                id: id.clone(),
+            },
+            files: record.files,
+            made,
+        })
+    }
+
+    /// Writes counted so far may already be protected again (a dump scanned them): until
+    /// a checkpoint succeeds, none is incremental.
+    pub fn forget_base(&mut self) {
+        self.base = None;
+    }
+
+    /// The checkpoint into `path`, whose identity is `id`, is written: the next counts
+    /// from it.
+    pub fn set_base(&mut self, path: PathBuf, id: String) {
+        self.base = Some((path, id));
+    }
+
+    /// Track every process from now on, afresh (the session is frozen, its memory read):
+    /// `procs` are (host pid, its threads, its record). A process that cannot be tracked
+    /// is read whole at the next checkpoint.
+    pub fn restart(&mut self, procs: &[(i32, Vec<i32>, &ProcessRecord)]) {
+        // The old trackers first: a mapping registered with one cannot be with another.
+        self.procs.clear();
+        for (pid, tids, rec) in procs {
+            let Some(start_time) = start_time(*pid) else {
+                continue;
+            };
+            let exec = state::exec_maps(&rec.maps);
+            if let Ok(tracker) = Tracker::start(*pid, tids, &exec, &ranges(rec)) {
+                self.procs.insert(
+                    *pid,
+                    Tracked {
+                        start_time,
+                        _tracker: tracker,
+                    },
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! Incremental checkpoints (issue 14): chains of images, each resumed and checked byte for
+//! byte, a chain missing a parent refused, and a chain compacted into one image.
+
+use super::roundtrip::*;
+use super::*;
+
+/// The digest python prints after `tag`: the first 24 hex digits of the buffer's SHA-256.
+fn digest(env: &Env, target: &str, tag: &str) -> String {
+    enter(
+        env,
+        target,
+        &format!("print('{}' + 'X', hashlib.sha256(b).hexdigest()[:24])", tag),
+    );
+    let want = format!("{tag}X ");
+    let screen = env.tmux.wait_text(target, &want, T);
+    let line = screen
+        .lines()
+        .rev()
+        .find(|l| l.starts_with(&want))
+        .expect("the digest line");
+    line[want.len()..].trim().to_string()
+}
+
+user_and_root! {
+    /// A python session holding 16 MiB of random bytes is checkpointed 20 times into one
+    /// path, with random pages written (some to zeros, some freed and made again) in
+    /// between. The first image is whole; the others hold little and name their parent.
+    /// Each generation, resumed, has the bytes it had. With its parent removed a
+    /// generation is refused in one line, and a compacted copy stands alone.
+    fn twenty_incremental_checkpoints_each_resume_byte_for_byte(env, tag) {
+        let name = format!("chain{tag}");
+        python_pane(&env, "a", &name);
+        enter(
+            &env,
+            "a",
+            "import os, hashlib, random; b = bytearray(os.urandom(16 << 20)); r = random.Random(7); keep = []",
+        );
+        // Write n random places, a page of zeros, and a fresh buffer of 1 MiB that
+        // replaces an older one (memory freed and mapped again).
+        enter(
+            &env,
+            "a",
+            "exec('def m(n):\\n for _ in range(n):\\n  p = r.randrange(len(b) - 8); b[p:p + 8] = os.urandom(8)\\n z = r.randrange(4096) * 4096; b[z:z + 4096] = bytes(4096)\\n keep.append(bytearray(os.urandom(1 << 20))); keep[:] = keep[-3:]')",
+        );
+        let image = image_path(&env, &name);
+        let mut digests = Vec::new();
+        let mut sizes = Vec::new();
+        for g in 0..20 {
+            enter(&env, "a", "m(40)");
+            let d = digest(&env, "a", &format!("G{g}"));
+            let out = env.crterm(&["checkpoint", &name, "-o", image.to_str().unwrap()]);
+            assert!(
+                out.status.success(),
+                "generation {g}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let generation = env.dir.path().join(format!("gen{g}.img"));
+            std::fs::hard_link(&image, &generation).unwrap();
+            sizes.push(std::fs::metadata(&generation).unwrap().len());
+            digests.push(d);
+        }
+        // The first is whole (16 MiB of random bytes); the others hold about what was
+        // written (40 places, a page, 1 MiB of new random bytes).
+        assert!(sizes[0] > 16 << 20, "{sizes:?}");
+        for (g, &s) in sizes.iter().enumerate().skip(1) {
+            assert!(s < 4 << 20, "generation {g} is {s} bytes: {sizes:?}");
+        }
+        let info = env.crterm(&["info", env.dir.path().join("gen19.img").to_str().unwrap()]);
+        let info = String::from_utf8_lossy(&info.stdout).to_string();
+        assert!(info.contains("19 images before it"), "{info}");
+        exit_repl(&env, "a");
+        env.tmux.wait_dead("a", T);
+        for (g, want) in digests.iter().enumerate() {
+            let generation = env.dir.path().join(format!("gen{g}.img"));
+            let pane = format!("r{g}");
+            resume_pane(&env, &pane, 80, 24, &generation);
+            env.tmux.wait_text(&pane, &format!("G{g}X"), T);
+            assert_eq!(&digest(&env, &pane, &format!("R{g}")), want, "generation {g}");
+            exit_repl(&env, &pane);
+            env.tmux.wait_text(&pane, "CRTERM_EXIT=0", T);
+        }
+        // Compacted: one image, which resumes alone.
+        let gen10 = env.dir.path().join("gen10.img");
+        let compact = env.dir.path().join("compact.img");
+        let out = env.crterm(&["compact", gen10.to_str().unwrap(), "-o", compact.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let info = env.crterm(&["info", compact.to_str().unwrap()]);
+        let info = String::from_utf8_lossy(&info.stdout).to_string();
+        assert!(!info.contains("images before it"), "{info}");
+        // Its parent gone: generation 19 is refused, in one line, before anything starts.
+        let parent_of = |g: usize| {
+            let info = env.crterm(&["info", "--json", env.dir.path().join(format!("gen{g}.img")).to_str().unwrap()]);
+            let text = String::from_utf8_lossy(&info.stdout).to_string();
+            let at = text.find("\"parent\": \"").expect("a parent") + 11;
+            text[at..].split('"').next().unwrap().to_string()
+        };
+        let parent = env.dir.path().join(parent_of(19));
+        std::fs::remove_file(&parent).unwrap();
+        let gen19 = env.dir.path().join("gen19.img");
+        let wide = other_tmux(&env);
+        resume_in(&env, &wide, "gone", 250, 30, &gen19);
+        let screen = wide.wait_text("gone", "CRTERM_EXIT=", T);
+        // One message (wrapped by the pane), then the exit status.
+        let lines: Vec<&str> = screen.lines().filter(|l| !l.is_empty()).collect();
+        let message = lines[..lines.len() - 1].concat();
+        assert!(message.starts_with("crterm: cannot resume"), "{screen}");
+        assert_eq!(message.matches("crterm:").count(), 1, "{screen}");
+        assert!(message.contains("parent image") && message.contains("is missing"), "{screen}");
+        assert_eq!(lines[lines.len() - 1], "CRTERM_EXIT=1");
+        assert!(env.sessions().is_empty(), "a session was left");
+        resume_pane(&env, "c", 80, 24, &compact);
+        env.tmux.wait_text("c", "G10X", T);
+        assert_eq!(&digest(&env, "c", "C"), &digests[10]);
+        exit_repl(&env, "c");
+        env.tmux.wait_text("c", "CRTERM_EXIT=0", T);
+    }
+}

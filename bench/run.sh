@@ -104,7 +104,7 @@ ckpt_row() { # label session-name ready-text [end]; median of three checkpoints
         # The previous image's writeback must not slow this one down.
         rm -f "$work/$name.img"; sync
         s=$(date +%s%N)
-        out=$("$CRTERM" checkpoint "$name" -o "$work/$name.img")
+        out=$("$CRTERM" checkpoint "$name" --full -o "$work/$name.img")
         e=$(date +%s%N)
         walls+=("$(( (e - s) / 1000000 ))")
         frozens+=("$(sed -n 's/.*frozen \([0-9]*\) ms.*/\1/p' <<<"$out")")
@@ -136,6 +136,29 @@ ckpt_row() { # label session-name ready-text [end]; median of three checkpoints
 tm new-session -d -s ck-vim -x 100 -y 30 "$CRTERM start --name ck-vim -- vim -u NONE -N -i NONE $work/notes.txt"
 tm send-keys -t ck-vim "ihello from the benchmark" Escape
 ckpt_row "vim" ck-vim "hello from the benchmark"
+# Incremental checkpoints: three more of the session into the same path, each referring
+# to the one before (`keys` typed and `ready` awaited before each, when given).
+inc_row() { # label session-name [keys ready]
+    local label=$1 name=$2 keys=${3:-} ready=${4:-} out walls=() frozens=() sizes=() s e n=0
+    "$CRTERM" checkpoint "$name" --full -o "$work/$name.img" >/dev/null
+    for _ in 1 2 3; do
+        if [ -n "$ready" ]; then
+            n=$((n + 1))
+            tm send-keys -t "$name" "$keys" Enter
+            for _ in $(seq 1 600); do [ "$(tm capture-pane -p -t "$name" | grep -c "$ready")" -ge "$n" ] && break; sleep 0.05; done
+        fi
+        sync
+        s=$(date +%s%N)
+        out=$("$CRTERM" checkpoint "$name" -o "$work/$name.img")
+        e=$(date +%s%N)
+        walls+=("$(( (e - s) / 1000000 ))")
+        frozens+=("$(sed -n 's/.*frozen \([0-9]*\) ms.*/\1/p' <<<"$out")")
+        sizes+=("$(( $(stat -c %s "$work/$name.img") / 1024 ))")
+    done
+    row "incremental checkpoint: $label" "$(median3 "${walls[@]}") ms" "frozen $(median3 "${frozens[@]}") ms, image $(median3 "${sizes[@]}") KiB (medians of 3)"
+    rm -f "$work/$name".*.img
+}
+inc_row "vim, nothing typed since" ck-vim
 tm new-session -d -s ck-py -x 100 -y 30 "$CRTERM start --name ck-py -- bash --norc"
 tm send-keys -t ck-py "python3 -q" Enter
 tm send-keys -t ck-py "import json, os; d = {str(i): i for i in range(100000)}; print('RE' 'ADY')" Enter
@@ -193,6 +216,25 @@ big_row() { # label name random-MiB pattern-MiB
 big_row "1 GiB (half random, half pattern)" ck-1g 512 512
 big_row "1 GiB random + 1 GiB pattern" ck-2g 1024 1024
 big_row "4 GiB (half random, half pattern)" ck-4g 2048 2048
+# 1 GiB random + 1 GiB pattern, and 20 MiB of random pages written before each
+# incremental checkpoint (a line typed asks for them).
+cat > "$work/writer.py" <<'WRITER'
+import os, random, sys
+a = bytearray(1 << 30)
+for i in range(0, 1 << 30, 1 << 24):
+    a[i:i + (1 << 24)] = os.urandom(1 << 24)
+b = bytearray(b"pattern " * (1 << 27))
+print("RE" "ADY", flush=True)
+for line in sys.stdin:
+    for p in random.sample(range(0, 1 << 30, 4096), 5120):
+        a[p:p + 4096] = os.urandom(4096)
+    print("WR" "OTE", flush=True)
+WRITER
+tm new-session -d -s ck-inc -x 100 -y 30 "$CRTERM start --name ck-inc -- python3 $work/writer.py"
+for _ in $(seq 1 600); do tm capture-pane -p -t ck-inc | grep -q "^READY" && break; sleep 0.1; done
+inc_row "2 GiB, 20 MiB written since" ck-inc go "^WROTE"
+"$CRTERM" ls | awk '$1 == "ck-inc" {print $2}' | xargs -r kill
+rm -f "$work/ck-inc.img"
 "$CRTERM" ls | awk '$1 == "ck-256" {print $2}' | xargs -r kill
 rm -f "$work/ck-256.img"
 

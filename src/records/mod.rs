@@ -687,7 +687,18 @@ impl SessionRecord {
                         && r.addr % page == 0
                         && r.len % page == 0
                         && in_order
-                        && p.maps.iter().any(|m| m.start <= r.addr && end <= m.end)
+                        && {
+                            // (Across adjacent mappings, as a run of its own pages may.)
+                            let mut at = r.addr;
+                            while let Some(m) = p.maps.iter().find(|m| m.start <= at && at < m.end)
+                            {
+                                at = m.end;
+                                if at >= end {
+                                    break;
+                                }
+                            }
+                            at >= end
+                        }
                         && own.get(&r.pid).is_none_or(|v| {
                             let i = v.partition_point(|&(_, e)| e <= r.addr);
                             v.get(i).is_none_or(|&(s, _)| s >= end)

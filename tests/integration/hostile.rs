@@ -375,6 +375,36 @@ fn records_that_do_not_match_their_chunks_or_themselves_are_refused() {
             }),
         ),
         (
+            "the name of its parent image",
+            Box::new(|r| {
+                r.parent = Some(crterm::records::ParentLink {
+                    path: "p.img".into(),
+                    id: "not hex".into(),
+                })
+            }),
+        ),
+        (
+            "a parent image it does not name",
+            Box::new(|r| r.parent_runs.push(r.page_runs[0].clone())),
+        ),
+        (
+            "the parent's pages at 0x1000",
+            Box::new(|r| {
+                r.parent = Some(link("p.img"));
+                let mut run = r.page_runs[0].clone();
+                run.addr = 0x1000;
+                r.parent_runs.push(run);
+            }),
+        ),
+        (
+            // The same pages its own and its parent's.
+            "the parent's pages at",
+            Box::new(|r| {
+                r.parent = Some(link("p.img"));
+                r.parent_runs.push(r.page_runs[0].clone());
+            }),
+        ),
+        (
             "descriptor",
             Box::new(|r| {
                 if let Some(f) = r.processes[0].fds.first_mut() {
@@ -409,6 +439,108 @@ fn records_that_do_not_match_their_chunks_or_themselves_are_refused() {
                 "case {i}: {err}"
             );
         }
+    }
+}
+
+fn link(path: &str) -> crterm::records::ParentLink {
+    crterm::records::ParentLink {
+        path: path.into(),
+        id: "0".repeat(64),
+    }
+}
+
+/// An incremental image whose parent is missing, is another image than the one it names,
+/// or is not an image at all: `info`, `check` and a resume each refuse it in one line
+/// naming the parent, before anything is made.
+#[test]
+fn an_incremental_image_without_its_parent_is_refused_in_one_line() {
+    let env = Env::unprivileged();
+    let dir = TempDir::new("crterm-hostile");
+    let p = golden();
+    let parent = write(
+        &dir,
+        "parent.img",
+        &with_meta(&p, &postcard(&p.term), &postcard(&p.record)),
+    );
+    let real_id = image::read_file(&parent).unwrap().id;
+    write(&dir, "junk.img", b"not an image at all");
+    let mut child = p.record.clone();
+    // The first page of its first run is its parent's.
+    let first = &mut child.page_runs[0];
+    let page = crterm::records::PageRun {
+        pid: first.pid,
+        addr: first.addr,
+        len: 4096,
+    };
+    if first.len == 4096 {
+        child.page_runs.remove(0);
+    } else {
+        first.addr += 4096;
+        first.len -= 4096;
+    }
+    child.parent_runs.push(page);
+    let drop = 4096;
+    let mut chunks = p.chunks.clone();
+    let pages = &mut chunks
+        .iter_mut()
+        .find(|(k, _)| *k == SectionKind::PAGES)
+        .unwrap()
+        .1;
+    assert!(
+        drop < pages.len(),
+        "the golden image's first chunk holds more than its first run"
+    );
+    pages.drain(..drop);
+    let child_parts = Parts {
+        info: p.info.clone(),
+        term: p.term.clone(),
+        record: p.record.clone(),
+        chunks,
+    };
+    for (name, path, id, want) in [
+        ("missing", "gone.img", real_id.clone(), "is missing"),
+        (
+            "other",
+            "parent.img",
+            "0".repeat(64),
+            "is not the image it was made after",
+        ),
+        ("junk", "junk.img", real_id.clone(), "cannot be read"),
+        ("absolute", parent.to_str().unwrap(), real_id.clone(), ""),
+    ] {
+        let mut r = child.clone();
+        r.parent = Some(crterm::records::ParentLink {
+            path: path.into(),
+            id,
+        });
+        let image = write(
+            &dir,
+            &format!("child-{name}.img"),
+            &with_meta(&child_parts, &postcard(&p.term), &postcard(&r)),
+        );
+        if want.is_empty() {
+            // Whole: it reads as its parent does.
+            let out = env.crterm(&["check", image.to_str().unwrap()]);
+            let text = String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr);
+            assert!(text.contains("verdict"), "{name}: {text}");
+            assert!(!text.contains("parent image"), "{name}: {text}");
+            continue;
+        }
+        for args in [vec!["info"], vec!["check"]] {
+            let (err, _) = refused(
+                &env,
+                &[&args[..], &[image.to_str().unwrap()]].concat(),
+                None,
+            );
+            assert!(
+                err.contains("its parent image") && err.contains(want),
+                "{name}: {err}"
+            );
+        }
+        // From standard input a parent cannot be found: refused too.
+        let (err, _) = refused(&env, &["resume", "-"], Some(&image));
+        assert!(err.contains("its parent image"), "{name}: {err}");
     }
 }
 

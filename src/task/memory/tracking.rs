@@ -19,7 +19,6 @@ use std::os::fd::{AsRawFd, OwnedFd};
 
 const UFFD_API: u64 = 0xaa;
 const UFFD_USER_MODE_ONLY: u64 = 1;
-const UFFD_FEATURE_WP_UNPOPULATED: u64 = 1 << 13;
 const UFFD_FEATURE_WP_ASYNC: u64 = 1 << 15;
 const UFFDIO_REGISTER_MODE_WP: u64 = 1 << 1;
 const UFFDIO_WRITEPROTECT_MODE_WP: u64 = 1 << 0;
@@ -50,11 +49,11 @@ impl Tracker {
         ranges: &[(u64, u64)],
     ) -> io::Result<Tracker> {
         let uffd = inside::take_userfaultfd(pid, tids, exec_maps, UFFD_USER_MODE_ONLY)?;
-        let mut api = [
-            UFFD_API,
-            UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED,
-            0,
-        ];
+        // Not UFFD_FEATURE_WP_UNPOPULATED: it would fill in page tables for every page
+        // of the ranges (a runtime that reserves terabytes would pay for them), and is
+        // not needed: a page made present after the ranges were protected is not
+        // protected, so it counts as written; one never made present is not in memory.
+        let mut api = [UFFD_API, UFFD_FEATURE_WP_ASYNC, 0];
         ioctl(&uffd, UFFDIO_API, api.as_mut_ptr().cast(), "UFFDIO_API")?;
         // A range the kernel will not track (a mapping it does not allow) is left out: its
         // pages are then read whole at the next checkpoint.

@@ -156,6 +156,8 @@ inc_row() { # label session-name [keys ready]
         sizes+=("$(( $(stat -c %s "$work/$name.img") / 1024 ))")
     done
     row "incremental checkpoint: $label" "$(median3 "${walls[@]}") ms" "frozen $(median3 "${frozens[@]}") ms, image $(median3 "${sizes[@]}") KiB (medians of 3)"
+    # A standalone image again (the rows after resume it), and the chain removed.
+    "$CRTERM" checkpoint "$name" --full -o "$work/$name.img" >/dev/null
     rm -f "$work/$name".*.img
 }
 inc_row "vim, nothing typed since" ck-vim

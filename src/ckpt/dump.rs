@@ -419,6 +419,10 @@ pub fn write_image<W: Write + Send>(
         record.parent = Some(inc.link);
         record.parent_runs = parent_runs;
     }
+    // Which mappings were tracked is the checkpoint's business only.
+    for m in record.processes.iter_mut().flat_map(|p| &mut p.maps) {
+        m.vm &= !vm::WRITE_TRACKED;
+    }
     // What a resume will check of the record, checked now: a record this version gets
     // wrong fails the checkpoint, and is not found damaged at resume.
     record

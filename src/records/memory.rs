@@ -196,6 +196,16 @@ impl MapRecord {
         }
     }
 
+    /// The same mapping as `other`, whether or not crterm's write tracking has either
+    /// registered (a child forked from a tracked process is not, its parent is).
+    pub fn same_as(&self, other: &MapRecord) -> bool {
+        let untracked = |m: &MapRecord| MapRecord {
+            vm: m.vm & !vm::WRITE_TRACKED,
+            ..m.clone()
+        };
+        untracked(self) == untracked(other)
+    }
+
     pub fn executable(&self) -> bool {
         self.perms.as_bytes().get(2) == Some(&b'x')
     }

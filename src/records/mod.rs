@@ -526,7 +526,7 @@ impl SessionRecord {
                     p.maps
                         .iter()
                         .filter(|m| m.start <= at && last.is_some_and(|l| l <= m.end))
-                        .any(|m| q.maps.contains(m))
+                        .any(|m| q.maps.iter().any(|n| n.same_as(m)))
                 });
                 if len == 0
                     || at % page != 0

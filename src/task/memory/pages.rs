@@ -260,7 +260,9 @@ impl PageStream {
             }
             let mine = pagemap_entries(&pagemap, map)?;
             let theirs = match (parent, &parent_pagemap) {
-                (Some((_, q)), Some(pm)) if inherits(map) && q.maps.contains(map) => {
+                (Some((_, q)), Some(pm))
+                    if inherits(map) && q.maps.iter().any(|m| m.same_as(map)) =>
+                {
                     Some(pagemap_entries(pm, map)?)
                 }
                 _ => None,

@@ -221,14 +221,16 @@ big_row "4 GiB (half random, half pattern)" ck-4g 2048 2048
 # 1 GiB random + 1 GiB pattern, and 20 MiB of random pages written before each
 # incremental checkpoint (a line typed asks for them).
 cat > "$work/writer.py" <<'WRITER'
-import os, random, sys
+import ctypes, os, random, sys
 a = bytearray(1 << 30)
 for i in range(0, 1 << 30, 1 << 24):
     a[i:i + (1 << 24)] = os.urandom(1 << 24)
 b = bytearray(b"pattern " * (1 << 27))
+# Whole pages of memory: from the first page boundary in the buffer.
+off = -ctypes.addressof((ctypes.c_char * 1).from_buffer(a)) % 4096
 print("RE" "ADY", flush=True)
 for line in sys.stdin:
-    for p in random.sample(range(0, 1 << 30, 4096), 5120):
+    for p in random.sample(range(off, (1 << 30) - 4096, 4096), 5120):
         a[p:p + 4096] = os.urandom(4096)
     print("WR" "OTE", flush=True)
 WRITER

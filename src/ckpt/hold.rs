@@ -431,7 +431,7 @@ fn run(
             .iter()
             .map(|(h, t, p)| (*h, t.clone(), p))
             .collect();
-        tracking.restart(&procs);
+        tracking.update(&procs);
     }
     let frozen_for = frozen_at.elapsed();
     if !order.exit {

@@ -1,7 +1,8 @@
 //! What the daemon keeps between checkpoints so that the next one stores only what changed
 //! (issue 14): the image the last checkpoint wrote (its path and identity) and a write
-//! tracker per process (`task::memory::tracking`), started while the session was frozen
-//! for that checkpoint, just after its memory was read.
+//! tracker per process (`task::memory::tracking`), started (or given the mappings made
+//! since) while the session was frozen for that checkpoint, just after its memory was
+//! read.
 //!
 //! The rule that keeps an incremental image exact: a page is taken as the parent's only if
 //! the process is the one tracked since then (same pid, same start time), its mapping is
@@ -12,7 +13,9 @@
 
 use super::state;
 use crate::image::{self, SectionKind};
-use crate::records::{CarriedFile, MapKind, ParentLink, ProcessRecord, SessionRecord};
+use crate::records::{
+    CarriedFile, MapKind, MapRecord, ParentLink, ProcessRecord, SessionRecord, vm,
+};
 use crate::task::memory::tracking::Tracker;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -27,7 +30,7 @@ pub struct Tracking {
 
 struct Tracked {
     start_time: u64,
-    _tracker: Tracker,
+    tracker: Tracker,
 }
 
 /// What a checkpoint needs of the parent it refers to.
@@ -51,13 +54,17 @@ fn start_time(pid: i32) -> Option<u64> {
 pub fn ranges(p: &ProcessRecord) -> Vec<(u64, u64)> {
     p.maps
         .iter()
-        .filter(|m| match m.kind() {
-            MapKind::Anon => m.inode == 0,
-            MapKind::PrivateFile => true,
-            _ => false,
-        })
+        .filter(|m| tracked_kind(m))
         .map(|m| (m.start, m.end))
         .collect()
+}
+
+fn tracked_kind(m: &MapRecord) -> bool {
+    match m.kind() {
+        MapKind::Anon => m.inode == 0,
+        MapKind::PrivateFile => true,
+        _ => false,
+    }
 }
 
 impl Tracking {
@@ -131,23 +138,44 @@ impl Tracking {
         self.base = Some((path, id));
     }
 
-    /// Track every process from now on, afresh (the session is frozen, its memory read):
-    /// `procs` are (host pid, its threads, its record). A process that cannot be tracked
-    /// is read whole at the next checkpoint.
-    pub fn restart(&mut self, procs: &[(i32, Vec<i32>, &ProcessRecord)]) {
-        // The old trackers first: a mapping registered with one cannot be with another.
-        self.procs.clear();
+    /// Track every process from now on (the session is frozen, its memory read): `procs`
+    /// are (host pid, its threads, its record). A process tracked already keeps its
+    /// tracker, which registers the mappings made since (those without the tracking's
+    /// registration bit in the record); a new one, or one that has run another program
+    /// since (none of its mappings registered), gets a new tracker. A process that cannot
+    /// be tracked is read whole at the next checkpoint.
+    pub fn update(&mut self, procs: &[(i32, Vec<i32>, &ProcessRecord)]) {
+        self.procs
+            .retain(|pid, _| procs.iter().any(|p| p.0 == *pid));
         for (pid, tids, rec) in procs {
             let Some(start_time) = start_time(*pid) else {
                 continue;
             };
+            let eligible: Vec<&MapRecord> = rec.maps.iter().filter(|m| tracked_kind(m)).collect();
+            let fresh: Vec<(u64, u64)> = eligible
+                .iter()
+                .filter(|m| m.vm & vm::WRITE_TRACKED == 0)
+                .map(|m| (m.start, m.end))
+                .collect();
+            let same_memory = eligible.iter().any(|m| m.vm & vm::WRITE_TRACKED != 0);
+            if let Some(t) = self.procs.get_mut(pid)
+                && t.start_time == start_time
+                && same_memory
+            {
+                if t.tracker.add(&fresh).is_err() {
+                    self.procs.remove(pid);
+                }
+                continue;
+            }
+            // (The old tracker first: a mapping registered with one cannot be with another.)
+            self.procs.remove(pid);
             let exec = state::exec_maps(&rec.maps);
             if let Ok(tracker) = Tracker::start(*pid, tids, &exec, &ranges(rec)) {
                 self.procs.insert(
                     *pid,
                     Tracked {
                         start_time,
-                        _tracker: tracker,
+                        tracker,
                     },
                 );
             }

@@ -1014,6 +1014,37 @@ pub fn read_process_memory(pid: i32, addr: u64, buf: &mut [u8]) -> io::Result<us
     Ok(n as usize)
 }
 
+/// Read the pieces `remote` ((address, length), at most 1024) of process `pid`'s memory one
+/// after another into `buf`, in one call; how many bytes came (fewer: a piece could not be
+/// read, and the rest were not).
+pub fn read_process_memory_scattered(
+    pid: i32,
+    remote: &[(u64, usize)],
+    buf: &mut [u8],
+) -> io::Result<usize> {
+    let total: usize = remote.iter().map(|r| r.1).sum();
+    if total > buf.len() || remote.len() > 1024 {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let local = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: total,
+    };
+    let iov: Vec<libc::iovec> = remote
+        .iter()
+        .map(|&(addr, len)| libc::iovec {
+            iov_base: addr as usize as *mut libc::c_void,
+            iov_len: len,
+        })
+        .collect();
+    // SAFETY: `local` is `total` bytes of `buf`; the remote pieces are only read.
+    let n = unsafe { libc::process_vm_readv(pid, &local, 1, iov.as_ptr(), iov.len() as _, 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
 /// pread(2).
 /// Start writing `len` bytes of `fd` at `offset` back to the disk, without waiting for it
 /// (so that a later fsync finds most of the file already written).

@@ -181,3 +181,59 @@ user_and_root! {
         }
     }
 }
+
+/// A process that runs another program between checkpoints (bash `exec`s python: the same
+/// pid and start time, other memory) is read whole at the next one and tracked afresh
+/// after it: the third image, incremental on the second, resumes with python's state.
+#[test]
+fn a_process_that_runs_another_program_between_checkpoints_is_read_whole() {
+    let env = Env::unprivileged();
+    bash_pane(&env, "a", "ex");
+    let image = image_path(&env, "ex");
+    let checkpoint = |n: usize| {
+        let out = env.crterm(&["checkpoint", "ex", "-o", image.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "{n}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let kept = env.dir.path().join(format!("ex{n}.img"));
+        std::fs::hard_link(&image, &kept).unwrap();
+        kept
+    };
+    checkpoint(1);
+    enter(&env, "a", "exec python3 -q");
+    env.tmux.wait_text("a", ">>>", T);
+    enter(
+        &env,
+        "a",
+        "import hashlib; x = bytearray(range(256)) * 4096; print('ONE', len(x))",
+    );
+    env.tmux.wait_text("a", "ONE 1048576", T);
+    checkpoint(2);
+    enter(
+        &env,
+        "a",
+        "x[5000:5004] = b'abcd'; print('TWO', hashlib.sha256(x).hexdigest()[:16])",
+    );
+    let want = env.tmux.wait_text("a", "TWO ", T);
+    let want = want.lines().rev().find(|l| l.starts_with("TWO ")).unwrap()[4..].to_string();
+    let third = checkpoint(3);
+    let info = env.crterm(&["info", third.to_str().unwrap()]);
+    let info = String::from_utf8_lossy(&info.stdout).to_string();
+    assert!(info.contains("2 images before it"), "{info}");
+    exit_repl(&env, "a");
+    env.tmux.wait_dead("a", T);
+    resume_pane(&env, "b", 100, 30, &third);
+    env.tmux.wait_text("b", "TWO ", T);
+    enter(
+        &env,
+        "b",
+        "print('NOW', hashlib.sha256(x).hexdigest()[:16])",
+    );
+    let now = env.tmux.wait_text("b", "NOW ", T);
+    let now = now.lines().rev().find(|l| l.starts_with("NOW ")).unwrap()[4..].to_string();
+    assert_eq!(now, want);
+    exit_repl(&env, "b");
+    env.tmux.wait_text("b", "CRTERM_EXIT=0", T);
+}

@@ -231,6 +231,7 @@ impl PageStream {
                 && matches!(kind, MapKind::Anon | MapKind::PrivateFile)
                 && let Ok(regions) = tracking::scan(&pagemap, map.start, map.end)
             {
+                let mut written = Vec::new();
                 for (start, end, what) in regions {
                     let in_memory = what & (PAGE_IS_PRESENT | PAGE_IS_SWAPPED) != 0
                         && what & (PAGE_IS_PFNZERO | PAGE_IS_FILE) == 0;
@@ -238,7 +239,7 @@ impl PageStream {
                         continue;
                     }
                     if what & PAGE_IS_WRITTEN != 0 {
-                        copy(self, feed, runs, start, end - start)?;
+                        written.push((start, end - start));
                     } else {
                         match parent_runs.last_mut() {
                             Some(r)
@@ -253,6 +254,17 @@ impl PageStream {
                                 addr: start,
                                 len: end - start,
                             }),
+                        }
+                    }
+                }
+                // Written pages are scattered: read many runs per system call.
+                match through_mem {
+                    None => {
+                        self.copy_many(feed, pid, rec.pid, &written, kind == MapKind::Anon, runs)?
+                    }
+                    Some(_) => {
+                        for &(addr, len) in &written {
+                            copy(self, feed, runs, addr, len)?;
                         }
                     }
                 }
@@ -392,6 +404,105 @@ impl PageStream {
             at += got as u64;
         }
         Ok(len)
+    }
+
+    /// Send the chunk being filled, and start the next.
+    fn next_chunk(&mut self, feed: &mut Feed) -> io::Result<()> {
+        let full = std::mem::replace(&mut self.buf, feed.buffer()?);
+        feed.send(full, self.len)?;
+        crate::ckpt::hooks::die_at("pages");
+        self.len = 0;
+        Ok(())
+    }
+
+    /// `copy` of many runs (address, length; whole pages, in address order) of a mapping
+    /// the process may read: up to 1024 runs per system call (a run per page written, as
+    /// an incremental checkpoint reads them, would otherwise cost a call each).
+    fn copy_many(
+        &mut self,
+        feed: &mut Feed,
+        pid: i32,
+        ns_pid: i32,
+        pieces: &[(u64, u64)],
+        skip_zeros: bool,
+        runs: &mut Vec<PageRun>,
+    ) -> io::Result<()> {
+        let page = PAGE as usize;
+        let (mut i, mut into) = (0usize, 0u64);
+        while i < pieces.len() {
+            let mut room = (CHUNK_SIZE - self.len) / page * page;
+            if room == 0 {
+                self.next_chunk(feed)?;
+                room = CHUNK_SIZE;
+            }
+            // As many pieces (or parts) as fit in the chunk and one call.
+            let mut remote: Vec<(u64, usize)> = Vec::with_capacity(1024);
+            let mut total = 0usize;
+            let (mut j, mut at) = (i, into);
+            while j < pieces.len() && remote.len() < 1024 && total < room {
+                let (addr, len) = pieces[j];
+                let left = (len - at) as usize;
+                let take = left.min(room - total);
+                remote.push((addr + at, take));
+                total += take;
+                if take == left {
+                    (j, at) = (j + 1, 0);
+                } else {
+                    at += take as u64;
+                }
+            }
+            let base = self.len;
+            let got = sys::read_process_memory_scattered(
+                pid,
+                &remote,
+                &mut self.buf[base..base + total],
+            )?;
+            if got < total {
+                // A piece that cannot be read this way: each on its own, which says which.
+                for &(addr, len) in &remote {
+                    self.copy(
+                        feed, pid, ns_pid, addr, len as u64, skip_zeros, None, false, runs,
+                    )?;
+                }
+                (i, into) = (j, at);
+                continue;
+            }
+            // Keep the pages that are not all zeros, moved together, and note their runs.
+            let zero = |b: &[u8]| skip_zeros && b == &ZERO_PAGE[..];
+            let (mut keep, mut pos) = (base, base);
+            for &(addr, len) in &remote {
+                let mut k = 0;
+                while k < len {
+                    if zero(&self.buf[pos + k..pos + k + page]) {
+                        k += page;
+                        continue;
+                    }
+                    let from = k;
+                    while k < len && !zero(&self.buf[pos + k..pos + k + page]) {
+                        k += page;
+                    }
+                    if pos + from != keep {
+                        self.buf.copy_within(pos + from..pos + k, keep);
+                    }
+                    keep += k - from;
+                    let run_addr = addr + from as u64;
+                    match runs.last_mut() {
+                        Some(r) if r.pid == ns_pid && r.addr + r.len == run_addr => {
+                            r.len += (k - from) as u64
+                        }
+                        _ => runs.push(PageRun {
+                            pid: ns_pid,
+                            addr: run_addr,
+                            len: (k - from) as u64,
+                        }),
+                    }
+                }
+                pos += len;
+            }
+            self.len = keep;
+            (i, into) = (j, at);
+        }
+        Ok(())
     }
 
     pub fn finish(self, feed: &mut Feed) -> io::Result<()> {

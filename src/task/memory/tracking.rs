@@ -34,7 +34,7 @@ const PM_SCAN_CHECK_WPASYNC: u64 = 1 << 1;
 pub struct Tracker {
     pid: i32,
     /// The userfaultfd, kept open: the registrations live as long as it does.
-    _uffd: OwnedFd,
+    uffd: OwnedFd,
     /// Page-aligned [start, end) ranges, each within one mapping.
     ranges: Vec<(u64, u64)>,
 }
@@ -55,13 +55,23 @@ impl Tracker {
         // protected, so it counts as written; one never made present is not in memory.
         let mut api = [UFFD_API, UFFD_FEATURE_WP_ASYNC, 0];
         ioctl(&uffd, UFFDIO_API, api.as_mut_ptr().cast(), "UFFDIO_API")?;
-        // A range the kernel will not track (a mapping it does not allow) is left out: its
-        // pages are then read whole at the next checkpoint.
-        let mut tracked = Vec::with_capacity(ranges.len());
+        let mut tracker = Tracker {
+            pid,
+            uffd,
+            ranges: Vec::new(),
+        };
+        tracker.add(ranges)?;
+        Ok(tracker)
+    }
+
+    /// Track writes to `ranges` too (mappings made since), from now on. A range the kernel
+    /// will not track (a mapping it does not allow) is left out: its pages are then read
+    /// whole at each checkpoint.
+    pub fn add(&mut self, ranges: &[(u64, u64)]) -> io::Result<()> {
         for &(start, end) in ranges {
             let mut reg = [start, end - start, UFFDIO_REGISTER_MODE_WP, 0];
             if ioctl(
-                &uffd,
+                &self.uffd,
                 UFFDIO_REGISTER,
                 reg.as_mut_ptr().cast(),
                 "UFFDIO_REGISTER",
@@ -72,18 +82,16 @@ impl Tracker {
             }
             let mut wp = [start, end - start, UFFDIO_WRITEPROTECT_MODE_WP];
             ioctl(
-                &uffd,
+                &self.uffd,
                 UFFDIO_WRITEPROTECT,
                 wp.as_mut_ptr().cast(),
                 "UFFDIO_WRITEPROTECT",
             )?;
-            tracked.push((start, end));
+            self.ranges.retain(|&(s, e)| e <= start || s >= end);
+            self.ranges.push((start, end));
         }
-        Ok(Tracker {
-            pid,
-            _uffd: uffd,
-            ranges: tracked,
-        })
+        self.ranges.sort_unstable();
+        Ok(())
     }
 
     /// The pages written since `start` or the last call, as [start, end) runs in address

@@ -237,3 +237,81 @@ fn a_process_that_runs_another_program_between_checkpoints_is_read_whole() {
     exit_repl(&env, "b");
     env.tmux.wait_text("b", "CRTERM_EXIT=0", T);
 }
+
+/// A checkpoint whose dump process dies after it scanned (and so protected again) the
+/// pages written since the last image, or after it wrote the image but before putting it
+/// in place, fails; the next checkpoint is then a whole one, not one that would take
+/// those writes for the parent's: resumed, it has every byte.
+#[test]
+fn a_checkpoint_killed_after_its_scan_makes_the_next_one_whole_and_exact() {
+    let mut env = Env::unprivileged();
+    let hooks = env.dir.path().join("hooks");
+    std::fs::write(&hooks, "").unwrap();
+    let _ = std::process::Command::new("chmod")
+        .arg("666")
+        .arg(&hooks)
+        .output();
+    env.tmux
+        .env
+        .push(("CRTERM_TEST_HOOKS".into(), hooks.display().to_string()));
+    python_pane(&env, "a", "kd");
+    enter(
+        &env,
+        "a",
+        "import hashlib; x = bytearray(range(256)) * 16384; print('RE' 'ADY')",
+    );
+    env.tmux.wait_text("a", "READY", T);
+    let image = image_path(&env, "kd");
+    let checkpoint = || env.crterm(&["checkpoint", "kd", "-o", image.to_str().unwrap()]);
+    assert!(checkpoint().status.success());
+    for (i, step) in ["read", "rename"].iter().enumerate() {
+        enter(
+            &env,
+            "a",
+            &format!(
+                "x[{}:{}] = b'killed!!'",
+                70000 * (i + 1),
+                70000 * (i + 1) + 8
+            ),
+        );
+        std::fs::write(&hooks, format!("die {step}")).unwrap();
+        let out = checkpoint();
+        assert!(!out.status.success(), "{step}: the dump was to die");
+        std::fs::write(&hooks, "").unwrap();
+    }
+    enter(
+        &env,
+        "a",
+        "print('SUM', hashlib.sha256(x).hexdigest()[:16])",
+    );
+    let screen = env.tmux.wait_text("a", "SUM ", T);
+    let want = screen
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("SUM "))
+        .unwrap()[4..]
+        .to_string();
+    let out = checkpoint();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let info = env.crterm(&["info", image.to_str().unwrap()]);
+    let info = String::from_utf8_lossy(&info.stdout).to_string();
+    assert!(!info.contains("images before it"), "a whole image: {info}");
+    exit_repl(&env, "a");
+    env.tmux.wait_dead("a", T);
+    resume_pane(&env, "b", 100, 30, &image);
+    env.tmux.wait_text("b", "SUM ", T);
+    enter(
+        &env,
+        "b",
+        "print('NOW', hashlib.sha256(x).hexdigest()[:16])",
+    );
+    let now = env.tmux.wait_text("b", "NOW ", T);
+    let now = now.lines().rev().find(|l| l.starts_with("NOW ")).unwrap()[4..].to_string();
+    assert_eq!(now, want);
+    exit_repl(&env, "b");
+    env.tmux.wait_text("b", "CRTERM_EXIT=0", T);
+}

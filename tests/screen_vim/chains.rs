@@ -11,14 +11,7 @@ fn digest(env: &Env, target: &str, tag: &str) -> String {
         target,
         &format!("print('{}' + 'X', hashlib.sha256(b).hexdigest()[:24])", tag),
     );
-    let want = format!("{tag}X ");
-    let screen = env.tmux.wait_text(target, &want, T);
-    let line = screen
-        .lines()
-        .rev()
-        .find(|l| l.starts_with(&want))
-        .expect("the digest line");
-    line[want.len()..].trim().to_string()
+    sum_after(env, target, &format!("{tag}X "))
 }
 
 user_and_root! {
@@ -182,6 +175,17 @@ user_and_root! {
     }
 }
 
+/// The python session ended in pane "a", resumed from `image` in pane "b" (its screen
+/// back when `seen` is), has the bytes of `x` whose hash `want` is.
+fn resumes_with_x(env: &Env, image: &std::path::Path, seen: &str, want: &str) {
+    resume_pane(env, "b", 100, 30, image);
+    env.tmux.wait_text("b", seen, T);
+    enter(env, "b", "print('NOW', hashlib.sha256(x).hexdigest()[:16])");
+    assert_eq!(sum_after(env, "b", "NOW "), want);
+    exit_repl(env, "b");
+    env.tmux.wait_text("b", "CRTERM_EXIT=0", T);
+}
+
 /// A process that runs another program between checkpoints (bash `exec`s python: the same
 /// pid and start time, other memory) is read whole at the next one and tracked afresh
 /// after it: the third image, incremental on the second, resumes with python's state.
@@ -216,26 +220,14 @@ fn a_process_that_runs_another_program_between_checkpoints_is_read_whole() {
         "a",
         "x[5000:5004] = b'abcd'; print('TWO', hashlib.sha256(x).hexdigest()[:16])",
     );
-    let want = env.tmux.wait_text("a", "TWO ", T);
-    let want = want.lines().rev().find(|l| l.starts_with("TWO ")).unwrap()[4..].to_string();
+    let want = sum_after(&env, "a", "TWO ");
     let third = checkpoint(3);
     let info = env.crterm(&["info", third.to_str().unwrap()]);
     let info = String::from_utf8_lossy(&info.stdout).to_string();
     assert!(info.contains("2 images before it"), "{info}");
     exit_repl(&env, "a");
     env.tmux.wait_dead("a", T);
-    resume_pane(&env, "b", 100, 30, &third);
-    env.tmux.wait_text("b", "TWO ", T);
-    enter(
-        &env,
-        "b",
-        "print('NOW', hashlib.sha256(x).hexdigest()[:16])",
-    );
-    let now = env.tmux.wait_text("b", "NOW ", T);
-    let now = now.lines().rev().find(|l| l.starts_with("NOW ")).unwrap()[4..].to_string();
-    assert_eq!(now, want);
-    exit_repl(&env, "b");
-    env.tmux.wait_text("b", "CRTERM_EXIT=0", T);
+    resumes_with_x(&env, &third, "TWO ", &want);
 }
 
 /// A checkpoint whose dump process dies after it scanned (and so protected again) the
@@ -302,16 +294,5 @@ fn a_checkpoint_killed_after_its_scan_makes_the_next_one_whole_and_exact() {
     assert!(!info.contains("images before it"), "a whole image: {info}");
     exit_repl(&env, "a");
     env.tmux.wait_dead("a", T);
-    resume_pane(&env, "b", 100, 30, &image);
-    env.tmux.wait_text("b", "SUM ", T);
-    enter(
-        &env,
-        "b",
-        "print('NOW', hashlib.sha256(x).hexdigest()[:16])",
-    );
-    let now = env.tmux.wait_text("b", "NOW ", T);
-    let now = now.lines().rev().find(|l| l.starts_with("NOW ")).unwrap()[4..].to_string();
-    assert_eq!(now, want);
-    exit_repl(&env, "b");
-    env.tmux.wait_text("b", "CRTERM_EXIT=0", T);
+    resumes_with_x(&env, &image, "SUM ", &want);
 }

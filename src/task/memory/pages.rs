@@ -339,8 +339,6 @@ impl PageStream {
         to_eof: bool,
         runs: &mut Vec<PageRun>,
     ) -> io::Result<u64> {
-        let page = PAGE as usize;
-        let zero = |b: &[u8]| skip_zeros && b == &ZERO_PAGE[..b.len()];
         let mut at = 0;
         while at < len {
             if self.len == CHUNK_SIZE {
@@ -372,38 +370,56 @@ impl PageStream {
                 )));
             }
             // Keep the runs of pages that are not all zeros, moved together.
-            let end = base + got;
-            let mut keep = base;
-            let mut i = base;
-            while i < end {
-                if zero(&self.buf[i..(i + page).min(end)]) {
-                    i = (i + page).min(end);
-                    continue;
-                }
-                let from = i;
-                while i < end && !zero(&self.buf[i..(i + page).min(end)]) {
-                    i = (i + page).min(end);
-                }
-                if from != keep {
-                    self.buf.copy_within(from..i, keep);
-                }
-                keep += i - from;
-                let run_addr = addr + at + (from - base) as u64;
-                match runs.last_mut() {
-                    Some(r) if r.pid == ns_pid && r.addr + r.len == run_addr => {
-                        r.len += (i - from) as u64
-                    }
-                    _ => runs.push(PageRun {
-                        pid: ns_pid,
-                        addr: run_addr,
-                        len: (i - from) as u64,
-                    }),
-                }
-            }
+            let keep = self.keep_pages(base, base + got, addr + at, base, skip_zeros, ns_pid, runs);
             self.len = keep;
             at += got as u64;
         }
         Ok(len)
+    }
+
+    /// The bytes `buf[from..to]`, read from address `addr`, moved down to `keep` but for
+    /// the pages of zeros among them (with `skip_zeros`), noted in `runs`; where the kept
+    /// bytes end.
+    #[allow(clippy::too_many_arguments)]
+    fn keep_pages(
+        &mut self,
+        from: usize,
+        to: usize,
+        addr: u64,
+        mut keep: usize,
+        skip_zeros: bool,
+        ns_pid: i32,
+        runs: &mut Vec<PageRun>,
+    ) -> usize {
+        let page = PAGE as usize;
+        let zero = |b: &[u8]| skip_zeros && b == &ZERO_PAGE[..b.len()];
+        let mut i = from;
+        while i < to {
+            if zero(&self.buf[i..(i + page).min(to)]) {
+                i = (i + page).min(to);
+                continue;
+            }
+            let start = i;
+            while i < to && !zero(&self.buf[i..(i + page).min(to)]) {
+                i = (i + page).min(to);
+            }
+            if start != keep {
+                self.buf.copy_within(start..i, keep);
+            }
+            keep += i - start;
+            let run_addr = addr + (start - from) as u64;
+            match runs.last_mut() {
+                Some(r) if r.pid == ns_pid && r.addr + r.len == run_addr => {
+                    r.len += (i - start) as u64
+                }
+                _ => runs.push(PageRun {
+                    pid: ns_pid,
+                    addr: run_addr,
+                    len: (i - start) as u64,
+                }),
+            }
+        }
+        keep
     }
 
     /// Send the chunk being filled, and start the next.
@@ -468,35 +484,9 @@ impl PageStream {
                 continue;
             }
             // Keep the pages that are not all zeros, moved together, and note their runs.
-            let zero = |b: &[u8]| skip_zeros && b == &ZERO_PAGE[..];
             let (mut keep, mut pos) = (base, base);
             for &(addr, len) in &remote {
-                let mut k = 0;
-                while k < len {
-                    if zero(&self.buf[pos + k..pos + k + page]) {
-                        k += page;
-                        continue;
-                    }
-                    let from = k;
-                    while k < len && !zero(&self.buf[pos + k..pos + k + page]) {
-                        k += page;
-                    }
-                    if pos + from != keep {
-                        self.buf.copy_within(pos + from..pos + k, keep);
-                    }
-                    keep += k - from;
-                    let run_addr = addr + from as u64;
-                    match runs.last_mut() {
-                        Some(r) if r.pid == ns_pid && r.addr + r.len == run_addr => {
-                            r.len += (k - from) as u64
-                        }
-                        _ => runs.push(PageRun {
-                            pid: ns_pid,
-                            addr: run_addr,
-                            len: (k - from) as u64,
-                        }),
-                    }
-                }
+                keep = self.keep_pages(pos, pos + len, addr, keep, skip_zeros, ns_pid, runs);
                 pos += len;
             }
             self.len = keep;

@@ -132,6 +132,7 @@ ckpt_row() { # label session-name ready-text [end]; median of three checkpoints
         "$CRTERM" ls | awk -v n="re-$name-$r" '$1 == n {print $2}' | xargs -r kill
     done
     row "resume: $label" "$(median3 "${resumes[@]}") ms" "to the screen repainted in a new pane (median of 3)"
+    last_resume_ms=$(median3 "${resumes[@]}")
 }
 tm new-session -d -s ck-vim -x 100 -y 30 "$CRTERM start --name ck-vim -- vim -u NONE -N -i NONE $work/notes.txt"
 tm send-keys -t ck-vim "ihello from the benchmark" Escape
@@ -212,6 +213,10 @@ ckpt_row "emacs -nw" ck-em "hello from emacs"
 big_row() { # label name random-MiB pattern-MiB
     tm new-session -d -s "$2" -x 100 -y 30 "$CRTERM start --name $2 -- python3 -c 'import os,time; a = os.urandom($3 << 20); b = b\"pattern \" * ($4 << 17); print(\"RE\" \"ADY\", flush=True); time.sleep(100000)'"
     ckpt_row "$1" "$2" "^READY"
+    # The memory a resume writes, over the time to the screen back (an eager resume).
+    local bytes
+    bytes=$("$CRTERM" info --json "$work/$2.img" | python3 -c 'import json, sys; print(json.load(sys.stdin)["session"]["memory_bytes"])')
+    row "eager resume throughput: $1" "$(awk "BEGIN {printf \"%.2f\", $bytes / $last_resume_ms / 1e6}") GB/s" "memory decompressed and written, over the median resume; goal >= 3 GB/s"
     "$CRTERM" ls | awk -v n="$2" '$1 == n {print $2}' | xargs -r kill
     rm -f "$work/$2.img"
 }

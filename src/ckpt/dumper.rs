@@ -12,7 +12,7 @@
 //!   model) to standard input and closes it.
 //! * `read`: nothing more is read from the frozen processes; the daemon lets them go on
 //!   (or, for `checkpoint --exit`, keeps them until the image is in place).
-//! * `ok <what it wrote>` or `err <why not>`.
+//! * `ok <its identity, or - for a stream> <what it wrote>` or `err <why not>`.
 
 use super::dump::{self, DumpOrder};
 use super::hooks;
@@ -88,13 +88,14 @@ fn dump(output: Output, target: &str) -> Result<String, String> {
         hooks::die_at("read");
     };
     let written = |e: io::Error| format!("writing {target}: {e}");
-    let summary = match output {
+    let (summary, id) = match output {
         Output::File(mut file) => {
             let mut w = file.writer(&ImageInfo::here()).map_err(written)?;
             let s = dump::write_image(&mut w, order, PAGE_BUDGET, read_done).map_err(written)?;
-            file.commit(w, || hooks::die_at("rename"))
+            let id = file
+                .commit(w, || hooks::die_at("rename"))
                 .map_err(written)?;
-            s
+            (s, id)
         }
         Output::Stream(file) => {
             let mut s = None;
@@ -103,11 +104,11 @@ fn dump(output: Output, target: &str) -> Result<String, String> {
                 Ok::<(), io::Error>(())
             })
             .map_err(written)?;
-            s.expect("written")
+            (s.expect("written"), "-".to_string())
         }
     };
     Ok(format!(
-        "wrote {target}: {} processes, {} threads, {:.1} MiB",
+        "{id} wrote {target}: {} processes, {} threads, {:.1} MiB",
         summary.processes,
         summary.threads,
         summary.memory_bytes as f64 / (1 << 20) as f64

@@ -354,13 +354,8 @@ fn run(
     let mut dumper = Dumper::spawn(order, dumper_pid)
         .map_err(|e| Failure::Refused(format!("cannot start the dump process: {e}")))?;
     dumper.expect("ready").map_err(Failure::Refused)?;
-    let mut frozen =
-        freeze_without_connections(order.root, order.wait_connections).map_err(Failure::Refused)?;
-    let frozen_at = Instant::now();
-    // Undone in the reverse order of their declaration, before `frozen` thaws.
-    let mut made_dumpable = MadeDumpable::default();
-    notify.send(Event::Frozen);
-    // The tracking is this checkpoint's until it ends (one checkpoint at a time).
+    // The tracking is this checkpoint's until it ends (one checkpoint at a time); the
+    // parent it refers to is read before the session is frozen.
     let tracking = order.tracking.clone();
     let mut tracking = tracking.lock().unwrap_or_else(|e| e.into_inner());
     let parent = match order.stream.is_none() && !order.full {
@@ -377,6 +372,12 @@ fn run(
         }
     }
     let mut kept = Kept(parent.as_ref().and_then(|p| p.made.clone()));
+    let mut frozen =
+        freeze_without_connections(order.root, order.wait_connections).map_err(Failure::Refused)?;
+    let frozen_at = Instant::now();
+    // Undone in the reverse order of their declaration, before `frozen` thaws.
+    let mut made_dumpable = MadeDumpable::default();
+    notify.send(Event::Frozen);
     let mut state = state::read_session(&frozen, &order.about, &mut made_dumpable, &|pid| {
         tracking.holds(pid)
     })
@@ -440,9 +441,9 @@ fn run(
         frozen.thaw();
         notify.send(Event::Thawed);
     }
-    let text = match dumper.line() {
-        Some(l) => match l.strip_prefix("ok ") {
-            Some(t) => t.to_string(),
+    let (id, text) = match dumper.line() {
+        Some(l) => match l.strip_prefix("ok ").and_then(|t| t.split_once(' ')) {
+            Some((id, t)) => (id.to_string(), t.to_string()),
             None => {
                 return Err(Failure::Writing(
                     l.strip_prefix("err ").unwrap_or(&l).to_string(),
@@ -452,9 +453,10 @@ fn run(
         None => return Err(Failure::Writing(dumper.death())),
     };
     let text = format!("{text}, frozen {:.0} ms", frozen_for.as_secs_f64() * 1000.0);
-    // The next checkpoint counts from this image (whose parent, if kept, stays).
-    if let Ok(index) = crate::image::read_index(&order.out, |_| false) {
-        tracking.set_base(order.out.clone(), index.id);
+    // The next checkpoint counts from this image (whose parent, if kept, stays): by the
+    // identity its writer computed, not by what is at its path by now.
+    if id.len() == 64 {
+        tracking.set_base(order.out.clone(), id);
     }
     kept.0 = None;
     if order.exit {

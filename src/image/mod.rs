@@ -333,14 +333,20 @@ impl<W: Write> ImageWriter<W> {
     }
 
     /// Write the table and the footer; returns the sink.
-    pub fn finish(mut self) -> io::Result<W> {
+    pub fn finish(self) -> io::Result<W> {
+        self.finish_with_id().map(|(w, _)| w)
+    }
+
+    /// `finish`, and the identity (`Image::id`) of the image written.
+    pub fn finish_with_id(mut self) -> io::Result<(W, String)> {
         let table = postcard::to_allocvec(&self.table).map_err(io::Error::other)?;
         let table_offset = self.offset;
         self.raw_section(SectionKind::END, Codec::Raw, &table, table.len() as u64)?;
         self.out.write_all(&table_offset.to_le_bytes())?;
         self.out.write_all(FOOTER_MAGIC)?;
         self.out.flush()?;
-        Ok(self.out)
+        let id = table_id(&table);
+        Ok((self.out, id))
     }
 }
 
@@ -447,8 +453,14 @@ impl ImageFile {
     }
 
     /// Finish the image, put it on disk, and (after `before_rename`) rename it into place.
-    pub fn commit(self, w: ImageWriter<FileSink>, before_rename: impl FnOnce()) -> io::Result<()> {
-        let file = w.finish()?.into_file()?;
+    /// Returns the image's identity (`Image::id`).
+    pub fn commit(
+        self,
+        w: ImageWriter<FileSink>,
+        before_rename: impl FnOnce(),
+    ) -> io::Result<String> {
+        let (sink, id) = w.finish_with_id()?;
+        let file = sink.into_file()?;
         file.sync_all()?;
         before_rename();
         // Again at the last moment: something else may have been put there meanwhile.
@@ -462,7 +474,7 @@ impl ImageFile {
         if let Ok(d) = std::fs::File::open(dir) {
             let _ = d.sync_all();
         }
-        Ok(())
+        Ok(id)
     }
 }
 

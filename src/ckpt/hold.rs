@@ -18,7 +18,7 @@ use super::dump::DumpOrder;
 use super::freeze::{self, Frozen};
 use super::inside::MadeDumpable;
 use super::state::{self, About};
-use crate::records::ProcessRecord;
+use crate::records::MapRecord;
 use crate::sys;
 use std::io::{self, BufRead, Write};
 use std::os::fd::{AsFd, OwnedFd};
@@ -397,8 +397,8 @@ fn run(
         files: p.files,
         tracked: state.hosts.iter().map(|&h| tracking.tracks(h)).collect(),
     });
-    // What the trackers start from again once the memory is read.
-    let to_track: Vec<(i32, Vec<i32>, ProcessRecord)> = match order.exit {
+    // What the trackers go on from once the memory is read: each process's mappings.
+    let to_track: Vec<(i32, Vec<i32>, Vec<MapRecord>)> = match order.exit {
         true => Vec::new(),
         false => {
             let live = state.record.processes.iter().filter(|p| p.zombie.is_none());
@@ -409,7 +409,7 @@ fn run(
                 .zip(live)
                 .filter_map(|(&h, p)| {
                     let tids = tasks.iter().find(|(pid, _)| *pid == h)?.1.clone();
-                    Some((h, tids, tracked_part(p)))
+                    Some((h, tids, p.maps.clone()))
                 })
                 .collect()
         }
@@ -428,11 +428,7 @@ fn run(
         .map_err(Failure::Writing)?;
     dumper.expect("read").map_err(Failure::Writing)?;
     if !order.exit {
-        let procs: Vec<(i32, Vec<i32>, &ProcessRecord)> = to_track
-            .iter()
-            .map(|(h, t, p)| (*h, t.clone(), p))
-            .collect();
-        tracking.update(&procs);
+        tracking.update(&to_track);
     }
     let frozen_for = frozen_at.elapsed();
     if !order.exit {
@@ -474,13 +470,4 @@ fn run(
         return Ok(Outcome::Ended);
     }
     Ok(Outcome::Written(text))
-}
-
-/// What the tracking needs of a process's record: its mappings.
-fn tracked_part(p: &ProcessRecord) -> ProcessRecord {
-    ProcessRecord {
-        threads: Vec::new(),
-        fds: Vec::new(),
-        ..p.clone()
-    }
 }

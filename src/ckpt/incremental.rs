@@ -13,9 +13,7 @@
 
 use super::state;
 use crate::image::{self, SectionKind};
-use crate::records::{
-    CarriedFile, MapKind, MapRecord, ParentLink, ProcessRecord, SessionRecord, vm,
-};
+use crate::records::{CarriedFile, MapKind, MapRecord, ParentLink, SessionRecord, vm};
 use crate::task::memory::tracking::Tracker;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -51,9 +49,8 @@ fn start_time(pid: i32) -> Option<u64> {
 
 /// The ranges of a process's memory the tracking registers: the mappings whose pages a
 /// checkpoint reads page by page (private memory, private mappings of files).
-pub fn ranges(p: &ProcessRecord) -> Vec<(u64, u64)> {
-    p.maps
-        .iter()
+pub fn ranges(maps: &[MapRecord]) -> Vec<(u64, u64)> {
+    maps.iter()
         .filter(|m| tracked_kind(m))
         .map(|m| (m.start, m.end))
         .collect()
@@ -139,19 +136,19 @@ impl Tracking {
     }
 
     /// Track every process from now on (the session is frozen, its memory read): `procs`
-    /// are (host pid, its threads, its record). A process tracked already keeps its
+    /// are (host pid, its threads, its mappings as the record has them). A process tracked already keeps its
     /// tracker, which registers the mappings made since (those without the tracking's
     /// registration bit in the record); a new one, or one that has run another program
     /// since (none of its mappings registered), gets a new tracker. A process that cannot
     /// be tracked is read whole at the next checkpoint.
-    pub fn update(&mut self, procs: &[(i32, Vec<i32>, &ProcessRecord)]) {
+    pub fn update(&mut self, procs: &[(i32, Vec<i32>, Vec<MapRecord>)]) {
         self.procs
             .retain(|pid, _| procs.iter().any(|p| p.0 == *pid));
-        for (pid, tids, rec) in procs {
+        for (pid, tids, maps) in procs {
             let Some(start_time) = start_time(*pid) else {
                 continue;
             };
-            let eligible: Vec<&MapRecord> = rec.maps.iter().filter(|m| tracked_kind(m)).collect();
+            let eligible: Vec<&MapRecord> = maps.iter().filter(|m| tracked_kind(m)).collect();
             let fresh: Vec<(u64, u64)> = eligible
                 .iter()
                 .filter(|m| m.vm & vm::WRITE_TRACKED == 0)
@@ -169,8 +166,8 @@ impl Tracking {
             }
             // (The old tracker first: a mapping registered with one cannot be with another.)
             self.procs.remove(pid);
-            let exec = state::exec_maps(&rec.maps);
-            if let Ok(tracker) = Tracker::start(*pid, tids, &exec, &ranges(rec)) {
+            let exec = state::exec_maps(maps);
+            if let Ok(tracker) = Tracker::start(*pid, tids, &exec, &ranges(maps)) {
                 self.procs.insert(
                     *pid,
                     Tracked {

@@ -199,11 +199,30 @@ impl MapRecord {
     /// The same mapping as `other`, whether or not crterm's write tracking has either
     /// registered (a child forked from a tracked process is not, its parent is).
     pub fn same_as(&self, other: &MapRecord) -> bool {
-        let untracked = |m: &MapRecord| MapRecord {
-            vm: m.vm & !vm::WRITE_TRACKED,
-            ..m.clone()
-        };
-        untracked(self) == untracked(other)
+        let MapRecord {
+            start,
+            end,
+            perms,
+            offset,
+            path,
+            dev,
+            inode,
+            vm: flags,
+            file_end,
+        } = self;
+        // (Every field named: one added later is compared, or the build says so.)
+        (*start, *end, *offset, *dev, *inode, *file_end)
+            == (
+                other.start,
+                other.end,
+                other.offset,
+                other.dev,
+                other.inode,
+                other.file_end,
+            )
+            && *perms == other.perms
+            && *path == other.path
+            && flags & !vm::WRITE_TRACKED == other.vm & !vm::WRITE_TRACKED
     }
 
     pub fn executable(&self) -> bool {

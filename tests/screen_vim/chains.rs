@@ -236,16 +236,7 @@ fn a_process_that_runs_another_program_between_checkpoints_is_read_whole() {
 /// those writes for the parent's: resumed, it has every byte.
 #[test]
 fn a_checkpoint_killed_after_its_scan_makes_the_next_one_whole_and_exact() {
-    let mut env = Env::unprivileged();
-    let hooks = env.dir.path().join("hooks");
-    std::fs::write(&hooks, "").unwrap();
-    let _ = std::process::Command::new("chmod")
-        .arg("666")
-        .arg(&hooks)
-        .output();
-    env.tmux
-        .env
-        .push(("CRTERM_TEST_HOOKS".into(), hooks.display().to_string()));
+    let (env, hooks) = super::faults::env_with_hooks();
     python_pane(&env, "a", "kd");
     enter(
         &env,

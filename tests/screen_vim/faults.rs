@@ -154,18 +154,25 @@ while True:
     time.sleep(1000)
 "#;
 
+/// An environment whose sessions read test hooks (`crterm::ckpt::hooks`) from the file
+/// returned, empty for now.
+pub(crate) fn env_with_hooks() -> (Env, PathBuf) {
+    let mut env = Env::unprivileged();
+    let hooks = env.dir.path().join("hooks");
+    std::fs::write(&hooks, "").unwrap();
+    let _ = std::process::Command::new("chmod")
+        .arg("666")
+        .arg(&hooks)
+        .output();
+    env.tmux
+        .env
+        .push(("CRTERM_TEST_HOOKS".into(), hooks.display().to_string()));
+    (env, hooks)
+}
+
 impl Busy {
     fn start(name: &str) -> Busy {
-        let mut env = Env::unprivileged();
-        let hooks = env.dir.path().join("hooks");
-        std::fs::write(&hooks, "").unwrap();
-        let _ = std::process::Command::new("chmod")
-            .arg("666")
-            .arg(&hooks)
-            .output();
-        env.tmux
-            .env
-            .push(("CRTERM_TEST_HOOKS".into(), hooks.display().to_string()));
+        let (env, hooks) = env_with_hooks();
         let holder = env.dir.path().join("holder.py");
         std::fs::write(&holder, HOLDER).unwrap();
         let report = env.dir.path().join("report");

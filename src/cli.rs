@@ -100,6 +100,12 @@ enum Cmd {
         /// had, not only those the session could have acted on.
         #[arg(long)]
         strict_cpu: bool,
+        /// Let the session go on before its memory is all in: pages come in from the image
+        /// on first touch and in the background. Needs userfaultfd for faults taken in
+        /// the kernel (root); otherwise the memory is copied in first, and the resume
+        /// says so.
+        #[arg(long)]
+        lazy: bool,
         #[arg(long)]
         prefix: Option<String>,
     },
@@ -166,6 +172,8 @@ enum Cmd {
         #[arg(long)]
         strict_cpu: bool,
         #[arg(long)]
+        lazy: bool,
+        #[arg(long)]
         cpu_baseline: bool,
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
@@ -200,10 +208,12 @@ pub fn run(cli: Cli) -> Result<i32> {
             clock,
             hostname,
             strict_cpu,
+            lazy,
             prefix,
         } => {
             let opts = crate::restore::Options {
                 force,
+                lazy,
                 real_clock: clock == "real",
                 real_hostname: hostname == "real",
                 strict_cpu,
@@ -254,6 +264,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             real_clock,
             real_hostname,
             strict_cpu,
+            lazy,
             cpu_baseline,
             command,
         } => Ok(daemon::run(daemon::DaemonConfig {
@@ -262,6 +273,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 real_clock,
                 real_hostname,
                 strict_cpu,
+                lazy,
                 // Decided by the daemon from who resumes what (`check_identity`).
                 set_ids: false,
             }),
@@ -547,6 +559,9 @@ fn spawn_daemon(how: &DaemonStart) -> Result<()> {
     }
     if opts.strict_cpu {
         cmd.arg("--strict-cpu");
+    }
+    if opts.lazy {
+        cmd.arg("--lazy");
     }
     if cpu_baseline {
         // The session's programs inherit the daemon's environment.

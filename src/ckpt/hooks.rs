@@ -44,6 +44,12 @@ pub fn die_at(step: &str) {
     }
 }
 
+/// Whether the test holds `step` back for now (`hold STEP`): a lazy resume's fill waits
+/// while it does, so that what the session reads comes from its faults alone.
+pub fn held(step: &str) -> bool {
+    asked("hold", step)
+}
+
 /// Wait a little at `step` when the test asks (`slow STEP`): a moment the freeze passes
 /// through quickly, made long enough to catch what happens in it every time.
 pub fn slow_at(step: &str) {

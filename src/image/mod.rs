@@ -523,6 +523,9 @@ pub struct Section {
     pub raw_len: u64,
     pub stored_len: u64,
     pub stored: Bytes,
+    /// The CRC32 of `stored`, as the image's header says (checked when it was read; a
+    /// lazy resume checks a chunk again when it decodes it, later).
+    pub crc: u32,
 }
 
 /// A section's bytes: read into memory (from a pipe), or a range of the image file
@@ -798,6 +801,7 @@ fn read_from(r: &mut impl Source, keep: impl Fn(SectionKind) -> bool) -> Result<
                 raw_len,
                 stored_len,
                 stored,
+                crc: sum,
             });
         }
         offset += 32 + stored_len;
@@ -906,6 +910,7 @@ pub fn read_index(path: &Path, keep: impl Fn(SectionKind) -> bool) -> Result<Ima
             codec,
             raw_len,
             stored_len: stored.len() as u64,
+            crc: crc(&stored),
             stored: Bytes::Owned(stored),
         });
     }

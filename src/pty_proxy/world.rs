@@ -304,7 +304,16 @@ fn init_resume(
     if let Err(e) = crate::sysv::make_objects(&record.sysv) {
         fail(format!("resume failed: {e:#}"));
     }
-    let restored = match restore::restore(record, image, ancestors, opts) {
+    // Serving a lazy resume's memory can fail after the session runs (the image changed
+    // under it): then the init ends, and every process with it.
+    let control_fd = control.as_raw_fd();
+    let fatal: crate::task::memory::lazy::Fatal = std::sync::Arc::new(move |why: String| {
+        // SAFETY: the init keeps its control channel open until it exits.
+        let control = unsafe { std::os::fd::BorrowedFd::borrow_raw(control_fd) };
+        let _ = sys::write(control, format!("err resume failed: {why}").as_bytes());
+        sys::exit_now(127)
+    });
+    let restored = match restore::restore(record, image, ancestors, opts, fatal) {
         Ok(r) => r,
         Err(e) => fail(format!("resume failed: {e:#}")),
     };
@@ -321,6 +330,10 @@ fn init_resume(
     }
     if let Err(e) = sys::send_with_fd(control.as_fd(), answer.as_bytes(), master.as_fd()) {
         fail(format!("cannot hand the pty to the daemon: {e}"));
+    }
+    // The session runs: what a lazy resume has not served yet is copied in behind it.
+    if let Some(server) = &restored.lazy {
+        server.fill(2);
     }
     drop(restored);
     // The session's command: the first process the init made (the lowest pid whose

@@ -54,6 +54,10 @@ pub struct Options {
     /// Require every instruction-set feature the image's machine had (`--strict-cpu`),
     /// not only those the session could have acted on.
     pub strict_cpu: bool,
+    /// Let the session go on before its memory is in (`--lazy`): large private memory is
+    /// served from the image on first touch and filled in the background
+    /// (`task::memory::lazy`), where the kernel allows it; else copied in first.
+    pub lazy: bool,
     /// The restore may set ids (root resumes, and `check_identity` allowed the image):
     /// processes get their recorded groups and ids, and their files are made as them.
     pub set_ids: bool,
@@ -64,6 +68,8 @@ pub struct Restored {
     pub masters: BTreeMap<u32, OwnedFd>,
     /// Things that could not be put back exactly, for the user to know.
     pub warnings: Vec<String>,
+    /// A lazy resume's server, to be told to fill the rest in once the session runs.
+    pub lazy: Option<memory::lazy::Server>,
 }
 
 /// A process being restored: its record and an injector on its main thread.
@@ -98,21 +104,49 @@ pub(crate) struct Restorer<'a> {
     /// The memfds made again and the seals each gets once memory is in place.
     pub(crate) seals: std::cell::RefCell<Vec<(std::rc::Rc<OwnedFd>, u32)>>,
     pub(crate) warnings: Vec<String>,
+    /// The server of a lazy resume, where the kernel allows one (`--lazy`).
+    pub(crate) lazy: Option<memory::lazy::Server>,
 }
 
 /// Files made again by (device (major, minor), inode).
 type DeletedFiles = std::collections::HashMap<((u32, u32), u64), std::rc::Rc<OwnedFd>>;
 
-/// Restore the session in `record` (with its pages and files in `image`).
+/// Restore the session in `record` (with its pages and files in `image`). `fatal` ends
+/// the session when a lazy resume's serving fails after it runs.
 pub fn restore(
     record: &SessionRecord,
     image: &Image,
     ancestors: &[crate::load::Ancestor],
     opts: &Options,
+    fatal: memory::lazy::Fatal,
 ) -> Result<Restored> {
     check_supported(record)?;
     let mut warnings = Vec::new();
     check_cpu(record, &image.info, opts, &mut warnings)?;
+    // A lazy resume where the kernel gives what it needs; else every page is copied in
+    // first, and the resume says why.
+    let lazy = match opts
+        .lazy
+        .then(|| memory::lazy::check_available().and_then(|()| threads_past_pids(record)))
+    {
+        Some(Ok(())) => {
+            let sources = std::iter::once(image)
+                .chain(ancestors.iter().map(|a| &a.image))
+                .map(memory::lazy::Source::new)
+                .collect();
+            Some(
+                memory::lazy::Server::start(sources, fatal)
+                    .context("cannot start serving memory lazily")?,
+            )
+        }
+        Some(Err(why)) => {
+            warnings.push(format!(
+                "memory was copied in before the session went on, not lazily: {why}"
+            ));
+            None
+        }
+        None => None,
+    };
     // The ptys belong to the session's user: made as its first process.
     let masters = if let Some(first) = record.processes.iter().find(|p| p.zombie.is_none()) {
         let _as = creds::act_as(opts.set_ids, first)?;
@@ -138,6 +172,7 @@ pub fn restore(
         seals: Default::default(),
         mapped: Default::default(),
         warnings,
+        lazy,
     };
     r.check_file_policy()?;
     // Each process's memory is made as the process is, a parent's before its children.
@@ -153,7 +188,27 @@ pub fn restore(
     Ok(Restored {
         masters: r.masters,
         warnings: r.warnings,
+        lazy: r.lazy,
     })
+}
+
+/// Make the threads the init starts from now on (a lazy resume's server) take pids above
+/// every one the image holds: a thread takes the next free pid of the session's pid
+/// namespace, which a process of the image may need (`ns_last_pid`, which acts on the
+/// writer's own pid namespace).
+fn threads_past_pids(record: &SessionRecord) -> Result<(), String> {
+    let highest = record
+        .processes
+        .iter()
+        .flat_map(|p| {
+            [p.pid, p.pgid, p.sid]
+                .into_iter()
+                .chain(p.threads.iter().map(|t| t.tid))
+        })
+        .max()
+        .unwrap_or(1);
+    std::fs::write("/proc/sys/kernel/ns_last_pid", highest.to_string())
+        .map_err(|e| format!("cannot keep the server's threads off the session's pids ({e})"))
 }
 
 /// Refuse what this version cannot bring back, naming it: at checkpoint (so no image of it

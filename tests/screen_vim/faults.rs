@@ -157,7 +157,11 @@ while True:
 /// An environment whose sessions read test hooks (`crterm::ckpt::hooks`) from the file
 /// returned, empty for now.
 pub(crate) fn env_with_hooks() -> (Env, PathBuf) {
-    let mut env = Env::unprivileged();
+    hooks_for(Env::unprivileged())
+}
+
+/// `env`, whose sessions read test hooks from the file returned, empty for now.
+pub(crate) fn hooks_for(mut env: Env) -> (Env, PathBuf) {
     let hooks = env.dir.path().join("hooks");
     std::fs::write(&hooks, "").unwrap();
     let _ = std::process::Command::new("chmod")

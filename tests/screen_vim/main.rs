@@ -42,6 +42,7 @@ macro_rules! user_and_root {
 mod chains;
 mod elsewhere;
 mod faults;
+mod lazy;
 mod privileges;
 mod roundtrip;
 mod sockets;

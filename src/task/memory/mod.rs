@@ -17,6 +17,7 @@
 //! locks and seals last (`lock_and_seal`); and the kernel's mm fields (brk, arguments,
 //! environment, auxv, exe) are put back with PR_SET_MM_MAP (`restore_mm`).
 
+pub mod lazy;
 pub mod pages;
 pub mod tracking;
 mod vdso;
@@ -209,7 +210,8 @@ impl<'a> Restorer<'a> {
         if let Some(plan) = &vdso.proxy {
             self.map_vdso_proxy(pid, plan)?;
         }
-        self.write_pages(pid)?;
+        let lazy = self.serve_lazily(pid, &kept)?;
+        self.write_pages(pid, &lazy)?;
         self.map_read_only(pid, read_only)?;
         self.protect(pid)?;
         // KSM over all its memory, as it was (a child made from its parent has the
@@ -230,6 +232,61 @@ impl<'a> Restorer<'a> {
             )?;
         }
         Ok(())
+    }
+
+    /// In a lazy resume, register the mappings of process `pid` that are served lazily
+    /// with a userfaultfd it makes, and hand it to the server; the ranges registered.
+    /// Those are private anonymous memory holding at least `lazy::LAZY_MIN` in the image,
+    /// not kept from its parent, not shared with a child (whose fork must find the pages
+    /// in) and not locked (an mlock would fault it all in at once anyway).
+    fn serve_lazily(&self, pid: i32, kept: &[&MapRecord]) -> Result<Vec<(u64, u64)>> {
+        let Some(server) = &self.lazy else {
+            return Ok(Vec::new());
+        };
+        let rec = self.proc(pid).rec;
+        let shared_with_children: Vec<(u64, u64)> = self
+            .record
+            .processes
+            .iter()
+            .filter(|c| c.ppid == pid)
+            .flat_map(|c| c.inherited.iter().map(|&(a, l)| (a, a + l)))
+            .collect();
+        let ranges: Vec<(u64, u64)> = rec
+            .maps
+            .iter()
+            .filter(|m| {
+                m.kind() == MapKind::Anon
+                    && m.vm & (vm::LOCKED | vm::LOCK_ON_FAULT | vm::DROPPABLE) == 0
+                    && !kept.iter().any(|k| k.start == m.start)
+                    && !shared_with_children
+                        .iter()
+                        .any(|&(s, e)| s < m.end && m.start < e)
+                    && self.image_bytes(pid, m) >= lazy::LAZY_MIN
+            })
+            .map(|m| (m.start, m.end))
+            .collect();
+        if ranges.is_empty() {
+            return Ok(Vec::new());
+        }
+        const USERFAULTFD: i64 = 323;
+        let flags = (libc::O_CLOEXEC | libc::O_NONBLOCK) as u64;
+        let fd = self.call(pid, "userfaultfd", USERFAULTFD, &[flags])? as i32;
+        let uffd = t::copy_fd_of(pid, fd)
+            .with_context(|| format!("process {pid}: taking its userfaultfd"))?;
+        self.call(pid, "close", nr::CLOSE, &[fd as u64])?;
+        lazy::api(&uffd).with_context(|| format!("process {pid}: UFFDIO_API"))?;
+        // A range the kernel will not register is copied in with the rest.
+        let registered: Vec<(u64, u64)> = ranges
+            .into_iter()
+            .filter(|&(s, e)| lazy::register(&uffd, s, e).is_ok())
+            .collect();
+        if !registered.is_empty() {
+            let runs = self.lazy_runs(pid, &registered)?;
+            server
+                .add(uffd, &runs)
+                .map_err(|e| anyhow!("the image of process {pid}: {e}"))?;
+        }
+        Ok(registered)
     }
 
     /// Every process's mappings get their advice, once all are made.

@@ -503,9 +503,10 @@ impl PageStream {
 // ---- resume --------------------------------------------------------------------------
 
 impl Restorer<'_> {
-    /// The saved pages of process `pid`, from the page chunks that hold them.
-    pub(super) fn write_pages(&self, pid: i32) -> Result<()> {
-        self.write_chain_pages(pid)?;
+    /// The saved pages of process `pid`, from the page chunks that hold them, but for
+    /// those in `lazy` ([start, end) ranges in address order, served by `lazy`).
+    pub(super) fn write_pages(&self, pid: i32, lazy: &[(u64, u64)]) -> Result<()> {
+        self.write_chain_pages(pid, lazy)?;
         let runs = &self.record.page_runs;
         for r in runs.iter().filter(|r| r.pid == pid) {
             let p = self.procs.get(&r.pid).ok_or_else(|| {
@@ -565,12 +566,15 @@ impl Restorer<'_> {
         // stream: a run of chunks, the first and last maybe shared with its neighbours).
         let mut wanted: Vec<usize> = Vec::new();
         for (k, r) in runs.iter().enumerate().filter(|(_, r)| r.pid == pid) {
-            let (from, to) = (run_start[k], run_start[k] + r.len);
-            let first = chunk_start.partition_point(|&s| s <= from) - 1;
-            let last = chunk_start.partition_point(|&s| s < to) - 1;
-            for i in first..=last {
-                if wanted.last() != Some(&i) {
-                    wanted.push(i);
+            for (s, e) in outside(lazy, r.addr, r.addr + r.len) {
+                let from = run_start[k] + (s - r.addr);
+                let to = from + (e - s);
+                let first = chunk_start.partition_point(|&s| s <= from) - 1;
+                let last = chunk_start.partition_point(|&s| s < to) - 1;
+                for i in first..=last {
+                    if wanted.last() != Some(&i) {
+                        wanted.push(i);
+                    }
                 }
             }
         }
@@ -590,15 +594,13 @@ impl Restorer<'_> {
                 let into = at - run_start[k];
                 let n = ((r.len - into) as usize).min(data.len());
                 if r.pid == pid {
-                    t::write_process_memory(r.pid, r.addr + into, &data[..n]).with_context(
-                        || {
-                            format!(
-                                "writing the memory of process {} at {:#x}",
-                                r.pid,
-                                r.addr + into
-                            )
-                        },
-                    )?;
+                    let at = r.addr + into;
+                    for (s, e) in outside(lazy, at, at + n as u64) {
+                        let part = &data[(s - at) as usize..(e - at) as usize];
+                        t::write_process_memory(r.pid, s, part).with_context(|| {
+                            format!("writing the memory of process {} at {s:#x}", r.pid)
+                        })?;
+                    }
                 }
                 data = &data[n..];
                 at += n as u64;
@@ -647,13 +649,13 @@ impl Restorer<'_> {
 
     /// The pages of process `pid` an incremental image takes from its chain: each found
     /// in the image that holds it (`resolve`), its chunks decoded and written.
-    fn write_chain_pages(&self, pid: i32) -> Result<()> {
+    fn write_chain_pages(&self, pid: i32, lazy: &[(u64, u64)]) -> Result<()> {
         let want: Vec<(u64, u64)> = self
             .record
             .parent_runs
             .iter()
             .filter(|r| r.pid == pid)
-            .map(|r| (r.addr, r.addr + r.len))
+            .flat_map(|r| outside(lazy, r.addr, r.addr + r.len))
             .collect();
         if want.is_empty() {
             return Ok(());
@@ -702,6 +704,90 @@ impl Restorer<'_> {
             }
         }
         Ok(())
+    }
+}
+
+/// The parts of [start, end) outside `ranges` ([start, end) pairs in address order, not
+/// overlapping), in order.
+pub(crate) fn outside(ranges: &[(u64, u64)], start: u64, end: u64) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    let mut at = start;
+    for &(s, e) in ranges {
+        if e <= at || s >= end {
+            continue;
+        }
+        if s > at {
+            out.push((at, s));
+        }
+        at = at.max(e);
+    }
+    if at < end {
+        out.push((at, end));
+    }
+    out
+}
+
+/// The parts of [start, end) inside `ranges` (as for `outside`), in order.
+pub(crate) fn inside(ranges: &[(u64, u64)], start: u64, end: u64) -> Vec<(u64, u64)> {
+    ranges
+        .iter()
+        .map(|&(s, e)| (s.max(start), e.min(end)))
+        .filter(|(s, e)| s < e)
+        .collect()
+}
+
+impl Restorer<'_> {
+    /// What is missing of process `pid` in `lazy` (its ranges served lazily), and where:
+    /// (address, length, source, offset in the source's page stream), source 0 the image
+    /// resumed and k + 1 its `ancestors[k]`.
+    pub(super) fn lazy_runs(
+        &self,
+        pid: i32,
+        lazy: &[(u64, u64)],
+    ) -> Result<Vec<(u64, u64, usize, u64)>> {
+        let mut out = Vec::new();
+        let mut off = 0u64;
+        for r in &self.record.page_runs {
+            if r.pid == pid {
+                for (s, e) in inside(lazy, r.addr, r.addr + r.len) {
+                    out.push((s, e - s, 0, off + (s - r.addr)));
+                }
+            }
+            off += r.len;
+        }
+        let want: Vec<(u64, u64)> = self
+            .record
+            .parent_runs
+            .iter()
+            .filter(|r| r.pid == pid)
+            .flat_map(|r| inside(lazy, r.addr, r.addr + r.len))
+            .collect();
+        if !want.is_empty() {
+            let mut pieces = Vec::new();
+            let mut steps = 0usize;
+            resolve(self.ancestors, 0, pid, want, &mut steps, &mut pieces)?;
+            out.extend(
+                pieces
+                    .into_iter()
+                    .map(|(k, off, addr, len)| (addr, len, k + 1, off)),
+            );
+        }
+        Ok(out)
+    }
+
+    /// How many bytes of mapping `m` of process `pid` the image (and its chain) holds.
+    pub(super) fn image_bytes(&self, pid: i32, m: &MapRecord) -> u64 {
+        self.record
+            .page_runs
+            .iter()
+            .chain(&self.record.parent_runs)
+            .filter(|r| r.pid == pid)
+            .map(|r| {
+                (r.addr + r.len)
+                    .min(m.end)
+                    .saturating_sub(r.addr.max(m.start))
+            })
+            .sum()
     }
 }
 

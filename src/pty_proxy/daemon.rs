@@ -676,6 +676,9 @@ impl Daemon {
         if to_stream && stream.is_none() {
             return Err("checkpoint failed: the client sent no stream to write to".into());
         }
+        self.world
+            .wait_filled(std::time::Duration::from_secs(30))
+            .map_err(|e| format!("checkpoint failed: {e}"))?;
         let master = self
             .world
             .master

@@ -29,6 +29,41 @@ pub struct World {
     /// The session runs in a user namespace of its own mapping this (uid, gid) to
     /// themselves.
     pub user_namespace: Option<(u32, u32)>,
+    /// A lazy resume's memory is still coming in: the init says `filled` on the control
+    /// channel when it is all in.
+    pub filling: bool,
+}
+
+impl World {
+    /// Wait up to `limit` for a lazy resume's memory to be all in (a checkpoint reads all
+    /// of it, and a mapping still registered for missing pages looks like a program's
+    /// own userfaultfd).
+    pub fn wait_filled(&mut self, limit: std::time::Duration) -> Result<(), String> {
+        if !self.filling {
+            return Ok(());
+        }
+        let mut fds = [libc::pollfd {
+            fd: self.control.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        let start = std::time::Instant::now();
+        while start.elapsed() < limit {
+            let left = limit.saturating_sub(start.elapsed()).as_millis() as i32;
+            if sys::poll(&mut fds, left.max(1)).unwrap_or(0) == 0 {
+                continue;
+            }
+            let mut buf = [0u8; 4096];
+            let n = sys::read(self.control.as_fd(), &mut buf).unwrap_or(0);
+            let said = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if said == "filled" {
+                self.filling = false;
+                return Ok(());
+            }
+            return Err(said.strip_prefix("err ").unwrap_or(&said).to_string());
+        }
+        Err("the session's memory is still coming in from the image it was resumed from (a lazy resume); try again in a moment".into())
+    }
 }
 
 /// A user namespace for the session: `uid` and `gids` mapped to themselves. An ordinary
@@ -159,17 +194,19 @@ fn build(
                 .map_err(|e| kill_child(anyhow!("the session's init did not answer: {e}")))?;
             let answer = String::from_utf8_lossy(&buf[..n]).into_owned();
             match (answer.strip_prefix("ok"), master) {
-                (Some(rest), Some(master)) => Ok(World {
-                    init_pid: pid,
-                    master,
-                    control,
-                    user_namespace: userns.as_ref().map(|ns| (ns.uid, ns.gid)),
-                    warnings: rest
-                        .lines()
-                        .filter(|l| !l.is_empty())
-                        .map(String::from)
-                        .collect(),
-                }),
+                (Some(rest), Some(master)) => {
+                    // "ok" or "ok lazy" (memory still coming in), then the warnings.
+                    let mut lines = rest.lines();
+                    let filling = lines.next() == Some(" lazy");
+                    Ok(World {
+                        init_pid: pid,
+                        master,
+                        control,
+                        user_namespace: userns.as_ref().map(|ns| (ns.uid, ns.gid)),
+                        warnings: lines.filter(|l| !l.is_empty()).map(String::from).collect(),
+                        filling,
+                    })
+                }
                 _ => {
                     let msg = answer.strip_prefix("err ").unwrap_or(&answer).to_string();
                     Err(kill_child(anyhow!(if msg.is_empty() {
@@ -313,7 +350,14 @@ fn init_resume(
         let _ = sys::write(control, format!("err resume failed: {why}").as_bytes());
         sys::exit_now(127)
     });
-    let restored = match restore::restore(record, image, ancestors, opts, fatal) {
+    // Once a lazy resume's memory is all in, the daemon is told (it waits for that before
+    // a checkpoint).
+    let filled: crate::task::memory::lazy::Done = std::sync::Arc::new(move || {
+        // SAFETY: as above.
+        let control = unsafe { std::os::fd::BorrowedFd::borrow_raw(control_fd) };
+        let _ = sys::write(control, b"filled");
+    });
+    let restored = match restore::restore(record, image, ancestors, opts, fatal, filled) {
         Ok(r) => r,
         Err(e) => fail(format!("resume failed: {e:#}")),
     };
@@ -323,7 +367,11 @@ fn init_resume(
     let Some(master) = restored.masters.get(&0) else {
         fail("resume failed: no pty for the session".into())
     };
-    let mut answer = String::from("ok");
+    let mut answer = String::from(if restored.lazy.is_some() {
+        "ok lazy"
+    } else {
+        "ok"
+    });
     for w in &restored.warnings {
         answer.push('\n');
         answer.push_str(w);

@@ -112,13 +112,15 @@ pub(crate) struct Restorer<'a> {
 type DeletedFiles = std::collections::HashMap<((u32, u32), u64), std::rc::Rc<OwnedFd>>;
 
 /// Restore the session in `record` (with its pages and files in `image`). `fatal` ends
-/// the session when a lazy resume's serving fails after it runs.
+/// the session when a lazy resume's serving fails after it runs; `filled` is called when
+/// a lazy resume's memory is all in.
 pub fn restore(
     record: &SessionRecord,
     image: &Image,
     ancestors: &[crate::load::Ancestor],
     opts: &Options,
     fatal: memory::lazy::Fatal,
+    filled: memory::lazy::Done,
 ) -> Result<Restored> {
     check_supported(record)?;
     let mut warnings = Vec::new();
@@ -135,7 +137,7 @@ pub fn restore(
                 .map(memory::lazy::Source::new)
                 .collect();
             Some(
-                memory::lazy::Server::start(sources, fatal)
+                memory::lazy::Server::start(sources, fatal, filled)
                     .context("cannot start serving memory lazily")?,
             )
         }

@@ -61,6 +61,9 @@ pub const LAZY_MIN: u64 = 4 << 20;
 /// What ends the session when serving fails: reports `why` and never returns.
 pub type Fatal = Arc<dyn Fn(String) + Send + Sync>;
 
+/// What is called once everything is in.
+pub type Done = Arc<dyn Fn() + Send + Sync>;
+
 /// Whether this process (and so its copies, the restored processes, which have its
 /// credentials until the end) may make a userfaultfd that takes kernel faults and fork
 /// events; the reason when not.
@@ -242,11 +245,12 @@ struct Shared {
     /// Written to wake the fault thread (a new userfaultfd, or one emptied).
     wake: OwnedFd,
     fatal: Fatal,
+    done: Done,
 }
 
 impl Server {
     /// Start answering faults; `sources[0]` is the image resumed, then its parents.
-    pub fn start(sources: Vec<Source>, fatal: Fatal) -> io::Result<Server> {
+    pub fn start(sources: Vec<Source>, fatal: Fatal, done: Done) -> io::Result<Server> {
         let wake = crate::sys::trace::eventfd(0, libc::EFD_NONBLOCK)?;
         let server = Server {
             shared: Arc::new(Shared {
@@ -257,6 +261,7 @@ impl Server {
                 sources,
                 wake,
                 fatal,
+                done,
             }),
         };
         let s = server.clone();
@@ -415,6 +420,7 @@ impl Server {
                     }
                 }
                 if st.uffds.is_empty() && !st.adding {
+                    (self.shared.done)();
                     return;
                 }
                 st.uffds

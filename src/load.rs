@@ -37,10 +37,19 @@ pub const MAX_CHAIN: usize = 1000;
 /// whole. With `keep_bulk` false the page and file chunks are checked (checksums, lengths)
 /// but not kept: `crterm info` on an image of gigabytes.
 pub fn load(path: &Path, keep_bulk: bool) -> Result<Loaded, ImageError> {
+    load_with(path, keep_bulk, false)
+}
+
+/// `load`, but with `defer_pages` the page chunks' checksums are checked when they are
+/// decoded, not now (a lazy resume, which would otherwise read every byte of the image
+/// before the session goes on): a chunk found damaged then ends the whole session.
+pub fn load_with(path: &Path, keep_bulk: bool, defer_pages: bool) -> Result<Loaded, ImageError> {
     let read = |path: &Path| {
-        image::read_file_with(path, |k| {
-            keep_bulk || (k != SectionKind::PAGES && k != SectionKind::FILES)
-        })
+        image::read_file_with(
+            path,
+            |k| keep_bulk || (k != SectionKind::PAGES && k != SectionKind::FILES),
+            defer_pages,
+        )
     };
     let mut loaded = checked(read(path)?)?;
     let mut child = (path.to_path_buf(), loaded.record.parent.clone());

@@ -523,9 +523,11 @@ pub struct Section {
     pub raw_len: u64,
     pub stored_len: u64,
     pub stored: Bytes,
-    /// The CRC32 of `stored`, as the image's header says (checked when it was read; a
-    /// lazy resume checks a chunk again when it decodes it, later).
+    /// The CRC32 of `stored`, as the image's header says.
     pub crc: u32,
+    /// Whether `stored` was checked against `crc` when the image was read; if not (the
+    /// page chunks of an image read for a lazy resume), decoding it checks it.
+    pub checked: bool,
 }
 
 /// A section's bytes: read into memory (from a pipe), or a range of the image file
@@ -560,6 +562,11 @@ trait Source {
     fn take(&mut self, len: u64, what: &str) -> Result<Bytes, ImageError>;
     /// Exactly `len` bytes, not kept: their CRC.
     fn skim(&mut self, len: u64, what: &str) -> Result<u32, ImageError>;
+    /// Whether sections of `kind` are kept without checking their CRC now (it is checked
+    /// when they are decoded).
+    fn defers(&self, _kind: SectionKind) -> bool {
+        false
+    }
 }
 
 struct Stream<'a, R: Read>(&'a mut R);
@@ -588,6 +595,8 @@ impl<R: Read> Source for Stream<'_, R> {
 struct Mapped {
     file: std::sync::Arc<crate::sys::MappedFile>,
     pos: usize,
+    /// Page chunks are checked when decoded, not when read.
+    defer_pages: bool,
 }
 
 impl Mapped {
@@ -619,6 +628,9 @@ impl Source for Mapped {
     fn skim(&mut self, len: u64, what: &str) -> Result<u32, ImageError> {
         let (start, len) = self.range(len, what)?;
         Ok(crc(&self.file.as_slice()[start..start + len]))
+    }
+    fn defers(&self, kind: SectionKind) -> bool {
+        self.defer_pages && kind == SectionKind::PAGES
     }
 }
 
@@ -775,7 +787,10 @@ fn read_from(r: &mut impl Source, keep: impl Fn(SectionKind) -> bool) -> Result<
             }
         }
         let kept = kind == SectionKind::END || keep(kind);
-        let (stored, sum) = if kept {
+        let deferred = kept && r.defers(kind);
+        let (stored, sum) = if deferred {
+            (r.take(stored_len, &what)?, u32_at(&h, 12))
+        } else if kept {
             let stored = r.take(stored_len, &what)?;
             let sum = crc(&stored);
             (stored, sum)
@@ -802,6 +817,7 @@ fn read_from(r: &mut impl Source, keep: impl Fn(SectionKind) -> bool) -> Result<
                 stored_len,
                 stored,
                 crc: sum,
+                checked: !deferred,
             });
         }
         offset += 32 + stored_len;
@@ -911,6 +927,7 @@ pub fn read_index(path: &Path, keep: impl Fn(SectionKind) -> bool) -> Result<Ima
             raw_len,
             stored_len: stored.len() as u64,
             crc: crc(&stored),
+            checked: true,
             stored: Bytes::Owned(stored),
         });
     }
@@ -925,7 +942,7 @@ pub fn read_index(path: &Path, keep: impl Fn(SectionKind) -> bool) -> Result<Ima
 
 /// Read and check an image file.
 pub fn read_file(path: &Path) -> Result<Image, ImageError> {
-    read_file_with(path, |_| true)
+    read_file_with(path, |_| true, false)
 }
 
 /// What kind of file a mode says (for messages): "a FIFO", "a directory" ...
@@ -991,6 +1008,7 @@ pub fn check_output(path: &Path) -> io::Result<()> {
 pub fn read_file_with(
     path: &Path,
     keep: impl Fn(SectionKind) -> bool,
+    defer_pages: bool,
 ) -> Result<Image, ImageError> {
     use std::os::unix::fs::MetadataExt;
     let f = open_image(path)?;
@@ -1004,6 +1022,7 @@ pub fn read_file_with(
             &mut Mapped {
                 file: std::sync::Arc::new(m),
                 pos: 0,
+                defer_pages,
             },
             keep,
         )?
@@ -1119,6 +1138,9 @@ pub fn decode_chunk_into<'a>(
 ) -> Result<&'a [u8], ImageError> {
     if s.stored.len() as u64 != s.stored_len {
         return Err(ImageError::Missing(s.kind));
+    }
+    if !s.checked && crc(&s.stored) != s.crc {
+        return Err(ImageError::Corrupt(format!("{what}: checksum mismatch")));
     }
     if s.raw_len > CHUNK_SIZE as u64 {
         return Err(ImageError::TooLarge {

@@ -193,7 +193,7 @@ fn setup(cfg: DaemonConfig) -> Result<Daemon> {
                 term,
                 record,
                 ancestors,
-            } = crate::load::load(path, true)
+            } = crate::load::load_with(path, true, opts.lazy)
                 .map_err(|e| anyhow::anyhow!("cannot resume {what}: {e}"))?;
             drop(passed);
             // Who may run this session as it was: before anything is made.

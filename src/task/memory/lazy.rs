@@ -347,14 +347,18 @@ impl Server {
     fn decode<'b>(&'b self, src: usize, i: usize, buf: &'b mut Vec<u8>) -> &'b [u8] {
         let c = &self.shared.sources[src].chunks[i];
         let what = format!("page chunk {i}");
-        if crc32fast::hash(&c.stored) != c.crc {
+        // Checked here even where the image was checked when read: the file may have
+        // changed under its mapping since.
+        if c.checked && crc32fast::hash(&c.stored) != c.crc {
             self.die(format!(
                 "the image changed while the session was being resumed from it ({what} no longer has its checksum); the session is ended"
             ));
         }
         match crate::image::decode_chunk_into(c, &what, buf) {
             Ok(d) => d,
-            Err(e) => self.die(format!("resuming the session's memory failed: {e}")),
+            Err(e) => self.die(format!(
+                "resuming the session's memory failed, the session is ended: {e}"
+            )),
         }
     }
 

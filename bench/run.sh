@@ -276,6 +276,13 @@ rm -f "$work/ck-inc.img"
 "$CRTERM" ls | awk '$1 == "ck-256" {print $2}' | xargs -r kill
 rm -f "$work/ck-256.img"
 
+# CRIU's side of the same rows (issue 14 asks for them with `CRIU=/path bench/run.sh`).
+if [ -z "${CRIU:-}" ]; then
+    row "CRIU rows" "skipped" "no CRIU on this machine (CRIU=/path/to/criu bench/run.sh)"
+else
+    row "CRIU rows" "skipped" "CRIU=$CRIU given, but crterm's bench does not drive CRIU yet"
+fi
+
 # 6. Programs at full speed between checkpoints: a shell loop and a fork+exec loop, run
 #    directly and inside a crterm session (its namespaces).
 loops='s=$(date +%s%N); i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done; m=$(date +%s%N); for i in $(seq 1 1500); do /bin/true; done; e=$(date +%s%N); echo $(( (m - s) / 1000000 )) $(( (e - m) / 1000000 ))'

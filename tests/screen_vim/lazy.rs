@@ -104,6 +104,15 @@ user_and_root! {
         ask(&env, "r", "user", &["user"]);
         env.tmux.send_keys("r", &["C-d"]);
         env.tmux.wait_text("r", "CRTERM_EXIT=0", T);
+        // Again, with the fill running while the program drops, moves, forks and reads.
+        resume_with(&env, &env.tmux, "q", (100, 30), "--lazy --name again", &image);
+        env.tmux.wait_text("q", "lazymem ready", T);
+        ask(&env, "q", "drop", &["drop"]);
+        ask(&env, "q", "move", &["move"]);
+        ask(&env, "q", "fork", &["child"]);
+        ask(&env, "q", "user", &["user"]);
+        env.tmux.send_keys("q", &["C-d"]);
+        env.tmux.wait_text("q", "CRTERM_EXIT=0", T);
         // What that checkpoint wrote is the memory as the program left it.
         resume_pane(&env, "s", 100, 30, &again);
         env.tmux.wait_text("s", "user ok", T);

@@ -29,7 +29,7 @@ use crate::image::Section;
 use std::collections::{BTreeMap, HashSet};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 const UFFD_API: u64 = 0xaa;
@@ -161,6 +161,8 @@ struct State {
     /// Where the fill goes on, and the chunks being filled now.
     cursor: (usize, u64),
     filling: HashSet<(usize, usize)>,
+    /// Runs being copied in now, taken out of `missing`: (uffd, address) → length.
+    copying: BTreeMap<(u32, u64), u64>,
 }
 
 impl State {
@@ -241,6 +243,10 @@ pub struct Server {
 
 struct Shared {
     state: Mutex<State>,
+    /// Copies are made under it shared (on every thread at once), events are read and
+    /// userfaultfds closed under it exclusive: so no copy is under way while an event
+    /// lets the program change its memory, nor into a descriptor being closed.
+    gate: RwLock<()>,
     sources: Vec<Source>,
     /// Written to wake the fault thread (a new userfaultfd, or one emptied).
     wake: OwnedFd,
@@ -258,6 +264,7 @@ impl Server {
                     adding: true,
                     ..Default::default()
                 }),
+                gate: RwLock::new(()),
                 sources,
                 wake,
                 fatal,
@@ -364,40 +371,62 @@ impl Server {
 
     /// Copy in what is missing of chunk `i` of `src`, whose bytes are `data`; false when
     /// the kernel asks to wait (an event not read yet), true when nothing of it is left.
-    fn copy_chunk(&self, st: &mut State, src: usize, i: usize, data: &[u8]) -> bool {
+    /// The runs are taken out of the missing set while they are copied (`copying`), with
+    /// the gate held shared, and what the kernel did not take is put back.
+    fn copy_chunk(&self, src: usize, i: usize, data: &[u8]) -> bool {
+        let _gate = self.shared.gate.read().unwrap_or_else(|e| e.into_inner());
         let base = self.shared.sources[src].starts[i];
         let end = base + data.len() as u64;
-        let runs: Vec<((usize, u64, u32), u64)> = st
-            .by_source
-            .range((src, base, 0)..(src, end, 0))
-            .map(|(k, a)| (*k, *a))
-            .collect();
-        for ((_, off, id), addr) in runs {
-            let Some(m) = st.remove(id, addr) else {
+        let taken: Vec<(u32, u64, Missing, i32)> = {
+            let mut st = self.lock();
+            let runs: Vec<((usize, u64, u32), u64)> = st
+                .by_source
+                .range((src, base, 0)..(src, end, 0))
+                .map(|(k, a)| (*k, *a))
+                .collect();
+            let mut taken = Vec::with_capacity(runs.len());
+            for ((_, _, id), addr) in runs {
+                if let Some(m) = st.remove(id, addr) {
+                    st.copying.insert((id, addr), m.len);
+                    taken.push((id, addr, m, st.uffds[&id].fd.as_raw_fd()));
+                }
+            }
+            taken
+        };
+        let mut left: Vec<(u32, u64, Missing)> = Vec::new();
+        for &(id, addr, m, fd) in &taken {
+            if !left.is_empty() {
+                left.push((id, addr, m));
                 continue;
-            };
-            let fd = &st.uffds[&id].fd;
-            let bytes = &data[(off - base) as usize..(off - base + m.len) as usize];
+            }
+            let bytes = &data[(m.off - base) as usize..(m.off - base + m.len) as usize];
+            // SAFETY: the descriptor stays open while the gate is held shared.
+            let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
             match copy(fd, addr, bytes) {
                 Ok(None) => {}
-                Ok(Some(done)) => {
-                    st.insert(
-                        id,
-                        addr + done,
-                        Missing {
-                            len: m.len - done,
-                            off: m.off + done,
-                            ..m
-                        },
-                    );
-                    return false;
-                }
+                Ok(Some(done)) => left.push((
+                    id,
+                    addr + done,
+                    Missing {
+                        len: m.len - done,
+                        off: m.off + done,
+                        ..m
+                    },
+                )),
                 Err(e) => self.die(format!(
                     "resuming the session's memory failed: copying into {addr:#x}: {e}"
                 )),
             }
         }
-        true
+        let mut st = self.lock();
+        for (id, addr, _, _) in taken {
+            st.copying.remove(&(id, addr));
+        }
+        let done = left.is_empty();
+        for (id, addr, m) in left {
+            st.insert(id, addr, m);
+        }
+        done
     }
 
     /// The fault thread: read every userfaultfd's messages, follow the events, answer the
@@ -408,6 +437,7 @@ impl Server {
         let mut waiting: Vec<(u32, u64)> = Vec::new();
         loop {
             let fds: Vec<(u32, i32)> = {
+                let _gate = self.shared.gate.write().unwrap_or_else(|e| e.into_inner());
                 let mut st = self.lock();
                 let empty: Vec<u32> = st
                     .uffds
@@ -451,17 +481,20 @@ impl Server {
             }
             let mut eight = [0u8; 8];
             let _ = crate::sys::read(std::os::fd::AsFd::as_fd(&self.shared.wake), &mut eight);
-            let mut st = self.lock();
-            for (k, &(id, _)) in fds.iter().enumerate() {
-                if polled[k].revents != 0 {
-                    self.read_events(&mut st, id, &mut waiting);
+            {
+                let _gate = self.shared.gate.write().unwrap_or_else(|e| e.into_inner());
+                let mut st = self.lock();
+                for (k, &(id, _)) in fds.iter().enumerate() {
+                    if polled[k].revents != 0 {
+                        self.read_events(&mut st, id, &mut waiting);
+                    }
                 }
             }
             // Answer the faults; one the kernel makes wait (an event not read yet) is
             // answered at the next round, after the events are read.
             let faults = std::mem::take(&mut waiting);
             for (id, addr) in faults {
-                if !self.answer(&mut st, id, addr, &mut cache, &mut buf) {
+                if !self.answer(id, addr, &mut cache, &mut buf) {
                     waiting.push((id, addr));
                 }
             }
@@ -526,13 +559,14 @@ impl Server {
     /// the zero page where no image holds it; false when the kernel asks to wait.
     fn answer(
         &self,
-        st: &mut State,
         id: u32,
         addr: u64,
         cache: &mut Option<(usize, usize)>,
         buf: &mut Vec<u8>,
     ) -> bool {
         let page = addr & !(PAGE - 1);
+        let gate = self.shared.gate.read().unwrap_or_else(|e| e.into_inner());
+        let st = self.lock();
         let Some(u) = st.uffds.get(&id) else {
             return true;
         };
@@ -542,7 +576,16 @@ impl Server {
             .next_back()
             .filter(|(a, m)| **a + m.len > page)
             .map(|(a, m)| (m.src, m.off + (page - a)));
+        // Being copied in by another thread: its copy wakes the faulting thread.
+        let copying = st
+            .copying
+            .range((id, 0)..=(id, page))
+            .next_back()
+            .is_some_and(|(&(_, a), &len)| a + len > page);
+        let fd = u.fd.as_raw_fd();
+        drop(st);
         if let Some((src, off)) = hit {
+            drop(gate);
             let (i, _, _) = self.shared.sources[src]
                 .chunk_of(off)
                 .expect("runs are within chunks");
@@ -560,9 +603,14 @@ impl Server {
                 }
                 &buf[..c.raw_len as usize]
             };
-            return self.copy_chunk(st, src, i, data);
+            return self.copy_chunk(src, i, data);
         }
-        match zeropage(&u.fd, page) {
+        if copying {
+            return true;
+        }
+        // SAFETY: the descriptor stays open while the gate is held shared.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        match zeropage(fd, page) {
             Ok(true) => true,
             Ok(false) => false,
             Err(e) => self.die(format!(
@@ -613,15 +661,10 @@ impl Server {
                 continue;
             };
             let data = self.decode(src, i, &mut buf);
-            loop {
-                let mut st = self.lock();
-                if self.copy_chunk(&mut st, src, i, data) {
-                    st.filling.remove(&(src, i));
-                    break;
-                }
-                drop(st);
+            while !self.copy_chunk(src, i, data) {
                 std::thread::sleep(Duration::from_micros(200));
             }
+            self.lock().filling.remove(&(src, i));
             self.poke();
         }
     }
@@ -630,7 +673,7 @@ impl Server {
 /// Copy `bytes` to `addr`: None when done (pages that are there already, or whose
 /// mapping is gone, are passed over), Some(done) when the kernel asks to wait after
 /// `done` bytes.
-fn copy(fd: &OwnedFd, addr: u64, bytes: &[u8]) -> io::Result<Option<u64>> {
+fn copy(fd: std::os::fd::BorrowedFd, addr: u64, bytes: &[u8]) -> io::Result<Option<u64>> {
     let mut done = 0u64;
     let len = bytes.len() as u64;
     while done < len {
@@ -668,7 +711,7 @@ fn copy(fd: &OwnedFd, addr: u64, bytes: &[u8]) -> io::Result<Option<u64>> {
 
 /// The zero page at `page`: true when the fault is answered, false when the kernel asks
 /// to wait.
-fn zeropage(fd: &OwnedFd, page: u64) -> io::Result<bool> {
+fn zeropage(fd: std::os::fd::BorrowedFd, page: u64) -> io::Result<bool> {
     let mut arg = [page, PAGE, 0, 0];
     let r = unsafe { libc::ioctl(fd.as_raw_fd(), UFFDIO_ZEROPAGE as _, arg.as_mut_ptr()) };
     if r == 0 {
@@ -684,7 +727,7 @@ fn zeropage(fd: &OwnedFd, page: u64) -> io::Result<bool> {
     }
 }
 
-fn wake(fd: &OwnedFd, start: u64, len: u64) {
+fn wake(fd: std::os::fd::BorrowedFd, start: u64, len: u64) {
     let mut range = [start, len];
     let _ = unsafe { libc::ioctl(fd.as_raw_fd(), UFFDIO_WAKE as _, range.as_mut_ptr()) };
 }

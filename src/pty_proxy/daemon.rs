@@ -818,10 +818,15 @@ impl Daemon {
         if let Some(mut c) = self.checkpoint.take() {
             c.hold.abort();
         }
+        // A session its init ended on purpose says why, as the client's one line.
+        let why = self.world.last_word();
         for c in &mut self.conns {
             c.release_terminal();
             if c.attached {
-                c.send(&ToClient::Exit(code));
+                c.send(&match &why {
+                    Some(why) => ToClient::Refused(why.clone()),
+                    None => ToClient::Exit(code),
+                });
             }
             let _ = c.stream.set_nonblocking(false);
             let _ = c

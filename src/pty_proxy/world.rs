@@ -35,6 +35,27 @@ pub struct World {
 }
 
 impl World {
+    /// Why the init ended the session, if it said so (a lazy resume whose serving failed
+    /// after the session ran): what it left on the control channel.
+    pub fn last_word(&self) -> Option<String> {
+        let mut fds = [libc::pollfd {
+            fd: self.control.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        while sys::poll(&mut fds, 0).unwrap_or(0) > 0 && fds[0].revents & libc::POLLIN != 0 {
+            let mut buf = [0u8; 4096];
+            let n = sys::read(self.control.as_fd(), &mut buf)
+                .ok()
+                .filter(|&n| n > 0)?;
+            let said = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if let Some(why) = said.strip_prefix("err ") {
+                return Some(why.to_string());
+            }
+        }
+        None
+    }
+
     /// Wait up to `limit` for a lazy resume's memory to be all in (a checkpoint reads all
     /// of it, and a mapping still registered for missing pages looks like a program's
     /// own userfaultfd).

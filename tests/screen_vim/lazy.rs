@@ -148,7 +148,12 @@ fn a_lazy_resume_whose_image_changes_under_it_ends_the_whole_session() {
         f.write_all(&[0x55; 4096]).unwrap();
     }
     std::fs::write(&hooks, "").unwrap();
-    env.tmux.wait_text("r", "CRTERM_EXIT=", T);
+    let screen = env.tmux.wait_text("r", "CRTERM_EXIT=", T);
+    assert!(
+        screen.contains("crterm: resume failed: the image is damaged or was changed"),
+        "{screen}"
+    );
+    assert!(screen.contains("CRTERM_EXIT=1"), "{screen}");
     for p in procs {
         wait_for(&format!("process {p} to end"), T, || {
             (!std::path::Path::new(&format!("/proc/{p}")).exists()).then_some(())

@@ -354,18 +354,20 @@ impl Server {
     fn decode<'b>(&'b self, src: usize, i: usize, buf: &'b mut Vec<u8>) -> &'b [u8] {
         let c = &self.shared.sources[src].chunks[i];
         let what = format!("page chunk {i}");
-        // Checked here even where the image was checked when read: the file may have
-        // changed under its mapping since.
-        if c.checked && crc32fast::hash(&c.stored) != c.crc {
+        let bad = |why: String| -> ! {
             self.die(format!(
-                "the image changed while the session was being resumed from it ({what} no longer has its checksum); the session is ended"
-            ));
+                "the image is damaged or was changed while the session was resumed from it ({why}); the session is ended"
+            ))
+        };
+        // Checked here even where the image was checked when read: the file may have
+        // changed under its mapping since (one not checked then is checked in decoding).
+        if c.checked && crc32fast::hash(&c.stored) != c.crc {
+            bad(format!("{what}: checksum mismatch"));
         }
         match crate::image::decode_chunk_into(c, &what, buf) {
             Ok(d) => d,
-            Err(e) => self.die(format!(
-                "resuming the session's memory failed, the session is ended: {e}"
-            )),
+            Err(crate::image::ImageError::Corrupt(why)) => bad(why),
+            Err(e) => bad(e.to_string()),
         }
     }
 

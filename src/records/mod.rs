@@ -241,6 +241,16 @@ impl ProcessRecord {
 }
 
 impl SessionRecord {
+    /// Every pid the image's processes need in the session's pid namespace: their pids,
+    /// their threads', and their groups' and sessions' (whose leaders may be gone).
+    pub fn ids_in_use(&self) -> impl Iterator<Item = i32> + '_ {
+        self.processes.iter().flat_map(|p| {
+            [p.pid, p.pgid, p.sid]
+                .into_iter()
+                .chain(p.threads.iter().map(|t| t.tid))
+        })
+    }
+
     /// The XSAVE components the session's register state needs: those any thread holds
     /// in a state other than their initial one (its XSTATE_BV) and the dynamic ones (AMX
     /// tile data) any process was permitted to use. PKRU is left out: the kernel gives

@@ -199,16 +199,7 @@ pub fn restore(
 /// namespace, which a process of the image may need (`ns_last_pid`, which acts on the
 /// writer's own pid namespace).
 fn threads_past_pids(record: &SessionRecord) -> Result<(), String> {
-    let highest = record
-        .processes
-        .iter()
-        .flat_map(|p| {
-            [p.pid, p.pgid, p.sid]
-                .into_iter()
-                .chain(p.threads.iter().map(|t| t.tid))
-        })
-        .max()
-        .unwrap_or(1);
+    let highest = record.ids_in_use().max().unwrap_or(1);
     std::fs::write("/proc/sys/kernel/ns_last_pid", highest.to_string())
         .map_err(|e| format!("cannot keep the server's threads off the session's pids ({e})"))
 }

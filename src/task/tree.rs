@@ -384,13 +384,7 @@ impl<'a> Restorer<'a> {
                 // take pids for a moment: then the next.
                 let used: BTreeSet<i32> = self
                     .record
-                    .processes
-                    .iter()
-                    .flat_map(|p| {
-                        [p.pid, p.pgid, p.sid]
-                            .into_iter()
-                            .chain(p.threads.iter().map(|t| t.tid))
-                    })
+                    .ids_in_use()
                     .chain(helpers.iter().map(|h| h.pid))
                     .collect();
                 let mut pid = used.last().copied().unwrap_or(1);

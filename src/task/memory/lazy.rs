@@ -10,8 +10,9 @@
 //! events, each of which holds the program until the server has read it: a fork gives the
 //! server the child's userfaultfd, with what is still missing in the parent then missing
 //! in the child; mremap moves what is missing; munmap and madvise(DONTNEED) drop it (the
-//! program sees zeros there, as it would have). Copies are made under the state's lock
-//! and events read under it, so a copy never lands after the program dropped the range.
+//! program sees zeros there, as it would have). Copies are made with a gate held shared
+//! (on every serving thread at once) and events read with it held exclusive, so a copy
+//! never lands after the program dropped the range.
 //! When a userfaultfd has nothing missing left it is closed, which ends its registrations.
 //!
 //! Only a userfaultfd that takes faults from inside the kernel will do: a `read()` into a
@@ -166,6 +167,20 @@ struct State {
 }
 
 impl State {
+    /// Serve `fd` too, with nothing missing yet; its id.
+    fn new_uffd(&mut self, fd: OwnedFd) -> u32 {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.uffds.insert(
+            id,
+            Uffd {
+                fd,
+                missing: BTreeMap::new(),
+            },
+        );
+        id
+    }
+
     fn insert(&mut self, id: u32, addr: u64, m: Missing) {
         if m.len == 0 {
             return;
@@ -278,19 +293,11 @@ impl Server {
         Ok(server)
     }
 
-    /// Serve `fd` (registered in process `pid`): `runs` (address, length, source, offset)
-    /// are what is missing there and where it is.
+    /// Serve `fd` (a process's userfaultfd, its ranges registered): `runs` (address,
+    /// length, source, offset) are what is missing there and where it is.
     pub fn add(&self, fd: OwnedFd, runs: &[(u64, u64, usize, u64)]) -> Result<(), String> {
         let mut st = self.lock();
-        let id = st.next_id;
-        st.next_id += 1;
-        st.uffds.insert(
-            id,
-            Uffd {
-                fd,
-                missing: BTreeMap::new(),
-            },
-        );
+        let id = st.new_uffd(fd);
         for &(mut addr, mut len, src, mut off) in runs {
             let source = self
                 .shared
@@ -321,16 +328,6 @@ impl Server {
                 .spawn(move || s.fill_loop());
         }
         self.poke();
-    }
-
-    /// How many bytes are still missing.
-    pub fn missing(&self) -> u64 {
-        let st = self.lock();
-        st.uffds
-            .values()
-            .flat_map(|u| u.missing.values())
-            .map(|m| m.len)
-            .sum()
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -529,15 +526,7 @@ impl Server {
                         let ufd = u32::from_ne_bytes(msg[8..12].try_into().unwrap()) as i32;
                         // SAFETY: the kernel installed it in our table for us.
                         let fd = unsafe { OwnedFd::from_raw_fd(ufd) };
-                        let child = st.next_id;
-                        st.next_id += 1;
-                        st.uffds.insert(
-                            child,
-                            Uffd {
-                                fd,
-                                missing: BTreeMap::new(),
-                            },
-                        );
+                        let child = st.new_uffd(fd);
                         let parent: Vec<(u64, Missing)> = st.uffds[&id]
                             .missing
                             .iter()

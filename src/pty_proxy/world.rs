@@ -35,20 +35,27 @@ pub struct World {
 }
 
 impl World {
-    /// Why the init ended the session, if it said so (a lazy resume whose serving failed
-    /// after the session ran): what it left on the control channel.
-    pub fn last_word(&self) -> Option<String> {
+    /// The next message the init left on the control channel, waiting up to `ms`.
+    fn control_message(&self, ms: i32) -> Option<String> {
         let mut fds = [libc::pollfd {
             fd: self.control.as_raw_fd(),
             events: libc::POLLIN,
             revents: 0,
         }];
-        while sys::poll(&mut fds, 0).unwrap_or(0) > 0 && fds[0].revents & libc::POLLIN != 0 {
-            let mut buf = [0u8; 4096];
-            let n = sys::read(self.control.as_fd(), &mut buf)
-                .ok()
-                .filter(|&n| n > 0)?;
-            let said = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if sys::poll(&mut fds, ms).unwrap_or(0) == 0 || fds[0].revents & libc::POLLIN == 0 {
+            return None;
+        }
+        let mut buf = [0u8; 4096];
+        let n = sys::read(self.control.as_fd(), &mut buf)
+            .ok()
+            .filter(|&n| n > 0)?;
+        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+    }
+
+    /// Why the init ended the session, if it said so (a lazy resume whose serving failed
+    /// after the session ran): what it left on the control channel.
+    pub fn last_word(&self) -> Option<String> {
+        while let Some(said) = self.control_message(0) {
             if let Some(why) = said.strip_prefix("err ") {
                 return Some(why.to_string());
             }
@@ -63,20 +70,12 @@ impl World {
         if !self.filling {
             return Ok(());
         }
-        let mut fds = [libc::pollfd {
-            fd: self.control.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        }];
         let start = std::time::Instant::now();
         while start.elapsed() < limit {
             let left = limit.saturating_sub(start.elapsed()).as_millis() as i32;
-            if sys::poll(&mut fds, left.max(1)).unwrap_or(0) == 0 {
+            let Some(said) = self.control_message(left.max(1)) else {
                 continue;
-            }
-            let mut buf = [0u8; 4096];
-            let n = sys::read(self.control.as_fd(), &mut buf).unwrap_or(0);
-            let said = String::from_utf8_lossy(&buf[..n]).into_owned();
+            };
             if said == "filled" {
                 self.filling = false;
                 return Ok(());

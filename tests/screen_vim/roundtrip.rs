@@ -1006,16 +1006,8 @@ fn a_stream_of_queued_signals_in_flight_loses_none_and_repeats_none() {
 /// An environment whose checkpoints wait a moment between seizing each thread and
 /// stopping it (the `slow seize` test hook; emptying the file it returns turns that off).
 fn slow_seize() -> (Env, PathBuf) {
-    let mut env = Env::unprivileged();
-    let hooks = env.dir.path().join("hooks");
+    let (env, hooks) = super::faults::env_with_hooks();
     std::fs::write(&hooks, "slow seize").unwrap();
-    let _ = std::process::Command::new("chmod")
-        .arg("644")
-        .arg(&hooks)
-        .output();
-    env.tmux
-        .env
-        .push(("CRTERM_TEST_HOOKS".into(), hooks.display().to_string()));
     (env, hooks)
 }
 

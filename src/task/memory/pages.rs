@@ -708,32 +708,46 @@ impl Restorer<'_> {
 }
 
 /// The parts of [start, end) outside `ranges` ([start, end) pairs in address order, not
-/// overlapping), in order.
-pub(crate) fn outside(ranges: &[(u64, u64)], start: u64, end: u64) -> Vec<(u64, u64)> {
-    let mut out = Vec::new();
+/// overlapping), in order. No allocation: it runs for every run an eager resume writes.
+pub(crate) fn outside(
+    ranges: &[(u64, u64)],
+    start: u64,
+    end: u64,
+) -> impl Iterator<Item = (u64, u64)> + '_ {
     let mut at = start;
-    for &(s, e) in ranges {
-        if e <= at || s >= end {
-            continue;
+    let mut rest = ranges.iter();
+    std::iter::from_fn(move || {
+        while at < end {
+            match rest.next() {
+                Some(&(s, e)) if e <= at || s >= end => {}
+                Some(&(s, e)) => {
+                    let gap = (at, s);
+                    at = at.max(e);
+                    if gap.0 < gap.1 {
+                        return Some(gap);
+                    }
+                }
+                None => {
+                    let last = (at, end);
+                    at = end;
+                    return Some(last);
+                }
+            }
         }
-        if s > at {
-            out.push((at, s));
-        }
-        at = at.max(e);
-    }
-    if at < end {
-        out.push((at, end));
-    }
-    out
+        None
+    })
 }
 
 /// The parts of [start, end) inside `ranges` (as for `outside`), in order.
-pub(crate) fn inside(ranges: &[(u64, u64)], start: u64, end: u64) -> Vec<(u64, u64)> {
+pub(crate) fn inside(
+    ranges: &[(u64, u64)],
+    start: u64,
+    end: u64,
+) -> impl Iterator<Item = (u64, u64)> + '_ {
     ranges
         .iter()
-        .map(|&(s, e)| (s.max(start), e.min(end)))
+        .map(move |&(s, e)| (s.max(start), e.min(end)))
         .filter(|(s, e)| s < e)
-        .collect()
 }
 
 impl Restorer<'_> {
@@ -893,6 +907,23 @@ fn split(want: &[(u64, u64)], have: &[(u64, u64, u64)]) -> (Covered, Vec<(u64, u
 
 #[cfg(test)]
 mod split_tests {
+    use super::{inside, outside};
+
+    #[test]
+    fn outside_and_inside_cut_a_range_by_others() {
+        let ranges = [(0x2000, 0x3000), (0x5000, 0x6000), (0x9000, 0xa000)];
+        let out: Vec<_> = outside(&ranges, 0x1000, 0x8000).collect();
+        assert_eq!(
+            out,
+            vec![(0x1000, 0x2000), (0x3000, 0x5000), (0x6000, 0x8000)]
+        );
+        let within: Vec<_> = inside(&ranges, 0x1000, 0x8000).collect();
+        assert_eq!(within, vec![(0x2000, 0x3000), (0x5000, 0x6000)]);
+        assert_eq!(outside(&[], 7, 9).collect::<Vec<_>>(), vec![(7, 9)]);
+        assert_eq!(outside(&[(0, 10)], 2, 5).count(), 0);
+        assert_eq!(outside(&[(2, 5)], 2, 5).count(), 0);
+    }
+
     #[test]
     fn split_finds_the_covered_parts_and_the_rest() {
         let have = [(10, 20, 100), (30, 40, 200)];

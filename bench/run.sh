@@ -96,19 +96,24 @@ row "resident memory, daemon, 10000 lines kept" "$(rss "$daemon_full") KiB" "100
 python3 -c 'import mmap
 m = mmap.mmap(-1, 6 << 30)
 for i in range(0, 6 << 30, 4096): m[i] = 1'
-ckpt_row() { # label session-name ready-text [end]; median of three checkpoints
-    local label=$1 name=$2 ready=$3 out walls=() frozens=() s e
+ckpt_row() { # label session-name ready-text [end [precopy]]; median of three checkpoints
+    local label=$1 name=$2 ready=$3 precopy=${5:-auto} out walls=() frozens=() arms=() s e
     for _ in $(seq 1 300); do tm capture-pane -p -t "$name" | grep -q "$ready" && break; sleep 0.1; done
     sleep 0.5
     for _ in 1 2 3; do
         # The previous image's writeback must not slow this one down.
         rm -f "$work/$name.img"; sync
         s=$(date +%s%N)
-        out=$("$CRTERM" checkpoint "$name" --full -o "$work/$name.img")
+        out=$("$CRTERM" checkpoint "$name" --full --precopy "$precopy" -o "$work/$name.img")
         e=$(date +%s%N)
         walls+=("$(( (e - s) / 1000000 ))")
         frozens+=("$(sed -n 's/.*frozen \([0-9]*\) ms.*/\1/p' <<<"$out")")
+        # A pre-copy freezes the session twice: a moment to start tracking its writes,
+        # then for what it wrote meanwhile and the rest of its state.
+        arms+=("$(sed -n 's/.*and \([0-9]*\) ms before the pre-copy.*/\1/p' <<<"$out")")
     done
+    local arm=""
+    [ -n "${arms[0]}" ] && arm=" (pre-copy; and $(median3 "${arms[@]}") ms frozen before it to start tracking writes)"
     local size=$(( $(stat -c %s "$work/$name.img") / 1024 ))
     # Of it, the carried programs, libraries and open files (what a machine without them
     # needs); the rest is memory, registers and the like.
@@ -119,7 +124,7 @@ ckpt_row() { # label session-name ready-text [end]; median of three checkpoints
         "$CRTERM" ls | awk -v n="$name" '$1 == n {print $2}' | xargs -r kill
         sleep 0.5
     fi
-    row "checkpoint: $label" "$(median3 "${walls[@]}") ms" "frozen $(median3 "${frozens[@]}") ms, image ${size} KiB, $(( size - files )) KiB without its ${files} KiB of files (medians of 3)"
+    row "checkpoint: $label" "$(median3 "${walls[@]}") ms" "frozen $(median3 "${frozens[@]}") ms${arm}, image ${size} KiB, $(( size - files )) KiB without its ${files} KiB of files (medians of 3)"
     # Resume the last image three times (the image in page cache), each in a new pane,
     # until the ready text is on the screen again.
     local resumes=() r
@@ -241,6 +246,19 @@ lazy_rows() { # label session-name ready-text
 big_row() { # label name random-MiB pattern-MiB
     tm new-session -d -s "$2" -x 100 -y 30 "$CRTERM start --name $2 -- python3 -c 'import os,time; a = os.urandom($3 << 20); b = b\"pattern \" * ($4 << 17); print(\"RE\" \"ADY\", flush=True); time.sleep(100000)'"
     ckpt_row "$1" "$2" "^READY"
+    # The same without the pre-copy: everything read while frozen.
+    if [ "$2" = ck-2g ]; then
+        local walls=() frozens=() out s e
+        for _ in 1 2 3; do
+            rm -f "$work/$2.img"; sync
+            s=$(date +%s%N)
+            out=$("$CRTERM" checkpoint "$2" --full --precopy never -o "$work/$2.img")
+            e=$(date +%s%N)
+            walls+=("$(( (e - s) / 1000000 ))")
+            frozens+=("$(sed -n 's/.*frozen \([0-9]*\) ms.*/\1/p' <<<"$out")")
+        done
+        row "checkpoint: $1, no pre-copy" "$(median3 "${walls[@]}") ms" "frozen $(median3 "${frozens[@]}") ms (medians of 3)"
+    fi
     # The memory a resume writes, over the time to the screen back (an eager resume).
     local bytes
     bytes=$("$CRTERM" info --json "$work/$2.img" | python3 -c 'import json, sys; print(json.load(sys.stdin)["session"]["memory_bytes"])')

@@ -76,6 +76,12 @@ enum Cmd {
         /// written and the files changed since, and refers to that image for the rest.
         #[arg(long)]
         full: bool,
+        /// `auto` (default): for a session holding 64 MiB or more in memory, copy its
+        /// memory while it runs, then freeze it only to copy what it wrote meanwhile
+        /// (a full checkpoint; an incremental one copies only what was written since its
+        /// parent, while frozen); `always`; `never`.
+        #[arg(long, value_parser = ["auto", "always", "never"], default_value = "auto")]
+        precopy: String,
     },
     /// Bring a checkpointed session back in this terminal.
     Resume {
@@ -239,6 +245,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             wait_connections,
             carry_files,
             full,
+            precopy,
         } => checkpoint(
             &name,
             output,
@@ -248,6 +255,11 @@ pub fn run(cli: Cli) -> Result<i32> {
                 wait: wait_connections,
                 carry_files,
                 full,
+                precopy: match precopy.as_str() {
+                    "always" => Some(true),
+                    "never" => Some(false),
+                    _ => None,
+                },
             },
         ),
         Cmd::Daemon {

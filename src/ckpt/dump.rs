@@ -9,10 +9,29 @@
 use crate::image::{CHUNK_SIZE, ImageWriter, SectionKind};
 use crate::records::*;
 use crate::sys;
-use crate::task::memory::pages::PageStream;
+use crate::task::memory::pages::{self, PageStream, Unwritten};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::io::{self, Write};
 use std::os::fd::AsFd;
+
+/// What the daemon sends the dump process, in this order: maybe a `PreCopy` (the dump
+/// says `precopied` when it is done), then the `Dump`. Each is a little-endian u64 of its
+/// length, then its postcard encoding.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ToDumper {
+    /// Read what these processes hold in memory now, while the session runs.
+    PreCopy(Vec<PreCopyProcess>),
+    Dump(Box<DumpOrder>),
+}
+
+/// What a pre-copy reads of one process: its ranges registered for write tracking that
+/// it may read, as (start, end, anonymous).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PreCopyProcess {
+    pub host: i32,
+    pub ranges: Vec<(u64, u64, bool)>,
+}
 
 /// What the daemon hands the dump process once the session is frozen and its state read.
 #[derive(Debug, Serialize, Deserialize)]
@@ -28,6 +47,10 @@ pub struct DumpOrder {
     pub carry_files: u64,
     /// An incremental image: made after this parent.
     pub incremental: Option<Incremental>,
+    /// By live process (as `hosts`): whether its memory has been tracked since the moment
+    /// that matters (the parent image was made, or the pre-copy began): only then are the
+    /// pages it did not write since taken from there.
+    pub tracked: Vec<bool>,
 }
 
 /// What an incremental checkpoint knows of its parent image.
@@ -37,9 +60,6 @@ pub struct Incremental {
     /// The carried files of the parent's record: their contents are in its chain, and
     /// their copies say which files (device, inode, size, times) have them.
     pub files: Vec<CarriedFile>,
-    /// By live process (as `hosts`): whether its memory has been tracked since the parent
-    /// was made (only then are the pages it did not write taken as the parent's).
-    pub tracked: Vec<bool>,
 }
 
 /// What a dump wrote.
@@ -47,6 +67,17 @@ pub struct DumpSummary {
     pub processes: usize,
     pub threads: usize,
     pub memory_bytes: u64,
+    /// With a pre-copy: the bytes it read, and those of them written again before the
+    /// freeze (unused in the image).
+    pub precopied: Option<(u64, u64)>,
+}
+
+/// What the dump process tells the daemon on the way (`dumper`).
+pub enum Step {
+    /// The pre-copy is done.
+    PreCopied,
+    /// Nothing more is read from the frozen processes.
+    Read,
 }
 
 /// The content hash of every regular file the session holds open (small enough), read
@@ -346,54 +377,84 @@ fn read_full(file: &mut std::fs::File, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n)
 }
 
-/// Write the image of the session in `order` into `w`: the terminal model, the page data
+/// Write the image of the session into `w`, as the daemon orders (`next`: its next
+/// message). With a `PreCopy` first, the memory of the running session is read, and
+/// `steps` told `PreCopied`. Then the `Dump` order: the page data of the frozen session
 /// (one stream, the runs of `page_runs` one after another, cut into chunks of
 /// `CHUNK_SIZE`, compressed and written while they are read, at most `budget` bytes of
-/// buffers), the content of the files the session maps or holds open, the record.
-/// `frozen_part_done` is called once nothing more is read from the frozen processes (their
-/// pages, and the descriptors of open files to carry): the daemon lets them go on then,
-/// and the rest is written meanwhile.
+/// buffers), the terminal model, the content of the files the session maps or holds
+/// open, the record. `steps` is told `Read` once nothing more is read from the frozen
+/// processes (their pages, and the descriptors of open files to carry): the daemon lets
+/// them go on then, and the rest is written meanwhile.
 pub fn write_image<W: Write + Send>(
     w: &mut ImageWriter<W>,
-    order: DumpOrder,
+    mut next: impl FnMut() -> io::Result<ToDumper>,
     budget: usize,
-    frozen_part_done: impl FnOnce(),
+    mut steps: impl FnMut(Step),
 ) -> io::Result<DumpSummary> {
-    w.meta_raw(SectionKind::TERM_MODEL, &order.model)?;
-    let DumpOrder {
-        mut record,
-        hosts,
-        carry_files: carry_limit,
-        incremental,
-        ..
-    } = order;
-    let tracked = |i: usize| {
-        incremental
-            .as_ref()
-            .is_some_and(|inc| inc.tracked.get(i) == Some(&true))
-    };
+    type Ranges = HashMap<i32, Vec<(u64, u64)>>;
+    let mut rest = None;
     let mut parent_runs = Vec::new();
-    let first_live = record
-        .processes
-        .len()
-        .checked_sub(hosts.len())
-        .ok_or_else(|| io::Error::other("the order names more processes than its record"))?;
-    let mut deleted = Vec::new();
-    let mut record_runs = std::mem::take(&mut record.page_runs);
+    let mut precopied = None;
     w.pipeline(SectionKind::PAGES, budget, |feed| {
-        let mut pages = PageStream::new(feed)?;
+        let mut stream = PageStream::new(feed)?;
+        // The pre-copy's runs (under host pids), and what it read of each process.
+        let mut early: Vec<PageRun> = Vec::new();
+        let mut covered: Option<Ranges> = None;
+        let order = match next()? {
+            ToDumper::PreCopy(procs) => {
+                let mut read = Ranges::default();
+                for p in &procs {
+                    read.insert(p.host, stream.precopy(feed, p.host, &p.ranges, &mut early)?);
+                    super::hooks::die_at("precopy");
+                }
+                covered = Some(read);
+                steps(Step::PreCopied);
+                match next()? {
+                    ToDumper::Dump(d) => d,
+                    ToDumper::PreCopy(_) => return Err(io::Error::other("a second pre-copy")),
+                }
+            }
+            ToDumper::Dump(d) => d,
+        };
+        super::hooks::die_at("order");
+        let DumpOrder {
+            mut record,
+            hosts,
+            model,
+            carry_files,
+            incremental,
+            tracked,
+        } = *order;
+        let first_live = record
+            .processes
+            .len()
+            .checked_sub(hosts.len())
+            .ok_or_else(|| io::Error::other("the order names more processes than its record"))?;
+        let mut runs = std::mem::take(&mut record.page_runs);
         let live = &record.processes[first_live..];
         let mut found = Vec::with_capacity(live.len());
-        for (&pid, rec) in hosts.iter().zip(live) {
+        // What the freeze found unwritten where the pre-copy read it, by host pid.
+        let mut kept = Ranges::default();
+        for (i, (&pid, rec)) in hosts.iter().zip(live).enumerate() {
             // Its parent, when the session holds it: pages shared with it since a fork
             // are saved once, in the parent's.
             let parent = live
                 .iter()
                 .position(|q| q.pid == rec.ppid)
                 .map(|i| (hosts[i], &live[i]));
-            let i = found.len();
-            let from_parent = tracked(i).then_some(&mut parent_runs);
-            found.push(pages.process(feed, pid, rec, parent, &mut record_runs, from_parent)?);
+            let mut mine = Vec::new();
+            let unwritten = match (tracked.get(i) == Some(&true), &covered) {
+                (false, _) => Unwritten::Read,
+                (true, Some(c)) => Unwritten::PreCopied {
+                    covered: c.get(&pid).map_or(&[], |c| &c[..]),
+                    kept: &mut mine,
+                },
+                (true, None) if incremental.is_some() => Unwritten::Parent(&mut parent_runs),
+                (true, None) => Unwritten::Read,
+            };
+            found.push(stream.process(feed, pid, rec, parent, &mut runs, unwritten)?);
+            kept.insert(pid, mine);
         }
         for (p, found) in record.processes[first_live..].iter_mut().zip(found) {
             p.inherited = found.inherited;
@@ -401,14 +462,26 @@ pub fn write_image<W: Write + Send>(
                 p.maps[i].file_end = Some(end);
             }
         }
-        record.page_runs = record_runs;
-        deleted = open_files_to_carry(&record, &hosts, carry_limit)?;
-        frozen_part_done();
+        if covered.is_some() {
+            let ns_pid: HashMap<i32, i32> = hosts
+                .iter()
+                .zip(&record.processes[first_live..])
+                .map(|(&h, p)| (h, p.pid))
+                .collect();
+            let (all, unused) = precopied_runs(&early, &kept, &ns_pid, &mut runs);
+            precopied = Some((all, unused));
+        }
+        record.page_runs = runs;
+        let deleted = open_files_to_carry(&record, &hosts, carry_files)?;
+        steps(Step::Read);
+        rest = Some((record, deleted, model, incremental));
         // The last chunk is compressed after the session goes on: a small session (vim)
         // is then not frozen for any compression at all.
-        pages.finish(feed)
+        stream.finish(feed)
     })?;
-    // The session runs again: the files are read now.
+    let (mut record, deleted, model, incremental) = rest.expect("the pipeline read the order");
+    // The session runs again: the rest is written now.
+    w.meta_raw(SectionKind::TERM_MODEL, &model)?;
     hash_open_files(&mut record);
     let parent_files = incremental.as_ref().map_or(&[][..], |i| &i.files[..]);
     carry_files(w, &mut record, deleted, parent_files, budget)?;
@@ -436,5 +509,54 @@ pub fn write_image<W: Write + Send>(
         processes: record.processes.len(),
         threads: record.threads(),
         memory_bytes: record.memory_bytes(),
+        precopied,
     })
+}
+
+/// The runs of the page stream once a pre-copy's (`early`, under host pids; their bytes
+/// came first) are settled: each part the freeze found unwritten (`kept`, by host pid)
+/// given to its process by its session pid (`ns_pid`), the rest unused; then the
+/// freeze's own `runs`, which this replaces. Returned: the bytes the pre-copy read, and
+/// those of them unused.
+fn precopied_runs(
+    early: &[PageRun],
+    kept: &HashMap<i32, Vec<(u64, u64)>>,
+    ns_pid: &HashMap<i32, i32>,
+    runs: &mut Vec<PageRun>,
+) -> (u64, u64) {
+    let mut out: Vec<PageRun> = Vec::with_capacity(early.len() + runs.len());
+    let (mut all, mut unused) = (0u64, 0u64);
+    for r in early {
+        all += r.len;
+        let theirs = kept.get(&r.pid).map_or(&[][..], |k| &k[..]);
+        for (s, e, keep) in pages::cut(theirs, r.addr, r.addr + r.len) {
+            let run = match (keep, ns_pid.get(&r.pid)) {
+                (true, Some(&pid)) => PageRun {
+                    pid,
+                    addr: s,
+                    len: e - s,
+                },
+                _ => {
+                    unused += e - s;
+                    PageRun {
+                        pid: PageRun::UNUSED,
+                        addr: 0,
+                        len: e - s,
+                    }
+                }
+            };
+            match out.last_mut() {
+                Some(l)
+                    if l.pid == run.pid
+                        && (run.pid == PageRun::UNUSED || l.addr + l.len == run.addr) =>
+                {
+                    l.len += run.len
+                }
+                _ => out.push(run),
+            }
+        }
+    }
+    out.append(runs);
+    *runs = out;
+    (all, unused)
 }

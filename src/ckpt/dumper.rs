@@ -8,13 +8,16 @@
 //! Protocol, a line each on standard output:
 //! * `ready`: the output is open (a temporary file beside PATH, or the stream inherited as
 //!   descriptor 3 for `--out -`); or `err <why>` (then nothing was frozen).
-//! * The daemon then writes the order (postcard `DumpOrder`: the record, the terminal
-//!   model) to standard input and closes it.
+//! * For a pre-copy, the daemon writes a `ToDumper::PreCopy` (each message is its length,
+//!   a little-endian u64, then postcard) to standard input: the processes and ranges to
+//!   read while the session runs. The dump reads them and says `precopied`.
+//! * The daemon then writes the order (`ToDumper::Dump`: the record, the terminal model)
+//!   and closes its end.
 //! * `read`: nothing more is read from the frozen processes; the daemon lets them go on
 //!   (or, for `checkpoint --exit`, keeps them until the image is in place).
 //! * `ok <its identity, or - for a stream> <what it wrote>` or `err <why not>`.
 
-use super::dump::{self, DumpOrder};
+use super::dump::{self, Step, ToDumper};
 use super::hooks;
 use crate::image::{self, ImageInfo};
 use crate::sys;
@@ -76,22 +79,27 @@ pub fn run(out: &Path) -> i32 {
 }
 
 fn dump(output: Output, target: &str) -> Result<String, String> {
-    let mut order = Vec::new();
-    io::stdin()
-        .read_to_end(&mut order)
-        .map_err(|e| format!("no order from the daemon: {e}"))?;
-    let order: DumpOrder =
-        postcard::from_bytes(&order).map_err(|e| format!("a bad order from the daemon: {e}"))?;
-    hooks::die_at("order");
-    let read_done = || {
-        say("read");
-        hooks::die_at("read");
+    let mut input = io::stdin().lock();
+    let next = || -> io::Result<ToDumper> {
+        let mut len = [0u8; 8];
+        input.read_exact(&mut len)?;
+        let mut bytes = vec![0u8; u64::from_le_bytes(len).min(1 << 32) as usize];
+        input.read_exact(&mut bytes)?;
+        postcard::from_bytes(&bytes)
+            .map_err(|e| io::Error::other(format!("a bad order from the daemon: {e}")))
+    };
+    let steps = |step: Step| match step {
+        Step::PreCopied => say("precopied"),
+        Step::Read => {
+            say("read");
+            hooks::die_at("read");
+        }
     };
     let written = |e: io::Error| format!("writing {target}: {e}");
     let (summary, id) = match output {
         Output::File(mut file) => {
             let mut w = file.writer(&ImageInfo::here()).map_err(written)?;
-            let s = dump::write_image(&mut w, order, PAGE_BUDGET, read_done).map_err(written)?;
+            let s = dump::write_image(&mut w, next, PAGE_BUDGET, steps).map_err(written)?;
             let id = file
                 .commit(w, || hooks::die_at("rename"))
                 .map_err(written)?;
@@ -100,17 +108,26 @@ fn dump(output: Output, target: &str) -> Result<String, String> {
         Output::Stream(file) => {
             let mut s = None;
             image::write_stream(file, &ImageInfo::here(), |w| {
-                s = Some(dump::write_image(w, order, PAGE_BUDGET, read_done)?);
+                s = Some(dump::write_image(w, next, PAGE_BUDGET, steps)?);
                 Ok::<(), io::Error>(())
             })
             .map_err(written)?;
             (s.expect("written"), "-".to_string())
         }
     };
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    let early = match summary.precopied {
+        Some((all, unused)) => format!(
+            " ({:.1} MiB read before the freeze, {:.1} MiB of it written again)",
+            mib(all),
+            mib(unused)
+        ),
+        None => String::new(),
+    };
     Ok(format!(
-        "{id} wrote {target}: {} processes, {} threads, {:.1} MiB",
+        "{id} wrote {target}: {} processes, {} threads, {:.1} MiB{early}",
         summary.processes,
         summary.threads,
-        summary.memory_bytes as f64 / (1 << 20) as f64
+        mib(summary.memory_bytes)
     ))
 }

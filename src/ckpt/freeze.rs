@@ -233,6 +233,20 @@ fn session_tasks(root: i32) -> Vec<(i32, Vec<i32>)> {
     procs
 }
 
+/// The resident anonymous memory of every process below `root`, summed (from each one's
+/// status; the session runs on).
+pub fn resident_anon(root: i32) -> u64 {
+    session_tasks(root)
+        .iter()
+        .filter_map(|(pid, _)| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
+        .filter_map(|s| {
+            let kb = s.lines().find_map(|l| l.strip_prefix("RssAnon:"))?;
+            kb.trim().trim_end_matches("kB").trim().parse::<u64>().ok()
+        })
+        .map(|kb| kb << 10)
+        .sum()
+}
+
 /// Freeze every process below `root` (the session's init, which itself runs on: it owns
 /// nothing of the session's state and must keep reaping).
 pub fn freeze(root: i32) -> Result<Frozen, FreezeError> {

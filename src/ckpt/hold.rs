@@ -14,7 +14,7 @@
 //! back before they return. The dump process changes nothing in the session: killed at any
 //! moment, the session goes on as it was and the half-written image is removed.
 
-use super::dump::DumpOrder;
+use super::dump::{DumpOrder, ToDumper};
 use super::freeze::{self, Frozen};
 use super::inside::MadeDumpable;
 use super::state::{self, About};
@@ -49,7 +49,14 @@ pub struct Order {
     pub tracking: Arc<Mutex<super::incremental::Tracking>>,
     /// Write every page, whatever the last checkpoint left.
     pub full: bool,
+    /// Pre-copy: always, never, or (`None`) when the session holds `PRECOPY_MIN` or more.
+    pub precopy: Option<bool>,
 }
+
+/// A full checkpoint of a session holding this much memory of its own (resident
+/// anonymous memory, summed over its processes) or more copies it while the session runs
+/// first: reading this much takes about as long as the freeze a pre-copy adds.
+pub const PRECOPY_MIN: u64 = 64 << 20;
 
 /// What the checkpoint tells the daemon's event loop, in this order.
 #[derive(Debug)]
@@ -268,11 +275,20 @@ impl Dumper {
         }
     }
 
-    fn send_order(&mut self, order: &DumpOrder) -> Result<(), String> {
-        let bytes = postcard::to_allocvec(order).map_err(|e| e.to_string())?;
-        let mut input = self.input.take().expect("sent once");
-        // Dropping `input` closes it: the end of the order.
-        input.write_all(&bytes).map_err(|_| self.death())
+    /// Send a message (its length, then its postcard encoding); after the last (`Dump`),
+    /// its input is closed.
+    fn send(&mut self, message: &ToDumper) -> Result<(), String> {
+        let bytes = postcard::to_allocvec(message).map_err(|e| e.to_string())?;
+        let last = matches!(message, ToDumper::Dump(_));
+        let input = self.input.as_mut().expect("open until the last message");
+        let sent = input
+            .write_all(&(bytes.len() as u64).to_le_bytes())
+            .and_then(|()| input.write_all(&bytes))
+            .and_then(|()| input.flush());
+        if last {
+            self.input = None;
+        }
+        sent.map_err(|_| self.death())
     }
 }
 
@@ -372,6 +388,26 @@ fn run(
         }
     }
     let mut kept = Kept(parent.as_ref().and_then(|p| p.made.clone()));
+    // A pre-copy: frozen a moment to track every process's writes, the memory read while
+    // the session runs, then only what it wrote meanwhile read while frozen again.
+    let precopy = parent.is_none()
+        && !order.exit
+        && order
+            .precopy
+            .unwrap_or_else(|| freeze::resident_anon(order.root) >= PRECOPY_MIN);
+    let mut armed_for = None;
+    if precopy {
+        let armed_at = Instant::now();
+        let mut frozen = freeze::freeze(order.root).map_err(|e| Failure::Refused(e.to_string()))?;
+        let plan = tracking.arm(&frozen.tasks());
+        frozen.thaw();
+        drop(frozen);
+        armed_for = Some(armed_at.elapsed());
+        dumper
+            .send(&ToDumper::PreCopy(plan))
+            .map_err(Failure::Writing)?;
+        dumper.expect("precopied").map_err(Failure::Writing)?;
+    }
     let mut frozen =
         freeze_without_connections(order.root, order.wait_connections).map_err(Failure::Refused)?;
     let frozen_at = Instant::now();
@@ -392,10 +428,19 @@ fn run(
     let mut taken =
         crate::fds::ttys::take_pty_queues(&mut state.record, &state.hosts, Some(own_master))
             .map_err(|e| Failure::Refused(e.to_string()))?;
+    // Whose unwritten pages are the parent's (tracked since it was made), or the
+    // pre-copy's (tracked since the arming: every process then that is still the same).
+    let tracked = state
+        .hosts
+        .iter()
+        .map(|&h| match precopy {
+            true => tracking.holds(h),
+            false => tracking.tracks(h),
+        })
+        .collect();
     let incremental = parent.map(|p| super::dump::Incremental {
         link: p.link,
         files: p.files,
-        tracked: state.hosts.iter().map(|&h| tracking.tracks(h)).collect(),
     });
     // What the trackers go on from once the memory is read: each process's mappings.
     let to_track: Vec<(i32, Vec<i32>, Vec<MapRecord>)> = match order.exit {
@@ -418,13 +463,14 @@ fn run(
     // writes counted are not to be trusted.
     tracking.forget_base();
     dumper
-        .send_order(&DumpOrder {
+        .send(&ToDumper::Dump(Box::new(DumpOrder {
             record: state.record,
             hosts: state.hosts,
             model,
             carry_files: order.carry_files,
             incremental,
-        })
+            tracked,
+        })))
         .map_err(Failure::Writing)?;
     dumper.expect("read").map_err(Failure::Writing)?;
     if !order.exit {
@@ -448,7 +494,15 @@ fn run(
         },
         None => return Err(Failure::Writing(dumper.death())),
     };
-    let text = format!("{text}, frozen {:.0} ms", frozen_for.as_secs_f64() * 1000.0);
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let text = match armed_for {
+        Some(a) => format!(
+            "{text}, frozen {:.0} ms (and {:.0} ms before the pre-copy)",
+            ms(frozen_for),
+            ms(a)
+        ),
+        None => format!("{text}, frozen {:.0} ms", ms(frozen_for)),
+    };
     // The next checkpoint counts from this image (whose parent, if kept, stays): by the
     // identity its writer computed, not by what is at its path by now.
     if id.len() == 64 {

@@ -21,6 +21,10 @@ pub const DUMPER_STEPS: &[&str] = &[
     "start", "ready", "order", "pages", "read", "files", "rename",
 ];
 
+/// Where the dump process can be made to die during a pre-copy: after a process's
+/// memory was read, the session running and every process's writes tracked.
+pub const PRECOPY_STEPS: &[&str] = &["precopy"];
+
 fn asked(what: &str, step: &str) -> bool {
     let Some(file) = std::env::var_os("CRTERM_TEST_HOOKS") else {
         return false;
@@ -51,7 +55,8 @@ pub fn held(step: &str) -> bool {
 }
 
 /// Wait a little at `step` when the test asks (`slow STEP`): a moment the freeze passes
-/// through quickly, made long enough to catch what happens in it every time.
+/// through quickly, made long enough to catch what happens in it every time; a pre-copy
+/// made to linger, so that the session writes again much of what it read.
 pub fn slow_at(step: &str) {
     if asked("slow", step) {
         std::thread::sleep(std::time::Duration::from_millis(20));

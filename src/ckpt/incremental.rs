@@ -11,7 +11,8 @@
 //! else is read. Whatever goes wrong (a checkpoint that fails after the scans protected the
 //! pages again, a parent image changed or gone) makes the next checkpoint a full one.
 
-use super::state;
+use super::dump::PreCopyProcess;
+use super::{procfs, state};
 use crate::image::{self, SectionKind};
 use crate::records::{CarriedFile, MapKind, MapRecord, ParentLink, SessionRecord, vm};
 use crate::task::memory::tracking::Tracker;
@@ -135,6 +136,67 @@ impl Tracking {
         self.base = Some((path, id));
     }
 
+    /// Make ready for a pre-copy (the session is frozen: `tasks`, (host pid, its threads),
+    /// are its processes): every process tracked, every mapping of the kinds tracked
+    /// registered, none protected (the pre-copy's scans protect each range just before
+    /// reading it). A process tracked already keeps its tracker; one that has run
+    /// another program since (nothing can be registered with its old one) gets a new one.
+    /// The base is forgotten: the scans protect what was written since. Returned: what
+    /// the pre-copy reads, the registered ranges of each process that it may read.
+    pub fn arm(&mut self, tasks: &[(i32, Vec<i32>)]) -> Vec<PreCopyProcess> {
+        self.base = None;
+        self.procs
+            .retain(|pid, _| tasks.iter().any(|t| t.0 == *pid));
+        let mut out = Vec::new();
+        for (pid, tids) in tasks {
+            let (Some(start_time), Ok(text)) = (
+                start_time(*pid),
+                std::fs::read_to_string(format!("/proc/{pid}/maps")),
+            ) else {
+                continue;
+            };
+            let maps: Vec<MapRecord> = text.lines().filter_map(procfs::parse_map).collect();
+            let wanted = ranges(&maps);
+            let kept = match self.procs.get_mut(pid) {
+                Some(t) if t.start_time == start_time => {
+                    t.tracker.register(&wanted);
+                    wanted.is_empty() || wanted.iter().any(|r| t.tracker.ranges().contains(r))
+                }
+                _ => false,
+            };
+            if !kept {
+                self.procs.remove(pid);
+                let exec = state::exec_maps(&maps);
+                match Tracker::start(*pid, tids, &exec, &wanted, false) {
+                    Ok(tracker) => {
+                        self.procs.insert(
+                            *pid,
+                            Tracked {
+                                start_time,
+                                tracker,
+                            },
+                        );
+                    }
+                    Err(_) => continue,
+                }
+            }
+            let registered = self.procs[pid].tracker.ranges();
+            out.push(PreCopyProcess {
+                host: *pid,
+                ranges: maps
+                    .iter()
+                    .filter(|m| {
+                        tracked_kind(m)
+                            && m.perms.starts_with('r')
+                            && registered.contains(&(m.start, m.end))
+                    })
+                    .map(|m| (m.start, m.end, m.kind() == MapKind::Anon))
+                    .collect(),
+            });
+        }
+        out
+    }
+
     /// Track every process from now on (the session is frozen, its memory read): `procs`
     /// are (host pid, its threads, its mappings as the record has them). A process tracked already keeps its
     /// tracker, which registers the mappings made since (those without the tracking's
@@ -167,7 +229,7 @@ impl Tracking {
             // (The old tracker first: a mapping registered with one cannot be with another.)
             self.procs.remove(pid);
             let exec = state::exec_maps(maps);
-            if let Ok(tracker) = Tracker::start(*pid, tids, &exec, &ranges(maps)) {
+            if let Ok(tracker) = Tracker::start(*pid, tids, &exec, &ranges(maps), true) {
                 self.procs.insert(
                     *pid,
                     Tracked {

@@ -700,6 +700,7 @@ impl Daemon {
             master,
             tracking: self.tracking.clone(),
             full: order.full,
+            precopy: order.precopy,
         })
         .map_err(|e| format!("checkpoint failed: {e}"))?;
         self.checkpoint = Some(Checkpoint {

@@ -21,6 +21,9 @@ pub struct CheckpointOrder {
     pub carry_files: u64,
     /// A standalone image, whatever the last checkpoint left to refer to.
     pub full: bool,
+    /// Copy memory while the session runs first: `Some(true)` always, `Some(false)`
+    /// never, `None` for large sessions.
+    pub precopy: Option<bool>,
 }
 
 impl CheckpointOrder {
@@ -32,6 +35,7 @@ impl CheckpointOrder {
             wait: 0,
             carry_files: crate::records::DEFAULT_CARRY_FILES,
             full: false,
+            precopy: None,
         }
     }
 }
@@ -140,8 +144,13 @@ impl ToDaemon {
             ToDaemon::Resize { cols, rows } => frame(3, &size_payload(*cols, *rows)),
             ToDaemon::Detach => frame(4, &[]),
             ToDaemon::Checkpoint(o) => {
-                // Flags: 1 end the session, 2 a full image.
-                let mut p = vec![u8::from(o.exit) | u8::from(o.full) << 1];
+                // Flags: 1 end the session, 2 a full image, 4 pre-copy always, 8 never.
+                let mut p = vec![
+                    u8::from(o.exit)
+                        | u8::from(o.full) << 1
+                        | u8::from(o.precopy == Some(true)) << 2
+                        | u8::from(o.precopy == Some(false)) << 3,
+                ];
                 p.extend_from_slice(&o.wait.to_le_bytes());
                 p.extend_from_slice(&o.carry_files.to_le_bytes());
                 p.extend_from_slice(o.path.as_bytes());
@@ -179,6 +188,11 @@ impl ToDaemon {
                 ToDaemon::Checkpoint(CheckpointOrder {
                     exit: p[0] & 1 != 0,
                     full: p[0] & 2 != 0,
+                    precopy: match p[0] & 12 {
+                        4 => Some(true),
+                        8 => Some(false),
+                        _ => None,
+                    },
                     wait: u32::from_le_bytes(p[1..5].try_into().expect("4 bytes")),
                     carry_files: u64::from_le_bytes(p[5..13].try_into().expect("8 bytes")),
                     path: text(&p[13..]),

@@ -20,7 +20,9 @@ pub struct SessionRecord {
     pub name: String,
     pub command: String,
     pub processes: Vec<ProcessRecord>,
-    /// Where each run of saved memory belongs, in the order of the page chunks.
+    /// Where each run of saved memory belongs, in the order of the page chunks. A run of
+    /// `PageRun::UNUSED` holds bytes no process has (pages a pre-copy read and the
+    /// process wrote again before the freeze); a process's runs do not overlap.
     pub page_runs: Vec<PageRun>,
     /// Mapped files' contents, deduplicated, in the order of the FILES chunks.
     pub files: Vec<CarriedFile>,
@@ -233,6 +235,12 @@ pub struct PageRun {
     pub len: u64,
 }
 
+impl PageRun {
+    /// The `pid` of a run of the page stream that no process has (its `addr` means
+    /// nothing): no process of a session has pid 0.
+    pub const UNUSED: i32 = 0;
+}
+
 impl ProcessRecord {
     /// Stopped by job control.
     pub fn stopped(&self) -> bool {
@@ -271,8 +279,22 @@ impl SessionRecord {
         used
     }
 
+    /// The bytes of memory the image's own page data gives its processes.
     pub fn memory_bytes(&self) -> u64 {
-        self.page_runs.iter().map(|r| r.len).sum()
+        self.page_runs
+            .iter()
+            .filter(|r| r.pid != PageRun::UNUSED)
+            .map(|r| r.len)
+            .sum()
+    }
+
+    /// The bytes of its page data no process has (`PageRun::UNUSED`).
+    pub fn unused_bytes(&self) -> u64 {
+        self.page_runs
+            .iter()
+            .filter(|r| r.pid == PageRun::UNUSED)
+            .map(|r| r.len)
+            .sum()
     }
 
     pub fn threads(&self) -> usize {
@@ -631,6 +653,16 @@ impl SessionRecord {
         let mut run_total = 0u64;
         for r in &self.page_runs {
             let end = r.addr.checked_add(r.len);
+            if r.pid == PageRun::UNUSED {
+                if r.len == 0 || r.len % page != 0 {
+                    return bad("a run of unused page data".into());
+                }
+                run_total = match run_total.checked_add(r.len) {
+                    Some(t) => t,
+                    None => return bad("the page runs add up to more than 2^64".into()),
+                };
+                continue;
+            }
             let p = self
                 .processes
                 .iter()
@@ -675,8 +707,13 @@ impl SessionRecord {
         for r in &self.page_runs {
             own.entry(r.pid).or_default().push((r.addr, r.addr + r.len));
         }
-        for v in own.values_mut() {
+        own.remove(&PageRun::UNUSED);
+        for (pid, v) in own.iter_mut() {
             v.sort_unstable();
+            // A process's runs apart: which of two would a resume write last?
+            if v.windows(2).any(|w| w[1].0 < w[0].1) {
+                return bad(format!("pages of process {pid} given twice"));
+            }
         }
         let mut last: Option<(i32, u64)> = None;
         let mut done = std::collections::BTreeSet::new();

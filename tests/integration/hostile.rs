@@ -276,7 +276,27 @@ fn records_that_do_not_match_their_chunks_or_themselves_are_refused() {
     let cases: Vec<(&str, Change)> = vec![
         (
             "its page runs hold",
+            Box::new(|r| {
+                r.page_runs.push(crterm::records::PageRun {
+                    pid: crterm::records::PageRun::UNUSED,
+                    addr: 0,
+                    len: 4096,
+                })
+            }),
+        ),
+        (
+            "pages of process 2 given twice",
             Box::new(|r| r.page_runs.push(r.page_runs[0].clone())),
+        ),
+        (
+            "a run of unused page data",
+            Box::new(|r| {
+                r.page_runs.push(crterm::records::PageRun {
+                    pid: crterm::records::PageRun::UNUSED,
+                    addr: 0,
+                    len: 100,
+                })
+            }),
         ),
         ("pages at", Box::new(|r| r.page_runs[0].addr = 0x1000)),
         (

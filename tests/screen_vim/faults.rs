@@ -232,9 +232,10 @@ impl Busy {
         std::fs::write(&self.hooks, text).unwrap();
     }
 
-    fn checkpoint(&self, image: &Path) -> std::process::Output {
-        self.env
-            .crterm(&["checkpoint", &self.name, "-o", image.to_str().unwrap()])
+    fn checkpoint_with(&self, image: &Path, args: &[&str]) -> std::process::Output {
+        let mut all = vec!["checkpoint", &self.name, "-o", image.to_str().unwrap()];
+        all.extend_from_slice(args);
+        self.env.crterm(&all)
     }
 
     /// The session goes on as it was: the keys typed ahead are read once and in order,
@@ -287,17 +288,25 @@ fn a_checkpoint_failing_or_killed_at_any_step_leaves_the_session_exactly_as_it_w
         "the agent is undumpable: {before:?}"
     );
     let image = busy.env.dir.path().join("steps.img");
+    // (Each with a pre-copy too where it has steps of its own: the session then runs
+    // while the dump process reads, with every process's writes tracked.)
     let faults = crterm::ckpt::hooks::DUMPER_STEPS
         .iter()
-        .map(|s| format!("die {s}"))
+        .map(|s| (format!("die {s}"), "never"))
+        .chain(
+            crterm::ckpt::hooks::PRECOPY_STEPS
+                .iter()
+                .map(|s| (format!("die {s}"), "always")),
+        )
         .chain(
             crterm::ckpt::hooks::DAEMON_STEPS
                 .iter()
-                .map(|s| format!("fail {s}")),
+                .map(|s| (format!("fail {s}"), "always")),
         );
-    for fault in faults {
+    for (fault, precopy) in faults {
         busy.hook(&fault);
-        let out = busy.checkpoint(&image);
+        let out = busy.checkpoint_with(&image, &["--precopy", precopy]);
+        let fault = format!("{fault} (pre-copy {precopy})");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{fault}: the checkpoint succeeded");
         assert!(
@@ -322,13 +331,15 @@ fn a_checkpoint_failing_or_killed_at_any_step_leaves_the_session_exactly_as_it_w
         assert!(litter.is_empty(), "{fault}: {litter:?}");
     }
     busy.hook("");
-    let out = busy.checkpoint(&image);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_as_before(&before, busy.init, "after a checkpoint that worked");
+    for precopy in ["always", "never"] {
+        let out = busy.checkpoint_with(&image, &["--precopy", precopy, "--full"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_as_before(&before, busy.init, "after a checkpoint that worked");
+    }
     busy.finish();
 }
 

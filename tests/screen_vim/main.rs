@@ -43,6 +43,7 @@ mod chains;
 mod elsewhere;
 mod faults;
 mod lazy;
+mod precopy;
 mod privileges;
 mod roundtrip;
 mod sockets;

@@ -130,6 +130,34 @@ pub struct PageStream {
     len: usize,
 }
 
+/// What a checkpoint makes of the pages of a tracked mapping (registered by the daemon's
+/// tracking, `vm::WRITE_TRACKED`) that are in memory and were not written since the
+/// tracker last protected them.
+pub enum Unwritten<'a> {
+    /// Nothing: the process is not tracked, or not since a moment that matters; every
+    /// page is read.
+    Read,
+    /// They are the parent image's (an incremental checkpoint): noted there.
+    Parent(&'a mut Vec<PageRun>),
+    /// Where the pre-copy read them (`covered`: [start, end) in address order, apart),
+    /// their content is in the stream already: noted in `kept` ([start, end)). Elsewhere
+    /// they are read now.
+    PreCopied {
+        covered: &'a [(u64, u64)],
+        kept: &'a mut Vec<(u64, u64)>,
+    },
+}
+
+/// The size of the pieces a pre-copy protects and then reads at once: small enough that
+/// little is written between the two, large enough for few scans.
+const PRECOPY_STEP: u64 = 64 << 20;
+
+/// Whether a page the kernel's scan describes with `what` holds memory of the process's
+/// own: in memory or swap, not the zero page, not a page of the file.
+fn own_in_memory(what: u64) -> bool {
+    what & (PAGE_IS_PRESENT | PAGE_IS_SWAPPED) != 0 && what & (PAGE_IS_PFNZERO | PAGE_IS_FILE) == 0
+}
+
 /// What `PageStream::process` found out about a process's memory.
 pub struct ProcessPages {
     /// The runs it shares with its parent (`ProcessRecord::inherited`).
@@ -153,9 +181,8 @@ impl PageStream {
     /// pages it shares with it since a fork are left out, and returned as the process's
     /// inherited runs (`ProcessRecord::inherited`). Also returned: where the file of a
     /// mapping of a deleted file (or of a memfd with no descriptor left) ends inside the
-    /// mapping, by the mapping's index (`MapRecord::file_end`). `parent_runs`, for an
-    /// incremental image when the process has been tracked since the parent image: its
-    /// pages in memory that it did not write since go there instead of into the stream.
+    /// mapping, by the mapping's index (`MapRecord::file_end`). `unwritten`: where the
+    /// pages of its tracked mappings that it did not write are (`Unwritten`).
     pub fn process(
         &mut self,
         feed: &mut Feed,
@@ -163,7 +190,7 @@ impl PageStream {
         rec: &ProcessRecord,
         parent: Option<(i32, &ProcessRecord)>,
         runs: &mut Vec<PageRun>,
-        mut parent_runs: Option<&mut Vec<PageRun>>,
+        mut unwritten: Unwritten,
     ) -> io::Result<ProcessPages> {
         let mut inherited: Vec<(u64, u64)> = Vec::new();
         let mut file_ends: Vec<(usize, u64)> = Vec::new();
@@ -222,26 +249,27 @@ impl PageStream {
                 }
                 continue;
             }
-            // Tracked since the parent image was made (registered by the tracking then,
-            // and still: a mapping made, moved or inherited since is not): only what
-            // was written since is read; what is in memory and was not written is the
-            // parent's.
-            if let Some(parent_runs) = parent_runs.as_deref_mut()
+            // Tracked since the moment that matters (the parent image, or the pre-copy;
+            // registered by the tracking then, and still: a mapping made, moved or
+            // inherited since is not): what was written since is read; what is in
+            // memory and was not written is where `unwritten` says.
+            if !matches!(unwritten, Unwritten::Read)
                 && map.vm & vm::WRITE_TRACKED != 0
                 && matches!(kind, MapKind::Anon | MapKind::PrivateFile)
                 && let Ok(regions) = tracking::scan(&pagemap, map.start, map.end)
             {
                 let mut written = Vec::new();
                 for (start, end, what) in regions {
-                    let in_memory = what & (PAGE_IS_PRESENT | PAGE_IS_SWAPPED) != 0
-                        && what & (PAGE_IS_PFNZERO | PAGE_IS_FILE) == 0;
-                    if !in_memory {
+                    if !own_in_memory(what) {
                         continue;
                     }
                     if what & PAGE_IS_WRITTEN != 0 {
                         written.push((start, end - start));
-                    } else {
-                        match parent_runs.last_mut() {
+                        continue;
+                    }
+                    match &mut unwritten {
+                        Unwritten::Read => unreachable!("checked above"),
+                        Unwritten::Parent(parent_runs) => match parent_runs.last_mut() {
                             Some(r)
                                 if r.pid == rec.pid
                                     && r.addr + r.len == start
@@ -254,14 +282,29 @@ impl PageStream {
                                 addr: start,
                                 len: end - start,
                             }),
+                        },
+                        Unwritten::PreCopied { covered, kept } => {
+                            for (s, e, read) in cut(covered, start, end) {
+                                match (read, kept.last_mut()) {
+                                    (false, _) => written.push((s, e - s)),
+                                    (true, Some(k)) if k.1 == s => k.1 = e,
+                                    (true, _) => kept.push((s, e)),
+                                }
+                            }
                         }
                     }
                 }
                 // Written pages are scattered: read many runs per system call.
                 match through_mem {
-                    None => {
-                        self.copy_many(feed, pid, rec.pid, &written, kind == MapKind::Anon, runs)?
-                    }
+                    None => self.copy_many(
+                        feed,
+                        pid,
+                        rec.pid,
+                        &written,
+                        kind == MapKind::Anon,
+                        runs,
+                        None,
+                    )?,
                     Some(_) => {
                         for &(addr, len) in &written {
                             copy(self, feed, runs, addr, len)?;
@@ -433,7 +476,11 @@ impl PageStream {
 
     /// `copy` of many runs (address, length; whole pages, in address order) of a mapping
     /// the process may read: up to 1024 runs per system call (a run per page written, as
-    /// an incremental checkpoint reads them, would otherwise cost a call each).
+    /// an incremental checkpoint reads them, would otherwise cost a call each). With
+    /// `skipped` (a process that runs, whose mappings may go meanwhile), the runs of a
+    /// call that cannot read them all are not read but noted there; without, they are
+    /// read one by one, and the first that cannot be is the error.
+    #[allow(clippy::too_many_arguments)]
     fn copy_many(
         &mut self,
         feed: &mut Feed,
@@ -442,6 +489,7 @@ impl PageStream {
         pieces: &[(u64, u64)],
         skip_zeros: bool,
         runs: &mut Vec<PageRun>,
+        mut skipped: Option<&mut Vec<(u64, u64)>>,
     ) -> io::Result<()> {
         let page = PAGE as usize;
         let (mut i, mut into) = (0usize, 0u64);
@@ -474,6 +522,11 @@ impl PageStream {
                 &mut self.buf[base..base + total],
             )?;
             if got < total {
+                if let Some(skipped) = skipped.as_deref_mut() {
+                    skipped.extend(remote.iter().map(|&(a, l)| (a, l as u64)));
+                    (i, into) = (j, at);
+                    continue;
+                }
                 // A piece that cannot be read this way: each on its own, which says which.
                 for &(addr, len) in &remote {
                     self.copy(
@@ -493,6 +546,54 @@ impl PageStream {
             (i, into) = (j, at);
         }
         Ok(())
+    }
+
+    /// The pre-copy of host process `pid`, which runs: the pages it holds in memory in
+    /// `ranges` ((start, end, anonymous): ranges registered for write tracking, in address
+    /// order), into the stream, noted in `runs` under `pid`. Each step of a range is
+    /// scanned, which protects its pages, just before it is read: a page written after it
+    /// was read is found written at the freeze. Returned: the [start, end) ranges read,
+    /// in address order (zero pages among them are left out of the stream, as always).
+    /// What cannot be read (a mapping gone or changed meanwhile, the process gone) is
+    /// left out, to be read at the freeze.
+    pub fn precopy(
+        &mut self,
+        feed: &mut Feed,
+        pid: i32,
+        ranges: &[(u64, u64, bool)],
+        runs: &mut Vec<PageRun>,
+    ) -> io::Result<Vec<(u64, u64)>> {
+        let mut covered: Vec<(u64, u64)> = Vec::new();
+        let Ok(pagemap) = std::fs::File::open(format!("/proc/{pid}/pagemap")) else {
+            return Ok(covered);
+        };
+        for &(start, end, anon) in ranges {
+            let mut from = start;
+            while from < end {
+                let to = end.min(from + PRECOPY_STEP);
+                // (No longer registered: changed since the daemon registered it.)
+                let regions = scan_what_is_registered(&pagemap, pid, from, to);
+                let pieces: Vec<(u64, u64)> = regions
+                    .iter()
+                    .filter(|r| own_in_memory(r.2))
+                    .map(|r| (r.0, r.1 - r.0))
+                    .collect();
+                let mut skipped = Vec::new();
+                self.copy_many(feed, pid, pid, &pieces, anon, runs, Some(&mut skipped))?;
+                let skipped: Vec<(u64, u64)> = skipped.iter().map(|&(a, l)| (a, a + l)).collect();
+                crate::ckpt::hooks::slow_at("precopy");
+                for &(a, l) in &pieces {
+                    for (s, e) in outside(&skipped, a, a + l) {
+                        match covered.last_mut() {
+                            Some(c) if c.1 == s => c.1 = e,
+                            _ => covered.push((s, e)),
+                        }
+                    }
+                }
+                from = to;
+            }
+        }
+        Ok(covered)
     }
 
     pub fn finish(self, feed: &mut Feed) -> io::Result<()> {
@@ -738,6 +839,63 @@ pub(crate) fn outside(
     })
 }
 
+/// `tracking::scan` of [from, to) of process `pid` (whose pagemap is `pagemap`), which
+/// runs: where part of it is no longer registered (a mapping made again, or moved, since
+/// it was), each of its mappings there as they are now, leaving out those that are not.
+fn scan_what_is_registered(
+    pagemap: &std::fs::File,
+    pid: i32,
+    from: u64,
+    to: u64,
+) -> Vec<(u64, u64, u64)> {
+    if let Ok(regions) = tracking::scan(pagemap, from, to) {
+        return regions;
+    }
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+    maps.lines()
+        .filter_map(crate::ckpt::procfs::parse_map)
+        .map(|m| (m.start.max(from), m.end.min(to)))
+        .filter(|(s, e)| s < e)
+        .filter_map(|(s, e)| tracking::scan(pagemap, s, e).ok())
+        .flatten()
+        .collect()
+}
+
+/// [start, end) cut by `ranges` (as for `outside`) into its parts, in order, each with
+/// whether it is inside them.
+pub(crate) fn cut(
+    ranges: &[(u64, u64)],
+    start: u64,
+    end: u64,
+) -> impl Iterator<Item = (u64, u64, bool)> + '_ {
+    let first = ranges.partition_point(|&(_, e)| e <= start);
+    let mut rest = ranges[first..].iter().peekable();
+    let mut at = start;
+    std::iter::from_fn(move || {
+        if at >= end {
+            return None;
+        }
+        match rest.peek() {
+            Some(&&(s, e)) if s <= at => {
+                let part = (at, e.min(end), true);
+                at = part.1;
+                rest.next();
+                Some(part)
+            }
+            Some(&&(s, _)) if s < end => {
+                let part = (at, s, false);
+                at = s;
+                Some(part)
+            }
+            _ => {
+                let part = (at, end, false);
+                at = end;
+                Some(part)
+            }
+        }
+    })
+}
+
 /// The parts of [start, end) inside `ranges` (as for `outside`), in order.
 pub(crate) fn inside(
     ranges: &[(u64, u64)],
@@ -907,7 +1065,7 @@ fn split(want: &[(u64, u64)], have: &[(u64, u64, u64)]) -> (Covered, Vec<(u64, u
 
 #[cfg(test)]
 mod split_tests {
-    use super::{inside, outside};
+    use super::{cut, inside, outside};
 
     #[test]
     fn outside_and_inside_cut_a_range_by_others() {
@@ -922,6 +1080,35 @@ mod split_tests {
         assert_eq!(outside(&[], 7, 9).collect::<Vec<_>>(), vec![(7, 9)]);
         assert_eq!(outside(&[(0, 10)], 2, 5).count(), 0);
         assert_eq!(outside(&[(2, 5)], 2, 5).count(), 0);
+    }
+
+    #[test]
+    fn cut_gives_every_part_in_order_with_which_side_it_is_on() {
+        let r = [(10, 20), (30, 40), (50, 60)];
+        let parts: Vec<_> = cut(&r, 15, 55).collect();
+        assert_eq!(
+            parts,
+            vec![
+                (15, 20, true),
+                (20, 30, false),
+                (30, 40, true),
+                (40, 50, false),
+                (50, 55, true)
+            ]
+        );
+        assert_eq!(cut(&r, 0, 5).collect::<Vec<_>>(), vec![(0, 5, false)]);
+        assert_eq!(cut(&r, 20, 30).collect::<Vec<_>>(), vec![(20, 30, false)]);
+        assert_eq!(cut(&r, 30, 40).collect::<Vec<_>>(), vec![(30, 40, true)]);
+        assert_eq!(cut(&[], 1, 2).collect::<Vec<_>>(), vec![(1, 2, false)]);
+        assert_eq!(
+            cut(&r, 35, 70).collect::<Vec<_>>(),
+            vec![
+                (35, 40, true),
+                (40, 50, false),
+                (50, 60, true),
+                (60, 70, false)
+            ]
+        );
     }
 
     #[test]

@@ -40,13 +40,15 @@ pub struct Tracker {
 }
 
 impl Tracker {
-    /// Track writes to `ranges` of process `pid` from now on. Its threads `tids` must be
-    /// frozen (ptrace-stopped by this thread); `exec_maps` its executable mappings.
+    /// Track writes to `ranges` of process `pid` from now on (with `protect`; without,
+    /// as `register`). Its threads `tids` must be frozen (ptrace-stopped by this thread);
+    /// `exec_maps` its executable mappings.
     pub fn start(
         pid: i32,
         tids: &[i32],
         exec_maps: &[CodeMap],
         ranges: &[(u64, u64)],
+        protect: bool,
     ) -> io::Result<Tracker> {
         let uffd = inside::take_userfaultfd(pid, tids, exec_maps, UFFD_USER_MODE_ONLY)?;
         // Not UFFD_FEATURE_WP_UNPOPULATED: it would fill in page tables for every page
@@ -60,7 +62,10 @@ impl Tracker {
             uffd,
             ranges: Vec::new(),
         };
-        tracker.add(ranges)?;
+        match protect {
+            true => tracker.add(ranges)?,
+            false => tracker.register(ranges),
+        }
         Ok(tracker)
     }
 
@@ -68,6 +73,18 @@ impl Tracker {
     /// will not track (a mapping it does not allow) is left out: its pages are then read
     /// whole at each checkpoint.
     pub fn add(&mut self, ranges: &[(u64, u64)]) -> io::Result<()> {
+        self.registered(ranges, true)
+    }
+
+    /// Register `ranges` too, without protecting their pages: they all count as written
+    /// until a `scan` protects them. For a pre-copy, whose scans protect each range just
+    /// before reading it. A range already registered stays as it is; one the kernel
+    /// refuses (no longer one mapping, another userfaultfd's) is left out.
+    pub fn register(&mut self, ranges: &[(u64, u64)]) {
+        let _ = self.registered(ranges, false);
+    }
+
+    fn registered(&mut self, ranges: &[(u64, u64)], protect: bool) -> io::Result<()> {
         for &(start, end) in ranges {
             let mut reg = [start, end - start, UFFDIO_REGISTER_MODE_WP, 0];
             if ioctl(
@@ -78,15 +95,19 @@ impl Tracker {
             )
             .is_err()
             {
+                // (Not registered with this one, whatever was there before.)
+                self.ranges.retain(|&(s, e)| e <= start || s >= end);
                 continue;
             }
-            let mut wp = [start, end - start, UFFDIO_WRITEPROTECT_MODE_WP];
-            ioctl(
-                &self.uffd,
-                UFFDIO_WRITEPROTECT,
-                wp.as_mut_ptr().cast(),
-                "UFFDIO_WRITEPROTECT",
-            )?;
+            if protect {
+                let mut wp = [start, end - start, UFFDIO_WRITEPROTECT_MODE_WP];
+                ioctl(
+                    &self.uffd,
+                    UFFDIO_WRITEPROTECT,
+                    wp.as_mut_ptr().cast(),
+                    "UFFDIO_WRITEPROTECT",
+                )?;
+            }
             self.ranges.retain(|&(s, e)| e <= start || s >= end);
             self.ranges.push((start, end));
         }
@@ -242,7 +263,7 @@ mod tests {
                 ))
             })
             .collect();
-        let tracker = Tracker::start(pid, &tids, &exec, &[(start, end)]).expect("tracking");
+        let tracker = Tracker::start(pid, &tids, &exec, &[(start, end)], true).expect("tracking");
         frozen.thaw();
         drop(frozen);
         // No descriptor of it is left in the program.

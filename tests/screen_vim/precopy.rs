@@ -3,7 +3,8 @@
 //! (`precopymem.c`, 256 MiB) rewrites pages, drops some, unmaps and maps a region again
 //! and moves another all the while; a test hook makes the pre-copy linger, so that much
 //! of what it read is written again before the freeze. Every image made so, and the
-//! incremental one after it, gives back exactly the memory the program had.
+//! incremental one after it and the image compacted, gives back exactly the memory the
+//! program had.
 
 use super::faults::hooks_for;
 use super::roundtrip::*;
@@ -62,6 +63,17 @@ user_and_root! {
         check(&env, "r");
         env.tmux.send_keys("r", &["C-d"]);
         env.tmux.wait_text("r", "CRTERM_EXIT=0", T);
+        // Compacted, the image drops what the pre-copy read in vain, and gives the same.
+        let compact = env.dir.path().join(format!("{name}-compact.img"));
+        let out = env.crterm(&["compact", image.to_str().unwrap(), "-o", compact.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let size = |p: &std::path::Path| std::fs::metadata(p).unwrap().len();
+        assert!(size(&compact) < size(&image), "{} vs {}", size(&compact), size(&image));
+        resume_with(&env, &env.tmux, "c", (100, 30), &format!("--name {name}-c"), &compact);
+        env.tmux.wait_text("c", "precopymem", T);
+        check(&env, "c");
+        env.tmux.send_keys("c", &["C-d"]);
+        env.tmux.wait_text("c", "CRTERM_EXIT=0", T);
         // The next checkpoint refers to this image, for what was not written since.
         let next = env.dir.path().join(format!("{name}-next.img"));
         let out = env.crterm(&["checkpoint", &name, "-o", next.to_str().unwrap()]);

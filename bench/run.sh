@@ -110,7 +110,7 @@ ckpt_row() { # label session-name ready-text [end [precopy]]; median of three ch
         frozens+=("$(sed -n 's/.*frozen \([0-9]*\) ms.*/\1/p' <<<"$out")")
         # A pre-copy freezes the session twice: a moment to start tracking its writes,
         # then for what it wrote meanwhile and the rest of its state.
-        arms+=("$(sed -n 's/.*and \([0-9]*\) ms before the pre-copy.*/\1/p' <<<"$out")")
+        arms+=("$(sed -n 's/.*and \([0-9.]*\) ms before the pre-copy.*/\1/p' <<<"$out")")
     done
     local arm=""
     [ -n "${arms[0]}" ] && arm=" (pre-copy; and $(median3 "${arms[@]}") ms frozen before it to start tracking writes)"
@@ -294,11 +294,15 @@ rm -f "$work/ck-inc.img"
 "$CRTERM" ls | awk '$1 == "ck-256" {print $2}' | xargs -r kill
 rm -f "$work/ck-256.img"
 
-# CRIU's side of the same rows (issue 14 asks for them with `CRIU=/path bench/run.sh`).
-if [ -z "${CRIU:-}" ]; then
+# CRIU's side of the same rows (issue 14 asks for them with `CRIU=/path bench/run.sh`;
+# else the criu on PATH). It must pass its own `criu check` on this kernel first.
+criu=${CRIU:-$(command -v criu || true)}
+if [ -z "$criu" ]; then
     row "CRIU rows" "skipped" "no CRIU on this machine (CRIU=/path/to/criu bench/run.sh)"
+elif ! criu_check=$("$criu" check 2>&1); then
+    row "CRIU rows" "skipped" "$("$criu" --version 2>&1 | head -1 | sed 's/^Version: */CRIU /') fails its own check on this kernel: $(grep -o 'Error.*' <<<"$criu_check" | grep -v 'exited, status' | head -1 | sed 's/^Error ([^)]*): //')"
 else
-    row "CRIU rows" "skipped" "CRIU=$CRIU given, but crterm's bench does not drive CRIU yet"
+    row "CRIU rows" "skipped" "$criu passes its check, but crterm's bench does not drive CRIU yet"
 fi
 
 # 6. Programs at full speed between checkpoints: a shell loop and a fork+exec loop, run

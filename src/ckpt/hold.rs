@@ -497,7 +497,7 @@ fn run(
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let text = match armed_for {
         Some(a) => format!(
-            "{text}, frozen {:.0} ms (and {:.0} ms before the pre-copy)",
+            "{text}, frozen {:.0} ms (and {:.1} ms before the pre-copy)",
             ms(frozen_for),
             ms(a)
         ),

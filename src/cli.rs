@@ -224,6 +224,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 real_hostname: hostname == "real",
                 strict_cpu,
                 set_ids: false,
+                track: false,
             };
             resume(file, name, opts, prefix)
         }
@@ -288,6 +289,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 lazy,
                 // Decided by the daemon from who resumes what (`check_identity`).
                 set_ids: false,
+                track: false,
             }),
             cpu_baseline,
             resume_from: resume,

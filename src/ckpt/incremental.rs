@@ -17,6 +17,7 @@ use crate::image::{self, SectionKind};
 use crate::records::{CarriedFile, MapKind, MapRecord, ParentLink, SessionRecord, vm};
 use crate::task::memory::tracking::Tracker;
 use std::collections::HashMap;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 #[derive(Default)]
@@ -92,7 +93,16 @@ impl Tracking {
         let record: SessionRecord = index.meta(SectionKind::SESSION).ok()?;
         let dir = |p: &Path| p.parent().map(Path::to_path_buf).unwrap_or_default();
         let mut made = None;
-        let path = if base == out {
+        // (The same file, however named: the image a session was resumed from may be
+        // named otherwise than where its checkpoints go.)
+        let same = base == out || {
+            use std::os::unix::fs::MetadataExt;
+            match (std::fs::metadata(base), std::fs::metadata(out)) {
+                (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+                _ => false,
+            }
+        };
+        let path = if same {
             let name = out.file_name()?.to_string_lossy().into_owned();
             let stem = name.strip_suffix(".img").unwrap_or(&name);
             let kept_name = format!("{stem}.{}.img", &id[..16]);
@@ -122,6 +132,55 @@ impl Tracking {
             files: record.files,
             made,
         })
+    }
+
+    /// Take the write trackers a resume started (`trackers`: a session pid and the
+    /// userfaultfd of each; `init`: the session's init, host pid) and count writes from
+    /// the image resumed, `path`, whose identity is `id`. A pid no longer found is left
+    /// out (its process is read whole at the next checkpoint).
+    pub fn adopt(&mut self, init: i32, trackers: Vec<(i32, OwnedFd)>, path: &Path, id: &str) {
+        let Ok(path) = std::path::absolute(path) else {
+            return;
+        };
+        // The session's pids as the host sees them.
+        let mut host: HashMap<i32, i32> = HashMap::new();
+        let mut stack = vec![init];
+        while let Some(pid) = stack.pop() {
+            let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+                continue;
+            };
+            if let Some(ns) = procfs::status_last(&status, "NSpid:") {
+                host.insert(ns, pid);
+            }
+            // (Each thread's children: a child forked by another thread is listed there.)
+            for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let kids = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+                stack.extend(
+                    kids.split_whitespace()
+                        .filter_map(|k| k.parse::<i32>().ok()),
+                );
+            }
+        }
+        for (ns, uffd) in trackers {
+            let Some(&pid) = host.get(&ns) else {
+                continue;
+            };
+            let Some(start_time) = start_time(pid) else {
+                continue;
+            };
+            self.procs.insert(
+                pid,
+                Tracked {
+                    start_time,
+                    tracker: Tracker::adopt(pid, uffd),
+                },
+            );
+        }
+        self.base = Some((path, id.to_string()));
     }
 
     /// Writes counted so far may already be protected again (a dump scanned them): until

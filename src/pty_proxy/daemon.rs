@@ -181,6 +181,8 @@ fn setup(cfg: DaemonConfig) -> Result<Daemon> {
     sys::sigchld_on_exit_only()?;
     // world::spawn and world::resume fork: nothing has started a thread in this process.
     let mut cpu_baseline = cfg.cpu_baseline;
+    let tracking: std::sync::Arc<std::sync::Mutex<crate::ckpt::incremental::Tracking>> =
+        Default::default();
     let (world, term, command) = match (&cfg.resume_from, &cfg.resume) {
         (Some(path), Some(opts)) => {
             let passed = cfg.resume_fd.map(sys::inherited_fd).transpose()?;
@@ -195,6 +197,8 @@ fn setup(cfg: DaemonConfig) -> Result<Daemon> {
                 ancestors,
             } = crate::load::load_with(path, true, opts.lazy)
                 .map_err(|e| anyhow::anyhow!("cannot resume {what}: {e}"))?;
+            // An image from a file can be the parent of the session's next checkpoint.
+            let from_file = passed.is_none();
             drop(passed);
             // Who may run this session as it was: before anything is made.
             let resumer = crate::restore::Resumer::me(image.owner);
@@ -202,10 +206,22 @@ fn setup(cfg: DaemonConfig) -> Result<Daemon> {
                 .map_err(|e| anyhow::anyhow!("cannot resume {what}: {e}"))?;
             let opts = crate::restore::Options {
                 set_ids: resumer.may_set_ids,
+                track: from_file,
                 ..*opts
             };
             let mut world = world::resume(&record, &image, &ancestors, &opts)?;
             world.warnings.splice(0..0, identity_warnings);
+            // The trackers the resume started: the next checkpoint stores only what was
+            // written since, and refers to this image for the rest.
+            let trackers = std::mem::take(&mut world.trackers);
+            if from_file && !trackers.is_empty() {
+                tracking.lock().unwrap_or_else(|e| e.into_inner()).adopt(
+                    world.init_pid,
+                    trackers,
+                    path,
+                    &image.id,
+                );
+            }
             cpu_baseline = record.machine.cpu_baseline;
             (world, term, record.command)
         }
@@ -224,7 +240,7 @@ fn setup(cfg: DaemonConfig) -> Result<Daemon> {
     Ok(Daemon {
         redraw_on_attach: cfg.resume.is_some(),
         notice_until: None,
-        tracking: Default::default(),
+        tracking,
         name: cfg.name,
         command,
         image: cfg.image,

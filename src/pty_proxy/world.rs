@@ -24,6 +24,9 @@ pub struct World {
     pub master: OwnedFd,
     /// The daemon's end of the control channel to the init.
     pub control: OwnedFd,
+    /// A resume's write trackers: (pid in the session, userfaultfd), for the daemon's
+    /// `Tracking` (`Tracking::adopt`).
+    pub trackers: Vec<(i32, OwnedFd)>,
     /// What a resume could not put back exactly (one line each).
     pub warnings: Vec<String>,
     /// The session runs in a user namespace of its own mapping this (uid, gid) to
@@ -210,9 +213,21 @@ fn build(
             }
             drop(sync_w);
             let mut buf = vec![0u8; 1 << 16];
-            let (n, master) = sys::recv_with_fd(control.as_fd(), &mut buf)
-                .map_err(|e| kill_child(anyhow!("the session's init did not answer: {e}")))?;
-            let answer = String::from_utf8_lossy(&buf[..n]).into_owned();
+            // A resume's write trackers come first (`track PID` with the userfaultfd).
+            let mut trackers = Vec::new();
+            let (answer, master) = loop {
+                let (n, fd) = sys::recv_with_fd(control.as_fd(), &mut buf)
+                    .map_err(|e| kill_child(anyhow!("the session's init did not answer: {e}")))?;
+                let said = String::from_utf8_lossy(&buf[..n]).into_owned();
+                match (
+                    said.strip_prefix("track ")
+                        .and_then(|p| p.parse::<i32>().ok()),
+                    fd,
+                ) {
+                    (Some(pid), Some(fd)) => trackers.push((pid, fd)),
+                    (_, fd) => break (said, fd),
+                }
+            };
             match (answer.strip_prefix("ok"), master) {
                 (Some(rest), Some(master)) => {
                     // "ok" or "ok lazy" (memory still coming in), then the warnings.
@@ -225,6 +240,7 @@ fn build(
                         user_namespace: userns.as_ref().map(|ns| (ns.uid, ns.gid)),
                         warnings: lines.filter(|l| !l.is_empty()).map(String::from).collect(),
                         filling,
+                        trackers,
                     })
                 }
                 _ => {
@@ -395,6 +411,17 @@ fn init_resume(
     for w in &restored.warnings {
         answer.push('\n');
         answer.push_str(w);
+    }
+    // The write trackers first, one a message (`track PID`, with its userfaultfd), then
+    // the answer.
+    for (pid, uffd) in &restored.trackers {
+        if let Err(e) = sys::send_with_fd(
+            control.as_fd(),
+            format!("track {pid}").as_bytes(),
+            uffd.as_fd(),
+        ) {
+            fail(format!("cannot hand a write tracker to the daemon: {e}"));
+        }
     }
     if let Err(e) = sys::send_with_fd(control.as_fd(), answer.as_bytes(), master.as_fd()) {
         fail(format!("cannot hand the pty to the daemon: {e}"));

@@ -61,6 +61,11 @@ pub struct Options {
     /// The restore may set ids (root resumes, and `check_identity` allowed the image):
     /// processes get their recorded groups and ids, and their files are made as them.
     pub set_ids: bool,
+    /// Start write tracking in each process once its memory is as the image has it, for
+    /// the daemon to take (`Restored::trackers`): its next checkpoint can then refer to
+    /// the image resumed. Not with a lazy resume (its memory is registered with the
+    /// server's userfaultfds until it is all in).
+    pub track: bool,
 }
 
 /// The result: the masters of the session's ptys by number (0 is the session's own).
@@ -70,6 +75,9 @@ pub struct Restored {
     pub warnings: Vec<String>,
     /// A lazy resume's server, to be told to fill the rest in once the session runs.
     pub lazy: Option<memory::lazy::Server>,
+    /// With `Options::track`: each process's write tracker (its pid in the session, the
+    /// tracker's userfaultfd), started after everything was written into its memory.
+    pub trackers: Vec<(i32, OwnedFd)>,
 }
 
 /// A process being restored: its record and an injector on its main thread.
@@ -106,6 +114,8 @@ pub(crate) struct Restorer<'a> {
     pub(crate) warnings: Vec<String>,
     /// The server of a lazy resume, where the kernel allows one (`--lazy`).
     pub(crate) lazy: Option<memory::lazy::Server>,
+    /// Write trackers started (`Options::track`), by process.
+    pub(crate) trackers: Vec<(i32, OwnedFd)>,
 }
 
 /// Files made again by (device (major, minor), inode).
@@ -175,6 +185,7 @@ pub fn restore(
         mapped: Default::default(),
         warnings,
         lazy,
+        trackers: Vec::new(),
     };
     r.check_file_policy()?;
     // Each process's memory is made as the process is, a parent's before its children.
@@ -191,6 +202,7 @@ pub fn restore(
         masters: r.masters,
         warnings: r.warnings,
         lazy: r.lazy,
+        trackers: r.trackers,
     })
 }
 
@@ -426,6 +438,7 @@ impl<'a> Restorer<'a> {
             // the init has the init's ids and capabilities).
             let x = self.xfer_fd as u64;
             self.call(pid, "close", nr::CLOSE, &[x])?;
+            self.start_tracking(pid)?;
             self.set_identity(pid)?;
             self.set_owners(pid, &mut owned)?;
             self.set_sched(pid, &base)?;
@@ -463,6 +476,30 @@ impl<'a> Restorer<'a> {
 }
 
 impl Restorer<'_> {
+    /// With `Options::track` (and not lazily): process `pid`'s memory, all written, is
+    /// tracked from here on (`task::memory::tracking`), by a userfaultfd it makes by an
+    /// injected call, taken and closed in it. Its writes from here on (the first ones are
+    /// still the restore's: a lock that brings pages in) count as written. A process the
+    /// kernel will not let be tracked is read whole at the next checkpoint.
+    fn start_tracking(&mut self, pid: i32) -> Result<()> {
+        if !self.opts.track || self.lazy.is_some() {
+            return Ok(());
+        }
+        use crate::task::memory::tracking::Tracker;
+        const USERFAULTFD: i64 = 323;
+        let flags = Tracker::FLAGS | (libc::O_CLOEXEC | libc::O_NONBLOCK) as u64;
+        let Ok(fd) = self.call(pid, "userfaultfd", USERFAULTFD, &[flags]) else {
+            return Ok(());
+        };
+        let taken = t::copy_fd_of(pid, fd as i32);
+        self.call(pid, "close", nr::CLOSE, &[fd])?;
+        let ranges = crate::ckpt::incremental::ranges(&self.proc(pid).rec.maps);
+        if let Ok(tracker) = taken.and_then(|uffd| Tracker::with_userfaultfd(pid, uffd, &ranges)) {
+            self.trackers.push((pid, tracker.into_fd()));
+        }
+        Ok(())
+    }
+
     /// Send `fd` to process `pid` and put it at number `want`.
     pub(crate) fn transfer(
         &self,

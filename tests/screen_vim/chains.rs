@@ -290,3 +290,51 @@ fn a_checkpoint_killed_after_its_scan_makes_the_next_one_whole_and_exact() {
     env.tmux.wait_dead("a", T);
     resumes_with_x(&env, &image, "SUM ", &want);
 }
+
+user_and_root! {
+    /// A session resumed from an image and checkpointed back into it is checkpointed
+    /// incrementally: the resume started the write tracking once the memory was in, so
+    /// only what the program wrote since is stored, the image it came from is kept beside
+    /// it under its identity, and the chain resumes with every byte (the program,
+    /// `precopymem.c`, checks 256 MiB of its own bookkeeping).
+    fn a_resumed_session_checkpoints_incrementally_against_its_image(env, tag) {
+        let name = format!("back{tag}");
+        let bin = build_c(&env, "precopymem");
+        env.pane(
+            "a",
+            &format!("{} start --name {name} -- {}", env.crterm_cmd(), bin.display()),
+        );
+        env.tmux.wait_text("a", "precopymem ready", T);
+        enter(&env, "a", "pause");
+        env.tmux.wait_text("a", "\npaused", T);
+        let image = image_path(&env, &name);
+        checkpoint_and_end(&env, &name, &image);
+        let full = std::fs::metadata(&image).unwrap().len();
+        resume_with(&env, &env.tmux, "r", (100, 30), &format!("--name {name}r"), &image);
+        env.tmux.wait_text("r", "paused", T);
+        // A moment of writing, then still.
+        enter(&env, "r", "go");
+        std::thread::sleep(Duration::from_millis(200));
+        enter(&env, "r", "pause");
+        wait_for("the second pause", T, || {
+            (env.tmux.capture_plain("r").matches("paused").count() >= 2).then_some(())
+        });
+        let out = env.crterm(&["checkpoint", &format!("{name}r"), "-o", image.to_str().unwrap()]);
+        let said = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{}{said}", String::from_utf8_lossy(&out.stderr));
+        let info = env.crterm(&["info", image.to_str().unwrap()]);
+        let info = String::from_utf8_lossy(&info.stdout).into_owned();
+        assert!(info.contains(&format!("made after {name}.")), "not incremental: {info}");
+        let small = std::fs::metadata(&image).unwrap().len();
+        assert!(small < full / 4, "{small} bytes after {full}: {said}");
+        super::precopy::check(&env, "r");
+        env.tmux.send_keys("r", &["C-d"]);
+        env.tmux.wait_text("r", "CRTERM_EXIT=0", T);
+        // The chain: the new image, and the one it came from kept beside it.
+        resume_with(&env, &env.tmux, "s", (100, 30), &format!("--name {name}s"), &image);
+        env.tmux.wait_text("s", "paused", T);
+        super::precopy::check(&env, "s");
+        env.tmux.send_keys("s", &["C-d"]);
+        env.tmux.wait_text("s", "CRTERM_EXIT=0", T);
+    }
+}

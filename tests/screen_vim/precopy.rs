@@ -12,7 +12,7 @@ use super::*;
 
 /// Type `command` in pane `target` and wait for the line it answers (one more "check"
 /// line than before); it must say ok.
-fn check(env: &Env, target: &str) {
+pub(crate) fn check(env: &Env, target: &str) {
     let count = |s: &str| s.matches("check ok").count() + s.matches("check BAD").count();
     let before = count(&env.tmux.capture_plain(target));
     enter(env, target, "check");

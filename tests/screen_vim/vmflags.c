@@ -2,7 +2,8 @@
  * with one flag (madvise WIPEONFORK, DONTFORK, DONTDUMP, SEQUENTIAL, RANDOM, MERGEABLE,
  * HUGEPAGE, NOHUGEPAGE; MAP_NORESERVE; MAP_DROPPABLE; mlock, mlock2 on fault; mseal), and
  * two shared mappings of a file, read-only, from a writable and from a read-only open.
- * The VmFlags line smaps gives each must be the same after the resume, the first file
+ * The VmFlags line smaps gives each must be the same after the resume (but for crterm's
+ * own write tracking, "uw"), the first file
  * mapping must still be one mprotect makes writable (and writes reach the file), the
  * second must still refuse that (EACCES), and the sealed page must still refuse munmap.
  * A flag this kernel or this user cannot set is left out and said so. Prints READY,
@@ -43,6 +44,12 @@ static void flags_of(char *p, char *out, size_t len) {
         else if (mine && !strncmp(line, "VmFlags:", 8)) {
             snprintf(out, len, "%s", line + 8);
             out[strcspn(out, "\n")] = 0;
+            /* Without crterm's write tracking ("uw": registered for userfaultfd
+             * write-protection, which a session's memory is from its first checkpoint
+             * or resume on, for incremental checkpoints). */
+            char *uw = strstr(out, " uw");
+            if (uw)
+                memmove(uw, uw + 3, strlen(uw + 3) + 1);
             break;
         }
     }

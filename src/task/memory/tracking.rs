@@ -69,6 +69,39 @@ impl Tracker {
         Ok(tracker)
     }
 
+    /// Track writes to `ranges` of process `pid` from now on, through `uffd`, a
+    /// userfaultfd the process made (with `USER_MODE_ONLY`) and nothing has used yet: the
+    /// resume's way (the init made the process make it, just after its memory was written).
+    pub fn with_userfaultfd(pid: i32, uffd: OwnedFd, ranges: &[(u64, u64)]) -> io::Result<Tracker> {
+        let mut api = [UFFD_API, UFFD_FEATURE_WP_ASYNC, 0];
+        ioctl(&uffd, UFFDIO_API, api.as_mut_ptr().cast(), "UFFDIO_API")?;
+        let mut tracker = Tracker {
+            pid,
+            uffd,
+            ranges: Vec::new(),
+        };
+        tracker.add(ranges)?;
+        Ok(tracker)
+    }
+
+    /// A tracker made elsewhere (`with_userfaultfd`, by a resume's init), now held for host
+    /// process `pid`: its ranges are learnt as they are registered again.
+    pub fn adopt(pid: i32, uffd: OwnedFd) -> Tracker {
+        Tracker {
+            pid,
+            uffd,
+            ranges: Vec::new(),
+        }
+    }
+
+    /// Its userfaultfd (the registrations live as long as it is open).
+    pub fn into_fd(self) -> OwnedFd {
+        self.uffd
+    }
+
+    /// The flags a tracking userfaultfd is made with.
+    pub const FLAGS: u64 = UFFD_USER_MODE_ONLY;
+
     /// Track writes to `ranges` too (mappings made since), from now on. A range the kernel
     /// will not track (a mapping it does not allow) is left out: its pages are then read
     /// whole at each checkpoint.

@@ -20,8 +20,13 @@ use std::os::fd::AsFd;
 /// length, then its postcard encoding.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum ToDumper {
-    /// Read what these processes hold in memory now, while the session runs.
-    PreCopy(Vec<PreCopyProcess>),
+    /// Read what these processes hold in memory now, while the session runs: every page,
+    /// or (`written_only`, for an incremental image) the pages written since their
+    /// trackers last protected them (the rest is the parent's, or was never written).
+    PreCopy {
+        procs: Vec<PreCopyProcess>,
+        written_only: bool,
+    },
     Dump(Box<DumpOrder>),
 }
 
@@ -51,6 +56,9 @@ pub struct DumpOrder {
     /// that matters (the parent image was made, or the pre-copy began): only then are the
     /// pages it did not write since taken from there.
     pub tracked: Vec<bool>,
+    /// By live process: whether what it did not write since its tracker last protected
+    /// its pages, and the pre-copy did not read, is the parent image's.
+    pub from_parent: Vec<bool>,
 }
 
 /// What an incremental checkpoint knows of its parent image.
@@ -392,7 +400,7 @@ pub fn write_image<W: Write + Send>(
     budget: usize,
     mut steps: impl FnMut(Step),
 ) -> io::Result<DumpSummary> {
-    type Ranges = HashMap<i32, Vec<(u64, u64)>>;
+    type Ranges = pages::PreCopied;
     let mut rest = None;
     let mut parent_runs = Vec::new();
     let mut precopied = None;
@@ -400,19 +408,25 @@ pub fn write_image<W: Write + Send>(
         let mut stream = PageStream::new(feed)?;
         // The pre-copy's runs (under host pids), and what it read of each process.
         let mut early: Vec<PageRun> = Vec::new();
-        let mut covered: Option<Ranges> = None;
+        let mut covered: Option<HashMap<i32, Ranges>> = None;
         let order = match next()? {
-            ToDumper::PreCopy(procs) => {
-                let mut read = Ranges::default();
+            ToDumper::PreCopy {
+                procs,
+                written_only,
+            } => {
+                let mut read = HashMap::new();
                 for p in &procs {
-                    read.insert(p.host, stream.precopy(feed, p.host, &p.ranges, &mut early)?);
+                    let got = stream.precopy(feed, p.host, &p.ranges, written_only, &mut early)?;
+                    read.insert(p.host, got);
                     super::hooks::die_at("precopy");
                 }
                 covered = Some(read);
                 steps(Step::PreCopied);
                 match next()? {
                     ToDumper::Dump(d) => d,
-                    ToDumper::PreCopy(_) => return Err(io::Error::other("a second pre-copy")),
+                    ToDumper::PreCopy { .. } => {
+                        return Err(io::Error::other("a second pre-copy"));
+                    }
                 }
             }
             ToDumper::Dump(d) => d,
@@ -425,6 +439,7 @@ pub fn write_image<W: Write + Send>(
             carry_files,
             incremental,
             tracked,
+            from_parent,
         } = *order;
         let first_live = record
             .processes
@@ -435,7 +450,8 @@ pub fn write_image<W: Write + Send>(
         let live = &record.processes[first_live..];
         let mut found = Vec::with_capacity(live.len());
         // What the freeze found unwritten where the pre-copy read it, by host pid.
-        let mut kept = Ranges::default();
+        let mut kept: HashMap<i32, Vec<(u64, u64)>> = HashMap::new();
+        let nothing = Ranges::default();
         for (i, (&pid, rec)) in hosts.iter().zip(live).enumerate() {
             // Its parent, when the session holds it: pages shared with it since a fork
             // are saved once, in the parent's.
@@ -444,13 +460,15 @@ pub fn write_image<W: Write + Send>(
                 .position(|q| q.pid == rec.ppid)
                 .map(|i| (hosts[i], &live[i]));
             let mut mine = Vec::new();
+            let parent_has = incremental.is_some() && from_parent.get(i) == Some(&true);
             let unwritten = match (tracked.get(i) == Some(&true), &covered) {
                 (false, _) => Unwritten::Read,
                 (true, Some(c)) => Unwritten::PreCopied {
-                    covered: c.get(&pid).map_or(&[], |c| &c[..]),
+                    read: c.get(&pid).unwrap_or(&nothing),
                     kept: &mut mine,
+                    parent: parent_has.then_some(&mut parent_runs),
                 },
-                (true, None) if incremental.is_some() => Unwritten::Parent(&mut parent_runs),
+                (true, None) if parent_has => Unwritten::Parent(&mut parent_runs),
                 (true, None) => Unwritten::Read,
             };
             found.push(stream.process(feed, pid, rec, parent, &mut runs, unwritten)?);

@@ -390,21 +390,28 @@ fn run(
     let mut kept = Kept(parent.as_ref().and_then(|p| p.made.clone()));
     // A pre-copy: frozen a moment to track every process's writes, the memory read while
     // the session runs, then only what it wrote meanwhile read while frozen again.
-    let precopy = parent.is_none()
-        && !order.exit
+    // For an incremental image, what was written since the parent is pre-copied.
+    let precopy = !order.exit
         && order
             .precopy
             .unwrap_or_else(|| freeze::resident_anon(order.root) >= PRECOPY_MIN);
     let mut armed_for = None;
+    let mut since_parent = std::collections::HashSet::new();
     if precopy {
         let armed_at = Instant::now();
         let mut frozen = freeze::freeze(order.root).map_err(|e| Failure::Refused(e.to_string()))?;
-        let plan = tracking.arm(&frozen.tasks());
+        let armed = tracking.arm(&frozen.tasks(), parent.is_none());
         frozen.thaw();
         drop(frozen);
         armed_for = Some(armed_at.elapsed());
+        if parent.is_some() {
+            since_parent = armed.since_base;
+        }
         dumper
-            .send(&ToDumper::PreCopy(plan))
+            .send(&ToDumper::PreCopy {
+                procs: armed.procs,
+                written_only: parent.is_some(),
+            })
             .map_err(Failure::Writing)?;
         dumper.expect("precopied").map_err(Failure::Writing)?;
     }
@@ -430,13 +437,20 @@ fn run(
             .map_err(|e| Failure::Refused(e.to_string()))?;
     // Whose unwritten pages are the parent's (tracked since it was made), or the
     // pre-copy's (tracked since the arming: every process then that is still the same).
-    let tracked = state
+    // (And whose unwritten pages, outside what the pre-copy read, are the parent's.)
+    let tracked: Vec<bool> = state
         .hosts
         .iter()
         .map(|&h| match precopy {
             true => tracking.holds(h),
             false => tracking.tracks(h),
         })
+        .collect();
+    let from_parent = state
+        .hosts
+        .iter()
+        .zip(&tracked)
+        .map(|(h, &t)| t && (!precopy || since_parent.contains(h)))
         .collect();
     let incremental = parent.map(|p| super::dump::Incremental {
         link: p.link,
@@ -470,6 +484,7 @@ fn run(
             carry_files: order.carry_files,
             incremental,
             tracked,
+            from_parent,
         })))
         .map_err(Failure::Writing)?;
     dumper.expect("read").map_err(Failure::Writing)?;

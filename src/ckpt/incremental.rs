@@ -20,6 +20,15 @@ use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
+/// What `Tracking::arm` made ready.
+pub struct Armed {
+    /// What the pre-copy reads.
+    pub procs: Vec<PreCopyProcess>,
+    /// The host pids of the processes whose trackers count writes since the base image,
+    /// as before: what they did not write since is the base's.
+    pub since_base: std::collections::HashSet<i32>,
+}
+
 #[derive(Default)]
 pub struct Tracking {
     /// The image the trackers count writes since (None: the next checkpoint is full).
@@ -197,13 +206,18 @@ impl Tracking {
 
     /// Make ready for a pre-copy (the session is frozen: `tasks`, (host pid, its threads),
     /// are its processes): every process tracked, every mapping of the kinds tracked
-    /// registered, none protected (the pre-copy's scans protect each range just before
-    /// reading it). A process tracked already keeps its tracker; one that has run
-    /// another program since (nothing can be registered with its old one) gets a new one.
-    /// The base is forgotten: the scans protect what was written since. Returned: what
-    /// the pre-copy reads, the registered ranges of each process that it may read.
-    pub fn arm(&mut self, tasks: &[(i32, Vec<i32>)]) -> Vec<PreCopyProcess> {
-        self.base = None;
+    /// registered, nothing protected that was not (the pre-copy's scans protect each range
+    /// just before reading it; what was written since the base stays written, and what
+    /// is registered now counts as written). A process tracked already keeps its tracker;
+    /// one that has run another program since (nothing can be registered with its old
+    /// one) gets a new one, with `new_ones` (else it is left to be read whole while
+    /// frozen). The base is forgotten: the scans protect what was written
+    /// since (the caller has the parent already). Returned: what the pre-copy reads, the
+    /// registered ranges of each process that it may read, and which processes are still
+    /// tracked since the base.
+    pub fn arm(&mut self, tasks: &[(i32, Vec<i32>)], new_ones: bool) -> Armed {
+        let had_base = self.base.take().is_some();
+        let mut since_base = std::collections::HashSet::new();
         self.procs
             .retain(|pid, _| tasks.iter().any(|t| t.0 == *pid));
         let mut out = Vec::new();
@@ -223,6 +237,16 @@ impl Tracking {
                 }
                 _ => false,
             };
+            if kept && had_base {
+                since_base.insert(*pid);
+            }
+            // For an incremental image, a process not tracked since the parent is read
+            // whole while frozen, as always: so the pages a child shares with its
+            // parent since a fork are found shared, and saved once.
+            if !kept && !new_ones {
+                self.procs.remove(pid);
+                continue;
+            }
             if !kept {
                 self.procs.remove(pid);
                 let exec = state::exec_maps(&maps);
@@ -253,7 +277,10 @@ impl Tracking {
                     .collect(),
             });
         }
-        out
+        Armed {
+            procs: out,
+            since_base,
+        }
     }
 
     /// Track every process from now on (the session is frozen, its memory read): `procs`

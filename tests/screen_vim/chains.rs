@@ -43,7 +43,16 @@ user_and_root! {
             // the kernel's returns at a time by default).
             enter(&env, "a", if g == 10 { "m(3000)" } else { "m(40)" });
             let d = digest(&env, "a", &format!("G{g}"));
-            let out = env.crterm(&["checkpoint", &name, "-o", image.to_str().unwrap()]);
+            // Every third with a pre-copy of what was written since the parent.
+            let precopy = if g % 3 == 2 { "always" } else { "auto" };
+            let out = env.crterm(&[
+                "checkpoint",
+                &name,
+                "-o",
+                image.to_str().unwrap(),
+                "--precopy",
+                precopy,
+            ]);
             assert!(
                 out.status.success(),
                 "generation {g}: {}",
@@ -153,6 +162,10 @@ user_and_root! {
             env.tmux.send_keys("a", &["Enter"]);
             sums.push(sum_after(&env, "a", &format!("STEP {step} SUM ")));
             let mut args = vec!["checkpoint", &name, "-o", image.to_str().unwrap()];
+            if step == 2 {
+                // What was written since the first, pre-copied.
+                args.extend(["--precopy", "always"]);
+            }
             if step == 3 {
                 args.push("--exit");
             }
@@ -198,7 +211,17 @@ fn a_process_that_runs_another_program_between_checkpoints_is_read_whole() {
     bash_pane(&env, "a", "ex");
     let image = image_path(&env, "ex");
     let checkpoint = |n: usize| {
-        let out = env.crterm(&["checkpoint", "ex", "-o", image.to_str().unwrap()]);
+        // The third with a pre-copy: the process's old tracker cannot follow it into
+        // its new program.
+        let precopy = if n == 3 { "always" } else { "auto" };
+        let out = env.crterm(&[
+            "checkpoint",
+            "ex",
+            "-o",
+            image.to_str().unwrap(),
+            "--precopy",
+            precopy,
+        ]);
         assert!(
             out.status.success(),
             "{n}: {}",

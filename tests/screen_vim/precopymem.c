@@ -98,8 +98,13 @@ static void check(void) {
     for (uint64_t i = 0; i < PAGES; i++) {
         long k = check_words(buf + i * 512, 512, i * 512, gens[i], gens[i] == DROPPED);
         if (k >= 0) {
-            printf("check BAD at page %lu word %ld (generation %u)\n", (unsigned long)i, k,
-                   gens[i]);
+            /* Which generation the page holds, if any: says which of the two is stale. */
+            long held = -1;
+            for (uint32_t g = 0; g < 1000000 && held < 0; g++)
+                if (buf[i * 512] == word(i * 512, g))
+                    held = g;
+            printf("check BAD at page %lu word %ld (generation %u; the page holds %ld%s)\n",
+                   (unsigned long)i, k, gens[i], held, buf[i * 512] ? "" : ", zeros");
             return;
         }
     }

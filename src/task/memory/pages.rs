@@ -31,17 +31,21 @@ static ZERO_PAGE: [u8; PAGE as usize] = [0; PAGE as usize];
 /// The pagemap entries of a mapping's pages (`/proc/PID/pagemap`: bit 63 present, 62
 /// swapped, 61 a page of the file or shared memory).
 fn pagemap_entries(pagemap: &std::fs::File, map: &MapRecord) -> io::Result<Vec<u64>> {
-    let pages = ((map.end - map.start) / PAGE) as usize;
+    pagemap_range(pagemap, map.start, map.end)
+}
+
+/// The pagemap entries of the pages of [start, end).
+fn pagemap_range(pagemap: &std::fs::File, start: u64, end: u64) -> io::Result<Vec<u64>> {
+    let pages = ((end - start) / PAGE) as usize;
     let mut out = Vec::with_capacity(pages);
     let mut buf = vec![0u8; 8 * 512];
     while out.len() < pages {
         let n = (pages - out.len()).min(512);
-        let off = (map.start / PAGE + out.len() as u64) * 8;
+        let off = (start / PAGE + out.len() as u64) * 8;
         let got = sys::pread(pagemap.as_fd(), &mut buf[..n * 8], off)? / 8;
         if got == 0 {
             return Err(io::Error::other(format!(
-                "the pagemap of {:#x}-{:#x} ends early",
-                map.start, map.end
+                "the pagemap of {start:#x}-{end:#x} ends early"
             )));
         }
         out.extend(
@@ -139,13 +143,51 @@ pub enum Unwritten<'a> {
     Read,
     /// They are the parent image's (an incremental checkpoint): noted there.
     Parent(&'a mut Vec<PageRun>),
-    /// Where the pre-copy read them (`covered`: [start, end) in address order, apart),
-    /// their content is in the stream already: noted in `kept` ([start, end)). Elsewhere
-    /// they are read now.
+    /// Where the pre-copy read them (`read.covered`), their content is in the stream
+    /// already: noted in `kept` ([start, end)). Elsewhere they are the parent image's
+    /// (`parent`, for a process tracked since it, as `Parent`), but where the pre-copy is
+    /// not sure of them (`read.uncertain`), or there is no parent: read now.
     PreCopied {
-        covered: &'a [(u64, u64)],
+        read: &'a PreCopied,
         kept: &'a mut Vec<(u64, u64)>,
+        parent: Option<&'a mut Vec<PageRun>>,
     },
+}
+
+/// What the pre-copy did with a process's memory: [start, end) ranges in address order,
+/// apart.
+#[derive(Default)]
+pub struct PreCopied {
+    /// Read (after the scan that protected them), the pages of zeros among them too.
+    pub covered: Vec<(u64, u64)>,
+    /// Scanned, which protected them again, but not read (a step whose scan failed
+    /// partway, a read that failed): whether they were written since the parent is no
+    /// longer known.
+    pub uncertain: Vec<(u64, u64)>,
+}
+
+/// Note [start, end) of process `pid` (a mapping starting at `map_start`) as the parent
+/// image's: a run of `parent_runs`, joined to the last one when it goes on from it within
+/// the mapping.
+fn note_parent_run(parent_runs: &mut Vec<PageRun>, pid: i32, start: u64, end: u64, map_start: u64) {
+    match parent_runs.last_mut() {
+        Some(r) if r.pid == pid && r.addr + r.len == start && start > map_start => {
+            r.len += end - start
+        }
+        _ => parent_runs.push(PageRun {
+            pid,
+            addr: start,
+            len: end - start,
+        }),
+    }
+}
+
+/// Push [start, end) to `ranges`, joined to the last one when it goes on from it.
+fn push_range(ranges: &mut Vec<(u64, u64)>, start: u64, end: u64) {
+    match ranges.last_mut() {
+        Some(r) if r.1 == start => r.1 = end,
+        _ => ranges.push((start, end)),
+    }
 }
 
 /// The size of the pieces a pre-copy protects and then reads at once: small enough that
@@ -156,6 +198,49 @@ const PRECOPY_STEP: u64 = 64 << 20;
 /// own: in memory or swap, not the zero page, not a page of the file.
 fn own_in_memory(what: u64) -> bool {
     what & (PAGE_IS_PRESENT | PAGE_IS_SWAPPED) != 0 && what & (PAGE_IS_PFNZERO | PAGE_IS_FILE) == 0
+}
+
+/// The pages of [start, end) of a private mapping of a file (`map`) of host process
+/// `pid` that differ from the file's content there, as [start, end) runs: for pages the
+/// scan says are not in memory, which are either swapped out (the process's own copy) or
+/// a marker of the write protection, standing for the file's page (never touched, or
+/// dropped after it was protected), which no pagemap bit tells apart. Reading one brings
+/// it in. What cannot be compared (the file gone or another one) is all taken as the
+/// process's own.
+fn differing_from_file(pid: i32, map: &MapRecord, start: u64, end: u64) -> Vec<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let all = vec![(start, end)];
+    let Ok(file) = std::fs::File::open(&map.path) else {
+        return all;
+    };
+    let same = file.metadata().is_ok_and(|m| {
+        m.ino() == map.inode && (libc::major(m.dev()), libc::minor(m.dev())) == map.dev
+    });
+    if !same {
+        return all;
+    }
+    let len = (end - start) as usize;
+    let (mut mine, mut theirs) = (vec![0u8; len], vec![0u8; len]);
+    let readable = sys::read_process_memory(pid, start, &mut mine).is_ok_and(|n| n == len);
+    if !readable {
+        return all;
+    }
+    let at = map.offset + (start - map.start);
+    let got = sys::pread(file.as_fd(), &mut theirs, at).unwrap_or(0);
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for k in 0..len / PAGE as usize {
+        let r = k * PAGE as usize..(k + 1) * PAGE as usize;
+        // (Past the file's end the mapping has no page of the file.)
+        if r.end <= got && mine[r.clone()] == theirs[r] {
+            continue;
+        }
+        push_range(
+            &mut out,
+            start + k as u64 * PAGE,
+            start + (k + 1) as u64 * PAGE,
+        );
+    }
+    out
 }
 
 /// What `PageStream::process` found out about a process's memory.
@@ -267,28 +352,45 @@ impl PageStream {
                         written.push((start, end - start));
                         continue;
                     }
+                    // Not in memory is not always swapped out: a page dropped (DONTNEED)
+                    // after it was protected, and in a mapping of a file a page never
+                    // touched, hold a marker of the protection, which the scan reports
+                    // as swapped and not written. Neither the parent's copy nor the
+                    // pre-copy's is then sure: anonymous memory is read (a marker reads
+                    // as zeros, left out), a file's pages are compared with the file.
+                    if what & PAGE_IS_PRESENT == 0 {
+                        match kind {
+                            MapKind::PrivateFile => {
+                                for (s, e) in differing_from_file(pid, map, start, end) {
+                                    written.push((s, e - s));
+                                }
+                            }
+                            _ => written.push((start, end - start)),
+                        }
+                        continue;
+                    }
                     match &mut unwritten {
                         Unwritten::Read => unreachable!("checked above"),
-                        Unwritten::Parent(parent_runs) => match parent_runs.last_mut() {
-                            Some(r)
-                                if r.pid == rec.pid
-                                    && r.addr + r.len == start
-                                    && start > map.start =>
-                            {
-                                r.len += end - start
-                            }
-                            _ => parent_runs.push(PageRun {
-                                pid: rec.pid,
-                                addr: start,
-                                len: end - start,
-                            }),
-                        },
-                        Unwritten::PreCopied { covered, kept } => {
-                            for (s, e, read) in cut(covered, start, end) {
-                                match (read, kept.last_mut()) {
-                                    (false, _) => written.push((s, e - s)),
-                                    (true, Some(k)) if k.1 == s => k.1 = e,
-                                    (true, _) => kept.push((s, e)),
+                        Unwritten::Parent(parent_runs) => {
+                            note_parent_run(parent_runs, rec.pid, start, end, map.start)
+                        }
+                        Unwritten::PreCopied { read, kept, parent } => {
+                            for (s, e, done) in cut(&read.covered, start, end) {
+                                if done {
+                                    push_range(kept, s, e);
+                                    continue;
+                                }
+                                let Some(parent_runs) = parent.as_deref_mut() else {
+                                    written.push((s, e - s));
+                                    continue;
+                                };
+                                for (s, e, unsure) in cut(&read.uncertain, s, e) {
+                                    match unsure {
+                                        true => written.push((s, e - s)),
+                                        false => {
+                                            note_parent_run(parent_runs, rec.pid, s, e, map.start)
+                                        }
+                                    }
                                 }
                             }
                         }
@@ -550,50 +652,67 @@ impl PageStream {
 
     /// The pre-copy of host process `pid`, which runs: the pages it holds in memory in
     /// `ranges` ((start, end, anonymous): ranges registered for write tracking, in address
-    /// order), into the stream, noted in `runs` under `pid`. Each step of a range is
-    /// scanned, which protects its pages, just before it is read: a page written after it
-    /// was read is found written at the freeze. Returned: the [start, end) ranges read,
-    /// in address order (zero pages among them are left out of the stream, as always).
-    /// What cannot be read (a mapping gone or changed meanwhile, the process gone) is
-    /// left out, to be read at the freeze.
+    /// order), or with `written_only` those of them written since the tracker last
+    /// protected them, into the stream, noted in `runs` under `pid`. Each step of a range
+    /// is scanned, which protects its pages, just before it is read: a page written after
+    /// it was read is found written at the freeze. What cannot be read (a mapping gone or
+    /// changed meanwhile, the process gone) is left out, to be read at the freeze; where
+    /// a scan failed partway (it may have protected some pages before it failed), the
+    /// step is `uncertain`.
     pub fn precopy(
         &mut self,
         feed: &mut Feed,
         pid: i32,
         ranges: &[(u64, u64, bool)],
+        written_only: bool,
         runs: &mut Vec<PageRun>,
-    ) -> io::Result<Vec<(u64, u64)>> {
-        let mut covered: Vec<(u64, u64)> = Vec::new();
+    ) -> io::Result<PreCopied> {
+        let mut out = PreCopied::default();
         let Ok(pagemap) = std::fs::File::open(format!("/proc/{pid}/pagemap")) else {
-            return Ok(covered);
+            return Ok(out);
         };
         for &(start, end, anon) in ranges {
             let mut from = start;
             while from < end {
                 let to = end.min(from + PRECOPY_STEP);
-                // (No longer registered: changed since the daemon registered it.)
-                let regions = scan_what_is_registered(&pagemap, pid, from, to);
+                let (regions, whole) = scan_what_is_registered(&pagemap, pid, from, to);
+                if !whole {
+                    out.uncertain.push((from, to));
+                }
                 let pieces: Vec<(u64, u64)> = regions
                     .iter()
-                    .filter(|r| own_in_memory(r.2))
+                    .filter(|r| {
+                        // (What is not in memory is settled at the freeze.)
+                        r.2 & PAGE_IS_PRESENT != 0
+                            && own_in_memory(r.2)
+                            && (!written_only || r.2 & PAGE_IS_WRITTEN != 0)
+                    })
                     .map(|r| (r.0, r.1 - r.0))
                     .collect();
                 let mut skipped = Vec::new();
                 self.copy_many(feed, pid, pid, &pieces, anon, runs, Some(&mut skipped))?;
-                let skipped: Vec<(u64, u64)> = skipped.iter().map(|&(a, l)| (a, a + l)).collect();
                 crate::ckpt::hooks::slow_at("precopy");
+                let skipped: Vec<(u64, u64)> = skipped.iter().map(|&(a, l)| (a, a + l)).collect();
+                out.uncertain.extend(&skipped);
                 for &(a, l) in &pieces {
                     for (s, e) in outside(&skipped, a, a + l) {
-                        match covered.last_mut() {
-                            Some(c) if c.1 == s => c.1 = e,
-                            _ => covered.push((s, e)),
-                        }
+                        push_range(&mut out.covered, s, e);
                     }
                 }
                 from = to;
             }
         }
-        Ok(covered)
+        // (Steps and the reads in them come in address order, but may overlap.)
+        out.uncertain.sort_unstable();
+        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(out.uncertain.len());
+        for &(s, e) in &out.uncertain {
+            match merged.last_mut() {
+                Some(m) if s <= m.1 => m.1 = m.1.max(e),
+                _ => merged.push((s, e)),
+            }
+        }
+        out.uncertain = merged;
+        Ok(out)
     }
 
     pub fn finish(self, feed: &mut Feed) -> io::Result<()> {
@@ -842,23 +961,27 @@ pub(crate) fn outside(
 /// `tracking::scan` of [from, to) of process `pid` (whose pagemap is `pagemap`), which
 /// runs: where part of it is no longer registered (a mapping made again, or moved, since
 /// it was), each of its mappings there as they are now, leaving out those that are not.
+/// Whether the first scan covered it all comes with it (false: it failed partway, after
+/// maybe protecting part of the range).
 fn scan_what_is_registered(
     pagemap: &std::fs::File,
     pid: i32,
     from: u64,
     to: u64,
-) -> Vec<(u64, u64, u64)> {
+) -> (Vec<(u64, u64, u64)>, bool) {
     if let Ok(regions) = tracking::scan(pagemap, from, to) {
-        return regions;
+        return (regions, true);
     }
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
-    maps.lines()
+    let regions = maps
+        .lines()
         .filter_map(crate::ckpt::procfs::parse_map)
         .map(|m| (m.start.max(from), m.end.min(to)))
         .filter(|(s, e)| s < e)
         .filter_map(|(s, e)| tracking::scan(pagemap, s, e).ok())
         .flatten()
-        .collect()
+        .collect();
+    (regions, false)
 }
 
 /// [start, end) cut by `ranges` (as for `outside`) into its parts, in order, each with

@@ -494,7 +494,9 @@ impl Restorer<'_> {
         let taken = t::copy_fd_of(pid, fd as i32);
         self.call(pid, "close", nr::CLOSE, &[fd])?;
         let ranges = crate::ckpt::incremental::ranges(&self.proc(pid).rec.maps);
-        if let Ok(tracker) = taken.and_then(|uffd| Tracker::with_userfaultfd(pid, uffd, &ranges)) {
+        if let Ok(tracker) =
+            taken.and_then(|uffd| Tracker::with_userfaultfd(pid, uffd, &ranges, true))
+        {
             self.trackers.push((pid, tracker.into_fd()));
         }
         Ok(())

@@ -31,11 +31,7 @@ static ZERO_PAGE: [u8; PAGE as usize] = [0; PAGE as usize];
 /// The pagemap entries of a mapping's pages (`/proc/PID/pagemap`: bit 63 present, 62
 /// swapped, 61 a page of the file or shared memory).
 fn pagemap_entries(pagemap: &std::fs::File, map: &MapRecord) -> io::Result<Vec<u64>> {
-    pagemap_range(pagemap, map.start, map.end)
-}
-
-/// The pagemap entries of the pages of [start, end).
-fn pagemap_range(pagemap: &std::fs::File, start: u64, end: u64) -> io::Result<Vec<u64>> {
+    let (start, end) = (map.start, map.end);
     let pages = ((end - start) / PAGE) as usize;
     let mut out = Vec::with_capacity(pages);
     let mut buf = vec![0u8; 8 * 512];

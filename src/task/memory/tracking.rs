@@ -51,6 +51,18 @@ impl Tracker {
         protect: bool,
     ) -> io::Result<Tracker> {
         let uffd = inside::take_userfaultfd(pid, tids, exec_maps, UFFD_USER_MODE_ONLY)?;
+        Tracker::with_userfaultfd(pid, uffd, ranges, protect)
+    }
+
+    /// Track writes to `ranges` of process `pid` from now on (as `start`), through
+    /// `uffd`, a userfaultfd the process made (with `USER_MODE_ONLY`) and nothing has used
+    /// yet: how a resume's init starts it, just after the process's memory was written.
+    pub fn with_userfaultfd(
+        pid: i32,
+        uffd: OwnedFd,
+        ranges: &[(u64, u64)],
+        protect: bool,
+    ) -> io::Result<Tracker> {
         // Not UFFD_FEATURE_WP_UNPOPULATED: it would fill in page tables for every page
         // of the ranges (a runtime that reserves terabytes would pay for them), and is
         // not needed: a page made present after the ranges were protected is not
@@ -66,21 +78,6 @@ impl Tracker {
             true => tracker.add(ranges)?,
             false => tracker.register(ranges),
         }
-        Ok(tracker)
-    }
-
-    /// Track writes to `ranges` of process `pid` from now on, through `uffd`, a
-    /// userfaultfd the process made (with `USER_MODE_ONLY`) and nothing has used yet: the
-    /// resume's way (the init made the process make it, just after its memory was written).
-    pub fn with_userfaultfd(pid: i32, uffd: OwnedFd, ranges: &[(u64, u64)]) -> io::Result<Tracker> {
-        let mut api = [UFFD_API, UFFD_FEATURE_WP_ASYNC, 0];
-        ioctl(&uffd, UFFDIO_API, api.as_mut_ptr().cast(), "UFFDIO_API")?;
-        let mut tracker = Tracker {
-            pid,
-            uffd,
-            ranges: Vec::new(),
-        };
-        tracker.add(ranges)?;
         Ok(tracker)
     }
 

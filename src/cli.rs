@@ -77,9 +77,9 @@ enum Cmd {
         #[arg(long)]
         full: bool,
         /// `auto` (default): for a session holding 64 MiB or more in memory, copy its
-        /// memory while it runs, then freeze it only to copy what it wrote meanwhile
-        /// (a full checkpoint; an incremental one copies only what was written since its
-        /// parent, while frozen); `always`; `never`.
+        /// memory while it runs (for an incremental checkpoint, what was written since
+        /// its parent), then freeze it only to copy what it wrote meanwhile; `always`;
+        /// `never`.
         #[arg(long, value_parser = ["auto", "always", "never"], default_value = "auto")]
         precopy: String,
     },

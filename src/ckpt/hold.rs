@@ -53,9 +53,10 @@ pub struct Order {
     pub precopy: Option<bool>,
 }
 
-/// A full checkpoint of a session holding this much memory of its own (resident
-/// anonymous memory, summed over its processes) or more copies it while the session runs
-/// first: reading this much takes about as long as the freeze a pre-copy adds.
+/// A checkpoint of a session holding this much memory of its own (resident anonymous
+/// memory, summed over its processes) or more copies it while the session runs first
+/// (all of it, or what was written since the parent): reading this much takes about as
+/// long as the freeze a pre-copy adds.
 pub const PRECOPY_MIN: u64 = 64 << 20;
 
 /// What the checkpoint tells the daemon's event loop, in this order.

@@ -411,7 +411,8 @@ fn an_inotify_watch_found_by_its_file_handle_comes_back_as_root() {
         "b",
         "ev = os.read(fd, 4096); print('af' 'ter', struct.unpack('iIII', ev[:16])[0], ev[16:].rstrip(b'\\0'))",
     );
-    let after = env.tmux.wait_text("b", "after ", T);
+    // (The whole line: caught as it is drawn, "after " can come before its end.)
+    let after = env.tmux.wait_text("b", "after 1 b'new-file'", T);
     assert!(after.contains("after 1 b'new-file'"), "{after}");
     exit_repl(&env, "b");
     let _ = std::fs::remove_file(&image);

@@ -1050,7 +1050,8 @@ fn pending_with_data(env: Env, name: &str) {
     let check = "ks = [l.accept()[0] for _ in range(3)]; [k.setblocking(False) for k in ks]; rd = lambda k: k.recv(100) if __import__('select').select([k], [], [], 0.2)[0] else None; qa = q.accept()[0]; print('af' 'ter', [rd(k) for k in ks], rd(ks[2]), qa.recv(10), qa.recv(10), cs[0].send(b'x') and ks[0].recv(1))";
     let expect = "after [b'first', None, b'third'] b'' b'm1' b'm2' b'x'";
     enter(&env, "a", check);
-    let screen = env.tmux.wait_text("a", "after [", T);
+    // (The whole line: caught as it is drawn, "after [" can come before its end.)
+    let screen = env.tmux.wait_text("a", expect, T);
     assert!(screen.contains(expect), "{screen}");
     exit_repl(&env, "a");
     env.tmux.wait_dead("a", T);
@@ -1058,7 +1059,8 @@ fn pending_with_data(env: Env, name: &str) {
     resume_pane(&env, "b", 100, 30, &image);
     env.tmux.wait_text("b", "connected", T);
     enter(&env, "b", check);
-    let screen = env.tmux.wait_text("b", "after [", T);
+    // (The whole line: caught as it is drawn, "after [" can come before its end.)
+    let screen = env.tmux.wait_text("b", expect, T);
     assert!(screen.contains(expect), "{screen}");
     exit_repl(&env, "b");
     env.tmux.wait_text("b", "CRTERM_EXIT=0", T);

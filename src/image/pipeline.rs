@@ -114,7 +114,7 @@ impl<W: Write + Send> ImageWriter<W> {
         std::thread::scope(|scope| {
             for _ in 0..workers {
                 let (work_rx, done_tx, spent) = (&work_rx, done_tx.clone(), &spent);
-                scope.spawn(move || compress_jobs(work_rx, done_tx, spent, kind.zstd_level()));
+                scope.spawn(move || compress_jobs(work_rx, done_tx, spent));
             }
             drop(done_tx);
             let (failed, spent) = (&failed, &spent);
@@ -180,9 +180,8 @@ fn compress_jobs(
     work: &Mutex<mpsc::Receiver<Job>>,
     done: mpsc::Sender<Done>,
     spent: &Mutex<Vec<Vec<u8>>>,
-    level: i32,
 ) {
-    let mut zstd = zstd::bulk::Compressor::new(level).ok();
+    let mut zstd = zstd::bulk::Compressor::new(super::ZSTD_LEVEL).ok();
     loop {
         let job = match work.lock().expect("no panics").recv() {
             Ok(job) => job,

@@ -13,7 +13,7 @@ sock="crterm-bench-$$"
 export XDG_RUNTIME_DIR="$work/run" XDG_CONFIG_HOME="$work/config" XDG_DATA_HOME="$work/data"
 mkdir -p "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"
 cleanup() {
-    for pid in $("$CRTERM" ls 2>/dev/null | awk 'NR>1 {print $2}'); do kill "$pid" 2>/dev/null || true; done
+    for pid in $("$CRTERM" ls 2>/dev/null | awk 'NR>1 {print $2}'); do kill -INT "$pid" 2>/dev/null || true; done
     tmux -L "$sock" kill-server 2>/dev/null || true
     rm -f "${TMUX_TMPDIR:-/tmp}/tmux-$(id -u)/$sock"
     rm -rf "$work"
@@ -56,7 +56,7 @@ row "  throughput ratio (crterm / direct)" "$(awk "BEGIN {printf \"%.2f\", $dire
 echo_prog="stty raw -echo; echo READY; exec cat"
 read -r d_med d_p95 < <(python3 bench/latency.py 2000 sh -c "$echo_prog")
 read -r c_med c_p95 < <(python3 bench/latency.py 2000 "$CRTERM" start --name bench-lat -- sh -c "$echo_prog")
-for pid in $("$CRTERM" ls | awk '$1 == "bench-lat" {print $2}'); do kill "$pid"; done
+for pid in $("$CRTERM" ls | awk '$1 == "bench-lat" {print $2}'); do kill -INT "$pid"; done
 row "keystroke echo, direct (median / p95)" "$d_med / $d_p95 us" ""
 row "keystroke echo, under crterm (median / p95)" "$c_med / $c_p95 us" "added median $((c_med - d_med)) us; goal < 1000 us"
 
@@ -121,7 +121,7 @@ ckpt_row() { # label session-name ready-text [end [precopy]]; median of three ch
     # "end": the session holds a name only one program can have (screen's socket), so the
     # original ends before its image is resumed.
     if [ "${4:-}" = end ]; then
-        "$CRTERM" ls | awk -v n="$name" '$1 == n {print $2}' | xargs -r kill
+        "$CRTERM" ls | awk -v n="$name" '$1 == n {print $2}' | xargs -r kill -INT
         sleep 0.5
     fi
     row "checkpoint: $label" "$(median3 "${walls[@]}") ms" "frozen $(median3 "${frozens[@]}") ms${arm}, image ${size} KiB, $(( size - files )) KiB without its ${files} KiB of files (medians of 3)"
@@ -134,7 +134,7 @@ ckpt_row() { # label session-name ready-text [end [precopy]]; median of three ch
         for _ in $(seq 1 3000); do tm capture-pane -p -t "re-$name-$r" | grep -q "$ready" && break; sleep 0.005; done
         e=$(date +%s%N)
         resumes+=("$(( (e - s) / 1000000 ))")
-        "$CRTERM" ls | awk -v n="re-$name-$r" '$1 == n {print $2}' | xargs -r kill
+        "$CRTERM" ls | awk -v n="re-$name-$r" '$1 == n {print $2}' | xargs -r kill -INT
     done
     row "resume: $label" "$(median3 "${resumes[@]}") ms" "to the screen repainted in a new pane (median of 3)"
     last_resume_ms=$(median3 "${resumes[@]}")
@@ -206,7 +206,7 @@ if [ "$(id -u)" = 0 ] && [ -x "$other/usr/bin/screen" ]; then
         for _ in $(seq 1 3000); do tm capture-pane -p -t "ot-$r" | grep -q "hello from the benchmark" && break; sleep 0.005; done
         e=$(date +%s%N)
         resumes+=("$(( (e - s) / 1000000 ))")
-        "$CRTERM" ls | awk -v n="ot-$r" '$1 == n {print $2}' | xargs -r kill
+        "$CRTERM" ls | awk -v n="ot-$r" '$1 == n {print $2}' | xargs -r kill -INT
     done
     row "resume: vim, inside a Debian trixie root" "$(median3 "${resumes[@]}") ms" "its files from the image (median of 3)"
 fi
@@ -214,7 +214,7 @@ tm new-session -d -s ck-em -x 100 -y 30 "TMPDIR=$work $CRTERM start --name ck-em
 for _ in $(seq 1 100); do tm capture-pane -p -t ck-em | grep -q "emacs.txt" && break; sleep 0.1; done
 tm send-keys -t ck-em "hello from emacs"
 ckpt_row "emacs -nw" ck-em "hello from emacs"
-"$CRTERM" ls | awk '$1 == "ck-em" {print $2}' | xargs -r kill
+"$CRTERM" ls | awk '$1 == "ck-em" {print $2}' | xargs -r kill -INT
 # Lazy resume (`--lazy`): the time from `crterm resume` to the screen repainted and a key
 # typed echoed back (the python program sleeps; the pty echoes), and to all memory in (the
 # init's serving threads gone). As an ordinary user a lazy resume copies eagerly: said.
@@ -234,7 +234,7 @@ lazy_rows() { # label session-name ready-text
         for _ in $(seq 1 5000); do [ "$(awk '/^Threads:/ {print $2}' /proc/"$init"/status)" = 1 ] && break; sleep 0.002; done
         e=$(date +%s%N)
         alls+=("$(( (e - s) / 1000000 ))")
-        kill "$daemon"
+        kill -INT "$daemon"
     done
     if [ "$how" = lazy ]; then
         row "lazy resume: $label, screen + key echoed" "$(median3 "${firsts[@]}") ms" "goal <= 100 ms (median of ${firsts[*]})"
@@ -264,7 +264,7 @@ big_row() { # label name random-MiB pattern-MiB
     bytes=$("$CRTERM" info --json "$work/$2.img" | python3 -c 'import json, sys; print(json.load(sys.stdin)["session"]["memory_bytes"])')
     row "eager resume throughput: $1" "$(awk "BEGIN {printf \"%.2f\", $bytes / $last_resume_ms / 1e6}") GB/s" "memory decompressed and written, over the median resume; goal >= 3 GB/s"
     [ "$2" = ck-4g ] && lazy_rows "$1" "$2" "^READY"
-    "$CRTERM" ls | awk -v n="$2" '$1 == n {print $2}' | xargs -r kill
+    "$CRTERM" ls | awk -v n="$2" '$1 == n {print $2}' | xargs -r kill -INT
     rm -f "$work/$2.img"
 }
 big_row "1 GiB (half random, half pattern)" ck-1g 512 512
@@ -289,9 +289,9 @@ WRITER
 tm new-session -d -s ck-inc -x 100 -y 30 "$CRTERM start --name ck-inc -- python3 $work/writer.py"
 for _ in $(seq 1 600); do tm capture-pane -p -t ck-inc | grep -q "^READY" && break; sleep 0.1; done
 inc_row "2 GiB, 20 MiB written since" ck-inc go "^WROTE"
-"$CRTERM" ls | awk '$1 == "ck-inc" {print $2}' | xargs -r kill
+"$CRTERM" ls | awk '$1 == "ck-inc" {print $2}' | xargs -r kill -INT
 rm -f "$work/ck-inc.img"
-"$CRTERM" ls | awk '$1 == "ck-256" {print $2}' | xargs -r kill
+"$CRTERM" ls | awk '$1 == "ck-256" {print $2}' | xargs -r kill -INT
 rm -f "$work/ck-256.img"
 
 # CRIU's side of the same rows (issue 14 asks for them with `CRIU=/path bench/run.sh`;

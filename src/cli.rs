@@ -41,6 +41,8 @@ enum Cmd {
         /// CPU has, and images resume on CPUs with at least its features.
         #[arg(long, value_parser = ["native", "baseline"], default_value = "native")]
         cpu: String,
+        #[command(flatten)]
+        autosave: AutosaveArgs,
         /// The command and its arguments.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
@@ -53,9 +55,14 @@ enum Cmd {
     },
     /// List running sessions.
     Ls,
-    /// Checkpoint a running session (needs the checkpoint engine).
+    /// Checkpoint a running session, or all of them.
     Checkpoint {
-        name: String,
+        #[arg(required_unless_present = "all")]
+        name: Option<String>,
+        /// Every session of this user, each into its own image, at once: one line each;
+        /// the exit status is 0 only if all succeeded.
+        #[arg(long, conflicts_with_all = ["name", "output"])]
+        all: bool,
         /// Image file to write.
         #[arg(short = 'o')]
         output: Option<PathBuf>,
@@ -114,6 +121,8 @@ enum Cmd {
         lazy: bool,
         #[arg(long)]
         prefix: Option<String>,
+        #[command(flatten)]
+        autosave: AutosaveArgs,
     },
     /// What this kernel and CPU offer crterm; with an image: whether it will resume here,
     /// and if not, why (exit status 1).
@@ -181,9 +190,56 @@ enum Cmd {
         lazy: bool,
         #[arg(long)]
         cpu_baseline: bool,
+        #[arg(long)]
+        autosave_secs: Option<u64>,
+        #[arg(long, default_value_t = 0)]
+        keep: usize,
+        #[arg(long)]
+        shutdown_deadline_secs: u64,
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
     },
+}
+
+/// Checkpoints the daemon takes by itself.
+#[derive(clap::Args, Clone, Copy)]
+struct AutosaveArgs {
+    /// Checkpoint the session into its image every INTERVAL (as 90s, 15m, 2h) while it
+    /// runs; a failure shows a notice and leaves the session as it was (default: the
+    /// config file's `autosave`, else never).
+    #[arg(long, value_name = "INTERVAL", value_parser = parse_interval)]
+    autosave: Option<std::time::Duration>,
+    /// Keep the newest N generations of the session's image (NAME.img, the older ones as
+    /// NAME.ID.img beside it), with the images they are made after, and remove older
+    /// ones (default: the config file's `keep`, else 3 with --autosave, else all).
+    #[arg(long, value_name = "N", value_parser = parse_keep)]
+    keep: Option<usize>,
+}
+
+impl AutosaveArgs {
+    /// With the config file's settings where the command line gives none: the interval
+    /// and the generations kept (0: none removed).
+    fn resolve(self, config: &config::Config) -> (Option<std::time::Duration>, usize) {
+        let autosave = self.autosave.or(config.autosave);
+        let keep = match (self.keep, config.keep) {
+            (Some(k), _) => k,
+            (None, k) if k > 0 => k,
+            _ if autosave.is_some() => config::DEFAULT_KEEP,
+            _ => 0,
+        };
+        (autosave, keep)
+    }
+}
+
+fn parse_interval(text: &str) -> Result<std::time::Duration, String> {
+    config::parse_duration(text).map_err(|e| e.to_string())
+}
+
+fn parse_keep(text: &str) -> Result<usize, String> {
+    let n: usize = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number"))?;
+    config::check_keep(n).map_err(|e| e.to_string())
 }
 
 /// Run the parsed command line; returns the process exit status.
@@ -194,8 +250,9 @@ pub fn run(cli: Cli) -> Result<i32> {
             image,
             prefix,
             cpu,
+            autosave,
             command,
-        } => start(name, image, prefix, cpu == "baseline", command),
+        } => start(name, image, prefix, cpu == "baseline", autosave, command),
         Cmd::Attach { name, prefix } => {
             let config = config::load()?;
             let prefix = resolve_prefix(prefix, &config)?;
@@ -216,6 +273,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             strict_cpu,
             lazy,
             prefix,
+            autosave,
         } => {
             let opts = crate::restore::Options {
                 force,
@@ -226,7 +284,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 set_ids: false,
                 track: false,
             };
-            resume(file, name, opts, prefix)
+            resume(file, name, opts, prefix, autosave)
         }
         Cmd::Check { file, strict_cpu } => {
             sys::die_quietly_on_broken_pipe();
@@ -241,16 +299,15 @@ pub fn run(cli: Cli) -> Result<i32> {
         Cmd::Sysv { pids } => Ok(crate::sysv::run_reader(&pids)),
         Cmd::Checkpoint {
             name,
+            all,
             output,
             exit,
             wait_connections,
             carry_files,
             full,
             precopy,
-        } => checkpoint(
-            &name,
-            output,
-            CheckpointOrder {
+        } => {
+            let order = CheckpointOrder {
                 exit,
                 path: String::new(),
                 wait: wait_connections,
@@ -261,8 +318,13 @@ pub fn run(cli: Cli) -> Result<i32> {
                     "never" => Some(false),
                     _ => None,
                 },
-            },
-        ),
+            };
+            match (all, name) {
+                (true, _) => checkpoint_all(order),
+                (false, Some(name)) => checkpoint(&name, output, order),
+                (false, None) => bail!("give a session's name, or --all"),
+            }
+        }
         Cmd::Daemon {
             name,
             socket,
@@ -279,8 +341,14 @@ pub fn run(cli: Cli) -> Result<i32> {
             strict_cpu,
             lazy,
             cpu_baseline,
+            autosave_secs,
+            keep,
+            shutdown_deadline_secs,
             command,
         } => Ok(daemon::run(daemon::DaemonConfig {
+            autosave: autosave_secs.map(std::time::Duration::from_secs),
+            keep,
+            shutdown_deadline: std::time::Duration::from_secs(shutdown_deadline_secs),
             resume: resume.is_some().then_some(crate::restore::Options {
                 force,
                 real_clock,
@@ -326,9 +394,11 @@ fn start(
     image: Option<PathBuf>,
     prefix: Option<String>,
     cpu_baseline: bool,
+    autosave: AutosaveArgs,
     command: Vec<String>,
 ) -> Result<i32> {
     let config = config::load()?;
+    let (autosave, keep) = autosave.resolve(&config);
     let prefix = resolve_prefix(prefix, &config)?;
     if let Some(n) = &name {
         paths::check_name(n)?;
@@ -368,6 +438,9 @@ fn start(
         resume_fd: None,
         cpu_baseline,
         opts: Default::default(),
+        autosave,
+        keep,
+        shutdown_deadline: config.shutdown_deadline,
     };
     spawn_daemon(&how)?;
     client::attach(&socket, &name, prefix)
@@ -378,8 +451,10 @@ fn resume(
     name: Option<String>,
     opts: crate::restore::Options,
     prefix: Option<String>,
+    autosave: AutosaveArgs,
 ) -> Result<i32> {
     let config = config::load()?;
+    let (autosave, keep) = autosave.resolve(&config);
     let prefix = resolve_prefix(prefix, &config)?;
     if let Some(n) = &name {
         paths::check_name(n)?;
@@ -462,6 +537,9 @@ fn resume(
             resume_fd: stdin_image.as_ref().map(|f| f.as_fd()),
             cpu_baseline: false,
             opts,
+            autosave,
+            keep,
+            shutdown_deadline: config.shutdown_deadline,
         };
         match spawn_daemon(&how) {
             Ok(()) => return client::attach(&socket, &name, prefix),
@@ -486,6 +564,9 @@ struct DaemonStart<'a> {
     /// Start the command with glibc held to x86-64-v2 (`--cpu baseline`).
     cpu_baseline: bool,
     opts: crate::restore::Options,
+    autosave: Option<std::time::Duration>,
+    keep: usize,
+    shutdown_deadline: std::time::Duration,
 }
 
 /// Read an image from standard input into memory (a memfd, which the daemon inherits),
@@ -533,6 +614,9 @@ fn spawn_daemon(how: &DaemonStart) -> Result<()> {
         resume_fd,
         cpu_baseline,
         opts,
+        autosave,
+        keep,
+        shutdown_deadline,
     } = *how;
     let (ready_r, ready_w) = sys::pipe()?;
     sys::set_cloexec(ready_w.as_fd(), false)?;
@@ -577,6 +661,13 @@ fn spawn_daemon(how: &DaemonStart) -> Result<()> {
     if opts.lazy {
         cmd.arg("--lazy");
     }
+    if let Some(every) = autosave {
+        cmd.arg("--autosave-secs").arg(every.as_secs().to_string());
+    }
+    cmd.arg("--keep")
+        .arg(keep.to_string())
+        .arg("--shutdown-deadline-secs")
+        .arg(shutdown_deadline.as_secs().to_string());
     if cpu_baseline {
         // The session's programs inherit the daemon's environment.
         cmd.arg("--cpu-baseline").env(
@@ -741,6 +832,43 @@ fn checkpoint(name: &str, output: Option<PathBuf>, mut order: CheckpointOrder) -
         ToClient::Checkpointed { ok: false, text } | ToClient::Refused(text) => bail!("{text}"),
         _ => bail!("unexpected answer from session {name}"),
     }
+}
+
+/// `checkpoint --all`: every session of this user at once, each into its own image; a
+/// line for each as it is done, and exit status 0 only if every one succeeded.
+fn checkpoint_all(order: CheckpointOrder) -> Result<i32> {
+    let dir = paths::runtime_dir()?;
+    // (A socket no daemon is behind is a crashed daemon's: no session.)
+    let names: Vec<String> = paths::session_names(&dir)?
+        .into_iter()
+        .filter(|n| std::os::unix::net::UnixStream::connect(paths::socket_path(&dir, n)).is_ok())
+        .collect();
+    if names.is_empty() {
+        println!("no sessions");
+        return Ok(0);
+    }
+    let timeout = 600 + u64::from(order.wait);
+    let (tx, rx) = std::sync::mpsc::channel();
+    for name in names {
+        let (tx, order) = (tx.clone(), order.clone());
+        std::thread::spawn(move || {
+            let answer = match ask(&name, ToDaemon::Checkpoint(order), timeout) {
+                Ok(ToClient::Checkpointed { ok, text }) => (ok, text),
+                Ok(ToClient::Refused(text)) => (false, text),
+                Ok(_) => (false, format!("unexpected answer from session {name}")),
+                Err(e) => (false, format!("{e:#}")),
+            };
+            let _ = tx.send((name, answer));
+        });
+    }
+    drop(tx);
+    let mut all_ok = true;
+    let stdout = std::io::stdout();
+    for (name, (ok, text)) in rx {
+        all_ok &= ok;
+        let _ = writeln!(stdout.lock(), "{name}: {text}");
+    }
+    Ok(if all_ok { 0 } else { 1 })
 }
 
 /// A size as `4096`, `64K`, `4M`, `1G`.

@@ -4,6 +4,7 @@
 use anyhow::{Result, anyhow, bail};
 use serde::Deserialize;
 use std::path::PathBuf;
+use std::time::Duration;
 
 pub const DEFAULT_PREFIX: u8 = 0x1c; // Ctrl-\
 
@@ -13,13 +14,29 @@ pub struct Config {
     pub prefix: u8,
     /// Lines of scrollback the terminal model keeps.
     pub history_lines: usize,
+    /// Checkpoint every session into its image this often (`crterm start --autosave`).
+    pub autosave: Option<Duration>,
+    /// Generations of a session's image kept (`--keep`; 0: not set, nothing removed).
+    pub keep: usize,
+    /// How long the checkpoint SIGTERM or SIGHUP asks for may take.
+    pub shutdown_deadline: Duration,
 }
+
+/// The shutdown deadline unless configured: inside systemd's default 90 s stop timeout
+/// and the grace periods batch schedulers give (Slurm's KillWait is 30 s).
+pub const DEFAULT_SHUTDOWN_DEADLINE: Duration = Duration::from_secs(20);
+
+/// Generations kept by an autosave unless `--keep` says otherwise.
+pub const DEFAULT_KEEP: usize = 3;
 
 impl Default for Config {
     fn default() -> Self {
         Config {
             prefix: DEFAULT_PREFIX,
             history_lines: crate::term_model::DEFAULT_HISTORY_LINES,
+            autosave: None,
+            keep: 0,
+            shutdown_deadline: DEFAULT_SHUTDOWN_DEADLINE,
         }
     }
 }
@@ -29,6 +46,9 @@ impl Default for Config {
 struct ConfigFile {
     prefix: Option<String>,
     history_lines: Option<usize>,
+    autosave: Option<String>,
+    keep: Option<usize>,
+    shutdown_deadline: Option<String>,
 }
 
 pub fn config_path() -> Option<PathBuf> {
@@ -76,7 +96,46 @@ pub fn parse(text: &str) -> Result<Config> {
         }
         config.history_lines = h;
     }
+    if let Some(a) = file.autosave {
+        config.autosave = Some(parse_duration(&a).map_err(|e| anyhow!("autosave: {e}"))?);
+    }
+    if let Some(k) = file.keep {
+        config.keep = check_keep(k).map_err(|e| anyhow!("keep: {e}"))?;
+    }
+    if let Some(d) = file.shutdown_deadline {
+        config.shutdown_deadline =
+            parse_duration(&d).map_err(|e| anyhow!("shutdown_deadline: {e}"))?;
+    }
     Ok(config)
+}
+
+/// A span of time as `90`, `90s`, `15m`, `2h` (seconds unless a unit follows); at least
+/// a second, at most a week.
+pub fn parse_duration(text: &str) -> Result<Duration> {
+    let t = text.trim();
+    let (digits, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| anyhow!("{text:?} is not a time (as 90s, 15m, 2h)"))?;
+    let secs = match unit {
+        "" | "s" => Some(n),
+        "m" => n.checked_mul(60),
+        "h" => n.checked_mul(3600),
+        _ => bail!("{text:?} is not a time (as 90s, 15m, 2h)"),
+    };
+    match secs {
+        Some(s) if (1..=7 * 24 * 3600).contains(&s) => Ok(Duration::from_secs(s)),
+        _ => bail!("{text:?}: give from 1 s to a week"),
+    }
+}
+
+/// A number of generations to keep: 1 to 1000.
+pub fn check_keep(n: usize) -> Result<usize> {
+    if (1..=1000).contains(&n) {
+        Ok(n)
+    } else {
+        bail!("{n}: keep from 1 to 1000 generations")
+    }
 }
 
 /// A control key as `C-x` or `^x` (x one of `@`, a–z, `[`, `\`, `]`, `^`, `_`).
@@ -127,5 +186,20 @@ mod tests {
         let e = parse("bogus = 1\n").unwrap_err().to_string();
         assert!(e.contains("line 1") && e.contains("bogus"), "{e}");
         assert_eq!(parse("prefix = \"C-a\"").unwrap().prefix, 1);
+    }
+
+    #[test]
+    fn times_and_generations() {
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("15m").unwrap(), Duration::from_secs(900));
+        assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
+        for bad in ["", "0", "1d", "m", "-5", "9999999h"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        let c = parse("autosave = \"10m\"\nkeep = 5\nshutdown_deadline = \"5s\"\n").unwrap();
+        assert_eq!(c.autosave, Some(Duration::from_secs(600)));
+        assert_eq!((c.keep, c.shutdown_deadline), (5, Duration::from_secs(5)));
+        let e = parse("keep = 0\n").unwrap_err().to_string();
+        assert!(e.contains("keep"), "{e}");
     }
 }

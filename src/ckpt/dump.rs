@@ -157,6 +157,7 @@ fn carry_files<W: Write + Send>(
         for m in maps {
             use std::io::Seek;
             super::hooks::die_at("files");
+            super::hooks::stall_at("files");
             let key = (m.dev, m.inode);
             if by_inode.contains_key(&key) {
                 continue;

@@ -4,7 +4,9 @@
 //! file, `CRTERM_TEST_HOOKS`, which the test writes between checkpoints of one session:
 //! `fail STEP` (a step of `DAEMON_STEPS`) or `die STEP` (of `DUMPER_STEPS`); or
 //! `slow seize`, which widens the moment between seizing a thread and stopping it, where
-//! a thread can be caught on its way to a signal.
+//! a thread can be caught on its way to a signal; `stall STEP` (of `DUMPER_STEPS`), which
+//! holds the dump process there while the file says so (a checkpoint that outlasts its
+//! deadline).
 
 use std::io;
 
@@ -45,6 +47,14 @@ pub fn die_at(step: &str) {
     if asked("die", step) {
         // SAFETY: sending a signal to ourselves touches no memory.
         unsafe { libc::raise(libc::SIGKILL) };
+    }
+}
+
+/// Wait at `step` while the test says `stall STEP` (at most a minute).
+pub fn stall_at(step: &str) {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while asked("stall", step) && std::time::Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
 

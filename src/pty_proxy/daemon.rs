@@ -42,6 +42,13 @@ pub struct DaemonConfig {
     pub resume_fd: Option<RawFd>,
     /// Started with `--cpu baseline` (a resumed session: as its image says).
     pub cpu_baseline: bool,
+    /// Checkpoint the session into `image` this often (`--autosave`).
+    pub autosave: Option<std::time::Duration>,
+    /// After a checkpoint into `image`, keep this many generations of it (0: all).
+    pub keep: usize,
+    /// How long the checkpoint that SIGTERM or SIGHUP asks for may take before the
+    /// session ends without it.
+    pub shutdown_deadline: std::time::Duration,
 }
 
 /// Stop reading the program's output while this much is waiting for a slow terminal: the
@@ -136,12 +143,34 @@ struct Daemon {
     notice_until: Option<std::time::Instant>,
     /// What the last checkpoint left for the next to store only what changed.
     tracking: std::sync::Arc<std::sync::Mutex<crate::ckpt::incremental::Tracking>>,
+    /// Clients' checkpoints asked for while one was under way, in order.
+    queued: std::collections::VecDeque<(u64, CheckpointOrder, Option<OwnedFd>)>,
+    autosave: Option<std::time::Duration>,
+    /// When the next autosave is due (taken once no checkpoint is under way).
+    next_autosave: Option<std::time::Instant>,
+    keep: usize,
+    shutdown_deadline: std::time::Duration,
+    /// SIGTERM or SIGHUP came: the session ends once it is checkpointed, or at this time.
+    shutdown: Option<std::time::Instant>,
+    /// The session is being ended (its init killed): no checkpoint starts any more.
+    ending: bool,
 }
 
-/// A checkpoint at work for a client's request.
+/// Who a checkpoint is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Why {
+    /// A client on the control socket (its connection).
+    Client(u64),
+    /// The autosave timer.
+    Autosave,
+    /// SIGTERM or SIGHUP: the session ends once its image is written.
+    Shutdown,
+}
+
+/// A checkpoint at work.
 struct Checkpoint {
     hold: crate::ckpt::hold::Hold,
-    conn: u64,
+    why: Why,
     path: PathBuf,
     exit: bool,
 }
@@ -238,6 +267,13 @@ fn setup(cfg: DaemonConfig) -> Result<Daemon> {
     sys::set_nonblocking(world.master.as_fd(), true)?;
     cleanup.defuse();
     Ok(Daemon {
+        queued: Default::default(),
+        autosave: cfg.autosave,
+        next_autosave: cfg.autosave.map(|every| std::time::Instant::now() + every),
+        keep: cfg.keep,
+        shutdown_deadline: cfg.shutdown_deadline,
+        shutdown: None,
+        ending: false,
         redraw_on_attach: cfg.resume.is_some(),
         notice_until: None,
         tracking,
@@ -354,24 +390,39 @@ impl Daemon {
                 let wake = c.tty.as_ref().map_or(-1, TerminalWriter::wake_fd);
                 fds.push(PollFd::new(wake, libc::POLLIN));
             }
-            let timeout = self.notice_until.map_or(-1, |t| {
+            // The next timer: a notice to take away, an autosave, the shutdown deadline.
+            let next = [
+                self.notice_until,
+                self.next_autosave.filter(|_| self.checkpoint.is_none()),
+                self.shutdown,
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            let timeout = next.map_or(-1, |t| {
                 t.saturating_duration_since(std::time::Instant::now())
                     .as_millis()
-                    .min(60_000) as i32
+                    .clamp(1, 60_000) as i32
             });
             if sys::poll(&mut fds, timeout).is_err() {
                 continue;
             }
-            if self
-                .notice_until
-                .is_some_and(|t| std::time::Instant::now() >= t)
-            {
+            let now = std::time::Instant::now();
+            if self.notice_until.is_some_and(|t| now >= t) {
                 self.clear_notice();
+            }
+            if self.shutdown.is_some_and(|t| now >= t) {
+                self.shutdown_too_late();
+            }
+            if self.next_autosave.is_some_and(|t| now >= t) {
+                self.next_checkpoint();
             }
             if fds[1].has(libc::POLLIN) {
                 for sig in sys::read_signals(self.signals.as_fd()) {
-                    if sig != libc::SIGCHLD {
-                        let _ = sys::kill(self.world.init_pid, libc::SIGKILL);
+                    match sig {
+                        libc::SIGCHLD => {}
+                        libc::SIGTERM | libc::SIGHUP => self.shut_down(),
+                        _ => self.end_session(),
                     }
                 }
                 if let Ok(Some((_, status))) = sys::wait(self.world.init_pid, false) {
@@ -625,9 +676,14 @@ impl Daemon {
             ToDaemon::Checkpoint(order) => {
                 let conn = self.conns[i].id;
                 let stream = self.conns[i].passed.take();
-                let exit = order.exit;
-                if let Err(text) = self.start_checkpoint(conn, &order, stream) {
-                    self.checkpoint_done(conn, false, text, exit, None);
+                if self.shutdown.is_some() || self.ending {
+                    let text = "checkpoint failed: the session is ending".to_string();
+                    self.checkpoint_done(Why::Client(conn), false, text, false, None);
+                } else if self.checkpoint.is_some() {
+                    // One at a time: this one once those before it are done.
+                    self.queued.push_back((conn, order, stream));
+                } else if let Err(text) = self.start_checkpoint(Why::Client(conn), &order, stream) {
+                    self.checkpoint_done(Why::Client(conn), false, text, order.exit, None);
                 }
             }
             ToDaemon::Help { prefix } => {
@@ -659,17 +715,113 @@ impl Daemon {
         }
     }
 
+    /// Start the next checkpoint if none is under way: the one shutting the session down,
+    /// else the next a client asked for, else an autosave that is due.
+    fn next_checkpoint(&mut self) {
+        if self.ending {
+            return;
+        }
+        while self.checkpoint.is_none() {
+            if self.shutdown.is_some() {
+                self.start_own(Why::Shutdown);
+                return;
+            }
+            if let Some((conn, order, stream)) = self.queued.pop_front() {
+                if let Err(text) = self.start_checkpoint(Why::Client(conn), &order, stream) {
+                    self.checkpoint_done(Why::Client(conn), false, text, order.exit, None);
+                }
+                continue;
+            }
+            if self
+                .next_autosave
+                .is_some_and(|t| std::time::Instant::now() >= t)
+            {
+                self.start_own(Why::Autosave);
+            }
+            return;
+        }
+    }
+
+    /// A checkpoint the daemon takes itself, into the session's image: an autosave, or
+    /// the last one (`Why::Shutdown`).
+    fn start_own(&mut self, why: Why) {
+        let exit = why == Why::Shutdown;
+        let mut order = CheckpointOrder::from_keys(exit);
+        if why == Why::Autosave {
+            self.next_autosave = self.autosave.map(|every| std::time::Instant::now() + every);
+            // A chain of autosaves does not grow without end.
+            order.full = crate::ckpt::generations::chain_length(&self.image)
+                >= crate::ckpt::generations::CHAIN_LIMIT;
+        }
+        if let Err(text) = self.start_checkpoint(why, &order, None) {
+            self.checkpoint_done(why, false, text, exit, None);
+        }
+    }
+
+    /// SIGTERM or SIGHUP (a shutdown, a logout): checkpoint the session into its image
+    /// and end it, within the deadline. Asked again meanwhile: nothing more.
+    fn shut_down(&mut self) {
+        if self.shutdown.is_some() || self.ending {
+            return;
+        }
+        self.shutdown = Some(std::time::Instant::now() + self.shutdown_deadline);
+        self.next_autosave = None;
+        for (conn, _, _) in std::mem::take(&mut self.queued) {
+            let text = "checkpoint failed: the session is ending".to_string();
+            self.checkpoint_done(Why::Client(conn), false, text, false, None);
+        }
+        // Under way already: the last one starts when it is done.
+        self.next_checkpoint();
+    }
+
+    /// The shutdown's checkpoint did not finish in time: the session ends without it (the
+    /// image written before, if any, is left as it was).
+    fn shutdown_too_late(&mut self) {
+        self.shutdown = None;
+        // Stopped first (its dump process killed, its temporary file removed, the session
+        // let go): a process killed while the checkpoint still traces it would be the
+        // tracer's to reap, not the daemon's.
+        if let Some(mut c) = self.checkpoint.take() {
+            c.hold.abort();
+        }
+        let text = format!(
+            "the checkpoint did not finish within {} s; the session has ended, and its last image is the one from before",
+            self.shutdown_deadline.as_secs()
+        );
+        self.tell_attached_and_end(&text);
+    }
+
+    /// Tell every attached client the session has ended (and why), and end it.
+    fn tell_attached_and_end(&mut self, text: &str) {
+        let leave = self.parser.term.leave_sequence();
+        for c in &mut self.conns {
+            if c.attached {
+                c.write_terminal(&leave);
+                c.release_terminal();
+                c.send(&ToClient::Detached(text.to_string()));
+                c.attached = false;
+                c.closing = true;
+            }
+        }
+        self.end_session();
+    }
+
+    /// End the session now: its init is killed, and with it every process of the session
+    /// (the daemon goes once it is reaped).
+    fn end_session(&mut self) {
+        self.ending = true;
+        self.next_autosave = None;
+        let _ = sys::kill(self.world.init_pid, libc::SIGKILL);
+    }
+
     /// Start a checkpoint into `path` (empty: the session's image; `-`: `stream`, the
     /// client's standard output).
     fn start_checkpoint(
         &mut self,
-        conn: u64,
+        why: Why,
         order: &CheckpointOrder,
         stream: Option<OwnedFd>,
     ) -> Result<(), String> {
-        if self.checkpoint.is_some() {
-            return Err("a checkpoint of this session is already under way".into());
-        }
         let path = if order.path.is_empty() {
             self.image.clone()
         } else {
@@ -695,6 +847,10 @@ impl Daemon {
         self.world
             .wait_filled(std::time::Duration::from_secs(30))
             .map_err(|e| format!("checkpoint failed: {e}"))?;
+        // The image it replaces stays as a generation of its own.
+        if self.keep > 1 && path == self.image && !order.exit {
+            crate::ckpt::generations::keep_current(&path);
+        }
         let master = self
             .world
             .master
@@ -721,7 +877,7 @@ impl Daemon {
         .map_err(|e| format!("checkpoint failed: {e}"))?;
         self.checkpoint = Some(Checkpoint {
             hold,
-            conn,
+            why,
             path,
             exit: order.exit,
         });
@@ -761,31 +917,44 @@ impl Daemon {
                     let Some(mut c) = self.checkpoint.take() else {
                         return;
                     };
-                    self.checkpoint_done(c.conn, ok, text, c.exit, Some(c.path.clone()));
+                    self.checkpoint_done(c.why, ok, text, c.exit, Some(c.path.clone()));
                     if end {
                         // checkpoint_done ended the session: the frozen processes go.
                         c.hold.session_ended();
                     }
                     drop(c);
                     self.write_master();
+                    self.next_checkpoint();
                     return;
                 }
             }
         }
     }
 
+    /// A checkpoint is over (or could not start): tell whoever asked; end the session
+    /// when it was to end; keep the generations asked for.
     fn checkpoint_done(
         &mut self,
-        conn: u64,
+        why: Why,
         ok: bool,
         mut text: String,
         exit: bool,
         path: Option<PathBuf>,
     ) {
+        let path = path.unwrap_or_else(|| self.image.clone());
+        if ok && path == self.image && self.keep > 0 {
+            crate::ckpt::generations::prune(&self.image, self.keep);
+        }
+        let reply = |conns: &mut Vec<Conn>, text: String| {
+            if let Why::Client(conn) = why
+                && let Some(c) = conns.iter_mut().find(|c| c.id == conn)
+            {
+                c.send(&ToClient::Checkpointed { ok, text });
+            }
+        };
         if exit && ok {
             // The image is written: end the session, telling every attached client how to
             // bring it back.
-            let path = path.unwrap_or_else(|| self.image.clone());
             let how = if path.as_os_str() == "-" {
                 "checkpointed to the output stream\nresume with: crterm resume FILE, or crterm resume - with the image on standard input".to_string()
             } else {
@@ -794,31 +963,41 @@ impl Daemon {
                     p = path.display()
                 )
             };
-            let leave = self.parser.term.leave_sequence();
-            for c in &mut self.conns {
-                if c.attached {
-                    c.write_terminal(&leave);
-                    c.release_terminal();
-                    c.send(&ToClient::Detached(how.clone()));
-                    c.attached = false;
-                    c.closing = true;
-                }
-            }
             text.push_str("; the session has ended");
-            if let Some(c) = self.conns.iter_mut().find(|c| c.id == conn) {
-                c.send(&ToClient::Checkpointed { ok, text });
-            }
-            let _ = sys::kill(self.world.init_pid, libc::SIGKILL);
+            reply(&mut self.conns, text);
+            self.tell_attached_and_end(&how);
             return;
         }
-        let (cols, lines) = (self.parser.term.cols, self.parser.term.lines);
-        if let Some(c) = self.conns.iter_mut().find(|c| c.id == conn) {
-            if c.attached {
-                c.write_terminal(&overlay::notice(&text, cols, lines));
+        if why == Why::Shutdown {
+            // Ending whatever happened: the image from before stays as it was.
+            self.shutdown = None;
+            let text =
+                format!("{text}; the session has ended, and its last image is the one from before");
+            self.tell_attached_and_end(&text);
+            return;
+        }
+        // An autosave says nothing unless it failed.
+        let notice = match why {
+            Why::Autosave if ok => None,
+            Why::Autosave => Some(format!("autosave: {text}")),
+            _ => Some(text.clone()),
+        };
+        if let Some(notice) = notice {
+            let (cols, lines) = (self.parser.term.cols, self.parser.term.lines);
+            // On the terminal of whoever asked; an autosave's on the attached one.
+            let shown = self.conns.iter_mut().find(|c| {
+                c.attached
+                    && match why {
+                        Why::Client(conn) => c.id == conn,
+                        _ => true,
+                    }
+            });
+            if let Some(c) = shown {
+                c.write_terminal(&overlay::notice(&notice, cols, lines));
                 self.notice_until = Some(std::time::Instant::now() + NOTICE_TIME);
             }
-            c.send(&ToClient::Checkpointed { ok, text });
         }
+        reply(&mut self.conns, text);
     }
 
     /// The session's command ended with `code`: pass on what it wrote last, tell the
@@ -834,6 +1013,12 @@ impl Daemon {
         // A checkpoint of a session that has ended is of no use: stop it and its litter.
         if let Some(mut c) = self.checkpoint.take() {
             c.hold.abort();
+        }
+        for (conn, _, _) in std::mem::take(&mut self.queued) {
+            let text = "checkpoint failed: the session has ended".to_string();
+            if let Some(c) = self.conns.iter_mut().find(|c| c.id == conn) {
+                c.send(&ToClient::Checkpointed { ok: false, text });
+            }
         }
         // A session its init ended on purpose says why, as the client's one line.
         let why = self.world.last_word();

@@ -723,8 +723,9 @@ impl Drop for Env {
                 }
             }
         }
+        // SIGINT: ended at once (SIGTERM would checkpoint them first).
         for &pid in &daemons {
-            unsafe { libc::kill(pid, libc::SIGTERM) };
+            unsafe { libc::kill(pid, libc::SIGINT) };
         }
         for pid in daemons {
             let _ = wait_gone(pid, Duration::from_secs(5));

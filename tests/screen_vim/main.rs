@@ -39,6 +39,7 @@ macro_rules! user_and_root {
     };
 }
 
+mod autosave;
 mod chains;
 mod elsewhere;
 mod faults;

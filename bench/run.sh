@@ -13,7 +13,7 @@ sock="crterm-bench-$$"
 export XDG_RUNTIME_DIR="$work/run" XDG_CONFIG_HOME="$work/config" XDG_DATA_HOME="$work/data"
 mkdir -p "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"
 cleanup() {
-    for pid in $("$CRTERM" ls 2>/dev/null | awk 'NR>1 {print $2}'); do kill -INT "$pid" 2>/dev/null || true; done
+    for pid in $("$CRTERM" ls 2>/dev/null | awk '$2 ~ /^[0-9]+$/ {print $2}'); do kill -INT "$pid" 2>/dev/null || true; done
     tmux -L "$sock" kill-server 2>/dev/null || true
     rm -f "${TMUX_TMPDIR:-/tmp}/tmux-$(id -u)/$sock"
     rm -rf "$work"
@@ -121,7 +121,7 @@ ckpt_row() { # label session-name ready-text [end [precopy]]; median of three ch
     # "end": the session holds a name only one program can have (screen's socket), so the
     # original ends before its image is resumed.
     if [ "${4:-}" = end ]; then
-        "$CRTERM" ls | awk -v n="$name" '$1 == n {print $2}' | xargs -r kill -INT
+        "$CRTERM" ls | awk -v n="$name" '$1 == n && $2 ~ /^[0-9]+$/ {print $2}' | xargs -r kill -INT
         sleep 0.5
     fi
     row "checkpoint: $label" "$(median3 "${walls[@]}") ms" "frozen $(median3 "${frozens[@]}") ms${arm}, image ${size} KiB, $(( size - files )) KiB without its ${files} KiB of files (medians of 3)"
@@ -134,7 +134,7 @@ ckpt_row() { # label session-name ready-text [end [precopy]]; median of three ch
         for _ in $(seq 1 3000); do tm capture-pane -p -t "re-$name-$r" | grep -q "$ready" && break; sleep 0.005; done
         e=$(date +%s%N)
         resumes+=("$(( (e - s) / 1000000 ))")
-        "$CRTERM" ls | awk -v n="re-$name-$r" '$1 == n {print $2}' | xargs -r kill -INT
+        "$CRTERM" ls | awk -v n="re-$name-$r" '$1 == n && $2 ~ /^[0-9]+$/ {print $2}' | xargs -r kill -INT
     done
     row "resume: $label" "$(median3 "${resumes[@]}") ms" "to the screen repainted in a new pane (median of 3)"
     last_resume_ms=$(median3 "${resumes[@]}")
@@ -206,7 +206,7 @@ if [ "$(id -u)" = 0 ] && [ -x "$other/usr/bin/screen" ]; then
         for _ in $(seq 1 3000); do tm capture-pane -p -t "ot-$r" | grep -q "hello from the benchmark" && break; sleep 0.005; done
         e=$(date +%s%N)
         resumes+=("$(( (e - s) / 1000000 ))")
-        "$CRTERM" ls | awk -v n="ot-$r" '$1 == n {print $2}' | xargs -r kill -INT
+        "$CRTERM" ls | awk -v n="ot-$r" '$1 == n && $2 ~ /^[0-9]+$/ {print $2}' | xargs -r kill -INT
     done
     row "resume: vim, inside a Debian trixie root" "$(median3 "${resumes[@]}") ms" "its files from the image (median of 3)"
 fi
@@ -264,7 +264,7 @@ big_row() { # label name random-MiB pattern-MiB
     bytes=$("$CRTERM" info --json "$work/$2.img" | python3 -c 'import json, sys; print(json.load(sys.stdin)["session"]["memory_bytes"])')
     row "eager resume throughput: $1" "$(awk "BEGIN {printf \"%.2f\", $bytes / $last_resume_ms / 1e6}") GB/s" "memory decompressed and written, over the median resume; goal >= 3 GB/s"
     [ "$2" = ck-4g ] && lazy_rows "$1" "$2" "^READY"
-    "$CRTERM" ls | awk -v n="$2" '$1 == n {print $2}' | xargs -r kill -INT
+    "$CRTERM" ls | awk -v n="$2" '$1 == n && $2 ~ /^[0-9]+$/ {print $2}' | xargs -r kill -INT
     rm -f "$work/$2.img"
 }
 big_row "1 GiB (half random, half pattern)" ck-1g 512 512

@@ -43,6 +43,10 @@ enum Cmd {
         cpu: String,
         #[command(flatten)]
         autosave: AutosaveArgs,
+        /// Start it without attaching (`crterm attach NAME` later); with --image naming an
+        /// image that is there, resume that image instead (a batch job started again).
+        #[arg(long)]
+        detached: bool,
         /// The command and its arguments.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
@@ -53,7 +57,7 @@ enum Cmd {
         #[arg(long)]
         prefix: Option<String>,
     },
-    /// List running sessions.
+    /// List running sessions and the images saved in $XDG_DATA_HOME/crterm.
     Ls,
     /// Checkpoint a running session, or all of them.
     Checkpoint {
@@ -92,8 +96,16 @@ enum Cmd {
     },
     /// Bring a checkpointed session back in this terminal.
     Resume {
-        /// The image (`crterm checkpoint` prints its path).
-        file: PathBuf,
+        /// The image (`crterm checkpoint` prints its path), or the name of a saved
+        /// session (`crterm ls` lists them).
+        #[arg(required_unless_present = "all")]
+        file: Option<PathBuf>,
+        /// Every saved session that is not running, each as a detached session.
+        #[arg(long, requires = "detached", conflicts_with_all = ["file", "name"])]
+        all: bool,
+        /// Resume without attaching (`crterm attach NAME` later).
+        #[arg(long)]
+        detached: bool,
         /// Session name (default: the image's file name, made unique).
         #[arg(long)]
         name: Option<String>,
@@ -251,8 +263,17 @@ pub fn run(cli: Cli) -> Result<i32> {
             prefix,
             cpu,
             autosave,
+            detached,
             command,
-        } => start(name, image, prefix, cpu == "baseline", autosave, command),
+        } => start(
+            name,
+            image,
+            prefix,
+            cpu == "baseline",
+            autosave,
+            detached,
+            command,
+        ),
         Cmd::Attach { name, prefix } => {
             let config = config::load()?;
             let prefix = resolve_prefix(prefix, &config)?;
@@ -266,6 +287,8 @@ pub fn run(cli: Cli) -> Result<i32> {
         }
         Cmd::Resume {
             file,
+            all,
+            detached,
             name,
             force,
             clock,
@@ -284,7 +307,17 @@ pub fn run(cli: Cli) -> Result<i32> {
                 set_ids: false,
                 track: false,
             };
-            resume(file, name, opts, prefix, autosave)
+            let how = ResumeHow {
+                opts,
+                prefix,
+                autosave,
+                detached,
+            };
+            match file {
+                _ if all => resume_all(how),
+                Some(file) => resume(saved_image(file)?, name, how),
+                None => bail!("give an image or a saved session's name, or --all --detached"),
+            }
         }
         Cmd::Check { file, strict_cpu } => {
             sys::die_quietly_on_broken_pipe();
@@ -395,15 +428,29 @@ fn start(
     prefix: Option<String>,
     cpu_baseline: bool,
     autosave: AutosaveArgs,
+    detached: bool,
     command: Vec<String>,
 ) -> Result<i32> {
     let config = config::load()?;
+    // A batch job started again: its session comes back from where it was saved.
+    if detached
+        && let Some(path) = &image
+        && path.exists()
+    {
+        let how = ResumeHow {
+            opts: Default::default(),
+            prefix,
+            autosave,
+            detached,
+        };
+        return resume(path.clone(), name, how);
+    }
     let (autosave, keep) = autosave.resolve(&config);
     let prefix = resolve_prefix(prefix, &config)?;
     if let Some(n) = &name {
         paths::check_name(n)?;
     }
-    let size = client::terminal_size()?;
+    let size = session_size(detached)?;
     let dir = paths::runtime_dir()?;
     let argv = if command.is_empty() {
         vec![std::env::var("SHELL").unwrap_or_else(|_| "/bin/sh".into())]
@@ -443,16 +490,150 @@ fn start(
         shutdown_deadline: config.shutdown_deadline,
     };
     spawn_daemon(&how)?;
-    client::attach(&socket, &name, prefix)
+    attach_unless_detached(&socket, &name, prefix, detached, "started")
 }
 
-fn resume(
-    file: PathBuf,
-    name: Option<String>,
+/// The size a new session's terminal gets: this terminal's; detached without one, 80x24.
+fn session_size(detached: bool) -> Result<WinSize> {
+    match client::terminal_size() {
+        Err(_) if detached => Ok(WinSize { cols: 80, rows: 24 }),
+        r => r,
+    }
+}
+
+fn attach_unless_detached(
+    socket: &std::path::Path,
+    name: &str,
+    prefix: u8,
+    detached: bool,
+    what: &str,
+) -> Result<i32> {
+    if detached {
+        println!("{what} session {name}, detached: attach with crterm attach {name}");
+        return Ok(0);
+    }
+    client::attach(socket, name, prefix)
+}
+
+/// How a resume is to go, beside its image and name.
+struct ResumeHow {
     opts: crate::restore::Options,
     prefix: Option<String>,
     autosave: AutosaveArgs,
-) -> Result<i32> {
+    detached: bool,
+}
+
+/// Where saved sessions' images are: $XDG_DATA_HOME/crterm.
+fn images_dir() -> Result<PathBuf> {
+    Ok(default_image("x")?
+        .parent()
+        .expect("a directory")
+        .to_path_buf())
+}
+
+/// `resume ARG`: a path, or the name of a saved session (ARG.img there) when no file of
+/// that name is here.
+fn saved_image(arg: PathBuf) -> Result<PathBuf> {
+    let text = arg.to_string_lossy();
+    if arg.exists() || text == "-" || text.contains('/') {
+        return Ok(arg);
+    }
+    let saved = images_dir()?.join(format!("{text}.img"));
+    if saved.exists() {
+        return Ok(saved);
+    }
+    bail!(
+        "cannot resume {text}: no such file, and no saved session of that name ({})",
+        saved.display()
+    )
+}
+
+/// The images saved in the images directory: the newest of each session (not the
+/// generations kept beside it), sorted by name.
+fn saved_images() -> Result<Vec<PathBuf>> {
+    let dir = images_dir()?;
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("cannot list {}", dir.display())),
+    };
+    let mut v: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let name = p.file_name().unwrap_or_default().to_string_lossy();
+            name.ends_with(".img")
+                && !name.starts_with('.')
+                && !crate::ckpt::generations::is_generation_name(&name)
+                && p.is_file()
+        })
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+/// `resume --all --detached`: every saved session not running now, each detached; one
+/// line each, and exit status 0 only if every one came back.
+fn resume_all(how: ResumeHow) -> Result<i32> {
+    let dir = paths::runtime_dir()?;
+    let mut all_ok = true;
+    let images = saved_images()?;
+    if images.is_empty() {
+        println!("no saved sessions");
+    }
+    for image in images {
+        let name = image
+            .file_stem()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        if paths::check_name(&name).is_ok()
+            && std::os::unix::net::UnixStream::connect(paths::socket_path(&dir, &name)).is_ok()
+        {
+            println!("{name}: running already");
+            continue;
+        }
+        // A file that is not an image, or a damaged one: said, never resumed.
+        if let Err(e) = crate::load::load(&image, false) {
+            println!("{name}: unreadable, not resumed: {e}");
+            all_ok = false;
+            continue;
+        }
+        // A resume of its own, so that one image's failure is its own line.
+        let exe = std::env::current_exe().context("cannot find crterm's own executable")?;
+        let mut cmd = Command::new(exe);
+        cmd.args(["resume", "--detached"]).arg(&image);
+        if let Some(every) = how.autosave.autosave {
+            cmd.arg("--autosave").arg(format!("{}s", every.as_secs()));
+        }
+        if let Some(k) = how.autosave.keep {
+            cmd.arg("--keep").arg(k.to_string());
+        }
+        if how.opts.force {
+            cmd.arg("--force");
+        }
+        let out = cmd.stdin(Stdio::null()).output()?;
+        let said = String::from_utf8_lossy(if out.status.success() {
+            &out.stdout
+        } else {
+            &out.stderr
+        })
+        .trim()
+        .trim_start_matches("crterm: ")
+        .replace('\n', " ");
+        all_ok &= out.status.success();
+        println!("{name}: {said}");
+    }
+    Ok(if all_ok { 0 } else { 1 })
+}
+
+fn resume(file: PathBuf, name: Option<String>, how: ResumeHow) -> Result<i32> {
+    let ResumeHow {
+        opts,
+        prefix,
+        autosave,
+        detached,
+    } = how;
     let config = config::load()?;
     let (autosave, keep) = autosave.resolve(&config);
     let prefix = resolve_prefix(prefix, &config)?;
@@ -463,6 +644,9 @@ fn resume(
     // is read whole and checked before anything starts, and the session's terminal is
     // then the controlling terminal, /dev/tty, as for `less`.
     let from_stdin = file.as_os_str() == "-";
+    if from_stdin && detached {
+        bail!("cannot resume - detached: give the image as a file");
+    }
     let stdin_image = if from_stdin {
         Some(read_stdin_image()?)
     } else {
@@ -481,7 +665,7 @@ fn resume(
     // One clear line for a file that is not there or not an image file, before anything
     // starts.
     crate::image::open_image(&file).with_context(|| format!("cannot resume {}", file.display()))?;
-    let size = client::terminal_size()?;
+    let size = session_size(detached)?;
     let dir = paths::runtime_dir()?;
     let explicit = name.is_some();
     let stem: String = (if from_stdin { None } else { file.file_stem() })
@@ -542,7 +726,7 @@ fn resume(
             shutdown_deadline: config.shutdown_deadline,
         };
         match spawn_daemon(&how) {
-            Ok(()) => return client::attach(&socket, &name, prefix),
+            Ok(()) => return attach_unless_detached(&socket, &name, prefix, detached, "resumed"),
             Err(e) if !explicit && e.to_string().contains("is already running") => continue,
             Err(e) => return Err(e),
         }
@@ -765,12 +949,12 @@ fn list() -> Result<i32> {
     }
     if rows.is_empty() {
         println!("no sessions");
-        return Ok(0);
+    } else {
+        println!(
+            "{:<20} {:>8}  {:<19}  {:<8}  COMMAND",
+            "NAME", "PID", "STARTED", "ATTACHED"
+        );
     }
-    println!(
-        "{:<20} {:>8}  {:<19}  {:<8}  COMMAND",
-        "NAME", "PID", "STARTED", "ATTACHED"
-    );
     for r in rows {
         println!(
             "{:<20} {:>8}  {:<19}  {:<8}  {}",
@@ -781,7 +965,73 @@ fn list() -> Result<i32> {
             r.command
         );
     }
+    list_saved()?;
     Ok(0)
+}
+
+/// The saved sessions: each image in the images directory with when it was made, its
+/// size, how many generations are kept of it, whether it resumes here (and if not, the
+/// first reason), and its command. A file that is not a readable image is listed as such.
+fn list_saved() -> Result<()> {
+    let images = saved_images()?;
+    if images.is_empty() {
+        return Ok(());
+    }
+    println!();
+    println!(
+        "{:<20} {:<19}  {:>9}  {:>4}  {:<5}  COMMAND",
+        "SAVED", "WHEN", "SIZE", "GENS", "HERE"
+    );
+    for path in images {
+        let name = path
+            .file_stem()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        let size = std::fs::metadata(&path).map_or(0, |m| m.len());
+        let loaded = match crate::load::load(&path, false) {
+            Ok(l) => l,
+            Err(e) => {
+                println!("{name:<20} unreadable: {e}");
+                continue;
+            }
+        };
+        let (_, refusals) = crate::check::image_report(&path, &loaded, false);
+        let here = match refusals.first() {
+            None => "yes".to_string(),
+            Some(why) => format!("no ({why})"),
+        };
+        let dir = path.parent().unwrap_or(std::path::Path::new("."));
+        let gens = 1 + std::fs::read_dir(dir)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| {
+                        crate::ckpt::generations::is_generation_of(
+                            &path,
+                            &e.file_name().to_string_lossy(),
+                        )
+                    })
+                    .count()
+            })
+            .unwrap_or(0);
+        println!(
+            "{:<20} {:<19}  {:>5.1} MiB  {:>4}  {:<5}  {}",
+            name,
+            format_time(loaded.image.info.created_unix),
+            size as f64 / (1 << 20) as f64,
+            gens,
+            here,
+            loaded.record.command
+        );
+        if let Some((when, why)) = crate::ckpt::generations::failure_note(&path) {
+            println!(
+                "{:<20} the checkpoint at {} failed ({why}): this image is the one from before",
+                "",
+                format_time(when)
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Local time as `YYYY-MM-DD HH:MM:SS`.

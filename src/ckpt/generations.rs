@@ -24,8 +24,18 @@ pub fn generation_name(head: &Path, id: &str) -> Option<PathBuf> {
     Some(head.with_file_name(format!("{stem}.{}.img", id.get(..16)?)))
 }
 
+/// Whether `file` is named as a generation of some image (`NAME.` sixteen hex digits
+/// `.img`).
+pub fn is_generation_name(file: &str) -> bool {
+    file.strip_suffix(".img")
+        .and_then(|r| r.rsplit_once('.'))
+        .is_some_and(|(stem, id)| {
+            !stem.is_empty() && id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit())
+        })
+}
+
 /// Whether `file` is a generation name of `head` (`NAME.` sixteen hex digits `.img`).
-fn is_generation_of(head: &Path, file: &str) -> bool {
+pub fn is_generation_of(head: &Path, file: &str) -> bool {
     let Some(name) = head.file_name().map(|n| n.to_string_lossy().into_owned()) else {
         return false;
     };
@@ -149,6 +159,37 @@ pub fn prune(head: &Path, keep: usize) {
             let _ = std::fs::remove_file(&path);
         }
     }
+}
+
+/// Where the daemon notes that the last checkpoint of the session into `head` failed
+/// (`.NAME.img.failed` beside it): `crterm ls` says so beside the image from before.
+fn failure_path(head: &Path) -> Option<PathBuf> {
+    let name = head.file_name()?.to_string_lossy().into_owned();
+    Some(head.with_file_name(format!(".{name}.failed")))
+}
+
+/// Note that a checkpoint into `head` failed, and why (one line).
+pub fn note_failure(head: &Path, why: &str) {
+    if let Some(p) = failure_path(head) {
+        let when = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let _ = std::fs::write(p, format!("{when} {}", why.replace('\n', " ")));
+    }
+}
+
+/// A checkpoint into `head` succeeded: no failure to note.
+pub fn clear_failure(head: &Path) {
+    if let Some(p) = failure_path(head) {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+/// What `note_failure` noted, for people: when (seconds since the epoch) and why.
+pub fn failure_note(head: &Path) -> Option<(u64, String)> {
+    let text = std::fs::read_to_string(failure_path(head)?).ok()?;
+    let (when, why) = text.split_once(' ')?;
+    Some((when.parse().ok()?, why.trim().chars().take(300).collect()))
 }
 
 #[cfg(test)]

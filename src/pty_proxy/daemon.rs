@@ -785,8 +785,15 @@ impl Daemon {
             c.hold.abort();
         }
         let text = format!(
-            "the checkpoint did not finish within {} s; the session has ended, and its last image is the one from before",
+            "the checkpoint did not finish within {} s; the session has ended, its image is the one from before",
             self.shutdown_deadline.as_secs()
+        );
+        crate::ckpt::generations::note_failure(
+            &self.image,
+            &format!(
+                "at shutdown: not done within {} s",
+                self.shutdown_deadline.as_secs()
+            ),
         );
         self.tell_attached_and_end(&text);
     }
@@ -942,8 +949,11 @@ impl Daemon {
         path: Option<PathBuf>,
     ) {
         let path = path.unwrap_or_else(|| self.image.clone());
-        if ok && path == self.image && self.keep > 0 {
-            crate::ckpt::generations::prune(&self.image, self.keep);
+        if ok && path == self.image {
+            crate::ckpt::generations::clear_failure(&self.image);
+            if self.keep > 0 {
+                crate::ckpt::generations::prune(&self.image, self.keep);
+            }
         }
         let reply = |conns: &mut Vec<Conn>, text: String| {
             if let Why::Client(conn) = why
@@ -971,6 +981,7 @@ impl Daemon {
         if why == Why::Shutdown {
             // Ending whatever happened: the image from before stays as it was.
             self.shutdown = None;
+            crate::ckpt::generations::note_failure(&self.image, &text);
             let text =
                 format!("{text}; the session has ended, and its last image is the one from before");
             self.tell_attached_and_end(&text);

@@ -126,7 +126,15 @@ fn a_shutdown_checkpoint_past_its_deadline_ends_the_session_and_keeps_the_image_
         before,
         "the image from before is untouched"
     );
-    assert_eq!(files_beside(&image), vec![format!("{name}.img")]);
+    assert_eq!(
+        files_beside(&image),
+        vec![format!(".{name}.img.failed"), format!("{name}.img")]
+    );
+    let ls = String::from_utf8_lossy(&env.crterm(&["ls"]).stdout).into_owned();
+    assert!(
+        ls.contains("failed (at shutdown: not done within 1 s): this image is the one from before"),
+        "{ls}"
+    );
     resume_pane(&env, "b", 100, 30, &image);
     assert_eq!(ask(&env, "b", "x", "B"), "before");
     exit_repl(&env, "b");
@@ -332,4 +340,99 @@ fn an_autosave_into_a_full_disk_leaves_the_generation_before() {
     resume_pane(&env, "b", 100, 30, &image);
     assert_eq!(ask(&env, "b", "x", "B"), "first");
     exit_repl(&env, "b");
+}
+
+/// Saved sessions: `crterm ls` lists them (a file that is no image as unreadable),
+/// `resume --all --detached` brings back every one not running (never the unreadable
+/// one: exit status 1 for it), `resume NAME` finds an image by name, and `start
+/// --detached --image PATH` resumes PATH when it is there (a batch job started again).
+#[test]
+fn saved_sessions_are_listed_and_come_back_by_name_and_all_at_once() {
+    let env = Env::unprivileged();
+    let text = |out: std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    for (name, x) in [("sva", 11), ("svb", 22)] {
+        let out = env.crterm(&[
+            "start",
+            "--detached",
+            "--name",
+            name,
+            "--",
+            "python3",
+            "-q",
+            "-i",
+            "-c",
+            &format!("x = {x}"),
+        ]);
+        assert!(out.status.success(), "{}", text(out));
+    }
+    let out = env.crterm(&["checkpoint", "--all", "--exit"]);
+    assert!(out.status.success(), "{}", text(out));
+    let junk = default_image(&env, "junk");
+    std::fs::write(&junk, "not an image").unwrap();
+    let ls = text(env.crterm(&["ls"]));
+    for (name, x) in [("sva", 11), ("svb", 22)] {
+        let row = ls.lines().find(|l| l.starts_with(name)).unwrap_or_default();
+        assert!(row.contains(" yes "), "{ls}");
+        assert!(row.ends_with(&format!("python3 -q -i -c x = {x}")), "{ls}");
+    }
+    assert!(
+        ls.contains("junk                 unreadable: not a crterm image"),
+        "{ls}"
+    );
+
+    let out = env.crterm(&["resume", "--all", "--detached"]);
+    assert_eq!(out.status.code(), Some(1), "the unreadable file counts");
+    let said = text(out);
+    assert!(
+        said.contains("sva: resumed session sva, detached"),
+        "{said}"
+    );
+    assert!(
+        said.contains("svb: resumed session svb, detached"),
+        "{said}"
+    );
+    assert!(said.contains("junk: unreadable, not resumed"), "{said}");
+    let names: Vec<String> = env.sessions().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, vec!["sva".to_string(), "svb".to_string()]);
+    env.pane("a", &format!("{} attach sva", env.crterm_cmd()));
+    env.tmux.wait_text("a", ">>>", T);
+    assert_eq!(ask(&env, "a", "x", "A"), "11");
+    // Running already: not resumed twice.
+    let said = text(env.crterm(&["resume", "--all", "--detached"]));
+    assert!(said.contains("sva: running already"), "{said}");
+
+    let daemon = env.daemon_pid("svb");
+    unsafe { libc::kill(daemon, libc::SIGINT) };
+    assert!(wait_gone(daemon, T));
+    let out = env.crterm(&["resume", "svb", "--detached"]);
+    assert!(out.status.success(), "{}", text(out));
+    let daemon = env.daemon_pid("svb");
+    unsafe { libc::kill(daemon, libc::SIGINT) };
+    assert!(wait_gone(daemon, T));
+    let image = default_image(&env, "svb");
+    let out = env.crterm(&[
+        "start",
+        "--detached",
+        "--name",
+        "svb",
+        "--image",
+        image.to_str().unwrap(),
+        "--",
+        "python3",
+        "-q",
+    ]);
+    let said = text(out);
+    assert!(said.contains("resumed session svb, detached"), "{said}");
+    env.pane("b", &format!("{} attach svb", env.crterm_cmd()));
+    env.tmux.wait_text("b", ">>>", T);
+    assert_eq!(ask(&env, "b", "x", "B"), "22");
+    let out = env.crterm(&["resume", "nosuch"]);
+    assert!(!out.status.success());
+    assert!(text(out).contains("no saved session of that name"));
 }

@@ -316,6 +316,41 @@ read -r shell_d fork_d < "$work/loops-direct"
 read -r shell_u fork_u < "$work/loops-under"
 row "shell loop (300 000 rounds): direct / crterm" "$shell_d / $shell_u ms" "DMTCP's wrappers: 3x here"
 row "fork+exec loop (1 500 /bin/true): direct / crterm" "$fork_d / $fork_u ms" "DMTCP's wrappers: 15x here"
+
+# 7. Autosave's cost to the session it saves (issue 15): a shell loop of 4 000 000 rounds
+#    (about 20 s) in a session without autosave and in one autosaved every 10 s; and the
+#    frozen time of one generation, an incremental checkpoint of that session, which is
+#    what each autosave is.
+long='s=$(date +%s%N); i=0; while [ $i -lt 4000000 ]; do i=$((i+1)); done; e=$(date +%s%N); echo $(( (e - s) / 1000000 ))'
+tm new-session -d -s long-plain -x 100 -y 30 "$CRTERM start --name bench-long -- bash -c '$long > $work/long-plain'; sleep 600"
+wait_file "$work/long-plain"
+tm new-session -d -s long-auto -x 100 -y 30 "$CRTERM start --name bench-auto --autosave 10s -- bash -c '$long > $work/long-auto; sleep 600'"
+wait_file "$work/long-auto"
+autosaves=$(ls "$XDG_DATA_HOME/crterm" | grep -c '^bench-auto\.')
+frozens=()
+for _ in 1 2 3; do
+    out=$("$CRTERM" checkpoint bench-auto)
+    frozens+=("$(sed -n 's/.*frozen \([0-9]*\) ms.*/\1/p' <<<"$out")")
+done
+"$CRTERM" ls | awk '$1 == "bench-auto" && $2 ~ /^[0-9]+$/ {print $2}' | xargs -r kill -INT
+row "shell loop (4 000 000 rounds) under crterm: plain / autosaved every 10 s" "$(cat "$work/long-plain") / $(cat "$work/long-auto") ms" "ratio $(awk "BEGIN {printf \"%.2f\", $(cat "$work/long-auto") / $(cat "$work/long-plain")}"); $autosaves generations written meanwhile"
+row "autosave: frozen per generation" "$(median3 "${frozens[@]}") ms" "an incremental checkpoint of that shell (median of 3)"
+
+# 8. `checkpoint --all` of 20 sessions (python REPLs, started detached): the first (full)
+#    and again (incremental).
+for i in $(seq 1 20); do "$CRTERM" start --detached --name "all-$i" -- python3 -q </dev/null >/dev/null; done
+sleep 1
+all_rows=()
+for round in 1 2; do
+    s=$(date +%s%N)
+    "$CRTERM" checkpoint --all > "$work/all-$round" || true
+    e=$(date +%s%N)
+    all_rows+=("$(( (e - s) / 1000000 ))")
+done
+written=$(grep -c '^all-.*: wrote' "$work/all-2" || true)
+for pid in $("$CRTERM" ls | awk '$1 ~ /^all-/ && $2 ~ /^[0-9]+$/ {print $2}'); do kill -INT "$pid"; done
+row "checkpoint --all, 20 python sessions: first / again" "${all_rows[0]} / ${all_rows[1]} ms" "$written of 20 written the second time; all at once on $(nproc) cores"
+
 row "memory bandwidth (memcpy), for scale" "$(target/release/examples/memory_bandwidth) MB/s" ""
 
 echo

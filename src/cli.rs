@@ -159,6 +159,14 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Print crterm's man page (roff) to standard output; with DIR, write crterm.1 and a
+    /// page for each command (crterm-start.1, ...) there.
+    Man { dir: Option<PathBuf> },
+    /// Print the completion script for bash, zsh or fish to standard output.
+    Completions {
+        #[arg(value_parser = ["bash", "zsh", "fish"])]
+        shell: String,
+    },
     /// The dump process (started by the daemon for a checkpoint).
     #[command(name = "__dump", hide = true)]
     Dump {
@@ -328,6 +336,18 @@ pub fn run(cli: Cli) -> Result<i32> {
             sys::die_quietly_on_broken_pipe();
             crate::info::show(&file, json)
         }
+        Cmd::Man { dir } => man(dir),
+        Cmd::Completions { shell } => {
+            sys::die_quietly_on_broken_pipe();
+            let shell = match shell.as_str() {
+                "bash" => clap_complete::Shell::Bash,
+                "zsh" => clap_complete::Shell::Zsh,
+                _ => clap_complete::Shell::Fish,
+            };
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "crterm", &mut std::io::stdout());
+            Ok(0)
+        }
         Cmd::Dump { out } => Ok(crate::ckpt::dumper::run(&out)),
         Cmd::Sysv { pids } => Ok(crate::sysv::run_reader(&pids)),
         Cmd::Checkpoint {
@@ -404,6 +424,36 @@ pub fn run(cli: Cli) -> Result<i32> {
             ready_fd,
         })),
     }
+}
+
+/// The man pages, from the command-line definition itself (so they cannot drift from it).
+fn man(dir: Option<PathBuf>) -> Result<i32> {
+    let cmd = <Cli as clap::CommandFactory>::command();
+    let Some(dir) = dir else {
+        sys::die_quietly_on_broken_pipe();
+        clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?;
+        return Ok(0);
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let write = |name: String, page: clap::Command| -> Result<()> {
+        let path = dir.join(format!("{name}.1"));
+        let mut out = Vec::new();
+        clap_mangen::Man::new(page)
+            .title(name.clone())
+            .render(&mut out)?;
+        std::fs::write(&path, out).with_context(|| format!("cannot write {}", path.display()))
+    };
+    let mut cmd = cmd;
+    cmd.build();
+    for sub in cmd
+        .get_subcommands()
+        .filter(|c| !c.is_hide_set() && c.get_name() != "help")
+    {
+        let name = format!("crterm-{}", sub.get_name());
+        write(name, sub.clone())?;
+    }
+    write("crterm".into(), cmd)?;
+    Ok(0)
 }
 
 fn resolve_prefix(flag: Option<String>, config: &config::Config) -> Result<u8> {
@@ -874,6 +924,11 @@ fn spawn_daemon(how: &DaemonStart) -> Result<()> {
     }
     let mut child = cmd.spawn().context("cannot start the session daemon")?;
     drop(ready_w);
+    // A resume that takes a while: what it has read of the image.
+    let daemon = child.id() as i32;
+    let _progress = resume.map(|_| {
+        crate::progress::Progress::start("resume", move || crate::progress::tree_read(daemon))
+    });
     // One line: "ok", or "err <reason>". EOF without one: the daemon died.
     let mut answer = String::new();
     let _ = std::io::BufReader::new(std::fs::File::from(ready_r)).read_line(&mut answer);
@@ -1066,10 +1121,24 @@ fn checkpoint(name: &str, output: Option<PathBuf>, mut order: CheckpointOrder) -
     };
     order.path = path.display().to_string();
     let wait = order.wait;
+    // On a terminal, a checkpoint that takes a while shows what it has written.
+    let watched = match &order.path {
+        _ if stream || !sys::isatty(std::io::stderr().as_fd()) => None,
+        p if p.is_empty() => match ask(name, ToDaemon::Info, 5) {
+            Ok(ToClient::Info(info)) => Some(PathBuf::from(info.image)),
+            _ => None,
+        },
+        p => Some(PathBuf::from(p)),
+    };
+    let progress = watched.map(|p| {
+        crate::progress::Progress::start("checkpoint", move || crate::progress::image_written(&p))
+    });
     let msg = ToDaemon::Checkpoint(order);
     let stdout = std::io::stdout();
     let passed = stream.then(|| stdout.as_fd());
-    match ask_passing(name, msg, passed, 600 + u64::from(wait))? {
+    let answer = ask_passing(name, msg, passed, 600 + u64::from(wait));
+    drop(progress);
+    match answer? {
         // The image went to standard output: the report goes to standard error.
         ToClient::Checkpointed { ok: true, text } if stream => {
             eprintln!("{text}");

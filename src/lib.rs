@@ -15,6 +15,7 @@ pub mod info;
 pub mod inject;
 pub mod load;
 pub mod machine;
+pub mod progress;
 pub mod pty_proxy;
 pub mod records;
 pub mod restore;

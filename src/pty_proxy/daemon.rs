@@ -707,6 +707,7 @@ impl Daemon {
                     daemon_pid: sys::getpid(),
                     started_unix: self.started_unix,
                     attached: self.conns.iter().any(|c| c.attached),
+                    image: self.image.display().to_string(),
                 };
                 let c = &mut self.conns[i];
                 c.send(&ToClient::Info(info));

@@ -89,6 +89,8 @@ pub struct SessionInfo {
     pub daemon_pid: i32,
     pub started_unix: u64,
     pub attached: bool,
+    /// Where its checkpoints go unless told otherwise.
+    pub image: String,
 }
 
 /// Append an `Output` frame straight into a send buffer (the hot path: no copy of the
@@ -217,11 +219,12 @@ impl ToClient {
             ToClient::Info(i) => frame(
                 105,
                 format!(
-                    "{}\t{}\t{}\t{}\t{}",
+                    "{}\t{}\t{}\t{}\t{}\t{}",
                     i.name,
                     i.daemon_pid,
                     i.started_unix,
                     u8::from(i.attached),
+                    i.image.replace(['\t', '\n'], " "),
                     i.command.replace(['\t', '\n'], " ")
                 )
                 .as_bytes(),
@@ -242,8 +245,8 @@ impl ToClient {
             104 => ToClient::Detached(text(p)),
             105 => {
                 let t = text(p);
-                let f: Vec<&str> = t.splitn(5, '\t').collect();
-                if f.len() != 5 {
+                let f: Vec<&str> = t.splitn(6, '\t').collect();
+                if f.len() != 6 {
                     return Err(bad("info"));
                 }
                 ToClient::Info(SessionInfo {
@@ -251,7 +254,8 @@ impl ToClient {
                     daemon_pid: f[1].parse().map_err(|_| bad("info"))?,
                     started_unix: f[2].parse().map_err(|_| bad("info"))?,
                     attached: f[3] == "1",
-                    command: f[4].to_string(),
+                    image: f[4].to_string(),
+                    command: f[5].to_string(),
                 })
             }
             106 => ToClient::Refused(text(p)),
@@ -364,6 +368,7 @@ mod tests {
                 daemon_pid: 7,
                 started_unix: 9,
                 attached: true,
+                image: "/d/a.img".into(),
             }),
         ];
         let bytes: Vec<u8> = msgs.iter().flat_map(|m| m.encode()).collect();

@@ -203,3 +203,77 @@ fn runtime_directory_must_be_private() {
     let err = one_error_line(&env.crterm(&["ls"]));
     assert!(err.contains("is not private"), "{err}");
 }
+
+/// The man pages and completions come from the command-line definition: a page for
+/// crterm and one for each command (none for the hidden ones), with the options each has;
+/// a bash completion script that bash loads and that completes crterm; zsh and fish
+/// scripts that name the options.
+#[test]
+fn man_pages_and_completions_are_made_from_the_command_line() {
+    let env = Env::unprivileged();
+    let dir = env.dir.path().join("man1");
+    let out = env.crterm(&["man", dir.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut pages: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    pages.sort();
+    for want in [
+        "crterm.1",
+        "crterm-start.1",
+        "crterm-checkpoint.1",
+        "crterm-resume.1",
+    ] {
+        assert!(pages.contains(&want.to_string()), "{pages:?}");
+    }
+    assert!(
+        !pages
+            .iter()
+            .any(|p| p.contains("__") || p == "crterm-help.1"),
+        "{pages:?}"
+    );
+    let start = std::fs::read_to_string(dir.join("crterm-start.1")).unwrap();
+    assert!(
+        start.starts_with(".ie") || start.contains(".TH crterm-start 1"),
+        "{start}"
+    );
+    assert!(
+        start.contains("autosave") && start.contains("detached"),
+        "{start}"
+    );
+    let main = String::from_utf8(env.crterm(&["man"]).stdout).unwrap();
+    assert!(
+        main.contains(".TH crterm 1") && main.contains("checkpoint"),
+        "{main}"
+    );
+
+    let bash = String::from_utf8(env.crterm(&["completions", "bash"]).stdout).unwrap();
+    let script = env.dir.path().join("crterm.bash");
+    std::fs::write(&script, &bash).unwrap();
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!("source {} && complete -p crterm", script.display()))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && said.contains("crterm"),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for shell in ["zsh", "fish"] {
+        let out = String::from_utf8(env.crterm(&["completions", shell]).stdout).unwrap();
+        assert!(
+            out.contains("autosave") && out.contains("checkpoint"),
+            "{shell}: {out}"
+        );
+    }
+    let out = env.crterm(&["completions", "tcsh"]);
+    assert!(!out.status.success());
+}

@@ -436,3 +436,123 @@ fn saved_sessions_are_listed_and_come_back_by_name_and_all_at_once() {
     assert!(!out.status.success());
     assert!(text(out).contains("no saved session of that name"));
 }
+
+/// The systemd user unit in contrib/: `systemd-analyze verify` accepts it (with its
+/// crterm path pointed at this build), and its two commands do what login and logout
+/// need: the stop checkpoints every running session and ends it, the start brings every
+/// one back detached.
+#[test]
+fn the_systemd_user_unit_verifies_and_its_commands_save_and_bring_back_every_session() {
+    let env = Env::unprivileged();
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/contrib/systemd/crterm.service"
+    ))
+    .unwrap();
+    let bin = env.bin.display().to_string();
+    let ours = unit.replace("%h/.cargo/bin/crterm", &bin);
+    let path = env.dir.path().join("crterm.service");
+    std::fs::write(&path, &ours).unwrap();
+    let out = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze (tests/run-all.sh installs systemd)");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let exec = |key: &str| -> Vec<String> {
+        let line = ours
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("no {key} in the unit"));
+        line.trim_start_matches('-')
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    };
+    let run = |argv: Vec<String>| {
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let out = env.run(&argv, None);
+        assert!(
+            out.status.success(),
+            "{argv:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    for (name, x) in [("una", 5), ("unb", 6)] {
+        run([
+            &bin,
+            "start",
+            "--detached",
+            "--name",
+            name,
+            "--",
+            "python3",
+            "-q",
+            "-i",
+            "-c",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([format!("x = {x}")])
+        .collect());
+    }
+    let stopped = run(exec("ExecStop"));
+    assert_eq!(stopped.lines().count(), 2, "{stopped}");
+    assert!(env.sessions().is_empty(), "logout ends every session");
+    let started = run(exec("ExecStart"));
+    assert_eq!(started.lines().count(), 2, "{started}");
+    let names: Vec<String> = env.sessions().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, vec!["una".to_string(), "unb".to_string()]);
+    env.pane("a", &format!("{bin} attach unb"));
+    env.tmux.wait_text("a", ">>>", T);
+    assert_eq!(ask(&env, "a", "x", "A"), "6");
+}
+
+/// A checkpoint that takes longer than a second shows a progress line (bytes written,
+/// rate) on the terminal, erased when it is done; with standard error not a terminal it
+/// shows none.
+#[test]
+fn a_long_checkpoint_shows_a_progress_line_only_on_a_terminal() {
+    let (env, hooks) = hooks_for(Env::unprivileged());
+    python_pane(&env, "a", "prog");
+    enter(&env, "a", "import os; b = bytearray(os.urandom(64 << 20))");
+    assert_eq!(ask(&env, "a", "len(b) >> 20", "A"), "64");
+    // Held after the memory is written, before the files.
+    std::fs::write(&hooks, "stall files\n").unwrap();
+    env.pane(
+        "c",
+        &format!(
+            "{} checkpoint prog; echo DONE-$?; sleep 600",
+            env.crterm_cmd()
+        ),
+    );
+    let screen = env.tmux.wait_text("c", " MiB/s", T);
+    assert!(screen.contains("checkpoint: "), "{screen}");
+    std::fs::write(&hooks, "").unwrap();
+    let screen = env.tmux.wait_text("c", "DONE-0", T);
+    assert!(screen.contains("wrote "), "{screen}");
+    assert!(!screen.contains("MiB/s"), "the line is erased: {screen}");
+
+    let err = env.dir.path().join("err.txt");
+    std::fs::write(&hooks, "stall files\n").unwrap();
+    env.pane(
+        "d",
+        &format!(
+            "{} checkpoint prog --full 2>{}; echo DONE-$?; sleep 600",
+            env.crterm_cmd(),
+            err.display()
+        ),
+    );
+    std::thread::sleep(Duration::from_millis(2500));
+    std::fs::write(&hooks, "").unwrap();
+    env.tmux.wait_text("d", "DONE-0", T);
+    assert_eq!(std::fs::read_to_string(&err).unwrap(), "");
+    exit_repl(&env, "a");
+}

@@ -1,0 +1,119 @@
+//! The progress line of a checkpoint or a resume that takes longer than a second: bytes
+//! done and the rate, on standard error when it is a terminal (nothing otherwise), drawn
+//! again in place five times a second and erased when the work is done.
+
+use crate::sys;
+use std::os::fd::AsFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// A progress line shown while it lives.
+pub struct Progress {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Progress {
+    /// Watch `done` (the bytes done so far, None while unknown) for `what`.
+    pub fn start(what: &'static str, done: impl Fn() -> Option<u64> + Send + 'static) -> Progress {
+        let stop = Arc::new(AtomicBool::new(false));
+        if !sys::isatty(std::io::stderr().as_fd()) {
+            return Progress { stop, thread: None };
+        }
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let start = Instant::now();
+            let mut shown = false;
+            while !stopped.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(200));
+                let took = start.elapsed();
+                if took < Duration::from_secs(1) || stopped.load(Ordering::Relaxed) {
+                    continue;
+                }
+                if let Some(bytes) = done() {
+                    eprint!("\r\x1b[K{}", line(what, bytes, took));
+                    shown = true;
+                }
+            }
+            if shown {
+                eprint!("\r\x1b[K");
+            }
+        });
+        Progress {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// `checkpoint: 812.4 MiB, 391 MiB/s`.
+fn line(what: &str, bytes: u64, took: Duration) -> String {
+    let mib = bytes as f64 / (1 << 20) as f64;
+    format!(
+        "{what}: {mib:.1} MiB, {:.0} MiB/s",
+        mib / took.as_secs_f64().max(0.001)
+    )
+}
+
+/// The bytes of the image being written at `path` so far: its temporary file (the
+/// largest, should there be two), or the image once it is in place.
+pub fn image_written(path: &std::path::Path) -> Option<u64> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty())?;
+    let prefix = format!(".{}.tmp-", path.file_name()?.to_string_lossy());
+    std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .filter_map(|e| e.metadata().ok().map(|m| m.len()))
+        .max()
+}
+
+/// What process `pid` and its descendants have read so far (/proc/PID/io's rchar): a
+/// resume's image, chunk by chunk.
+pub fn tree_read(pid: i32) -> Option<u64> {
+    let mut total = 0;
+    let mut seen = false;
+    let mut stack = vec![pid];
+    while let Some(p) = stack.pop() {
+        if let Ok(io) = std::fs::read_to_string(format!("/proc/{p}/io"))
+            && let Some(n) = io
+                .lines()
+                .find_map(|l| l.strip_prefix("rchar:"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        {
+            total += n;
+            seen = true;
+        }
+        for t in std::fs::read_dir(format!("/proc/{p}/task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let kids = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+            stack.extend(
+                kids.split_whitespace()
+                    .filter_map(|k| k.parse::<i32>().ok()),
+            );
+        }
+    }
+    seen.then_some(total)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_line() {
+        let l = super::line("checkpoint", 3 << 20, std::time::Duration::from_secs(2));
+        assert_eq!(l, "checkpoint: 3.0 MiB, 2 MiB/s");
+    }
+}

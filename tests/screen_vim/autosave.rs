@@ -187,7 +187,11 @@ fn checkpoint_all_checkpoints_every_session_and_says_which_failed() {
     check(&first, false);
     check(&second, false);
     check(&all(&["--exit"]), true);
-    let left: Vec<String> = env.sessions().into_iter().map(|(n, _)| n).collect();
+    // (The answers come once the images are written; the daemons end just after.)
+    let left: Vec<String> = wait_for("the sessions checkpointed to end", T, || {
+        let left: Vec<String> = env.sessions().into_iter().map(|(n, _)| n).collect();
+        (left.len() == 1).then_some(left)
+    });
     assert_eq!(
         left,
         vec!["allc".to_string()],
@@ -373,11 +377,16 @@ fn saved_sessions_are_listed_and_come_back_by_name_and_all_at_once() {
     }
     let out = env.crterm(&["checkpoint", "--all", "--exit"]);
     assert!(out.status.success(), "{}", text(out));
+    // (The answer comes once the images are written; the daemons end just after.)
+    wait_for("the sessions to end", T, || {
+        env.sessions().is_empty().then_some(())
+    });
     let junk = default_image(&env, "junk");
     std::fs::write(&junk, "not an image").unwrap();
     let ls = text(env.crterm(&["ls"]));
+    let saved: Vec<&str> = ls.lines().skip_while(|l| !l.starts_with("SAVED")).collect();
     for (name, x) in [("sva", 11), ("svb", 22)] {
-        let row = ls.lines().find(|l| l.starts_with(name)).unwrap_or_default();
+        let row = saved.iter().find(|l| l.starts_with(name)).unwrap_or(&"");
         assert!(row.contains(" yes "), "{ls}");
         assert!(row.ends_with(&format!("python3 -q -i -c x = {x}")), "{ls}");
     }
@@ -505,7 +514,9 @@ fn the_systemd_user_unit_verifies_and_its_commands_save_and_bring_back_every_ses
     }
     let stopped = run(exec("ExecStop"));
     assert_eq!(stopped.lines().count(), 2, "{stopped}");
-    assert!(env.sessions().is_empty(), "logout ends every session");
+    wait_for("logout to end every session", T, || {
+        env.sessions().is_empty().then_some(())
+    });
     let started = run(exec("ExecStart"));
     assert_eq!(started.lines().count(), 2, "{started}");
     let names: Vec<String> = env.sessions().into_iter().map(|(n, _)| n).collect();

@@ -4,31 +4,34 @@
 
 use crate::sys;
 use std::os::fd::AsFd;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// A progress line shown while it lives.
+/// A progress line shown while it lives. Dropping it stops the line at once (the thread
+/// waits on a channel, not in a sleep: a resume must not wait for it).
 pub struct Progress {
-    stop: Arc<AtomicBool>,
+    stop: Option<mpsc::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Progress {
     /// Watch `done` (the bytes done so far, None while unknown) for `what`.
     pub fn start(what: &'static str, done: impl Fn() -> Option<u64> + Send + 'static) -> Progress {
-        let stop = Arc::new(AtomicBool::new(false));
         if !sys::isatty(std::io::stderr().as_fd()) {
-            return Progress { stop, thread: None };
+            return Progress {
+                stop: None,
+                thread: None,
+            };
         }
-        let stopped = stop.clone();
+        let (stop, stopped) = mpsc::channel::<()>();
         let thread = std::thread::spawn(move || {
             let start = Instant::now();
             let mut shown = false;
-            while !stopped.load(Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_millis(200));
+            while let Err(mpsc::RecvTimeoutError::Timeout) =
+                stopped.recv_timeout(Duration::from_millis(200))
+            {
                 let took = start.elapsed();
-                if took < Duration::from_secs(1) || stopped.load(Ordering::Relaxed) {
+                if took < Duration::from_secs(1) {
                     continue;
                 }
                 if let Some(bytes) = done() {
@@ -41,7 +44,7 @@ impl Progress {
             }
         });
         Progress {
-            stop,
+            stop: Some(stop),
             thread: Some(thread),
         }
     }
@@ -49,7 +52,7 @@ impl Progress {
 
 impl Drop for Progress {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.stop.take();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

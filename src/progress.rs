@@ -97,17 +97,7 @@ pub fn tree_read(pid: i32) -> Option<u64> {
             total += n;
             seen = true;
         }
-        for t in std::fs::read_dir(format!("/proc/{p}/task"))
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let kids = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
-            stack.extend(
-                kids.split_whitespace()
-                    .filter_map(|k| k.parse::<i32>().ok()),
-            );
-        }
+        stack.extend(crate::ckpt::procfs::children(p));
     }
     seen.then_some(total)
 }

@@ -161,18 +161,7 @@ impl Tracking {
             if let Some(ns) = procfs::status_last(&status, "NSpid:") {
                 host.insert(ns, pid);
             }
-            // (Each thread's children: a child forked by another thread is listed there.)
-            for t in std::fs::read_dir(format!("/proc/{pid}/task"))
-                .into_iter()
-                .flatten()
-                .flatten()
-            {
-                let kids = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
-                stack.extend(
-                    kids.split_whitespace()
-                        .filter_map(|k| k.parse::<i32>().ok()),
-                );
-            }
+            stack.extend(procfs::children(pid));
         }
         for (ns, uffd) in trackers {
             let Some(&pid) = host.get(&ns) else {

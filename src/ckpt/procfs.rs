@@ -375,6 +375,24 @@ pub fn names_a_process(path: &str) -> bool {
     })
 }
 
+/// The children of process `pid`, from each of its threads' `children` (a child forked by
+/// another thread is listed there); none when it is gone.
+pub fn children(pid: i32) -> Vec<i32> {
+    let mut kids = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let text = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+        kids.extend(
+            text.split_whitespace()
+                .filter_map(|k| k.parse::<i32>().ok()),
+        );
+    }
+    kids
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -47,6 +47,8 @@ enum Cmd {
         /// image that is there, resume that image instead (a batch job started again).
         #[arg(long)]
         detached: bool,
+        #[command(flatten)]
+        wait: WaitArg,
         /// The command and its arguments.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
@@ -106,6 +108,8 @@ enum Cmd {
         /// Resume without attaching (`crterm attach NAME` later).
         #[arg(long)]
         detached: bool,
+        #[command(flatten)]
+        wait: WaitArg,
         /// Session name (default: the image's file name, made unique).
         #[arg(long)]
         name: Option<String>,
@@ -221,6 +225,51 @@ enum Cmd {
     },
 }
 
+/// `--wait`, for batch jobs.
+#[derive(clap::Args, Clone, Copy)]
+struct WaitArg {
+    /// With --detached: stay in the foreground until the session ends (a batch job's
+    /// step). SIGTERM, SIGHUP, SIGINT, SIGUSR1 or SIGUSR2 to crterm checkpoint the session
+    /// into its image and end it, and crterm then exits with status 85 ("checkpointed,
+    /// run me again"); the image is resumed when the same command runs again. Otherwise
+    /// the exit status is the session's command's, or 1 when the checkpoint failed.
+    #[arg(long, requires = "detached")]
+    wait: bool,
+}
+
+/// The signals that ask a waiting crterm (`--detached --wait`) to checkpoint its session
+/// and end: a scheduler's preemption or time-limit warning, a shutdown, Ctrl-C.
+const WAIT_SIGNALS: [libc::c_int; 5] = [
+    libc::SIGTERM,
+    libc::SIGHUP,
+    libc::SIGINT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+];
+
+/// What the client does once the session runs.
+enum Then {
+    Attach,
+    Detach,
+    /// `--detached --wait`: watch it until it ends; the signalfd has held `WAIT_SIGNALS`
+    /// since before the daemon started, so that none is lost or kills crterm meanwhile.
+    Wait(std::os::fd::OwnedFd),
+}
+
+impl Then {
+    fn new(detached: bool, wait: WaitArg) -> Result<Then> {
+        Ok(match (detached, wait.wait) {
+            (false, _) => Then::Attach,
+            (true, false) => Then::Detach,
+            (true, true) => Then::Wait(sys::signalfd(&WAIT_SIGNALS)?),
+        })
+    }
+
+    fn detached(&self) -> bool {
+        !matches!(self, Then::Attach)
+    }
+}
+
 /// Checkpoints the daemon takes by itself.
 #[derive(clap::Args, Clone, Copy)]
 struct AutosaveArgs {
@@ -272,6 +321,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             cpu,
             autosave,
             detached,
+            wait,
             command,
         } => start(
             name,
@@ -279,7 +329,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             prefix,
             cpu == "baseline",
             autosave,
-            detached,
+            Then::new(detached, wait)?,
             command,
         ),
         Cmd::Attach { name, prefix } => {
@@ -297,6 +347,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             file,
             all,
             detached,
+            wait,
             name,
             force,
             clock,
@@ -315,11 +366,14 @@ pub fn run(cli: Cli) -> Result<i32> {
                 set_ids: false,
                 track: false,
             };
+            if all && wait.wait {
+                bail!("--wait is for one session: give its image or name");
+            }
             let how = ResumeHow {
                 opts,
                 prefix,
                 autosave,
-                detached,
+                then: Then::new(detached, wait)?,
             };
             match file {
                 _ if all => resume_all(how),
@@ -478,12 +532,12 @@ fn start(
     prefix: Option<String>,
     cpu_baseline: bool,
     autosave: AutosaveArgs,
-    detached: bool,
+    then: Then,
     command: Vec<String>,
 ) -> Result<i32> {
     let config = config::load()?;
     // A batch job started again: its session comes back from where it was saved.
-    if detached
+    if then.detached()
         && let Some(path) = &image
         && path.exists()
     {
@@ -491,7 +545,7 @@ fn start(
             opts: Default::default(),
             prefix,
             autosave,
-            detached,
+            then,
         };
         return resume(path.clone(), name, how);
     }
@@ -500,7 +554,7 @@ fn start(
     if let Some(n) = &name {
         paths::check_name(n)?;
     }
-    let size = session_size(detached)?;
+    let size = session_size(then.detached())?;
     let dir = paths::runtime_dir()?;
     let argv = if command.is_empty() {
         vec![std::env::var("SHELL").unwrap_or_else(|_| "/bin/sh".into())]
@@ -540,7 +594,7 @@ fn start(
         shutdown_deadline: config.shutdown_deadline,
     };
     spawn_daemon(&how)?;
-    attach_unless_detached(&socket, &name, prefix, detached, "started")
+    attach_or_not(&socket, &name, prefix, then, "started")
 }
 
 /// The size a new session's terminal gets: this terminal's; detached without one, 80x24.
@@ -551,18 +605,27 @@ fn session_size(detached: bool) -> Result<WinSize> {
     }
 }
 
-fn attach_unless_detached(
+fn attach_or_not(
     socket: &std::path::Path,
     name: &str,
     prefix: u8,
-    detached: bool,
+    then: Then,
     what: &str,
 ) -> Result<i32> {
-    if detached {
-        println!("{what} session {name}, detached: attach with crterm attach {name}");
-        return Ok(0);
+    match then {
+        Then::Attach => client::attach(socket, name, prefix),
+        Then::Detach => {
+            println!("{what} session {name}, detached: attach with crterm attach {name}");
+            Ok(0)
+        }
+        Then::Wait(signals) => {
+            println!(
+                "{what} session {name}, detached: attach with crterm attach {name}; waiting for it to end (SIGTERM checkpoints it and exits {})",
+                crate::pty_proxy::protocol::REQUEUE_STATUS
+            );
+            client::watch(socket, name, signals.as_fd())
+        }
     }
-    client::attach(socket, name, prefix)
 }
 
 /// How a resume is to go, beside its image and name.
@@ -570,7 +633,7 @@ struct ResumeHow {
     opts: crate::restore::Options,
     prefix: Option<String>,
     autosave: AutosaveArgs,
-    detached: bool,
+    then: Then,
 }
 
 /// Where saved sessions' images are: $XDG_DATA_HOME/crterm.
@@ -682,8 +745,9 @@ fn resume(file: PathBuf, name: Option<String>, how: ResumeHow) -> Result<i32> {
         opts,
         prefix,
         autosave,
-        detached,
+        then,
     } = how;
+    let detached = then.detached();
     let config = config::load()?;
     let (autosave, keep) = autosave.resolve(&config);
     let prefix = resolve_prefix(prefix, &config)?;
@@ -776,7 +840,7 @@ fn resume(file: PathBuf, name: Option<String>, how: ResumeHow) -> Result<i32> {
             shutdown_deadline: config.shutdown_deadline,
         };
         match spawn_daemon(&how) {
-            Ok(()) => return attach_unless_detached(&socket, &name, prefix, detached, "resumed"),
+            Ok(()) => return attach_or_not(&socket, &name, prefix, then, "resumed"),
             Err(e) if !explicit && e.to_string().contains("is already running") => continue,
             Err(e) => return Err(e),
         }
@@ -915,10 +979,15 @@ fn spawn_daemon(how: &DaemonStart) -> Result<()> {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    // SAFETY: setsid is async-signal-safe.
+    // SAFETY: setsid and sigprocmask are async-signal-safe.
     unsafe {
         cmd.pre_exec(|| {
             libc::setsid();
+            // A waiting client (`--wait`) holds signals blocked for its signalfd; the
+            // daemon blocks what it takes itself.
+            let mut none: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut none);
+            libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
             Ok(())
         });
     }

@@ -2,16 +2,17 @@
 # The whole test suite, from a fresh Debian 12 machine with a Rust toolchain.
 #
 # As root it installs what the tests drive (tmux, vim, screen, emacs-nox, python3, htop,
-# less, strace, debootstrap, qemu, systemd for systemd-analyze), creates the ordinary users the unprivileged tests run as,
+# less, strace, debootstrap, qemu, systemd for systemd-analyze, Slurm and munge for the
+# batch-job test, which starts its own controller and node), creates the ordinary users the unprivileged tests run as,
 # and builds (once) a Debian trixie root filesystem and a Linux 6.1 guest for the tests that
 # resume elsewhere; as another user it checks that those are present. Then it builds, lints and runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 programs=(tmux vim screen emacs python3 htop less strace script runuser useradd ps cmp debootstrap
-    qemu-system-x86_64 busybox cpio depmod systemd-analyze)
+    qemu-system-x86_64 busybox cpio depmod systemd-analyze slurmctld slurmd sbatch munged timeout)
 packages=(tmux vim screen emacs-nox python3 htop less strace bsdutils util-linux passwd procps diffutils debootstrap
-    qemu-system-x86 busybox-static cpio kmod systemd)
+    qemu-system-x86 busybox-static cpio kmod systemd slurmctld slurmd slurm-client munge coreutils)
 
 missing=()
 for p in "${programs[@]}"; do

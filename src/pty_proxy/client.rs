@@ -213,7 +213,7 @@ fn relay(stream: &mut UnixStream, signals: BorrowedFd, prefix: u8) -> Result<Out
                     ToClient::Exit(code) => return Ok(Outcome::Exited(code)),
                     ToClient::Detached(reason) => return Ok(Outcome::Detached(reason)),
                     ToClient::Refused(reason) => bail!("{reason}"),
-                    ToClient::Info(_) => {}
+                    ToClient::Info(_) | ToClient::Ended { .. } => {}
                 }
             }
         }
@@ -258,6 +258,59 @@ fn relay(stream: &mut UnixStream, signals: BorrowedFd, prefix: u8) -> Result<Out
                 }
             }
             flush_input(stream, &mut input)?;
+        }
+    }
+}
+
+/// `--detached --wait`: stay until the session behind `socket` ends, and return the
+/// status to exit with: `REQUEUE_STATUS` when a signal (to crterm, taken from `signals`,
+/// or SIGTERM to the daemon) had it checkpointed and ended, the command's own when it
+/// ended by itself, 1 when the checkpoint failed. A second signal changes nothing.
+pub fn watch(socket: &Path, name: &str, signals: BorrowedFd) -> Result<i32> {
+    let mut stream = connect(socket, name)?;
+    stream.write_all(&ToDaemon::Watch.encode())?;
+    let mut reader = FrameReader::default();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut asked = false;
+    loop {
+        let mut fds = [
+            PollFd::new(stream.as_raw_fd(), libc::POLLIN),
+            PollFd::new(signals.as_raw_fd(), libc::POLLIN),
+        ];
+        sys::poll(&mut fds, -1)?;
+        if fds[1].has(libc::POLLIN) {
+            for sig in sys::read_signals(signals) {
+                if !asked {
+                    asked = true;
+                    eprintln!(
+                        "crterm: {}: checkpointing session {name} and ending it",
+                        sys::signal_name(sig)
+                    );
+                    stream.write_all(&ToDaemon::Shutdown.encode())?;
+                }
+            }
+        }
+        if fds[0].has(libc::POLLIN | libc::POLLHUP | libc::POLLERR) {
+            let n = match stream.read(&mut buf) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => r.unwrap_or(0),
+            };
+            if n == 0 {
+                bail!("session {name}'s daemon went away without saying how the session ended");
+            }
+            reader.push(&buf[..n]);
+            while let Some((kind, payload)) = reader.next_frame()? {
+                match ToClient::decode(kind, &payload)? {
+                    ToClient::Ended { status, text } => {
+                        for line in text.lines() {
+                            eprintln!("crterm: session {name}: {line}");
+                        }
+                        return Ok(status);
+                    }
+                    ToClient::Refused(reason) => bail!("{reason}"),
+                    _ => {}
+                }
+            }
         }
     }
 }

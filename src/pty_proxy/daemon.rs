@@ -67,6 +67,8 @@ struct Conn {
     /// The client's terminal, written by the daemon (None: through the client).
     tty: Option<TerminalWriter>,
     attached: bool,
+    /// Told with `Ended` how the session ended (`start --wait`).
+    watching: bool,
     /// Close once everything queued is written.
     closing: bool,
     /// A descriptor the client sent with its request: the stream `checkpoint -o -`
@@ -154,6 +156,9 @@ struct Daemon {
     shutdown: Option<std::time::Instant>,
     /// The session is being ended (its init killed): no checkpoint starts any more.
     ending: bool,
+    /// Why the daemon itself ended the session, for watching clients: the status `start
+    /// --wait` exits with and what happened (None: the command ended, or was killed).
+    end_word: Option<(i32, String)>,
 }
 
 /// Who a checkpoint is for.
@@ -274,6 +279,7 @@ fn setup(cfg: DaemonConfig) -> Result<Daemon> {
         shutdown_deadline: cfg.shutdown_deadline,
         shutdown: None,
         ending: false,
+        end_word: None,
         redraw_on_attach: cfg.resume.is_some(),
         notice_until: None,
         tracking,
@@ -513,6 +519,7 @@ impl Daemon {
                 out: ByteQueue::default(),
                 tty: None,
                 attached: false,
+                watching: false,
                 closing: false,
                 passed: None,
             };
@@ -560,6 +567,11 @@ impl Daemon {
             let c = &mut self.conns[i];
             c.out.clear();
             c.drop_terminal();
+            // A waiting crterm (`start --wait`, a batch job's step) killed: the session
+            // lives as long as its job, so it is checkpointed and ended as on SIGTERM.
+            if std::mem::take(&mut c.watching) {
+                self.shut_down();
+            }
             return;
         }
         if self.conns[i].closing {
@@ -700,6 +712,8 @@ impl Daemon {
                     c.write_terminal(&screen);
                 }
             }
+            ToDaemon::Watch => self.conns[i].watching = true,
+            ToDaemon::Shutdown => self.shut_down(),
             ToDaemon::Info => {
                 let info = SessionInfo {
                     name: self.name.clone(),
@@ -796,6 +810,7 @@ impl Daemon {
                 self.shutdown_deadline.as_secs()
             ),
         );
+        self.end_word = Some((1, text.clone()));
         self.tell_attached_and_end(&text);
     }
 
@@ -976,6 +991,13 @@ impl Daemon {
             };
             text.push_str("; the session has ended");
             reply(&mut self.conns, text);
+            // Ended on a signal to end: "checkpointed, run me again"; on a user's order:
+            // done.
+            let status = match why {
+                Why::Shutdown => protocol::REQUEUE_STATUS,
+                _ => 0,
+            };
+            self.end_word = Some((status, how.clone()));
             self.tell_attached_and_end(&how);
             return;
         }
@@ -985,6 +1007,7 @@ impl Daemon {
             crate::ckpt::generations::note_failure(&self.image, &text);
             let text =
                 format!("{text}; the session has ended, and its last image is the one from before");
+            self.end_word = Some((1, text.clone()));
             self.tell_attached_and_end(&text);
             return;
         }
@@ -1034,12 +1057,23 @@ impl Daemon {
         }
         // A session its init ended on purpose says why, as the client's one line.
         let why = self.world.last_word();
+        let (status, said) = match (self.end_word.take(), &why) {
+            (Some(word), _) => word,
+            (None, Some(why)) => (1, why.clone()),
+            (None, None) => (code, format!("the session ended (status {code})")),
+        };
         for c in &mut self.conns {
             c.release_terminal();
             if c.attached {
                 c.send(&match &why {
                     Some(why) => ToClient::Refused(why.clone()),
                     None => ToClient::Exit(code),
+                });
+            }
+            if c.watching {
+                c.send(&ToClient::Ended {
+                    status,
+                    text: said.clone(),
                 });
             }
             let _ = c.stream.set_nonblocking(false);

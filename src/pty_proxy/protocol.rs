@@ -63,6 +63,12 @@ pub enum ToDaemon {
     },
     /// For `crterm ls`: answered with `Info`, then the connection closes.
     Info,
+    /// Stay connected without a terminal and be told, with `Ended`, how the session
+    /// ended (`start --wait`).
+    Watch,
+    /// What SIGTERM to the daemon does: checkpoint the session into its image, within
+    /// the shutdown deadline, and end it.
+    Shutdown,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,7 +86,18 @@ pub enum ToClient {
         ok: bool,
         text: String,
     },
+    /// To a watching client: the session has ended; the status `start --wait` exits with
+    /// (`REQUEUE_STATUS` when a shutdown checkpointed it) and what happened, in lines.
+    Ended {
+        status: i32,
+        text: String,
+    },
 }
+
+/// The exit status of `crterm start --wait` whose session was checkpointed on a
+/// scheduler's (or a shutdown's) signal and ended: "checkpointed, run me again", the value
+/// HTCondor's self-checkpointing convention uses and Slurm's `RequeueExit` can name.
+pub const REQUEUE_STATUS: i32 = 85;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionInfo {
@@ -161,6 +178,8 @@ impl ToDaemon {
             ToDaemon::Redraw => frame(6, &[]),
             ToDaemon::Info => frame(7, &[]),
             ToDaemon::Help { prefix } => frame(8, &[*prefix]),
+            ToDaemon::Watch => frame(9, &[]),
+            ToDaemon::Shutdown => frame(10, &[]),
         }
     }
 
@@ -205,6 +224,8 @@ impl ToDaemon {
             8 => ToDaemon::Help {
                 prefix: *p.first().ok_or_else(|| bad("help"))?,
             },
+            9 => ToDaemon::Watch,
+            10 => ToDaemon::Shutdown,
             _ => return Err(bad("unknown")),
         })
     }
@@ -235,6 +256,11 @@ impl ToClient {
                 p.extend_from_slice(text.as_bytes());
                 frame(107, &p)
             }
+            ToClient::Ended { status, text } => {
+                let mut p = status.to_le_bytes().to_vec();
+                p.extend_from_slice(text.as_bytes());
+                frame(108, &p)
+            }
         }
     }
 
@@ -262,6 +288,14 @@ impl ToClient {
             107 => ToClient::Checkpointed {
                 ok: p.first() == Some(&1),
                 text: text(p.get(1..).unwrap_or_default()),
+            },
+            108 => ToClient::Ended {
+                status: i32::from_le_bytes(
+                    p.get(..4)
+                        .and_then(|b| b.try_into().ok())
+                        .ok_or_else(|| bad("ended"))?,
+                ),
+                text: text(&p[4..]),
             },
             _ => return Err(bad("unknown")),
         })
@@ -362,6 +396,10 @@ mod tests {
                 text: "wrote x".into(),
             },
             ToClient::Exit(-3),
+            ToClient::Ended {
+                status: REQUEUE_STATUS,
+                text: "checkpointed".into(),
+            },
             ToClient::Info(SessionInfo {
                 name: "a".into(),
                 command: "vim x".into(),

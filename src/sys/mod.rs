@@ -1402,3 +1402,19 @@ pub fn open_by_handle(mount: BorrowedFd, kind: i32, bytes: &[u8]) -> io::Result<
     // SAFETY: a new descriptor of ours.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
+
+/// A signal's name, as SIGTERM (a number for those without one here).
+pub fn signal_name(sig: libc::c_int) -> String {
+    let name = match sig {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGUSR1 => "SIGUSR1",
+        libc::SIGUSR2 => "SIGUSR2",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGXCPU => "SIGXCPU",
+        _ => return format!("signal {sig}"),
+    };
+    name.to_string()
+}

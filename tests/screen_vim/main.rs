@@ -40,6 +40,7 @@ macro_rules! user_and_root {
 }
 
 mod autosave;
+mod batch;
 mod chains;
 mod elsewhere;
 mod faults;

@@ -993,10 +993,10 @@ fn spawn_daemon(how: &DaemonStart) -> Result<()> {
     }
     let mut child = cmd.spawn().context("cannot start the session daemon")?;
     drop(ready_w);
-    // A resume that takes a while: what it has read of the image.
+    // A resume that takes a while: how much of the session's memory is in.
     let daemon = child.id() as i32;
     let _progress = resume.map(|_| {
-        crate::progress::Progress::start("resume", move || crate::progress::tree_read(daemon))
+        crate::progress::Progress::start("resume", move || crate::progress::tree_memory(daemon))
     });
     // One line: "ok", or "err <reason>". EOF without one: the daemon died.
     let mut answer = String::new();

@@ -81,21 +81,26 @@ pub fn image_written(path: &std::path::Path) -> Option<u64> {
         .max()
 }
 
-/// What process `pid` and its descendants have read so far (/proc/PID/io's rchar): a
-/// resume's image, chunk by chunk.
-pub fn tree_read(pid: i32) -> Option<u64> {
+/// The memory made so far in the processes a resume is bringing back: the private and
+/// shared memory (RssAnon, RssShmem) of every descendant of the daemon `pid`. The image
+/// is mapped, not read (/proc/PID/io's rchar does not see it), and what matters is how
+/// much of the session's memory is in.
+pub fn tree_memory(pid: i32) -> Option<u64> {
     let mut total = 0;
     let mut seen = false;
-    let mut stack = vec![pid];
+    let mut stack = crate::ckpt::procfs::children(pid);
     while let Some(p) = stack.pop() {
-        if let Ok(io) = std::fs::read_to_string(format!("/proc/{p}/io"))
-            && let Some(n) = io
-                .lines()
-                .find_map(|l| l.strip_prefix("rchar:"))
-                .and_then(|v| v.trim().parse::<u64>().ok())
-        {
-            total += n;
-            seen = true;
+        if let Ok(status) = std::fs::read_to_string(format!("/proc/{p}/status")) {
+            for l in status.lines() {
+                if let Some(v) = l
+                    .strip_prefix("RssAnon:")
+                    .or_else(|| l.strip_prefix("RssShmem:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                {
+                    total += v << 10;
+                    seen = true;
+                }
+            }
         }
         stack.extend(crate::ckpt::procfs::children(p));
     }

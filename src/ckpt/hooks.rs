@@ -6,7 +6,8 @@
 //! `slow seize`, which widens the moment between seizing a thread and stopping it, where
 //! a thread can be caught on its way to a signal; `stall STEP` (of `DUMPER_STEPS`), which
 //! holds the dump process there while the file says so (a checkpoint that outlasts its
-//! deadline).
+//! deadline), or, as `stall restore`, a resume with its processes' memory made (a resume
+//! that takes long enough to show its progress line).
 
 use std::io;
 

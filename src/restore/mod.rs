@@ -191,6 +191,7 @@ pub fn restore(
     // Each process's memory is made as the process is, a parent's before its children.
     r.create_tree(xfer_child.as_raw_fd())?;
     drop(xfer_child);
+    crate::ckpt::hooks::stall_at("restore");
     r.mapped.take();
     r.install_files()?;
     r.restore_locks()?;

@@ -528,9 +528,9 @@ fn the_systemd_user_unit_verifies_and_its_commands_save_and_bring_back_every_ses
 
 /// A checkpoint that takes longer than a second shows a progress line (bytes written,
 /// rate) on the terminal, erased when it is done; with standard error not a terminal it
-/// shows none.
+/// shows none. A resume that takes as long shows one too (bytes read).
 #[test]
-fn a_long_checkpoint_shows_a_progress_line_only_on_a_terminal() {
+fn a_long_checkpoint_or_resume_shows_a_progress_line_only_on_a_terminal() {
     let (env, hooks) = hooks_for(Env::unprivileged());
     python_pane(&env, "a", "prog");
     enter(&env, "a", "import os; b = bytearray(os.urandom(64 << 20))");
@@ -565,5 +565,43 @@ fn a_long_checkpoint_shows_a_progress_line_only_on_a_terminal() {
     std::fs::write(&hooks, "").unwrap();
     env.tmux.wait_text("d", "DONE-0", T);
     assert_eq!(std::fs::read_to_string(&err).unwrap(), "");
-    exit_repl(&env, "a");
+
+    // A resume held after the processes' memory is made: the line counts what the
+    // session's side has read.
+    let out = env.crterm(&["checkpoint", "prog", "--exit"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for("the session to be gone", T, || {
+        env.sessions().is_empty().then_some(())
+    });
+    std::fs::write(&hooks, "stall restore\n").unwrap();
+    env.pane(
+        "e",
+        &format!(
+            "{} resume --detached {}; echo DONE-$?; sleep 600",
+            env.crterm_cmd(),
+            default_image(&env, "prog").display()
+        ),
+    );
+    let screen = env.tmux.wait_text("e", " MiB/s", T);
+    let line = screen
+        .lines()
+        .find(|l| l.contains("resume: "))
+        .unwrap_or("");
+    let mib: f64 = line
+        .trim_start_matches("resume: ")
+        .split(' ')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    assert!(mib >= 1.0, "bytes read so far: {screen}");
+    std::fs::write(&hooks, "").unwrap();
+    let screen = env.tmux.wait_text("e", "DONE-0", T);
+    assert!(!screen.contains("MiB/s"), "the line is erased: {screen}");
+    env.pane("f", &format!("{} attach prog", env.crterm_cmd()));
+    assert_eq!(ask(&env, "f", "len(b) >> 20", "B"), "64");
+    exit_repl(&env, "f");
 }

@@ -202,6 +202,9 @@ enum Cmd {
         /// The image is this inherited descriptor (read from standard input by the client).
         #[arg(long)]
         resume_fd: Option<i32>,
+        /// A connection to a client that waits for the session to end (`--wait`).
+        #[arg(long)]
+        watch_fd: Option<i32>,
         #[arg(long)]
         force: bool,
         #[arg(long)]
@@ -268,7 +271,23 @@ impl Then {
     fn detached(&self) -> bool {
         !matches!(self, Then::Attach)
     }
+
+    /// For `Wait`: the connection the client watches the session on and the daemon's end
+    /// of it, which the daemon inherits, so that it watches from its first moment (a
+    /// command that ends at once is not missed, as it would be by connecting after).
+    fn pair(&self) -> Result<Option<Watch>> {
+        Ok(match self {
+            Then::Wait(_) => Some(std::os::unix::net::UnixStream::pair()?),
+            _ => None,
+        })
+    }
 }
+
+/// A waiting client's end of its connection to the daemon, and the daemon's.
+type Watch = (
+    std::os::unix::net::UnixStream,
+    std::os::unix::net::UnixStream,
+);
 
 /// Checkpoints the daemon takes by itself.
 #[derive(clap::Args, Clone, Copy)]
@@ -442,6 +461,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             ready_fd,
             resume,
             resume_fd,
+            watch_fd,
             force,
             real_clock,
             real_hostname,
@@ -469,6 +489,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             cpu_baseline,
             resume_from: resume,
             resume_fd,
+            watch_fd,
             name,
             socket,
             image,
@@ -578,6 +599,7 @@ fn start(
         Some(i) => i,
         None => default_image(&name)?,
     };
+    let watch = then.pair()?;
     let how = DaemonStart {
         name: &name,
         socket: &socket,
@@ -587,6 +609,7 @@ fn start(
         argv: &argv,
         resume: None,
         resume_fd: None,
+        watch: watch.as_ref().map(|(_, d)| d.as_fd()),
         cpu_baseline,
         opts: Default::default(),
         autosave,
@@ -594,7 +617,7 @@ fn start(
         shutdown_deadline: config.shutdown_deadline,
     };
     spawn_daemon(&how)?;
-    attach_or_not(&socket, &name, prefix, then, "started")
+    attach_or_not(&socket, &name, prefix, then, watch, "started")
 }
 
 /// The size a new session's terminal gets: this terminal's; detached without one, 80x24.
@@ -610,6 +633,7 @@ fn attach_or_not(
     name: &str,
     prefix: u8,
     then: Then,
+    watch: Option<Watch>,
     what: &str,
 ) -> Result<i32> {
     match then {
@@ -623,7 +647,10 @@ fn attach_or_not(
                 "{what} session {name}, detached: attach with crterm attach {name}; waiting for it to end (SIGTERM checkpoints it and exits {})",
                 crate::pty_proxy::protocol::REQUEUE_STATUS
             );
-            client::watch(socket, name, signals.as_fd())
+            let (stream, daemon_end) = watch.context("no connection to watch the session on")?;
+            // Only the daemon holds its end now: its going away is seen.
+            drop(daemon_end);
+            client::watch(stream, name, signals.as_fd())
         }
     }
 }
@@ -824,6 +851,7 @@ fn resume(file: PathBuf, name: Option<String>, how: ResumeHow) -> Result<i32> {
             true => default_image(&name)?,
             false => file.clone(),
         };
+        let watch = then.pair()?;
         let how = DaemonStart {
             name: &name,
             socket: &socket,
@@ -833,6 +861,7 @@ fn resume(file: PathBuf, name: Option<String>, how: ResumeHow) -> Result<i32> {
             argv: &[],
             resume: Some(&file),
             resume_fd: stdin_image.as_ref().map(|f| f.as_fd()),
+            watch: watch.as_ref().map(|(_, d)| d.as_fd()),
             cpu_baseline: false,
             opts,
             autosave,
@@ -840,7 +869,7 @@ fn resume(file: PathBuf, name: Option<String>, how: ResumeHow) -> Result<i32> {
             shutdown_deadline: config.shutdown_deadline,
         };
         match spawn_daemon(&how) {
-            Ok(()) => return attach_or_not(&socket, &name, prefix, then, "resumed"),
+            Ok(()) => return attach_or_not(&socket, &name, prefix, then, watch, "resumed"),
             Err(e) if !explicit && e.to_string().contains("is already running") => continue,
             Err(e) => return Err(e),
         }
@@ -859,6 +888,8 @@ struct DaemonStart<'a> {
     resume: Option<&'a std::path::Path>,
     /// The image as a descriptor the daemon inherits (`resume` names it).
     resume_fd: Option<std::os::fd::BorrowedFd<'a>>,
+    /// The daemon's end of a waiting client's connection (`--wait`), inherited.
+    watch: Option<std::os::fd::BorrowedFd<'a>>,
     /// Start the command with glibc held to x86-64-v2 (`--cpu baseline`).
     cpu_baseline: bool,
     opts: crate::restore::Options,
@@ -910,6 +941,7 @@ fn spawn_daemon(how: &DaemonStart) -> Result<()> {
         argv,
         resume,
         resume_fd,
+        watch,
         cpu_baseline,
         opts,
         autosave,
@@ -937,6 +969,11 @@ fn spawn_daemon(how: &DaemonStart) -> Result<()> {
         .arg(ready_w.as_raw_fd().to_string());
     if let Some(path) = resume {
         cmd.arg("--resume").arg(path);
+    }
+    if let Some(fd) = watch {
+        let at = fd.as_raw_fd();
+        sys::pass_fd_as(&mut cmd, fd.try_clone_to_owned()?, at);
+        cmd.arg("--watch-fd").arg(at.to_string());
     }
     if let Some(fd) = resume_fd {
         // Inherited under its own number, which `resume` names.

@@ -262,13 +262,11 @@ fn relay(stream: &mut UnixStream, signals: BorrowedFd, prefix: u8) -> Result<Out
     }
 }
 
-/// `--detached --wait`: stay until the session behind `socket` ends, and return the
+/// `--detached --wait`: stay until the session `stream` watches ends, and return the
 /// status to exit with: `REQUEUE_STATUS` when a signal (to crterm, taken from `signals`,
 /// or SIGTERM to the daemon) had it checkpointed and ended, the command's own when it
 /// ended by itself, 1 when the checkpoint failed. A second signal changes nothing.
-pub fn watch(socket: &Path, name: &str, signals: BorrowedFd) -> Result<i32> {
-    let mut stream = connect(socket, name)?;
-    stream.write_all(&ToDaemon::Watch.encode())?;
+pub fn watch(mut stream: UnixStream, name: &str, signals: BorrowedFd) -> Result<i32> {
     let mut reader = FrameReader::default();
     let mut buf = vec![0u8; 64 * 1024];
     let mut asked = false;

@@ -40,6 +40,9 @@ pub struct DaemonConfig {
     pub resume_from: Option<PathBuf>,
     /// `resume_from` is this inherited descriptor (`/proc/self/fd/N`): closed once read.
     pub resume_fd: Option<RawFd>,
+    /// An inherited connection to a client that waits for the session to end (`start
+    /// --wait`): told with `Ended` how it did.
+    pub watch_fd: Option<RawFd>,
     /// Started with `--cpu baseline` (a resumed session: as its image says).
     pub cpu_baseline: bool,
     /// Checkpoint the session into `image` this often (`--autosave`).
@@ -203,6 +206,8 @@ pub fn run(cfg: DaemonConfig) -> i32 {
 }
 
 fn setup(cfg: DaemonConfig) -> Result<Daemon> {
+    // Taken (close-on-exec) before the session's init is forked.
+    let watch = cfg.watch_fd.map(sys::inherited_fd).transpose()?;
     let listener = listen_at(&cfg.socket, &cfg.name)?;
     let socket_path = cfg.socket.clone();
     let cleanup = scopeguard(&socket_path);
@@ -295,7 +300,25 @@ fn setup(cfg: DaemonConfig) -> Result<Daemon> {
         parser: TermParser::new(term),
         master_open: true,
         to_master: Vec::new(),
-        conns: Vec::new(),
+        conns: watch
+            .map(|fd| -> Result<Conn> {
+                let stream = UnixStream::from(fd);
+                stream.set_nonblocking(true)?;
+                Ok(Conn {
+                    id: 0,
+                    stream,
+                    reader: FrameReader::default(),
+                    out: ByteQueue::default(),
+                    tty: None,
+                    attached: false,
+                    watching: true,
+                    closing: false,
+                    passed: None,
+                })
+            })
+            .transpose()?
+            .into_iter()
+            .collect(),
         next_conn: 0,
         signals,
         uid: sys::geteuid(),
@@ -712,7 +735,6 @@ impl Daemon {
                     c.write_terminal(&screen);
                 }
             }
-            ToDaemon::Watch => self.conns[i].watching = true,
             ToDaemon::Shutdown => self.shut_down(),
             ToDaemon::Info => {
                 let info = SessionInfo {

@@ -63,9 +63,6 @@ pub enum ToDaemon {
     },
     /// For `crterm ls`: answered with `Info`, then the connection closes.
     Info,
-    /// Stay connected without a terminal and be told, with `Ended`, how the session
-    /// ended (`start --wait`).
-    Watch,
     /// What SIGTERM to the daemon does: checkpoint the session into its image, within
     /// the shutdown deadline, and end it.
     Shutdown,
@@ -178,8 +175,7 @@ impl ToDaemon {
             ToDaemon::Redraw => frame(6, &[]),
             ToDaemon::Info => frame(7, &[]),
             ToDaemon::Help { prefix } => frame(8, &[*prefix]),
-            ToDaemon::Watch => frame(9, &[]),
-            ToDaemon::Shutdown => frame(10, &[]),
+            ToDaemon::Shutdown => frame(9, &[]),
         }
     }
 
@@ -224,8 +220,7 @@ impl ToDaemon {
             8 => ToDaemon::Help {
                 prefix: *p.first().ok_or_else(|| bad("help"))?,
             },
-            9 => ToDaemon::Watch,
-            10 => ToDaemon::Shutdown,
+            9 => ToDaemon::Shutdown,
             _ => return Err(bad("unknown")),
         })
     }

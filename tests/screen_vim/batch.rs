@@ -3,6 +3,7 @@
 //! again"); the same command run again resumes the image. Tested by itself, and under a
 //! real Slurm (a controller, a node and munge started by the test, torn down after).
 
+use super::world::free_port;
 use super::*;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -186,15 +187,6 @@ struct Slurm {
     dir: TempDir,
     conf: PathBuf,
     daemons: Vec<Child>,
-}
-
-/// A TCP port nobody listens on now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Slurm {

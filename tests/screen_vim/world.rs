@@ -436,7 +436,7 @@ fn tail_f_follows_a_renamed_file_across_a_resume_and_misses_no_line() {
 }
 
 /// A TCP port nobody listens on now.
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -416,6 +416,9 @@ impl Restorer<'_> {
         if table.is_ok() {
             table = self.send_in_flight(&mut descs, &connected.refills);
         }
+        if table.is_ok() {
+            table = sockets::refill_udp(self.record, |d| descs.by_desc.get(&d).cloned());
+        }
         self.warnings.extend(files::files_table(&descs.files));
         table
     }

@@ -115,6 +115,7 @@ pub fn read(pid: i32, fd: i32, target: &str) -> io::Result<SocketRecord> {
         bound_in: String::new(),
         peer_name: Vec::new(),
         in_flight: Vec::new(),
+        datagrams_from: Vec::new(),
     })
 }
 
@@ -495,6 +496,7 @@ pub fn read_connections(
         }
     }
     record.in_flight = ctx.flying;
+    udp_senders(record)?;
     // A connection not accepted yet is made again by connecting to its listener's path:
     // one whose path names another socket now cannot be.
     let unlinked: std::collections::HashSet<u64> = live
@@ -516,6 +518,76 @@ pub fn read_connections(
         }
     }
     Ok(ctx.flying_fds)
+}
+
+/// The sender of each datagram queued on a UDP socket of the session: the session's UDP
+/// socket bound to the address it came from, which a resume sends it from again. One from
+/// elsewhere (a program outside the session, or a socket closed since) is refused, and so
+/// is one that did not go from the loopback to the loopback or between sockets bound to
+/// those very addresses: sent again on another machine it could leave this one, or come
+/// from another address.
+fn udp_senders(record: &mut SessionRecord) -> io::Result<()> {
+    let udp: Vec<(u64, std::net::IpAddr, u16)> = record
+        .all_fds()
+        .filter_map(|(_, f)| f.socket())
+        .filter(|s| s.inet() && !s.stream())
+        .filter_map(|s| sys::sock::inet_parts(&s.addr).map(|(ip, port)| (s.inode, ip, port)))
+        .collect();
+    let mut refusal = None;
+    let mut resolve = |who: &str, f: &mut FdRecord| {
+        let FdObject::Socket(s) = &mut f.object else {
+            return;
+        };
+        let own = sys::sock::inet_parts(&s.addr);
+        for d in &mut s.datagrams_from {
+            let (Some((from_ip, from_port)), Some((to_ip, _))) =
+                (sys::sock::inet_parts(&d.from), sys::sock::inet_parts(&d.to))
+            else {
+                refusal.get_or_insert(format!(
+                    "{who} a UDP socket with a datagram queued from an address it cannot name ({})",
+                    f.target
+                ));
+                continue;
+            };
+            let sender = udp.iter().find(|&&(_, ip, port)| {
+                port == from_port && (ip == from_ip || ip.is_unspecified())
+            });
+            let local = (from_ip.is_loopback() && to_ip.is_loopback())
+                || (sender.is_some_and(|&(_, ip, _)| ip == from_ip)
+                    && own.is_some_and(|(ip, _)| ip == to_ip));
+            match sender {
+                Some(&(inode, _, _)) if local => d.sender = inode,
+                Some(_) => {
+                    refusal.get_or_insert(format!(
+                        "{who} a UDP socket with a datagram queued from {} to {}, not between the loopback addresses or the sockets' own ({}), which this version cannot carry",
+                        sys::sock::inet_text(&d.from),
+                        sys::sock::inet_text(&d.to),
+                        f.target
+                    ));
+                }
+                None => {
+                    refusal.get_or_insert(format!(
+                        "{who} a UDP socket with a datagram queued from {}, which no socket of the session sends from ({}): its sender cannot send it again",
+                        sys::sock::inet_text(&d.from),
+                        f.target
+                    ));
+                }
+            }
+        }
+    };
+    for p in &mut record.processes {
+        for f in &mut p.fds {
+            let who = format!("process {} ({}) holds fd {},", p.pid, p.comm, f.fd);
+            resolve(&who, f);
+        }
+    }
+    for f in &mut record.in_flight {
+        resolve("a descriptor in flight is", f);
+    }
+    match refusal {
+        Some(why) => Err(io::Error::new(io::ErrorKind::Unsupported, why)),
+        None => Ok(()),
+    }
 }
 
 /// What `read_connections` gathers as it goes through the session's sockets.
@@ -586,12 +658,21 @@ impl Connections {
             return Ok(());
         }
         if s.inet() && !s.stream() {
-            // UDP: datagrams queued came from senders that cannot send them again.
+            // UDP: what is queued, each datagram with where it came from and went to; its
+            // sender is found among the session's sockets once all are read
+            // (`udp_senders`).
             let sock = sys::trace::copy_fd_of(host, fd)?;
             if sys::readable(sock.as_fd()) {
-                return Err(refuse(
-                    "UDP socket with datagrams queued (their senders cannot send them again)",
-                ));
+                let queue = sys::sock::peek_datagrams(sock.as_fd(), s.domain, &s.addr)
+                    .map_err(|e| refuse(&format!("UDP socket with {e}")))?;
+                for d in queue {
+                    s.queued.push(d.bytes);
+                    s.datagrams_from.push(DatagramFrom {
+                        sender: 0,
+                        from: d.from,
+                        to: d.to,
+                    });
+                }
             }
             return Ok(());
         }
@@ -1097,6 +1178,54 @@ fn refill(sender: BorrowedFd, s: &SocketRecord, carried: &[Vec<Rc<OwnedFd>>]) ->
         match s.in_flight.iter().position(|m| m.piece as usize == i) {
             Some(k) => send_files(piece, &carried[k])?,
             None => sys::sock::send_now(sender, piece, false)?,
+        }
+    }
+    Ok(())
+}
+
+/// The datagrams queued on the session's UDP sockets, sent again in order from the
+/// sockets that sent them, once every socket is made (`made(desc)`: the descriptor made
+/// for a description). Each queue is then read back: what a receive will get (bytes,
+/// sender, destination) must be what it would have got.
+pub fn refill_udp(record: &SessionRecord, made: impl Fn(u32) -> Option<Rc<OwnedFd>>) -> Result<()> {
+    let by_inode: HashMap<u64, (&FdRecord, &SocketRecord)> = record
+        .all_fds()
+        .filter_map(|(_, f)| f.socket().map(|s| (s.inode, (f, s))))
+        .collect();
+    let mut done = std::collections::HashSet::new();
+    for (what, f) in record.all_fds() {
+        let Some(s) = f.socket() else { continue };
+        if s.queued.is_empty() || !s.inet() || s.stream() || !done.insert(s.inode) {
+            continue;
+        }
+        let receiver = made(f.desc).ok_or_else(|| anyhow!("{what}: its socket was not made"))?;
+        for (bytes, d) in s.queued.iter().zip(&s.datagrams_from) {
+            let (sf, sender) = by_inode
+                .get(&d.sender)
+                .filter(|(_, x)| x.inet() && !x.stream())
+                .ok_or_else(|| {
+                    anyhow!("{what}: the sender of a queued datagram is not in the image")
+                })?;
+            let sock = made(sf.desc).ok_or_else(|| anyhow!("{what}: its sender was not made"))?;
+            let to = sys::sock::inet_parts(&d.to)
+                .and_then(|(ip, port)| sys::sock::inet_addr(sender.domain, ip, port))
+                .ok_or_else(|| anyhow!("{what}: a queued datagram's address"))?;
+            sys::sock::send_to(sock.as_fd(), bytes, &to)
+                .with_context(|| format!("{what}: sending its queued datagrams again"))?;
+        }
+        let back = sys::sock::peek_datagrams(receiver.as_fd(), s.domain, &s.addr)
+            .with_context(|| format!("{what}: reading its queue back"))?;
+        let same = back.len() == s.queued.len()
+            && back
+                .iter()
+                .zip(s.queued.iter().zip(&s.datagrams_from))
+                .all(|(b, (bytes, d))| b.bytes == *bytes && b.from == d.from && b.to == d.to);
+        if !same {
+            bail!(
+                "{what}: its queued datagrams could not be made again as they were ({} of {} came back)",
+                back.len(),
+                s.queued.len()
+            );
         }
     }
     Ok(())

@@ -208,6 +208,21 @@ pub struct SocketRecord {
     /// The descriptors in flight in its queue (sent with SCM_RIGHTS, not yet received),
     /// in queue order: each with the message that carries them.
     pub in_flight: Vec<InFlight>,
+    /// A UDP socket's queued datagrams (`queued`), one each: which socket of the session
+    /// sent it and from where and to where, as the receiver saw it. A resume sends each
+    /// again from that socket.
+    pub datagrams_from: Vec<DatagramFrom>,
+}
+
+/// Who sent a datagram queued on a UDP socket of the session (`SocketRecord::datagrams_from`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatagramFrom {
+    /// The inode of the session's UDP socket that sends from its address.
+    pub sender: u64,
+    /// The sender's address and the address it was sent to, as the receiver saw them
+    /// (sockaddr bytes of the receiver's family).
+    pub from: Vec<u8>,
+    pub to: Vec<u8>,
 }
 
 /// Open file descriptions sent over a unix socket and not yet received: the message

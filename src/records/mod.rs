@@ -613,8 +613,25 @@ impl SessionRecord {
                 return bad(format!("descriptor {i} in flight"));
             }
         }
+        // Queued UDP datagrams: each with a sender that is a UDP socket of the session.
+        let udp: std::collections::HashSet<u64> = self
+            .all_fds()
+            .filter_map(|(_, f)| f.socket())
+            .filter(|s| s.inet() && !s.stream())
+            .map(|s| s.inode)
+            .collect();
         for (who, f) in self.all_fds() {
             let Some(s) = f.socket() else { continue };
+            let udp_queue = s.inet() && !s.stream() && !s.queued.is_empty();
+            if (udp_queue || !s.datagrams_from.is_empty())
+                && !(udp_queue
+                    && s.datagrams_from.len() == s.queued.len()
+                    && s.datagrams_from
+                        .iter()
+                        .all(|d| udp.contains(&d.sender) && d.from.len() <= 28 && d.to.len() <= 28))
+            {
+                return bad(format!("the datagrams queued for {who}"));
+            }
             let mut end = 0u64;
             let mut last_piece = None;
             for m in &s.in_flight {

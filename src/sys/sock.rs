@@ -369,6 +369,140 @@ pub fn peek_queue(fd: BorrowedFd, stream: bool) -> io::Result<Queue> {
     result
 }
 
+/// A datagram waiting in an IP socket's receive queue: its bytes, the sender's address
+/// and the address it was sent to, as the receiver sees them (sockaddr bytes of its
+/// family).
+#[derive(Debug)]
+pub struct Datagram {
+    pub bytes: Vec<u8>,
+    pub from: Vec<u8>,
+    pub to: Vec<u8>,
+}
+
+/// The datagrams waiting in a UDP socket of `family` bound to `local`, read without
+/// consuming them (as `peek_queue` does). Where each was sent to comes from its IP header,
+/// through the socket's packet-info option, on for the peek and put back as it was.
+pub fn peek_datagrams(fd: BorrowedFd, family: i32, local: &[u8]) -> io::Result<Vec<Datagram>> {
+    let (level, opt) = if family == libc::AF_INET6 {
+        (libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO)
+    } else {
+        (libc::IPPROTO_IP, libc::IP_PKTINFO)
+    };
+    let was_off = get_opt(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF)?;
+    let was_info = get_opt(fd, level, opt)?;
+    set_int(fd, level, opt, 1)?;
+    let result = set_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0).and_then(|()| {
+        let mut all = Vec::new();
+        let mut buf = vec![0u8; 65536];
+        let mut total = 0usize;
+        while let Some(p) = peek_once(fd, &mut buf)? {
+            if p.truncated || p.to_ip.is_empty() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "a queued datagram that does not read whole",
+                ));
+            }
+            let mut to = local.to_vec();
+            let at = if family == libc::AF_INET6 { 8 } else { 4 };
+            match to.get_mut(at..at + p.to_ip.len()) {
+                Some(ip) => ip.copy_from_slice(&p.to_ip),
+                None => return Err(io::Error::other("a socket without its address")),
+            }
+            total += p.len + 64;
+            all.push(Datagram {
+                bytes: buf[..p.len].to_vec(),
+                from: p.from,
+                to,
+            });
+            if total > 64 << 20 || all.len() > 100_000 {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "more than 64 MiB queued",
+                ));
+            }
+        }
+        Ok(all)
+    });
+    let _ = set_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, was_off);
+    let _ = set_int(fd, level, opt, was_info);
+    result
+}
+
+/// Send `bytes` as one datagram to `to` (sockaddr bytes) without waiting.
+pub fn send_to(fd: BorrowedFd, bytes: &[u8], to: &[u8]) -> io::Result<()> {
+    let n = unsafe {
+        libc::sendto(
+            fd.as_raw_fd(),
+            bytes.as_ptr().cast(),
+            bytes.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            to.as_ptr().cast(),
+            to.len() as libc::socklen_t,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if n as usize != bytes.len() {
+        return Err(io::Error::other("a datagram sent short"));
+    }
+    Ok(())
+}
+
+/// An IPv4 or IPv6 socket address as (IP, port); an IPv4 address mapped into IPv6
+/// (::ffff:a.b.c.d) as the IPv4 one.
+pub fn inet_parts(addr: &[u8]) -> Option<(std::net::IpAddr, u16)> {
+    let family = u16::from_ne_bytes([*addr.first()?, *addr.get(1)?]) as i32;
+    let port = u16::from_be_bytes([*addr.get(2)?, *addr.get(3)?]);
+    match family {
+        libc::AF_INET if addr.len() >= 8 => Some((
+            std::net::Ipv4Addr::new(addr[4], addr[5], addr[6], addr[7]).into(),
+            port,
+        )),
+        libc::AF_INET6 if addr.len() >= 24 => {
+            let b: [u8; 16] = addr[8..24].try_into().ok()?;
+            let ip = std::net::Ipv6Addr::from(b);
+            Some((ip.to_ipv4_mapped().map_or(ip.into(), Into::into), port))
+        }
+        _ => None,
+    }
+}
+
+/// (IP, port) as the sockaddr bytes of `family` (an IPv4 address mapped into IPv6 for an
+/// IPv6 socket); None for an IPv6 address and an IPv4 socket.
+pub fn inet_addr(family: i32, ip: std::net::IpAddr, port: u16) -> Option<Vec<u8>> {
+    use std::net::IpAddr;
+    let as_bytes =
+        |p: *const u8, len: usize| unsafe { std::slice::from_raw_parts(p, len) }.to_vec();
+    match (family, ip) {
+        (libc::AF_INET, IpAddr::V4(v4)) => {
+            let mut a: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+            a.sin_family = libc::AF_INET as libc::sa_family_t;
+            a.sin_port = port.to_be();
+            a.sin_addr.s_addr = u32::from_ne_bytes(v4.octets());
+            Some(as_bytes(
+                (&a as *const libc::sockaddr_in).cast(),
+                std::mem::size_of_val(&a),
+            ))
+        }
+        (libc::AF_INET6, ip) => {
+            let v6 = match ip {
+                IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+                IpAddr::V6(v6) => v6,
+            };
+            let mut a: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+            a.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            a.sin6_port = port.to_be();
+            a.sin6_addr.s6_addr = v6.octets();
+            Some(as_bytes(
+                (&a as *const libc::sockaddr_in6).cast(),
+                std::mem::size_of_val(&a),
+            ))
+        }
+        _ => None,
+    }
+}
+
 /// What one peek gave.
 struct Peeked {
     len: usize,
@@ -378,6 +512,11 @@ struct Peeked {
     named: bool,
     /// It was cut short (MSG_TRUNC).
     truncated: bool,
+    /// The sender's address as the receiver sees it (sockaddr bytes; for an IP socket).
+    from: Vec<u8>,
+    /// The address it was sent to (4 or 16 bytes), when IP_PKTINFO or IPV6_RECVPKTINFO
+    /// is on.
+    to_ip: Vec<u8>,
 }
 
 /// One peek at the current peek offset into `buf` (None: nothing is queued there).
@@ -412,10 +551,24 @@ fn peek_once(fd: BorrowedFd, buf: &mut [u8]) -> io::Result<Option<Peeked>> {
     }
     // Descriptors in flight come to us as copies of the same open file descriptions.
     let mut files = Vec::new();
+    let mut to_ip = Vec::new();
     let mut c = unsafe { libc::CMSG_FIRSTHDR(&msg) };
     while !c.is_null() {
         let h = unsafe { &*c };
-        if h.cmsg_level == libc::SOL_SOCKET && h.cmsg_type == libc::SCM_RIGHTS {
+        let data_len = h.cmsg_len as usize - unsafe { libc::CMSG_LEN(0) } as usize;
+        let data = |from: usize, len: usize| {
+            // SAFETY: within the control message the kernel wrote (checked length).
+            (from + len <= data_len).then(|| unsafe {
+                std::slice::from_raw_parts(libc::CMSG_DATA(c).add(from), len).to_vec()
+            })
+        };
+        if h.cmsg_level == libc::IPPROTO_IP && h.cmsg_type == libc::IP_PKTINFO {
+            // struct in_pktinfo: ifindex, spec_dst, addr.
+            to_ip = data(8, 4).unwrap_or_default();
+        } else if h.cmsg_level == libc::IPPROTO_IPV6 && h.cmsg_type == libc::IPV6_PKTINFO {
+            // struct in6_pktinfo: addr, ifindex.
+            to_ip = data(0, 16).unwrap_or_default();
+        } else if h.cmsg_level == libc::SOL_SOCKET && h.cmsg_type == libc::SCM_RIGHTS {
             let data = unsafe { libc::CMSG_DATA(c) } as *const libc::c_int;
             let count = (h.cmsg_len as usize - unsafe { libc::CMSG_LEN(0) } as usize)
                 / std::mem::size_of::<libc::c_int>();
@@ -437,6 +590,15 @@ fn peek_once(fd: BorrowedFd, buf: &mut [u8]) -> io::Result<Option<Peeked>> {
         files,
         named: msg.msg_namelen as usize > std::mem::size_of::<libc::sa_family_t>(),
         truncated: msg.msg_flags & libc::MSG_TRUNC != 0,
+        // SAFETY: the kernel wrote msg_namelen bytes of `from` (at most its size).
+        from: unsafe {
+            std::slice::from_raw_parts(
+                (&from as *const libc::sockaddr_un).cast::<u8>(),
+                (msg.msg_namelen as usize).min(std::mem::size_of_val(&from)),
+            )
+        }
+        .to_vec(),
+        to_ip,
     }))
 }
 
@@ -449,6 +611,7 @@ fn peek_from_offset(fd: BorrowedFd, stream: bool) -> io::Result<Queue> {
         files,
         named,
         truncated,
+        ..
     }) = peek_once(fd, &mut buf)?
     {
         // A datagram from a sender with a name: made again, it would come from none.

@@ -723,6 +723,7 @@ fn rich(p: &Parts) -> SessionRecord {
                 len: 2,
                 descs: vec![40],
             }],
+            datagrams_from: Vec::new(),
         }),
     );
     let watch = fd(

@@ -269,22 +269,92 @@ user_and_root! {
 }
 
 user_and_root! {
-    /// A UDP socket with datagrams queued is refused at checkpoint, named: their senders
-    /// (outside the session, or anywhere) cannot send them again.
-    fn a_udp_socket_with_datagrams_queued_is_refused_at_checkpoint(env, tag) {
+    /// Datagrams queued on UDP sockets by the session's own senders come back, in order,
+    /// each from its sender's address to where it was sent (IPv4 from a wildcard-bound
+    /// and a connected sender, an empty one, IPv6, and IPv4 into a dual-stack socket).
+    /// A checkpoint that does not end the session leaves the queues as they were. Before,
+    /// a UDP socket with datagrams queued was refused at checkpoint.
+    fn udp_datagrams_queued_by_the_session_come_back(env, tag) {
+        python_pane(&env, "a", "uk");
+        enter(
+            &env,
+            "a",
+            "import socket as S; D = S.SOCK_DGRAM; u = S.socket(S.AF_INET, D); u.bind(('127.0.0.1', 0)); v = S.socket(S.AF_INET, D); v.bind(('0.0.0.0', 0)); w = S.socket(S.AF_INET, D); w.connect(u.getsockname())",
+        );
+        enter(
+            &env,
+            "a",
+            "x = S.socket(S.AF_INET6, D); x.bind(('::1', 0)); y = S.socket(S.AF_INET6, D); y.bind(('::1', 0)); z = S.socket(S.AF_INET6, D); z.bind(('::', 0))",
+        );
+        enter(
+            &env,
+            "a",
+            "[v.sendto(m, u.getsockname()) for m in (b'one', b'', b'three')]; w.send(b'w1'); y.sendto(b'six', x.getsockname()); v.sendto(b'mapped', ('127.0.0.1', z.getsockname()[1]))",
+        );
+        enter(
+            &env,
+            "a",
+            "import time; time.sleep(0.2); want = [(b'one', v.getsockname()[1]), (b'', v.getsockname()[1]), (b'three', v.getsockname()[1]), (b'w1', w.getsockname()[1]), (b'six', y.getsockname()), (b'mapped', v.getsockname()[1])]; print('ready', len(want))",
+        );
+        env.tmux.wait_text("a", "ready 6", T);
+        // What a receive gets: (bytes, the sender's port, or its whole IPv6 address).
+        let got = "u.setblocking(False); x.setblocking(False); z.setblocking(False); got = [(m, f[1]) for m, f in (u.recvfrom(100) for _ in range(4))] + [(m, f) for m, f in (x.recvfrom(100),)] + [(m, f[1]) for m, f in (z.recvfrom(100),)]";
+        // A checkpoint that goes on: the queues are still there, and what is read then
+        // is sent again so that the image and the session hold the same.
+        let image = image_path(&env, "uk-on");
+        let out = env.crterm(&["checkpoint", "uk", "-o", image.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        enter(&env, "a", &format!("{got}; print('kept', got == want, got[4][0], got[5][1] == v.getsockname()[1])"));
+        let kept = env.tmux.wait_text("a", "kept ", T);
+        assert!(kept.contains("kept True b'six' True"), "{kept}");
+        let _ = std::fs::remove_file(&image);
+        enter(
+            &env,
+            "a",
+            "[v.sendto(m, u.getsockname()) for m in (b'one', b'', b'three')]; w.send(b'w1'); y.sendto(b'six', x.getsockname()); v.sendto(b'mapped', ('127.0.0.1', z.getsockname()[1])); time.sleep(0.2); print('again', u.getsockopt(S.SOL_SOCKET, 42), u.getsockopt(S.IPPROTO_IP, 8))",
+        );
+        env.tmux.wait_text("a", "again -1 0", T);
+        let image = image_path(&env, "uk");
+        checkpoint_and_end(&env, "uk", &image);
+        resume_pane(&env, "b", 100, 30, &image);
+        env.tmux.wait_text("b", "again -1 0", T);
+        enter(&env, "b", &format!("{got}; print('af' 'ter', got == want, got)"));
+        let after = env.tmux.wait_text("b", "after ", T);
+        assert!(after.contains("after True"), "{after}");
+        exit_repl(&env, "b");
+        let _ = std::fs::remove_file(&image);
+    }
+}
+
+user_and_root! {
+    /// A UDP socket with a datagram queued from outside the session is refused at
+    /// checkpoint, named with the sender's address: nothing of the session can send it
+    /// again.
+    fn a_udp_datagram_from_outside_the_session_is_refused_at_checkpoint(env, tag) {
         python_pane(&env, "a", "uq");
         enter(
             &env,
             "a",
-            "import socket as S; u = S.socket(S.AF_INET, S.SOCK_DGRAM); u.bind(('127.0.0.1', 0)); S.socket(S.AF_INET, S.SOCK_DGRAM).sendto(b'x', u.getsockname()); print('fd', u.fileno())",
+            "import socket as S; u = S.socket(S.AF_INET, S.SOCK_DGRAM); u.bind(('127.0.0.1', 0)); print('po' 'rt=%d; fd %d' % (u.getsockname()[1], u.fileno()))",
         );
-        env.tmux.wait_text("a", "fd 3", T);
+        let shown = env.tmux.wait_text("a", "; fd 3", T);
+        let port: u16 = shown
+            .split("port=")
+            .nth(1)
+            .and_then(|t| t.split(';').next())
+            .and_then(|p| p.parse().ok())
+            .expect("the port");
+        let outside = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        outside.send_to(b"x", ("127.0.0.1", port)).unwrap();
+        let from = outside.local_addr().unwrap();
         assert_refused(
             &env,
             "uq",
             "a",
-            "process 2 (python3) holds fd 3, a UDP socket with datagrams queued",
+            &format!("process 2 (python3) holds fd 3, a UDP socket with a datagram queued from {from}, which no socket of the session sends from"),
         );
+        enter(&env, "a", "print('read', u.recv(10))");
+        env.tmux.wait_text("a", "read b'x'", T);
     }
 }
 

@@ -158,6 +158,7 @@ fn inject_into<T>(
         t::ptrace_set_sigmask(tid, !0)?;
     }
     let at = inject::find_syscall_insn(pid, exec_maps)?;
+    let _near = sys::NearThread::new(tids[0]);
     let main = Injector::new(tids[0], at, 0)?;
     let prot = (libc::PROT_READ | libc::PROT_WRITE) as u64;
     let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
@@ -229,6 +230,7 @@ fn read_with(
     let lock_future = crate::task::memory::read_lock_future(main, pid)?;
     let mut threads = Vec::new();
     for &tid in tids {
+        let _near = sys::NearThread::new(tid);
         let inj = Injector::new(tid, at, 0)?;
         const PR_GET_TID_ADDRESS: u64 = 40;
         inj.call(

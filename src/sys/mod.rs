@@ -1418,3 +1418,51 @@ pub fn signal_name(sig: libc::c_int) -> String {
     };
     name.to_string()
 }
+
+/// Thread `tid` (stopped, driven by this thread through ptrace) kept on this thread's
+/// CPU, and this thread there too, while it is driven: every step of an injected call is
+/// then a switch on one CPU, not a wake-up of another (put back as they were when
+/// dropped).
+pub struct NearThread(Option<(i32, libc::cpu_set_t, libc::cpu_set_t)>);
+
+impl NearThread {
+    pub fn new(tid: i32) -> NearThread {
+        unsafe {
+            let cpu = libc::sched_getcpu();
+            if cpu < 0 {
+                return NearThread(None);
+            }
+            let size = std::mem::size_of::<libc::cpu_set_t>();
+            let mut mine: libc::cpu_set_t = std::mem::zeroed();
+            let mut theirs: libc::cpu_set_t = std::mem::zeroed();
+            if libc::sched_getaffinity(0, size, &mut mine) != 0
+                || libc::sched_getaffinity(tid, size, &mut theirs) != 0
+                || !libc::CPU_ISSET(cpu as usize, &theirs)
+            {
+                return NearThread(None);
+            }
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu as usize, &mut set);
+            if libc::sched_setaffinity(0, size, &set) != 0 {
+                return NearThread(None);
+            }
+            if libc::sched_setaffinity(tid, size, &set) != 0 {
+                libc::sched_setaffinity(0, size, &mine);
+                return NearThread(None);
+            }
+            NearThread(Some((tid, mine, theirs)))
+        }
+    }
+}
+
+impl Drop for NearThread {
+    fn drop(&mut self) {
+        if let Some((tid, mine, theirs)) = self.0.take() {
+            let size = std::mem::size_of::<libc::cpu_set_t>();
+            unsafe {
+                libc::sched_setaffinity(tid, size, &theirs);
+                libc::sched_setaffinity(0, size, &mine);
+            }
+        }
+    }
+}

@@ -1385,8 +1385,10 @@ fn processes_signals_memory_and_files_come_back_as_root() {
 
 /// How a process is scheduled comes back per thread: the main thread under SCHED_BATCH
 /// at nice 5, on CPU 0 only, with its own timer slack and the idle I/O class; a second
-/// thread under SCHED_IDLE at nice 9; the process's OOM score adjustment and its
-/// transparent huge pages turned off.
+/// thread under SCHED_IDLE at nice 9, on every CPU it had; the process's OOM score
+/// adjustment and its transparent huge pages turned off. Checkpoints that go on leave
+/// all of it as it was (a checkpoint keeps each thread it drives on its own CPU a moment,
+/// and puts its affinity back).
 #[test]
 fn scheduling_affinity_io_priority_timer_slack_and_oom_score_come_back() {
     let env = Env::unprivileged();
@@ -1395,14 +1397,26 @@ fn scheduling_affinity_io_priority_timer_slack_and_oom_score_come_back() {
         "import os, threading, ctypes; L = ctypes.CDLL(None); ev = threading.Event(); tids = []",
         "t = threading.Thread(target=lambda: (tids.append(threading.get_native_id()), os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0)), os.setpriority(os.PRIO_PROCESS, 0, 9), ev.wait())); t.start()",
         "os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0)); os.setpriority(os.PRIO_PROCESS, 0, 5); os.sched_setaffinity(0, {0}); L.prctl(29, 123456, 0, 0, 0); L.prctl(41, 1, 0, 0, 0); open('/proc/self/oom_score_adj', 'w').write('300'); L.syscall(251, 1, 0, 3 << 13)",
-        "s = lambda: (os.sched_getscheduler(0), os.getpriority(os.PRIO_PROCESS, 0), sorted(os.sched_getaffinity(0)), L.prctl(30, 0, 0, 0, 0), L.syscall(252, 1, 0), open('/proc/self/oom_score_adj').read().strip(), L.prctl(42, 0, 0, 0, 0), os.sched_getscheduler(tids[0]), os.getpriority(os.PRIO_PROCESS, tids[0])); b = s(); print('be' 'fore', b)",
+        "ta = os.sched_getaffinity(tids[0]); s = lambda: (os.sched_getscheduler(0), os.getpriority(os.PRIO_PROCESS, 0), sorted(os.sched_getaffinity(0)), L.prctl(30, 0, 0, 0, 0), L.syscall(252, 1, 0), open('/proc/self/oom_score_adj').read().strip(), L.prctl(42, 0, 0, 0, 0), os.sched_getscheduler(tids[0]), os.getpriority(os.PRIO_PROCESS, tids[0]), os.sched_getaffinity(tids[0]) == ta); b = s(); print('be' 'fore', b)",
     ] {
         enter(&env, "a", line);
     }
-    let want = "(3, 5, [0], 123456, 24576, '300', 1, 5, 9)";
+    let want = "(3, 5, [0], 123456, 24576, '300', 1, 5, 9, True)";
     let screen = env.tmux.wait_text("a", "before (", T);
     assert!(screen.contains(&format!("before {want}")), "{screen}");
     let image = image_path(&env, "sd");
+    for n in 0..3 {
+        let out = env.crterm(&["checkpoint", "sd", "-o", image.to_str().unwrap(), "--full"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        enter(&env, "a", &format!("print('on{n}', s())"));
+        let screen = env.tmux.wait_text("a", &format!("on{n} ("), T);
+        assert!(screen.contains(&format!("on{n} {want}")), "{screen}");
+    }
+    std::fs::remove_file(&image).unwrap();
     checkpoint_and_end(&env, "sd", &image);
     resume_pane(&env, "b", 100, 30, &image);
     env.tmux.wait_text("b", "before (", T);

@@ -358,14 +358,19 @@ impl SessionRecord {
     /// descriptions in flight that no process holds.
     pub fn all_fds(&self) -> impl Iterator<Item = (String, &FdRecord)> {
         let held = self.processes.iter().flat_map(|p| {
-            p.fds
-                .iter()
-                .map(move |f| (format!("process {} ({}) fd {}", p.pid, p.comm, f.fd), f))
+            p.fds.iter().map(move |f| {
+                let who = format!("process {} ({}) fd {}", p.pid, p.comm.escape_debug(), f.fd);
+                (who, f)
+            })
         });
-        let flying = self
-            .in_flight
-            .iter()
-            .map(|f| (format!("descriptor {} in flight ({})", f.fd, f.target), f));
+        let flying = self.in_flight.iter().map(|f| {
+            let who = format!(
+                "descriptor {} in flight ({})",
+                f.fd,
+                f.target.escape_debug()
+            );
+            (who, f)
+        });
         held.chain(flying)
     }
 

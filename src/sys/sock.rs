@@ -234,22 +234,7 @@ pub fn bind_unix(fd: BorrowedFd, name: &[u8]) -> io::Result<()> {
 
 /// Send datagram `bytes` to the unix socket named `name`.
 pub fn send_to_unix(fd: BorrowedFd, bytes: &[u8], name: &[u8]) -> io::Result<()> {
-    let addr = unix_addr(name)?;
-    // SAFETY: `addr` holds a sockaddr_un of its length.
-    let n = unsafe {
-        libc::sendto(
-            fd.as_raw_fd(),
-            bytes.as_ptr().cast(),
-            bytes.len(),
-            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-            addr.as_ptr().cast(),
-            addr.len() as libc::socklen_t,
-        )
-    };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    send_to(fd, bytes, &unix_addr(name)?)
 }
 
 pub fn connect_unix(fd: BorrowedFd, name: &[u8]) -> io::Result<()> {
@@ -430,6 +415,7 @@ pub fn peek_datagrams(fd: BorrowedFd, family: i32, local: &[u8]) -> io::Result<V
 
 /// Send `bytes` as one datagram to `to` (sockaddr bytes) without waiting.
 pub fn send_to(fd: BorrowedFd, bytes: &[u8], to: &[u8]) -> io::Result<()> {
+    // SAFETY: `bytes` and `to` are live buffers of the lengths given.
     let n = unsafe {
         libc::sendto(
             fd.as_raw_fd(),

@@ -353,6 +353,19 @@ pub fn in_flight_kind_ok(object: &FdObject) -> bool {
     )
 }
 
+/// Whether a queued datagram a resume sends again goes to the socket that had it, here:
+/// to its port, at the loopback or the address it is bound to (what a checkpoint accepts;
+/// an image that says otherwise would have the resume send packets elsewhere).
+fn datagram_stays_here(receiver: &[u8], to: &[u8]) -> bool {
+    use crate::sys::sock::inet_parts;
+    match (inet_parts(receiver), inet_parts(to)) {
+        (Some((ip, port)), Some((to_ip, to_port))) => {
+            port == to_port && (to_ip.is_loopback() || to_ip == ip)
+        }
+        _ => false,
+    }
+}
+
 impl SessionRecord {
     /// Every descriptor record: each process's, with who holds it for messages, and the
     /// descriptions in flight that no process holds.
@@ -631,9 +644,12 @@ impl SessionRecord {
             if (udp_queue || !s.datagrams_from.is_empty())
                 && !(udp_queue
                     && s.datagrams_from.len() == s.queued.len()
-                    && s.datagrams_from
-                        .iter()
-                        .all(|d| udp.contains(&d.sender) && d.from.len() <= 28 && d.to.len() <= 28))
+                    && s.datagrams_from.iter().all(|d| {
+                        udp.contains(&d.sender)
+                            && d.from.len() <= 28
+                            && d.to.len() <= 28
+                            && datagram_stays_here(&s.addr, &d.to)
+                    }))
             {
                 return bad(format!("the datagrams queued for {who}"));
             }

@@ -434,10 +434,42 @@ fn records_that_do_not_match_their_chunks_or_themselves_are_refused() {
                 }
             }),
         ),
+        (
+            // A UDP datagram the resume would send to another machine.
+            "the datagrams queued for",
+            Box::new(|r| {
+                let inet = |ip: [u8; 4], port: u16| {
+                    let mut a = (libc::AF_INET as u16).to_ne_bytes().to_vec();
+                    a.extend_from_slice(&port.to_be_bytes());
+                    a.extend_from_slice(&ip);
+                    a.extend_from_slice(&[0; 8]);
+                    a
+                };
+                let udp = r
+                    .processes
+                    .iter_mut()
+                    .flat_map(|p| &mut p.fds)
+                    .find_map(|f| match &mut f.object {
+                        crterm::records::FdObject::Socket(s) => Some(s),
+                        _ => None,
+                    })
+                    .expect("the richer record has a socket");
+                udp.domain = libc::AF_INET;
+                udp.kind = libc::SOCK_DGRAM;
+                udp.addr = inet([127, 0, 0, 1], 5000);
+                udp.queued = vec![b"x".to_vec()];
+                udp.in_flight.clear();
+                udp.datagrams_from = vec![crterm::records::DatagramFrom {
+                    sender: udp.inode,
+                    from: inet([127, 0, 0, 1], 6000),
+                    to: inet([192, 0, 2, 1], 5000),
+                }];
+            }),
+        ),
     ];
     for (i, (want, change)) in cases.iter().enumerate() {
         // (The golden session has no socket: those cases change the richer record.)
-        let mut record = if want.contains("in flight") {
+        let mut record = if want.contains("in flight") || want.contains("datagrams") {
             rich(&p)
         } else {
             p.record.clone()

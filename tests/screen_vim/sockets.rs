@@ -289,7 +289,7 @@ user_and_root! {
         enter(
             &env,
             "a",
-            "[v.sendto(m, u.getsockname()) for m in (b'one', b'', b'three')]; w.send(b'w1'); y.sendto(b'six', x.getsockname()); v.sendto(b'mapped', ('127.0.0.1', z.getsockname()[1]))",
+            "fill = lambda: ([v.sendto(m, u.getsockname()) for m in (b'one', b'', b'three')], w.send(b'w1'), y.sendto(b'six', x.getsockname()), v.sendto(b'mapped', ('127.0.0.1', z.getsockname()[1]))); fill()",
         );
         enter(
             &env,
@@ -311,7 +311,7 @@ user_and_root! {
         enter(
             &env,
             "a",
-            "[v.sendto(m, u.getsockname()) for m in (b'one', b'', b'three')]; w.send(b'w1'); y.sendto(b'six', x.getsockname()); v.sendto(b'mapped', ('127.0.0.1', z.getsockname()[1])); time.sleep(0.2); print('again', u.getsockopt(S.SOL_SOCKET, 42), u.getsockopt(S.IPPROTO_IP, 8))",
+            "fill(); time.sleep(0.2); print('again', u.getsockopt(S.SOL_SOCKET, 42), u.getsockopt(S.IPPROTO_IP, 8))",
         );
         env.tmux.wait_text("a", "again -1 0", T);
         let image = image_path(&env, "uk");

@@ -10,7 +10,7 @@ cargo build --release --quiet --bins --examples
 CRTERM="$PWD/target/release/crterm"
 work=$(mktemp -d /tmp/crterm-bench.XXXXXX)
 sock="crterm-bench-$$"
-export XDG_RUNTIME_DIR="$work/run" XDG_CONFIG_HOME="$work/config" XDG_DATA_HOME="$work/data"
+export XDG_RUNTIME_DIR="$work/run" XDG_CONFIG_HOME="$work/config" XDG_DATA_HOME="$work/data" XDG_CACHE_HOME="$work/cache"
 mkdir -p "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"
 cleanup() {
     for pid in $("$CRTERM" ls 2>/dev/null | awk '$2 ~ /^[0-9]+$/ {print $2}'); do kill -INT "$pid" 2>/dev/null || true; done
@@ -124,7 +124,7 @@ ckpt_row() { # label session-name ready-text [end [precopy]]; median of three ch
         "$CRTERM" ls | awk -v n="$name" '$1 == n && $2 ~ /^[0-9]+$/ {print $2}' | xargs -r kill -INT
         sleep 0.5
     fi
-    row "checkpoint: $label" "$(median3 "${walls[@]}") ms" "frozen $(median3 "${frozens[@]}") ms${arm}, image ${size} KiB, $(( size - files )) KiB without its ${files} KiB of files (medians of 3)"
+    row "checkpoint: $label" "$(median3 "${walls[@]}") ms" "frozen $(median3 "${frozens[@]}") ms${arm}, image ${size} KiB, $(( size - files )) KiB without its ${files} KiB of files (medians of 3: ${walls[*]} ms; the file cache is empty when the bench starts)"
     # Resume the last image three times (the image in page cache), each in a new pane,
     # until the ready text is on the screen again.
     local resumes=() r

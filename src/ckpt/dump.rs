@@ -6,7 +6,8 @@
 //! writes the record. It changes nothing in the session: killed at any moment, it leaves
 //! the session as it was (the daemon, the session's tracer, undoes what it changed).
 
-use crate::image::{CHUNK_SIZE, ImageWriter, SectionKind};
+use super::filecache;
+use crate::image::{CHUNK_SIZE, Codec, ImageWriter, SectionKind};
 use crate::records::*;
 use crate::sys;
 use crate::task::memory::pages::{self, PageStream, Unwritten};
@@ -153,6 +154,9 @@ fn carry_files<W: Write + Send>(
         .chain(deleted)
         .collect();
     let mut buf = vec![0u8; 1 << 20];
+    let cache = filecache::FileCache::open();
+    // The mapped files, for the cache.
+    let mut to_keep: Vec<ToKeep> = Vec::new();
     w.pipeline(SectionKind::FILES, budget, |feed| {
         for m in maps {
             use std::io::Seek;
@@ -178,6 +182,8 @@ fn carry_files<W: Write + Send>(
                     .open(&m.path)
                     .ok()
             };
+            // A file the session maps, opened here (not one it holds open).
+            let mapped = m.file.is_none();
             let Some(mut file) = m.file.or_else(opened) else {
                 not_carried(record, "gone");
                 by_inode.insert(key, None);
@@ -246,35 +252,51 @@ fn carry_files<W: Write + Send>(
                 }
                 None => None,
             };
-            let mut hasher = Sha256::new();
-            match &whole {
-                Some(content) => hasher.update(content),
-                None => loop {
-                    let n = file.read(&mut buf)?;
-                    if n == 0 {
-                        break;
+            // A mapped file the cache knows (by device, inode, size, mtime and ctime) is not
+            // hashed: its content is the entry's, if every chunk of it read now is the
+            // entry's (the workers check each; see the end).
+            let cached = cache
+                .as_ref()
+                .filter(|_| mapped)
+                .filter(|_| (filecache::MIN_FILE..=filecache::MAX_FILE).contains(&meta.size()));
+            let entry = cached.and_then(|c| c.get(&known));
+            let sha256 = match &entry {
+                Some(e) => e.sha256(),
+                None => {
+                    let mut hasher = Sha256::new();
+                    match &whole {
+                        Some(content) => hasher.update(content),
+                        None => loop {
+                            let n = file.read(&mut buf)?;
+                            if n == 0 {
+                                break;
+                            }
+                            hasher.update(&buf[..n]);
+                        },
                     }
-                    hasher.update(&buf[..n]);
-                },
-            }
-            let sha256: String = hasher
-                .finalize()
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect();
-            if let Some(&i) = by_hash.get(&(sha256.clone(), holes.clone())) {
+                    hex(&hasher.finalize())
+                }
+            };
+            // (An entry's hash is not known to be the file's until its chunks are checked:
+            // no other file is taken for the same content by it.)
+            if entry.is_none()
+                && let Some(&i) = by_hash.get(&(sha256.clone(), holes.clone()))
+            {
                 record.files[i].copies.push(copy);
                 by_inode.insert(key, Some(i));
                 continue;
             }
             // A new content: send it (read again from the page cache, where hashing just
-            // put it).
+            // put it). A mapped file's chunks go with the entry's, to be checked, or are
+            // kept for a new entry, hashed again so that the entry is of what was sent.
             let mut size = 0u64;
             let mut from = whole.as_deref();
             if from.is_none() {
                 file.seek(std::io::SeekFrom::Start(0))?;
             }
-            loop {
+            let mut again = (cached.is_some() && entry.is_none()).then(Sha256::new);
+            let first = feed.next_index();
+            for i in 0.. {
                 let mut chunk = feed.buffer()?;
                 let n = match &mut from {
                     Some(rest) => {
@@ -286,16 +308,45 @@ fn carry_files<W: Write + Send>(
                     None => read_full(&mut file, &mut chunk)?,
                 };
                 size += n as u64;
-                feed.send(chunk, n)?;
+                if let Some(h) = &mut again {
+                    h.update(&chunk[..n]);
+                }
+                match entry.as_ref().and_then(|e| e.chunk(i, n)) {
+                    Some(c) => feed.send_cached(chunk, n, c)?,
+                    None if cached.is_some() => feed.send_kept(chunk, n)?,
+                    None => feed.send(chunk, n)?,
+                }
                 if n < CHUNK_SIZE {
                     break;
                 }
             }
+            let changed =
+                || io::Error::other(format!("{} changed while it was being saved", m.path));
             if whole.is_none() && size != meta.size() {
-                return Err(io::Error::other(format!(
-                    "{} changed while it was being saved",
-                    m.path
-                )));
+                return Err(changed());
+            }
+            if again.is_some_and(|h| hex(&h.finalize()) != sha256) {
+                return Err(changed());
+            }
+            if cached.is_some() {
+                to_keep.push(ToKeep {
+                    file: record.files.len(),
+                    key: known,
+                    sha256: sha256.clone(),
+                    places: first..feed.next_index(),
+                    entry,
+                });
+            }
+            if to_keep.last().is_some_and(|k| k.entry.is_some()) {
+                by_inode.insert(key, Some(record.files.len()));
+                record.files.push(CarriedFile {
+                    sha256,
+                    size,
+                    copies: vec![copy],
+                    holes,
+                    in_parent: false,
+                });
+                continue;
             }
             by_hash.insert((sha256.clone(), holes.clone()), record.files.len());
             by_inode.insert(key, Some(record.files.len()));
@@ -308,7 +359,79 @@ fn carry_files<W: Write + Send>(
             });
         }
         Ok(())
-    })
+    })?;
+    // The image is written. An entry that served every chunk of its file is touched (the
+    // least recently used go first). One that did not is wrong for the file (damaged, or
+    // the file changed): it goes, and the file's hash is made from what was sent (the
+    // entry's chunks that matched, the others as written). A file without an entry gets
+    // one, for the next checkpoint.
+    if let Some(cache) = &cache {
+        let kept: HashMap<usize, crate::image::Kept> =
+            w.take_kept().into_iter().map(|k| (k.index, k)).collect();
+        for f in to_keep {
+            let written: Option<Vec<&crate::image::Kept>> =
+                f.places.map(|i| kept.get(&i)).collect();
+            let written =
+                written.ok_or_else(|| io::Error::other("a chunk written is not known"))?;
+            match f.entry {
+                Some(e) if written.iter().all(|k| k.from_cache) => e.touch(),
+                Some(e) => {
+                    cache.remove(&f.key);
+                    record.files[f.file].sha256 = sent_sha256(&e, &written)?;
+                }
+                None => {
+                    let chunks: Vec<(Codec, &[u8])> =
+                        written.iter().map(|k| (k.codec, &k.stored[..])).collect();
+                    let _ = cache.put(&f.key, &f.sha256, &chunks);
+                }
+            }
+        }
+        cache.prune();
+    }
+    Ok(())
+}
+
+/// The SHA-256 of a file's content as its chunks were written: `entry`'s where they came
+/// from it, the others decoded as written.
+fn sent_sha256(entry: &filecache::Entry, written: &[&crate::image::Kept]) -> io::Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    let mut buf = Vec::new();
+    for (i, k) in written.iter().enumerate() {
+        let (codec, stored) = if k.from_cache {
+            match entry.chunk(i, entry.chunk_len(i)) {
+                Some(crate::image::Cached::Raw(b)) => (Codec::Raw, b),
+                Some(crate::image::Cached::Zstd(b)) => (Codec::Zstd, b),
+                None => return Err(io::Error::other("a cached chunk cannot be read again")),
+            }
+        } else {
+            (k.codec, k.stored.clone())
+        };
+        match codec {
+            Codec::Raw => hasher.update(&stored),
+            Codec::Zstd => {
+                buf.resize(CHUNK_SIZE, 0);
+                let n = zstd::bulk::decompress_to_buffer(&stored, &mut buf[..])?;
+                hasher.update(&buf[..n]);
+            }
+        }
+    }
+    Ok(hex(&hasher.finalize()))
+}
+
+/// A mapped file sent with the cache's help: its entry (by `key`), or the content for a
+/// new one, and where its chunks are in the FILES stream.
+struct ToKeep {
+    /// Its place in the record's files.
+    file: usize,
+    key: filecache::Key,
+    sha256: String,
+    places: std::ops::Range<usize>,
+    entry: Option<filecache::Entry>,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A file whose content the image carries: mapped, or open (then `file` is a descriptor

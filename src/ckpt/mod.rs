@@ -14,6 +14,7 @@
 
 pub mod dump;
 pub mod dumper;
+pub mod filecache;
 pub mod freeze;
 pub mod generations;
 pub mod hold;

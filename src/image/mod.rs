@@ -29,7 +29,7 @@ use std::io::{self, Read, Write};
 use std::path::Path;
 
 mod pipeline;
-pub use pipeline::Feed;
+pub use pipeline::{Cached, Feed, Kept};
 
 pub const MAGIC: &[u8; 8] = b"CRTERMIM";
 pub const FOOTER_MAGIC: &[u8; 8] = b"CRTMEND\0";
@@ -236,6 +236,8 @@ pub struct ImageWriter<W: Write> {
     out: W,
     offset: u64,
     table: Vec<TableEntry>,
+    /// How the chunks the caller asked about were written (`pipeline::Feed::send_kept`).
+    kept: Vec<pipeline::Kept>,
 }
 
 impl<W: Write> ImageWriter<W> {
@@ -254,6 +256,7 @@ impl<W: Write> ImageWriter<W> {
             out,
             offset: header.len() as u64,
             table: Vec::new(),
+            kept: Vec::new(),
         })
     }
 

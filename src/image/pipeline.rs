@@ -21,6 +21,28 @@ struct Job {
     index: usize,
     buf: Vec<u8>,
     len: usize,
+    /// What a cache says the chunk is stored as.
+    cached: Option<Cached>,
+    /// The caller wants to know how the chunk was written (`ImageWriter::take_kept`).
+    keep: bool,
+}
+
+/// A chunk as a cache has it (`crate::ckpt::filecache`): stored as it is (it does not
+/// compress), or compressed into these bytes. Used only when it is, or decodes to, the
+/// chunk's data exactly (checked by the worker, on its core, in less time than
+/// compressing takes); otherwise the chunk is compressed as any other.
+pub enum Cached {
+    Raw(Vec<u8>),
+    Zstd(Vec<u8>),
+}
+
+/// A chunk as it was written to the image, for the caller: its place in the stream,
+/// whether it was written from the cache, and otherwise its codec and stored bytes.
+pub struct Kept {
+    pub index: usize,
+    pub from_cache: bool,
+    pub codec: Codec,
+    pub stored: Vec<u8>,
 }
 
 /// A chunk ready to be written: compressed into `packed[..packed_len]`, or stored as it is
@@ -29,6 +51,7 @@ struct Done {
     job: Job,
     packed: Vec<u8>,
     packed_len: usize,
+    from_cache: bool,
 }
 
 /// The producer's end of a pipeline.
@@ -66,6 +89,31 @@ impl Feed<'_> {
 
     /// Send the first `len` bytes of `buf` (a buffer from `buffer`) as the next chunk.
     pub fn send(&mut self, buf: Vec<u8>, len: usize) -> io::Result<()> {
+        self.send_job(buf, len, None, false)
+    }
+
+    /// `send`, and keep how it is written for `ImageWriter::take_kept`.
+    pub fn send_kept(&mut self, buf: Vec<u8>, len: usize) -> io::Result<()> {
+        self.send_job(buf, len, None, true)
+    }
+
+    /// `send_kept`, for a chunk a cache says is stored as `cached`.
+    pub fn send_cached(&mut self, buf: Vec<u8>, len: usize, cached: Cached) -> io::Result<()> {
+        self.send_job(buf, len, Some(cached), true)
+    }
+
+    /// The place in the stream of the next chunk sent.
+    pub fn next_index(&self) -> usize {
+        self.next
+    }
+
+    fn send_job(
+        &mut self,
+        buf: Vec<u8>,
+        len: usize,
+        cached: Option<Cached>,
+        keep: bool,
+    ) -> io::Result<()> {
         self.check()?;
         if len == 0 {
             // Nothing to write: keep the buffer for the next chunk.
@@ -75,7 +123,13 @@ impl Feed<'_> {
         let index = self.next;
         self.next += 1;
         self.work
-            .send(Job { index, buf, len })
+            .send(Job {
+                index,
+                buf,
+                len,
+                cached,
+                keep,
+            })
             .map_err(|_| io::Error::other("the image writer stopped"))
     }
 
@@ -133,7 +187,10 @@ impl<W: Write + Send> ImageWriter<W> {
                             }
                         }
                         let _ = free_tx.send(done.job.buf);
-                        spent.lock().expect("no panics").push(done.packed);
+                        // (A cache's bytes are no buffer to compress into.)
+                        if done.packed.len() == CHUNK_SIZE {
+                            spent.lock().expect("no panics").push(done.packed);
+                        }
                     }
                 }
                 result
@@ -162,16 +219,31 @@ impl<W: Write + Send> ImageWriter<W> {
 
     fn write_done(&mut self, kind: SectionKind, done: &Done) -> io::Result<()> {
         let raw = &done.job.buf[..done.job.len];
-        if done.packed_len > 0 {
-            self.raw_section(
-                kind,
-                Codec::Zstd,
-                &done.packed[..done.packed_len],
-                raw.len() as u64,
-            )
+        let (codec, stored) = if done.packed_len > 0 {
+            (Codec::Zstd, &done.packed[..done.packed_len])
         } else {
-            self.raw_section(kind, Codec::Raw, raw, raw.len() as u64)
+            (Codec::Raw, raw)
+        };
+        self.raw_section(kind, codec, stored, raw.len() as u64)?;
+        if done.job.keep {
+            self.kept.push(Kept {
+                index: done.job.index,
+                from_cache: done.from_cache,
+                codec,
+                stored: if done.from_cache {
+                    Vec::new()
+                } else {
+                    stored.to_vec()
+                },
+            });
         }
+        Ok(())
+    }
+
+    /// How the chunks sent with `Feed::send_kept` or `send_cached` since the last call
+    /// were written.
+    pub fn take_kept(&mut self) -> Vec<Kept> {
+        std::mem::take(&mut self.kept)
     }
 }
 
@@ -182,30 +254,57 @@ fn compress_jobs(
     spent: &Mutex<Vec<Vec<u8>>>,
 ) {
     let mut zstd = zstd::bulk::Compressor::new(super::ZSTD_LEVEL).ok();
+    let mut unzstd = zstd::bulk::Decompressor::new().ok();
+    let mut scratch = Vec::new();
     loop {
-        let job = match work.lock().expect("no panics").recv() {
+        let mut job = match work.lock().expect("no panics").recv() {
             Ok(job) => job,
             Err(_) => return,
         };
-        let mut packed = spent
-            .lock()
-            .expect("no panics")
-            .pop()
-            .unwrap_or_else(|| vec![0u8; CHUNK_SIZE]);
-        let packed_len = zstd
-            .as_mut()
-            .map_or(0, |z| pack_into(z, &job.buf[..job.len], &mut packed));
+        let raw = &job.buf[..job.len];
+        let (packed, packed_len, from_cache) = match job.cached.take() {
+            Some(Cached::Raw(stored)) if stored == raw => (Vec::new(), 0, true),
+            Some(Cached::Zstd(stored))
+                if unzstd
+                    .as_mut()
+                    .is_some_and(|d| decodes_to(d, &stored, raw, &mut scratch)) =>
+            {
+                let n = stored.len();
+                (stored, n, true)
+            }
+            _ => {
+                let mut packed = spent
+                    .lock()
+                    .expect("no panics")
+                    .pop()
+                    .unwrap_or_else(|| vec![0u8; CHUNK_SIZE]);
+                let n = zstd.as_mut().map_or(0, |z| pack_into(z, raw, &mut packed));
+                (packed, n, false)
+            }
+        };
         if done
             .send(Done {
                 job,
                 packed,
                 packed_len,
+                from_cache,
             })
             .is_err()
         {
             return;
         }
     }
+}
+
+/// Whether `stored` decodes to `raw` exactly.
+fn decodes_to(
+    unzstd: &mut zstd::bulk::Decompressor,
+    stored: &[u8],
+    raw: &[u8],
+    scratch: &mut Vec<u8>,
+) -> bool {
+    scratch.resize(raw.len() + 1, 0);
+    matches!(unzstd.decompress_to_buffer(stored, &mut scratch[..]), Ok(n) if scratch[..n] == *raw)
 }
 
 /// Compress `chunk` into `out`; the compressed length, or 0 when the chunk is better stored

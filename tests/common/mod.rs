@@ -588,6 +588,10 @@ impl Env {
                 "XDG_DATA_HOME".to_string(),
                 dir.path().join("data").display().to_string(),
             ),
+            (
+                "XDG_CACHE_HOME".to_string(),
+                dir.path().join("cache").display().to_string(),
+            ),
             ("SHELL".to_string(), "/bin/bash".to_string()),
             (
                 "PATH".to_string(),

@@ -1466,3 +1466,137 @@ fn mlockall_for_mappings_to_come_is_carried() {
 fn mlockall_for_mappings_to_come_is_carried_as_root() {
     carried_state(&Env::root(), "mlockall", "", "mr", "MLOCKALL OK");
 }
+
+/// The file cache's entry of `file` (see `crterm::ckpt::filecache`): named by its device,
+/// inode, size, mtime and ctime.
+fn cache_entry(env: &Env, file: &Path) -> PathBuf {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(file).unwrap();
+    let ns = |s: i64, n: i64| s as i128 * 1_000_000_000 + n as i128;
+    env.dir.path().join("cache/crterm/files").join(format!(
+        "{}.{}.{}.{}.{}.{}",
+        libc::major(m.dev()),
+        libc::minor(m.dev()),
+        m.ino(),
+        m.size(),
+        ns(m.mtime(), m.mtime_nsec()),
+        ns(m.ctime(), m.ctime_nsec())
+    ))
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+user_and_root! {
+    /// A full checkpoint takes the compressed content of the files the session maps from
+    /// the user's cache, which is private, kept between checkpoints, and used only where
+    /// it holds the file's very bytes: a damaged entry, or one made up for another content
+    /// (with that content's hash), changes nothing in the image. Its resume, with the file
+    /// replaced by that other content, still maps the session's own.
+    fn carried_files_come_from_the_cache_only_as_they_are(env, tag) {
+        use std::os::unix::fs::PermissionsExt;
+        let owner = env.user.as_deref().map(user_ids);
+        let chown = |p: &Path| {
+            if let Some((uid, gid)) = owner {
+                std::os::unix::fs::chown(p, Some(uid), Some(gid)).unwrap();
+            }
+        };
+        let data = env.dir.path().join("mapped.bin");
+        let original: Vec<u8> = (0..(256u32 << 10) / 16)
+            .flat_map(|i| format!("line {i:010}\n").into_bytes())
+            .collect();
+        std::fs::write(&data, &original).unwrap();
+        let want = sha256_hex(&original);
+        // A cache directory others could read is not used.
+        let files = env.dir.path().join("cache/crterm/files");
+        for d in [env.dir.path().join("cache"), env.dir.path().join("cache/crterm"), files.clone()] {
+            std::fs::create_dir(&d).unwrap();
+            chown(&d);
+        }
+        std::fs::set_permissions(&files, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+        // Mapped, not held open: python's mmap keeps a descriptor of its own, closed here
+        // (an open file replaced would rightly be refused at resume).
+        python_pane(&env, "p", "fc");
+        enter(
+            &env,
+            "p",
+            &format!(
+                "import mmap, hashlib, os; f = open('{0}', 'rb'); m = mmap.mmap(f.fileno(), 0, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ); f.close(); [os.close(int(d)) for d in os.listdir('/proc/self/fd') if os.path.realpath('/proc/self/fd/' + d) == '{0}']; print('MAPPED', len(m))",
+                data.display()
+            ),
+        );
+        env.tmux.wait_text("p", "MAPPED 262144", T);
+        let checkpoint = |n: &str, more: &[&str]| {
+            let image = image_path(&env, &format!("fc{n}"));
+            let out = env.crterm(&[&["checkpoint", "fc", "--full", "-o", image.to_str().unwrap()][..], more].concat());
+            assert!(
+                out.status.success(),
+                "checkpoint {n}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            image
+        };
+        checkpoint("0", &[]);
+        assert_eq!(std::fs::read_dir(&files).unwrap().count(), 0, "a cache others can read is not used");
+        std::fs::set_permissions(&files, std::fs::Permissions::from_mode(0o700)).unwrap();
+
+        // Kept at the first checkpoint, private; used at the next (touched).
+        checkpoint("1", &[]);
+        let entry = cache_entry(&env, &data);
+        let meta = std::fs::metadata(&entry).unwrap_or_else(|e| {
+            let there: Vec<_> = std::fs::read_dir(&files).unwrap().flatten().map(|e| e.file_name()).collect();
+            panic!("no entry {} for the mapped file ({e}); there: {there:?}", entry.display())
+        });
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert_eq!(std::fs::metadata(&files).unwrap().permissions().mode() & 0o777, 0o700);
+        std::thread::sleep(Duration::from_millis(20));
+        checkpoint("2", &[]);
+        assert!(
+            std::fs::metadata(&entry).unwrap().modified().unwrap() > meta.modified().unwrap(),
+            "the entry was used"
+        );
+
+        // Damaged (its last compressed byte): not used, and removed.
+        let mut bytes = std::fs::read(&entry).unwrap();
+        *bytes.last_mut().unwrap() ^= 0x55;
+        std::fs::write(&entry, &bytes).unwrap();
+        let damaged = checkpoint("3", &[]);
+        assert!(!entry.exists(), "a damaged entry is removed");
+
+        // Made up for another content of the same size, with that content's hash (one
+        // chunk, stored as it is).
+        let other: Vec<u8> = original.iter().map(|b| b.to_ascii_uppercase()).collect();
+        let mut made = b"crtfc02\n".to_vec();
+        made.extend_from_slice(sha256_hex(&other).as_bytes());
+        made.extend_from_slice(&(other.len() as u64).to_le_bytes());
+        made.extend_from_slice(&1u32.to_le_bytes());
+        made.extend_from_slice(&0u32.to_le_bytes());
+        made.extend_from_slice(&(other.len() as u32).to_le_bytes());
+        made.extend_from_slice(&other);
+        std::fs::write(&entry, &made).unwrap();
+        std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(0o600)).unwrap();
+        chown(&entry);
+        let made_up = checkpoint("4", &["--exit"]);
+        assert!(!entry.exists(), "an entry that does not match is removed");
+
+        // The file replaced by the other content (another inode): both images map the
+        // session's own bytes.
+        let next = env.dir.path().join("mapped.new");
+        std::fs::write(&next, &other).unwrap();
+        std::fs::rename(&next, &data).unwrap();
+        for (pane, image) in [("r3", &damaged), ("r4", &made_up)] {
+            resume_pane(&env, pane, 100, 30, image);
+            env.tmux.wait_text(pane, ">>>", T);
+            enter(&env, pane, "print('H', hashlib.sha256(m[:]).hexdigest())");
+            env.tmux.wait_text(pane, &format!("H {want}"), T);
+            exit_repl(&env, pane);
+            env.tmux.wait_text(pane, "CRTERM_EXIT=0", T);
+        }
+    }
+}

@@ -355,6 +355,17 @@ for pid in $("$CRTERM" ls | awk '$1 ~ /^all-/ && $2 ~ /^[0-9]+$/ {print $2}'); d
 row "checkpoint --all, 20 python sessions: first / again" "${all_rows[0]} / ${all_rows[1]} ms" "$written of 20 written the second time; all at once on $(nproc) cores"
 
 row "memory bandwidth (memcpy), for scale" "$(target/release/examples/memory_bandwidth) MB/s" ""
+# The disk, for scale: a full checkpoint ends when its image is on disk (fsync), so a large
+# one takes at least this long for its size.
+disk=()
+for _ in 1 2 3; do
+    s=$(date +%s%N)
+    dd if=/dev/zero of="$work/disk.bin" bs=4M count=256 conv=fsync status=none
+    e=$(date +%s%N)
+    disk+=("$(( (e - s) / 1000000 ))")
+    rm -f "$work/disk.bin"; sync
+done
+row "disk: 1 GiB written and fsynced, for scale" "$(median3 "${disk[@]}") ms" "median of ${disk[*]} ms"
 
 echo
 printf '%-44s %14s   %s\n' "crterm benchmark ($(nproc) cores, $(uname -r))" "figure" "note"

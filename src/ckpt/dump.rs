@@ -260,6 +260,8 @@ fn carry_files<W: Write + Send>(
                 .filter(|_| mapped)
                 .filter(|_| (filecache::MIN_FILE..=filecache::MAX_FILE).contains(&meta.size()));
             let entry = cached.and_then(|c| c.get(&known));
+            // An entry's hash is not known to be the file's until its chunks are checked.
+            let unchecked = entry.is_some();
             let sha256 = match &entry {
                 Some(e) => e.sha256(),
                 None => {
@@ -277,11 +279,8 @@ fn carry_files<W: Write + Send>(
                     hex(&hasher.finalize())
                 }
             };
-            // (An entry's hash is not known to be the file's until its chunks are checked:
-            // no other file is taken for the same content by it.)
-            if entry.is_none()
-                && let Some(&i) = by_hash.get(&(sha256.clone(), holes.clone()))
-            {
+            // (No other file is taken for the same content by an unchecked hash.)
+            if !unchecked && let Some(&i) = by_hash.get(&(sha256.clone(), holes.clone())) {
                 record.files[i].copies.push(copy);
                 by_inode.insert(key, Some(i));
                 continue;
@@ -337,18 +336,9 @@ fn carry_files<W: Write + Send>(
                     entry,
                 });
             }
-            if to_keep.last().is_some_and(|k| k.entry.is_some()) {
-                by_inode.insert(key, Some(record.files.len()));
-                record.files.push(CarriedFile {
-                    sha256,
-                    size,
-                    copies: vec![copy],
-                    holes,
-                    in_parent: false,
-                });
-                continue;
+            if !unchecked {
+                by_hash.insert((sha256.clone(), holes.clone()), record.files.len());
             }
-            by_hash.insert((sha256.clone(), holes.clone()), record.files.len());
             by_inode.insert(key, Some(record.files.len()));
             record.files.push(CarriedFile {
                 sha256,

@@ -157,6 +157,7 @@ fn carry_files<W: Write + Send>(
     let cache = filecache::FileCache::open();
     // The mapped files, for the cache.
     let mut to_keep: Vec<ToKeep> = Vec::new();
+    let mut room = filecache::CAPACITY;
     w.pipeline(SectionKind::FILES, budget, |feed| {
         for m in maps {
             use std::io::Seek;
@@ -260,6 +261,12 @@ fn carry_files<W: Write + Send>(
                 .filter(|_| mapped)
                 .filter(|_| (filecache::MIN_FILE..=filecache::MAX_FILE).contains(&meta.size()));
             let entry = cached.and_then(|c| c.get(&known));
+            // A new entry's chunks are held until the image is written: at most the cache's
+            // size of them.
+            let cached = cached.filter(|_| entry.is_some() || meta.size() <= room);
+            if cached.is_some() && entry.is_none() {
+                room -= meta.size();
+            }
             // An entry's hash is not known to be the file's until its chunks are checked.
             let unchecked = entry.is_some();
             let sha256 = match &entry {

@@ -30,7 +30,7 @@ pub const MIN_FILE: u64 = 16 << 10;
 /// Larger files are not kept.
 pub const MAX_FILE: u64 = 64 << 20;
 /// When the entries take more than this, the least recently used go.
-const CAPACITY: u64 = 256 << 20;
+pub const CAPACITY: u64 = 256 << 20;
 const MAGIC: &[u8; 8] = b"crtfc02\n";
 
 /// A file's device (major, minor), inode, size, mtime and ctime (in ns).
@@ -238,5 +238,93 @@ impl Entry {
     /// Mark the entry used (the least recently used go first).
     pub fn touch(&self) {
         let _ = self.file.set_modified(SystemTime::now());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn cache() -> (FileCache, PathBuf) {
+        let top = std::env::temp_dir().join(format!(
+            "crterm-filecache-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let dir = top.join("files");
+        std::fs::create_dir_all(&dir).unwrap();
+        (FileCache { dir }, top)
+    }
+
+    const KEY: Key = ((8, 1), 42, 10, 7, 9);
+    const SHA: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn an_entry_is_read_back_only_as_it_was_written() {
+        let (c, top) = cache();
+        c.put(&KEY, SHA, &[(Codec::Raw, b"0123456789")]).unwrap();
+        let path = c.dir.join(name(&KEY));
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let e = c.get(&KEY).expect("the entry");
+        assert_eq!(e.sha256(), SHA);
+        assert!(matches!(e.chunk(0, 10), Some(Cached::Raw(b)) if b == b"0123456789"));
+        assert!(e.chunk(0, 9).is_none(), "a chunk of another length");
+        assert!(e.chunk(1, 10).is_none(), "a chunk past the end");
+        // Another size under the same device and inode is another key.
+        assert!(c.get(&((8, 1), 42, 11, 7, 9)).is_none());
+        let good = std::fs::read(&path).unwrap();
+        let bad: Vec<(&str, Vec<u8>)> = vec![
+            ("truncated", good[..good.len() - 1].to_vec()),
+            ("longer", [&good[..], b"x"].concat()),
+            ("another magic", [&b"crtfc01\n"[..], &good[8..]].concat()),
+            ("an upper-case hash", {
+                let mut b = good.clone();
+                b[8] = b'A';
+                b
+            }),
+            ("another size", {
+                let mut b = good.clone();
+                b[72] = 11;
+                b
+            }),
+            ("two chunks", {
+                let mut b = good.clone();
+                b[80] = 2;
+                b
+            }),
+            ("a raw chunk of another length", {
+                let mut b = good.clone();
+                b[88] = 9;
+                b
+            }),
+            ("a compressed chunk no shorter than its data", {
+                let mut b = good.clone();
+                b[84] = 1;
+                b
+            }),
+        ];
+        for (what, bytes) in bad {
+            std::fs::write(&path, &bytes).unwrap();
+            assert!(c.get(&KEY).is_none(), "{what}");
+        }
+        std::fs::write(&path, &good).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        assert!(c.get(&KEY).is_none(), "an entry others can read");
+        std::fs::remove_file(&path).unwrap();
+        std::os::unix::fs::symlink(top.join("elsewhere"), &path).unwrap();
+        std::fs::write(top.join("elsewhere"), &good).unwrap();
+        std::fs::set_permissions(
+            top.join("elsewhere"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+        assert!(c.get(&KEY).is_none(), "a symbolic link");
+        c.remove(&KEY);
+        assert!(!path.exists());
+        std::fs::remove_dir_all(&top).unwrap();
     }
 }

@@ -365,6 +365,7 @@ fn carry_files<W: Write + Send>(
     if let Some(cache) = &cache {
         let kept: HashMap<usize, crate::image::Kept> =
             w.take_kept().into_iter().map(|k| (k.index, k)).collect();
+        let mut added = false;
         for f in to_keep {
             let written: Option<Vec<&crate::image::Kept>> =
                 f.places.map(|i| kept.get(&i)).collect();
@@ -379,11 +380,14 @@ fn carry_files<W: Write + Send>(
                 None => {
                     let chunks: Vec<(Codec, &[u8])> =
                         written.iter().map(|k| (k.codec, &k.stored[..])).collect();
-                    let _ = cache.put(&f.key, &f.sha256, &chunks);
+                    added |= cache.put(&f.key, &f.sha256, &chunks).is_ok();
                 }
             }
         }
-        cache.prune();
+        // (Only when it grew: pruning looks at every entry.)
+        if added {
+            cache.prune();
+        }
     }
     Ok(())
 }

@@ -332,8 +332,16 @@ pub fn create_new(path: &CStr, mode: u32) -> io::Result<OwnedFd> {
 }
 
 /// The holes of a file of `size` bytes, (offset, length) in order (SEEK_DATA/SEEK_HOLE;
-/// a file system without them reports none).
+/// a file system without them reports none). The file's offset is left where it was: a
+/// read after it would otherwise start where the last hole did.
 pub fn holes_of(fd: BorrowedFd, size: u64) -> io::Result<Vec<(u64, u64)>> {
+    let was = check_off(unsafe { libc::lseek(fd.as_raw_fd(), 0, libc::SEEK_CUR) })?;
+    let holes = holes_from(fd, size);
+    check_off(unsafe { libc::lseek(fd.as_raw_fd(), was as libc::off_t, libc::SEEK_SET) })?;
+    holes
+}
+
+fn holes_from(fd: BorrowedFd, size: u64) -> io::Result<Vec<(u64, u64)>> {
     let mut holes = Vec::new();
     let mut at = 0u64;
     while at < size {

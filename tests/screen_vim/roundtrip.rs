@@ -1600,3 +1600,75 @@ user_and_root! {
         }
     }
 }
+
+/// A sparse file of `size` bytes with `data` written at each offset of `at`.
+fn sparse_file(path: &Path, size: u64, at: &[u64], data: &[u8]) -> Vec<u8> {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut f = std::fs::File::create(path).unwrap();
+    f.set_len(size).unwrap();
+    for &a in at {
+        f.seek(SeekFrom::Start(a)).unwrap();
+        f.write_all(data).unwrap();
+    }
+    drop(f);
+    std::fs::read(path).unwrap()
+}
+
+/// Sparse files, held open and mapped, are carried whole with their content's hash: finding
+/// the holes moved the file's offset to the last one, so the hash (and an open file's
+/// content, carried as empty) was of what came after it.
+#[test]
+fn sparse_files_held_open_and_mapped_are_carried_whole() {
+    let env = Env::unprivileged();
+    let open = env.dir.path().join("open-sparse.bin");
+    let mapped = env.dir.path().join("mapped-sparse.bin");
+    let open_bytes = sparse_file(&open, 1 << 20, &[256 << 10, (1 << 20) - 4], b"open");
+    let mapped_bytes = sparse_file(&mapped, 2 << 20, &[512 << 10, (2 << 20) - 6], b"mapped");
+    for p in [&open, &mapped] {
+        let _ = std::process::Command::new("chmod")
+            .arg("644")
+            .arg(p)
+            .output();
+    }
+    python_pane(&env, "p", "sp");
+    enter(
+        &env,
+        "p",
+        &format!(
+            "import mmap, hashlib, os; f = open('{o}', 'rb'); g = open('{m}', 'rb'); m = mmap.mmap(g.fileno(), 0, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ); g.close(); [os.close(int(d)) for d in os.listdir('/proc/self/fd') if os.path.realpath('/proc/self/fd/' + d) == '{m}']; print('HELD', len(m))",
+            o = open.display(),
+            m = mapped.display()
+        ),
+    );
+    env.tmux.wait_text("p", "HELD 2097152", T);
+    let image = image_path(&env, "sp");
+    checkpoint_and_end(&env, "sp", &image);
+    let out = env.crterm(&["info", "--json", image.to_str().unwrap()]);
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for (path, bytes) in [(&open, &open_bytes), (&mapped, &mapped_bytes)] {
+        let f = info["session"]["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["paths"].to_string().contains(&*path.to_string_lossy()))
+            .unwrap_or_else(|| panic!("{} carried: {info}", path.display()));
+        assert_eq!(f["sha256"], sha256_hex(bytes), "{}", path.display());
+        assert_eq!(f["size"], bytes.len(), "{}", path.display());
+    }
+    // The open one gone: made again from the image, whole.
+    std::fs::remove_file(&open).unwrap();
+    resume_pane(&env, "r", 100, 30, &image);
+    env.tmux.wait_text("r", ">>>", T);
+    enter(
+        &env,
+        "r",
+        "f.seek(0); print('O', hashlib.sha256(f.read()).hexdigest()); print('M', hashlib.sha256(m[:]).hexdigest())",
+    );
+    env.tmux
+        .wait_text("r", &format!("O {}", sha256_hex(&open_bytes)), T);
+    env.tmux
+        .wait_text("r", &format!("M {}", sha256_hex(&mapped_bytes)), T);
+    assert_eq!(std::fs::read(&open).unwrap(), open_bytes);
+    exit_repl(&env, "r");
+    env.tmux.wait_text("r", "CRTERM_EXIT=0", T);
+}

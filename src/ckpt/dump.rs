@@ -236,23 +236,6 @@ fn carry_files<W: Write + Send>(
             } else {
                 Vec::new()
             };
-            // An open file: whole, or not at all.
-            let whole = match m.limit {
-                Some(limit) => {
-                    let mut content = Vec::new();
-                    (&mut file).take(limit + 1).read_to_end(&mut content)?;
-                    if content.len() as u64 > limit {
-                        not_carried(
-                            record,
-                            &format!("larger than --carry-files ({limit} bytes)"),
-                        );
-                        by_inode.insert(key, None);
-                        continue;
-                    }
-                    Some(content)
-                }
-                None => None,
-            };
             // A mapped file the cache knows (by device, inode, size, mtime and ctime) is not
             // hashed: its content is the entry's, if every chunk of it read now is the
             // entry's (the workers check each; see the end).
@@ -267,6 +250,36 @@ fn carry_files<W: Write + Send>(
             if cached.is_some() && entry.is_none() {
                 room -= meta.size();
             }
+            let changed =
+                || io::Error::other(format!("{} changed while it was being saved", m.path));
+            // An open file: whole, or not at all. A mapped file for a new entry, up to 16
+            // MiB, is read whole too: what is hashed is then what is sent.
+            let whole = match m.limit {
+                Some(limit) => {
+                    let mut content = Vec::new();
+                    (&mut file).take(limit + 1).read_to_end(&mut content)?;
+                    if content.len() as u64 > limit {
+                        not_carried(
+                            record,
+                            &format!("larger than --carry-files ({limit} bytes)"),
+                        );
+                        by_inode.insert(key, None);
+                        continue;
+                    }
+                    Some(content)
+                }
+                None if cached.is_some() && entry.is_none() && meta.size() <= 16 << 20 => {
+                    let mut content = Vec::with_capacity(meta.size() as usize);
+                    (&mut file)
+                        .take(meta.size() + 1)
+                        .read_to_end(&mut content)?;
+                    if content.len() as u64 != meta.size() {
+                        return Err(changed());
+                    }
+                    Some(content)
+                }
+                None => None,
+            };
             // An entry's hash is not known to be the file's until its chunks are checked.
             let unchecked = entry.is_some();
             let sha256 = match &entry {
@@ -294,13 +307,15 @@ fn carry_files<W: Write + Send>(
             }
             // A new content: send it (read again from the page cache, where hashing just
             // put it). A mapped file's chunks go with the entry's, to be checked, or are
-            // kept for a new entry, hashed again so that the entry is of what was sent.
+            // kept for a new entry (read again, hashed again, so that the entry is of what
+            // was sent).
             let mut size = 0u64;
             let mut from = whole.as_deref();
             if from.is_none() {
                 file.seek(std::io::SeekFrom::Start(0))?;
             }
-            let mut again = (cached.is_some() && entry.is_none()).then(Sha256::new);
+            let mut again =
+                (cached.is_some() && entry.is_none() && whole.is_none()).then(Sha256::new);
             let first = feed.next_index();
             for i in 0.. {
                 let mut chunk = feed.buffer()?;
@@ -326,8 +341,6 @@ fn carry_files<W: Write + Send>(
                     break;
                 }
             }
-            let changed =
-                || io::Error::other(format!("{} changed while it was being saved", m.path));
             if whole.is_none() && size != meta.size() {
                 return Err(changed());
             }

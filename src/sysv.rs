@@ -52,29 +52,75 @@ fn perm_of(p: &libc::ipc_perm, id: i64) -> IpcPerm {
 
 // ---- checkpoint -------------------------------------------------------------------------
 
-/// The SysV objects of the session whose processes are host pids `hosts` (a separate
-/// process reads them, from inside the session's namespaces), and which of those processes
-/// have a semaphore undo list.
-pub fn read_objects(hosts: &[i32]) -> io::Result<(SysvObjects, Vec<i32>)> {
-    let out = std::process::Command::new("/proc/self/exe")
-        .arg("__sysv")
-        .args(hosts.iter().map(|h| h.to_string()))
-        .stdin(std::process::Stdio::null())
-        .output()?;
-    if !out.status.success() {
-        return Err(io::Error::other(
-            String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        ));
-    }
-    postcard::from_bytes(&out.stdout).map_err(|e| io::Error::other(format!("{e}")))
+/// The process that reads the session's SysV objects from inside its namespaces
+/// (`crterm __sysv`), started before the freeze so that its start is not frozen time; it
+/// waits for the processes' host pids on its standard input. Dropped unused, it is killed.
+pub struct Reader {
+    child: Option<std::process::Child>,
 }
 
-/// `crterm __sysv PID...`: note which of the processes have a semaphore undo list (kcmp
-/// compares each one's with this fresh process's, which is none), join the first one's
-/// user (when it is not ours) and IPC namespaces, read every object; write both
-/// (postcard) to standard output. Exit status 1 with the reason on standard error when it
-/// cannot.
+impl Reader {
+    pub fn spawn() -> io::Result<Reader> {
+        let child = std::process::Command::new("/proc/self/exe")
+            .arg("__sysv")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()?;
+        Ok(Reader { child: Some(child) })
+    }
+
+    /// The SysV objects of the session whose processes are host pids `hosts`, and which
+    /// of those processes have a semaphore undo list.
+    pub fn read(mut self, hosts: &[i32]) -> io::Result<(SysvObjects, Vec<i32>)> {
+        let mut child = self.child.take().expect("read once");
+        let pids: String = hosts.iter().map(|h| format!("{h}\n")).collect();
+        let sent = child
+            .stdin
+            .take()
+            .expect("piped")
+            .write_all(pids.as_bytes());
+        let out = child.wait_with_output()?;
+        if !out.status.success() {
+            return Err(io::Error::other(
+                String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            ));
+        }
+        sent?;
+        postcard::from_bytes(&out.stdout).map_err(|e| io::Error::other(format!("{e}")))
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// `crterm __sysv [PID...]` (without pids, they are read from standard input, one a
+/// line): note which of the processes have a semaphore undo list (kcmp compares each
+/// one's with this fresh process's, which is none), join the first one's user (when it
+/// is not ours) and IPC namespaces, read every object; write both (postcard) to standard
+/// output. Exit status 1 with the reason on standard error when it cannot.
 pub fn run_reader(hosts: &[i32]) -> i32 {
+    let mut given = hosts.to_vec();
+    if given.is_empty() {
+        let mut text = String::new();
+        if std::io::Read::read_to_string(&mut io::stdin().lock(), &mut text).is_err() {
+            return 1;
+        }
+        match text.split_whitespace().map(str::parse).collect() {
+            Ok(pids) => given = pids,
+            Err(_) => {
+                eprintln!("pids expected on standard input");
+                return 1;
+            }
+        }
+    }
+    let hosts = &given[..];
     let result = undo_lists(hosts).and_then(|undo| {
         join(
             *hosts

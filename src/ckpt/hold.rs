@@ -416,15 +416,22 @@ fn run(
             .map_err(Failure::Writing)?;
         dumper.expect("precopied").map_err(Failure::Writing)?;
     }
+    // Started before the freeze: its start is not frozen time.
+    let sysv = crate::sysv::Reader::spawn()
+        .map_err(|e| Failure::Refused(format!("cannot start the SysV reader: {e}")))?;
     let mut frozen =
         freeze_without_connections(order.root, order.wait_connections).map_err(Failure::Refused)?;
     let frozen_at = Instant::now();
     // Undone in the reverse order of their declaration, before `frozen` thaws.
     let mut made_dumpable = MadeDumpable::default();
     notify.send(Event::Frozen);
-    let mut state = state::read_session(&frozen, &order.about, &mut made_dumpable, &|pid| {
-        tracking.holds(pid)
-    })
+    let mut state = state::read_session(
+        &frozen,
+        &order.about,
+        &mut made_dumpable,
+        &|pid| tracking.holds(pid),
+        sysv,
+    )
     .map_err(|e| Failure::Refused(e.to_string()))?;
     let model = model
         .recv()

@@ -359,6 +359,7 @@ pub fn read_session(
     about: &About,
     made_dumpable: &mut MadeDumpable,
     tracked: &dyn Fn(i32) -> bool,
+    sysv: crate::sysv::Reader,
 ) -> io::Result<SessionState> {
     let mut record = SessionRecord {
         name: about.name.clone(),
@@ -446,7 +447,8 @@ pub fn read_session(
             .map_err(|e| io::Error::other(format!("asking the session's namespaces: {e}")))?;
         record.machine.hostname = ns.hostname;
     }
-    let (sysv, undo_lists) = crate::sysv::read_objects(&hosts)
+    let (sysv, undo_lists) = sysv
+        .read(&hosts)
         .map_err(|e| io::Error::other(format!("reading the session's SysV IPC objects: {e}")))?;
     record.sysv = sysv;
     for (p, host) in record.processes[first_live..].iter().zip(&hosts) {

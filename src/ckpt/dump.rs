@@ -412,20 +412,22 @@ fn sent_sha256(entry: &filecache::Entry, written: &[&crate::image::Kept]) -> io:
     let mut hasher = Sha256::new();
     let mut buf = Vec::new();
     for (i, k) in written.iter().enumerate() {
-        let (codec, stored) = if k.from_cache {
-            match entry.chunk(i, entry.chunk_len(i)) {
+        let cached;
+        let (codec, stored): (Codec, &[u8]) = if k.from_cache {
+            cached = entry.chunk(i, entry.chunk_len(i));
+            match &cached {
                 Some(crate::image::Cached::Raw(b)) => (Codec::Raw, b),
                 Some(crate::image::Cached::Zstd(b)) => (Codec::Zstd, b),
                 None => return Err(io::Error::other("a cached chunk cannot be read again")),
             }
         } else {
-            (k.codec, k.stored.clone())
+            (k.codec, &k.stored)
         };
         match codec {
-            Codec::Raw => hasher.update(&stored),
+            Codec::Raw => hasher.update(stored),
             Codec::Zstd => {
                 buf.resize(CHUNK_SIZE, 0);
-                let n = zstd::bulk::decompress_to_buffer(&stored, &mut buf[..])?;
+                let n = zstd::bulk::decompress_to_buffer(stored, &mut buf[..])?;
                 hasher.update(&buf[..n]);
             }
         }
@@ -442,10 +444,6 @@ struct ToKeep {
     sha256: String,
     places: std::ops::Range<usize>,
     entry: Option<filecache::Entry>,
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A file whose content the image carries: mapped, or open (then `file` is a descriptor

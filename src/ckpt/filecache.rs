@@ -36,6 +36,11 @@ const MAGIC: &[u8; 8] = b"crtfc02\n";
 /// A file's device (major, minor), inode, size, mtime and ctime (in ns).
 pub type Key = ((u32, u32), u64, u64, i128, i128);
 
+/// The length chunk `i` of a content of `size` bytes decodes to.
+fn chunk_len(size: u64, i: usize) -> usize {
+    (size - (i * CHUNK_SIZE) as u64).min(CHUNK_SIZE as u64) as usize
+}
+
 fn name(key: &Key) -> String {
     let ((major, minor), ino, size, mtime, ctime) = key;
     format!("{major}.{minor}.{ino}.{size}.{mtime}.{ctime}")
@@ -112,10 +117,10 @@ impl FileCache {
         let mut at = head_len as u64;
         for i in 0..count {
             let (codec, stored) = (u32_at(84 + 8 * i), u32_at(88 + 8 * i) as usize);
-            let raw = (size - (i * CHUNK_SIZE) as u64).min(CHUNK_SIZE as u64) as usize;
-            let codec = match codec {
-                0 if stored == raw => Codec::Raw,
-                1 if (1..raw).contains(&stored) => Codec::Zstd,
+            let raw = chunk_len(size, i);
+            let codec = match Codec::from_u32(codec)? {
+                Codec::Raw if stored == raw => Codec::Raw,
+                Codec::Zstd if (1..raw).contains(&stored) => Codec::Zstd,
                 _ => return None,
             };
             chunks.push((codec, at, stored));
@@ -149,11 +154,7 @@ impl FileCache {
             out.write_all(&key.2.to_le_bytes())?;
             out.write_all(&(chunks.len() as u32).to_le_bytes())?;
             for (codec, stored) in chunks {
-                let c: u32 = match codec {
-                    Codec::Raw => 0,
-                    Codec::Zstd => 1,
-                };
-                out.write_all(&c.to_le_bytes())?;
+                out.write_all(&codec.to_u32().to_le_bytes())?;
                 out.write_all(&(stored.len() as u32).to_le_bytes())?;
             }
             for (_, stored) in chunks {
@@ -218,7 +219,7 @@ impl Entry {
 
     /// The length chunk `i` decodes to.
     pub fn chunk_len(&self, i: usize) -> usize {
-        (self.size - (i * CHUNK_SIZE) as u64).min(CHUNK_SIZE as u64) as usize
+        chunk_len(self.size, i)
     }
 
     /// Chunk `i` as the entry has it, if it is to hold `len` bytes (and can be read).

@@ -95,13 +95,13 @@ pub enum Codec {
 }
 
 impl Codec {
-    fn to_u32(self) -> u32 {
+    pub(crate) fn to_u32(self) -> u32 {
         match self {
             Codec::Raw => 0,
             Codec::Zstd => 1,
         }
     }
-    fn from_u32(v: u32) -> Option<Codec> {
+    pub(crate) fn from_u32(v: u32) -> Option<Codec> {
         match v {
             0 => Some(Codec::Raw),
             1 => Some(Codec::Zstd),
@@ -646,10 +646,7 @@ pub struct Image {
 /// The identity of an image whose section table is `table` (as stored).
 pub fn table_id(table: &[u8]) -> String {
     use sha2::{Digest, Sha256};
-    Sha256::digest(table)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::records::hex(&Sha256::digest(table))
 }
 
 /// Read exactly `len` bytes, growing the buffer only as bytes arrive (a hostile length

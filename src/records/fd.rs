@@ -446,11 +446,10 @@ pub fn hash_prefix(path: &str, len: u64) -> Option<String> {
         hasher.update(&buf[..n]);
         got += n as u64;
     }
-    (got == len).then(|| {
-        hasher
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
-    })
+    (got == len).then(|| hex(&hasher.finalize()))
+}
+
+/// Lower-case hex of `bytes` (how the records write SHA-256 digests).
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

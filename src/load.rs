@@ -41,8 +41,9 @@ pub fn load(path: &Path, keep_bulk: bool) -> Result<Loaded, ImageError> {
 }
 
 /// `load`, but with `defer_pages` the page chunks' checksums are checked when they are
-/// decoded, not now (a lazy resume, which would otherwise read every byte of the image
-/// before the session goes on): a chunk found damaged then ends the whole session.
+/// decoded, not now (a resume, which decodes every chunk anyway, on every core; reading
+/// every byte here first was one core's work before any page was written): a chunk found
+/// damaged then fails the resume, or in a lazy one ends the whole session.
 pub fn load_with(path: &Path, keep_bulk: bool, defer_pages: bool) -> Result<Loaded, ImageError> {
     let read = |path: &Path| {
         image::read_file_with(

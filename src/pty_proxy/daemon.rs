@@ -229,12 +229,13 @@ fn setup(cfg: DaemonConfig) -> Result<Daemon> {
                 Some(_) => "the image from standard input".to_string(),
                 None => path.display().to_string(),
             };
+            // The page chunks are checked as they are decoded (`load_with`).
             let crate::load::Loaded {
                 image,
                 term,
                 record,
                 ancestors,
-            } = crate::load::load_with(path, true, opts.lazy)
+            } = crate::load::load_with(path, true, true)
                 .map_err(|e| anyhow::anyhow!("cannot resume {what}: {e}"))?;
             // An image from a file can be the parent of the session's next checkpoint.
             let from_file = passed.is_none();

@@ -702,8 +702,8 @@ fn as_root_an_output_on_a_device_is_refused_and_the_device_stays() {
 
 /// Hostile images given to `crterm resume` in a terminal: a terminal model claiming more
 /// lines than it has rows, a record whose pages point outside its process's memory, a page
-/// chunk that does not decode (found by the resume on its way). Each fails with one line,
-/// and nothing of the session is left.
+/// chunk that does not decode (found by the resume on its way), one whose checksum does
+/// not hold. Each fails with one line, and nothing of the session is left.
 #[test]
 fn hostile_images_resume_to_one_line_and_leave_nothing() {
     use crterm::image::{self, Codec, ImageWriter, SectionKind};
@@ -737,6 +737,17 @@ fn hostile_images_resume_to_one_line_and_leave_nothing() {
     tall.lines = 50;
     let mut outside = record.clone();
     outside.page_runs[0].addr = 0x1000;
+    // A byte of page data changed after the image was written: its chunk's checksum no
+    // longer holds (an image this small is read and checked whole before anything
+    // starts; a large one: the next test).
+    let mut damaged = build(&term, &record, false);
+    let page0 = golden.chunk(SectionKind::PAGES, 0).unwrap();
+    let at = damaged
+        .windows(page0.len())
+        .position(|w| w == &page0[..])
+        .expect("the page chunk, stored raw")
+        + page0.len() / 2;
+    damaged[at] ^= 0x55;
     let cases = [
         (
             "rows",
@@ -749,6 +760,7 @@ fn hostile_images_resume_to_one_line_and_leave_nothing() {
             "the session record: pages at 0x1000",
         ),
         ("chunk", build(&term, &record, true), "page chunk 0"),
+        ("damaged", damaged, "checksum mismatch"),
     ];
     let wide = other_tmux(&env);
     for (name, bytes, want) in cases {
@@ -782,4 +794,63 @@ fn hostile_images_resume_to_one_line_and_leave_nothing() {
                 .then_some(())
         });
     }
+}
+
+/// An image large enough to be mapped, whose page data changed on disk after it was
+/// written: the resume checks each page chunk as it decodes it, on every core, while the
+/// processes are being made (not the whole image first), so the damage is found with the
+/// session half made. One line, and nothing of it is left.
+#[test]
+fn page_data_damaged_on_disk_fails_the_resume_midway_and_leaves_nothing() {
+    use crterm::image::{self, SectionKind};
+    let env = Env::unprivileged();
+    python_pane(&env, "a", "pagesdmg");
+    // 16 MiB of random bytes: stored raw, in a mapping large enough to be written
+    // through the process's userfaultfd.
+    enter(
+        &env,
+        "a",
+        "import os; a = os.urandom(16 << 20); print('RE' + 'ADY')",
+    );
+    env.tmux.wait_text("a", "READY", T);
+    let path = image_path(&env, "pagesdmg");
+    checkpoint_and_end(&env, "pagesdmg", &path);
+    let img = image::read_file(&path).unwrap();
+    let mut bytes = std::fs::read(&path).unwrap();
+    // A raw chunk of the random bytes, found in the file by its first 4 KiB; a byte in
+    // its middle flipped.
+    let at = (0..img.stored_chunks(SectionKind::PAGES).count())
+        .find_map(|i| {
+            let data = img.chunk(SectionKind::PAGES, i).unwrap();
+            let probe = &data[..4096.min(data.len())];
+            (data.len() >= 1 << 20)
+                .then(|| bytes.windows(probe.len()).position(|w| w == probe))
+                .flatten()
+                .map(|p| p + data.len() / 2)
+        })
+        .expect("a page chunk of the random bytes, stored raw");
+    bytes[at] ^= 0x55;
+    std::fs::write(&path, &bytes).unwrap();
+    let wide = other_tmux(&env);
+    resume_in(&env, &wide, "r", 250, 30, &path);
+    let screen = wide.wait_text("r", "CRTERM_EXIT=", T);
+    let lines: Vec<&str> = screen.lines().filter(|l| !l.is_empty()).collect();
+    assert_eq!(lines.len(), 2, "one line, then the exit status: {screen}");
+    assert!(
+        lines[0].starts_with("crterm: resume failed: the memory of process")
+            && lines[0].contains("page chunk")
+            && lines[0].contains("checksum mismatch"),
+        "{screen}"
+    );
+    assert_eq!(lines[1], "CRTERM_EXIT=1");
+    assert!(env.sessions().is_empty(), "a session was left");
+    let server: i32 = wide.display("r", "#{pid}").parse().unwrap();
+    wait_for("the failed resume's processes to be gone", T, || {
+        process_tree(server)
+            .into_iter()
+            .skip(1)
+            .filter(|&p| !process_gone(p))
+            .all(|p| matches!(comm_of(p).as_str(), "sleep" | "bash" | "sh"))
+            .then_some(())
+    });
 }

@@ -799,6 +799,11 @@ impl SessionRecord {
             }
             last = Some((r.pid, r.addr + r.len));
         }
+        // Whole pages in every chunk, as a checkpoint writes them: a resume writes pages
+        // into some mappings whole (`task::memory::pages::PageWriter`).
+        if let Some(i) = pages.iter().position(|&l| l % page != 0) {
+            return bad(format!("page chunk {i} does not hold whole pages"));
+        }
         let chunk_total = pages.iter().try_fold(0u64, |a, &b| a.checked_add(b));
         if chunk_total != Some(run_total) {
             return bad(format!(

@@ -265,6 +265,33 @@ fn a_page_chunk_that_does_not_decode_is_refused_by_check_and_info() {
     }
 }
 
+/// Page chunks that hold the right bytes, but one of them not whole pages (a checkpoint
+/// writes only whole pages into each, and a resume writes some mappings whole pages at a
+/// time): refused by `info`, `check` and `resume` alike.
+#[test]
+fn a_page_chunk_of_part_of_a_page_is_refused() {
+    let env = Env::unprivileged();
+    let dir = TempDir::new("crterm-hostile");
+    let p = golden();
+    let mut s = vec![meta_section(SectionKind::TERM_MODEL, &postcard(&p.term))];
+    for (k, d) in &p.chunks {
+        if *k == SectionKind::PAGES && s.iter().all(|c| c.0 != SectionKind::PAGES) {
+            s.push(chunk_section(*k, &d[..100]));
+            s.push(chunk_section(*k, &d[100..]));
+        } else {
+            s.push(chunk_section(*k, d));
+        }
+    }
+    s.push(meta_section(SectionKind::SESSION, &postcard(&p.record)));
+    let image = write(&dir, "part.img", &seal(&p.info, &s));
+    all_refuse(
+        &env,
+        &image,
+        "page chunk 0 does not hold whole pages",
+        150 << 10,
+    );
+}
+
 /// Page runs that do not add up to the page chunks, or point outside their process's
 /// memory; a carried file longer than its chunks; a thread of another process's pid.
 #[test]

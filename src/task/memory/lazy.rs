@@ -47,6 +47,10 @@ const UFFDIO_WAKE: u64 = 0x8010_aa02;
 const UFFDIO_COPY: u64 = 0xc028_aa03;
 const UFFDIO_ZEROPAGE: u64 = 0xc020_aa04;
 const REGISTER_MODE_MISSING: u64 = 1;
+/// `userfaultfd(2)` flag: only faults taken in user mode are reported (allowed to any
+/// user).
+pub const USER_MODE_ONLY: u64 = 1;
+const COPY_MODE_DONTWAKE: u64 = 1;
 const EVENT_PAGEFAULT: u8 = 0x12;
 const EVENT_FORK: u8 = 0x13;
 const EVENT_REMAP: u8 = 0x14;
@@ -89,6 +93,12 @@ pub fn check_available() -> Result<(), String> {
 /// Enable the features the server needs on a new userfaultfd.
 pub fn api(fd: &OwnedFd) -> io::Result<()> {
     let mut api = [UFFD_API, FEATURES, 0];
+    ioctl(fd, UFFDIO_API, api.as_mut_ptr().cast())
+}
+
+/// Enable no feature on a new userfaultfd (one used only to copy pages in).
+pub fn api_plain(fd: &OwnedFd) -> io::Result<()> {
+    let mut api = [UFFD_API, 0, 0];
     ioctl(fd, UFFDIO_API, api.as_mut_ptr().cast())
 }
 
@@ -698,6 +708,38 @@ fn copy(fd: std::os::fd::BorrowedFd, addr: u64, bytes: &[u8]) -> io::Result<Opti
         }
     }
     Ok(None)
+}
+
+/// Copy `bytes` (whole pages) to `addr` (page-aligned) in one mapping registered with
+/// `fd`, where nothing waits for them (a resume that copies everything before the session
+/// goes on). The error says how many bytes went in before the page the kernel refused.
+pub fn copy_in(
+    fd: std::os::fd::BorrowedFd,
+    addr: u64,
+    bytes: &[u8],
+) -> Result<(), (u64, io::Error)> {
+    let mut done = 0u64;
+    let len = bytes.len() as u64;
+    while done < len {
+        let mut arg = [
+            addr + done,
+            bytes[done as usize..].as_ptr() as u64,
+            len - done,
+            COPY_MODE_DONTWAKE,
+            0,
+        ];
+        // SAFETY: `arg` is struct uffdio_copy; the source is `bytes`, read only.
+        let r = unsafe { libc::ioctl(fd.as_raw_fd(), UFFDIO_COPY as _, arg.as_mut_ptr()) };
+        if r == 0 {
+            return Ok(());
+        }
+        match arg[4] as i64 {
+            copied if copied > 0 => done += copied as u64,
+            e if e < 0 => return Err((done, io::Error::from_raw_os_error(-e as i32))),
+            _ => return Err((done, io::Error::last_os_error())),
+        }
+    }
+    Ok(())
 }
 
 /// The zero page at `page`: true when the fault is answered, false when the kernel asks

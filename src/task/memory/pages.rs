@@ -10,7 +10,8 @@
 //! runs, so a resume makes the child from its parent with those pages shared again.
 //!
 //! Resume (`Restorer::write_pages`): the runs of each process are written into its fresh
-//! mappings (process_vm_writev), chunks decoded by worker threads.
+//! mappings (`PageWriter`: UFFDIO_COPY into its large private ones, process_vm_writev
+//! elsewhere), chunks decoded by worker threads.
 
 use crate::image::{CHUNK_SIZE, Feed, SectionKind};
 use crate::records::*;
@@ -718,11 +719,70 @@ impl PageStream {
 
 // ---- resume --------------------------------------------------------------------------
 
+/// Where the pages of one process go: through its userfaultfd (`UFFDIO_COPY`) into the
+/// mappings registered with it, and with process_vm_writev everywhere else and for a
+/// page the userfaultfd refuses as there already (a run of the image written over
+/// another). A missing page of a registered mapping can only be written through the
+/// userfaultfd: process_vm_writev's fault there fails (EFAULT), since the userfaultfd
+/// takes faults from user mode only.
+pub(super) struct PageWriter {
+    pid: i32,
+    uffd: Option<std::os::fd::OwnedFd>,
+    /// The registered mappings, [start, end) in address order; one copy never spans two
+    /// (the kernel copies into one mapping at a time).
+    ranges: Vec<(u64, u64)>,
+}
+
+impl PageWriter {
+    pub(super) fn new(
+        pid: i32,
+        uffd: Option<std::os::fd::OwnedFd>,
+        ranges: Vec<(u64, u64)>,
+    ) -> Self {
+        let (uffd, ranges) = match uffd {
+            Some(fd) if !ranges.is_empty() => (Some(fd), ranges),
+            _ => (None, Vec::new()),
+        };
+        PageWriter { pid, uffd, ranges }
+    }
+
+    pub(super) fn write(&self, addr: u64, bytes: &[u8]) -> io::Result<()> {
+        let Some(fd) = &self.uffd else {
+            return t::write_process_memory(self.pid, addr, bytes);
+        };
+        let end = addr + bytes.len() as u64;
+        let part = |s: u64, e: u64| &bytes[(s - addr) as usize..(e - addr) as usize];
+        for (s, e) in outside(&self.ranges, addr, end) {
+            t::write_process_memory(self.pid, s, part(s, e))?;
+        }
+        for (mut s, e) in inside(&self.ranges, addr, end) {
+            while s < e {
+                match super::lazy::copy_in(fd.as_fd(), s, part(s, e)) {
+                    Ok(()) => break,
+                    Err((done, err)) if err.raw_os_error() == Some(libc::EEXIST) => {
+                        let page = s + done;
+                        t::write_process_memory(self.pid, page, part(page, page + PAGE))?;
+                        s = page + PAGE;
+                    }
+                    Err((done, err)) => {
+                        return Err(io::Error::new(
+                            err.kind(),
+                            format!("UFFDIO_COPY at {:#x}: {err}", s + done),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Restorer<'_> {
-    /// The saved pages of process `pid`, from the page chunks that hold them, but for
-    /// those in `lazy` ([start, end) ranges in address order, served by `lazy`).
-    pub(super) fn write_pages(&self, pid: i32, lazy: &[(u64, u64)]) -> Result<()> {
-        self.write_chain_pages(pid, lazy)?;
+    /// The saved pages of process `into.pid`, from the page chunks that hold them, but
+    /// for those in `lazy` ([start, end) ranges in address order, served by `lazy`).
+    pub(super) fn write_pages(&self, into: &PageWriter, lazy: &[(u64, u64)]) -> Result<()> {
+        let pid = into.pid;
+        self.write_chain_pages(into, lazy)?;
         let runs = &self.record.page_runs;
         for r in runs.iter().filter(|r| r.pid == pid) {
             let p = self.procs.get(&r.pid).ok_or_else(|| {
@@ -807,13 +867,13 @@ impl Restorer<'_> {
             let mut k = run_start.partition_point(|&s| s <= at) - 1;
             while !data.is_empty() {
                 let r = &runs[k];
-                let into = at - run_start[k];
-                let n = ((r.len - into) as usize).min(data.len());
+                let within = at - run_start[k];
+                let n = ((r.len - within) as usize).min(data.len());
                 if r.pid == pid {
-                    let at = r.addr + into;
+                    let at = r.addr + within;
                     for (s, e) in outside(lazy, at, at + n as u64) {
                         let part = &data[(s - at) as usize..(e - at) as usize];
-                        t::write_process_memory(r.pid, s, part).with_context(|| {
+                        into.write(s, part).with_context(|| {
                             format!("writing the memory of process {} at {s:#x}", r.pid)
                         })?;
                     }
@@ -865,7 +925,8 @@ impl Restorer<'_> {
 
     /// The pages of process `pid` an incremental image takes from its chain: each found
     /// in the image that holds it (`resolve`), its chunks decoded and written.
-    fn write_chain_pages(&self, pid: i32, lazy: &[(u64, u64)]) -> Result<()> {
+    fn write_chain_pages(&self, into: &PageWriter, lazy: &[(u64, u64)]) -> Result<()> {
+        let pid = into.pid;
         let want: Vec<(u64, u64)> = self
             .record
             .parent_runs
@@ -912,9 +973,10 @@ impl Restorer<'_> {
                     };
                     let from = (at - starts[i]) as usize;
                     let n = ((len - done) as usize).min(data.len() - from);
-                    t::write_process_memory(pid, addr + done, &data[from..from + n]).with_context(
-                        || format!("writing the memory of process {pid} at {:#x}", addr + done),
-                    )?;
+                    into.write(addr + done, &data[from..from + n])
+                        .with_context(|| {
+                            format!("writing the memory of process {pid} at {:#x}", addr + done)
+                        })?;
                     done += n as u64;
                 }
             }

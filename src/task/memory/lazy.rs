@@ -445,8 +445,16 @@ impl Server {
         let mut buf = Vec::new();
         let mut waiting: Vec<(u32, u64)> = Vec::new();
         loop {
+            // The gate is taken exclusive only when there is something to close: every
+            // copy under way must end first, and the fill threads wait meanwhile.
+            let closing = {
+                let st = self.lock();
+                st.uffds.values().any(|u| u.missing.is_empty())
+                    || (st.uffds.is_empty() && !st.adding)
+            };
             let fds: Vec<(u32, i32)> = {
-                let _gate = self.shared.gate.write().unwrap_or_else(|e| e.into_inner());
+                let _gate =
+                    closing.then(|| self.shared.gate.write().unwrap_or_else(|e| e.into_inner()));
                 let mut st = self.lock();
                 let empty: Vec<u32> = st
                     .uffds
@@ -490,7 +498,7 @@ impl Server {
             }
             let mut eight = [0u8; 8];
             let _ = crate::sys::read(std::os::fd::AsFd::as_fd(&self.shared.wake), &mut eight);
-            {
+            if polled[..fds.len()].iter().any(|p| p.revents != 0) {
                 let _gate = self.shared.gate.write().unwrap_or_else(|e| e.into_inner());
                 let mut st = self.lock();
                 for (k, &(id, _)) in fds.iter().enumerate() {
@@ -665,8 +673,17 @@ impl Server {
             while !self.copy_chunk(src, i, data) {
                 std::thread::sleep(Duration::from_micros(200));
             }
-            self.lock().filling.remove(&(src, i));
-            self.poke();
+            // The fault thread is woken only when a userfaultfd has nothing missing
+            // left (to close it): waking it after every chunk took the gate exclusive
+            // as often, and the other fill thread waited for it each time.
+            let emptied = {
+                let mut st = self.lock();
+                st.filling.remove(&(src, i));
+                st.uffds.values().any(|u| u.missing.is_empty())
+            };
+            if emptied {
+                self.poke();
+            }
         }
     }
 }

@@ -771,29 +771,39 @@ fn hostile_images_resume_to_one_line_and_leave_nothing() {
             .arg(&path)
             .output();
         resume_in(&env, &wide, name, 250, 30, &path);
-        let screen = wide.wait_text(name, "CRTERM_EXIT=", T);
-        let lines: Vec<&str> = screen.lines().filter(|l| !l.is_empty()).collect();
-        assert_eq!(
-            lines.len(),
-            2,
-            "{name}: one line, then the exit status: {screen}"
-        );
-        assert!(
-            lines[0].starts_with("crterm: ") && lines[0].contains(want),
-            "{name}: {screen}"
-        );
-        assert_eq!(lines[1], "CRTERM_EXIT=1", "{name}");
-        assert!(env.sessions().is_empty(), "{name}: a session was left");
-        let server: i32 = wide.display(name, "#{pid}").parse().unwrap();
-        wait_for("the failed resume's processes to be gone", T, || {
-            process_tree(server)
-                .into_iter()
-                .skip(1)
-                .filter(|&p| !process_gone(p))
-                .all(|p| matches!(comm_of(p).as_str(), "sleep" | "bash" | "sh"))
-                .then_some(())
+        resume_failed_leaving_nothing(&env, &wide, name, |line| {
+            line.starts_with("crterm: ") && line.contains(want)
         });
     }
+}
+
+/// The resume in pane `target` of `tmux` failed with one line (which `right` accepts) and
+/// exit status 1, and left nothing: no session, no process but the pane's own.
+fn resume_failed_leaving_nothing(
+    env: &Env,
+    tmux: &Tmux,
+    target: &str,
+    right: impl Fn(&str) -> bool,
+) {
+    let screen = tmux.wait_text(target, "CRTERM_EXIT=", T);
+    let lines: Vec<&str> = screen.lines().filter(|l| !l.is_empty()).collect();
+    assert_eq!(
+        lines.len(),
+        2,
+        "{target}: one line, then the exit status: {screen}"
+    );
+    assert!(right(lines[0]), "{target}: {screen}");
+    assert_eq!(lines[1], "CRTERM_EXIT=1", "{target}");
+    assert!(env.sessions().is_empty(), "{target}: a session was left");
+    let server: i32 = tmux.display(target, "#{pid}").parse().unwrap();
+    wait_for("the failed resume's processes to be gone", T, || {
+        process_tree(server)
+            .into_iter()
+            .skip(1)
+            .filter(|&p| !process_gone(p))
+            .all(|p| matches!(comm_of(p).as_str(), "sleep" | "bash" | "sh"))
+            .then_some(())
+    });
 }
 
 /// An image large enough to be mapped, whose page data changed on disk after it was
@@ -833,24 +843,9 @@ fn page_data_damaged_on_disk_fails_the_resume_midway_and_leaves_nothing() {
     std::fs::write(&path, &bytes).unwrap();
     let wide = other_tmux(&env);
     resume_in(&env, &wide, "r", 250, 30, &path);
-    let screen = wide.wait_text("r", "CRTERM_EXIT=", T);
-    let lines: Vec<&str> = screen.lines().filter(|l| !l.is_empty()).collect();
-    assert_eq!(lines.len(), 2, "one line, then the exit status: {screen}");
-    assert!(
-        lines[0].starts_with("crterm: resume failed: the memory of process")
-            && lines[0].contains("page chunk")
-            && lines[0].contains("checksum mismatch"),
-        "{screen}"
-    );
-    assert_eq!(lines[1], "CRTERM_EXIT=1");
-    assert!(env.sessions().is_empty(), "a session was left");
-    let server: i32 = wide.display("r", "#{pid}").parse().unwrap();
-    wait_for("the failed resume's processes to be gone", T, || {
-        process_tree(server)
-            .into_iter()
-            .skip(1)
-            .filter(|&p| !process_gone(p))
-            .all(|p| matches!(comm_of(p).as_str(), "sleep" | "bash" | "sh"))
-            .then_some(())
+    resume_failed_leaving_nothing(&env, &wide, "r", |line| {
+        line.starts_with("crterm: resume failed: the memory of process")
+            && line.contains("page chunk")
+            && line.contains("checksum mismatch")
     });
 }

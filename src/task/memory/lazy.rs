@@ -688,6 +688,24 @@ impl Server {
     }
 }
 
+/// One UFFDIO_COPY of `bytes` to `addr` (`mode`: its flags): Ok(n), the bytes copied
+/// (all of them, or fewer where the kernel stopped partway), or the error before any.
+fn copy_once(fd: std::os::fd::BorrowedFd, addr: u64, bytes: &[u8], mode: u64) -> Result<u64, i32> {
+    let mut arg = [addr, bytes.as_ptr() as u64, bytes.len() as u64, mode, 0];
+    // SAFETY: `arg` is struct uffdio_copy; the source is `bytes`, read only.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), UFFDIO_COPY as _, arg.as_mut_ptr()) };
+    if r == 0 {
+        return Ok(bytes.len() as u64);
+    }
+    match arg[4] as i64 {
+        n if n > 0 => Ok(n as u64),
+        e if e < 0 => Err(-e as i32),
+        _ => Err(io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO)),
+    }
+}
+
 /// Copy `bytes` to `addr`: None when done (pages that are there already, or whose
 /// mapping is gone, are passed over), Some(done) when the kernel asks to wait after
 /// `done` bytes.
@@ -695,33 +713,18 @@ fn copy(fd: std::os::fd::BorrowedFd, addr: u64, bytes: &[u8]) -> io::Result<Opti
     let mut done = 0u64;
     let len = bytes.len() as u64;
     while done < len {
-        let mut arg = [
-            addr + done,
-            bytes[done as usize..].as_ptr() as u64,
-            len - done,
-            0,
-            0,
-        ];
-        let r = unsafe { libc::ioctl(fd.as_raw_fd(), UFFDIO_COPY as _, arg.as_mut_ptr()) };
-        if r == 0 {
-            return Ok(None);
-        }
-        let copied = arg[4] as i64;
-        if copied > 0 {
-            done += copied as u64;
-            continue;
-        }
-        match (-copied) as i32 {
-            libc::EAGAIN => return Ok(Some(done)),
+        match copy_once(fd, addr + done, &bytes[done as usize..], 0) {
+            Ok(n) => done += n,
+            Err(libc::EAGAIN) => return Ok(Some(done)),
             // There already (the program faulted it in another way), or not registered
             // any more (its mapping changed, which an event says too): the next page.
-            libc::EEXIST | libc::ENOENT => {
+            Err(libc::EEXIST | libc::ENOENT) => {
                 wake(fd, addr + done, PAGE);
                 done += PAGE;
             }
             // The process is gone.
-            libc::ESRCH => return Ok(None),
-            e => return Err(io::Error::from_raw_os_error(e)),
+            Err(libc::ESRCH) => return Ok(None),
+            Err(e) => return Err(io::Error::from_raw_os_error(e)),
         }
     }
     Ok(None)
@@ -736,24 +739,10 @@ pub fn copy_in(
     bytes: &[u8],
 ) -> Result<(), (u64, io::Error)> {
     let mut done = 0u64;
-    let len = bytes.len() as u64;
-    while done < len {
-        let mut arg = [
-            addr + done,
-            bytes[done as usize..].as_ptr() as u64,
-            len - done,
-            COPY_MODE_DONTWAKE,
-            0,
-        ];
-        // SAFETY: `arg` is struct uffdio_copy; the source is `bytes`, read only.
-        let r = unsafe { libc::ioctl(fd.as_raw_fd(), UFFDIO_COPY as _, arg.as_mut_ptr()) };
-        if r == 0 {
-            return Ok(());
-        }
-        match arg[4] as i64 {
-            copied if copied > 0 => done += copied as u64,
-            e if e < 0 => return Err((done, io::Error::from_raw_os_error(-e as i32))),
-            _ => return Err((done, io::Error::last_os_error())),
+    while done < bytes.len() as u64 {
+        match copy_once(fd, addr + done, &bytes[done as usize..], COPY_MODE_DONTWAKE) {
+            Ok(n) => done += n,
+            Err(e) => return Err((done, io::Error::from_raw_os_error(e))),
         }
     }
     Ok(())

@@ -22,7 +22,7 @@ fn checkpoint_into_pipe(env: &Env, name: &str, pipe_to: &str, extra: &str) -> (i
 fn an_image_streams_through_a_pipe_and_resumes_from_standard_input() {
     let env = Env::unprivileged();
     python_pane(&env, "a", "st");
-    enter(&env, "a", "x = 4242");
+    run_in_repl(&env, "a", "x = 4242");
     let image = image_path(&env, "streamed");
     let (code, said) =
         checkpoint_into_pipe(&env, "st", &format!("cat > {}", image.display()), "--exit");
@@ -52,7 +52,7 @@ fn an_image_streams_through_a_pipe_and_resumes_from_standard_input() {
 fn a_stream_cut_midway_fails_cleanly_on_both_ends() {
     let env = Env::unprivileged();
     python_pane(&env, "a", "cut");
-    enter(&env, "a", "y = 17");
+    run_in_repl(&env, "a", "y = 17");
     // The reader goes away after 64 KiB: the checkpoint fails, the session goes on.
     let (code, said) = checkpoint_into_pipe(&env, "cut", "head -c 65536 > /dev/null", "--exit");
     assert_ne!(code, 0);
@@ -459,7 +459,7 @@ fn a_baseline_session_uses_x86_64_v2_code_and_resumes_without_the_newer_features
         screen.contains("\nlevels 0 1 0\n"),
         "only x86-64-v2 searched: {screen}"
     );
-    enter(&env, "a", "word = 'baseline'");
+    run_in_repl(&env, "a", "word = 'baseline'");
     let image = image_path(&env, "base");
     checkpoint_and_end(&env, "base", &image);
     // As if made on a CPU with a feature this one lacks.

@@ -114,6 +114,17 @@ pub(crate) fn enter(env: &Env, target: &str, line: &str) {
     env.tmux.send_keys(target, &["Enter"]);
 }
 
+/// Type `line` into the python REPL in pane `target`, and wait until python has run it
+/// (the line echoed, the next prompt after it). Keys still on their way from tmux through
+/// the client are not the session's yet: a checkpoint taken at once may come first.
+pub(crate) fn run_in_repl(env: &Env, target: &str, line: &str) {
+    enter(env, target, line);
+    let want = format!(">>> {line}\n>>>");
+    wait_for(&format!("python to run {line}"), T, || {
+        env.tmux.capture_plain(target).contains(&want).then_some(())
+    });
+}
+
 /// A checkpoint (with `--exit`) of session `name`, shown in pane `target`, must fail with
 /// a message containing `expect`, write no image, and leave the session going on (a
 /// python REPL: it still computes).
